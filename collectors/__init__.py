@@ -1,0 +1,1 @@
+"""The sensing layer: collectors that return immutable samples. Never imports the UI."""

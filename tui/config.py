@@ -1,0 +1,156 @@
+"""Settings as operators expect them: flags, then environment, then `surgewatch.toml`.
+
+The file lives in `$XDG_CONFIG_HOME/surgewatch/surgewatch.toml` (default `~/.config/...`), or wherever
+`SURGEWATCH_CONFIG` points. Example:
+
+    redis_url = "redis://:secret@10.0.0.5:6379/0"
+    prefix = "surgewatch:"
+    nodes = ["http://gpu-01:9400/metrics", "http://gpu-02:9400/metrics"]
+    prometheus = "http://prometheus:9090"
+    interval_s = 1.0
+    node_interval_s = 5.0
+
+    [thresholds]
+    temp_hot_c = 80
+    util_busy_pct = 90
+    reject_spike_pct = 20
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from quotas.keys import DEFAULT_PREFIX
+
+
+class ConfigError(ValueError):
+    """A bad setting: the message names the setting and where it came from."""
+
+
+def config_path(env: dict[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if env.get("SURGEWATCH_CONFIG"):
+        return Path(env["SURGEWATCH_CONFIG"])
+    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "surgewatch" / "surgewatch.toml"
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"cannot read {path}: {e}") from e
+
+
+def redact_url(url: str | None) -> str | None:
+    """Hide a password (and a user's token) in a URL: what screens and logs show."""
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid url>"
+    if parts.password is None and "@" not in parts.netloc:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    cred = f"{user}:***@" if parts.password is not None else (f"{user}@" if user else "")
+    return urlunsplit((parts.scheme, cred + host, parts.path, parts.query, parts.fragment))
+
+
+def parse_nodes(value: str | list[str] | None) -> list[str]:
+    """`--nodes` takes comma-separated URLs or `@FILE` with one URL a line ('#' starts a comment)."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        items = value
+    elif value.startswith("@"):
+        path = Path(value[1:])
+        try:
+            lines = path.read_text().splitlines()
+        except OSError as e:
+            raise ConfigError(f"cannot read node list {path}: {e.strerror}") from e
+        items = [ln.split("#", 1)[0] for ln in lines]
+    else:
+        items = value.split(",")
+    urls = [u.strip() for u in items if u and u.strip()]
+    for u in urls:
+        p = urlsplit(u)
+        if p.scheme not in ("http", "https") or not p.hostname:
+            raise ConfigError(f"invalid node URL {redact_url(u)!r}: an http:// or https:// URL is expected")
+    return urls
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings. `redis_url` may hold a password: show `redis_url_shown` instead."""
+
+    redis_url: str | None = None
+    prefix: str = DEFAULT_PREFIX
+    nodes: tuple[str, ...] = ()
+    prometheus: str | None = None
+    interval_s: float = 1.0
+    node_interval_s: float = 5.0
+    read_only: bool = False
+    wall: bool = False
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def redis_url_shown(self) -> str | None:
+        return redact_url(self.redis_url)
+
+
+def resolve(
+    *,
+    redis: str | None = None,
+    nodes: str | None = None,
+    prometheus: str | None = None,
+    interval: float | None = None,
+    read_only: bool = False,
+    wall: bool = False,
+    env: dict[str, str] | None = None,
+    file: dict[str, Any] | None = None,
+) -> Settings:
+    """Flags win over the environment, which wins over the file."""
+    env = dict(os.environ) if env is None else env
+    file = load_file(config_path(env)) if file is None else file
+
+    redis_url = redis or env.get("SURGEWATCH_REDIS_URL") or env.get("REDIS_URL") or file.get("redis_url")
+    node_value: str | list[str] | None = nodes or env.get("SURGEWATCH_NODES") or file.get("nodes")
+    prom = prometheus or env.get("SURGEWATCH_PROMETHEUS") or file.get("prometheus")
+    prefix = env.get("SURGEWATCH_PREFIX") or file.get("prefix") or DEFAULT_PREFIX
+    raw_interval: Any = interval if interval is not None else env.get("SURGEWATCH_INTERVAL") or file.get("interval_s", 1.0)
+    try:
+        interval_s = float(raw_interval)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"invalid interval {raw_interval!r}: a number of seconds") from e
+    if not 0.1 <= interval_s <= 3600:
+        raise ConfigError(f"invalid interval {interval_s}: between 0.1 and 3600 seconds")
+    try:
+        node_interval_s = float(env.get("SURGEWATCH_NODE_INTERVAL") or file.get("node_interval_s", 5.0))
+    except (TypeError, ValueError) as e:
+        raise ConfigError("invalid node_interval_s: a number of seconds") from e
+    thresholds = file.get("thresholds", {})
+    if not isinstance(thresholds, dict):
+        raise ConfigError("invalid [thresholds]: a table of numbers")
+    return Settings(
+        redis_url=redis_url or None,
+        prefix=str(prefix),
+        nodes=tuple(parse_nodes(node_value)),
+        prometheus=prom or None,
+        interval_s=interval_s,
+        node_interval_s=node_interval_s,
+        read_only=read_only or wall,
+        wall=wall,
+        thresholds={str(k): float(v) for k, v in thresholds.items()},
+    )
