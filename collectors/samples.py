@@ -42,6 +42,7 @@ class GpuSample:
     processes: int | None = None
     xid: int | None = None  # last XID error seen, None when none
     status: GpuStatus = "ok"
+    remapped_rows_uncorrectable: int | None = None  # the part of remapped_rows from uncorrectable errors
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,271 @@
-"""Subcommands of this layer (filled in by its issue)."""
+"""`surgewatch init` and `surgewatch quota {list,set,pause,resume,history}`.
+
+Exit codes (a contract): 0 done; 1 other server error (permission denied, broken stored quota);
+2 bad input (the message says what is wrong and what is accepted; nothing is written);
+3 version conflict; 4 server unreachable (answered within 10 s). Messages go to stderr, without passwords.
+Handlers take `(args, settings)` with `settings.redis_url` and `settings.prefix` (duck-typed: no UI import).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import re
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from quotas.actor import default_actor
+from quotas.errors import BrokenQuota, Conflict, Unreachable, UnknownTier, redact
+from quotas.model import (
+    Quota, QuotaError, QuotaSpec, format_duration, iso, parse_duration, parse_spec, parse_tier_cap,
+    validate_actor, validate_reason, validate_tier,
+)
+
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_CONFLICT, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
+DEADLINE_S = 9.0  # the whole command, so "unreachable" is always answered within 10 s
+CAS_RETRIES = 5
+
+
+def _err(msg: str) -> None:
+    print(f"surgewatch: {redact(msg)}", file=sys.stderr)
+
+
+def _client(url: str | None) -> Any:
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    if not url:
+        raise QuotaError("no Redis URL: pass --redis URL, or set SURGEWATCH_REDIS_URL or REDIS_URL")
+    try:
+        return aioredis.Redis.from_url(
+            url, socket_connect_timeout=3, socket_timeout=4, retry=Retry(NoBackoff(), 1),
+        )
+    except ValueError as e:
+        raise QuotaError(f"invalid Redis URL {redact(url)!r}: {e} (accepted: redis://, rediss://, unix://)") from None
+
+
+def _run(fn: Callable[[Any, argparse.Namespace, Any], Awaitable[int]], args: argparse.Namespace, settings: Any) -> int:
+    """Connect, run one command under the overall deadline, map every failure to its exit code."""
+
+    async def main() -> int:
+        client = _client(settings.redis_url)
+        try:
+            async with asyncio.timeout(DEADLINE_S):
+                return await fn(client, args, settings)
+        except TimeoutError:
+            raise Unreachable(f"Redis did not answer within {DEADLINE_S:g} s") from None
+        finally:
+            try:
+                await asyncio.wait_for(client.aclose(), 1)
+            except Exception:  # closing a dead connection: nothing left to do
+                pass
+
+    try:
+        return asyncio.run(main())
+    except QuotaError as e:
+        _err(str(e))
+        return EXIT_BAD_INPUT
+    except Conflict as e:
+        _err(f"conflict: {e}")
+        return EXIT_CONFLICT
+    except Unreachable as e:
+        _err(str(e))
+        return EXIT_UNREACHABLE
+    except BrokenQuota as e:
+        _err(str(e))
+        return EXIT_ERROR
+    except ResponseError as e:
+        _err(f"the server refused: {e}")
+        return EXIT_ERROR
+
+
+def _store(client: Any, settings: Any) -> Any:
+    from quotas.store import QuotaStore
+
+    try:
+        return QuotaStore(client, prefix=settings.prefix)
+    except ValueError as e:
+        raise QuotaError(str(e)) from None
+
+
+def describe(q: Quota) -> str:
+    """One human line for a quota: `free 3/1d cap none enforce v7`."""
+    cap = "none" if q.tier_cap_rps is None else f"{q.tier_cap_rps}/s"
+    extra = " PAUSED" if q.paused else ""
+    if q.expires_at is not None:
+        extra += f" until {iso(q.expires_at)}"
+    return f"{q.tier} {q.spec} cap {cap} {q.mode}{extra} v{q.version}"
+
+
+# ---- init -------------------------------------------------------------------------------------------
+
+async def _init(client: Any, args: argparse.Namespace, settings: Any) -> int:
+    from quotas.library import library_version
+    from quotas.store import SEED_TIERS
+
+    store = _store(client, settings)
+    created = await store.init()
+    before, now = store.library_before, library_version()
+    if before is None:
+        print(f"loaded functions library surgewatch v{now}")
+    elif before != now:
+        print(f"upgraded functions library surgewatch v{before} -> v{now}")
+    else:
+        print(f"functions library surgewatch v{now} already loaded (reloaded)")
+    for tier, (limit, window_s) in SEED_TIERS.items():
+        state = "created" if tier in created else "exists, left as is"
+        print(f"tier {tier}: {limit}/{format_duration(window_s)} {state}")
+    return EXIT_OK
+
+
+# ---- quota list / history ----------------------------------------------------------------------------
+
+async def _list(client: Any, args: argparse.Namespace, settings: Any) -> int:
+    store = _store(client, settings)
+    quotas = await store.list()
+    for tier, msg in store.broken.items():
+        _err(f"warning: skipped tier {tier}: {msg}")
+    if args.json:
+        print(json.dumps([q.to_json() for q in quotas], indent=2))
+        return EXIT_OK
+    rows = [("TIER", "QUOTA", "CAP/S", "MODE", "PAUSED", "EXPIRES", "VERSION", "UPDATED BY", "UPDATED AT")]
+    for q in quotas:
+        rows.append((
+            q.tier, q.spec, "none" if q.tier_cap_rps is None else str(q.tier_cap_rps), q.mode,
+            "yes" if q.paused else "no", iso(q.expires_at) or "-", str(q.version), q.updated_by,
+            iso(q.updated_at) or "-",
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return EXIT_OK
+
+
+async def _history(client: Any, args: argparse.Namespace, settings: Any) -> int:
+    store = _store(client, settings)
+    entries = await store.history(args.tier, count=args.count)
+    if args.json:
+        print(json.dumps([e.to_json() for e in entries], indent=2))
+        return EXIT_OK
+    for e in entries:
+        old = describe(e.old) if e.old else "(new tier)"
+        new = describe(e.new) if e.new else "(none)"
+        why = f"  reason: {e.reason}" if e.reason else ""
+        print(f"{iso(e.at)}  {e.tier}  v{e.version}  {e.actor}  {e.kind}: {old} -> {new}{why}")
+    return EXIT_OK
+
+
+# ---- quota set / pause / resume ---------------------------------------------------------------------
+
+def _common(args: argparse.Namespace) -> tuple[str, str, str]:
+    """Validate tier, actor, reason before any I/O: bad input never reaches the server."""
+    tier = validate_tier(args.tier)
+    actor = validate_actor(args.as_name if args.as_name is not None else default_actor())
+    reason = validate_reason(args.reason)
+    if args.expect_version is not None and args.expect_version < 0:
+        raise QuotaError(f"invalid --expect-version {args.expect_version}: a whole number from 0")
+    return tier, actor, reason
+
+
+async def _set(client: Any, args: argparse.Namespace, settings: Any) -> int:
+    tier, actor, reason = _common(args)
+    limit, window_s = parse_spec(args.spec)
+    cap_given = args.tier_cap is not None
+    cap = parse_tier_cap(args.tier_cap) if cap_given else None
+    for_s = parse_duration(args.for_, what="duration") if args.for_ is not None else None
+    mode = "shadow" if args.shadow else "enforce" if args.enforce else None
+    store = _store(client, settings)
+    for attempt in range(CAS_RETRIES):
+        try:
+            current = await store.get(tier)
+        except BrokenQuota:
+            current = None  # a full set repairs it
+        if current is None and not args.create and not await _broken_exists(store, tier):
+            raise UnknownTier(f"unknown tier {tier!r}: pass --create to create it (see `surgewatch quota list`)")
+        spec = QuotaSpec(
+            limit, window_s,
+            cap if cap_given or current is None else current.tier_cap_rps,
+            current.paused if current else False,
+            mode or (current.mode if current else "enforce"),
+        )
+        expect = args.expect_version
+        if expect is None and current is not None:
+            expect = current.version  # keep the kept fields exactly as read: CAS, retried below
+        try:
+            q = await store.set(tier, spec, actor=actor, reason=reason, expect_version=expect,
+                                create=args.create, for_s=for_s)
+        except Conflict:
+            if args.expect_version is not None or attempt == CAS_RETRIES - 1:
+                raise
+            continue
+        print(f"set {describe(q)} by {q.updated_by}")
+        return EXIT_OK
+    return EXIT_CONFLICT  # pragma: no cover - the loop returns or raises
+
+
+async def _broken_exists(store: Any, tier: str) -> bool:
+    return bool(await store._b(lambda: store.client.exists(store.keys.quota(tier))))
+
+
+async def _pause_resume(client: Any, args: argparse.Namespace, settings: Any) -> int:
+    tier, actor, reason = _common(args)
+    store = _store(client, settings)
+    op = store.pause if args.quota_command == "pause" else store.resume
+    q = await op(tier, actor=actor, reason=reason, expect_version=args.expect_version)
+    print(f"{args.quota_command}d {describe(q)} by {q.updated_by}")
+    return EXIT_OK
+
+
+# ---- wiring -----------------------------------------------------------------------------------------
+
+def _handler(fn: Callable[[Any, argparse.Namespace, Any], Awaitable[int]]) -> Callable[[argparse.Namespace, Any], int]:
+    return lambda args, settings: _run(fn, args, settings)
+
+
+def _actor_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("tier", metavar="TIER")
+    p.add_argument("--reason", default="", metavar="TEXT", help="why (kept in the audit history)")
+    p.add_argument("--as", dest="as_name", metavar="NAME", help="actor for the audit (default: login user and SSH client)")
+    p.add_argument("--expect-version", type=int, metavar="N", help="compare-and-set: fail (exit 3) unless at version N")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add this layer's subcommands to the `surgewatch` parser."""
+    """Add `init` and `quota ...` to the `surgewatch` parser."""
+    p_init = sub.add_parser("init", help="load the functions library and seed the default tiers where absent")
+    p_init.set_defaults(func=_handler(_init))
+
+    p_quota = sub.add_parser("quota", help="list, change, pause and audit per-tier quotas")
+    qsub = p_quota.add_subparsers(dest="quota_command", metavar="ACTION", required=True)
+
+    p_list = qsub.add_parser("list", help="every tier's quota")
+    p_list.add_argument("--json", action="store_true", help="JSON list (keys: tier, limit, window_s, ...)")
+    p_list.set_defaults(func=_handler(_list))
+
+    p_set = qsub.add_parser("set", help="change a tier's quota, e.g. `quota set free 3/1d --reason surge`")
+    _actor_options(p_set)
+    p_set.add_argument("spec", metavar="LIMIT/WINDOW", help="e.g. 3/1d, 50/3h, 600/1m, 10/30s")
+    # `-1/1d` must reach our validator (which says what is accepted), not look like an unknown option
+    p_set._negative_number_matcher = re.compile(r"^-\d")  # type: ignore[attr-defined]
+    p_set.add_argument("--tier-cap", metavar="RPS", help="tier-wide requests per second, or 'none' (default: keep)")
+    mode = p_set.add_mutually_exclusive_group()
+    mode.add_argument("--shadow", action="store_true", help="admit all, count what would be refused")
+    mode.add_argument("--enforce", action="store_true", help="refuse over-quota requests (default: keep the mode)")
+    p_set.add_argument("--for", dest="for_", metavar="DURATION", help="temporary: fall back after e.g. 2h (1s..31d)")
+    p_set.add_argument("--create", action="store_true", help="allow creating a tier that does not exist")
+    p_set.set_defaults(func=_handler(_set))
+
+    for name, what in (("pause", "refuse everyone in the tier"), ("resume", "undo pause")):
+        p = qsub.add_parser(name, help=what)
+        _actor_options(p)
+        p.set_defaults(func=_handler(_pause_resume))
+
+    p_hist = qsub.add_parser("history", help="audit history, newest first")
+    p_hist.add_argument("tier", metavar="TIER", nargs="?")
+    p_hist.add_argument("--count", type=int, default=20, metavar="N", help="entries to show (default 20)")
+    p_hist.add_argument("--json", action="store_true", help="JSON list (keys: tier, actor, at, version, old, new, reason)")
+    p_hist.set_defaults(func=_handler(_history))

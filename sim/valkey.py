@@ -55,10 +55,18 @@ class ValkeyProcess:
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
+    def data_dir(self) -> Path:
+        """The server's private working directory (removed by close())."""
+        return self._dir
+
+    @property
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> ValkeyProcess:
+        if port_open(self.port, self.host):
+            # otherwise the other listener would pass for our server while valkey-server exits at bind
+            raise RuntimeError(f"cannot start valkey-server on {self.host}:{self.port}: the port is in use")
         args = [
             str(valkey_binary()),
             "--port", str(self.port),

@@ -23,9 +23,11 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
-
+from collectors.nodes import NodeListError, redact_url
+from collectors.nodes import parse_nodes as _parse_nodes
 from quotas.keys import DEFAULT_PREFIX
+
+__all__ = ["ConfigError", "Settings", "config_path", "load_file", "parse_nodes", "redact_url", "resolve"]
 
 
 class ConfigError(ValueError):
@@ -50,52 +52,19 @@ def load_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read {path}: {e}") from e
 
 
-def redact_url(url: str | None) -> str | None:
-    """Hide a password (and a user's token) in a URL: what screens and logs show."""
-    if not url:
-        return url
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid url>"
-    if parts.password is None and "@" not in parts.netloc:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    cred = f"{user}:***@" if parts.password is not None else (f"{user}@" if user else "")
-    return urlunsplit((parts.scheme, cred + host, parts.path, parts.query, parts.fragment))
-
-
 def parse_nodes(value: str | list[str] | None) -> list[str]:
-    """`--nodes` takes comma-separated URLs or `@FILE` with one URL a line ('#' starts a comment)."""
-    if value is None:
-        return []
-    if isinstance(value, list):
-        items = value
-    elif value.startswith("@"):
-        path = Path(value[1:])
-        try:
-            lines = path.read_text().splitlines()
-        except OSError as e:
-            raise ConfigError(f"cannot read node list {path}: {e.strerror}") from e
-        items = [ln.split("#", 1)[0] for ln in lines]
-    else:
-        items = value.split(",")
-    urls = [u.strip() for u in items if u and u.strip()]
-    for u in urls:
-        p = urlsplit(u)
-        if p.scheme not in ("http", "https") or not p.hostname:
-            raise ConfigError(f"invalid node URL {redact_url(u)!r}: an http:// or https:// URL is expected")
-    return urls
+    """The node list, with a bad entry reported as a ConfigError (exit 2)."""
+    try:
+        return _parse_nodes(value)
+    except NodeListError as e:
+        raise ConfigError(str(e)) from e
 
 
 @dataclass(frozen=True)
 class Settings:
     """Resolved settings. `redis_url` may hold a password: show `redis_url_shown` instead."""
 
-    redis_url: str | None = None
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password: never repr it
     prefix: str = DEFAULT_PREFIX
     nodes: tuple[str, ...] = ()
     prometheus: str | None = None
@@ -108,6 +77,9 @@ class Settings:
     @property
     def redis_url_shown(self) -> str | None:
         return redact_url(self.redis_url)
+
+    def __repr__(self) -> str:
+        return f"Settings(redis_url={self.redis_url_shown!r}, nodes={len(self.nodes)}, read_only={self.read_only}, wall={self.wall})"
 
 
 def resolve(

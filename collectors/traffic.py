@@ -1,0 +1,249 @@
+"""Per-tier traffic from the limiter's counters in Redis, and each tier's current quota.
+
+One pipelined round trip per poll, whatever the number of tiers: TIME (the server's clock decides
+which seconds are complete, so a skewed local clock changes nothing), the tier registry (cached: the
+registry read in this poll names the tiers of the next), and for every tier its quota hash and HMGET
+of the counter fields `S:OUTCOME` of the seconds not read yet in the minute hashes `P{T}:c:M`. A
+complete second never changes again (the limiter counts by the server's clock), so each second is
+read once: a 1 Hz poll reads a few seconds per tier, not the whole minute. Only read commands (TIME,
+SMEMBERS, HGETALL, HMGET), so a read-only ACL user works.
+
+Counting: `rejected` = user_quota + tier_cap + paused + blocked (everything refused on purpose);
+`error` (the gateway failed) is reported in the by-reason maps only. `accepted` includes shadow-mode
+admissions (the limiter counts them as accepted and as shadow); `shadow` is also reported apart.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from collectors.samples import TierTraffic, TrafficSample
+from quotas.codec import effective, quota_from_hash
+from quotas.errors import BrokenQuota
+from quotas.keys import DEFAULT_PREFIX, OUTCOMES, Keys
+from quotas.model import TIER_RE, Quota
+
+log = logging.getLogger(__name__)
+
+REJECTED_OUTCOMES = ("user_quota", "tier_cap", "paused", "blocked")
+BY_REASON = ("user_quota", "tier_cap", "paused", "blocked", "error")
+RATE_WINDOW_S = 10
+COUNT_WINDOW_S = 60
+_MARGIN_S = 2  # tolerated error of our estimate of the server's clock between two polls
+
+
+def _s(v: Any) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+
+def _n(v: Any) -> int:
+    if v is None:
+        return 0
+    try:
+        return max(0, int(v))
+    except (TypeError, ValueError):
+        return 0  # garbage in a counter counts as nothing
+
+
+def quota_or_none(tier: str, raw: dict[Any, Any], now: float) -> Quota | None:
+    """The tier's effective quota from its hash; None when absent or garbage (logged)."""
+    if not raw:
+        return None
+    try:
+        q, prev = quota_from_hash(tier, raw)
+    except (BrokenQuota, ValueError, TypeError) as e:
+        log.warning("unreadable quota of tier %s: %s", tier, e)
+        return None
+    return effective(q, prev, now)
+
+
+@dataclass
+class _Tier:
+    """What we know of one tier: complete seconds up to `last`, final once read."""
+
+    last: int  # the last complete second absorbed
+    rows: dict[int, dict[str, int]] = field(default_factory=dict)  # the last COUNT_WINDOW_S seconds
+    accepted: list[int] = field(default_factory=list)  # history, oldest first, ending at `last`
+    rejected: list[int] = field(default_factory=list)
+
+
+class TrafficCollector:
+    """Polls every registered tier; `backfill()` first fills `history_s` seconds of per-second history."""
+
+    name = "traffic"
+
+    def __init__(self, client: Any, *, prefix: str = DEFAULT_PREFIX, history_s: int = 900,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.client = client
+        self.keys = Keys(prefix)
+        self.history_s = max(int(history_s), COUNT_WINDOW_S)
+        self._clock = clock
+        self._registry: tuple[str, ...] | None = None
+        self._skew: float | None = None  # server clock - local clock
+        self._state: dict[str, _Tier] = {}
+        self.round_trips = 0
+
+    async def aclose(self) -> None:
+        """The client belongs to the caller."""
+
+    # -- round trips ---------------------------------------------------------------------------
+    async def _execute(self, pipe: Any) -> list[Any]:
+        t0 = self._clock()
+        replies = await pipe.execute()
+        t1 = self._clock()
+        self.round_trips += 1
+        secs, usecs = replies[0]
+        self._skew = int(secs) + int(usecs) / 1e6 - (t0 + t1) / 2
+        return list(replies)
+
+    async def _bootstrap(self) -> None:
+        """TIME and the registry, for the very first poll."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.time()
+        pipe.smembers(self.keys.tiers)
+        replies = await self._execute(pipe)
+        self._registry = self._legal(replies[1])
+
+    def _legal(self, members: Iterable[Any]) -> tuple[str, ...]:
+        names = sorted({_s(m) for m in members})
+        good = tuple(n for n in names if TIER_RE.fullmatch(n))
+        if len(good) != len(names):
+            log.warning("ignoring %d illegal tier name(s) in %s", len(names) - len(good), self.keys.tiers)
+        return good
+
+    def _plan(self, tier: str, first: int, end: int) -> list[tuple[str, list[int]]]:
+        """(minute key, seconds) to read for seconds first..end of one tier."""
+        out: list[tuple[str, list[int]]] = []
+        for m in range(first // 60, end // 60 + 1):
+            secs = list(range(max(first, m * 60), min(end, m * 60 + 59) + 1))
+            if secs:
+                out.append((self.keys.counters(tier, m), secs))
+        return out
+
+    async def _read(self, since: dict[str, int], end: int) -> tuple[float, tuple[str, ...], dict[str, Any]]:
+        """One round trip: TIME, registry, and per tier its quota and seconds since[tier]..end."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.time()
+        pipe.smembers(self.keys.tiers)
+        plans: dict[str, list[tuple[str, list[int]]]] = {}
+        for tier, first in since.items():
+            pipe.hgetall(self.keys.quota(tier))
+            plans[tier] = self._plan(tier, first, end)
+            for key, secs in plans[tier]:
+                pipe.hmget(key, [f"{s % 60}:{o}" for s in secs for o in OUTCOMES])
+        replies = await self._execute(pipe)
+        secs_, usecs = replies[0]
+        server = int(secs_) + int(usecs) / 1e6
+        per_tier: dict[str, Any] = {}
+        i = 2
+        for tier, plan in plans.items():
+            quota_raw = replies[i]
+            i += 1
+            rows: dict[int, dict[str, int]] = {}
+            for _, secs in plan:
+                values = iter(replies[i])
+                i += 1
+                for s in secs:
+                    row = {o: _n(next(values)) for o in OUTCOMES}
+                    rows[s] = row
+            per_tier[tier] = (quota_raw, rows)
+        return server, self._legal(replies[1]), per_tier
+
+    # -- public --------------------------------------------------------------------------------
+    async def backfill(self) -> TrafficSample:
+        """Fill the last `history_s` seconds of history (a restarted console is not blank)."""
+        return await self._poll(self.history_s)
+
+    async def poll(self) -> TrafficSample:
+        return await self._poll(COUNT_WINDOW_S)
+
+    async def _poll(self, new_tier_span: int) -> TrafficSample:
+        if self._registry is None or self._skew is None:
+            await self._bootstrap()
+        assert self._skew is not None and self._registry is not None
+        guess_last = math.floor(self._clock() + self._skew) - 1
+        end = guess_last + _MARGIN_S
+        oldest = guess_last - self.history_s - _MARGIN_S + 1
+        since = {}
+        for tier in self._registry:
+            st = self._state.get(tier)
+            if st is not None and new_tier_span == COUNT_WINDOW_S:
+                start = st.last + 1  # complete seconds are final: read each one once
+            else:
+                start = guess_last - new_tier_span - _MARGIN_S + 1
+            since[tier] = max(start, oldest)
+        server, registry, per_tier = await self._read(since, end)
+        last = math.floor(server) - 1
+        if last > end:
+            # our clock estimate was off by more than the margin (a long pause, a server clock jump):
+            # one more trip for the seconds we did not ask for
+            more = {t: end + 1 for t in per_tier}
+            if last - end > self.history_s:
+                more = {t: last - COUNT_WINDOW_S - _MARGIN_S for t in per_tier}
+            server, registry, extra = await self._read(more, last + _MARGIN_S)
+            last = math.floor(server) - 1
+            for t, (quota_raw, rows) in extra.items():
+                merged = {**per_tier[t][1], **rows}
+                per_tier[t] = (quota_raw, merged)
+        tiers = []
+        for tier, (quota_raw, rows) in per_tier.items():
+            st = self._absorb(tier, rows, last)
+            tiers.append(self._tier(tier, quota_or_none(tier, quota_raw, server), st))
+        for gone in set(self._state) - set(per_tier):
+            del self._state[gone]
+        self._registry = registry  # the next poll reads the registry as of this one
+        return TrafficSample(taken_at=server, tiers=tuple(tiers))
+
+    # -- arithmetic ----------------------------------------------------------------------------
+    def _absorb(self, tier: str, rows: dict[int, dict[str, int]], last: int) -> _Tier:
+        """Append complete seconds up to `last`; later seconds were read too early and are dropped."""
+        st = self._state.get(tier)
+        first = min(rows) if rows else last + 1
+        if st is None or st.last < first - 1:  # new tier, or a gap we could not read: start afresh
+            st = _Tier(last=first - 1, accepted=[0] * self.history_s, rejected=[0] * self.history_s)
+            self._state[tier] = st
+        empty = dict.fromkeys(OUTCOMES, 0)
+        for s in range(st.last + 1, last + 1):
+            row = rows.get(s, empty)
+            st.rows[s] = row
+            st.accepted.append(row["accepted"])
+            st.rejected.append(sum(row[o] for o in REJECTED_OUTCOMES))
+        st.last = max(st.last, last)
+        extra = len(st.accepted) - self.history_s
+        if extra > 0:
+            del st.accepted[:extra]
+            del st.rejected[:extra]
+        for s in [s for s in st.rows if s <= st.last - COUNT_WINDOW_S]:
+            del st.rows[s]
+        return st
+
+    def _tier(self, tier: str, quota: Quota | None, st: _Tier) -> TierTraffic:
+        def total(span: int) -> dict[str, int]:
+            out = dict.fromkeys(OUTCOMES, 0)
+            for s in range(st.last - span + 1, st.last + 1):
+                row = st.rows.get(s)
+                if row:
+                    for o, n in row.items():
+                        out[o] += n
+            return out
+
+        r10, r60 = total(RATE_WINDOW_S), total(COUNT_WINDOW_S)
+        return TierTraffic(
+            tier=tier,
+            quota=quota,
+            accepted_rps=r10["accepted"] / RATE_WINDOW_S,
+            rejected_rps=sum(r10[o] for o in REJECTED_OUTCOMES) / RATE_WINDOW_S,
+            rejected_by_reason_rps={o: r10[o] / RATE_WINDOW_S for o in BY_REASON},
+            shadow_rps=r10["shadow"] / RATE_WINDOW_S,
+            accepted_1m=r60["accepted"],
+            rejected_1m=sum(r60[o] for o in REJECTED_OUTCOMES),
+            rejected_by_reason_1m={o: r60[o] for o in BY_REASON},
+            shadow_1m=r60["shadow"],
+            accepted_history=tuple(st.accepted),
+            rejected_history=tuple(st.rejected),
+        )

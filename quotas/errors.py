@@ -1,0 +1,61 @@
+"""The exceptions of the quota layer, and the one place that turns driver errors into them."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from quotas.model import QuotaError, iso
+
+if TYPE_CHECKING:
+    from quotas.model import Quota
+
+_CRED_RE = re.compile(r"(\w[\w+.-]*://)[^/@\s]*@")
+
+
+def redact(text: str) -> str:
+    """Hide credentials in any URL inside `text` (`redis://:secret@h` -> `redis://***@h`)."""
+    return _CRED_RE.sub(r"\1***@", text)
+
+
+class UnknownTier(QuotaError):
+    """The tier has no quota (and the call did not ask to create it)."""
+
+
+class Conflict(Exception):
+    """A compare-and-set lost: someone changed the tier since the version the caller read.
+
+    `current` is the quota now stored (None when the tier does not exist)."""
+
+    def __init__(self, tier: str, expected: int | None, current: Quota | None) -> None:
+        self.tier = tier
+        self.expected = expected
+        self.current = current
+        if current is None:
+            msg = f"tier {tier!r} does not exist (you expected version {expected})"
+        else:
+            msg = (
+                f"tier {tier!r} was changed by {current.updated_by} at {iso(current.updated_at)}: "
+                f"it is at version {current.version}, you expected version {expected}; "
+                "re-read it and try again"
+            )
+        super().__init__(msg)
+
+
+class Unreachable(Exception):
+    """The Redis server could not be reached or did not answer in time. The message has no password."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
+
+
+class BrokenQuota(Exception):
+    """A tier's stored quota is unreadable (junk values, wrong type): refused, never guessed."""
+
+    def __init__(self, tier: str, what: str) -> None:
+        self.tier = tier
+        self.what = what
+        super().__init__(
+            f"the stored quota of tier {tier!r} is broken ({what}); repair it with "
+            f"`surgewatch quota set {tier} LIMIT/WINDOW`"
+        )

@@ -1,0 +1,215 @@
+"""`Limiter`: the thin async Python wrapper over the library's `sw_check` — one round trip per decision.
+
+Semantics (the library decides, see surgewatch.lua):
+- A user's usage is the number of requests *admitted* in the current fixed window: windows are aligned
+  to epoch multiples of W (a `1d` quota resets at 00:00 UTC, an `1h` one on the hour). Refused requests
+  consume nothing. A limit change applies to the usage already counted (used 3 of 3/1d, raised to 5/1d:
+  exactly 2 more at once); a change of the window length starts counting afresh.
+- Order of refusals: `paused`, then `user_quota`, then `tier_cap` (requests per second, tier-wide).
+- `shadow` mode admits what enforce would refuse, returns reason `shadow` and counts it as accepted and
+  shadow; it consumes usage like an admitted request.
+- `unknown_tier`: refused, counted nowhere (no keys are created for arbitrary names).
+- Unreachable server: `Unreachable` after `timeout_s`, or with `fail_open=True` an admitting
+  `Decision(True, "ok", ...)` and a logged warning naming the tier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from quotas.errors import Unreachable
+from quotas.keys import DEFAULT_PREFIX, Keys
+from quotas.library import UNREACHABLE_ERRORS, bounded, broken_from, fcall, is_missing_function, load_library, unreachable
+from quotas.library import text as _text
+from quotas.model import MAX_LIMIT, QuotaError, validate_tier
+
+log = logging.getLogger(__name__)
+
+MAX_USER_BYTES = 128
+RECORDABLE = ("blocked", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One limiter decision. `retry_after` is seconds (> 0 when refused); `limit` the per-user limit."""
+
+    allowed: bool
+    reason: str  # ok, user_quota, tier_cap, paused, unknown_tier, shadow
+    remaining: int
+    retry_after: float
+    limit: int | None = None
+
+
+def validate_user(user: str) -> str:
+    """A user id is a non-empty string of at most 128 bytes (UTF-8)."""
+    try:
+        size = len(user.encode("utf-8")) if isinstance(user, str) else 0
+    except UnicodeEncodeError:  # lone surrogates cannot be sent
+        size = 0
+    if not 1 <= size <= MAX_USER_BYTES:
+        raise QuotaError(f"invalid user {str(user)[:40]!r}: a non-empty id of at most {MAX_USER_BYTES} bytes")
+    return user
+
+
+def validate_cost(cost: int) -> int:
+    """A cost is a whole number from 1 to 10^9."""
+    if isinstance(cost, bool) or not isinstance(cost, int) or not 1 <= cost <= MAX_LIMIT:
+        raise QuotaError(f"invalid cost {cost!r}: a whole number from 1 to {MAX_LIMIT}")
+    return cost
+
+
+_REASONS = {b"ok": "ok", b"shadow": "shadow", b"user_quota": "user_quota", b"tier_cap": "tier_cap",
+            b"paused": "paused", b"unknown_tier": "unknown_tier"}
+_CODES = ("ok", "shadow", "user_quota", "tier_cap", "paused", "unknown_tier")  # sw_check_many's codes
+BATCH_CHUNK = 2000  # requests per sw_check_many call: bounds one call's time on the server
+
+
+def _decision(reply: Sequence[Any]) -> Decision:
+    allowed, reason, remaining, retry_ms, limit = reply
+    lim = int(limit)
+    return Decision(
+        allowed == 1, _REASONS.get(reason) or _text(reason), int(remaining), retry_ms / 1000.0, None if lim < 0 else lim,
+    )
+
+
+FAIL_OPEN = Decision(True, "ok", 0, 0.0, None)
+
+
+class Limiter:
+    """Decide requests against the live quota of their tier; count outcomes. Safe to share across tasks."""
+
+    def __init__(self, client: Any, *, prefix: str = DEFAULT_PREFIX, fail_open: bool = False, timeout_s: float = 1.0) -> None:
+        self.client = client
+        self.keys = Keys(prefix)
+        self.fail_open = fail_open
+        self.timeout_s = timeout_s
+        self._last_warned: dict[str, float] = {}
+        self._quota_keys: dict[str, str] = {}  # validated tier -> its quota key (the hot path skips the regex)
+
+    def _key(self, tier: str) -> str:
+        key = self._quota_keys.get(tier)
+        if key is None:
+            key = self.keys.quota(validate_tier(tier))
+            if len(self._quota_keys) < 10_000:
+                self._quota_keys[tier] = key
+        return key
+
+    def _warn_open(self, tier: str, exc: Unreachable) -> None:
+        # one line per tier per 10 s: an outage must not flood the log
+        now = time.monotonic()
+        if now - self._last_warned.get(tier, -1e9) >= 10.0:
+            self._last_warned[tier] = now
+            log.warning("limiter failing open for tier %s: %s", tier, exc)
+
+    async def check(self, tier: str, user: str, cost: int = 1) -> Decision:
+        """Decide one request of `user` in `tier` costing `cost`; admitted requests count against the quota."""
+        key = self._key(tier)
+        validate_user(user)
+        validate_cost(cost)
+        start = time.monotonic()
+        try:
+            try:
+                # fast path: one FCALL under the timeout; anything unusual goes through fcall() below
+                async with asyncio.timeout(self.timeout_s):
+                    reply = await self.client.fcall("sw_check", 1, key, user, cost)
+            except (ResponseError, RedisConnectionError) as e:
+                if isinstance(e, ResponseError) and not is_missing_function(e):
+                    raise
+                left = max(0.05, self.timeout_s - (time.monotonic() - start))  # one deadline in all
+                reply = await fcall(self.client, "sw_check", [key], [user, cost], timeout_s=left)
+            except UNREACHABLE_ERRORS as e:
+                raise unreachable(self.client, e, self.timeout_s) from e
+        except Unreachable as e:
+            if self.fail_open:
+                self._warn_open(tier, e)
+                return FAIL_OPEN
+            raise
+        except ResponseError as e:
+            raise broken_from(e, tier) or e
+        return _decision(reply)
+
+    async def check_many(self, requests: Sequence[tuple[str, str, int]]) -> list[Decision]:
+        """Decide many requests in one pipelined round trip (per cluster node); same order as `requests`.
+
+        Requests of one tier are decided in order by one `sw_check_many` call per tier (per 2,000), at one
+        instant of the server clock. A broken quota raises BrokenQuota after the whole batch was decided."""
+        by_tier: dict[str, list[int]] = {}
+        for i, (tier, user, cost) in enumerate(requests):
+            self._key(tier)
+            validate_user(user)
+            validate_cost(cost)
+            by_tier.setdefault(tier, []).append(i)
+        if not requests:
+            return []
+        calls: list[tuple[str, list[int]]] = []
+        for tier, idx in by_tier.items():
+            calls += [(tier, idx[j:j + BATCH_CHUNK]) for j in range(0, len(idx), BATCH_CHUNK)]
+        try:
+            replies = await self._pipeline(calls, requests)
+        except Unreachable as e:
+            if self.fail_open:
+                for tier in by_tier:
+                    self._warn_open(tier, e)
+                return [FAIL_OPEN] * len(requests)
+            raise
+        out: list[Decision | None] = [None] * len(requests)
+        error: Exception | None = None
+        for (tier, idx), reply in zip(calls, replies):
+            if isinstance(reply, ResponseError):
+                error = error or broken_from(reply, tier) or reply
+                continue
+            nums = list(map(int, reply.split()))
+            limit = None if nums[0] < 0 else nums[0]
+            for k, i in enumerate(idx):
+                code, remaining, ms = nums[1 + 3 * k: 4 + 3 * k]
+                out[i] = Decision(code <= 1, _CODES[code], remaining, ms / 1000.0, limit)
+        if error is not None:
+            raise error
+        return out  # type: ignore[return-value]
+
+    async def _pipeline(self, calls: list[tuple[str, list[int]]], requests: Sequence[tuple[str, str, int]]) -> list[Any]:
+        replies: list[Any] = [None] * len(calls)
+
+        async def run() -> list[Any]:
+            todo = list(range(len(calls)))
+            for attempt in (0, 1):
+                pipe = self.client.pipeline(transaction=False)
+                for c in todo:
+                    tier, idx = calls[c]
+                    args: list[Any] = []
+                    for i in idx:
+                        args += (requests[i][1], requests[i][2])
+                    pipe.fcall("sw_check_many", 1, self._key(tier), *args)
+                results = await pipe.execute(raise_on_error=False)
+                lost = [c for c, r in zip(todo, results) if is_missing_function(r)]
+                for c, r in zip(todo, results):
+                    replies[c] = r
+                if not lost or attempt:
+                    break
+                # the server lost the library: none of those calls ran; load it and redo only them
+                await load_library(self.client)
+                todo = lost
+            return replies
+
+        return await bounded(self.client, run, self.timeout_s)
+
+    async def record(self, tier: str, outcome: str, count: int = 1) -> None:
+        """Count `count` requests of `tier` that the gateway ended itself: `blocked` (content filter) or `error`."""
+        self._key(tier)
+        if outcome not in RECORDABLE:
+            raise QuotaError(f"invalid outcome {outcome!r}: one of {', '.join(RECORDABLE)}")
+        validate_cost(count)
+        try:
+            await fcall(self.client, "sw_record", [self._key(tier)], [outcome, count], timeout_s=self.timeout_s)
+        except Unreachable as e:
+            if not self.fail_open:
+                raise
+            self._warn_open(tier, e)

@@ -1,0 +1,295 @@
+"""`QuotaStore`: list, get, set with compare-and-set, pause/resume, history and what-if preview.
+
+Every change is one call of the library's `sw_set`, which validates, bumps the version, writes the
+audit entry and publishes the event atomically with the change. Reads are plain commands, so a
+read-only ACL user can list and get (an expired override is shown as its fallback, computed here).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from quotas.codec import effective, quota_from_hash, quota_from_json
+from quotas.errors import BrokenQuota, Conflict, Unreachable, UnknownTier
+from quotas.keys import DEFAULT_PREFIX, Keys
+from quotas.library import bounded, fcall, installed_version, load_library, text
+from quotas.model import (
+    MAX_WINDOW_S, Quota, QuotaError, QuotaSpec, iso, validate_actor, validate_reason, validate_tier,
+)
+from quotas.preview import Impact, impact_from
+
+log = logging.getLogger(__name__)
+
+# `surgewatch init` seeds these where absent (never overwrites): (limit, window_s)
+SEED_TIERS: dict[str, tuple[int, int]] = {
+    "free": (20, 86400),
+    "plus": (200, 86400),
+    "pro": (600, 3600),
+    "team": (3000, 3600),
+    "enterprise": (20000, 3600),
+}
+
+__all__ = [
+    "AuditEntry", "BrokenQuota", "Conflict", "Impact", "QuotaStore", "Unreachable", "UnknownTier", "SEED_TIERS",
+]
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One accepted change of a tier's quota, as written atomically with it. `at` is epoch seconds."""
+
+    id: str
+    tier: str
+    actor: str
+    at: float
+    version: int
+    old: Quota | None
+    new: Quota | None
+    reason: str
+    kind: str = "set"  # set, pause, resume, expired
+    at_us: int = 0  # server microseconds: orders entries of different tiers written in the same ms
+
+    def to_json(self) -> dict[str, Any]:
+        """The public JSON shape (`surgewatch quota history --json`): a contract, keep keys stable."""
+        return {
+            "tier": self.tier,
+            "actor": self.actor,
+            "at": iso(self.at),
+            "version": self.version,
+            "old": self.old.to_json() if self.old else None,
+            "new": self.new.to_json() if self.new else None,
+            "reason": self.reason,
+        }
+
+
+def _entry(tier: str, entry_id: Any, fields: dict[Any, Any]) -> AuditEntry:
+    f = {text(k): text(v) for k, v in fields.items()}
+    try:
+        at = int(f.get("at", "0")) / 1000.0
+        version = int(f.get("version", "0"))
+        at_us = int(f.get("at_us") or at * 1e6)
+    except ValueError:
+        at, version, at_us = 0.0, 0, 0
+    return AuditEntry(
+        id=text(entry_id), tier=f.get("tier", tier), actor=f.get("actor", ""), at=at, version=version,
+        old=quota_from_json(f.get("old")), new=quota_from_json(f.get("new")), reason=f.get("reason", ""),
+        kind=f.get("kind", "set"), at_us=at_us,
+    )
+
+
+class QuotaStore:
+    """The control plane's read/write API over one Redis (or Redis Cluster) client."""
+
+    def __init__(self, client: Any, *, prefix: str = DEFAULT_PREFIX, timeout_s: float = 5.0, read_only: bool = False) -> None:
+        self.client = client
+        self.read_only = read_only
+        """Never write, not even an expired override's fallback (the console's --read-only)."""
+        self.keys = Keys(prefix)
+        self.timeout_s = timeout_s
+        self.broken: dict[str, str] = {}
+        """Tiers the last `list()` skipped because their stored quota is unreadable: tier -> message."""
+        self.library_before: int | None = None
+        """The library version the server had before the last `init()` (None: it had none)."""
+
+    async def _b(self, make: Any) -> Any:
+        return await bounded(self.client, make, self.timeout_s)
+
+    async def _pipe(self, calls: list[tuple[Any, ...]]) -> list[Any]:
+        """One pipelined round trip (per cluster node) of ("method", key[, kwargs]) calls; errors as values."""
+        if not calls:
+            return []
+
+        async def run() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for method, key, *kw in calls:
+                getattr(pipe, method)(key, **(kw[0] if kw else {}))
+            return await pipe.execute(raise_on_error=False)
+
+        return await self._b(run)
+
+    async def init(self) -> list[str]:
+        """Load (or upgrade) the functions library and seed the default tiers where absent; returns tiers created."""
+        if self.read_only:
+            raise QuotaError("this quota store is read-only: nothing is written")
+        self.library_before = await self._b(lambda: installed_version(self.client))
+        await self._b(lambda: load_library(self.client))
+        created: list[str] = []
+        for tier, (limit, window_s) in SEED_TIERS.items():
+            try:
+                await self.set(tier, QuotaSpec(limit, window_s), actor="surgewatch init", reason="seed default quota",
+                               expect_version=0, create=True)
+            except Conflict:
+                continue
+            created.append(tier)
+        return created
+
+    async def _read(self, tier: str, raw: dict[Any, Any]) -> Quota:
+        q, prev = quota_from_hash(tier, raw)
+        if q.expires_at is None:
+            return q
+        now = await self._now()
+        if now < q.expires_at:
+            return q
+        if self.read_only:
+            return effective(q, prev, now)
+        try:  # persist the fallback when we may write; a read-only user still sees it
+            reply = await fcall(self.client, "sw_get", [self.keys.quota(tier)], [], timeout_s=self.timeout_s)
+            got = quota_from_json(reply[1]) if text(reply[0]) == "ok" else None
+            if got is not None:
+                return got
+        except ResponseError as e:
+            log.debug("cannot persist the expiry of tier %s: %s", tier, e)
+        return effective(q, prev, now)
+
+    async def _now(self) -> float:
+        """The server's clock (the limiter's), or ours when an ACL forbids TIME (`+@read` lacks it)."""
+        try:
+            secs, usecs = await self._b(lambda: self.client.time())
+        except ResponseError:
+            return time.time()
+        return int(secs) + int(usecs) / 1e6
+
+    async def list(self) -> list[Quota]:
+        """All tiers' quotas, sorted by tier; unreadable ones are skipped, logged and kept in `self.broken`."""
+        members = await self._b(lambda: self.client.smembers(self.keys.tiers))
+        tiers = sorted({text(m) for m in members})
+        broken: dict[str, str] = {}
+        valid = []
+        for t in tiers:
+            try:
+                valid.append(validate_tier(t))
+            except QuotaError:
+                broken[t] = f"invalid tier name {t[:40]!r} in the registry {self.keys.tiers}"
+        raws = await self._pipe([("hgetall", self.keys.quota(t)) for t in valid])
+        out: list[Quota] = []
+        for t, raw in zip(valid, raws):
+            if isinstance(raw, Exception):
+                broken[t] = str(BrokenQuota(t, "the quota key is not a hash"))
+                continue
+            if not raw:
+                continue  # registered but never created (or deleted): not a tier
+            try:
+                out.append(await self._read(t, raw))
+            except BrokenQuota as e:
+                broken[t] = str(e)
+        for t, msg in broken.items():
+            log.warning("skipping tier %s: %s", t, msg)
+        self.broken = broken
+        return out
+
+    async def get(self, tier: str) -> Quota | None:
+        """The tier's quota, or None if it does not exist; BrokenQuota if its stored value is junk."""
+        validate_tier(tier)
+        try:
+            raw = await self._b(lambda: self.client.hgetall(self.keys.quota(tier)))
+        except ResponseError:
+            raise BrokenQuota(tier, "the quota key is not a hash") from None
+        if not raw:
+            return None
+        return await self._read(tier, raw)
+
+    async def _change(self, tier: str, kind: str, actor: str, reason: str, expect_version: int | None,
+                      create: bool, for_s: int | None, spec: QuotaSpec | None) -> Quota:
+        if self.read_only:
+            raise QuotaError("this quota store is read-only: nothing is written")
+        validate_tier(tier)
+        actor = validate_actor(actor)
+        reason = validate_reason(reason)
+        if expect_version is not None and (isinstance(expect_version, bool) or not isinstance(expect_version, int)
+                                           or expect_version < 0):
+            raise QuotaError(f"invalid expected version {expect_version!r}: a whole number from 0")
+        if for_s is not None and (isinstance(for_s, bool) or not isinstance(for_s, int) or not 1 <= for_s <= MAX_WINDOW_S):
+            raise QuotaError(f"invalid duration {for_s!r}: an override lasts from 1s to 31d")
+        if spec is not None and not isinstance(spec, QuotaSpec):
+            raise QuotaError("invalid quota: a QuotaSpec is expected")
+        if create:
+            # the registry lives outside the tier's hash slot, so it cannot join the atomic call
+            await self._b(lambda: self.client.sadd(self.keys.tiers, tier))
+        s = spec or QuotaSpec(0, 1)
+        args = [
+            kind, actor, reason, "" if expect_version is None else str(expect_version), "1" if create else "0",
+            "" if for_s is None else str(for_s), str(s.limit), str(s.window_s),
+            "" if s.tier_cap_rps is None else str(s.tier_cap_rps), "1" if s.paused else "0", s.mode,
+        ]
+        status, body = await fcall(self.client, "sw_set", [self.keys.quota(tier)], args, timeout_s=self.timeout_s)
+        status = text(status)
+        if status == "ok":
+            q = quota_from_json(body)
+            assert q is not None, "the library returns the quota it wrote"
+            return q
+        if status == "conflict":
+            raise Conflict(tier, expect_version, quota_from_json(body))
+        if status == "unknown":
+            raise UnknownTier(f"unknown tier {tier!r}: create it with --create (see `surgewatch quota list`)")
+        raise BrokenQuota(tier, text(body))
+
+    async def set(self, tier: str, spec: QuotaSpec, *, actor: str, reason: str = "", expect_version: int | None = None,
+                  create: bool = False, for_s: int | None = None) -> Quota:
+        """Replace the tier's quota with `spec` (atomic, audited, published).
+
+        `expect_version`: compare-and-set (0 = only if the tier does not exist); `create`: allow a new tier;
+        `for_s`: a temporary override that falls back to the last permanent quota after that many seconds."""
+        if not isinstance(spec, QuotaSpec):
+            raise QuotaError("invalid quota: a QuotaSpec is expected")
+        return await self._change(tier, "set", actor, reason, expect_version, create, for_s, spec)
+
+    async def pause(self, tier: str, *, actor: str, reason: str = "", expect_version: int | None = None) -> Quota:
+        """Refuse everyone in the tier (reason `paused`); everything else is kept."""
+        return await self._change(tier, "pause", actor, reason, expect_version, False, None, None)
+
+    async def resume(self, tier: str, *, actor: str, reason: str = "", expect_version: int | None = None) -> Quota:
+        """Undo `pause`; everything else is kept."""
+        return await self._change(tier, "resume", actor, reason, expect_version, False, None, None)
+
+    async def history(self, tier: str | None = None, count: int = 20) -> list[AuditEntry]:
+        """The newest `count` audit entries, newest first, of one tier or (tier None) of all tiers merged."""
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 10_000:
+            raise QuotaError(f"invalid count {count!r}: a whole number from 1 to 10000")
+        if tier is not None:
+            tiers = [validate_tier(tier)]
+        else:
+            members = await self._b(lambda: self.client.smembers(self.keys.tiers))
+            tiers = sorted(t for t in (text(m) for m in members) if _legal(t))
+        if not tiers:
+            return []
+        results = await self._pipe([("xrevrange", self.keys.audit(t), {"count": count}) for t in tiers])
+        entries: list[AuditEntry] = []
+        for t, rows in zip(tiers, results):
+            if isinstance(rows, Exception):
+                log.warning("skipping the audit stream of tier %s: %s", t, rows)
+                continue
+            entries.extend(_entry(t, i, f) for i, f in rows)
+        entries.sort(key=lambda e: (e.at_us, _seq(e.id)), reverse=True)
+        return entries[:count]
+
+    async def preview(self, tier: str, spec: QuotaSpec, *, minutes: int = 5) -> Impact:
+        """What-if: how many of the tier's admitted requests of the last `minutes` minutes `spec` would refuse."""
+        validate_tier(tier)
+        if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 60:
+            raise QuotaError(f"invalid minutes {minutes!r}: from 1 to 60")
+        minute = int(await self._now()) // 60
+        calls: list[tuple[Any, ...]] = []
+        for m in range(minute - minutes + 1, minute + 1):
+            calls += [("hgetall", self.keys.ranks(tier, m)), ("hgetall", self.keys.counters(tier, m))]
+        res = await self._pipe(calls)
+        ranks = [r for r in res[0::2] if isinstance(r, dict)]
+        counters = [c for c in res[1::2] if isinstance(c, dict)]
+        return impact_from(spec, ranks, counters)
+
+
+def _legal(t: str) -> bool:
+    try:
+        validate_tier(t)
+        return True
+    except QuotaError:
+        return False
+
+
+def _seq(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return (int(ms) if ms.isdigit() else 0, int(seq) if seq.isdigit() else 0)

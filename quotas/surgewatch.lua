@@ -1,0 +1,635 @@
+#!lua name=surgewatch
+-- surgewatch quota library: one atomic server-side call per limiter decision and per quota change.
+-- Any gateway (Go, Node, Rust, Python) FCALLs the same code. Key schema: quotas/keys.py (a contract).
+-- Every function takes KEYS[1] = the tier's quota key `P{TIER}:quota`; all other keys it touches are
+-- built from that key's `P{TIER}` tag, so they share its hash slot and the library runs on Redis Cluster.
+-- Time is the server's TIME, so every gateway agrees on windows and seconds.
+
+local LIB_VERSION = 2
+local COUNTER_TTL_S = 3900      -- keys.COUNTER_TTL_S
+local AUDIT_MAXLEN = 10000      -- keys.AUDIT_MAXLEN
+local USAGE_MARGIN_S = 60       -- usage keys outlive their window a little (clock slack between replicas)
+local PAUSED_RETRY_S = 60       -- what a refused client is told when nobody knows when it will reopen
+local MAX_LIMIT = 1000000000
+local MAX_WINDOW_S = 31 * 86400
+local EXPIRED_BY = 'surgewatch (override expired)'
+local QUOTA_FIELDS = {'limit', 'window_s', 'tier_cap_rps', 'paused', 'mode', 'expires_at',
+                      'version', 'updated_by', 'updated_at', 'prev'}
+
+-- microseconds of the server clock: orders audit entries across tiers' streams
+local function now_us()
+  local t = redis.call('TIME')
+  return t[1] .. string.format('%06d', tonumber(t[2]))
+end
+
+local function now()
+  local t = redis.call('TIME')
+  -- millisecond precision: the hash (%.3f) and the JSON replies then carry the same times
+  return tonumber(t[1]) + math.floor(tonumber(t[2]) / 1000) / 1000
+end
+
+-- `P{TIER}:quota` -> tag `P{TIER}`, tier, prefix
+local function split_key(qk)
+  local tier = string.match(qk, '{([^{}]+)}:quota$')
+  if not tier then
+    return nil
+  end
+  local tag = string.sub(qk, 1, #qk - 6)
+  local prefix = string.sub(tag, 1, #tag - #tier - 2)
+  return tag, tier, prefix
+end
+
+local function is_int(s, lo, hi)
+  if type(s) ~= 'string' or not string.match(s, '^[0-9]+$') or #s > 12 then
+    return false
+  end
+  local n = tonumber(s)
+  return n >= lo and n <= hi
+end
+
+local function is_num(s)
+  return type(s) == 'string' and string.match(s, '^[0-9]+%.?[0-9]*$') ~= nil
+end
+
+-- Read a quota hash strictly: returns q, nil / nil, 'missing' / nil, 'what is wrong'.
+local function read_quota(qk)
+  local ok, raw = pcall(redis.call, 'HMGET', qk, unpack(QUOTA_FIELDS))
+  if not ok then
+    return nil, 'the quota key is not a hash'
+  end
+  local h = {}
+  local any = false
+  for i, f in ipairs(QUOTA_FIELDS) do
+    if raw[i] then
+      h[f] = raw[i]
+      any = true
+    end
+  end
+  if not any then
+    return nil, 'missing'
+  end
+  if not is_int(h.limit, 0, MAX_LIMIT) then return nil, 'limit=' .. tostring(h.limit) end
+  if not is_int(h.window_s, 1, MAX_WINDOW_S) then return nil, 'window_s=' .. tostring(h.window_s) end
+  if h.tier_cap_rps ~= '' and not is_int(h.tier_cap_rps, 1, MAX_LIMIT) then
+    return nil, 'tier_cap_rps=' .. tostring(h.tier_cap_rps)
+  end
+  if h.paused ~= '0' and h.paused ~= '1' then return nil, 'paused=' .. tostring(h.paused) end
+  if h.mode ~= 'enforce' and h.mode ~= 'shadow' then return nil, 'mode=' .. tostring(h.mode) end
+  if h.expires_at ~= '' and not is_num(h.expires_at) then return nil, 'expires_at=' .. tostring(h.expires_at) end
+  if not is_int(h.version, 0, 1e12) then return nil, 'version=' .. tostring(h.version) end
+  if not is_num(h.updated_at) then return nil, 'updated_at=' .. tostring(h.updated_at) end
+  return {
+    limit = tonumber(h.limit), window_s = tonumber(h.window_s),
+    tier_cap_rps = (h.tier_cap_rps ~= '' and tonumber(h.tier_cap_rps)) or nil,
+    paused = h.paused == '1', mode = h.mode,
+    expires_at = (h.expires_at ~= '' and tonumber(h.expires_at)) or nil,
+    version = tonumber(h.version), updated_by = h.updated_by or '', updated_at = tonumber(h.updated_at),
+    prev = h.prev or '',
+  }, nil
+end
+
+local function quota_json(tier, q)
+  if not q then
+    return ''
+  end
+  return cjson.encode({
+    tier = tier, limit = q.limit, window_s = q.window_s,
+    tier_cap_rps = q.tier_cap_rps or cjson.null, paused = q.paused, mode = q.mode,
+    expires_at = q.expires_at or cjson.null, version = q.version,
+    updated_by = q.updated_by, updated_at = q.updated_at,
+  })
+end
+
+local function fmt_num(x)
+  if x == nil then
+    return ''
+  end
+  return string.format('%.3f', x)
+end
+
+local function write_quota(qk, q)
+  redis.call('HSET', qk,
+    'limit', tostring(q.limit), 'window_s', tostring(q.window_s),
+    'tier_cap_rps', (q.tier_cap_rps and tostring(q.tier_cap_rps)) or '',
+    'paused', (q.paused and '1') or '0', 'mode', q.mode,
+    'expires_at', fmt_num(q.expires_at), 'version', tostring(q.version),
+    'updated_by', q.updated_by, 'updated_at', fmt_num(q.updated_at), 'prev', q.prev or '')
+end
+
+-- One audit entry and one event, in the same call as the change.
+local function audit(tag, tier, prefix, t, actor, version, old, new, reason, kind)
+  redis.call('XADD', tag .. ':audit', 'MAXLEN', '~', AUDIT_MAXLEN, '*',
+    'actor', actor, 'at', tostring(math.floor(t * 1000)), 'tier', tier, 'version', tostring(version),
+    'old', quota_json(tier, old), 'new', quota_json(tier, new), 'reason', reason, 'kind', kind,
+    'at_us', now_us())
+  redis.call('PUBLISH', prefix .. 'events',
+    cjson.encode({tier = tier, version = version, actor = actor, kind = kind}))
+end
+
+-- A temporary override whose time has come reverts to the quota it replaced, atomically, audited.
+local function expire_if_due(qk, q, t)
+  if not q.expires_at or t < q.expires_at then
+    return q
+  end
+  local tag, tier, prefix = split_key(qk)
+  local ok, p = pcall(cjson.decode, q.prev)
+  local new = {
+    limit = q.limit, window_s = q.window_s, tier_cap_rps = q.tier_cap_rps, paused = q.paused,
+    mode = q.mode,
+  }
+  if ok and type(p) == 'table' and tonumber(p.limit) and tonumber(p.window_s) then
+    new.limit = tonumber(p.limit)
+    new.window_s = tonumber(p.window_s)
+    new.tier_cap_rps = (p.tier_cap_rps ~= cjson.null and tonumber(p.tier_cap_rps)) or nil
+    new.paused = p.paused == true
+    new.mode = (p.mode == 'shadow' and 'shadow') or 'enforce'
+  end
+  new.expires_at = nil
+  new.prev = ''
+  new.version = q.version + 1
+  new.updated_by = EXPIRED_BY
+  new.updated_at = q.expires_at
+  write_quota(qk, new)
+  audit(tag, tier, prefix, t, EXPIRED_BY, new.version, q, new, 'temporary override expired', 'expired')
+  return new
+end
+
+local function bucket(r)
+  if r <= 16 then
+    return r
+  end
+  local b = 32
+  while b < r do
+    b = b * 2
+  end
+  return b
+end
+
+local function bump(key, field, n)
+  if redis.call('HINCRBY', key, field, n) == n then
+    redis.call('EXPIRE', key, COUNTER_TTL_S)
+  end
+end
+
+-- ---- the hot path: one decision (sw_check) or a batch of one tier (sw_check_many) ----------------------
+-- Reason codes of sw_check_many; sw_check returns the names.
+local REASONS = {[0] = 'ok', [1] = 'shadow', [2] = 'user_quota', [3] = 'tier_cap', [4] = 'paused', [5] = 'unknown_tier'}
+
+-- Only the fields a decision needs; junk is refused, never guessed (the wrapper raises BrokenQuota).
+local function hot_quota(qk)
+  local ok, r = pcall(redis.call, 'HMGET', qk, 'limit', 'window_s', 'tier_cap_rps', 'paused', 'mode', 'expires_at')
+  if not ok then
+    return nil, 'the quota key is not a hash'
+  end
+  local limit, w, cap, paused, mode, exp = r[1], r[2], r[3], r[4], r[5], r[6]
+  if not (limit or w or cap or paused or mode or exp) and redis.call('EXISTS', qk) == 0 then
+    return nil, 'missing'
+  end
+  if not is_int(limit, 0, MAX_LIMIT) then return nil, 'limit=' .. tostring(limit) end
+  if not is_int(w, 1, MAX_WINDOW_S) then return nil, 'window_s=' .. tostring(w) end
+  if cap ~= '' and not is_int(cap, 1, MAX_LIMIT) then return nil, 'tier_cap_rps=' .. tostring(cap) end
+  if paused ~= '0' and paused ~= '1' then return nil, 'paused=' .. tostring(paused) end
+  if mode ~= 'enforce' and mode ~= 'shadow' then return nil, 'mode=' .. tostring(mode) end
+  if exp ~= '' and not is_num(exp) then return nil, 'expires_at=' .. tostring(exp) end
+  return {
+    limit = tonumber(limit), window_s = tonumber(w), cap = (cap ~= '' and tonumber(cap)) or nil,
+    paused = paused == '1', shadow = mode == 'shadow', expires_at = (exp ~= '' and tonumber(exp)) or nil,
+  }, nil
+end
+
+-- Everything a batch of decisions shares: the time, the quota, the keys; counters are summed and
+-- written once per batch by flush().
+local function context(qk)
+  local t = now()
+  local q, err = hot_quota(qk)
+  if not q then
+    return nil, err
+  end
+  if q.expires_at and t >= q.expires_at then
+    local full = read_quota(qk)
+    if full then
+      full = expire_if_due(qk, full, t)
+      q = {limit = full.limit, window_s = full.window_s, cap = full.tier_cap_rps, paused = full.paused,
+           shadow = full.mode == 'shadow', expires_at = full.expires_at}
+    end
+  end
+  local sec = math.floor(t)
+  local tag = string.sub(qk, 1, -7)
+  local minute = math.floor(sec / 60)
+  local idx = math.floor(sec / q.window_s)
+  local ctx = {
+    q = q, t = t, sec = sec, s = tostring(sec % 60), ck = tag .. ':c:' .. minute, rk = tag .. ':r:' .. minute,
+    uprefix = tag .. ':u:' .. q.window_s .. ':' .. idx .. ':', wend = (idx + 1) * q.window_s,
+    counts = {}, ranks = {}, accepted_now = 0,
+  }
+  if q.cap then
+    ctx.accepted_now = tonumber(redis.call('HGET', ctx.ck, ctx.s .. ':accepted') or '0') or 0
+  end
+  return ctx, nil
+end
+
+local function add(t, k, n)
+  t[k] = (t[k] or 0) + n
+end
+
+-- One decision: code (see REASONS), remaining, retry_after in ms.
+local function decide(ctx, user, cost)
+  local q = ctx.q
+  local uk = ctx.uprefix .. user
+  local used = tonumber(redis.call('GET', uk) or '0') or 0
+  local code, retry = 0, 0
+  if q.paused then
+    code = 4
+    retry = (q.expires_at and (q.expires_at - ctx.t)) or PAUSED_RETRY_S
+  elseif used + cost > q.limit then
+    code = 2
+    retry = ctx.wend - ctx.t
+  elseif q.cap and ctx.accepted_now + cost > q.cap then
+    code = 3
+    retry = ctx.sec + 1 - ctx.t
+  end
+  if code ~= 0 and not q.shadow then
+    add(ctx.counts, REASONS[code], cost)
+    local ms = math.ceil(retry * 1000)
+    if ms < 1 then ms = 1 end
+    return code, math.max(q.limit - used, 0), ms
+  end
+  local after = used + cost
+  if used == 0 then
+    -- first request of the window: create and set its end in one command
+    redis.call('SET', uk, cost, 'EXAT', ctx.wend + USAGE_MARGIN_S)
+  else
+    after = redis.call('INCRBY', uk, cost)
+  end
+  add(ctx.counts, 'accepted', cost)
+  ctx.accepted_now = ctx.accepted_now + cost
+  local r = after - cost + 1
+  while r <= after do
+    local b = bucket(r)
+    local hi = b
+    if hi > after then hi = after end
+    add(ctx.ranks, b, hi - r + 1)
+    r = hi + 1
+  end
+  if code ~= 0 then
+    add(ctx.counts, 'shadow', cost)
+    code = 1
+  end
+  return code, math.max(q.limit - after, 0), 0
+end
+
+local function flush(ctx)
+  for outcome, n in pairs(ctx.counts) do
+    bump(ctx.ck, ctx.s .. ':' .. outcome, n)
+  end
+  for b, n in pairs(ctx.ranks) do
+    bump(ctx.rk, tostring(b), n)
+  end
+end
+
+local function valid_cost(c)
+  return c and c >= 1 and c <= MAX_LIMIT and c == math.floor(c)
+end
+
+local function broken(qk, err)
+  local tier = string.match(qk, '{([^{}]+)}:quota$') or '?'
+  return redis.error_reply('ERR surgewatch broken quota: tier ' .. tier .. ' has ' .. err)
+end
+
+-- check: KEYS[1] quota key; ARGV user, cost -> {allowed, reason, remaining, retry_after_ms, limit}
+-- The same decision as decide() for a batch of one, written straight-line because it is the per-request
+-- hot path: per call it does only TIME, HMGET, GET, SET|INCRBY and one HINCRBY per counter (plus an
+-- EXPIRE when a counter field is new), with no tables built and no pattern matching once the tier's quota
+-- and keys are in the memo below. Every Lua table, string.format or pattern costs server time that
+-- commandstats charges to each FCALL, and on one core that bounds a tier's throughput.
+
+-- Memo, per quota key, of the last quota hash seen and what it parses to. It is a pure function of the
+-- six raw strings HMGET returns (Lua interns strings, so comparing them is six pointer comparisons): any
+-- change to the hash, by sw_set, an expiry or a hand edit, is seen by the very next call. It also holds
+-- the key strings derived from the tag for the current second/minute/window, so they are built once.
+-- Bounded: cleared when it holds MEMO_MAX tiers (a tier is never unbounded input: the key must parse).
+local MEMO_MAX = 1024
+local memo, memo_n = {}, 0
+
+local function memo_for(qk, r1, r2, r3, r4, r5, r6)
+  local m = memo[qk]
+  if m and m[1] == r1 and m[2] == r2 and m[3] == r3 and m[4] == r4 and m[5] == r5 and m[6] == r6 then
+    return m
+  end
+  if not m then
+    if memo_n >= MEMO_MAX then
+      memo, memo_n = {}, 0
+    end
+    m = {tag = string.sub(qk, 1, -7), named = split_key(qk) ~= nil} -- named: a well-formed `P{TIER}:quota`
+    memo[qk] = m
+    memo_n = memo_n + 1
+  end
+  if not (r1 or r2 or r3 or r4 or r5 or r6) then
+    m[1] = nil -- never matches: a missing quota is looked at again on every call
+    return m, (redis.call('EXISTS', qk) == 0 and 'missing') or 'limit=false'
+  end
+  local limit, w, cap, paused, mode, exp = r1, r2, r3, r4, r5, r6
+  local err
+  if not is_int(limit, 0, MAX_LIMIT) then err = 'limit=' .. tostring(limit)
+  elseif not is_int(w, 1, MAX_WINDOW_S) then err = 'window_s=' .. tostring(w)
+  elseif cap ~= '' and not is_int(cap, 1, MAX_LIMIT) then err = 'tier_cap_rps=' .. tostring(cap)
+  elseif paused ~= '0' and paused ~= '1' then err = 'paused=' .. tostring(paused)
+  elseif mode ~= 'enforce' and mode ~= 'shadow' then err = 'mode=' .. tostring(mode)
+  elseif exp ~= '' and not is_num(exp) then err = 'expires_at=' .. tostring(exp)
+  end
+  if err then
+    m[1] = nil
+    return m, err
+  end
+  m[1], m[2], m[3], m[4], m[5], m[6] = r1, r2, r3, r4, r5, r6
+  m.limit, m.window_s = tonumber(limit), tonumber(w)
+  m.cap = (cap ~= '' and tonumber(cap)) or nil
+  m.paused, m.shadow = paused == '1', mode == 'shadow'
+  m.expires_at = (exp ~= '' and tonumber(exp)) or nil
+  m.widx = nil -- the window length may have changed: rebuild the usage prefix
+  return m, nil
+end
+
+-- Count an admitted request: the outcome counter, and the rank counters of the requests ranked
+-- after-cost+1..after in the user's window, one HINCRBY per bucket they fall in
+local function admitted(m, after, cost)
+  bump(m.ck, m.f_acc, cost)
+  local rk, rr = m.rk, after - cost + 1
+  while rr <= after do
+    local b = (rr <= 16 and rr) or bucket(rr)
+    local hi = b
+    if hi > after then hi = after end
+    bump(rk, b, hi - rr + 1)
+    rr = hi + 1
+  end
+end
+
+-- One decision on the hot path -> code (see REASONS), remaining, retry_after_ms, limit (-1: unknown tier),
+-- or nil, an error reply. The caller has validated user, cost and the key's shape.
+local function decide_one(qk, user, cost)
+  local tm = redis.call('TIME')
+  local r = redis.pcall('HMGET', qk, 'limit', 'window_s', 'tier_cap_rps', 'paused', 'mode', 'expires_at')
+  if r.err then
+    return nil, broken(qk, 'the quota key is not a hash')
+  end
+  local m, err = memo_for(qk, r[1], r[2], r[3], r[4], r[5], r[6])
+  if err then
+    if err == 'missing' then
+      return 5, 0, PAUSED_RETRY_S * 1000, -1
+    end
+    return nil, broken(qk, err)
+  end
+  local sec = tonumber(tm[1])
+  local t = sec + math.floor(tonumber(tm[2]) / 1000) / 1000
+  if m.expires_at and t >= m.expires_at then
+    -- a temporary override's time has come: the batch path reverts it (audited), then decides on the result
+    local ctx, cerr = context(qk)
+    if not ctx then
+      return nil, broken(qk, cerr)
+    end
+    local code, remaining, ms = decide(ctx, user, cost)
+    flush(ctx)
+    return code, remaining, ms, ctx.q.limit
+  end
+  if m.sec ~= sec then
+    m.sec = sec
+    local minute = math.floor(sec / 60)
+    local s = tostring(sec % 60)
+    m.s, m.f_acc = s, s .. ':accepted'
+    if m.minute ~= minute then
+      m.minute, m.ck, m.rk = minute, m.tag .. ':c:' .. minute, m.tag .. ':r:' .. minute
+    end
+  end
+  local idx = math.floor(sec / m.window_s)
+  if m.widx ~= idx then
+    m.widx, m.uprefix, m.wend = idx, m.tag .. ':u:' .. m.window_s .. ':' .. idx .. ':', (idx + 1) * m.window_s
+  end
+  local limit, ck = m.limit, m.ck
+  local uk = m.uprefix .. user
+  local code, retry, used = 0, 0, nil
+  if not m.paused and cost <= limit and not m.cap then
+    -- the common case: a new user's request is admitted, so create the key and learn whether it existed
+    -- in one command (NX: an existing key is left as it is; GET: its value, false when it was absent)
+    used = redis.call('SET', uk, cost, 'NX', 'GET', 'EXAT', m.wend + USAGE_MARGIN_S)
+    if not used then
+      admitted(m, cost, cost)
+      return 0, limit - cost, 0, limit
+    end
+    used = tonumber(used) or 0
+  else
+    used = tonumber(redis.call('GET', uk) or '0') or 0
+  end
+  if m.paused then
+    code = 4
+    retry = (m.expires_at and (m.expires_at - t)) or PAUSED_RETRY_S
+  elseif used + cost > limit then
+    code = 2
+    retry = m.wend - t
+  elseif m.cap and tonumber(redis.call('HGET', ck, m.f_acc) or '0') + cost > m.cap then
+    code = 3
+    retry = sec + 1 - t
+  end
+  if code ~= 0 and not m.shadow then
+    bump(ck, m.s .. ':' .. REASONS[code], cost)
+    local ms = math.ceil(retry * 1000)
+    if ms < 1 then ms = 1 end
+    local left = limit - used
+    if left < 0 then left = 0 end
+    return code, left, ms, limit
+  end
+  local after = used + cost
+  if used == 0 then
+    -- first request of the window: create and set its end in one command
+    redis.call('SET', uk, cost, 'EXAT', m.wend + USAGE_MARGIN_S)
+  else
+    after = redis.call('INCRBY', uk, cost)
+  end
+  admitted(m, after, cost)
+  if code ~= 0 then
+    bump(ck, m.s .. ':shadow', cost)
+    code = 1
+  end
+  local left = limit - after
+  if left < 0 then left = 0 end
+  return code, left, 0, limit
+end
+
+local function check(keys, args)
+  local qk, user, cost = keys[1], args[1], tonumber(args[2])
+  if not valid_cost(cost) then
+    return redis.error_reply('ERR surgewatch: cost must be a whole number from 1 to ' .. MAX_LIMIT)
+  end
+  local m = memo[qk]
+  if not user or user == '' or not ((m and m.named) or split_key(qk)) then
+    return redis.error_reply('ERR surgewatch: bad key or empty user')
+  end
+  local code, remaining, ms, limit = decide_one(qk, user, cost)
+  if not code then
+    return remaining
+  end
+  return {(code <= 1 and 1) or 0, REASONS[code], remaining, ms, limit}
+end
+
+-- check_many: KEYS[1] quota key; ARGV user1, cost1, user2, cost2, ... decided in order at one instant
+-- -> one string of integers separated by spaces: "LIMIT CODE1 REMAINING1 RETRY_MS1 CODE2 ..." (LIMIT -1:
+-- unknown tier; codes as in REASONS). A string, not an array: clients parse it in one split.
+local function check_many(keys, args)
+  local n = math.floor(#args / 2)
+  if n * 2 ~= #args or string.sub(keys[1], -7) ~= '}:quota' then
+    return redis.error_reply('ERR surgewatch: ARGV is user, cost pairs')
+  end
+  for i = 1, n do
+    if args[2 * i - 1] == '' or not valid_cost(tonumber(args[2 * i])) then
+      return redis.error_reply('ERR surgewatch: empty user or bad cost in pair ' .. i)
+    end
+  end
+  if n == 1 then
+    -- one decision (what Limiter.check sends): the straight-line path and a one-string reply, which is
+    -- cheaper to build on the server and to parse in a client than sw_check's array
+    local code, remaining, ms, limit = decide_one(keys[1], args[1], tonumber(args[2]))
+    if not code then
+      return remaining
+    end
+    return string.format('%d %d %d %d', limit, code, remaining, ms)
+  end
+  local ctx, err = context(keys[1])
+  local out = {}
+  if not ctx then
+    if err ~= 'missing' then
+      return broken(keys[1], err)
+    end
+    out[1] = '-1'
+    local refused = '5 0 ' .. (PAUSED_RETRY_S * 1000)
+    for i = 1, n do
+      out[i + 1] = refused
+    end
+    return table.concat(out, ' ')
+  end
+  out[1] = tostring(ctx.q.limit)
+  for i = 1, n do
+    local code, remaining, ms = decide(ctx, args[2 * i - 1], tonumber(args[2 * i]))
+    out[i + 1] = string.format('%d %d %d', code, remaining, ms)
+  end
+  flush(ctx)
+  return table.concat(out, ' ')
+end
+
+-- record: KEYS[1] quota key; ARGV outcome ('blocked' | 'error'), count -> 1 counted, 0 unknown tier
+local function record(keys, args)
+  local outcome = args[1]
+  local n = tonumber(args[2])
+  if outcome ~= 'blocked' and outcome ~= 'error' then
+    return redis.error_reply("ERR surgewatch: outcome must be 'blocked' or 'error'")
+  end
+  if not n or n < 1 or n > MAX_LIMIT or n ~= math.floor(n) then
+    return redis.error_reply('ERR surgewatch: count must be a whole number from 1 to ' .. MAX_LIMIT)
+  end
+  local tag = split_key(keys[1])
+  if not tag or redis.call('EXISTS', keys[1]) == 0 then
+    return 0
+  end
+  local sec = math.floor(now())
+  bump(tag .. ':c:' .. math.floor(sec / 60), (sec % 60) .. ':' .. outcome, n)
+  return 1
+end
+
+-- set: KEYS[1] quota key; ARGV kind ('set'|'pause'|'resume'), actor, reason, expect_version ('' = any;
+-- '0' = only if absent), create ('0'|'1'), for_s ('' = permanent), limit, window_s, tier_cap_rps ('' = none),
+-- paused ('0'|'1'), mode.
+-- -> {'ok', quota_json} | {'conflict', quota_json} | {'unknown', ''} | {'broken', what}
+local function set(keys, args)
+  local qk = keys[1]
+  local kind, actor, reason, expect, create, for_s = args[1], args[2], args[3], args[4], args[5], args[6]
+  local tag, tier, prefix = split_key(qk)
+  if not tag then
+    return redis.error_reply('ERR surgewatch: bad quota key')
+  end
+  if kind ~= 'set' and kind ~= 'pause' and kind ~= 'resume' then
+    return redis.error_reply('ERR surgewatch: kind must be set, pause or resume')
+  end
+  if not actor or actor == '' then
+    return redis.error_reply('ERR surgewatch: actor required')
+  end
+  local t = now()
+  local cur, err = read_quota(qk)
+  if not cur and err ~= 'missing' then
+    -- a broken hash can be repaired by a full set; pause/resume need a readable quota
+    if kind ~= 'set' then
+      return {'broken', err}
+    end
+  end
+  if cur then
+    cur = expire_if_due(qk, cur, t)
+  end
+  if err == 'missing' and create ~= '1' then
+    return {'unknown', ''}
+  end
+  local vok, v = pcall(redis.call, 'HGET', qk, 'version')
+  local cur_version = (cur and cur.version) or (vok and tonumber(v or '')) or 0
+  if expect ~= '' and tonumber(expect) ~= cur_version then
+    return {'conflict', quota_json(tier, cur)}
+  end
+  local new
+  if kind == 'set' then
+    if not is_int(args[7], 0, MAX_LIMIT) or not is_int(args[8], 1, MAX_WINDOW_S)
+      or (args[9] ~= '' and not is_int(args[9], 1, MAX_LIMIT))
+      or (args[10] ~= '0' and args[10] ~= '1') or (args[11] ~= 'enforce' and args[11] ~= 'shadow') then
+      return redis.error_reply('ERR surgewatch: invalid quota values')
+    end
+    new = {
+      limit = tonumber(args[7]), window_s = tonumber(args[8]),
+      tier_cap_rps = (args[9] ~= '' and tonumber(args[9])) or nil,
+      paused = args[10] == '1', mode = args[11], expires_at = nil, prev = '',
+    }
+    if for_s ~= '' then
+      if not is_int(for_s, 1, MAX_WINDOW_S) then
+        return redis.error_reply('ERR surgewatch: for_s must be 1..' .. MAX_WINDOW_S)
+      end
+      new.expires_at = t + tonumber(for_s)
+      -- stacked overrides all fall back to the last permanent quota
+      if cur and cur.prev ~= '' then
+        new.prev = cur.prev
+      elseif cur then
+        new.prev = quota_json(tier, cur)
+      end
+    end
+  else
+    if not cur then
+      return {'unknown', ''}
+    end
+    new = {
+      limit = cur.limit, window_s = cur.window_s, tier_cap_rps = cur.tier_cap_rps,
+      paused = kind == 'pause', mode = cur.mode, expires_at = cur.expires_at, prev = cur.prev,
+    }
+  end
+  new.version = cur_version + 1
+  new.updated_by = actor
+  new.updated_at = t
+  if not cur then
+    redis.call('DEL', qk) -- a broken value of another type would make HSET fail
+  end
+  write_quota(qk, new)
+  audit(tag, tier, prefix, t, actor, new.version, cur, new, reason or '', kind)
+  return {'ok', quota_json(tier, new)}
+end
+
+-- get: KEYS[1] quota key -> {'ok', quota_json} | {'unknown', ''} | {'broken', what}; expires a due override
+local function get(keys, args)
+  local q, err = read_quota(keys[1])
+  if not q then
+    if err == 'missing' then
+      return {'unknown', ''}
+    end
+    return {'broken', err}
+  end
+  local _, tier = split_key(keys[1])
+  return {'ok', quota_json(tier, expire_if_due(keys[1], q, now()))}
+end
+
+redis.register_function{function_name = 'sw_version', callback = function() return LIB_VERSION end,
+  flags = {'no-writes'}}
+redis.register_function('sw_check', check)
+redis.register_function('sw_check_many', check_many)
+redis.register_function('sw_record', record)
+redis.register_function('sw_set', set)
+redis.register_function('sw_get', get)

@@ -1,0 +1,202 @@
+"""Simulated nodes serving dcgm-exporter-style `/metrics` on loopback, many per process.
+
+Each node gets its own loopback port (so the fleet collector sees one URL per node, as in a real
+fleet) served by a small asyncio server inside the simulation's event loop: hundreds of nodes cost
+a few sockets, not threads. The text is rendered by prometheus-client (`generate_latest` over a
+custom collector per node), with dcgm-exporter's metric names and labels, and re-rendered only when
+the node's state changed.
+
+A node that is down closes every connection without answering, as a host that died mid-request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from sim.fleet import Fleet, Node
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LABELS = ["gpu", "UUID", "pci_bus_id", "device", "modelName", "Hostname", "DCGM_FI_DRIVER_VERSION"]
+MAX_HEADER_BYTES = 16384
+
+# (name, help, how to read it from a GpuState/GpuSpec pair). dcgm-exporter declares some of these
+# as counters; they are exported as gauges here so the names stay exactly dcgm-exporter's (a
+# prometheus-client counter would get a `_total` suffix).
+_METRICS: list[tuple[str, str, str]] = [
+    ("DCGM_FI_DEV_SM_CLOCK", "SM clock frequency (in MHz).", "sm_clock"),
+    ("DCGM_FI_DEV_MAX_SM_CLOCK", "Maximum SM clock frequency (in MHz).", "max_sm_clock"),
+    ("DCGM_FI_DEV_MEM_CLOCK", "Memory clock frequency (in MHz).", "mem_clock"),
+    ("DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C).", "temp"),
+    ("DCGM_FI_DEV_SLOWDOWN_TEMP", "Slowdown temperature (in C).", "slowdown"),
+    ("DCGM_FI_DEV_SHUTDOWN_TEMP", "Shutdown temperature (in C).", "shutdown"),
+    ("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).", "power"),
+    ("DCGM_FI_DEV_POWER_MGMT_LIMIT", "Power management limit (in W).", "power_limit"),
+    ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "Total energy consumption since boot (in mJ).", "energy"),
+    ("DCGM_FI_DEV_PCIE_REPLAY_COUNTER", "Total number of PCIe retries.", "zero"),
+    ("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", "util"),
+    ("DCGM_FI_DEV_MEM_COPY_UTIL", "Memory utilization (in %).", "mem_util"),
+    ("DCGM_FI_DEV_FB_FREE", "Framebuffer memory free (in MiB).", "fb_free"),
+    ("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", "fb_used"),
+    ("DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", "Current clock throttle reasons (bitmask).", "throttle"),
+    ("DCGM_FI_DEV_XID_ERRORS", "Value of the last XID error encountered.", "xid"),
+    ("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", "Total number of double-bit volatile ECC errors.", "ecc_dbe"),
+    ("DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS", "Number of remapped rows for uncorrectable errors", "zero"),
+]
+
+
+def _value(what: str, node: Node, g: int) -> float:
+    s, spec = node.gpus[g], node.specs[g]
+    match what:
+        case "sm_clock":
+            return round(s.sm_clock_mhz)
+        case "max_sm_clock":
+            return spec.max_sm_clock_mhz
+        case "mem_clock":
+            return spec.mem_clock_mhz
+        case "temp":
+            return round(s.temp_c)  # dcgm reports whole degrees
+        case "slowdown":
+            return spec.slowdown_c
+        case "shutdown":
+            return spec.shutdown_c
+        case "power":
+            return round(s.power_w, 3)
+        case "power_limit":
+            return spec.power_limit_w
+        case "energy":
+            return round(s.energy_mj)
+        case "util":
+            return round(s.util_pct)
+        case "mem_util":
+            return round(s.util_pct * 0.6)
+        case "fb_free":
+            return round(spec.mem_total_mib - s.mem_used_mib)
+        case "fb_used":
+            return round(s.mem_used_mib)
+        case "throttle":
+            return s.throttle_mask
+        case "xid":
+            return s.xid
+        case "ecc_dbe":
+            return s.ecc_dbe
+    return 0
+
+
+class NodeCollector(Collector):
+    """prometheus-client collector for one simulated node's GPUs."""
+
+    def __init__(self, node: Node, driver_version: str) -> None:
+        self.node = node
+        self.driver_version = driver_version
+
+    def collect(self) -> Iterator[Metric]:
+        node = self.node
+        label_sets = [
+            [str(i.index), i.uuid, i.pci_bus_id, i.device, spec.model_name, node.hostname, self.driver_version]
+            for i, spec in zip(node.identities, node.specs)
+        ]
+        for name, doc, what in _METRICS:
+            fam = GaugeMetricFamily(name, doc, labels=LABELS)
+            for g, labels in enumerate(label_sets):
+                fam.add_metric(labels, _value(what, node, g))
+            yield fam
+
+
+class NodeExporter:
+    """One node's `/metrics` page, rendered once per state change."""
+
+    def __init__(self, node: Node, driver_version: str) -> None:
+        self.node = node
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(NodeCollector(node, driver_version))
+        self._page = b""
+        self._version = -1
+
+    def page(self) -> bytes:
+        if self._version != self.node.version:
+            self._page = generate_latest(self.registry)
+            self._version = self.node.version
+        return self._page
+
+
+def _response(status: str, body: bytes, content_type: str = CONTENT_TYPE) -> bytes:
+    head = (
+        f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+        "Connection: keep-alive\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+class FleetServer:
+    """Serves every node of a fleet, one loopback port each, from the running event loop."""
+
+    def __init__(self, fleet: Fleet, host: str = "127.0.0.1") -> None:
+        self.fleet = fleet
+        self.host = host
+        self.exporters = [NodeExporter(n, fleet.driver_version) for n in fleet.nodes]
+        self._servers: list[asyncio.Server] = []
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.ports: list[int] = []
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"http://{self.host}:{p}/metrics" for p in self.ports]
+
+    async def start(self) -> FleetServer:
+        try:
+            for exp in self.exporters:
+                server = await asyncio.start_server(
+                    lambda r, w, exp=exp: self._serve(exp, r, w), self.host, 0,
+                    limit=MAX_HEADER_BYTES,
+                )
+                self._servers.append(server)
+                self.ports.append(server.sockets[0].getsockname()[1])
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def _serve(self, exp: NodeExporter, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            while True:
+                if not exp.node.up:
+                    return  # a dead host: the connection drops with no answer
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                    return
+                if not exp.node.up:
+                    return
+                request_line = head.split(b"\r\n", 1)[0].split()
+                if len(request_line) < 2 or request_line[0] not in (b"GET", b"HEAD"):
+                    writer.write(_response("405 Method Not Allowed", b"only GET\n", "text/plain"))
+                elif request_line[1].split(b"?", 1)[0] != b"/metrics":
+                    writer.write(_response("404 Not Found", b"try /metrics\n", "text/plain"))
+                else:
+                    body = exp.page()
+                    writer.write(_response("200 OK", b"" if request_line[0] == b"HEAD" else body))
+                await writer.drain()
+        except ConnectionError:
+            return
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def stop(self) -> None:
+        """Close every listening socket and every open connection."""
+        for server in self._servers:
+            server.close()
+        for writer in list(self._writers):
+            writer.close()
+        for server in self._servers:
+            try:
+                await asyncio.wait_for(server.wait_closed(), 2.0)
+            except (asyncio.TimeoutError, OSError):
+                pass
+        self._servers.clear()

@@ -1,0 +1,163 @@
+"""Running the demo world: headless (JSON lines on stdout) or in a background thread for the console.
+
+Either way the embedded Valkey and every node server stop when the run ends, however it ends
+(end of the duration, Ctrl+C, SIGTERM, an error): nothing is left listening.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+import redis.asyncio as aioredis
+
+from sim.valkey import ValkeyProcess
+from sim.world import DemoConfig, Tick, World
+
+log = logging.getLogger(__name__)
+
+
+def _client(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+
+
+def write_nodes_file(valkey: ValkeyProcess, urls: list[str]) -> Path:
+    """The node URLs, one a line, for `surgewatch --nodes @FILE` in a second terminal."""
+    path = valkey.data_dir / "nodes.txt"
+    path.write_text("".join(u + "\n" for u in urls))
+    return path
+
+
+async def _headless(config: DemoConfig, valkey: ValkeyProcess, duration_s: int, out: IO[str], err: IO[str]) -> None:
+    client = _client(valkey.url)
+    world: World | None = None
+    try:
+        world = await World.create(config, client)
+        if world.node_urls:
+            nodes = write_nodes_file(valkey, world.node_urls)
+            print(f"surgewatch demo: {len(world.node_urls)} nodes; join with: surgewatch --redis {valkey.url} --nodes @{nodes}", file=err, flush=True)
+        else:
+            print(f"surgewatch demo: join with: surgewatch --redis {valkey.url}", file=err, flush=True)
+
+        def emit(tick: Tick) -> None:
+            out.write(json.dumps(tick.to_json(), separators=(", ", ": ")) + "\n")
+            out.flush()
+
+        await world.run(emit, duration_s=duration_s)
+    finally:
+        if world is not None:
+            await world.close()
+        await client.aclose()
+
+
+def run_headless(
+    config: DemoConfig,
+    duration_s: int,
+    *,
+    redis_port: int | None = None,
+    out: IO[str] = sys.stdout,
+    err: IO[str] = sys.stderr,
+) -> int:
+    """Run the scenario for `duration_s` simulated seconds, one JSON object a second on `out`."""
+    valkey = ValkeyProcess(redis_port)
+    try:
+        valkey.start()
+        asyncio.run(_headless(config, valkey, duration_s, out, err))
+    finally:
+        valkey.close()
+    return 0
+
+
+class WorldThread:
+    """The world in a background thread with its own event loop, so the console's loop never waits on it.
+
+    `start()` returns once Valkey answers, the tiers are seeded and the nodes serve; `stop()` ends
+    the loop, closes the node servers and stops Valkey. Ticks are handed to `on_tick` in the
+    world's thread (keep it cheap)."""
+
+    def __init__(self, config: DemoConfig, *, redis_port: int | None = None, on_tick: Callable[[Tick], None] | None = None) -> None:
+        self.config = config
+        self.valkey = ValkeyProcess(redis_port)
+        self.on_tick = on_tick
+        self.node_urls: list[str] = []
+        self.nodes_file: Path | None = None
+        self.last_tick: Tick | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def redis_url(self) -> str:
+        return self.valkey.url
+
+    def start(self, timeout_s: float = 30.0) -> WorldThread:
+        self.valkey.start()
+        self._thread = threading.Thread(target=self._main, name="surgewatch-demo-world", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout_s):
+            self.stop()
+            raise RuntimeError(f"the demo world did not start within {timeout_s}s")
+        if self._error is not None:
+            err = self._error
+            self.stop()
+            raise RuntimeError(f"the demo world failed to start: {err}") from err
+        return self
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except BaseException as e:  # reported to start(), or logged if it happens later
+            self._error = e
+            log.exception("demo world stopped with an error")
+        finally:
+            self._ready.set()
+
+    async def _run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        client = _client(self.valkey.url)
+        world: World | None = None
+        try:
+            world = await World.create(self.config, client)
+            self.node_urls = world.node_urls
+            if self.node_urls:
+                self.nodes_file = write_nodes_file(self.valkey, self.node_urls)
+            self._ready.set()
+
+            def tick(t: Tick) -> None:
+                self.last_tick = t
+                if self.on_tick is not None:
+                    self.on_tick(t)
+
+            await world.run(tick, stop=self._stop)
+        finally:
+            if world is not None:
+                await world.close()
+            await client.aclose()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the world and the server; idempotent."""
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(stop.set)
+            except RuntimeError:
+                pass  # the loop already ended
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+        self.valkey.close()
+
+    def __enter__(self) -> WorldThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,148 @@
+"""Terminal habits on frozen data: sort, filter, resize into tabs, heat-map metric, help, palette, NO_COLOR."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.command import CommandPalette
+
+from tui.app import SurgewatchApp, create_app
+from tui.config import Settings
+from tui.screens.help import HelpScreen
+from tui.testing import FROZEN_NOW, load_frozen, screen_text, settle, wait_until
+from tui.widgets.gpu_table import GpuTable
+from tui.widgets.heatmap import HeatMap
+
+
+def frozen(**settings: Any) -> SurgewatchApp:
+    s = Settings(**{"redis_url": "redis://127.0.0.1:1/0", **settings})
+    return create_app(s, sources=False, subscribe=False, clock=lambda: FROZEN_NOW, tick_s=None)
+
+
+async def test_sort_cycles_columns_and_reverses() -> None:
+    """`s` sorts the GPU table by node, then node descending, then by gpu; values, not text, decide order."""
+    app = frozen()
+    async with app.run_test(size=(200, 60)) as pilot:
+        load_frozen(app)
+        await settle(pilot)
+        table = app.overview.query_one(GpuTable)
+        await pilot.press("s")
+        assert table.shown_keys[0].startswith("10.0.0.1") or table.shown_keys[0].startswith("http://10.0.0.1")
+        await pilot.press("s")
+        assert table.shown_keys[0].startswith("local")  # descending: "local" after "http://..."
+        table.sort_column, table.sort_reverse = "temp", True
+        await settle(pilot)
+        temps = [app.state.rows[[r.key for r in app.state.rows].index(k)].gpu.temp_c for k in table.shown_keys]
+        assert temps == sorted(temps, reverse=True)
+
+
+async def test_filter_shows_only_matching_gpus() -> None:
+    """`/` then text keeps only matching rows (here: the down node's GPUs); clearing brings all back."""
+    app = frozen()
+    async with app.run_test(size=(200, 60)) as pilot:
+        load_frozen(app)
+        await settle(pilot)
+        table = app.overview.query_one(GpuTable)
+        total = table.row_count
+        await pilot.press("slash", *"down")
+        await settle(pilot)
+        assert table.row_count == 8 and all("10.0.0.2" in k for k in table.shown_keys)
+        await pilot.press("backspace", "backspace", "backspace", "backspace", "escape")
+        await settle(pilot)
+        assert table.row_count == total
+
+
+async def test_resize_turns_panels_into_tabs_and_back() -> None:
+    """At 80x24 the panels become tabs; back at 200x60 they are side by side again, data kept."""
+    app = frozen()
+    async with app.run_test(size=(200, 60)) as pilot:
+        load_frozen(app)
+        await settle(pilot)
+        assert not app.overview.query("#tabs")
+        await pilot.resize_terminal(80, 24)
+        await wait_until(pilot, lambda: app.overview.query("#tabs"), what="tabs")
+        await settle(pilot)
+        assert "GPUs  Heat map  Tiers  Events" in screen_text(app)
+        assert app.overview.query_one(GpuTable).row_count == len(app.state.rows)
+        await pilot.resize_terminal(200, 60)
+        await wait_until(pilot, lambda: not app.overview.query("#tabs"), what="grid")
+        await settle(pilot)
+        assert "Tiers (15 min)" in screen_text(app) and "free" in screen_text(app)
+
+
+async def test_heat_map_switches_metric_and_fits_1024_gpus() -> None:
+    """`t` switches the heat map between temperature and utilization; 1,024 GPUs fit in a few lines at 200x60."""
+    from tui.testing import frozen_readings
+
+    app = frozen()
+    async with app.run_test(size=(200, 60)) as pilot:
+        load_frozen(app, frozen_readings(nodes=128, gpus_per_node=8))
+        await settle(pilot)
+        heat = app.overview.query_one(HeatMap)
+        assert len(app.state.rows) == 2 + 1024
+        assert heat.line_count <= heat.size.height  # everything visible without scrolling
+        await pilot.press("t")
+        assert heat.metric == "util" and "by utilization" in screen_text(app)
+        await pilot.press("t")
+        assert heat.metric == "temp"
+
+
+async def test_help_lists_every_footer_binding() -> None:
+    """`?` opens a list holding quit, edit, history, filter, sort and the palette."""
+    app = frozen()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("question_mark")
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
+        rows = [tuple(str(c) for c in app.screen.query_one("#keys").get_row_at(i))
+                for i in range(app.screen.query_one("#keys").row_count)]
+        descs = {d for _, d in rows}
+        assert {"Quit", "Edit quota", "History", "Filter", "Sort"} <= descs
+        assert any(k == "ctrl+p" for k, _ in rows)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_palette_offers_edit_only_when_writable() -> None:
+    """The command palette lists per-tier edit commands, and none in read-only mode."""
+    for read_only in (False, True):
+        app = frozen(read_only=read_only)
+        async with app.run_test(size=(120, 40)) as pilot:
+            load_frozen(app)
+            await settle(pilot)
+            titles = [c.title for c in app.get_system_commands(app.screen)]
+            assert ("Edit quota of free" in titles) is not read_only
+            await pilot.press("ctrl+p")
+            await wait_until(pilot, lambda: isinstance(app.screen, CommandPalette), what="palette")
+            await pilot.press("escape")
+
+
+async def test_no_color_is_honoured(monkeypatch: Any) -> None:
+    """With NO_COLOR set the console renders without colours (Textual's colour system is off)."""
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = frozen()
+    async with app.run_test(size=(80, 24)) as pilot:
+        load_frozen(app)
+        await settle(pilot)
+        assert app.no_color
+        import re
+
+        chrome = {"#ff5f57", "#febc2e", "#28c840", "#c5c8c6"}  # the SVG window buttons and default text
+        colours = set(re.findall(r"#[0-9a-f]{6}", app.export_screenshot().lower())) - chrome
+        assert colours and all(c[1:3] == c[3:5] == c[5:7] for c in colours), [c for c in colours if not c[1:3] == c[3:5] == c[5:7]]
+
+
+async def test_wall_mode_cycles_panels_without_edit() -> None:
+    """--wall: big Digits KPIs, the panels cycle by themselves, and `e` does nothing."""
+    from textual.widgets import Digits, TabbedContent
+
+    s = Settings(redis_url="redis://127.0.0.1:1/0", wall=True, read_only=True)
+    app = create_app(s, sources=False, subscribe=False, clock=lambda: FROZEN_NOW, tick_s=None, wall_cycle_s=0.2)
+    async with app.run_test(size=(200, 60)) as pilot:
+        load_frozen(app)
+        await settle(pilot)
+        assert len(app.overview.query(Digits)) == 4
+        tabs = app.overview.query_one(TabbedContent)
+        seen = {tabs.active}
+        await wait_until(pilot, lambda: seen.add(tabs.active) or len(seen) >= 3, what="cycling")
+        await pilot.press("e")
+        assert "e" not in app.screen.active_bindings and app.screen is app.overview

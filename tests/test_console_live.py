@@ -1,0 +1,206 @@
+"""The console against a real Valkey and real loopback /metrics nodes, driven by keys like an operator."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from quotas.limiter import Limiter
+from quotas.model import QuotaSpec
+from quotas.store import QuotaStore
+from sim.valkey import ValkeyProcess
+from tests.conftest import L4_CAPTURE
+from tui.app import SurgewatchApp, create_app
+from tui.config import Settings
+from textual.widgets import DataTable
+
+from tui.screens.editor import QuotaEditor
+from tui.screens.history import HistoryScreen
+from tui.testing import MetricsNode, multiply_page, screen_text, wait_until
+
+
+@pytest.fixture
+async def store(redis_client: aioredis.Redis) -> AsyncIterator[QuotaStore]:
+    """A seeded quota store (library loaded, default tiers) on the test's Valkey."""
+    s = QuotaStore(redis_client)
+    await s.init()
+    yield s
+
+
+@pytest.fixture
+def node() -> Iterator[MetricsNode]:
+    """A loopback node serving the real dcgm-exporter L4 capture for 2 GPUs."""
+    with MetricsNode(multiply_page(L4_CAPTURE.read_text(), 2)) as n:
+        yield n
+
+
+def make(valkey: ValkeyProcess, *, nodes: tuple[str, ...] = (), read_only: bool = False, url: str | None = None,
+         sources: tuple[str, ...] = ("traffic",)) -> SurgewatchApp:
+    settings = Settings(redis_url=url or valkey.url, nodes=nodes, interval_s=0.2, node_interval_s=0.3,
+                        read_only=read_only)
+    return create_app(settings, sources=sources, actor="tester")
+
+
+def tiers_text(app: SurgewatchApp) -> str:
+    return screen_text(app)
+
+
+async def open_editor(pilot, app: SurgewatchApp, tier: str) -> QuotaEditor:  # type: ignore[no-untyped-def]
+    """Keys an operator presses: e (jumps to the tier list), arrows to the tier, e again."""
+    await wait_until(pilot, lambda: tier in app.state.quotas, what=f"tier {tier} loaded")
+    await pilot.press("e")
+    await wait_until(pilot, lambda: app.overview.tiers_focused, what="tier list focused")
+    for _ in range(10):
+        if app.overview.selected_tier == tier:
+            break
+        await pilot.press("down")
+    assert app.overview.selected_tier == tier
+    await pilot.press("e")
+    return await wait_until(pilot, lambda: isinstance(app.screen, QuotaEditor) and app.screen, what="editor")
+
+
+async def type_into(pilot, field: str, text: str) -> None:  # type: ignore[no-untyped-def]
+    """Focus a field by clicking it, clear it, type."""
+    await pilot.click(f"#{field}")
+    await pilot.press("home", "ctrl+k", *list(text))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 60)])
+async def test_edit_flow_end_to_end(valkey: ValkeyProcess, store: QuotaStore, redis_client: aioredis.Redis,
+                                    size: tuple[int, int]) -> None:
+    """Keys pressed in the editor change the quota in Redis, write one audit entry and update the screen."""
+    limiter = Limiter(redis_client)
+    for user in ("u1", "u2"):
+        for _ in range(6):
+            await limiter.check("free", user)  # ranks 1..6 per user: a lower limit would refuse some
+    app = make(valkey)
+    async with app.run_test(size=size) as pilot:
+        editor = await open_editor(pilot, app, "free")
+        assert editor.query_one("#spec").value == app.state.quotas["free"].spec  # prefilled
+        await type_into(pilot, "spec", "3/1x")
+        await wait_until(pilot, lambda: "invalid window" in str(editor.query_one("#error").render()), what="inline error")
+        assert editor.query_one("#apply").disabled
+        await type_into(pilot, "spec", "2/1d")
+        await type_into(pilot, "reason", "surge")
+        await wait_until(pilot, lambda: "would have been refused" in str(editor.query_one("#impact").render()),
+                         what="what-if")
+        assert "of 12 admitted requests, 8" in str(editor.query_one("#impact").render())
+        before = await store.get("free")
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: not isinstance(app.screen, QuotaEditor), what="editor closed")
+        q = await store.get("free")
+        assert q is not None and q.spec == "2/1d" and q.version == before.version + 1  # type: ignore[union-attr]
+        (entry,) = await store.history("free", count=1)
+        assert (entry.actor, entry.reason, entry.new.spec) == ("tester", "surge", "2/1d")  # type: ignore[union-attr]
+        await wait_until(pilot, lambda: "by tester" in screen_text(app) or "by tester" in "\n".join(
+            app.overview.query_one("#events").texts), what="audit event shown")
+        assert app.state.quotas["free"].spec == "2/1d"
+        if size == (200, 60):
+            assert "2/1d" in screen_text(app)
+        await pilot.press("h")  # the audit history of the selected tier
+        await wait_until(pilot, lambda: isinstance(app.screen, HistoryScreen), what="history")
+        table = app.screen.query_one(DataTable)
+        await wait_until(pilot, lambda: table.row_count >= 2, what="history rows")
+        newest = [str(c) for c in table.get_row_at(0)]
+        assert newest[1:4] == ["free", str(q.version), "tester"] and newest[-1] == "surge"
+        assert newest[4].endswith("-> 2/1d")
+
+
+async def test_conflict_flow_names_who_and_reloads(valkey: ValkeyProcess, store: QuotaStore) -> None:
+    """A change made elsewhere while the form is open is refused with who did it; reload then apply works."""
+    app = make(valkey)
+    async with app.run_test(size=(120, 40)) as pilot:
+        editor = await open_editor(pilot, app, "pro")
+        v = app.state.quotas["pro"].version
+        await store.set("pro", QuotaSpec(99, 60), actor="bob", reason="other console", expect_version=v)
+        await type_into(pilot, "spec", "10/1m")
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: "changed by bob" in str(editor.query_one("#conflict").render()), what="conflict")
+        assert (await store.get("pro")).limit == 99  # type: ignore[union-attr]  # nothing overwritten
+        await pilot.click("#reload")
+        await wait_until(pilot, lambda: editor.quota.version == v + 1, what="reloaded")
+        assert editor.query_one("#spec").value == "99/1m"
+        await type_into(pilot, "spec", "10/1m")
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: not isinstance(app.screen, QuotaEditor), what="applied")
+        q = await store.get("pro")
+        assert q is not None and q.limit == 10 and q.version == v + 2
+
+
+async def test_read_only_with_acl_viewer(valkey: ValkeyProcess, store: QuotaStore, redis_client: aioredis.Redis) -> None:
+    """Read-only works as a Redis user that may only read: no edit binding, no write attempted, no password shown."""
+    await redis_client.execute_command(
+        "ACL", "SETUSER", "viewer", "on", ">s3cret", "~*", "&*", "+@read", "+@connection", "-@write",
+        "+subscribe", "+ping", "+info", "+time",
+    )
+    await redis_client.execute_command("ACL", "LOG", "RESET")
+    url = f"redis://viewer:s3cret@127.0.0.1:{valkey.port}/0"
+    app = make(valkey, url=url, read_only=True)
+    async with app.run_test(size=(200, 60)) as pilot:
+        await wait_until(pilot, lambda: "free" in app.state.quotas and app.state.traffic is not None, what="data")
+        await wait_until(pilot, lambda: "free" in screen_text(app), what="tier shown")
+        assert "e" not in {b.key for b in app.screen.active_bindings.keys() and [v[1] for v in app.screen.active_bindings.values()]}
+        await pilot.press("tab", "tab", "e")
+        await pilot.pause(0.3)
+        assert not isinstance(app.screen, QuotaEditor)
+        text = screen_text(app)
+        assert "s3cret" not in text and "viewer:***@" in text
+        assert app.state.redis_error is None
+    denied = await redis_client.execute_command("ACL", "LOG")
+    assert denied == [], denied  # the console never even tried a command the viewer lacks
+    before = await store.history("free", count=50)
+    assert all(e.actor != "tester" for e in before)
+
+
+async def test_external_change_appears(valkey: ValkeyProcess, store: QuotaStore) -> None:
+    """A change made by the CLI (another store) shows in the tier panel and the events within a second."""
+    app = make(valkey, sources=())  # no traffic polling: only the pub/sub path can bring the change
+    async with app.run_test(size=(200, 60)) as pilot:
+        await wait_until(pilot, lambda: "team" in app.state.quotas, what="quotas")
+        v = app.state.quotas["team"].version
+        await store.set("team", QuotaSpec(7, 3600, 40), actor="carol", reason="load test", expect_version=v)
+        await wait_until(pilot, lambda: app.state.quotas["team"].version == v + 1, timeout=1.0, what="change within 1 s")
+        await wait_until(pilot, lambda: "7/1h" in screen_text(app), timeout=1.0, what="on screen")
+        assert any("by carol" in t and "(load test)" in t for t in app.overview.query_one("#events").texts)
+
+
+async def test_redis_stopped_and_started(valkey: ValkeyProcess, store: QuotaStore) -> None:
+    """Redis lost: banner with retry, stale values, edit refused; back: it reconnects, resubscribes, re-reads."""
+    app = make(valkey)
+    async with app.run_test(size=(200, 60)) as pilot:
+        await wait_until(pilot, lambda: app.state.traffic is not None and "free" in app.state.quotas, what="data")
+        valkey.stop()
+        await wait_until(pilot, lambda: "Redis unreachable" in screen_text(app), timeout=15, what="banner")
+        assert "Retrying in" in screen_text(app)
+        await pilot.press("e")
+        await pilot.pause(0.2)
+        assert not isinstance(app.screen, QuotaEditor)
+        valkey.start()
+        client = aioredis.Redis.from_url(valkey.url)
+        fresh = QuotaStore(client)
+        await fresh.init()  # no persistence: the restarted server is empty until seeded again
+        await wait_until(pilot, lambda: "Redis unreachable" not in screen_text(app), timeout=20, what="recovered")
+        await fresh.set("free", QuotaSpec(1, 86400), actor="dave", reason="after restart", expect_version=1)
+        await wait_until(pilot, lambda: app.state.quotas.get("free") and app.state.quotas["free"].limit == 1,
+                         timeout=10, what="resubscribed and re-read")
+        await client.aclose()
+
+
+async def test_node_going_down_and_back(valkey: ValkeyProcess, store: QuotaStore, node: MetricsNode) -> None:
+    """A node that stops answering keeps its GPUs dimmed as down with an age, an event, then comes back."""
+    app = make(valkey, nodes=(node.url,), sources=("fleet",))
+    label = f"127.0.0.1:{node.port}"
+    async with app.run_test(size=(200, 60)) as pilot:
+        await wait_until(pilot, lambda: len(app.state.rows) == 2 and app.state.rows[0].status != "down", what="node up")
+        await wait_until(pilot, lambda: label in screen_text(app) and "0 L4" in screen_text(app), what="rows drawn")
+        node.stop()
+        await wait_until(pilot, lambda: all(r.status == "down" for r in app.state.rows), timeout=10, what="down")
+        events = app.overview.query_one("#events").texts
+        await wait_until(pilot, lambda: any(f"node {label} down" in t for t in events), what="down event")
+        await wait_until(pilot, lambda: "down " in screen_text(app), what="status with its age")
+        node.start()
+        await wait_until(pilot, lambda: any(f"node {label} back up" in t for t in events), timeout=10, what="up event")
+        await wait_until(pilot, lambda: all(r.status != "down" for r in app.state.rows), what="rows fresh")

@@ -1,0 +1,273 @@
+"""Fleet scraping against real HTTP servers on loopback (no mocked HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from collectors.dcgm import PageError, filter_page, parse_page
+from collectors.fleet import FleetCollector
+from tests.conftest import L4_CAPTURE
+
+L4 = L4_CAPTURE.read_bytes()
+
+
+class LoopbackNode:
+    """A minimal HTTP/1.1 server (keep-alive) on a loopback port, whose behaviour a test switches."""
+
+    active = 0  # requests being answered right now, across every node (for the concurrency bound)
+    max_active = 0
+
+    def __init__(self, mode: str = "ok", body: bytes = L4) -> None:
+        self.mode, self.body = mode, body
+        self.port = 0
+        self.hits = 0
+        self._server: asyncio.Server | None = None
+        self._conns: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/metrics"
+
+    async def start(self) -> LoopbackNode:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for w in list(self._conns):
+            w.close()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._conns.add(writer)
+        try:
+            while await reader.readline():
+                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    pass
+                self.hits += 1
+                if self.mode == "hang":
+                    await asyncio.sleep(3600)
+                if self.mode == "slow":
+                    LoopbackNode.active += 1
+                    LoopbackNode.max_active = max(LoopbackNode.max_active, LoopbackNode.active)
+                    try:
+                        await asyncio.sleep(0.05)
+                    finally:
+                        LoopbackNode.active -= 1
+                status, body = {
+                    "ok": ("200 OK", self.body),
+                    "slow": ("200 OK", self.body),
+                    "500": ("500 Internal Server Error", b"boom\n"),
+                    "garbage": ("200 OK", b"<html><body>It works!</body></html>\n"),
+                }[self.mode]
+                head = f"HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {len(body)}\r\n\r\n"
+                writer.write(head.encode() + body)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._conns.discard(writer)
+            self._tasks.discard(task)
+            writer.close()
+
+
+@pytest.fixture
+async def nodes() -> dict[str, LoopbackNode]:
+    """Five loopback nodes: the L4 capture, one hanging, one failing, one serving garbage, one flapping."""
+    ns = {m: await LoopbackNode(m if m != "flappy" else "ok").start() for m in ("ok", "hang", "500", "garbage", "flappy")}
+    try:
+        yield ns
+    finally:
+        for n in ns.values():
+            await n.stop()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_l4_capture_parses_to_its_values() -> None:
+    """The real dcgm-exporter L4 page gives the values its README lists."""
+    (g,) = parse_page(L4.decode(), "n1")
+    assert (g.node, g.index, g.uuid, g.name) == ("n1", 0, "GPU-c2f76b33-7953-256e-8f33-1343419b1a1c", "NVIDIA L4")
+    assert (g.util_pct, g.mem_util_pct, g.temp_c, g.power_w, g.sm_clock_mhz) == (0, 0, 31, 16.365, 210)
+    assert (g.mem_used_mib, g.mem_total_mib) == (0, 22563 + 0 + 470)
+    assert (g.pcie_replay, g.remapped_rows, g.xid, g.throttle, g.status) == (0, 0, None, (), "ok")
+    assert g.ecc_uncorrected is None and g.temp_slowdown_c is None and g.power_limit_w is None
+
+
+def test_filter_keeps_only_used_series_and_labels() -> None:
+    """The pre-parse filter drops unused series and labels, keeping gpu/UUID/modelName."""
+    body = filter_page(L4.decode())
+    assert "DCGM_FI_PROF" not in body and "ENC_UTIL" not in body and "pci_bus_id" not in body
+    assert "Hostname" not in body and "DCGM_FI_DEV_GPU_TEMP{gpu=\"0\",UUID=" in body
+
+
+def test_throttle_and_xid_gauges_decode() -> None:
+    """dcgm-exporter's throttle bitmask and XID gauge decode like NVML's."""
+    page = (
+        'DCGM_FI_DEV_CLOCK_THROTTLE_REASONS{gpu="0",UUID="GPU-a",pci_bus_id="x"} 36\n'
+        'DCGM_FI_DEV_XID_ERRORS{gpu="0",UUID="GPU-a",err_code="79",err_msg="GPU has fallen off the bus"} 79\n'
+        'DCGM_FI_DEV_CLOCKS_EVENT_REASONS{gpu="1",UUID="GPU-b"} 8\n'
+        'DCGM_FI_DEV_XID_ERRORS{gpu="1",UUID="GPU-b"} 0\n'
+        'DCGM_FI_DEV_GPU_TEMP{gpu="1",UUID="GPU-b"} NaN\n'
+    )
+    a, b = parse_page(page, "n")
+    assert a.throttle == ("power_cap", "thermal") and a.xid == 79
+    assert b.throttle == ("hw_slowdown",) and b.xid is None and b.temp_c is None
+
+
+@pytest.mark.parametrize("text", ["<html>It works</html>", "DCGM_FI_DEV_GPU_TEMP{gpu=\"0\" 31", "\x00\x01\x02"])
+def test_garbage_page_raises_page_error(text: str) -> None:
+    """Non-Prometheus text raises PageError with a short message."""
+    with pytest.raises(PageError, match="not Prometheus text"):
+        parse_page(text, "n")
+
+
+def test_prometheus_page_without_gpus_is_fine() -> None:
+    """A valid page with no DCGM series (a GPU-less agent) gives zero GPUs, not an error."""
+    assert parse_page("# HELP up x\nnode_load1 0.5\n", "n") == ()
+
+
+async def test_sweep_marks_each_bad_node_and_never_waits_for_the_hanging_one(nodes: dict[str, LoopbackNode]) -> None:
+    """Good node up with values; 500, garbage and hang each get their own error; the hang does not block."""
+    urls = [n.url for n in nodes.values()]
+    c = FleetCollector(urls, timeout_s=1.5, min_interval_s=0, wait_s=0.75)
+    try:
+        s1 = await c.poll()
+        by = {n.url: n for n in s1.nodes}
+        assert [n.url for n in s1.nodes] == urls and s1.source == "scrape"
+        ok = by[nodes["ok"].url]
+        assert (ok.status, ok.error, len(ok.gpus), ok.gpus[0].temp_c) == ("up", None, 1, 31)
+        assert ok.latency_ms is not None and ok.latency_ms >= 0
+        assert by[nodes["500"].url].status == "down" and by[nodes["500"].url].error.startswith("HTTP 500")
+        assert by[nodes["garbage"].url].error.startswith("not Prometheus text")
+        # the sweep came back while the hanging node was still in flight
+        assert by[nodes["hang"].url].error == "not scraped yet"
+        await asyncio.sleep(1.0)
+        s2 = await c.poll()
+        hang = {n.url: n for n in s2.nodes}[nodes["hang"].url]
+        assert (hang.status, hang.error) == ("down", "timed out after 1.5 s")
+    finally:
+        await c.aclose()
+
+
+async def test_node_down_keeps_last_values_ages_then_fresh(nodes: dict[str, LoopbackNode]) -> None:
+    """A node that goes down keeps last-known GPUs as stale with a growing age, then comes back fresh."""
+    clock = Clock()
+    node = nodes["flappy"]
+    c = FleetCollector([node.url], timeout_s=1.0, min_interval_s=5.0, clock=clock)
+    try:
+        up = (await c.poll()).nodes[0]
+        assert up.status == "up" and up.gpus[0].status == "ok"
+        await node.stop()
+        clock.t += 5
+        down = (await c.poll()).nodes[0]
+        assert down.status == "down" and "cannot connect" in (down.error or "")
+        assert down.taken_at == up.taken_at and down.checked_at == clock.t
+        assert down.gpus[0].status == "stale" and down.gpus[0].temp_c == 31
+        clock.t += 10
+        later = (await c.poll()).nodes[0]
+        assert later.taken_at == up.taken_at and clock.t - later.taken_at == 15  # the age grows
+        await node.start()  # same port
+        clock.t += 5
+        back = (await c.poll()).nodes[0]
+    finally:
+        await c.aclose()
+    assert back.status == "up" and back.error is None and back.taken_at == clock.t
+    assert back.gpus[0].status == "ok"
+
+
+async def test_node_is_never_scraped_faster_than_min_interval(nodes: dict[str, LoopbackNode]) -> None:
+    """Polls within min_interval_s reuse the last scrape; the next one scrapes again."""
+    clock = Clock()
+    node = nodes["ok"]
+    c = FleetCollector([node.url], min_interval_s=5.0, clock=clock)
+    try:
+        await c.poll()
+        clock.t += 1
+        s = await c.poll()
+        assert node.hits == 1 and s.nodes[0].status == "up"
+        clock.t += 4
+        await c.poll()
+    finally:
+        await c.aclose()
+    assert node.hits == 2
+
+
+async def test_per_node_interval_lets_a_local_agent_be_faster(nodes: dict[str, LoopbackNode]) -> None:
+    """A node given a 1 s interval is scraped every second while the others wait their 5 s."""
+    clock = Clock()
+    fast, slow = nodes["ok"], nodes["flappy"]
+    c = FleetCollector([fast.url, slow.url], min_interval_s=5.0, node_intervals={fast.url: 1.0}, clock=clock)
+    try:
+        for _ in range(3):
+            await c.poll()
+            clock.t += 1
+    finally:
+        await c.aclose()
+    assert (fast.hits, slow.hits) == (3, 1)
+
+
+async def test_concurrency_bound_is_enforced() -> None:
+    """Eight slow nodes swept with concurrency=3: never more than 3 requests in flight, all read."""
+    slow = [await LoopbackNode("slow").start() for _ in range(8)]
+    LoopbackNode.active = LoopbackNode.max_active = 0
+    c = FleetCollector([n.url for n in slow], concurrency=3, min_interval_s=0, wait_s=None)
+    try:
+        s = await c.poll()
+    finally:
+        await c.aclose()
+        for n in slow:
+            await n.stop()
+    assert all(n.status == "up" for n in s.nodes) and LoopbackNode.max_active == 3
+
+
+async def test_concurrency_bound_holds(nodes: dict[str, LoopbackNode]) -> None:
+    """With concurrency=1 the sweep still covers every node, one at a time."""
+    urls = [nodes[k].url for k in ("ok", "500", "garbage", "flappy")]
+    c = FleetCollector(urls, concurrency=1, min_interval_s=0, wait_s=None)
+    try:
+        s = await c.poll()
+    finally:
+        await c.aclose()
+    assert [n.status for n in s.nodes] == ["up", "down", "down", "up"]
+
+
+def test_fixture_path_exists() -> None:
+    """The shared dcgm-exporter capture is where conftest says."""
+    assert Path(L4_CAPTURE).is_file()
+
+
+async def test_oversized_page_is_refused() -> None:
+    """A node serving more than the page limit is marked down with a clear error, not read whole."""
+    from collectors import fleet
+
+    node = await LoopbackNode(body=b"# " + b"x" * 4096 + b"\n").start()
+    old = fleet.MAX_PAGE_BYTES
+    fleet.MAX_PAGE_BYTES = 1024
+    c = FleetCollector([node.url], min_interval_s=0, wait_s=None)
+    try:
+        (n,) = (await c.poll()).nodes
+    finally:
+        fleet.MAX_PAGE_BYTES = old
+        await c.aclose()
+        await node.stop()
+    assert n.status == "down" and (n.error or "").startswith("page too large")

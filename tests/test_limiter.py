@@ -1,0 +1,217 @@
+"""The limiter against a real Valkey: exact admission, the usage semantics, every refusal reason."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+
+from quotas.errors import BrokenQuota
+from quotas.keys import Keys
+from quotas.limiter import Decision, Limiter
+from quotas.model import QuotaError, QuotaSpec
+from quotas.store import QuotaStore
+
+DAY = 86400
+
+
+@pytest.fixture
+async def store(redis_client: aioredis.Redis) -> QuotaStore:
+    """A store with the library loaded and the default tiers seeded."""
+    s = QuotaStore(redis_client)
+    await s.init()
+    return s
+
+
+@pytest.fixture
+def limiter(redis_client: aioredis.Redis) -> Limiter:
+    """A limiter on the test's server."""
+    return Limiter(redis_client)
+
+
+async def settle_in_second(client: aioredis.Redis, before: float = 0.6) -> None:
+    """Wait until the server clock is early in a second, so a short burst falls in one second."""
+    while True:
+        secs, usecs = await client.time()
+        frac = usecs / 1e6
+        if frac < before and int(secs) % 60 < 58:
+            return
+        await asyncio.sleep(max(0.0, 1.02 - frac))
+
+
+async def test_n_admitted_then_refused(store: QuotaStore, limiter: Limiter) -> None:
+    """With 3/1d a user gets exactly 3 admissions, then user_quota refusals with retry_after > 0."""
+    await store.set("free", QuotaSpec(3, DAY), actor="t")
+    got = [await limiter.check("free", "alice") for _ in range(5)]
+    assert [d.allowed for d in got] == [True, True, True, False, False]
+    assert [d.remaining for d in got[:3]] == [2, 1, 0]
+    assert got[3].reason == "user_quota" and got[3].remaining == 0 and got[3].limit == 3
+    assert 0 < got[3].retry_after <= DAY
+
+
+async def test_daily_window_resets_at_utc_midnight(store: QuotaStore, limiter: Limiter, redis_client: aioredis.Redis) -> None:
+    """A refusal of a daily quota says to retry at the next 00:00 UTC, and the usage key expires then."""
+    await store.set("free", QuotaSpec(1, DAY), actor="t")
+    await limiter.check("free", "bob")
+    refused = await limiter.check("free", "bob")
+    secs, usecs = await redis_client.time()
+    now = secs + usecs / 1e6
+    assert abs(refused.retry_after - ((secs // DAY + 1) * DAY - now)) < 1.0
+    ttl = await redis_client.ttl(Keys().usage("free", DAY, secs // DAY, "bob"))
+    assert abs(ttl - ((secs // DAY + 1) * DAY + 60 - secs)) <= 2
+
+
+async def test_users_are_independent(store: QuotaStore, limiter: Limiter) -> None:
+    """One user's exhausted quota does not touch another's."""
+    await store.set("free", QuotaSpec(2, DAY), actor="t")
+    for _ in range(3):
+        await limiter.check("free", "alice")
+    assert (await limiter.check("free", "alice")).allowed is False
+    assert [(await limiter.check("free", "carol")).allowed for _ in range(3)] == [True, True, False]
+
+
+async def test_raise_and_lower_apply_to_counted_usage(store: QuotaStore, limiter: Limiter) -> None:
+    """Used 3 of 3/1d, raised to 5/1d: exactly 2 more at once; lowered to 1/1d: refused at once."""
+    await store.set("free", QuotaSpec(3, DAY), actor="t")
+    assert all([(await limiter.check("free", "u")).allowed for _ in range(3)])
+    assert (await limiter.check("free", "u")).reason == "user_quota"
+    await store.set("free", QuotaSpec(5, DAY), actor="t")
+    assert [(await limiter.check("free", "u")).allowed for _ in range(3)] == [True, True, False]
+    await store.set("free", QuotaSpec(20, DAY), actor="t")
+    assert (await limiter.check("free", "v")).remaining == 19
+    await store.set("free", QuotaSpec(1, DAY), actor="t")
+    d = await limiter.check("free", "v")
+    assert (d.allowed, d.reason, d.remaining) == (False, "user_quota", 0)
+
+
+async def test_refused_requests_consume_nothing(store: QuotaStore, limiter: Limiter) -> None:
+    """Requests refused while paused do not count: after resume the full quota is there."""
+    await store.set("free", QuotaSpec(2, DAY), actor="t")
+    await store.pause("free", actor="t")
+    d = await limiter.check("free", "u")
+    assert (d.allowed, d.reason) == (False, "paused") and d.retry_after > 0
+    await store.resume("free", actor="t")
+    assert [(await limiter.check("free", "u")).allowed for _ in range(3)] == [True, True, False]
+
+
+async def test_unknown_tier_refused_and_creates_no_keys(limiter: Limiter, store: QuotaStore, redis_client: aioredis.Redis) -> None:
+    """A tier without a quota is refused with unknown_tier and leaves no key behind."""
+    before = sorted(await redis_client.keys("*"))
+    d = await limiter.check("nosuch", "u")
+    assert (d.allowed, d.reason) == (False, "unknown_tier") and d.retry_after > 0 and d.limit is None
+    await limiter.record("nosuch", "blocked")
+    assert sorted(await redis_client.keys("*")) == before
+
+
+@pytest.mark.parametrize("tier", ["fr}ee", "a b", "FREE ", "x" * 33, "frée", "", "free:x"])
+async def test_hostile_tier_is_an_error_never_a_key(limiter: Limiter, redis_client: aioredis.Redis, tier: str) -> None:
+    """A hostile tier name raises QuotaError before anything is sent."""
+    with pytest.raises(QuotaError):
+        await limiter.check(tier, "u")
+    assert await redis_client.dbsize() == 0
+
+
+@pytest.mark.parametrize("user,cost", [("", 1), ("x" * 129, 1), ("é" * 65, 1), ("\ud800", 1), (None, 1), ("u", 0), ("u", -1), ("u", 1.5), ("u", True)])
+async def test_bad_user_or_cost_is_an_error(limiter: Limiter, store: QuotaStore, user: str, cost: object) -> None:
+    """An empty or over-long user id, or a cost that is not a whole number >= 1, raises QuotaError."""
+    with pytest.raises(QuotaError):
+        await limiter.check("free", user, cost)  # type: ignore[arg-type]
+
+
+async def test_cost_counts_against_the_quota(store: QuotaStore, limiter: Limiter) -> None:
+    """A request of cost 3 uses 3 of the quota; one that does not fit is refused whole."""
+    await store.set("free", QuotaSpec(5, DAY), actor="t")
+    assert (await limiter.check("free", "u", 3)).remaining == 2
+    assert (await limiter.check("free", "u", 3)).reason == "user_quota"
+    assert (await limiter.check("free", "u", 2)).remaining == 0
+
+
+async def test_shadow_admits_and_counts(store: QuotaStore, limiter: Limiter) -> None:
+    """In shadow mode over-quota requests are admitted with reason shadow and usage still counts."""
+    await store.set("free", QuotaSpec(2, DAY, mode="shadow"), actor="t")
+    got = [await limiter.check("free", "u") for _ in range(4)]
+    assert [(d.allowed, d.reason) for d in got] == [(True, "ok"), (True, "ok"), (True, "shadow"), (True, "shadow")]
+    await store.set("free", QuotaSpec(2, DAY), actor="t")  # enforce: the shadow admissions were counted
+    assert (await limiter.check("free", "u")).reason == "user_quota"
+
+
+async def test_paused_shadow_admits_as_shadow(store: QuotaStore, limiter: Limiter) -> None:
+    """A paused tier in shadow mode admits with reason shadow instead of refusing."""
+    await store.set("free", QuotaSpec(5, DAY, paused=True, mode="shadow"), actor="t")
+    assert (await limiter.check("free", "u")) == Decision(True, "shadow", 4, 0.0, 5)
+
+
+async def test_tier_cap_refuses_over_the_rate(store: QuotaStore, limiter: Limiter, redis_client: aioredis.Redis) -> None:
+    """A tier cap of 3/s admits 3 requests of one second across users, then refuses with tier_cap."""
+    await store.set("pro", QuotaSpec(100, 3600, tier_cap_rps=3), actor="t")
+    await settle_in_second(redis_client)
+    got = await limiter.check_many([("pro", f"user{i}", 1) for i in range(5)])
+    assert [d.reason for d in got] == ["ok", "ok", "ok", "tier_cap", "tier_cap"]
+    assert all(0 < d.retry_after <= 1.0 for d in got[3:])
+
+
+async def test_check_many_matches_check(store: QuotaStore, limiter: Limiter) -> None:
+    """The pipelined batch decides exactly like one call per request, in order."""
+    await store.set("free", QuotaSpec(2, DAY), actor="t")
+    got = await limiter.check_many([("free", "a", 1), ("free", "a", 1), ("free", "a", 1), ("plus", "a", 1), ("zzz", "a", 1)])
+    assert [d.reason for d in got] == ["ok", "ok", "user_quota", "ok", "unknown_tier"]
+    assert await limiter.check_many([]) == []
+
+
+async def test_broken_quota_refuses_with_clear_error(store: QuotaStore, limiter: Limiter, redis_client: aioredis.Redis) -> None:
+    """Junk in a quota hash, or a key of the wrong type, raises BrokenQuota naming the field; never admits."""
+    await redis_client.hset(Keys().quota("free"), "limit", "lots")
+    with pytest.raises(BrokenQuota, match=r"limit='?lots"):
+        await limiter.check("free", "u")
+    await redis_client.delete(Keys().quota("plus"))
+    await redis_client.set(Keys().quota("plus"), "junk")
+    with pytest.raises(BrokenQuota, match="not a hash"):
+        await limiter.check("plus", "u")
+    with pytest.raises(BrokenQuota):
+        await limiter.check_many([("pro", "u", 1), ("plus", "u", 1)])
+
+
+async def test_expiring_override_falls_back_on_time(store: QuotaStore, limiter: Limiter) -> None:
+    """A 1 s override of 1/1d falls back to 5/1d by itself, visible in the history."""
+    await store.set("free", QuotaSpec(5, DAY), actor="t")
+    q = await store.set("free", QuotaSpec(1, DAY), actor="oncall", reason="surge", for_s=1)
+    assert q.expires_at is not None
+    assert [(await limiter.check("free", "u")).allowed for _ in range(2)] == [True, False]
+    for _ in range(40):
+        await asyncio.sleep(0.1)
+        d = await limiter.check("free", "u")
+        if d.allowed:
+            break
+    assert d.allowed and d.limit == 5 and d.remaining == 3
+    now = await store.get("free")
+    assert now is not None and (now.limit, now.expires_at, now.version) == (5, None, q.version + 1)
+    h = await store.history("free", count=1)
+    assert h[0].actor == "surgewatch (override expired)" and h[0].kind == "expired"
+    assert h[0].old is not None and h[0].old.limit == 1 and h[0].new is not None and h[0].new.limit == 5
+
+
+async def test_gateway_contract_raw_fcall(store: QuotaStore, redis_client: aioredis.Redis) -> None:
+    """What a Go/Node/Rust gateway sees: FCALL sw_check and sw_check_many replies, as documented."""
+    await store.set("free", QuotaSpec(2, DAY), actor="t")
+    key = Keys().quota("free")
+    ok = await redis_client.fcall("sw_check", 1, key, "gw-user", 1)
+    assert ok[:3] == [1, b"ok", 1] and ok[3] == 0 and ok[4] == 2
+    many = (await redis_client.fcall("sw_check_many", 1, key, "gw-user", 1, "gw-user", 1)).split()
+    assert many[0] == b"2" and many[1:4] == [b"0", b"0", b"0"] and many[4:6] == [b"2", b"0"] and int(many[6]) > 0
+    assert (await redis_client.fcall("sw_check_many", 1, Keys().quota("nosuch"), "u", 1)).split()[:2] == [b"-1", b"5"]
+
+
+async def test_check_many_large_batch_keeps_order(store: QuotaStore, limiter: Limiter) -> None:
+    """A batch larger than one server call (2,000) is split in order: exactly `limit` admissions first."""
+    await store.set("pro", QuotaSpec(2100, 3600), actor="t")
+    got = await limiter.check_many([("pro", "heavy", 1)] * 2500 + [("free", "light", 1)])
+    assert all(d.allowed for d in got[:2100]) and not any(d.allowed for d in got[2100:2500])
+    assert got[2099].remaining == 0 and got[2100].reason == "user_quota" and got[2500].reason == "ok"
+
+
+async def test_paused_override_retry_after_is_its_expiry(store: QuotaStore, limiter: Limiter) -> None:
+    """A temporary pause tells refused clients to come back when it ends."""
+    await store.set("free", QuotaSpec(20, DAY, paused=True), actor="t", for_s=600)
+    d = await limiter.check("free", "u")
+    assert d.reason == "paused" and 598 < d.retry_after <= 600

@@ -1,0 +1,135 @@
+"""Outcome and rank counters written by the limiter equal its decisions exactly; the preview reads them."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import pytest
+import redis.asyncio as aioredis
+
+from quotas.keys import AUDIT_MAXLEN, COUNTER_TTL_S, Keys
+from quotas.library import library_source
+from quotas.limiter import Limiter
+from quotas.model import QuotaError, QuotaSpec
+from quotas.store import QuotaStore
+
+DAY = 86400
+
+
+@pytest.fixture
+async def store(redis_client: aioredis.Redis) -> QuotaStore:
+    """A store with the library loaded and the default tiers seeded."""
+    s = QuotaStore(redis_client)
+    await s.init()
+    return s
+
+
+async def counters(client: aioredis.Redis, tier: str, kind: str = "c") -> Counter[str]:
+    """Sum every `P{T}:c:M` (or `:r:M`) hash of the tier by outcome (or rank bucket)."""
+    total: Counter[str] = Counter()
+    async for key in client.scan_iter(match=f"surgewatch:{{{tier}}}:{kind}:*"):
+        for field, value in (await client.hgetall(key)).items():
+            f = field.decode()
+            total[f.split(":")[1] if kind == "c" else f] += int(value)
+    return total
+
+
+async def test_outcome_counters_equal_decisions(store: QuotaStore, redis_client: aioredis.Redis) -> None:
+    """Accepted, user_quota, paused, shadow, blocked and error counts equal what was decided and recorded."""
+    lim = Limiter(redis_client)
+    await store.set("free", QuotaSpec(3, DAY), actor="t")
+    decided: Counter[str] = Counter()
+    for i in range(40):
+        d = await lim.check("free", f"user{i % 7}")
+        decided["accepted" if d.allowed else d.reason] += 1
+    await store.pause("free", actor="t")
+    for _ in range(5):
+        decided[(await lim.check("free", "x")).reason] += 1
+    await store.set("free", QuotaSpec(1, DAY, mode="shadow"), actor="t")
+    for _ in range(4):
+        d = await lim.check("free", "y")
+        decided["accepted"] += 1
+        decided["shadow"] += d.reason == "shadow"
+    await lim.record("free", "blocked", 2)
+    await lim.record("free", "error")
+    decided["blocked"] += 2
+    decided["error"] += 1
+    assert decided == Counter(accepted=25, user_quota=19, paused=5, shadow=3, blocked=2, error=1)
+    assert await counters(redis_client, "free") == decided
+
+
+async def test_counter_keys_expire_and_fields_are_seconds(store: QuotaStore, redis_client: aioredis.Redis) -> None:
+    """Counter hashes live at least an hour and at most COUNTER_TTL_S; fields are `S:OUTCOME` with S in 0..59."""
+    lim = Limiter(redis_client)
+    await lim.check("pro", "u")
+    keys = [k async for k in redis_client.scan_iter(match="surgewatch:{pro}:[cr]:*")]
+    assert len(keys) >= 2
+    for k in keys:
+        assert 3600 < await redis_client.ttl(k) <= COUNTER_TTL_S
+    (ck,) = [k for k in keys if b":c:" in k]
+    for field in await redis_client.hkeys(ck):
+        s, outcome = field.decode().split(":")
+        assert 0 <= int(s) <= 59 and outcome == "accepted"
+
+
+async def test_rank_counters(store: QuotaStore, redis_client: aioredis.Redis) -> None:
+    """Admitted requests are counted by rank: exact to 16, then power-of-two buckets, spread by cost."""
+    lim = Limiter(redis_client)
+    await store.set("pro", QuotaSpec(1000, 3600), actor="t")
+    for _ in range(20):
+        await lim.check("pro", "a")
+    for _ in range(3):
+        await lim.check("pro", "b")
+    await lim.check("pro", "c", 40)  # ranks 1..40 in one request
+    ranks = await counters(redis_client, "pro", "r")
+    expected = Counter({str(r): 2 for r in range(1, 17)})
+    for r in (1, 2, 3):
+        expected[str(r)] += 1
+    expected["32"] = 4 + 16
+    expected["64"] = 8
+    assert ranks == expected
+
+
+async def test_record_rejects_other_outcomes(store: QuotaStore, redis_client: aioredis.Redis) -> None:
+    """record() accepts only blocked and error, with a whole count >= 1."""
+    lim = Limiter(redis_client)
+    for outcome, n in (("accepted", 1), ("paused", 1), ("blocked", 0)):
+        with pytest.raises(QuotaError):
+            await lim.record("free", outcome, n)
+    assert await counters(redis_client, "free") == Counter()
+
+
+async def test_preview_from_rank_counters(store: QuotaStore, redis_client: aioredis.Redis) -> None:
+    """The what-if counts the admitted requests ranked above a new limit, and all of them when paused."""
+    lim = Limiter(redis_client)
+    await store.set("free", QuotaSpec(20, DAY), actor="t")
+    for user, n in (("a", 10), ("b", 4), ("c", 1)):
+        for _ in range(n):
+            await lim.check("free", user)
+    impact = await store.preview("free", QuotaSpec(3, DAY))
+    assert (impact.total_admitted, impact.would_refuse_user, impact.would_refuse) == (15, 8, 8)
+    assert (await store.preview("free", QuotaSpec(20, DAY))).would_refuse == 0
+    assert (await store.preview("free", QuotaSpec(20, DAY, paused=True))).would_refuse == 15
+    capped = await store.preview("free", QuotaSpec(20, DAY, tier_cap_rps=1))
+    assert 0 < capped.would_refuse_cap <= 14 and capped.would_refuse == capped.would_refuse_cap
+
+
+def test_library_constants_match_key_schema() -> None:
+    """The Lua library's TTL and audit bound are the ones quotas/keys.py documents."""
+    src = library_source()
+    assert re.search(rf"COUNTER_TTL_S = {COUNTER_TTL_S}\b", src)
+    assert re.search(rf"AUDIT_MAXLEN = {AUDIT_MAXLEN}\b", src)
+    assert Keys().usage("free", 86400, 3, "u") == "surgewatch:{free}:u:86400:3:u"
+
+
+async def test_tier_cap_refusals_are_counted(store: QuotaStore, redis_client: aioredis.Redis) -> None:
+    """Within one second, a cap of 2 admits 2 and counts the other 3 as tier_cap, exactly."""
+    from tests.test_limiter import settle_in_second
+
+    lim = Limiter(redis_client)
+    await store.set("team", QuotaSpec(100, 3600, tier_cap_rps=2), actor="t")
+    await settle_in_second(redis_client)
+    got = await lim.check_many([("team", f"u{i}", 1) for i in range(5)])
+    assert [d.reason for d in got] == ["ok", "ok", "tier_cap", "tier_cap", "tier_cap"]
+    assert await counters(redis_client, "team") == Counter(accepted=2, tier_cap=3)

@@ -1,0 +1,119 @@
+"""`surgewatch init` and `surgewatch quota ...` end to end: the installed console script in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from sim.valkey import ValkeyProcess, free_port
+from tests.conftest import ROOT
+
+SURGEWATCH = str(ROOT / ".venv" / "bin" / "surgewatch")
+QUOTA_KEYS = {"tier", "limit", "window_s", "tier_cap_rps", "paused", "mode", "expires_at", "version", "updated_by", "updated_at"}
+
+
+def sw(url: str, *argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `surgewatch --redis URL ARGV...` and return the finished process."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith("SSH_")}
+    e.update(env or {})
+    return subprocess.run([SURGEWATCH, "--redis", url, *argv], capture_output=True, text=True, timeout=30, env=e, cwd=ROOT)
+
+
+def test_operator_session(valkey: ValkeyProcess) -> None:
+    """init, list --json, set, a stale set (exit 3), pause, resume and history --json, as an operator would."""
+    url = valkey.url
+    r = sw(url, "init")
+    assert r.returncode == 0 and "loaded functions library surgewatch" in r.stdout and "tier free: 20/1d created" in r.stdout
+    assert "exists, left as is" in sw(url, "init").stdout
+
+    listed = json.loads(sw(url, "quota", "list", "--json").stdout)
+    assert [q["tier"] for q in listed] == ["enterprise", "free", "plus", "pro", "team"]
+    assert all(set(q) == QUOTA_KEYS for q in listed)
+    free = next(q for q in listed if q["tier"] == "free")
+    assert (free["limit"], free["window_s"], free["tier_cap_rps"], free["expires_at"], free["version"]) == (20, 86400, None, None, 1)
+    assert free["updated_at"].endswith("Z")
+
+    r = sw(url, "quota", "set", "free", "3/1d", "--reason", "surge", "--as", "alice", "--expect-version", "1")
+    assert r.returncode == 0, r.stderr
+    r = sw(url, "quota", "set", "free", "5/1d", "--as", "bob", "--expect-version", "1")
+    assert r.returncode == 3 and "alice" in r.stderr and "version 2" in r.stderr
+
+    r = sw(url, "quota", "set", "free", "3/1d", "--tier-cap", "50", "--shadow", "--as", "carol")
+    assert r.returncode == 0, r.stderr
+    r = sw(url, "quota", "set", "free", "4/1d", "--as", "carol")  # no flags: cap and mode are kept
+    assert r.returncode == 0 and "cap 50/s shadow" in r.stdout
+    assert sw(url, "quota", "set", "free", "4/1d", "--tier-cap", "none", "--enforce").returncode == 0
+    assert sw(url, "quota", "pause", "free", "--reason", "incident", "--as", "dave").returncode == 0
+    q = next(q for q in json.loads(sw(url, "quota", "list", "--json").stdout) if q["tier"] == "free")
+    assert (q["limit"], q["tier_cap_rps"], q["mode"], q["paused"], q["version"]) == (4, None, "enforce", True, 6)
+    assert sw(url, "quota", "resume", "free", "--as", "dave").returncode == 0
+
+    hist = json.loads(sw(url, "quota", "history", "free", "--count", "3", "--json").stdout)
+    assert [h["version"] for h in hist] == [7, 6, 5]
+    assert all(set(h) == {"tier", "actor", "at", "version", "old", "new", "reason"} for h in hist)
+    assert hist[1]["actor"] == "dave" and hist[1]["reason"] == "incident"
+    assert set(hist[0]["old"]) == QUOTA_KEYS and hist[0]["new"]["paused"] is False
+    text = sw(url, "quota", "history", "--count", "50").stdout.splitlines()
+    assert len(text) == 5 + 6  # five seeds, six changes of free
+    assert any("alice" in t and "reason: surge" in t and "free 20/1d" in t for t in text)
+
+
+def test_create_override_and_actor(valkey: ValkeyProcess) -> None:
+    """--create makes a tier, --for shows its expiry, and the default actor carries the SSH client address."""
+    url = valkey.url
+    assert sw(url, "init").returncode == 0
+    r = sw(url, "quota", "set", "vip", "10/30s", "--create", "--for", "2h", env={"SSH_CLIENT": "10.1.2.3 5555 22", "USER": "erin"})
+    assert r.returncode == 0, r.stderr
+    vip = next(q for q in json.loads(sw(url, "quota", "list", "--json").stdout) if q["tier"] == "vip")
+    assert vip["updated_by"] == "erin@10.1.2.3" and vip["expires_at"].endswith("Z") and vip["window_s"] == 30
+    assert sw(url, "quota", "set", "vip", "11/30s", "--create", "--expect-version", "0").returncode == 3
+
+
+def test_unreachable_exits_4_fast_and_redacts(tmp_path: object) -> None:
+    """A closed port exits 4 quickly and the message never shows the password."""
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    t0 = time.monotonic()
+    r = sw(url, "quota", "list")
+    assert r.returncode == 4 and time.monotonic() - t0 < 10
+    assert "unreachable" in r.stderr and "hunter2" not in r.stderr + r.stdout
+
+
+def test_hung_server_exits_4_within_10s(valkey: ValkeyProcess) -> None:
+    """A server that accepts but never answers (SIGSTOP) still gets exit 4 within 10 s."""
+    pid = valkey._proc.pid  # type: ignore[union-attr]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        r = sw(valkey.url, "quota", "set", "free", "3/1d")
+        assert r.returncode == 4 and time.monotonic() - t0 < 10, r.stderr
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+@pytest.mark.parametrize("argv", [["quota", "set", "fr}ee", "3/1d"], ["quota", "set", "free", "3/40d"]])
+def test_bad_input_exit_2_through_console_script(valkey: ValkeyProcess, argv: list[str]) -> None:
+    """Bad input through the real console script exits 2 and leaves no audit entry."""
+    assert sw(valkey.url, "init").returncode == 0
+    r = sw(valkey.url, *argv)
+    assert r.returncode == 2 and "invalid" in r.stderr
+    assert len(json.loads(sw(valkey.url, "quota", "history", "--count", "100", "--json").stdout)) == 5
+
+
+def test_broken_tier_warned_in_list(valkey: ValkeyProcess) -> None:
+    """A tier with junk in Redis is skipped by `quota list` with a warning, and `quota set` repairs it."""
+    import redis
+
+    assert sw(valkey.url, "init").returncode == 0
+    with redis.Redis.from_url(valkey.url) as c:
+        c.hset("surgewatch:{free}:quota", "window_s", "forever")
+    r = sw(valkey.url, "quota", "list")
+    assert r.returncode == 0 and "skipped tier free" in r.stderr and "window_s" in r.stderr
+    assert "free" not in r.stdout
+    assert sw(valkey.url, "quota", "pause", "free").returncode == 1
+    assert sw(valkey.url, "quota", "set", "free", "3/1d").returncode == 0
+    assert "free" in sw(valkey.url, "quota", "list").stdout

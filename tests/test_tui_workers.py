@@ -1,0 +1,98 @@
+"""Worker failures land in one handler: shown as events, the source restarted; the editor's form rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from collectors.samples import GpuSample, GpusSample
+from quotas.model import QuotaError
+from tui.app import create_app
+from tui.config import Settings
+from tui.screens.editor import parse_form
+from tui.testing import wait_until
+
+
+async def test_failing_source_is_reported_and_restarted() -> None:
+    """A collector that cannot even be built shows up in the events panel and is retried, the app lives on."""
+    built = []
+
+    def broken() -> object:
+        built.append(1)
+        raise RuntimeError("no such device")
+
+    app = create_app(Settings(interval_s=0.2), sources=["gpus"], collector_factories={"gpus": broken})
+    app_restart_floor = 2  # first attempt + at least one restart
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: len(built) >= app_restart_floor, timeout=6, what="restart")
+        texts = [e.text for e in app.state.events]
+        assert any("gpus worker failed: no such device; restarting in" in t for t in texts), texts
+        assert app.is_running
+
+
+async def test_source_readings_reach_the_table() -> None:
+    """A working collector (here a fake at the collector boundary) runs in its worker and fills the table."""
+
+    class OneGpu:
+        name = "gpu"
+
+        async def poll(self) -> GpusSample:
+            import time
+
+            return GpusSample(time.time(), (GpuSample("local", 0, name="NVIDIA L4", temp_c=50.0),))
+
+        async def aclose(self) -> None:
+            pass
+
+    app = create_app(Settings(interval_s=0.2), sources=["gpus"], collector_factories={"gpus": OneGpu})
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.overview.query_one("#gpus").row_count == 1, what="row")
+
+
+@pytest.mark.parametrize(
+    ("spec", "cap", "for_", "reason", "words"),
+    [
+        ("3/1x", "none", "", "", "invalid window"),
+        ("-1/1d", "none", "", "", "invalid limit"),
+        ("1.5/1d", "none", "", "", "invalid limit"),
+        ("1000000001/1d", "none", "", "", "invalid limit"),
+        ("3/40d", "none", "", "", "between 1s and 31d"),
+        ("3", "none", "", "", "LIMIT/WINDOW"),
+        ("3/1d", "0", "", "", "invalid tier cap"),
+        ("3/1d", "abc", "", "", "invalid tier cap"),
+        ("3/1d", "none", "2x", "", "invalid override duration"),
+        ("3/1d", "none", "", "two\nlines", "invalid reason"),
+    ],
+)
+def test_form_refuses_what_the_cli_refuses(spec: str, cap: str, for_: str, reason: str, words: str) -> None:
+    """The editor's inline validation uses the CLI's rules and words."""
+    with pytest.raises(QuotaError, match=words):
+        parse_form(spec, cap, False, False, for_, reason)
+
+
+def test_form_accepts_a_full_override() -> None:
+    """A valid form becomes the exact QuotaSpec, duration and reason the store gets."""
+    req = parse_form(" 3/1d ", "50", True, False, "2h", " surge ")
+    assert (req.spec.limit, req.spec.window_s, req.spec.tier_cap_rps, req.spec.mode, req.for_s, req.reason) == (
+        3, 86400, 50, "shadow", 7200, "surge")
+
+
+async def test_no_gpu_status_is_explained() -> None:
+    """When NVML reports no driver, the GPU panel says why and how to watch remote GPUs instead."""
+
+    class NoDriver:
+        name = "gpu"
+
+        async def poll(self) -> GpusSample:
+            import time
+
+            return GpusSample(time.time(), (), status="no_driver", message="NVIDIA driver not loaded")
+
+        async def aclose(self) -> None:
+            pass
+
+    app = create_app(Settings(interval_s=0.2), sources=["gpus"], collector_factories={"gpus": NoDriver})
+    async with app.run_test(size=(80, 24)) as pilot:
+        from tui.testing import screen_text
+
+        await wait_until(pilot, lambda: "NVIDIA driver not loaded" in screen_text(app), what="note")
+        assert "--nodes or --prometheus" in screen_text(app)

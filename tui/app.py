@@ -1,0 +1,294 @@
+"""The console: wires sources (workers) to state and screens. Widgets render; workers do the I/O."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState
+
+from tui.config import Settings
+from tui.events import Event, audit_event
+from tui.messages import (
+    FleetSampled, GpusSampled, HostSampled, QuotaChanged, QuotasLoaded, SubscriptionChanged, TrafficSampled, _Sampled,
+)
+from tui.screens.editor import QuotaEditor
+from tui.screens.help import HelpScreen
+from tui.screens.history import HistoryScreen
+from tui.screens.overview import EditableOverviewScreen, OverviewScreen
+from tui.sources import Factory, SourceSpec, plan, redis_client
+from tui.state import ConsoleState
+from tui.thresholds import Thresholds
+
+RESTART_MAX_S = 30.0
+SOURCE_OF = {GpusSampled: "gpus", HostSampled: "host", FleetSampled: "fleet", TrafficSampled: "traffic"}
+
+
+class SurgewatchApp(App[int]):
+    """GPU health, per-tier traffic and live quotas in one terminal."""
+
+    TITLE = "surgewatch"
+    CSS = """
+    Screen.-wall { background: black; }
+    """
+    BINDINGS = [Binding("q", "quit", "Quit")]
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sources: bool | Iterable[str] = True,
+        collector_factories: dict[str, Factory] | None = None,
+        clock: Callable[[], float] = time.time,
+        subtitle: str | None = None,
+        actor: str | None = None,
+        subscribe: bool | None = None,
+        wall_cycle_s: float = 10.0,
+        tick_s: float | None = -1.0,
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.thresholds = Thresholds.from_mapping(settings.thresholds)
+        self.clock = clock
+        self.read_only = settings.read_only or settings.wall
+        self.state = ConsoleState(self.thresholds, clock, redis_configured=bool(settings.redis_url))
+        self._wanted = set(sources) if not isinstance(sources, bool) else ({"*"} if sources else set())
+        self._factories = collector_factories or {}
+        self._subscribe = bool(settings.redis_url) if subscribe is None else subscribe
+        self._actor = actor
+        self._wall_cycle_s = wall_cycle_s
+        # the redraw period: the console's interval by default; None redraws on every reading (tests)
+        self._tick_s = settings.interval_s if tick_s is not None and tick_s < 0 else tick_s
+        self._specs: dict[str, SourceSpec] = {}
+        self._restarts: dict[str, int] = {}
+        self._audit_seen: set[str] = set()
+        self._dirty: set[str] = set()
+        self.client: Any = None
+        self.store: Any = None
+        self.sub_title = subtitle if subtitle is not None else self._default_subtitle()
+        if settings.wall:
+            self.theme = "textual-dark"
+
+    def _default_subtitle(self) -> str:
+        s = self.settings
+        parts = [f"redis {s.redis_url_shown}" if s.redis_url else "no redis"]
+        if s.nodes:
+            parts.append(f"{len(s.nodes)} nodes")
+        if s.prometheus:
+            parts.append("prometheus")
+        if self.read_only:
+            parts.append("READ-ONLY" if not s.wall else "wall")
+        return " · ".join(parts)
+
+    # ----- lifecycle
+    def on_mount(self) -> None:
+        if self.settings.redis_url:
+            from quotas.store import QuotaStore
+
+            self.client = redis_client(self.settings.redis_url)
+            self.store = QuotaStore(self.client, prefix=self.settings.prefix, timeout_s=3.0)
+        screen_cls = OverviewScreen if self.read_only else EditableOverviewScreen
+        self.overview = screen_cls(self.state, wall=self.settings.wall)
+        self.push_screen(self.overview)
+        for spec in plan(self.settings, self.client, self._factories):
+            if "*" in self._wanted or spec.name in self._wanted:
+                self._specs[spec.name] = spec
+                self.start_source(spec.name)
+        if self._subscribe and self.store is not None:
+            self.run_worker(self._quota_events(), name="quota-events", group="quota-events", exit_on_error=False)
+        if self._tick_s:
+            self.set_interval(self._tick_s, self._tick)
+        if self.settings.wall:
+            self.set_interval(self._wall_cycle_s, self.overview.cycle_panel)
+
+    async def on_unmount(self) -> None:
+        if self.client is not None:
+            try:
+                await asyncio.wait_for(self.client.aclose(), 2)
+            except Exception:  # noqa: BLE001 - closing a dead connection may fail: nothing to do
+                pass
+
+    def start_source(self, name: str) -> None:
+        self.run_worker(self._run_source(self._specs[name]), name=name, group=name, exit_on_error=False)
+
+    async def _run_source(self, spec: SourceSpec) -> None:
+        """One collector in its own worker: build, backfill if it can, then poll forever."""
+        from collectors.runner import Runner
+
+        collector = spec.make()
+        try:
+            if hasattr(collector, "backfill"):
+                try:
+                    await asyncio.wait_for(collector.backfill(), spec.timeout_s * 2)
+                except Exception as e:  # noqa: BLE001 - no history is fine; the runner will report errors
+                    self.log.warning(f"backfill of {spec.name} failed: {e}")
+            runner = Runner(collector, interval_s=spec.interval_s, timeout_s=spec.timeout_s,
+                            backoff_max_s=spec.backoff_max_s, clock=self.clock)
+            await runner.run(lambda r: self.post_message(spec.message(r)))
+        finally:
+            close = getattr(collector, "aclose", None)
+            if close is not None:
+                await close()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one place worker failures land: say it in the events panel, restart with backoff."""
+        w = event.worker
+        if w.group not in self._specs and w.group != "quota-events":
+            if event.state == WorkerState.ERROR:
+                self._events([Event(self.clock(), "warn", "source", f"{w.name or w.group} failed: {w.error}")])
+            return
+        if event.state not in (WorkerState.ERROR, WorkerState.SUCCESS):
+            return
+        n = self._restarts[w.group] = self._restarts.get(w.group, 0) + 1
+        delay = min(RESTART_MAX_S, 2.0 ** min(n, 5))
+        why = f"failed: {w.error}" if event.state == WorkerState.ERROR else "stopped"
+        self._events([Event(self.clock(), "crit", "source", f"{w.group} worker {why}; restarting in {delay:.0f}s")])
+        if w.group == "quota-events":
+            self.set_timer(delay, lambda: self.run_worker(
+                self._quota_events(), name="quota-events", group="quota-events", exit_on_error=False))
+        else:
+            self.set_timer(delay, partial(self.start_source, w.group))
+
+    # ----- readings in, screens out
+    def _events(self, events: list[Event]) -> None:
+        if events:
+            self.state.add(events)
+            self.overview.add_events(events)
+
+    def _sampled(self, message: _Sampled) -> None:
+        source = SOURCE_OF[type(message)]
+        events = self.state.apply(source, message.reading)
+        self.overview.add_events(events)
+        if self._tick_s:
+            # widgets are redrawn once per tick, whatever the number of sources: one repaint a second
+            self._dirty.add(source)
+        else:
+            self.overview.show((source,))
+
+    on_gpus_sampled = on_host_sampled = on_fleet_sampled = on_traffic_sampled = _sampled
+
+    def _tick(self) -> None:
+        # ages grow without new readings: re-evaluate staleness and the banner's countdown
+        if self.state.refresh_ages():
+            self._dirty.add("gpus")
+        self._dirty.update(("host", "traffic"))
+        dirty, self._dirty = self._dirty, set()
+        self.overview.show(tuple(dirty))
+
+    async def _quota_events(self) -> None:
+        """Supervised subscription: every change (here or anywhere) reaches the screen within a second."""
+        from quotas.events import quota_events
+
+        url = self.settings.redis_url
+        assert url is not None and self.store is not None
+        first = True
+        async for ev in quota_events(lambda: redis_client(url), self.settings.prefix):
+            try:
+                if ev.kind == "resubscribed":
+                    self.post_message(SubscriptionChanged(True))
+                    self.post_message(QuotasLoaded(await self.store.list()))
+                    if first:  # the recent changes give the events panel context at start
+                        self.post_message(QuotaChanged("*", list(reversed(await self.store.history(None, 5)))))
+                        first = False
+                elif ev.tier:
+                    q = await self.store.get(ev.tier)
+                    entries = await self.store.history(ev.tier, count=5)
+                    self.post_message(QuotaChanged(ev.tier, list(reversed(entries)), q))
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - Redis went away mid-read: the next resubscribe re-reads
+                self.post_message(SubscriptionChanged(False, str(e)))
+
+    def on_quotas_loaded(self, message: QuotasLoaded) -> None:
+        self.state.replace_quotas(message.quotas)
+        self.overview.show(("traffic",))
+
+    def on_quota_changed(self, message: QuotaChanged) -> None:
+        if message.quota is not None:
+            self.state.merge_quota(message.quota)
+        fresh = [e for e in message.entries if e.id not in self._audit_seen]
+        self._audit_seen.update(e.id for e in fresh)
+        self._events([audit_event(e) for e in fresh])
+        self.overview.show(("traffic",))
+
+    def on_subscription_changed(self, message: SubscriptionChanged) -> None:
+        self.state.subscription_error = None if message.connected else message.error
+        self.overview.show(("traffic",))
+
+    # ----- actions
+    def action_edit(self, tier: str | None = None) -> None:
+        """Open the quota editor for the selected tier (never available read-only)."""
+        if self.read_only:
+            self.notify("read-only console: quotas cannot be changed here", severity="warning")
+            return
+        if self.store is None:
+            self.notify("No Redis configured: give --redis URL to see and change quotas.", severity="warning")
+            return
+        if self.state.redis_error:
+            self.notify(f"Edit refused: Redis unreachable ({self.state.redis_error}).", severity="error")
+            return
+        if tier is None and not self.overview.tiers_focused:
+            # never guess which tier an operator meant: take them to the tier list first
+            self.overview.focus_tiers()
+            self.notify("Choose a tier with the arrow keys, then press e again.")
+            return
+        tier = tier or self.overview.selected_tier
+        quota = self.state.quotas.get(tier) if tier else None
+        if quota is None:
+            self.notify(f"No quota known for tier {tier!r} yet.", severity="warning")
+            return
+        from quotas.actor import default_actor
+
+        actor = self._actor or default_actor()
+        self.push_screen(QuotaEditor(self.store, quota, actor), self._edited)
+
+    def _edited(self, quota: Any) -> None:
+        if quota is not None:
+            self.state.merge_quota(quota)
+            self.overview.show(("traffic",))
+            self.notify(f"tier {quota.tier} is now {quota.spec} (version {quota.version})")
+
+    def action_history(self) -> None:
+        if self.store is None:
+            self.notify("No Redis configured: there is no quota history to show.", severity="warning")
+            return
+        self.push_screen(HistoryScreen(self.store, self.overview.selected_tier))
+
+    def action_help(self) -> None:
+        shown, rest = [], []
+        for _, b, _enabled, _ in self.screen.active_bindings.values():
+            if b.show or b.description:
+                # the footer's keys (quit, edit, history, ...) first, then the focused widget's own keys
+                (shown if b.show else rest).append((b.key_display or self.get_key_display(b), b.description or b.action))
+        note = "Read-only: no edit keys." if self.read_only else ""
+        self.push_screen(HelpScreen(shown + rest, note))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        ov = self.overview
+        yield SystemCommand("Help", "List every key binding", self.action_help)
+        yield SystemCommand("Filter GPUs", "Show only GPUs matching a text", ov.action_filter)
+        yield SystemCommand("Sort GPUs", "Sort the GPU table by the next column", ov.action_sort)
+        yield SystemCommand("Heat map metric", "Colour the heat map by temperature or utilization", ov.action_toggle_heat)
+        if self.store is not None:
+            yield SystemCommand("Quota history", "Audit history of the selected tier", self.action_history)
+            if not self.read_only:
+                for tier in sorted(self.state.quotas):
+                    yield SystemCommand(f"Edit quota of {tier}", f"Change tier {tier}'s quota", partial(self.action_edit, tier))
+
+
+def create_app(settings: Settings, **overrides: Any) -> SurgewatchApp:
+    """The one factory used by the CLI, the demo and the tests."""
+    return SurgewatchApp(settings, **overrides)
+
+
+def run_console(settings: Settings) -> int:
+    app = create_app(settings)
+    result = app.run()
+    return int(result or 0)

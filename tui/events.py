@@ -1,0 +1,109 @@
+"""Events worth a line in the events panel, derived by diffing consecutive samples.
+
+Pure functions of (previous, current): the app keeps the previous values and calls these on each new
+reading, so every rule here is unit-tested with plain dataclasses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from collectors.samples import FleetSample, TrafficSample
+from quotas.model import Quota, format_duration
+from tui.model import GpuRow, is_throttled, node_label
+from tui.thresholds import Thresholds
+
+Severity = Literal["info", "warn", "crit"]
+NOT_SCRAPED = "not scraped yet"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    at: float
+    severity: Severity
+    kind: str  # throttle, xid, gpu_lost, node_down, node_up, reject_spike, shadow, quota, source
+    text: str
+
+
+def gpu_events(prev: Mapping[str, GpuRow], rows: Iterable[GpuRow], now: float) -> list[Event]:
+    """Throttling that starts, new XID errors, GPUs that become lost. A first sight of a GPU is not news."""
+    out: list[Event] = []
+    for row in rows:
+        old = prev.get(row.key)
+        if old is None or row.stale:
+            continue
+        g, o = row.gpu, old.gpu
+        where = f"{row.node} gpu{g.index}"
+        if g.status == "lost" and o.status != "lost":
+            out.append(Event(now, "crit", "gpu_lost", f"{where} lost (fell off the bus or driver error)"))
+            continue
+        if g.xid is not None and g.xid != o.xid:
+            out.append(Event(now, "crit", "xid", f"{where} XID {g.xid}"))
+        if is_throttled(g) and not is_throttled(o):
+            reasons = ", ".join(r for r in g.throttle)
+            sev: Severity = "crit" if any("thermal" in r or "hw" in r for r in g.throttle) else "warn"
+            out.append(Event(now, sev, "throttle", f"{where} throttling: {reasons}"))
+    return out
+
+
+def node_events(prev: FleetSample | None, cur: FleetSample, now: float) -> list[Event]:
+    """Nodes going down (with the error) and coming back up."""
+    # a node the collector has not scraped yet is "down" with this placeholder error: not news either way
+    before = {
+        n.url: n.status for n in (prev.nodes if prev is not None else ()) if n.error != NOT_SCRAPED
+    }
+    out: list[Event] = []
+    for n in cur.nodes:
+        was = before.get(n.url)
+        if n.error == NOT_SCRAPED:
+            continue
+        if n.status == "down" and was != "down":
+            out.append(Event(now, "crit", "node_down", f"node {node_label(n.url)} down: {n.error or 'no answer'}"))
+        elif n.status == "up" and was == "down":
+            out.append(Event(now, "info", "node_up", f"node {node_label(n.url)} back up"))
+    return out
+
+
+def traffic_events(prev: TrafficSample | None, cur: TrafficSample, th: Thresholds, now: float) -> list[Event]:
+    """A tier's rejection % crossing the spike threshold, and shadow-mode hits starting."""
+    before = {t.tier: t for t in prev.tiers} if prev is not None else {}
+    out: list[Event] = []
+    for t in cur.tiers:
+        total = t.accepted_rps + t.rejected_rps
+        pct = 100.0 * t.rejected_rps / total if total > 0 else 0.0
+        o = before.get(t.tier)
+        o_total = (o.accepted_rps + o.rejected_rps) if o else 0.0
+        o_pct = 100.0 * o.rejected_rps / o_total if o and o_total > 0 else 0.0
+        if total >= th.reject_spike_min_rps and pct >= th.reject_spike_pct and o_pct < th.reject_spike_pct:
+            reasons = ", ".join(f"{k} {v:.1f}/s" for k, v in sorted(t.rejected_by_reason_rps.items()) if v > 0)
+            out.append(Event(now, "warn", "reject_spike", f"tier {t.tier} rejecting {pct:.0f}% ({reasons or 'n/a'})"))
+        if t.shadow_rps > 0 and (o is None or o.shadow_rps <= 0) and o is not None:
+            out.append(Event(now, "info", "shadow", f"tier {t.tier} shadow mode would refuse {t.shadow_rps:.1f}/s"))
+    return out
+
+
+def quota_text(q: Quota | None) -> str:
+    """`3/1d cap 50/s shadow paused until 14:00Z`: one quota, the way the tier panel writes it."""
+    if q is None:
+        return "none"
+    parts = [f"{q.limit}/{format_duration(q.window_s)}"]
+    if q.tier_cap_rps is not None:
+        parts.append(f"cap {q.tier_cap_rps}/s")
+    if q.mode == "shadow":
+        parts.append("shadow")
+    if q.paused:
+        parts.append("paused")
+    return " ".join(parts)
+
+
+def audit_event(entry: Any) -> Event:
+    """A quota change from the audit stream: who, what, why."""
+    old, new = getattr(entry, "old", None), getattr(entry, "new", None)
+    reason = getattr(entry, "reason", "") or "no reason given"
+    text = (
+        f"quota {entry.tier} v{getattr(entry, 'version', '?')} by {entry.actor}: "
+        f"{quota_text(old)} -> {quota_text(new)} ({reason})"
+    )
+    return Event(float(entry.at), "info", "quota", text)

@@ -1,0 +1,183 @@
+"""Pure view models: what the widgets show, computed from the collectors' readings.
+
+No Textual here, so the rules (what is stale, what is hot, what counts as throttled) are unit-tested
+without an app, and widgets stay render-only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from collectors.samples import FleetSample, GpuSample, GpusSample, TrafficSample
+from tui.thresholds import Thresholds
+
+# Clock-event reasons that are a GPU choosing to slow down for a good reason, not a problem.
+BENIGN_THROTTLE = frozenset({"idle", "gpu_idle", "applications_clocks", "app_clocks", "sync_boost", "display_clocks", "none"})
+
+
+class ReadingLike(Protocol):
+    """What the console needs of `collectors.runner.Reading` (kept structural so frozen test data fits)."""
+
+    name: str
+    sample: Any
+    sampled_at: float | None
+    error: str | None
+    failures: int
+    next_poll_at: float | None
+
+    def age_s(self, now: float) -> float | None: ...
+
+
+def format_age(seconds: float | None) -> str:
+    """'4s', '2m05s', '3h10m': short enough for a table cell."""
+    if seconds is None:
+        return "never"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def node_label(url: str) -> str:
+    """A node's short name: `host:port` of its URL, or `local`."""
+    if url == "local":
+        return "local"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url[:24]
+    return parts.netloc.rsplit("@", 1)[-1] or url[:24]
+
+
+def is_throttled(gpu: GpuSample) -> bool:
+    return any(r not in BENIGN_THROTTLE for r in gpu.throttle)
+
+
+@dataclass(frozen=True, slots=True)
+class GpuRow:
+    """One GPU as the table and the heat map show it."""
+
+    key: str  # stable row key: node URL + index
+    node: str  # short label
+    gpu: GpuSample
+    stale: bool  # its source is failing: values are last-known
+    age_s: float | None  # age of the values when stale, else None
+    status: str  # ok, hot, throttled, xid, lost, down, stale
+
+
+def gpu_status(gpu: GpuSample, stale: bool, node_down: bool, th: Thresholds) -> str:
+    """The one word the status column shows, worst first."""
+    if gpu.status == "lost":
+        return "lost"
+    if node_down:
+        return "down"
+    if stale or gpu.status == "stale":
+        return "stale"
+    if gpu.xid is not None:
+        return "xid"
+    if is_throttled(gpu):
+        return "throttled"
+    if gpu.temp_c is not None and gpu.temp_c >= th.temp_hot_c:
+        return "hot"
+    return "ok"
+
+
+class RowCache:
+    """Reuses a node's GpuRow objects while its sample object, staleness and shown age are unchanged.
+
+    A node scraped every 5 s is re-reported every second with the same NodeSample object; reusing
+    its rows lets the table skip it with an identity check instead of comparing 10 cells per GPU."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, tuple[object, bool, int | None, tuple[GpuRow, ...]]] = {}
+
+    def rows(self, key: str, sample: object, gpus: tuple[GpuSample, ...], label: str, stale: bool,
+             age: float | None, down: bool, th: Thresholds) -> tuple[GpuRow, ...]:
+        shown_age = int(age) if age is not None else None  # ages are shown in whole seconds
+        hit = self._rows.get(key)
+        if hit is not None and hit[0] is sample and hit[1] == stale and hit[2] == shown_age:
+            return hit[3]
+        rows = tuple(
+            GpuRow(f"{key}#{g.index}", label, g, stale, shown_age, gpu_status(g, stale, down, th)) for g in gpus
+        )
+        self._rows[key] = (sample, stale, shown_age, rows)
+        return rows
+
+
+def build_gpu_rows(
+    local: ReadingLike | None, fleet: ReadingLike | None, now: float, th: Thresholds, cache: RowCache | None = None
+) -> tuple[GpuRow, ...]:
+    """Local GPUs first, then each node's GPUs in configuration order."""
+    cache = cache or RowCache()
+    rows: list[GpuRow] = []
+    if local is not None and isinstance(local.sample, GpusSample):
+        stale = local.error is not None or (now - local.sample.taken_at) > th.stale_after_s
+        age = now - local.sample.taken_at if stale else None
+        rows.extend(cache.rows("local", local.sample, local.sample.gpus, "local", stale, age, False, th))
+    if fleet is not None and isinstance(fleet.sample, FleetSample):
+        source_failing = fleet.error is not None
+        for n in fleet.sample.nodes:
+            down = n.status == "down"
+            stale = down or source_failing or (now - n.taken_at) > th.stale_after_s
+            age = now - n.taken_at if stale else None
+            rows.extend(cache.rows(n.url, n, n.gpus, node_label(n.url), stale, age, down, th))
+    return tuple(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class Kpis:
+    """The numbers of the KPI strip. None means "no data", shown as n/a."""
+
+    gpus: int = 0
+    healthy: int = 0
+    hot: int = 0
+    throttled: int = 0
+    lost: int = 0
+    util_mean: float | None = None
+    util_max: float | None = None
+    temp_mean: float | None = None
+    temp_max: float | None = None
+    power_w: float | None = None
+    rps: float | None = None
+    reject_pct: float | None = None
+    oldest_age_s: float | None = None
+
+
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def compute_kpis(
+    rows: tuple[GpuRow, ...], traffic: ReadingLike | None, readings: list[ReadingLike], now: float, th: Thresholds
+) -> Kpis:
+    live = [r.gpu for r in rows if r.gpu.status != "lost"]
+    utils = [g.util_pct for g in live if g.util_pct is not None]
+    temps = [g.temp_c for g in live if g.temp_c is not None]
+    powers = [g.power_w for g in live if g.power_w is not None]
+    hot = sum(1 for g in live if g.temp_c is not None and g.temp_c >= th.temp_hot_c)
+    rps = reject = None
+    if traffic is not None and isinstance(traffic.sample, TrafficSample):
+        acc = sum(t.accepted_rps for t in traffic.sample.tiers)
+        rej = sum(t.rejected_rps for t in traffic.sample.tiers)
+        rps = acc + rej
+        reject = 100.0 * rej / rps if rps > 0 else 0.0
+    ages = [a for a in (r.age_s(now) for r in readings if r.sample is not None) if a is not None]
+    return Kpis(
+        gpus=len(rows),
+        healthy=sum(1 for r in rows if r.status == "ok"),
+        hot=hot,
+        throttled=sum(1 for g in live if is_throttled(g)),
+        lost=sum(1 for r in rows if r.status == "lost"),
+        util_mean=_mean(utils),
+        util_max=max(utils) if utils else None,
+        temp_mean=_mean(temps),
+        temp_max=max(temps) if temps else None,
+        power_w=sum(powers) if powers else None,
+        rps=rps,
+        reject_pct=reject,
+        oldest_age_s=max(ages) if ages else None,
+    )

@@ -1,0 +1,233 @@
+"""The overview: KPIs, GPUs (table and heat map), tiers, events. A grid when wide, tabs when small."""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Static, TabbedContent, TabPane
+
+from tui.state import ConsoleState
+from tui.widgets.events_log import EventLog
+from tui.widgets.gpu_table import GpuTable
+from tui.widgets.heatmap import HeatLegend, HeatMap
+from tui.widgets.kpis import KpiStrip, WallKpis
+from tui.widgets.status import Banner, HostLine, host_text
+from tui.widgets.tiers import TierPanel
+
+COMPACT_WIDTH = 120  # below this (or COMPACT_HEIGHT) panels become tabs
+COMPACT_HEIGHT = 34
+PANELS = ("gpus", "heat", "tiers", "events")
+
+
+class OverviewScreen(Screen[None]):
+    """The main screen. Render-only: `show(state)` pushes the latest state into the widgets."""
+
+    DEFAULT_CSS = """
+    OverviewScreen .panel { border: round $primary 50%; border-title-color: $text; height: 1fr; }
+    OverviewScreen .panel:focus-within { border: round $accent; }
+    OverviewScreen #left { width: 1fr; }
+    OverviewScreen #right { width: 1fr; }
+    OverviewScreen #gpu-filter { display: none; height: 3; }
+    OverviewScreen #gpu-note { display: none; height: auto; padding: 0 1; color: $text-muted; }
+    OverviewScreen #gpu-note.-shown { display: block; }
+    OverviewScreen #gpu-filter.-shown { display: block; }
+    OverviewScreen #heat-panel { height: 2fr; max-height: 16; }
+    OverviewScreen #gpu-panel { height: 3fr; }
+    OverviewScreen TabbedContent { height: 1fr; }
+    OverviewScreen TabPane { padding: 0; }
+    OverviewScreen.-wall KpiStrip { display: none; }
+    """
+
+    BINDINGS = [
+        Binding("question_mark", "app.help", "Help", key_display="?"),
+        Binding("h", "app.history", "History"),
+        Binding("slash", "filter", "Filter", key_display="/"),
+        Binding("s", "sort", "Sort"),
+        Binding("t", "toggle_heat", "Heat: temp/util"),
+    ]
+
+    AUTO_FOCUS = "#gpus"
+
+    compact: reactive[bool] = reactive(False, recompose=True)
+    """True when the terminal is small (e.g. 80x24 over SSH): the panels become tabs."""
+
+    def __init__(self, state: ConsoleState, *, wall: bool = False) -> None:
+        super().__init__()
+        self.state = state
+        self.wall = wall
+        self.heat_metric = "temp"
+
+    # ----- layout
+    def compose(self) -> ComposeResult:
+        th = self.state.thresholds
+        if not self.is_mounted:  # first compose: pick the layout now rather than recompose at once
+            self.set_reactive(OverviewScreen.compact, self._is_compact(self.app.size.width, self.app.size.height))
+        yield Header()
+        yield Banner(id="banner")
+        if self.wall:
+            yield WallKpis(th, id="kpis")
+        else:
+            yield KpiStrip(th, id="kpis")
+        yield HostLine(id="host")
+        if self.compact or self.wall:
+            with TabbedContent(id="tabs", initial="tab-gpus"):
+                with TabPane("GPUs", id="tab-gpus"):
+                    yield from self._gpu_panel()
+                with TabPane("Heat map", id="tab-heat"):
+                    yield from self._heat_panel()
+                with TabPane("Tiers", id="tab-tiers"):
+                    yield TierPanel(th, self.state.clock, id="tiers")
+                with TabPane("Events", id="tab-events"):
+                    yield EventLog(id="events")
+        else:
+            with Horizontal(id="body"):
+                with Vertical(id="left"):
+                    with Vertical(id="gpu-panel", classes="panel") as p:
+                        p.border_title = "GPUs"
+                        yield from self._gpu_panel()
+                    with Vertical(id="heat-panel", classes="panel") as p:
+                        p.border_title = "Heat map"
+                        yield from self._heat_panel()
+                with Vertical(id="right"):
+                    with Vertical(id="tier-panel", classes="panel") as p:
+                        p.border_title = "Tiers (15 min)"
+                        yield TierPanel(th, self.state.clock, id="tiers")
+                    with Vertical(id="event-panel", classes="panel") as p:
+                        p.border_title = "Events"
+                        yield EventLog(id="events")
+        yield Footer()
+
+    def _gpu_panel(self) -> ComposeResult:
+        yield Input(placeholder="filter GPUs: node, model, status, throttle reason (esc: done)", id="gpu-filter",
+                    disabled=True)
+        yield Static("", id="gpu-note")
+        yield GpuTable(self.state.thresholds, id="gpus")
+
+    def _heat_panel(self) -> ComposeResult:
+        yield HeatLegend(id="heat-legend")
+        yield HeatMap(self.state.thresholds, id="heat")
+
+    def on_mount(self) -> None:
+        self.set_class(self.wall, "-wall")
+        self.show_all()
+
+    def on_resize(self) -> None:
+        compact = self._is_compact(self.size.width, self.size.height)
+        if compact != self.compact:
+            self.compact = compact
+
+    @staticmethod
+    def _is_compact(width: int, height: int) -> bool:
+        return width < COMPACT_WIDTH or height < COMPACT_HEIGHT
+
+    def watch_compact(self) -> None:
+        # after a recompose the new widgets start empty: fill them from the state
+        self.call_after_refresh(self.show_all)
+
+    # ----- rendering
+    def show_all(self) -> None:
+        self.show()
+        self.query_one(EventLog).add(self.state.events)
+
+    def show(self, sources: tuple[str, ...] = ("gpus", "host", "fleet", "traffic")) -> None:
+        """Push the state into the widgets; `sources` limits the work to what changed."""
+        try:
+            self._show(sources)
+        except NoMatches:
+            pass  # mid-recompose (a resize across the breakpoint): show_all() runs once it is done
+
+    def _show(self, sources: tuple[str, ...]) -> None:
+        st = self.state
+        self.query_one("#banner", Banner).message = st.banner()
+        self.query_one("#kpis").kpis = st.kpis()  # type: ignore[attr-defined]
+        if "host" in sources:
+            sample, age, err = st.source_status("host")
+            self.query_one(HostLine).show(host_text(sample, age, err))
+        if "gpus" in sources or "fleet" in sources:
+            note = self.query_one("#gpu-note", Static)
+            text = st.gpu_note()
+            if text != str(note.render()):
+                note.update(text)
+                note.set_class(bool(text), "-shown")
+            self.query_one(GpuTable).gpu_rows = st.rows
+            self.query_one(HeatMap).gpu_rows = st.rows
+            self.query_one(HeatLegend).show(self.heat_metric, st.thresholds)
+        if "traffic" in sources:
+            panel = self.query_one(TierPanel)
+            _, age, _ = st.source_status("traffic")
+            panel.note = st.banner()[1] if not st.redis_configured else ""
+            panel.stale = age is not None or st.redis_error is not None
+            panel.quotas = dict(st.quotas)
+            panel.traffic = st.traffic
+
+    def add_events(self, events: list) -> None:  # type: ignore[type-arg]
+        logs = self.query(EventLog)
+        if events and logs:
+            logs.first().add(events)
+
+    @property
+    def selected_tier(self) -> str | None:
+        panels = self.query(TierPanel)
+        return panels.first().selected_tier if panels else None
+
+    @property
+    def tiers_focused(self) -> bool:
+        return self.focused is not None and self.focused.id == "tier-table"
+
+    def focus_tiers(self) -> None:
+        if self.query("#tabs"):
+            self.query_one(TabbedContent).active = "tab-tiers"
+        self.query_one("#tier-table").focus()
+
+    def cycle_panel(self) -> None:
+        """Wall mode: show the next tab."""
+        if self.query("#tabs"):
+            tabs = self.query_one(TabbedContent)
+            ids = [f"tab-{p}" for p in PANELS]
+            tabs.active = ids[(ids.index(tabs.active) + 1) % len(ids)] if tabs.active in ids else ids[0]
+
+    # ----- actions
+    def action_filter(self) -> None:
+        if self.query("#tabs"):
+            self.query_one(TabbedContent).active = "tab-gpus"
+        box = self.query_one("#gpu-filter", Input)
+        box.disabled = False
+        box.add_class("-shown")
+        box.focus()
+
+    @on(Input.Changed, "#gpu-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.query_one(GpuTable).filter_text = event.value
+
+    @on(Input.Submitted, "#gpu-filter")
+    def _filter_done(self) -> None:
+        self.query_one(GpuTable).focus()
+
+    def on_key(self, event) -> None:  # type: ignore[no-untyped-def]
+        box = self.query("#gpu-filter")
+        if event.key == "escape" and box and box.first().has_focus:
+            inp = box.first(Input)
+            if not inp.value:
+                inp.remove_class("-shown")
+                inp.disabled = True
+            self.query_one(GpuTable).focus()
+            event.stop()
+
+    def action_sort(self) -> None:
+        self.query_one(GpuTable).action_sort_next()
+
+    def action_toggle_heat(self) -> None:
+        self.heat_metric = "util" if self.heat_metric == "temp" else "temp"
+        self.query_one(HeatMap).metric = self.heat_metric
+        self.query_one(HeatLegend).show(self.heat_metric, self.state.thresholds)
+
+
+class EditableOverviewScreen(OverviewScreen):
+    """The overview with the edit binding; read-only and wall modes use OverviewScreen, which has none."""
+
+    BINDINGS = [Binding("e", "app.edit", "Edit quota")]

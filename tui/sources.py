@@ -1,0 +1,74 @@
+"""Which collectors the console runs, built from the settings. Collectors are imported lazily so the
+console starts (and tests run) with any subset, and a missing optional part never stops the rest."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tui.config import Settings
+from tui.messages import FleetSampled, GpusSampled, HostSampled, TrafficSampled, _Sampled
+
+Factory = Callable[[], Any]
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One collector: how to build it, how often to poll it, which message carries its readings."""
+
+    name: str  # gpus, host, fleet, traffic: also the worker group
+    message: type[_Sampled]
+    make: Factory
+    interval_s: float
+    timeout_s: float
+    backoff_max_s: float = 30.0
+
+
+def redis_client(url: str) -> Any:
+    """The console's one Redis client: short timeouts so a dead server shows as stale within seconds."""
+    import redis.asyncio as aioredis
+
+    return aioredis.Redis.from_url(
+        url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=5, socket_keepalive=True
+    )
+
+
+def plan(settings: Settings, client: Any | None, overrides: dict[str, Factory] | None = None) -> list[SourceSpec]:
+    """The sources for these settings. `overrides` replaces a source's factory (tests: fake NVML)."""
+    overrides = overrides or {}
+    iv = settings.interval_s
+
+    def gpu() -> Any:
+        from collectors.gpu import GpuCollector
+
+        return GpuCollector()
+
+    def host() -> Any:
+        from collectors.host import HostCollector
+
+        return HostCollector()
+
+    def fleet() -> Any:
+        from collectors.fleet import FleetCollector, PrometheusFleetCollector
+
+        if settings.prometheus:
+            return PrometheusFleetCollector(settings.prometheus)
+        return FleetCollector(list(settings.nodes), timeout_s=2.0, min_interval_s=settings.node_interval_s)
+
+    def traffic() -> Any:
+        from collectors.traffic import TrafficCollector
+
+        return TrafficCollector(client, prefix=settings.prefix)
+
+    specs = [
+        SourceSpec("gpus", GpusSampled, overrides.get("gpus", gpu), iv, max(2.0, iv)),
+        SourceSpec("host", HostSampled, overrides.get("host", host), iv, max(2.0, iv)),
+    ]
+    if settings.nodes or settings.prometheus or "fleet" in overrides:
+        # nodes are scraped no faster than node_interval_s by the collector itself; polling it at the
+        # console's rate just picks up whichever nodes answered
+        specs.append(SourceSpec("fleet", FleetSampled, overrides.get("fleet", fleet), iv, 3.0))
+    if client is not None or "traffic" in overrides:
+        specs.append(SourceSpec("traffic", TrafficSampled, overrides.get("traffic", traffic), iv, 2.5, 8.0))
+    return specs

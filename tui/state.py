@@ -1,0 +1,150 @@
+"""What the console knows: the latest reading of each source and what is derived from them.
+
+Plain Python, no Textual: the app feeds readings in, gets events back, and hands the state to the
+screen to render. Keeping it here keeps the app small and the rules testable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from collectors.samples import FleetSample, TrafficSample
+from quotas.model import Quota
+from tui.events import Event, gpu_events, node_events, traffic_events
+from tui.model import GpuRow, Kpis, ReadingLike, RowCache, build_gpu_rows, compute_kpis, format_age
+from tui.thresholds import Thresholds
+
+SOURCES = ("gpus", "host", "fleet", "traffic")
+SOURCE_LABEL = {"gpus": "local GPUs (NVML)", "host": "local host", "fleet": "fleet nodes", "traffic": "Redis traffic"}
+NO_REDIS_HINT = (
+    "No Redis configured: monitoring this host and its GPUs only. For per-tier traffic and quotas pass "
+    "--redis URL (or set REDIS_URL); `surgewatch demo` shows everything."
+)
+
+
+class ConsoleState:
+    def __init__(self, thresholds: Thresholds, clock: Callable[[], float], redis_configured: bool) -> None:
+        self.thresholds = thresholds
+        self.clock = clock
+        self.redis_configured = redis_configured
+        self.readings: dict[str, ReadingLike] = {}
+        self.rows: tuple[GpuRow, ...] = ()
+        self._row_cache = RowCache()
+        self.quotas: dict[str, Quota] = {}
+        self.events: list[Event] = []
+        self.subscription_error: str | None = None
+
+    def _remember(self, events: list[Event]) -> list[Event]:
+        self.events.extend(events)
+        del self.events[:-500]
+        return events
+
+    def apply(self, source: str, reading: ReadingLike) -> list[Event]:
+        """Take a new reading of `source`; return the events it causes (also kept in `events`)."""
+        now = self.clock()
+        prev = self.readings.get(source)
+        self.readings[source] = reading
+        out: list[Event] = []
+        label = SOURCE_LABEL.get(source, source)
+        if reading.error and (prev is None or not prev.error):
+            out.append(Event(now, "warn", "source", f"{label} failing: {reading.error}"))
+        elif not reading.error and prev is not None and prev.error:
+            out.append(Event(now, "info", "source", f"{label} back"))
+        if source in ("gpus", "fleet"):
+            before = {r.key: r for r in self.rows}
+            self.rows = self.build_rows()
+            out += gpu_events(before, self.rows, now)
+        if source == "fleet" and isinstance(reading.sample, FleetSample):
+            old = prev.sample if prev is not None and isinstance(prev.sample, FleetSample) else None
+            if reading.sample is not old:
+                out += node_events(old, reading.sample, now)
+        if source == "traffic" and isinstance(reading.sample, TrafficSample):
+            old_t = prev.sample if prev is not None and isinstance(prev.sample, TrafficSample) else None
+            if reading.sample is not old_t:
+                out += traffic_events(old_t, reading.sample, self.thresholds, now)
+                for t in reading.sample.tiers:
+                    if t.quota is not None:
+                        self.merge_quota(t.quota)
+        return self._remember(out)
+
+    def build_rows(self) -> tuple[GpuRow, ...]:
+        return build_gpu_rows(
+            self.readings.get("gpus"), self.readings.get("fleet"), self.clock(), self.thresholds, self._row_cache
+        )
+
+    def refresh_ages(self) -> bool:
+        """Recompute staleness of GPU rows (a node that stops answering ages even without new readings).
+        True when any row changed (cached rows are reused, so this is an identity check)."""
+        rows = self.build_rows()
+        changed = len(rows) != len(self.rows) or any(a is not b for a, b in zip(rows, self.rows))
+        self.rows = rows
+        return changed
+
+    def merge_quota(self, q: Quota) -> bool:
+        """Keep the newest version of a tier's quota; True when it changed what is shown."""
+        cur = self.quotas.get(q.tier)
+        if cur is not None and cur.version > q.version:
+            return False
+        self.quotas[q.tier] = q
+        return cur != q
+
+    def replace_quotas(self, quotas: list[Quota]) -> None:
+        """After a (re)subscription: the store's list is the truth (a tier may be gone)."""
+        self.quotas = {q.tier: q for q in quotas}
+
+    def add(self, events: list[Event]) -> list[Event]:
+        return self._remember(events)
+
+    def kpis(self) -> Kpis:
+        return compute_kpis(
+            self.rows, self.readings.get("traffic"), list(self.readings.values()), self.clock(), self.thresholds
+        )
+
+    @property
+    def traffic(self) -> TrafficSample | None:
+        r = self.readings.get("traffic")
+        return r.sample if r is not None and isinstance(r.sample, TrafficSample) else None
+
+    @property
+    def redis_error(self) -> str | None:
+        """Why Redis is unusable right now, or None when it answers (or is not configured)."""
+        r = self.readings.get("traffic")
+        if r is not None and r.error:
+            return r.error
+        return self.subscription_error
+
+    def banner(self) -> tuple[str, str]:
+        """(level, text) for the banner; empty text when all is well."""
+        if not self.redis_configured:
+            return ("info", NO_REDIS_HINT)
+        err = self.redis_error
+        if not err:
+            return ("", "")
+        now = self.clock()
+        r = self.readings.get("traffic")
+        retry = ""
+        if r is not None and r.error:
+            retry = f" Retrying in {format_age(max(0.0, r.next_poll_at - now))}."
+            age = r.age_s(now)
+            retry += f" Traffic and quotas shown are {format_age(age)} old." if age is not None else ""
+        return ("error", f"Redis unreachable: {err}.{retry} Edits are refused until it is back.")
+
+    def gpu_note(self) -> str:
+        """Why there are no local GPUs (no driver, no library...), or '' when there is nothing to say."""
+        r = self.readings.get("gpus")
+        sample = r.sample if r is not None else None
+        if sample is None or getattr(sample, "status", "ok") == "ok":
+            return ""
+        hint = "" if self.readings.get("fleet") else " Give --nodes or --prometheus to watch remote GPUs."
+        return f"local GPUs: {sample.message or sample.status}.{hint}"
+
+    def source_status(self, source: str) -> tuple[Any, float | None, str | None]:
+        """(sample, stale age or None, error) of one source."""
+        r = self.readings.get(source)
+        if r is None:
+            return None, None, None
+        now = self.clock()
+        age = r.age_s(now)
+        stale = r.error is not None or (age is not None and age > self.thresholds.stale_after_s)
+        return r.sample, (age if stale else None), r.error

@@ -1,0 +1,83 @@
+"""Where a value turns from fine to worrying, and the colours that say so.
+
+Operators tune these in `[thresholds]` of surgewatch.toml (Settings.thresholds); unknown keys are
+refused so a typo does not silently keep a default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Mapping
+
+# Colours are Rich style names, picked to stay legible on dark and light themes and on a wall screen.
+OK = "green"
+WARN = "yellow"
+BAD = "bold red"
+DIM = "dim"
+STALE = "dim italic"
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Every threshold the console colours or raises events with."""
+
+    temp_warm_c: float = 70.0
+    temp_hot_c: float = 80.0  # a GPU at or above this counts as "hot" in the KPIs
+    util_busy_pct: float = 90.0
+    mem_full_pct: float = 95.0
+    power_near_limit_pct: float = 95.0
+    reject_warn_pct: float = 5.0
+    reject_spike_pct: float = 20.0  # a tier's rejection % crossing this raises an event
+    reject_spike_min_rps: float = 1.0  # ignore spikes on a trickle of traffic
+    stale_after_s: float = 15.0  # data older than this is shown dimmed with its age
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, float] | None) -> Thresholds:
+        """Defaults overridden by `values`; an unknown name raises ValueError naming it."""
+        known = {f.name for f in fields(cls)}
+        values = dict(values or {})
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown threshold(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return replace(cls(), **{k: float(v) for k, v in values.items()})
+
+    def temp_style(self, temp_c: float | None) -> str:
+        if temp_c is None:
+            return DIM
+        if temp_c >= self.temp_hot_c:
+            return BAD
+        if temp_c >= self.temp_warm_c:
+            return WARN
+        return OK
+
+    def util_style(self, util_pct: float | None) -> str:
+        if util_pct is None:
+            return DIM
+        return WARN if util_pct >= self.util_busy_pct else OK
+
+    def reject_style(self, pct: float | None) -> str:
+        if pct is None:
+            return DIM
+        if pct >= self.reject_spike_pct:
+            return BAD
+        if pct >= self.reject_warn_pct:
+            return WARN
+        return OK
+
+
+# Heat-map ramps: index 0 is coolest/idle. Hex colours so the map keeps its meaning in any theme.
+TEMP_RAMP = ("#2b83ba", "#66c2a5", "#abdda4", "#e6f598", "#fee08b", "#fdae61", "#f46d43", "#d53e4f")
+UTIL_RAMP = ("#313695", "#4575b4", "#74add1", "#abd9e9", "#fee090", "#fdae61", "#f46d43", "#a50026")
+LOST_COLOUR = "#ff00ff"
+NA_COLOUR = "#555555"
+
+
+def ramp_colour(value: float | None, lo: float, hi: float, ramp: tuple[str, ...]) -> str:
+    """Map `value` in [lo, hi] onto `ramp`; None maps to the n/a grey."""
+    if value is None:
+        return NA_COLOUR
+    if hi <= lo:
+        return ramp[-1]
+    pos = (value - lo) / (hi - lo)
+    idx = int(max(0.0, min(0.999, pos)) * len(ramp))
+    return ramp[idx]

@@ -1,0 +1,161 @@
+"""The GPU table: one row per GPU, updated cell by cell, sortable by any column and filterable."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from textual.binding import Binding
+from textual.reactive import reactive
+from textual.widgets import DataTable
+
+from tui.model import GpuRow, format_age
+from tui.thresholds import BAD, OK, STALE, WARN, Thresholds
+from tui.widgets.cells import Cell, LiveTable, num_cell, sort_key
+
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("node", "node"),
+    ("gpu", "gpu"),
+    ("status", "status"),
+    ("util", "util"),
+    ("temp", "temp"),
+    ("mem", "mem GiB"),
+    ("power", "W"),
+    ("clock", "SM MHz"),
+    ("throttle", "throttle"),
+    ("xid", "xid"),
+)
+STATUS_STYLE = {"ok": OK, "hot": BAD, "throttled": WARN, "xid": BAD, "lost": "bold magenta", "down": BAD, "stale": WARN}
+
+
+def row_cells(row: GpuRow, th: Thresholds) -> list[Cell]:
+    """The cells of one GPU; a stale row is dimmed whole and says how old its values are."""
+    g = row.gpu
+    dim = STALE if row.stale else None
+    mem = None
+    if g.mem_used_mib is not None:
+        total = f"/{g.mem_total_mib / 1024:.0f}" if g.mem_total_mib else ""
+        mem = Cell(f"{g.mem_used_mib / 1024:.1f}{total}", dim or "", g.mem_used_mib)
+    status = row.status if row.age_s is None else f"{row.status} {format_age(row.age_s)}"
+    name = (g.name or "").replace("NVIDIA ", "")
+    return [
+        Cell(row.node, dim or "", row.node),
+        Cell(f"{g.index} {name}".rstrip(), dim or "", g.index),
+        Cell(status, STATUS_STYLE.get(row.status, ""), row.status),
+        num_cell(g.util_pct, "{:.0f}", dim or th.util_style(g.util_pct), "%"),
+        num_cell(g.temp_c, "{:.0f}", dim or th.temp_style(g.temp_c), "°C"),
+        mem or Cell("n/a", "dim"),
+        num_cell(g.power_w, "{:.0f}", dim or ""),
+        num_cell(g.sm_clock_mhz, "{:.0f}", dim or ""),
+        Cell(",".join(g.throttle) or "-", dim or (WARN if g.throttle else "dim"), ",".join(g.throttle)),
+        Cell(str(g.xid) if g.xid is not None else "-", dim or (BAD if g.xid is not None else "dim"), g.xid),
+    ]
+
+
+class GpuTable(LiveTable):
+    """Every GPU of the fleet. Rows keep their keys across ticks: only changed cells are updated."""
+
+    DEFAULT_CSS = """
+    GpuTable { height: 1fr; }
+    """
+
+    BINDINGS = [Binding("s", "sort_next", "Sort", tooltip="Sort by the next column (again: reverse)")]
+
+    gpu_rows: reactive[tuple[GpuRow, ...]] = reactive((), always_update=True)
+    """The GPUs to show; set by the screen on each fleet or NVML reading."""
+    filter_text: reactive[str] = reactive("")
+    """Case-insensitive text a row must contain (node, model, status, throttle reason) to be shown."""
+    sort_column: reactive[str | None] = reactive(None)
+    """The column key rows are sorted by, None for fleet order."""
+    sort_reverse: reactive[bool] = reactive(False)
+
+    def __init__(self, thresholds: Thresholds, **kwargs: object) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)  # type: ignore[arg-type]
+        self.thresholds = thresholds
+        self._shown: dict[str, list[Cell]] = {}
+        self._shown_rows: dict[str, GpuRow] = {}
+
+    def on_mount(self) -> None:
+        for key, label in COLUMNS:
+            self.add_column(label, key=key)
+
+    def _matches(self, row: GpuRow) -> bool:
+        f = self.filter_text.strip().lower()
+        if not f:
+            return True
+        hay = f"{row.node} gpu{row.gpu.index} {row.gpu.name or ''} {row.status} {' '.join(row.gpu.throttle)}"
+        return f in hay.lower()
+
+    def watch_gpu_rows(self, rows: tuple[GpuRow, ...]) -> None:
+        self._sync(rows)
+
+    def watch_filter_text(self) -> None:
+        self._sync(self.gpu_rows)
+
+    def _sync(self, rows: tuple[GpuRow, ...]) -> None:
+        """Add new rows, remove gone ones, update changed cells; never clear and rebuild."""
+        if not self.is_mounted:
+            return
+        th = self.thresholds
+        wanted = {r.key: r for r in rows if self._matches(r)}
+        for key in [k for k in self._shown if k not in wanted]:
+            self.remove_row(key)
+            del self._shown[key]
+            del self._shown_rows[key]
+        added = changed = False
+        for key, row in wanted.items():
+            if self._shown_rows.get(key) is row:
+                continue  # the same (immutable) row object: nothing to redraw
+            self._shown_rows[key] = row
+            changed = True
+            cells = row_cells(row, th)
+            old = self._shown.get(key)
+            if old is None:
+                self.add_row(*cells, key=key)
+                added = True
+            else:
+                for (col, _), new, prev in zip(COLUMNS, cells, old):
+                    if new != prev:
+                        self.update_cell(key, col, new)
+            self._shown[key] = cells
+        if (self.sort_column is not None and changed) or added:
+            self._apply_sort()
+
+    def _apply_sort(self) -> None:
+        if self.sort_column is None or not self._shown:
+            return
+        self.sort(self.sort_column, key=sort_key, reverse=self.sort_reverse)
+
+    def watch_sort_column(self) -> None:
+        self._apply_sort()
+
+    def watch_sort_reverse(self) -> None:
+        self._apply_sort()
+
+    def action_sort_next(self) -> None:
+        """Cycle the sort column; a column sorts ascending, then descending, then the next one."""
+        keys = [k for k, _ in COLUMNS]
+        if self.sort_column is None:
+            self.sort_column = keys[0]
+        elif not self.sort_reverse:
+            self.sort_reverse = True
+        else:
+            self.sort_reverse = False
+            self.sort_column = keys[(keys.index(self.sort_column) + 1) % len(keys)]
+        self.notify(f"GPUs sorted by {dict(COLUMNS)[self.sort_column]} {'descending' if self.sort_reverse else 'ascending'}")
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        # clicking a header sorts by it; clicking it again reverses
+        key = str(event.column_key.value)
+        if self.sort_column == key:
+            self.sort_reverse = not self.sort_reverse
+        else:
+            self.sort_reverse = False
+            self.sort_column = key
+
+    @property
+    def shown_keys(self) -> list[str]:
+        """Row keys in display order (what the operator sees, top to bottom)."""
+        return [str(r.key.value) for r in self.ordered_rows]
+
+
+SortKey = Callable[[Cell], object]

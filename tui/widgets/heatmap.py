@@ -1,0 +1,149 @@
+"""A compact heat map: one character per GPU, grouped by node, coloured by temperature or utilization.
+
+1,024 GPUs fit in a few lines at 200 columns. It is a ScrollView rendering line by line: only the
+visible lines are ever built, and the layout is recomputed only when the fleet or the width changes.
+"""
+
+from __future__ import annotations
+
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual.geometry import Size
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.widgets import Static
+
+from tui.model import GpuRow
+from tui.thresholds import LOST_COLOUR, NA_COLOUR, TEMP_RAMP, UTIL_RAMP, Thresholds, ramp_colour
+
+GLYPH = "█"
+LOST_GLYPH = "x"
+STALE_GLYPH = "░"
+
+
+def pack(groups: list[list[GpuRow]], width: int) -> list[list[list[GpuRow]]]:
+    """Greedy line packing: a node's GPUs stay together, nodes separated by one blank column."""
+    lines: list[list[list[GpuRow]]] = []
+    line: list[list[GpuRow]] = []
+    used = 0
+    for g in groups:
+        need = len(g) + (1 if line else 0)
+        if line and used + need > width:
+            lines.append(line)
+            line, used = [], 0
+            need = len(g)
+        line.append(g)
+        used += need
+    if line:
+        lines.append(line)
+    return lines
+
+
+class HeatLegend(Static):
+    """What the colours mean, and how to switch the metric."""
+
+    DEFAULT_CSS = "HeatLegend { height: 1; padding: 0 1; }"
+
+    _shown: tuple[str, float] | None = None
+
+    def show(self, metric: str, th: Thresholds) -> None:
+        if self._shown == (metric, th.temp_hot_c):
+            return  # unchanged: no repaint
+        self._shown = (metric, th.temp_hot_c)
+        t = Text()
+        ramp = TEMP_RAMP if metric == "temp" else UTIL_RAMP
+        t.append("by temperature " if metric == "temp" else "by utilization ", style="bold")
+        t.append("30°C " if metric == "temp" else "0% ", style="dim")
+        for c in ramp:
+            t.append(GLYPH, style=c)
+        t.append(f" {th.temp_hot_c + 10:.0f}°C" if metric == "temp" else " 100%", style="dim")
+        t.append("  lost ", style="dim")
+        t.append(LOST_GLYPH, style=LOST_COLOUR)
+        t.append("  stale ", style="dim")
+        t.append(STALE_GLYPH)
+        t.append("  n/a ", style="dim")
+        t.append(GLYPH, style=NA_COLOUR)
+        t.append("  (t: switch)", style="dim")
+        self.update(t)
+
+
+class HeatMap(ScrollView):
+    """The heat-map grid of every GPU."""
+
+    DEFAULT_CSS = """
+    HeatMap { height: 1fr; padding: 0 1; }
+    """
+
+    gpu_rows: reactive[tuple[GpuRow, ...]] = reactive((), always_update=True)
+    """The GPUs to colour, in fleet order."""
+    metric: reactive[str] = reactive("temp")
+    """`temp` or `util`: what the colour means."""
+
+    def __init__(self, thresholds: Thresholds, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.thresholds = thresholds
+        self._lines: list[list[list[GpuRow]]] = []
+        self._cache: dict[int, Strip] = {}
+        self._layout_width = -1
+        self._drawn: tuple[GpuRow, ...] = ()
+
+    def _relayout(self) -> None:
+        width = max(8, self.scrollable_content_region.width or self.size.width or 80)
+        groups: dict[str, list[GpuRow]] = {}
+        for r in self.gpu_rows:
+            groups.setdefault(r.node, []).append(r)
+        self._lines = pack(list(groups.values()), width)
+        self._layout_width = width
+        self._cache.clear()
+        self.virtual_size = Size(width, len(self._lines))
+        self.refresh()
+
+    def watch_gpu_rows(self, rows: tuple[GpuRow, ...]) -> None:
+        old, self._drawn = self._drawn, rows
+        if len(old) == len(rows) and all(a is b for a, b in zip(old, rows)):
+            return  # nothing changed (rows are immutable and reused while unchanged)
+        if len(old) == len(rows) and all(a.key == b.key for a, b in zip(old, rows)):
+            self._cache.clear()  # same GPUs, new values: same layout, new colours
+            self.refresh()
+            return
+        self._relayout()
+
+    def watch_metric(self) -> None:
+        self._cache.clear()
+        self.refresh()
+
+    def on_resize(self) -> None:
+        self._relayout()
+
+    def colour(self, row: GpuRow) -> tuple[str, str]:
+        g = row.gpu
+        if g.status == "lost":
+            return LOST_GLYPH, LOST_COLOUR
+        if self.metric == "temp":
+            c = ramp_colour(g.temp_c, 30.0, self.thresholds.temp_hot_c + 10, TEMP_RAMP)
+        else:
+            c = ramp_colour(g.util_pct, 0.0, 100.0, UTIL_RAMP)
+        return (STALE_GLYPH if row.stale else GLYPH), c
+
+    def render_line(self, y: int) -> Strip:
+        line_no = self.scroll_offset.y + y
+        if line_no >= len(self._lines):
+            return Strip.blank(self.size.width)
+        strip = self._cache.get(line_no)
+        if strip is None:
+            segs: list[Segment] = []
+            for i, group in enumerate(self._lines[line_no]):
+                if i:
+                    segs.append(Segment(" "))
+                for row in group:
+                    glyph, colour = self.colour(row)
+                    segs.append(Segment(glyph, Style(color=colour)))
+            strip = Strip(segs)
+            self._cache[line_no] = strip
+        return strip.crop_extend(self.scroll_offset.x, self.scroll_offset.x + self.size.width, None)
+
+    @property
+    def line_count(self) -> int:
+        return len(self._lines)

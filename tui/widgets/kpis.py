@@ -1,0 +1,129 @@
+"""The KPI strip: the fleet and the traffic in one glance (one line of text, or big Digits on a wall)."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.reactive import reactive
+from textual.widget import Widget
+from textual.widgets import Digits, Label, Static
+
+from tui.model import Kpis, format_age
+from tui.thresholds import BAD, DIM, OK, WARN, Thresholds
+
+
+def _num(v: float | None, fmt: str = "{:.0f}", unit: str = "") -> str:
+    return "n/a" if v is None else fmt.format(v) + unit
+
+
+def kpi_text(k: Kpis, th: Thresholds) -> Text:
+    """The strip as styled text; wraps by group on narrow terminals."""
+    t = Text()
+
+    def add(label: str, value: str, style: str = "") -> None:
+        t.append(f"{label} ", style="dim")
+        t.append(value, style=style or "bold")
+        t.append("  ")
+
+    add("GPUs", str(k.gpus))
+    add("ok", str(k.healthy), OK if k.gpus and k.healthy == k.gpus else "bold")
+    add("hot", str(k.hot), BAD if k.hot else DIM)
+    add("throttled", str(k.throttled), WARN if k.throttled else DIM)
+    add("lost", str(k.lost), BAD if k.lost else DIM)
+    t.append("│ ", style="dim")
+    add("util", "n/a" if k.util_max is None else f"{_num(k.util_mean)}/{_num(k.util_max)}%", th.util_style(k.util_max))
+    add("temp", "n/a" if k.temp_max is None else f"{_num(k.temp_mean)}/{_num(k.temp_max)}°C", th.temp_style(k.temp_max))
+    add("power", _power(k.power_w))
+    t.append("│ ", style="dim")
+    add("req/s", _num(k.rps, "{:,.0f}"))
+    add("rejected", _num(k.reject_pct, "{:.1f}", "%"), th.reject_style(k.reject_pct))
+    t.append("│ ", style="dim")
+    age_style = WARN if k.oldest_age_s is not None and k.oldest_age_s > th.stale_after_s else DIM
+    add("oldest data", format_age(k.oldest_age_s) if k.oldest_age_s is not None else "n/a", age_style)
+    t.rstrip()
+    return t
+
+
+def _power(w: float | None) -> str:
+    if w is None:
+        return "n/a"
+    return f"{w / 1000:.1f} kW" if w >= 10_000 else f"{w:.0f} W"
+
+
+class KpiStrip(Static):
+    """One or two lines of KPIs at the top of the overview."""
+
+    DEFAULT_CSS = """
+    KpiStrip { height: auto; padding: 0 1; background: $boost; }
+    """
+
+    kpis: reactive[Kpis] = reactive(Kpis)
+    """The numbers shown; set by the app after each reading."""
+    _lines = 0
+
+    def __init__(self, thresholds: Thresholds, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.thresholds = thresholds
+
+    def render(self) -> Text:
+        return kpi_text(self.kpis, self.thresholds)
+
+    def watch_kpis(self, kpis: Kpis) -> None:
+        # a layout pass costs far more than a repaint: ask for one only when the strip wraps differently
+        lines = _line_count(kpi_text(kpis, self.thresholds), self.size.width - 2)
+        if lines != self._lines:
+            self._lines = lines
+            self.refresh(layout=True)
+
+
+def _line_count(text: Text, width: int) -> int:
+    return -(-text.cell_len // max(1, width))
+
+
+class WallKpis(Widget):
+    """Large Digits for a wall screen: GPUs ok/total, max temperature, requests/s, rejection %."""
+
+    DEFAULT_CSS = """
+    WallKpis { height: auto; layout: horizontal; }
+    WallKpis > Vertical { width: 1fr; height: auto; border: heavy $primary; padding: 0 1; }
+    WallKpis Label { color: $text; text-style: bold; }
+    WallKpis Digits { width: auto; }
+    WallKpis .bad { color: red; }
+    """
+
+    kpis: reactive[Kpis] = reactive(Kpis)
+    """The numbers shown; set by the app after each reading."""
+
+    FIELDS = (("ok-gpus", "GPUs OK / TOTAL"), ("temp", "MAX TEMP °C"), ("rps", "REQUESTS/S"), ("reject", "REJECTED %"))
+
+    def __init__(self, thresholds: Thresholds, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.thresholds = thresholds
+
+    def compose(self) -> ComposeResult:
+        for key, label in self.FIELDS:
+            with Vertical():
+                yield Label(label)
+                yield Digits("-", id=f"wall-{key}")
+
+    def watch_kpis(self, k: Kpis) -> None:
+        if not self.is_mounted:
+            return
+        th = self.thresholds
+        values = {
+            "ok-gpus": (f"{k.healthy}/{k.gpus}", k.healthy < k.gpus),
+            "temp": (_num(k.temp_max), k.temp_max is not None and k.temp_max >= th.temp_hot_c),
+            "rps": (_num(k.rps), False),
+            "reject": (_num(k.reject_pct, "{:.1f}"), k.reject_pct is not None and k.reject_pct >= th.reject_spike_pct),
+        }
+        for key, (text, bad) in values.items():
+            d = self.query_one(f"#wall-{key}", Digits)
+            d.update(text)
+            d.set_class(bad, "bad")
+
+    def on_mount(self) -> None:
+        self.watch_kpis(self.kpis)
+
+
+__all__ = ["KpiStrip", "WallKpis", "kpi_text", "Horizontal", "Vertical"]

@@ -1,0 +1,214 @@
+"""The tier panel: per-tier traffic, rejections by reason, the live quota, and a 15-minute sparkline."""
+
+from __future__ import annotations
+
+import time
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, VerticalScroll
+from textual.reactive import reactive
+from textual.widget import Widget
+from textual.widgets import DataTable, Label, Sparkline, Static
+
+from collectors.samples import TierTraffic, TrafficSample
+from quotas.model import Quota, format_duration
+from tui.model import format_age
+from tui.thresholds import BAD, STALE, WARN, Thresholds
+from tui.widgets.cells import Cell, LiveTable, num_cell
+
+HISTORY_S = 900  # 15 minutes of per-second history
+COLUMNS = (
+    ("tier", "tier"), ("acc", "ok/s"), ("rej", "rej/s"), ("pct", "rej%"), ("why", "rejected by"),
+    ("quota", "quota"), ("cap", "cap/s"), ("mode", "mode"), ("state", "state"), ("ver", "v"),
+)
+SHORT_REASON = {"user_quota": "quota", "tier_cap": "cap", "paused": "paused"}
+
+
+def state_text(q: Quota | None, now: float) -> tuple[str, str]:
+    if q is None:
+        return "no quota", WARN
+    if q.paused:
+        return "PAUSED", BAD
+    if q.expires_at is not None:
+        return f"override {format_age(max(0.0, q.expires_at - now))} left", WARN
+    return "active", ""
+
+
+def tier_cells(t: TierTraffic | None, q: Quota | None, tier: str, th: Thresholds, stale: bool, now: float) -> list[Cell]:
+    dim = STALE if stale else None
+    total = (t.accepted_rps + t.rejected_rps) if t else 0.0
+    pct = (100.0 * t.rejected_rps / total if total > 0 else 0.0) if t else None
+    why = ""
+    if t is not None:
+        why = " ".join(
+            f"{SHORT_REASON.get(k, k)} {v:.1f}" for k, v in sorted(t.rejected_by_reason_rps.items()) if v > 0
+        )
+        if t.shadow_rps > 0:
+            why = (why + f" shadow {t.shadow_rps:.1f}").strip()
+    state, state_style = state_text(q, now)
+    return [
+        Cell(tier, dim or "bold", tier),
+        num_cell(t.accepted_rps if t else None, "{:,.1f}", dim or ""),
+        num_cell(t.rejected_rps if t else None, "{:,.1f}", dim or ("" if not t or not t.rejected_rps else WARN)),
+        num_cell(pct, "{:.1f}", dim or th.reject_style(pct), "%"),
+        Cell(why or "-", dim or "dim", why),
+        Cell(f"{q.limit}/{format_duration(q.window_s)}" if q else "n/a", dim or "bold", q.limit / q.window_s if q else None),
+        Cell(str(q.tier_cap_rps) if q and q.tier_cap_rps is not None else "-", dim or "", q.tier_cap_rps if q else None),
+        Cell(q.mode if q else "n/a", dim or (WARN if q and q.mode == "shadow" else ""), q.mode if q else None),
+        Cell(state, dim or state_style, state),
+        Cell(str(q.version) if q else "-", "dim", q.version if q else None),
+    ]
+
+
+class TierTable(LiveTable):
+    """One row per tier, keyed by tier name; cells update in place."""
+
+    DEFAULT_CSS = "TierTable { height: auto; max-height: 12; }"
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(cursor_type="row", **kwargs)  # type: ignore[arg-type]
+        self._shown: dict[str, list[Cell]] = {}
+
+    def on_mount(self) -> None:
+        for key, label in COLUMNS:
+            self.add_column(label, key=key)
+
+    def sync(self, rows: dict[str, list[Cell]]) -> None:
+        for key in [k for k in self._shown if k not in rows]:
+            self.remove_row(key)
+            del self._shown[key]
+        for key, cells in rows.items():
+            old = self._shown.get(key)
+            if old is None:
+                self.add_row(*cells, key=key)
+            else:
+                for (col, _), new, prev in zip(COLUMNS, cells, old):
+                    if new != prev:
+                        self.update_cell(key, col, new)
+            self._shown[key] = cells
+
+    @property
+    def selected_tier(self) -> str | None:
+        if not self._shown or self.cursor_row < 0:
+            return None
+        try:
+            return str(self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value)
+        except Exception:  # noqa: BLE001 - an empty or shrinking table has no valid cursor
+            return None
+
+
+class TierSpark(Horizontal):
+    """A tier's requests per second over the last 15 minutes."""
+
+    DEFAULT_CSS = """
+    TierSpark { height: 1; }
+    TierSpark > Label { width: 16; }
+    TierSpark > Sparkline { width: 1fr; }
+    TierSpark > Sparkline > .sparkline--max-color { color: $error; }
+    TierSpark > Sparkline > .sparkline--min-color { color: $success; }
+    """
+
+    history: reactive[tuple[float, ...]] = reactive(())
+    """Requests per second (accepted + rejected), oldest first, at most 15 minutes."""
+
+    def __init__(self, tier: str, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.tier = tier
+
+    def compose(self) -> ComposeResult:
+        yield Label(self.tier, classes="tier-name")
+        yield Sparkline([], summary_function=max)
+
+    def watch_history(self, history: tuple[float, ...]) -> None:
+        sparks = self.query(Sparkline)
+        if sparks:
+            # a leading zero makes the bars scale from zero, not from the quietest second
+            sparks.first().data = [0.0, *history]
+            peak = max(history) if history else 0.0
+            self.query_one(Label).update(f"{self.tier[:8]} {peak:,.0f}/s", layout=False)  # fixed width
+
+    def on_mount(self) -> None:
+        self.watch_history(self.history)
+
+
+def request_history(t: TierTraffic) -> tuple[float, ...]:
+    acc, rej = t.accepted_history[-HISTORY_S:], t.rejected_history[-HISTORY_S:]
+    n = max(len(acc), len(rej))
+    acc = (0,) * (n - len(acc)) + tuple(acc)
+    rej = (0,) * (n - len(rej)) + tuple(rej)
+    return tuple(float(a + r) for a, r in zip(acc, rej))
+
+
+class TierPanel(Widget):
+    """Tiers table above per-tier sparklines."""
+
+    DEFAULT_CSS = """
+    TierPanel { height: 1fr; layout: vertical; }
+    TierPanel > #sparks { height: 1fr; }
+    TierPanel > #tiers-note { color: $text-muted; padding: 0 1; height: auto; }
+    """
+
+    traffic: reactive[TrafficSample | None] = reactive(None, always_update=True)
+    """The latest traffic sample (may be last-known when Redis is failing)."""
+    quotas: reactive[dict[str, Quota]] = reactive(dict, always_update=True)
+    """Current quotas by tier: the freshest of the traffic poll and the quota events."""
+    stale: reactive[bool] = reactive(False)
+    """True when the traffic source is failing: every value is dimmed."""
+    note: reactive[str] = reactive("")
+    """A line under the table, e.g. how to get traffic when no Redis is configured."""
+
+    def __init__(self, thresholds: Thresholds, clock: object = time.time, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.thresholds = thresholds
+        self.clock = clock
+
+    def compose(self) -> ComposeResult:
+        yield TierTable(id="tier-table")
+        yield Static("", id="tiers-note")
+        yield VerticalScroll(id="sparks")
+
+    def on_mount(self) -> None:
+        self._redraw()
+        self.watch_note(self.note)
+
+    def watch_traffic(self) -> None:
+        self._redraw()
+
+    def watch_quotas(self) -> None:
+        self._redraw()
+
+    def watch_stale(self) -> None:
+        self._redraw()
+
+    def watch_note(self, note: str) -> None:
+        if self.is_mounted:
+            self.query_one("#tiers-note", Static).update(note)
+
+    def _redraw(self) -> None:
+        if not self.is_mounted:
+            return
+        now = self.clock()  # type: ignore[operator]
+        by_tier = {t.tier: t for t in self.traffic.tiers} if self.traffic else {}
+        names = sorted(set(by_tier) | set(self.quotas))
+        rows = {}
+        for name in names:
+            t = by_tier.get(name)
+            q = self.quotas.get(name) or (t.quota if t else None)
+            rows[name] = tier_cells(t, q, name, self.thresholds, self.stale, now)
+        self.query_one(TierTable).sync(rows)
+        sparks = self.query_one("#sparks", VerticalScroll)
+        have = {s.tier: s for s in sparks.query(TierSpark)}
+        for name in names:
+            if name not in have:
+                have[name] = TierSpark(name)
+                sparks.mount(have[name])
+            t = by_tier.get(name)
+            if t is not None:
+                have[name].history = request_history(t)
+        for name, spark in have.items():
+            if name not in names:
+                spark.remove()
+
+    @property
+    def selected_tier(self) -> str | None:
+        return self.query_one(TierTable).selected_tier
