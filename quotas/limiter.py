@@ -1,4 +1,8 @@
-"""`Limiter`: the thin async Python wrapper over the library's `sw_check` — one round trip per decision.
+"""`Limiter`: the thin async Python wrapper over the library — one round trip per decision.
+
+`check` sends `FCALL sw_check_many 1 KEY USER COST` (one pair): the same decision code as `sw_check`,
+with a one-string reply ("LIMIT CODE REMAINING RETRY_MS") that is cheaper to build on the server and to
+parse here than `sw_check`'s 5-element array. Gateways in other languages may call either.
 
 Semantics (the library decides, see surgewatch.lua):
 - A user's usage is the number of requests *admitted* in the current fixed window: windows are aligned
@@ -15,7 +19,6 @@ Semantics (the library decides, see surgewatch.lua):
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -27,8 +30,7 @@ from redis.exceptions import ResponseError
 
 from quotas.errors import Unreachable
 from quotas.keys import DEFAULT_PREFIX, Keys
-from quotas.library import UNREACHABLE_ERRORS, bounded, broken_from, fcall, is_missing_function, load_library, unreachable
-from quotas.library import text as _text
+from quotas.library import UNREACHABLE_ERRORS, Deadlines, bounded, broken_from, fcall, is_missing_function, load_library, unreachable
 from quotas.model import MAX_LIMIT, QuotaError, validate_tier
 
 log = logging.getLogger(__name__)
@@ -66,18 +68,8 @@ def validate_cost(cost: int) -> int:
     return cost
 
 
-_REASONS = {b"ok": "ok", b"shadow": "shadow", b"user_quota": "user_quota", b"tier_cap": "tier_cap",
-            b"paused": "paused", b"unknown_tier": "unknown_tier"}
 _CODES = ("ok", "shadow", "user_quota", "tier_cap", "paused", "unknown_tier")  # sw_check_many's codes
 BATCH_CHUNK = 2000  # requests per sw_check_many call: bounds one call's time on the server
-
-
-def _decision(reply: Sequence[Any]) -> Decision:
-    allowed, reason, remaining, retry_ms, limit = reply
-    lim = int(limit)
-    return Decision(
-        allowed == 1, _REASONS.get(reason) or _text(reason), int(remaining), retry_ms / 1000.0, None if lim < 0 else lim,
-    )
 
 
 FAIL_OPEN = Decision(True, "ok", 0, 0.0, None)
@@ -93,6 +85,9 @@ class Limiter:
         self.timeout_s = timeout_s
         self._last_warned: dict[str, float] = {}
         self._quota_keys: dict[str, str] = {}  # validated tier -> its quota key (the hot path skips the regex)
+        self._hot_keys: dict[str, bytes] = {}  # validated tier -> its quota key, encoded once
+        self._decisions: dict[bytes | str, Decision] = {}  # sw_check_many reply -> its Decision (see check)
+        self._deadlines = Deadlines()
 
     def _key(self, tier: str) -> str:
         key = self._quota_keys.get(tier)
@@ -109,22 +104,38 @@ class Limiter:
             self._last_warned[tier] = now
             log.warning("limiter failing open for tier %s: %s", tier, exc)
 
+    def _hot_key(self, tier: str) -> bytes:
+        key = self._hot_keys.get(tier)
+        if key is None:
+            key = self._key(tier).encode()
+            if len(self._hot_keys) < 10_000:
+                self._hot_keys[tier] = key
+        return key
+
     async def check(self, tier: str, user: str, cost: int = 1) -> Decision:
         """Decide one request of `user` in `tier` costing `cost`; admitted requests count against the quota."""
-        key = self._key(tier)
-        validate_user(user)
-        validate_cost(cost)
+        # The hot path of every gateway request: each step here is measured in bench/limiter.py.
+        key = self._hot_keys.get(tier) or self._hot_key(tier)
+        try:  # encoding here both checks the id and spares redis-py's encoder the work
+            raw_user = user.encode() if isinstance(user, str) else b""
+        except UnicodeEncodeError:  # lone surrogates cannot be sent
+            raw_user = b""
+        if not 0 < len(raw_user) <= MAX_USER_BYTES:
+            validate_user(user)
+        if cost.__class__ is not int or not 0 < cost <= MAX_LIMIT:
+            validate_cost(cost)
         start = time.monotonic()
         try:
             try:
-                # fast path: one FCALL under the timeout; anything unusual goes through fcall() below
-                async with asyncio.timeout(self.timeout_s):
-                    reply = await self.client.fcall("sw_check", 1, key, user, cost)
+                # sw_check_many with one pair: the same decision as sw_check, with a one-string reply
+                # bounded by the shared watchdog, not a timer per call (see Deadlines)
+                call = self.client.fcall("sw_check_many", 1, key, raw_user, cost)
+                reply = await self._deadlines.run(call, self.timeout_s)
             except (ResponseError, RedisConnectionError) as e:
                 if isinstance(e, ResponseError) and not is_missing_function(e):
                     raise
                 left = max(0.05, self.timeout_s - (time.monotonic() - start))  # one deadline in all
-                reply = await fcall(self.client, "sw_check", [key], [user, cost], timeout_s=left)
+                reply = await fcall(self.client, "sw_check_many", [key], [raw_user, cost], timeout_s=left)
             except UNREACHABLE_ERRORS as e:
                 raise unreachable(self.client, e, self.timeout_s) from e
         except Unreachable as e:
@@ -134,7 +145,19 @@ class Limiter:
             raise
         except ResponseError as e:
             raise broken_from(e, tier) or e
-        return _decision(reply)
+        return self._decisions.get(reply) or self._decision_of(reply)
+
+    def _decision_of(self, reply: bytes | str) -> Decision:
+        # "LIMIT CODE REMAINING RETRY_MS" (LIMIT -1: unknown tier). Decisions are immutable and an admitted
+        # request's reply repeats (same limit, same remaining) for every user, so they are memoized by the
+        # reply; refusals carry a changing retry time and are not kept.
+        limit, code, remaining, ms = map(int, reply.split())
+        d = Decision(code <= 1, _CODES[code], remaining, ms / 1000.0, None if limit < 0 else limit)
+        if ms == 0 or code == 5:
+            if len(self._decisions) >= 4096:
+                self._decisions.clear()
+            self._decisions[reply] = d
+        return d
 
     async def check_many(self, requests: Sequence[tuple[str, str, int]]) -> list[Decision]:
         """Decide many requests in one pipelined round trip (per cluster node); same order as `requests`.

@@ -297,11 +297,12 @@ local function broken(qk, err)
 end
 
 -- check: KEYS[1] quota key; ARGV user, cost -> {allowed, reason, remaining, retry_after_ms, limit}
--- The same decision as decide() for a batch of one, written straight-line because it is the per-request
--- hot path: per call it does only TIME, HMGET, GET, SET|INCRBY and one HINCRBY per counter (plus an
--- EXPIRE when a counter field is new), with no tables built and no pattern matching once the tier's quota
--- and keys are in the memo below. Every Lua table, string.format or pattern costs server time that
--- commandstats charges to each FCALL, and on one core that bounds a tier's throughput.
+-- The same decision as decide() for a batch of one (sw_check_many with one pair takes the same path),
+-- written straight-line because it is the per-request hot path. Per admitted request it runs TIME, HMGET,
+-- `SET NX GET` (which alone creates a new user's window key), INCRBY for a returning user, and one HINCRBY
+-- per counter (plus an EXPIRE when a counter field is new); no tables, string.format or patterns once the
+-- tier is in the memo below. On Valkey 9 each redis.call costs ~1-2 us and each table or pattern a
+-- fraction of that, all charged to the FCALL: measured in notes/bench-limiter.md, 31 -> 16 us per call.
 
 -- Memo, per quota key, of the last quota hash seen and what it parses to. It is a pure function of the
 -- six raw strings HMGET returns (Lua interns strings, so comparing them is six pointer comparisons): any
@@ -350,16 +351,34 @@ local function memo_for(qk, r1, r2, r3, r4, r5, r6)
   return m, nil
 end
 
+-- Numbers given to redis.call are formatted with sprintf on every call; the hot path hands it strings
+-- instead (small numbers' strings kept below, the window's expiry time kept in the memo).
+local NUM = {}
+local function num(n)
+  local v = NUM[n]
+  if not v then
+    v = tostring(n)
+    if n >= 0 and n <= 4096 then NUM[n] = v end
+  end
+  return v
+end
+
+local function hbump(key, field, n)
+  if redis.call('HINCRBY', key, field, num(n)) == n then
+    redis.call('EXPIRE', key, COUNTER_TTL_S)
+  end
+end
+
 -- Count an admitted request: the outcome counter, and the rank counters of the requests ranked
 -- after-cost+1..after in the user's window, one HINCRBY per bucket they fall in
 local function admitted(m, after, cost)
-  bump(m.ck, m.f_acc, cost)
+  hbump(m.ck, m.f_acc, cost)
   local rk, rr = m.rk, after - cost + 1
   while rr <= after do
     local b = (rr <= 16 and rr) or bucket(rr)
     local hi = b
     if hi > after then hi = after end
-    bump(rk, b, hi - rr + 1)
+    hbump(rk, num(b), hi - rr + 1)
     rr = hi + 1
   end
 end
@@ -372,7 +391,10 @@ local function decide_one(qk, user, cost)
   if r.err then
     return nil, broken(qk, 'the quota key is not a hash')
   end
-  local m, err = memo_for(qk, r[1], r[2], r[3], r[4], r[5], r[6])
+  local m, err = memo[qk], nil
+  if not (m and m[1] == r[1] and m[2] == r[2] and m[3] == r[3] and m[4] == r[4] and m[5] == r[5] and m[6] == r[6]) then
+    m, err = memo_for(qk, r[1], r[2], r[3], r[4], r[5], r[6])
+  end
   if err then
     if err == 'missing' then
       return 5, 0, PAUSED_RETRY_S * 1000, -1
@@ -380,7 +402,7 @@ local function decide_one(qk, user, cost)
     return nil, broken(qk, err)
   end
   local sec = tonumber(tm[1])
-  local t = sec + math.floor(tonumber(tm[2]) / 1000) / 1000
+  local t = sec + math.floor(tonumber(tm[2]) / 1000) / 1000 -- ms, as the batch path and the store use
   if m.expires_at and t >= m.expires_at then
     -- a temporary override's time has come: the batch path reverts it (audited), then decides on the result
     local ctx, cerr = context(qk)
@@ -403,6 +425,7 @@ local function decide_one(qk, user, cost)
   local idx = math.floor(sec / m.window_s)
   if m.widx ~= idx then
     m.widx, m.uprefix, m.wend = idx, m.tag .. ':u:' .. m.window_s .. ':' .. idx .. ':', (idx + 1) * m.window_s
+    m.exat = tostring(m.wend + USAGE_MARGIN_S)
   end
   local limit, ck = m.limit, m.ck
   local uk = m.uprefix .. user
@@ -410,7 +433,7 @@ local function decide_one(qk, user, cost)
   if not m.paused and cost <= limit and not m.cap then
     -- the common case: a new user's request is admitted, so create the key and learn whether it existed
     -- in one command (NX: an existing key is left as it is; GET: its value, false when it was absent)
-    used = redis.call('SET', uk, cost, 'NX', 'GET', 'EXAT', m.wend + USAGE_MARGIN_S)
+    used = redis.call('SET', uk, num(cost), 'NX', 'GET', 'EXAT', m.exat)
     if not used then
       admitted(m, cost, cost)
       return 0, limit - cost, 0, limit
@@ -430,7 +453,7 @@ local function decide_one(qk, user, cost)
     retry = sec + 1 - t
   end
   if code ~= 0 and not m.shadow then
-    bump(ck, m.s .. ':' .. REASONS[code], cost)
+    hbump(ck, m.s .. ':' .. REASONS[code], cost)
     local ms = math.ceil(retry * 1000)
     if ms < 1 then ms = 1 end
     local left = limit - used
@@ -440,13 +463,13 @@ local function decide_one(qk, user, cost)
   local after = used + cost
   if used == 0 then
     -- first request of the window: create and set its end in one command
-    redis.call('SET', uk, cost, 'EXAT', m.wend + USAGE_MARGIN_S)
+    redis.call('SET', uk, num(cost), 'EXAT', m.exat)
   else
-    after = redis.call('INCRBY', uk, cost)
+    after = redis.call('INCRBY', uk, num(cost))
   end
   admitted(m, after, cost)
   if code ~= 0 then
-    bump(ck, m.s .. ':shadow', cost)
+    hbump(ck, m.s .. ':shadow', cost)
     code = 1
   end
   local left = limit - after
@@ -474,6 +497,22 @@ end
 -- -> one string of integers separated by spaces: "LIMIT CODE1 REMAINING1 RETRY_MS1 CODE2 ..." (LIMIT -1:
 -- unknown tier; codes as in REASONS). A string, not an array: clients parse it in one split.
 local function check_many(keys, args)
+  if #args == 2 then
+    -- one decision (what Limiter.check sends): the straight-line path and a one-string reply, which is
+    -- cheaper to build on the server and to parse in a client than sw_check's array
+    local qk, cost = keys[1], tonumber(args[2])
+    if not memo[qk] and string.sub(qk, -7) ~= '}:quota' then -- a key in the memo has passed this
+      return redis.error_reply('ERR surgewatch: ARGV is user, cost pairs')
+    end
+    if args[1] == '' or not (cost and cost >= 1 and cost <= MAX_LIMIT and cost % 1 == 0) then
+      return redis.error_reply('ERR surgewatch: empty user or bad cost in pair 1')
+    end
+    local code, remaining, ms, limit = decide_one(qk, args[1], cost)
+    if not code then
+      return remaining
+    end
+    return num(limit) .. ' ' .. num(code) .. ' ' .. num(remaining) .. ' ' .. num(ms)
+  end
   local n = math.floor(#args / 2)
   if n * 2 ~= #args or string.sub(keys[1], -7) ~= '}:quota' then
     return redis.error_reply('ERR surgewatch: ARGV is user, cost pairs')
@@ -482,15 +521,6 @@ local function check_many(keys, args)
     if args[2 * i - 1] == '' or not valid_cost(tonumber(args[2 * i])) then
       return redis.error_reply('ERR surgewatch: empty user or bad cost in pair ' .. i)
     end
-  end
-  if n == 1 then
-    -- one decision (what Limiter.check sends): the straight-line path and a one-string reply, which is
-    -- cheaper to build on the server and to parse in a client than sw_check's array
-    local code, remaining, ms, limit = decide_one(keys[1], args[1], tonumber(args[2]))
-    if not code then
-      return remaining
-    end
-    return string.format('%d %d %d %d', limit, code, remaining, ms)
   end
   local ctx, err = context(keys[1])
   local out = {}

@@ -116,3 +116,23 @@ def test_thresholds_override_and_reject_unknown() -> None:
         assert "temp_hoot_c" in str(e)
     else:
         raise AssertionError("unknown threshold accepted")
+
+
+def test_throttle_waves_are_grouped_per_node_then_fleet_wide() -> None:
+    """GPUs that start throttling together make one line per node, or one fleet line when many nodes do."""
+    from tui.events import MAX_NODE_LINES, gpu_events
+    from tui.model import GpuRow
+
+    def rows(nodes: int, throttle: tuple[str, ...]) -> list[GpuRow]:
+        return [
+            GpuRow(key=f"n{n}/{i}", node=f"n{n}", gpu=GpuSample(f"n{n}", i, throttle=throttle), status="ok", stale=False, age_s=None)
+            for n in range(nodes) for i in range(4)
+        ]
+
+    few_before, few_after = rows(2, ()), rows(2, ("power_cap",))
+    ev = gpu_events({r.key: r for r in few_before}, few_after, 0.0)
+    assert [e.text for e in ev] == ["n0 gpus 0,1,2,3 throttling: power_cap 4", "n1 gpus 0,1,2,3 throttling: power_cap 4"]
+    many = MAX_NODE_LINES + 2
+    ev = gpu_events({r.key: r for r in rows(many, ())}, rows(many, ("thermal",)), 0.0)
+    assert len(ev) == 1 and ev[0].severity == "crit"
+    assert ev[0].text == f"{4 * many} GPUs on {many} nodes started throttling: thermal {4 * many}"

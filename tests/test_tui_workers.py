@@ -96,3 +96,12 @@ async def test_no_gpu_status_is_explained() -> None:
 
         await wait_until(pilot, lambda: "NVIDIA driver not loaded" in screen_text(app), what="note")
         assert "--nodes or --prometheus" in screen_text(app)
+
+
+def test_misspelt_threshold_is_refused_before_the_screen(capsys: pytest.CaptureFixture[str]) -> None:
+    """A typo in [thresholds] exits 2 with the name and the known ones, instead of silently using a default."""
+    from tui.app import run_console
+
+    assert run_console(Settings(thresholds={"temp_hoot_c": 70.0})) == 2
+    err = capsys.readouterr().err
+    assert "temp_hoot_c" in err and "temp_hot_c" in err

@@ -258,7 +258,8 @@ class SurgewatchApp(App[int]):
         if self.store is None:
             self.notify("No Redis configured: there is no quota history to show.", severity="warning")
             return
-        self.push_screen(HistoryScreen(self.store, self.overview.selected_tier))
+        # the selected tier's history from the tier list; every tier's from anywhere else
+        self.push_screen(HistoryScreen(self.store, self.overview.selected_tier if self.overview.tiers_focused else None))
 
     def action_help(self) -> None:
         shown, rest = [], []
@@ -289,6 +290,12 @@ def create_app(settings: Settings, **overrides: Any) -> SurgewatchApp:
 
 
 def run_console(settings: Settings) -> int:
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except ValueError as e:  # e.g. a misspelt [thresholds] name: say it before taking the screen
+        import sys
+
+        print(f"surgewatch: {e}", file=sys.stderr)
+        return 2
     result = app.run()
     return int(result or 0)

@@ -27,9 +27,18 @@ class Event:
     text: str
 
 
+MAX_NODE_LINES = 3  # more nodes than this starting to throttle at once make one fleet-wide line
+
+
 def gpu_events(prev: Mapping[str, GpuRow], rows: Iterable[GpuRow], now: float) -> list[Event]:
-    """Throttling that starts, new XID errors, GPUs that become lost. A first sight of a GPU is not news."""
+    """Throttling that starts, new XID errors, GPUs that become lost. A first sight of a GPU is not news.
+
+    XID and lost GPUs get a line each (rare, and each one matters). Throttling comes in waves across a
+    hot fleet, so it is grouped: one line per node, or one line for the fleet when many nodes start at
+    once, so a surge does not flush a node-down or a quota change out of the panel.
+    """
     out: list[Event] = []
+    starts: dict[str, list[GpuRow]] = {}
     for row in rows:
         old = prev.get(row.key)
         if old is None or row.stale:
@@ -42,9 +51,32 @@ def gpu_events(prev: Mapping[str, GpuRow], rows: Iterable[GpuRow], now: float) -
         if g.xid is not None and g.xid != o.xid:
             out.append(Event(now, "crit", "xid", f"{where} XID {g.xid}"))
         if is_throttled(g) and not is_throttled(o):
-            reasons = ", ".join(r for r in g.throttle)
-            sev: Severity = "crit" if any("thermal" in r or "hw" in r for r in g.throttle) else "warn"
-            out.append(Event(now, sev, "throttle", f"{where} throttling: {reasons}"))
+            starts.setdefault(row.node, []).append(row)
+    return out + throttle_events(starts, now)
+
+
+def throttle_events(starts: Mapping[str, list[GpuRow]], now: float) -> list[Event]:
+    """Group the GPUs that started throttling in one reading: per node, or fleet-wide."""
+    def severity(group: Iterable[GpuRow]) -> Severity:
+        hard = any("thermal" in r or "hw" in r for row in group for r in row.gpu.throttle)
+        return "crit" if hard else "warn"
+
+    def reasons(group: Iterable[GpuRow]) -> str:
+        counts: dict[str, int] = {}
+        for row in group:
+            for r in row.gpu.throttle:
+                counts[r] = counts.get(r, 0) + 1
+        return ", ".join(f"{r} {n}" if n > 1 else r for r, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+    if len(starts) > MAX_NODE_LINES:
+        every = [row for group in starts.values() for row in group]
+        text = f"{len(every)} GPUs on {len(starts)} nodes started throttling: {reasons(every)}"
+        return [Event(now, severity(every), "throttle", text)]
+    out = []
+    for node, group in starts.items():
+        gpus = ",".join(str(row.gpu.index) for row in group)
+        label = "gpu" if len(group) == 1 else "gpus"
+        out.append(Event(now, severity(group), "throttle", f"{node} {label} {gpus} throttling: {reasons(group)}"))
     return out
 
 

@@ -61,6 +61,7 @@ class OverviewScreen(Screen[None]):
         self.state = state
         self.wall = wall
         self.heat_metric = "temp"
+        self._table_view: tuple[str | None, bool, str] = (None, False, "")
 
     # ----- layout
     def compose(self) -> ComposeResult:
@@ -103,10 +104,16 @@ class OverviewScreen(Screen[None]):
         yield Footer()
 
     def _gpu_panel(self) -> ComposeResult:
-        yield Input(placeholder="filter GPUs: node, model, status, throttle reason (esc: done)", id="gpu-filter",
-                    disabled=True)
+        column, reverse, text = self._table_view
+        yield Input(text, placeholder="filter GPUs: node, model, status, throttle reason (esc: done)",
+                    id="gpu-filter", disabled=not text, classes="-shown" if text else "")
         yield Static("", id="gpu-note")
-        yield GpuTable(self.state.thresholds, id="gpus")
+        table = GpuTable(self.state.thresholds, id="gpus")
+        # a resize across the breakpoint rebuilds the panels: keep the operator's sort and filter
+        table.set_reactive(GpuTable.sort_column, column)
+        table.set_reactive(GpuTable.sort_reverse, reverse)
+        table.set_reactive(GpuTable.filter_text, text)
+        yield table
 
     def _heat_panel(self) -> ComposeResult:
         yield HeatLegend(id="heat-legend")
@@ -119,6 +126,10 @@ class OverviewScreen(Screen[None]):
     def on_resize(self) -> None:
         compact = self._is_compact(self.size.width, self.size.height)
         if compact != self.compact:
+            tables = self.query(GpuTable)
+            if tables:
+                t = tables.first()
+                self._table_view = (t.sort_column, t.sort_reverse, t.filter_text)
             self.compact = compact
 
     @staticmethod

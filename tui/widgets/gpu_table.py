@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from textual.binding import Binding
 from textual.reactive import reactive
 from textual.widgets import DataTable
@@ -24,6 +22,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("throttle", "throttle"),
     ("xid", "xid"),
 )
+WIDTHS = {"status": 11, "util": 4, "temp": 5, "power": 4, "clock": 6}
 STATUS_STYLE = {"ok": OK, "hot": BAD, "throttled": WARN, "xid": BAD, "lost": "bold magenta", "down": BAD, "stale": WARN}
 
 
@@ -36,7 +35,8 @@ def row_cells(row: GpuRow, th: Thresholds) -> list[Cell]:
         total = f"/{g.mem_total_mib / 1024:.0f}" if g.mem_total_mib else ""
         mem = Cell(f"{g.mem_used_mib / 1024:.1f}{total}", dim or "", g.mem_used_mib)
     status = row.status if row.age_s is None else f"{row.status} {format_age(row.age_s)}"
-    name = (g.name or "").replace("NVIDIA ", "")
+    # the first word of the model ("H100", "L4", "A100-SXM4-80GB") tells models apart and fits 80 columns
+    name = (g.name or "").replace("NVIDIA ", "").split(" ", 1)[0]
     return [
         Cell(row.node, dim or "", row.node),
         Cell(f"{g.index} {name}".rstrip(), dim or "", g.index),
@@ -76,7 +76,8 @@ class GpuTable(LiveTable):
 
     def on_mount(self) -> None:
         for key, label in COLUMNS:
-            self.add_column(label, key=key)
+            # update_cell does not widen a column: give the ones whose text grows a fixed width
+            self.add_column(label, key=key, width=WIDTHS.get(key))
 
     def _matches(self, row: GpuRow) -> bool:
         f = self.filter_text.strip().lower()
@@ -95,6 +96,10 @@ class GpuTable(LiveTable):
         """Add new rows, remove gone ones, update changed cells; never clear and rebuild."""
         if not self.is_mounted:
             return
+        with self.batch():
+            self._sync_rows(rows)
+
+    def _sync_rows(self, rows: tuple[GpuRow, ...]) -> None:
         th = self.thresholds
         wanted = {r.key: r for r in rows if self._matches(r)}
         for key in [k for k in self._shown if k not in wanted]:
@@ -157,5 +162,3 @@ class GpuTable(LiveTable):
         """Row keys in display order (what the operator sees, top to bottom)."""
         return [str(r.key.value) for r in self.ordered_rows]
 
-
-SortKey = Callable[[Cell], object]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
+from textual.containers import Vertical
 from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Digits, Label, Static
@@ -126,4 +126,4 @@ class WallKpis(Widget):
         self.watch_kpis(self.kpis)
 
 
-__all__ = ["KpiStrip", "WallKpis", "kpi_text", "Horizontal", "Vertical"]
+__all__ = ["KpiStrip", "WallKpis", "kpi_text"]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.reactive import reactive
 from textual.widget import Widget
-from textual.widgets import DataTable, Label, Sparkline, Static
+from textual.widgets import Label, Sparkline, Static
 
 from collectors.samples import TierTraffic, TrafficSample
 from quotas.model import Quota, format_duration
@@ -21,7 +22,13 @@ COLUMNS = (
     ("tier", "tier"), ("acc", "ok/s"), ("rej", "rej/s"), ("pct", "rej%"), ("why", "rejected by"),
     ("quota", "quota"), ("cap", "cap/s"), ("mode", "mode"), ("state", "state"), ("ver", "v"),
 )
+WIDTHS = {"acc": 7, "rej": 7, "pct": 5}  # update_cell does not widen a column
 SHORT_REASON = {"user_quota": "quota", "tier_cap": "cap", "paused": "paused"}
+
+
+def rate_fmt(rps: float) -> str:
+    """One decimal while it matters, whole numbers from 100/s: the column stays narrow and exact enough."""
+    return "{:,.1f}" if rps < 100 else "{:,.0f}"
 
 
 def state_text(q: Quota | None, now: float) -> tuple[str, str]:
@@ -41,16 +48,16 @@ def tier_cells(t: TierTraffic | None, q: Quota | None, tier: str, th: Thresholds
     why = ""
     if t is not None:
         why = " ".join(
-            f"{SHORT_REASON.get(k, k)} {v:.1f}" for k, v in sorted(t.rejected_by_reason_rps.items()) if v > 0
+            f"{SHORT_REASON.get(k, k)} {v:{'.1f' if v < 100 else '.0f'}}" for k, v in sorted(t.rejected_by_reason_rps.items()) if v > 0
         )
         if t.shadow_rps > 0:
             why = (why + f" shadow {t.shadow_rps:.1f}").strip()
     state, state_style = state_text(q, now)
     return [
         Cell(tier, dim or "bold", tier),
-        num_cell(t.accepted_rps if t else None, "{:,.1f}", dim or ""),
-        num_cell(t.rejected_rps if t else None, "{:,.1f}", dim or ("" if not t or not t.rejected_rps else WARN)),
-        num_cell(pct, "{:.1f}", dim or th.reject_style(pct), "%"),
+        num_cell(t.accepted_rps if t else None, rate_fmt(t.accepted_rps if t else 0), dim or ""),
+        num_cell(t.rejected_rps if t else None, rate_fmt(t.rejected_rps if t else 0), dim or ("" if not t or not t.rejected_rps else WARN)),
+        num_cell(pct, "{:.1f}" if pct is not None and pct < 10 else "{:.0f}", dim or th.reject_style(pct), "%"),
         Cell(why or "-", dim or "dim", why),
         Cell(f"{q.limit}/{format_duration(q.window_s)}" if q else "n/a", dim or "bold", q.limit / q.window_s if q else None),
         Cell(str(q.tier_cap_rps) if q and q.tier_cap_rps is not None else "-", dim or "", q.tier_cap_rps if q else None),
@@ -71,9 +78,13 @@ class TierTable(LiveTable):
 
     def on_mount(self) -> None:
         for key, label in COLUMNS:
-            self.add_column(label, key=key)
+            self.add_column(label, key=key, width=WIDTHS.get(key))
 
     def sync(self, rows: dict[str, list[Cell]]) -> None:
+        with self.batch():
+            self._sync(rows)
+
+    def _sync(self, rows: dict[str, list[Cell]]) -> None:
         for key in [k for k in self._shown if k not in rows]:
             self.remove_row(key)
             del self._shown[key]
@@ -122,13 +133,26 @@ class TierSpark(Horizontal):
     def watch_history(self, history: tuple[float, ...]) -> None:
         sparks = self.query(Sparkline)
         if sparks:
-            # a leading zero makes the bars scale from zero, not from the quietest second
-            sparks.first().data = [0.0, *history]
+            spark = sparks.first()
+            # bucket to one value per column here (max per bucket, plain floats): Sparkline would do
+            # it with Fractions on every repaint; the leading zero makes bars scale from zero
+            spark.data = [0.0, *bucket_max(history, max(1, spark.size.width - 1))]
             peak = max(history) if history else 0.0
             self.query_one(Label).update(f"{self.tier[:8]} {peak:,.0f}/s", layout=False)  # fixed width
 
     def on_mount(self) -> None:
         self.watch_history(self.history)
+
+    def on_resize(self) -> None:
+        self.watch_history(self.history)
+
+
+def bucket_max(values: tuple[float, ...], buckets: int) -> list[float]:
+    """`values` reduced to at most `buckets` maxima of consecutive runs, oldest first."""
+    n = len(values)
+    if n <= buckets:
+        return list(values)
+    return [max(values[i * n // buckets:(i + 1) * n // buckets]) for i in range(buckets)]
 
 
 def request_history(t: TierTraffic) -> tuple[float, ...]:
@@ -157,7 +181,7 @@ class TierPanel(Widget):
     note: reactive[str] = reactive("")
     """A line under the table, e.g. how to get traffic when no Redis is configured."""
 
-    def __init__(self, thresholds: Thresholds, clock: object = time.time, **kwargs: object) -> None:
+    def __init__(self, thresholds: Thresholds, clock: Callable[[], float] = time.time, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.thresholds = thresholds
         self.clock = clock
@@ -187,7 +211,7 @@ class TierPanel(Widget):
     def _redraw(self) -> None:
         if not self.is_mounted:
             return
-        now = self.clock()  # type: ignore[operator]
+        now = self.clock()
         by_tier = {t.tier: t for t in self.traffic.tiers} if self.traffic else {}
         names = sorted(set(by_tier) | set(self.quotas))
         rows = {}
