@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from quotas.store import QuotaStore
 from sim.valkey import ValkeyProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +32,14 @@ async def redis_client(valkey: ValkeyProcess) -> AsyncIterator[aioredis.Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+async def store(redis_client: aioredis.Redis) -> QuotaStore:
+    """A quota store on the test's server, with the library loaded and the default tiers seeded."""
+    s = QuotaStore(redis_client)
+    await s.init()
+    return s
 
 
 @pytest.fixture(autouse=True)

@@ -17,14 +17,6 @@ DAY = 86400
 
 
 @pytest.fixture
-async def store(redis_client: aioredis.Redis) -> QuotaStore:
-    """A store with the library loaded and the default tiers seeded."""
-    s = QuotaStore(redis_client)
-    await s.init()
-    return s
-
-
-@pytest.fixture
 def limiter(redis_client: aioredis.Redis) -> Limiter:
     """A limiter on the test's server."""
     return Limiter(redis_client)

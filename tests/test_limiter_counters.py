@@ -17,14 +17,6 @@ from quotas.store import QuotaStore
 DAY = 86400
 
 
-@pytest.fixture
-async def store(redis_client: aioredis.Redis) -> QuotaStore:
-    """A store with the library loaded and the default tiers seeded."""
-    s = QuotaStore(redis_client)
-    await s.init()
-    return s
-
-
 async def counters(client: aioredis.Redis, tier: str, kind: str = "c") -> Counter[str]:
     """Sum every `P{T}:c:M` (or `:r:M`) hash of the tier by outcome (or rank bucket)."""
     total: Counter[str] = Counter()

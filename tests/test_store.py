@@ -20,14 +20,6 @@ DAY = 86400
 K = Keys()
 
 
-@pytest.fixture
-async def store(redis_client: aioredis.Redis) -> QuotaStore:
-    """A store with the library loaded and the default tiers seeded."""
-    s = QuotaStore(redis_client)
-    await s.init()
-    return s
-
-
 async def test_init_seeds_once_and_never_overwrites(redis_client: aioredis.Redis) -> None:
     """init creates the five default tiers, and a second init leaves an operator's change alone."""
     s = QuotaStore(redis_client)

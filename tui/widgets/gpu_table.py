@@ -122,12 +122,21 @@ class GpuTable(LiveTable):
                     if new != prev:
                         self.update_cell(key, col, new)
             self._shown[key] = cells
-        if (self.sort_column is not None and changed) or added:
+        if added:
             self._apply_sort()
+        elif self.sort_column is not None and changed:
+            self._apply_sort(only_if_moved=True)
 
-    def _apply_sort(self) -> None:
+    def _apply_sort(self, *, only_if_moved: bool = False) -> None:
         if self.sort_column is None or not self._shown:
             return
+        if only_if_moved:
+            # a sort re-renders the whole table: skip it when the new values leave the order as it is
+            col = [k for k, _ in COLUMNS].index(self.sort_column)
+            current = self.shown_keys
+            wanted = sorted(current, key=lambda k: sort_key(self._shown[k][col]), reverse=self.sort_reverse)
+            if wanted == current:
+                return
         self.sort(self.sort_column, key=sort_key, reverse=self.sort_reverse)
 
     def watch_sort_column(self) -> None:
