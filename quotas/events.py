@@ -27,12 +27,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class QuotaEvent:
     """One event: kind `set`, `pause`, `resume`, `expired` (a change of `tier` to `version` by `actor`),
-    or `resubscribed` (after every (re)connect: re-read all quotas)."""
+    `resubscribed` (after every (re)connect: re-read all quotas), or `disconnected` (the link is down,
+    `error` says why; changes made meanwhile arrive only through the re-read after `resubscribed`)."""
 
     kind: str
     tier: str | None = None
     version: int | None = None
     actor: str | None = None
+    error: str | None = None
 
 
 def parse_event(data: Any) -> QuotaEvent | None:
@@ -62,17 +64,21 @@ async def quota_events(
     """Yield quota events forever, reconnecting with backoff; `resubscribed` after every (re)connect.
 
     Pass a URL or a zero-argument factory returning a `redis.asyncio.Redis` (one server of a cluster works:
-    PUBLISH reaches every node). Cancel the consuming task to stop."""
+    PUBLISH reaches every node). Cancel the consuming task to stop. One `disconnected` event is yielded per
+    outage (not per retry), so a console can say its change feed is down."""
     channel = Keys(prefix).events
     make = _factory(url_or_client_factory)
     delay = backoff_s
+    announce = True  # the next failure starts an outage worth reporting
     while True:
         client = make()
         pubsub = client.pubsub(ignore_subscribe_messages=True)
+        lost: str | None = None
         try:
             async with asyncio.timeout(5):
                 await pubsub.subscribe(channel)
             delay = backoff_s
+            announce = True
             yield QuotaEvent("resubscribed")
             while True:
                 msg = await pubsub.get_message(timeout=1.0)
@@ -82,12 +88,16 @@ async def quota_events(
                 if ev is not None:
                     yield ev
         except UNREACHABLE_ERRORS as e:
-            log.warning("quota events: connection lost (%s); reconnecting in %.1f s", redact(str(e)), delay)
+            lost = redact(str(e)) or type(e).__name__
+            log.warning("quota events: connection lost (%s); reconnecting in %.1f s", lost, delay)
         finally:
             try:
                 await pubsub.aclose()
                 await client.aclose()
             except Exception:  # already broken: nothing to release
                 pass
+        if lost is not None and announce:
+            announce = False
+            yield QuotaEvent("disconnected", error=lost)
         await asyncio.sleep(delay * (0.5 + random.random()))
         delay = min(delay * 2, max_backoff_s)

@@ -167,14 +167,26 @@ async def test_external_change_appears(valkey: ValkeyProcess, store: QuotaStore)
         assert any("by carol" in t and "(load test)" in t for t in app.overview.query_one("#events").texts)
 
 
+async def test_lost_change_feed_shows_in_the_banner(valkey: ValkeyProcess, store: QuotaStore) -> None:
+    """With no traffic polling, losing the pub/sub link alone still raises the Redis banner, and clears on return."""
+    app = make(valkey, sources=())
+    async with app.run_test(size=(200, 60)) as pilot:
+        await wait_until(pilot, lambda: "free" in app.state.quotas, what="quotas")
+        valkey.stop()
+        await wait_until(pilot, lambda: "quota change feed lost" in screen_text(app), timeout=15, what="banner")
+        valkey.start()
+        await wait_until(pilot, lambda: "Redis unreachable" not in screen_text(app), timeout=20, what="recovered")
+
+
 async def test_redis_stopped_and_started(valkey: ValkeyProcess, store: QuotaStore) -> None:
     """Redis lost: banner with retry, stale values, edit refused; back: it reconnects, resubscribes, re-reads."""
     app = make(valkey)
     async with app.run_test(size=(200, 60)) as pilot:
         await wait_until(pilot, lambda: app.state.traffic is not None and "free" in app.state.quotas, what="data")
         valkey.stop()
-        await wait_until(pilot, lambda: "Redis unreachable" in screen_text(app), timeout=15, what="banner")
-        assert "Retrying in" in screen_text(app) and "Traffic and quotas shown are" in screen_text(app)
+        # the change feed may notice first; the traffic poll's failure then adds when it retries
+        await wait_until(pilot, lambda: "Retrying in" in screen_text(app), timeout=15, what="banner")
+        assert "Redis unreachable" in screen_text(app) and "Traffic and quotas shown are" in screen_text(app)
         assert app.overview.query_one(TierPanel).stale  # values dimmed, not hidden
         assert "free" in screen_text(app)
         await pilot.press("e")

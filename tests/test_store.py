@@ -172,7 +172,7 @@ async def test_read_only_user_sees_override_fallback_without_writing(store: Quot
 
 
 async def test_events_published_and_resubscribed_after_restart(store: QuotaStore, valkey: ValkeyProcess) -> None:
-    """Every change publishes an event; after a server restart the subscription comes back by itself."""
+    """Every change publishes an event; a restart is reported once, then the subscription comes back by itself."""
     got: asyncio.Queue[QuotaEvent] = asyncio.Queue()
 
     async def consume() -> None:
@@ -186,6 +186,8 @@ async def test_events_published_and_resubscribed_after_restart(store: QuotaStore
         assert await asyncio.wait_for(got.get(), 5) == QuotaEvent("set", "free", 2, "alice")
         await store.client.publish(K.events, "not json")  # ignored, not fatal
         await asyncio.to_thread(valkey.restart)
+        down = await asyncio.wait_for(got.get(), 10)
+        assert down.kind == "disconnected" and down.error  # one per outage, however many retries
         assert (await asyncio.wait_for(got.get(), 10)).kind == "resubscribed"
         await store.init()
         ev = await asyncio.wait_for(got.get(), 5)

@@ -136,3 +136,20 @@ def test_throttle_waves_are_grouped_per_node_then_fleet_wide() -> None:
     ev = gpu_events({r.key: r for r in rows(many, ())}, rows(many, ("thermal",)), 0.0)
     assert len(ev) == 1 and ev[0].severity == "crit"
     assert ev[0].text == f"{4 * many} GPUs on {many} nodes started throttling: thermal {4 * many}"
+
+
+def test_a_flapping_gpu_is_announced_once_per_quiet_period() -> None:
+    """A GPU going in and out of throttling is reported once, then again only after a quiet period."""
+    from tui.events import THROTTLE_QUIET_S, gpu_events
+    from tui.model import GpuRow
+
+    def row(throttle: tuple[str, ...]) -> dict[str, GpuRow]:
+        return {"n/0": GpuRow(key="n/0", node="n", gpu=GpuSample("n", 0, throttle=throttle), status="ok", stale=False, age_s=None)}
+
+    memory: dict[str, float] = {}
+    on, off = row(("power_cap",)), row(())
+    assert len(gpu_events(off, on.values(), 0.0, memory)) == 1
+    assert gpu_events(on, off.values(), 5.0, memory) == []
+    assert gpu_events(off, on.values(), 10.0, memory) == []  # flapped back within the quiet period
+    later = 10.0 + THROTTLE_QUIET_S + 1
+    assert len(gpu_events(off, on.values(), later, memory)) == 1

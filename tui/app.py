@@ -190,7 +190,9 @@ class SurgewatchApp(App[int]):
         first = True
         async for ev in quota_events(lambda: redis_client(url), self.settings.prefix):
             try:
-                if ev.kind == "resubscribed":
+                if ev.kind == "disconnected":
+                    self.post_message(SubscriptionChanged(False, f"quota change feed lost: {ev.error}"))
+                elif ev.kind == "resubscribed":
                     self.post_message(SubscriptionChanged(True))
                     self.post_message(QuotasLoaded(await self.store.list()))
                     if first:  # the recent changes give the events panel context at start

@@ -28,14 +28,22 @@ class Event:
 
 
 MAX_NODE_LINES = 3  # more nodes than this starting to throttle at once make one fleet-wide line
+THROTTLE_QUIET_S = 120.0  # a GPU flapping in and out of power-cap throttling is one story, not one per flap
 
 
-def gpu_events(prev: Mapping[str, GpuRow], rows: Iterable[GpuRow], now: float) -> list[Event]:
+def gpu_events(
+    prev: Mapping[str, GpuRow],
+    rows: Iterable[GpuRow],
+    now: float,
+    last_throttled: dict[str, float] | None = None,
+) -> list[Event]:
     """Throttling that starts, new XID errors, GPUs that become lost. A first sight of a GPU is not news.
 
     XID and lost GPUs get a line each (rare, and each one matters). Throttling comes in waves across a
     hot fleet, so it is grouped: one line per node, or one line for the fleet when many nodes start at
-    once, so a surge does not flush a node-down or a quota change out of the panel.
+    once, so a surge does not flush a node-down or a quota change out of the panel. With
+    `last_throttled` (GPU key -> when it was last seen throttling, kept by the caller across calls and
+    updated here), a GPU that throttled within THROTTLE_QUIET_S is not announced again.
     """
     out: list[Event] = []
     starts: dict[str, list[GpuRow]] = {}
@@ -50,8 +58,12 @@ def gpu_events(prev: Mapping[str, GpuRow], rows: Iterable[GpuRow], now: float) -
             continue
         if g.xid is not None and g.xid != o.xid:
             out.append(Event(now, "crit", "xid", f"{where} XID {g.xid}"))
-        if is_throttled(g) and not is_throttled(o):
-            starts.setdefault(row.node, []).append(row)
+        if is_throttled(g):
+            quiet = last_throttled is not None and now - last_throttled.get(row.key, -1e18) < THROTTLE_QUIET_S
+            if not is_throttled(o) and not quiet:
+                starts.setdefault(row.node, []).append(row)
+            if last_throttled is not None:
+                last_throttled[row.key] = now
     return out + throttle_events(starts, now)
 
 

@@ -34,6 +34,7 @@ class ConsoleState:
         self.quotas: dict[str, Quota] = {}
         self.events: list[Event] = []
         self.subscription_error: str | None = None
+        self._last_throttled: dict[str, float] = {}  # GPU key -> last seen throttling (event debounce)
 
     def _remember(self, events: list[Event]) -> list[Event]:
         self.events.extend(events)
@@ -54,7 +55,7 @@ class ConsoleState:
         if source in ("gpus", "fleet"):
             before = {r.key: r for r in self.rows}
             self.rows = self.build_rows()
-            out += gpu_events(before, self.rows, now)
+            out += gpu_events(before, self.rows, now, self._last_throttled)
         if source == "fleet" and isinstance(reading.sample, FleetSample):
             old = prev.sample if prev is not None and isinstance(prev.sample, FleetSample) else None
             if reading.sample is not old:
@@ -128,6 +129,8 @@ class ConsoleState:
             retry = f" Retrying in {format_age(max(0.0, r.next_poll_at - now))}."
             age = r.age_s(now)
             retry += f" Traffic and quotas shown are {format_age(age)} old." if age is not None else ""
+        elif self.subscription_error:
+            retry = " Reconnecting by itself."
         return ("error", f"Redis unreachable: {err}.{retry} Edits are refused until it is back.")
 
     def gpu_note(self) -> str:

@@ -171,10 +171,8 @@ class OverviewScreen(Screen[None]):
         if "traffic" in sources:
             panel = self.query_one(TierPanel)
             _, age, _ = st.source_status("traffic")
-            panel.note = st.banner()[1] if not st.redis_configured else ""
-            panel.stale = age is not None or st.redis_error is not None
-            panel.quotas = dict(st.quotas)
-            panel.traffic = st.traffic
+            panel.show(quotas=dict(st.quotas), traffic=st.traffic, stale=age is not None or st.redis_error is not None,
+                       note=st.banner()[1] if not st.redis_configured else "")
 
     def add_events(self, events: list) -> None:  # type: ignore[type-arg]
         logs = self.query(EventLog)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Self
 
@@ -114,7 +114,7 @@ class LiveTable(DataTable[Cell]):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._dirty_lines: set[int] = set()
+        self._dirty_rows: dict[RowKey, None] = {}
         # the same sizes as DataTable's, indexed by row (cell and row caches by row key, the
         # renderables by row index, the lines by y: one line per row below the header)
         self._cell_render_cache = RowCache(10000, lambda k: k[0])
@@ -125,7 +125,7 @@ class LiveTable(DataTable[Cell]):
     @contextmanager
     def batch(self) -> Iterator[None]:
         self._batching, self._pending_layout = True, None
-        self._dirty_lines.clear()
+        self._dirty_rows.clear()
         try:
             yield
         finally:
@@ -133,9 +133,8 @@ class LiveTable(DataTable[Cell]):
             if self._pending_layout is not None:
                 super().refresh(layout=self._pending_layout)
             else:
-                for y in sorted(self._dirty_lines):
-                    self._refresh_line_at(y)
-            self._dirty_lines.clear()
+                self._invalidate_rows(self._dirty_rows)
+            self._dirty_rows.clear()
 
     def refresh(self, *regions: Region, repaint: bool = True, layout: bool = False, recompose: bool = False) -> Self:
         if self._batching and not recompose:
@@ -146,25 +145,44 @@ class LiveTable(DataTable[Cell]):
     def update_cell(self, row_key: RowKey | str, column_key: ColumnKey | str, value: Cell, *, update_width: bool = False) -> None:
         if update_width:
             return super().update_cell(row_key, column_key, value, update_width=True)
+        self.update_row(row_key, {column_key: value})
+
+    def update_row(self, row_key: RowKey | str, cells: dict[Any, Any]) -> None:
+        """Set several cells of one row (column key -> value); the row is re-rendered once."""
         rk = RowKey(row_key) if isinstance(row_key, str) else row_key
-        ck = ColumnKey(column_key) if isinstance(column_key, str) else column_key
-        if rk not in self._row_locations or ck not in self._column_locations:
-            raise CellDoesNotExist(f"No cell exists for row_key={rk!r}, column_key={ck!r}.")
-        self._data[rk][ck] = value
-        index = self._row_locations.get(rk)
+        if rk not in self._row_locations:
+            raise CellDoesNotExist(f"No row exists for row_key={rk!r}.")
+        row = self._data[rk]
+        for column_key, value in cells.items():
+            ck = ColumnKey(column_key) if isinstance(column_key, str) else column_key
+            if ck not in self._column_locations:
+                raise CellDoesNotExist(f"No cell exists for row_key={rk!r}, column_key={ck!r}.")
+            row[ck] = value
         if self.rows[rk].height != 1:  # only one-line rows map to one line: otherwise the old way
             self._update_count += 1
             self.refresh()
-            return
-        y = index + (self.header_height if self.show_header else 0)
-        self._cell_render_cache.evict(rk)  # type: ignore[attr-defined]
-        self._row_render_cache.evict(rk)  # type: ignore[attr-defined]
-        self._row_renderable_cache.evict(index)  # type: ignore[attr-defined]
-        self._line_cache.evict(y)  # type: ignore[attr-defined]
-        if self._batching:
-            self._dirty_lines.add(y)
+        elif self._batching:
+            self._dirty_rows[rk] = None
         else:
-            self._refresh_line_at(y)
+            self._invalidate_rows((rk,))
+
+    def _invalidate_rows(self, keys: Iterable[RowKey]) -> None:
+        """Drop the cached renders of these rows and repaint the lines of those on screen."""
+        header = self.header_height if self.show_header else 0
+        top = self.scroll_offset.y + header
+        bottom = self.scroll_offset.y + self.size.height
+        width = max(self.size.width, self.virtual_size.width)
+        for rk in keys:
+            index = self._row_locations.get(rk)
+            if index is None:
+                continue
+            y = index + header
+            self._cell_render_cache.evict(rk)  # type: ignore[attr-defined]
+            self._row_render_cache.evict(rk)  # type: ignore[attr-defined]
+            self._row_renderable_cache.evict(index)  # type: ignore[attr-defined]
+            self._line_cache.evict(y)  # type: ignore[attr-defined]
+            if top <= y < bottom:
+                self.refresh(Region(0, y - self.scroll_offset.y, width, 1))
 
     def _render_cell(self, row_index: int, column_index: int, base_style: Style, width: int,
                      cursor: bool = False, hover: bool = False) -> list[list[Segment]]:
@@ -199,14 +217,6 @@ class LiveTable(DataTable[Cell]):
             lines = [segs]
             self._cell_render_cache[key] = lines
         return lines
-
-    def _refresh_line_at(self, y: int) -> None:
-        """Repaint the line of the table at content row `y`, if it is on screen."""
-        region = Region(0, y, max(self.size.width, self.virtual_size.width), 1)
-        if y < self.header_height and self.show_header:
-            self.refresh(region)
-        elif self.window_region.overlaps(region):
-            self.refresh(region.translate(-self.scroll_offset))
 
     async def _on_idle(self, event: events.Idle) -> None:
         measured = self._require_update_dimensions

@@ -60,7 +60,7 @@ class GpuTable(LiveTable):
 
     BINDINGS = [Binding("s", "sort_next", "Sort", tooltip="Sort by the next column (again: reverse)")]
 
-    gpu_rows: reactive[tuple[GpuRow, ...]] = reactive((), always_update=True)
+    gpu_rows: reactive[tuple[GpuRow, ...]] = reactive((), always_update=True, repaint=False)
     """The GPUs to show; set by the screen on each fleet or NVML reading."""
     filter_text: reactive[str] = reactive("")
     """Case-insensitive text a row must contain (node, model, status, throttle reason) to be shown."""
@@ -108,8 +108,12 @@ class GpuTable(LiveTable):
             del self._shown_rows[key]
         added = changed = False
         for key, row in wanted.items():
-            if self._shown_rows.get(key) is row:
+            prev = self._shown_rows.get(key)
+            if prev is row:
                 continue  # the same (immutable) row object: nothing to redraw
+            if prev is not None and prev == row:
+                self._shown_rows[key] = row  # a new scrape with the same values: nothing to redraw
+                continue
             self._shown_rows[key] = row
             changed = True
             cells = row_cells(row, th)
@@ -118,9 +122,9 @@ class GpuTable(LiveTable):
                 self.add_row(*cells, key=key)
                 added = True
             else:
-                for (col, _), new, prev in zip(COLUMNS, cells, old):
-                    if new != prev:
-                        self.update_cell(key, col, new)
+                diff = {col: new for (col, _), new, prev in zip(COLUMNS, cells, old) if new != prev}
+                if diff:
+                    self.update_row(key, diff)
             self._shown[key] = cells
         if added:
             self._apply_sort()

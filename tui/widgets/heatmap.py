@@ -6,6 +6,8 @@ visible lines are ever built, and the layout is recomputed only when the fleet o
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -18,15 +20,17 @@ from textual.widgets import Static
 from tui.model import GpuRow
 from tui.thresholds import LOST_COLOUR, NA_COLOUR, TEMP_RAMP, UTIL_RAMP, Thresholds, ramp_colour
 
+T = TypeVar("T")
+_STYLES: dict[str, Style] = {}
 GLYPH = "█"
 LOST_GLYPH = "x"
 STALE_GLYPH = "░"
 
 
-def pack(groups: list[list[GpuRow]], width: int) -> list[list[list[GpuRow]]]:
+def pack(groups: list[list[T]], width: int) -> list[list[list[T]]]:
     """Greedy line packing: a node's GPUs stay together, nodes separated by one blank column."""
-    lines: list[list[list[GpuRow]]] = []
-    line: list[list[GpuRow]] = []
+    lines: list[list[list[T]]] = []
+    line: list[list[T]] = []
     used = 0
     for g in groups:
         need = len(g) + (1 if line else 0)
@@ -76,7 +80,7 @@ class HeatMap(ScrollView):
     HeatMap { height: 1fr; padding: 0 1; }
     """
 
-    gpu_rows: reactive[tuple[GpuRow, ...]] = reactive((), always_update=True)
+    gpu_rows: reactive[tuple[GpuRow, ...]] = reactive((), always_update=True, repaint=False)
     """The GPUs to colour, in fleet order."""
     metric: reactive[str] = reactive("temp")
     """`temp` or `util`: what the colour means."""
@@ -84,17 +88,23 @@ class HeatMap(ScrollView):
     def __init__(self, thresholds: Thresholds, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.thresholds = thresholds
-        self._lines: list[list[list[GpuRow]]] = []
+        self._lines: list[list[list[int]]] = []
+        self._line_of: list[int] = []
         self._cache: dict[int, Strip] = {}
         self._layout_width = -1
         self._drawn: tuple[GpuRow, ...] = ()
 
     def _relayout(self) -> None:
         width = max(8, self.scrollable_content_region.width or self.size.width or 80)
-        groups: dict[str, list[GpuRow]] = {}
-        for r in self.gpu_rows:
-            groups.setdefault(r.node, []).append(r)
-        self._lines = pack(list(groups.values()), width)
+        groups: dict[str, list[int]] = {}
+        for i, r in enumerate(self._drawn):
+            groups.setdefault(r.node, []).append(i)
+        self._lines = pack(list(groups.values()), width)  # positions in self._drawn, packed by node
+        self._line_of = [0] * len(self._drawn)
+        for line_no, line in enumerate(self._lines):
+            for group in line:
+                for i in group:
+                    self._line_of[i] = line_no
         self._layout_width = width
         self._cache.clear()
         self.virtual_size = Size(width, len(self._lines))
@@ -102,11 +112,14 @@ class HeatMap(ScrollView):
 
     def watch_gpu_rows(self, rows: tuple[GpuRow, ...]) -> None:
         old, self._drawn = self._drawn, rows
-        if len(old) == len(rows) and all(a is b for a, b in zip(old, rows)):
-            return  # nothing changed (rows are immutable and reused while unchanged)
         if len(old) == len(rows) and all(a.key == b.key for a, b in zip(old, rows)):
-            self._cache.clear()  # same GPUs, new values: same layout, new colours
-            self.refresh()
+            # same GPUs in the same places: redraw only the lines where a new row object shows another
+            # glyph or colour (colours are steps of a ramp: most new values keep theirs)
+            colour = self.colour
+            dirty = {self._line_of[i] for i, (a, b) in enumerate(zip(old, rows)) if a is not b and colour(a) != colour(b)}
+            for line_no in sorted(dirty):
+                self._cache.pop(line_no, None)
+                self.refresh_line(line_no)
             return
         self._relayout()
 
@@ -133,13 +146,26 @@ class HeatMap(ScrollView):
             return Strip.blank(self.size.width)
         strip = self._cache.get(line_no)
         if strip is None:
+            # runs of one glyph and colour become one segment; styles are built once per colour
             segs: list[Segment] = []
-            for i, group in enumerate(self._lines[line_no]):
-                if i:
-                    segs.append(Segment(" "))
-                for row in group:
-                    glyph, colour = self.colour(row)
-                    segs.append(Segment(glyph, Style(color=colour)))
+            run, run_style, drawn, styles = "", None, self._drawn, _STYLES
+            for n, group in enumerate(self._lines[line_no]):
+                for k, i in enumerate(group):
+                    glyph, colour = self.colour(drawn[i])
+                    style = styles.get(colour) or styles.setdefault(colour, Style(color=colour))
+                    if n and not k:  # one blank, unstyled column between nodes
+                        if run:
+                            segs.append(Segment(run, run_style))
+                        segs.append(Segment(" "))
+                        run, run_style = "", None
+                    if style is run_style:
+                        run += glyph
+                    else:
+                        if run:
+                            segs.append(Segment(run, run_style))
+                        run, run_style = glyph, style
+            if run:
+                segs.append(Segment(run, run_style))
             strip = Strip(segs)
             self._cache[line_no] = strip
         return strip.crop_extend(self.scroll_offset.x, self.scroll_offset.x + self.size.width, None)

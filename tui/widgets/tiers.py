@@ -93,9 +93,9 @@ class TierTable(LiveTable):
             if old is None:
                 self.add_row(*cells, key=key)
             else:
-                for (col, _), new, prev in zip(COLUMNS, cells, old):
-                    if new != prev:
-                        self.update_cell(key, col, new)
+                diff = {col: new for (col, _), new, prev in zip(COLUMNS, cells, old) if new != prev}
+                if diff:
+                    self.update_row(key, diff)
             self._shown[key] = cells
 
     @property
@@ -119,12 +119,14 @@ class TierSpark(Horizontal):
     TierSpark > Sparkline > .sparkline--min-color { color: $success; }
     """
 
-    history: reactive[tuple[float, ...]] = reactive(())
+    history: reactive[tuple[float, ...]] = reactive((), repaint=False)
     """Requests per second (accepted + rejected), oldest first, at most 15 minutes."""
 
     def __init__(self, tier: str, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.tier = tier
+        self._label = ""
+        self.source: TierTraffic | None = None  # the traffic the history was taken from
 
     def compose(self) -> ComposeResult:
         yield Label(self.tier, classes="tier-name")
@@ -136,9 +138,14 @@ class TierSpark(Horizontal):
             spark = sparks.first()
             # bucket to one value per column here (max per bucket, plain floats): Sparkline would do
             # it with Fractions on every repaint; the leading zero makes bars scale from zero
-            spark.data = [0.0, *bucket_max(history, max(1, spark.size.width - 1))]
+            data = [0.0, *bucket_max(history, max(1, spark.size.width - 1))]
+            if data != spark.data:  # the same bars: no repaint
+                spark.data = data
             peak = max(history) if history else 0.0
-            self.query_one(Label).update(f"{self.tier[:8]} {peak:,.0f}/s", layout=False)  # fixed width
+            label = f"{self.tier[:8]} {peak:,.0f}/s"
+            if label != self._label:
+                self._label = label
+                self.query_one(Label).update(label, layout=False)  # fixed width
 
     def on_mount(self) -> None:
         self.watch_history(self.history)
@@ -172,11 +179,11 @@ class TierPanel(Widget):
     TierPanel > #tiers-note { color: $text-muted; padding: 0 1; height: auto; }
     """
 
-    traffic: reactive[TrafficSample | None] = reactive(None, always_update=True)
+    traffic: reactive[TrafficSample | None] = reactive(None, always_update=True, repaint=False)
     """The latest traffic sample (may be last-known when Redis is failing)."""
-    quotas: reactive[dict[str, Quota]] = reactive(dict, always_update=True)
+    quotas: reactive[dict[str, Quota]] = reactive(dict, always_update=True, repaint=False)
     """Current quotas by tier: the freshest of the traffic poll and the quota events."""
-    stale: reactive[bool] = reactive(False)
+    stale: reactive[bool] = reactive(False, repaint=False)
     """True when the traffic source is failing: every value is dimmed."""
     note: reactive[str] = reactive("")
     """A line under the table, e.g. how to get traffic when no Redis is configured."""
@@ -208,6 +215,14 @@ class TierPanel(Widget):
         if self.is_mounted:
             self.query_one("#tiers-note", Static).update(note)
 
+    def show(self, *, quotas: dict[str, Quota], traffic: TrafficSample | None, stale: bool, note: str) -> None:
+        """Set everything at once: one redraw instead of one per changed reactive."""
+        self.set_reactive(TierPanel.quotas, quotas)
+        self.set_reactive(TierPanel.traffic, traffic)
+        self.set_reactive(TierPanel.stale, stale)
+        self.note = note
+        self._redraw()
+
     def _redraw(self) -> None:
         if not self.is_mounted:
             return
@@ -221,13 +236,16 @@ class TierPanel(Widget):
             rows[name] = tier_cells(t, q, name, self.thresholds, self.stale, now)
         self.query_one(TierTable).sync(rows)
         sparks = self.query_one("#sparks", VerticalScroll)
+        if not sparks.is_attached:
+            return  # being built or torn down (a quit, a resize into tabs): on_mount draws them
         have = {s.tier: s for s in sparks.query(TierSpark)}
         for name in names:
             if name not in have:
                 have[name] = TierSpark(name)
                 sparks.mount(have[name])
             t = by_tier.get(name)
-            if t is not None:
+            if t is not None and have[name].source is not t:
+                have[name].source = t
                 have[name].history = request_history(t)
         for name, spark in have.items():
             if name not in names:

@@ -1,0 +1,67 @@
+"""Rendering cost rules on frozen data: a changed GPU re-renders its own row and heat-map line, nothing else."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from rich.style import Style
+
+from tui.app import SurgewatchApp, create_app
+from tui.config import Settings
+from tui.testing import FROZEN_NOW, frozen_readings, load_frozen, screen_text, settle
+from tui.widgets.gpu_table import GpuTable
+from tui.widgets.heatmap import HeatMap
+
+
+def frozen() -> SurgewatchApp:
+    s = Settings(redis_url="redis://127.0.0.1:1/0")
+    return create_app(s, sources=False, subscribe=False, clock=lambda: FROZEN_NOW, tick_s=None)
+
+
+def hotter(readings: dict[str, Any], node: int, gpu: int, temp: float) -> dict[str, Any]:
+    """The frozen readings with one fleet GPU at `temp` (a new node sample, as a new scrape gives)."""
+    fleet = readings["fleet"]
+    nodes = list(fleet.sample.nodes)
+    gpus = list(nodes[node].gpus)
+    gpus[gpu] = dataclasses.replace(gpus[gpu], temp_c=temp)
+    nodes[node] = dataclasses.replace(nodes[node], gpus=tuple(gpus))
+    sample = dataclasses.replace(fleet.sample, nodes=tuple(nodes))
+    return {"fleet": dataclasses.replace(fleet, sample=sample)}
+
+
+async def test_changed_gpu_rerenders_only_its_row() -> None:
+    """One GPU's new temperature re-renders that table row only (DataTable alone would redo every row)."""
+    app = frozen()
+    async with app.run_test(size=(200, 60)) as pilot:
+        load_frozen(app)
+        await settle(pilot)
+        table = app.overview.query_one(GpuTable)
+        rendered: list[str] = []
+        render_row = table._render_line_in_row
+
+        def spy(row_key: Any, *args: Any, **kwargs: Any) -> Any:
+            rendered.append(str(row_key.value))
+            return render_row(row_key, *args, **kwargs)
+
+        table._render_line_in_row = spy  # type: ignore[method-assign]
+        load_frozen(app, hotter(frozen_readings(), 0, 3, 97.0))
+        await settle(pilot)
+        key = app.state.rows[[r.gpu.temp_c for r in app.state.rows].index(97.0)].key
+        assert set(rendered) == {key}
+        assert "97°C" in screen_text(app)
+
+
+async def test_heat_map_recolours_changed_gpu() -> None:
+    """A GPU that heats up is re-coloured on its heat-map line (same fleet, new values: no relayout)."""
+    app = frozen()
+    async with app.run_test(size=(200, 60)) as pilot:
+        load_frozen(app)
+        await settle(pilot)
+        heat = app.overview.query_one(HeatMap)
+        load_frozen(app, hotter(frozen_readings(), 2, 5, 99.0))
+        await settle(pilot)
+        i = [r.gpu.temp_c for r in heat._drawn].index(99.0)
+        _, colour = heat.colour(heat._drawn[i])
+        strip = heat.render_line(heat._line_of[i])
+        assert any(seg.style == Style(color=colour) for seg in strip)
