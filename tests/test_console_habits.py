@@ -6,17 +6,11 @@ from typing import Any
 
 from textual.command import CommandPalette
 
-from tui.app import SurgewatchApp, create_app
-from tui.config import Settings
 from tui.screens.help import HelpScreen
-from tui.testing import FROZEN_NOW, load_frozen, screen_text, settle, wait_until
+from tui.testing import frozen_app as frozen, load_frozen, screen_text, settle, wait_until
 from tui.widgets.gpu_table import GpuTable
 from tui.widgets.heatmap import HeatMap
 
-
-def frozen(**settings: Any) -> SurgewatchApp:
-    s = Settings(**{"redis_url": "redis://127.0.0.1:1/0", **settings})
-    return create_app(s, sources=False, subscribe=False, clock=lambda: FROZEN_NOW, tick_s=None)
 
 
 async def test_sort_cycles_columns_and_reverses() -> None:
@@ -143,8 +137,7 @@ async def test_wall_mode_cycles_panels_without_edit() -> None:
     """--wall: big Digits KPIs, the panels cycle by themselves, and there is no edit binding."""
     from textual.widgets import Digits, TabbedContent
 
-    s = Settings(redis_url="redis://127.0.0.1:1/0", wall=True, read_only=True)
-    app = create_app(s, sources=False, subscribe=False, clock=lambda: FROZEN_NOW, tick_s=None, wall_cycle_s=0.2)
+    app = frozen(wall=True, read_only=True, wall_cycle_s=0.2)
     async with app.run_test(size=(200, 60)) as pilot:
         load_frozen(app)
         await settle(pilot)

@@ -7,16 +7,10 @@ from typing import Any
 
 from rich.style import Style
 
-from tui.app import SurgewatchApp, create_app
-from tui.config import Settings
-from tui.testing import FROZEN_NOW, frozen_readings, load_frozen, screen_text, settle
+from tui.testing import frozen_app as frozen, frozen_readings, load_frozen, screen_text, settle
 from tui.widgets.gpu_table import GpuTable
 from tui.widgets.heatmap import HeatMap
 
-
-def frozen() -> SurgewatchApp:
-    s = Settings(redis_url="redis://127.0.0.1:1/0")
-    return create_app(s, sources=False, subscribe=False, clock=lambda: FROZEN_NOW, tick_s=None)
 
 
 def hotter(readings: dict[str, Any], node: int, gpu: int, temp: float) -> dict[str, Any]:

@@ -7,14 +7,13 @@ from typing import Any
 import pytest
 from textual.widgets import Input
 
-from tui.app import SurgewatchApp, create_app
-from tui.config import Settings
-from tui.testing import FROZEN_NOW, frozen_readings, load_frozen, settle
+from tui.app import SurgewatchApp
+from tui.testing import frozen_app as _frozen_app, frozen_readings, load_frozen, settle
 
 
-def frozen_app(**settings: Any) -> SurgewatchApp:
-    s = Settings(**{"redis_url": "redis://:hunter2@10.0.0.9:6379/0", **settings})
-    return create_app(s, sources=False, subscribe=False, clock=lambda: FROZEN_NOW, tick_s=None, wall_cycle_s=3600)
+def frozen_app(redis_url: str | None = "redis://:hunter2@10.0.0.9:6379/0", **settings: Any) -> SurgewatchApp:
+    """The frozen app as the snapshots show it: a password in the URL (never shown) and no panel cycling."""
+    return _frozen_app(redis_url, wall_cycle_s=3600, **settings)
 
 
 async def fill(pilot: Any) -> None:

@@ -180,3 +180,15 @@ async def settle(pilot: Any, rounds: int = 3) -> None:
     for _ in range(rounds):
         await pilot.pause()
     await asyncio.sleep(0)
+
+
+def frozen_app(redis_url: str | None = "redis://127.0.0.1:1/0", *, wall_cycle_s: float | None = None, **settings: Any) -> Any:
+    """The real app with no live sources and a frozen clock: feed it with `load_frozen` (tests, snapshots)."""
+    from tui.app import create_app
+    from tui.config import Settings
+
+    extra = {} if wall_cycle_s is None else {"wall_cycle_s": wall_cycle_s}
+    return create_app(
+        Settings(redis_url=redis_url, **settings), sources=False, subscribe=False,
+        clock=lambda: FROZEN_NOW, tick_s=None, **extra,
+    )
