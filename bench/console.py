@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,11 +40,43 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # ----- helper processes (this file re-runs itself with a role)
+REFRESH_S = 30.0  # dcgm-exporter's default collect interval (`-c 30000`): its values change this often
+MOVING = {"DCGM_FI_DEV_GPU_UTIL": (0, 100, "{:.0f}"), "DCGM_FI_DEV_GPU_TEMP": (30, 88, "{:.0f}"),
+          "DCGM_FI_DEV_POWER_USAGE": (15, 72, "{:.3f}"), "DCGM_FI_DEV_FB_USED": (500, 22000, "{:.0f}")}
+
+
+def refreshed_page(page: str, node: int, period: int) -> str:
+    """`page` as a node serves it during one refresh period: utilization, temperature, power and memory move."""
+    rng = random.Random(node * 1_000_003 + period)
+    out = []
+    for ln in page.split("\n"):
+        moving = MOVING.get(ln.split("{", 1)[0])
+        if moving is not None:
+            low, high, fmt = moving
+            ln = ln.rsplit(" ", 1)[0] + " " + fmt.format(rng.uniform(low, high))
+        out.append(ln)
+    return "\n".join(out)
+
+
 def serve_nodes(nodes: int, gpus: int, port_file: str) -> None:
+    """NODES loopback servers, each a dcgm-exporter of GPUS GPUs whose values change every REFRESH_S
+    (staggered across nodes, as independent exporters are), so a 5 s scrape sees new values one time in six."""
     from tui.testing import MetricsNode, multiply_page
 
-    page = multiply_page(CAPTURE.read_text(), gpus)
-    servers = [MetricsNode(page).start() for _ in range(nodes)]
+    base = multiply_page(CAPTURE.read_text(), gpus)
+
+    def page_of(n: int) -> Callable[[], str]:
+        cache: dict[int, str] = {}
+
+        def page() -> str:
+            period = int((time.time() + n * REFRESH_S / nodes) // REFRESH_S)
+            if period not in cache:
+                cache.clear()
+                cache[period] = refreshed_page(base, n, period)
+            return cache[period]
+        return page
+
+    servers = [MetricsNode(page_of(n)).start() for n in range(nodes)]
     Path(port_file).write_text("\n".join(s.url for s in servers) + "\n")
     try:
         while True:

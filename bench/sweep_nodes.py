@@ -51,17 +51,22 @@ def make_page(node: int, gpus: int = 8) -> bytes:
 
 
 async def serve(n: int, gpus: int) -> None:
-    async def handler_for(body: bytes):  # type: ignore[no-untyped-def]
-        head = (f"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode()
-        response = head + body
+    served = 0
 
+    async def handler_for(body: bytes):  # type: ignore[no-untyped-def]
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal served
             try:
                 while await reader.readline():
                     while (await reader.readline()) not in (b"\r\n", b"\n", b""):
                         pass
-                    writer.write(response)
+                    # every answer differs (as if the exporter had refreshed since the last sweep), so
+                    # every sweep parses every page: the collector skips a page it has seen already
+                    served += 1
+                    page = body + b"# scrape %d\n" % served
+                    head = (f"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+                            f"Content-Length: {len(page)}\r\n\r\n").encode()
+                    writer.write(head + page)
                     await writer.drain()
             except ConnectionError:
                 pass

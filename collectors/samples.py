@@ -116,6 +116,7 @@ class TierTraffic:
     # per-second history, oldest first, ending at the last complete second
     accepted_history: tuple[int, ...] = ()
     rejected_history: tuple[int, ...] = ()
+    history_end_s: int = 0  # the server's epoch second of the histories' last value (0: unknown)
 
 
 @dataclass(frozen=True, slots=True)

@@ -246,4 +246,5 @@ class TrafficCollector:
             shadow_1m=r60["shadow"],
             accepted_history=tuple(st.accepted),
             rejected_history=tuple(st.rejected),
+            history_end_s=st.last,
         )

@@ -29,6 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from quotas.errors import Unreachable
+from quotas.held import HeldConnections
 from quotas.keys import DEFAULT_PREFIX, Keys
 from quotas.library import UNREACHABLE_ERRORS, Deadlines, bounded, broken_from, fcall, is_missing_function, load_library, unreachable
 from quotas.model import MAX_LIMIT, QuotaError, validate_tier
@@ -78,16 +79,22 @@ FAIL_OPEN = Decision(True, "ok", 0, 0.0, None)
 class Limiter:
     """Decide requests against the live quota of their tier; count outcomes. Safe to share across tasks."""
 
-    def __init__(self, client: Any, *, prefix: str = DEFAULT_PREFIX, fail_open: bool = False, timeout_s: float = 1.0) -> None:
+    def __init__(self, client: Any, *, prefix: str = DEFAULT_PREFIX, fail_open: bool = False, timeout_s: float = 1.0,
+                 hold: int = 16) -> None:
+        """`hold`: how many idle connections `check` keeps out of the client's pool between calls (one per
+        concurrent caller, up to this many; see quotas/held.py); 0 sends every check through the client."""
         self.client = client
         self.keys = Keys(prefix)
         self.fail_open = fail_open
         self.timeout_s = timeout_s
         self._last_warned: dict[str, float] = {}
         self._quota_keys: dict[str, str] = {}  # validated tier -> its quota key (the hot path skips the regex)
-        self._hot_keys: dict[str, bytes] = {}  # validated tier -> its quota key, encoded once
+        self._hot_keys: dict[str, bytes] = {}  # validated tier -> its command up to the user, encoded once
         self._decisions: dict[bytes | str, Decision] = {}  # sw_check_many reply -> its Decision (see check)
         self._deadlines = Deadlines()
+        pool = HeldConnections.pool_of(client) if hold > 0 else None
+        self._held = HeldConnections(pool, keep=hold) if pool is not None else None
+        self._costs = {c: b"$%d\r\n%d\r\n" % (len(str(c)), c) for c in range(1, 17)}  # encoded once
 
     def _key(self, tier: str) -> str:
         key = self._quota_keys.get(tier)
@@ -105,17 +112,24 @@ class Limiter:
             log.warning("limiter failing open for tier %s: %s", tier, exc)
 
     def _hot_key(self, tier: str) -> bytes:
-        key = self._hot_keys.get(tier)
-        if key is None:
+        """`FCALL sw_check_many 1 KEY` as RESP, the start of the tier's every check."""
+        head = self._hot_keys.get(tier)
+        if head is None:
             key = self._key(tier).encode()
+            head = b"*6\r\n$5\r\nFCALL\r\n$13\r\nsw_check_many\r\n$1\r\n1\r\n$%d\r\n%s\r\n" % (len(key), key)
             if len(self._hot_keys) < 10_000:
-                self._hot_keys[tier] = key
-        return key
+                self._hot_keys[tier] = head
+        return head
+
+    async def aclose(self) -> None:
+        """Give the connections the hot path holds back to the client's pool (the client stays open)."""
+        if self._held is not None:
+            await self._held.aclose()
 
     async def check(self, tier: str, user: str, cost: int = 1) -> Decision:
         """Decide one request of `user` in `tier` costing `cost`; admitted requests count against the quota."""
         # The hot path of every gateway request: each step here is measured in bench/limiter.py.
-        key = self._hot_keys.get(tier) or self._hot_key(tier)
+        head = self._hot_keys.get(tier) or self._hot_key(tier)
         try:  # encoding here both checks the id and spares redis-py's encoder the work
             raw_user = user.encode() if isinstance(user, str) else b""
         except UnicodeEncodeError:  # lone surrogates cannot be sent
@@ -127,15 +141,21 @@ class Limiter:
         start = time.monotonic()
         try:
             try:
-                # sw_check_many with one pair: the same decision as sw_check, with a one-string reply
+                # sw_check_many with one pair: the same decision as sw_check, with a one-string reply,
                 # bounded by the shared watchdog, not a timer per call (see Deadlines)
-                call = self.client.fcall("sw_check_many", 1, key, raw_user, cost)
+                if self._held is not None:
+                    packed = b"%s$%d\r\n%s\r\n%s" % (head, len(raw_user), raw_user,
+                                                      self._costs.get(cost) or b"$%d\r\n%d\r\n" % (len(str(cost)), cost))
+                    call = self._held.call(packed)
+                else:
+                    call = self.client.fcall("sw_check_many", 1, self._key(tier), raw_user, cost)
                 reply = await self._deadlines.run(call, self.timeout_s)
             except (ResponseError, RedisConnectionError) as e:
                 if isinstance(e, ResponseError) and not is_missing_function(e):
                     raise
+                # through the client: a fresh connection, the library loaded if the server lost it
                 left = max(0.05, self.timeout_s - (time.monotonic() - start))  # one deadline in all
-                reply = await fcall(self.client, "sw_check_many", [key], [raw_user, cost], timeout_s=left)
+                reply = await fcall(self.client, "sw_check_many", [self._key(tier)], [raw_user, cost], timeout_s=left)
             except UNREACHABLE_ERRORS as e:
                 raise unreachable(self.client, e, self.timeout_s) from e
         except Unreachable as e:

@@ -59,3 +59,17 @@ async def test_heat_map_recolours_changed_gpu() -> None:
         _, colour = heat.colour(heat._drawn[i])
         strip = heat.render_line(heat._line_of[i])
         assert any(seg.style == Style(color=colour) for seg in strip)
+
+
+def test_sparkline_columns_are_pinned_to_the_clock() -> None:
+    """A new second of traffic changes only a sparkline's last column; the others move every k seconds."""
+    from tui.widgets.tiers import bucket_max
+
+    history = tuple(float(s % 97) for s in range(1_000, 1_900))  # 900 s, the value of second s is s % 97
+    now = bucket_max(history, 100, end_s=1_899)
+    later = bucket_max(history[1:] + (96.0,), 100, end_s=1_900)
+    assert len(now) == len(later) == 100
+    assert now[:-1] == later[:-1] and later[-1] == 96.0
+    k = 9  # ceil(900 / 100) seconds per column, each column one span of the clock
+    assert now[-2] == max(s % 97 for s in range(1_899 // k * k - k, 1_899 // k * k))
+    assert bucket_max(history, 100) != now  # without the clock the split slides with the history

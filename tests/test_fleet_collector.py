@@ -212,6 +212,32 @@ async def test_node_is_never_scraped_faster_than_min_interval(nodes: dict[str, L
     assert node.hits == 2
 
 
+async def test_an_unchanged_page_is_not_parsed_again_and_a_changed_one_is(nodes: dict[str, LoopbackNode]) -> None:
+    """Re-scraping the same page reuses its GPUs (same objects); a page with new values is read anew."""
+    clock = Clock()
+    node = nodes["ok"]
+    c = FleetCollector([node.url], min_interval_s=5.0, clock=clock)
+    try:
+        first = (await c.poll()).nodes[0]
+        clock.t += 5
+        again = (await c.poll()).nodes[0]
+        node.body = _with_temp(L4, 77)
+        clock.t += 5
+        changed = (await c.poll()).nodes[0]
+    finally:
+        await c.aclose()
+    assert node.hits == 3
+    assert again.gpus is first.gpus and again.taken_at == first.taken_at + 5
+    assert first.gpus[0].temp_c == 31 and changed.gpus[0].temp_c == 77
+
+
+def _with_temp(page: bytes, temp_c: int) -> bytes:
+    """The page with its DCGM_FI_DEV_GPU_TEMP value replaced."""
+    lines = page.split(b"\n")
+    out = [ln.rsplit(b" ", 1)[0] + b" %d" % temp_c if ln.startswith(b"DCGM_FI_DEV_GPU_TEMP{") else ln for ln in lines]
+    return b"\n".join(out)
+
+
 async def test_per_node_interval_lets_a_local_agent_be_faster(nodes: dict[str, LoopbackNode]) -> None:
     """A node given a 1 s interval is scraped every second while the others wait their 5 s."""
     clock = Clock()

@@ -98,3 +98,36 @@ async def test_hung_server_times_out_no_hang(valkey: ValkeyProcess, redis_client
     finally:
         os.kill(pid, signal.SIGCONT)
     assert (await lim.check("free", "u")).allowed  # and it recovers on the same client
+
+
+async def test_a_timed_out_check_never_hands_its_reply_to_the_next(valkey: ValkeyProcess, redis_client: aioredis.Redis) -> None:
+    """After a check abandoned mid-call (server hung), the next checks read their own replies, never the late one."""
+    store = QuotaStore(redis_client)
+    await store.init()
+    await store.set("pro", QuotaSpec(7, DAY), actor="t")
+    await store.set("free", QuotaSpec(3, DAY), actor="t")
+    lim = Limiter(redis_client, timeout_s=0.3)
+    assert (await lim.check("free", "u")).limit == 3
+    pid = valkey._proc.pid  # type: ignore[union-attr]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(Unreachable):
+            await lim.check("free", "u")  # sent, never answered in time: its reply comes later
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    for _ in range(3):  # a connection left in step would hand this the late "free" reply (limit 3)
+        d = await lim.check("pro", "v")
+        assert d.limit == 7 and d.reason == "ok"
+    await lim.aclose()
+
+
+async def test_sequential_checks_hold_one_connection(redis_client: aioredis.Redis) -> None:
+    """The hot path keeps its connection between checks instead of a pool round per call."""
+    await QuotaStore(redis_client).init()
+    lim = Limiter(redis_client)
+    for i in range(20):
+        await lim.check("free", f"user{i}")
+    pool = redis_client.connection_pool
+    assert len(pool._in_use_connections) == 1  # held by the limiter, reused 20 times
+    await lim.aclose()
+    assert len(pool._in_use_connections) == 0

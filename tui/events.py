@@ -52,6 +52,12 @@ def gpu_events(
         if old is None or row.stale:
             continue
         g, o = row.gpu, old.gpu
+        if g is o:
+            # the same sample (a re-scrape of an unchanged page): nothing new, but a GPU still
+            # throttling stays "recently throttled" for the debounce
+            if last_throttled is not None and is_throttled(g):
+                last_throttled[row.key] = now
+            continue
         where = f"{row.node} gpu{g.index}"
         if g.status == "lost" and o.status != "lost":
             out.append(Event(now, "crit", "gpu_lost", f"{where} lost (fell off the bus or driver error)"))

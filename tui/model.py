@@ -54,7 +54,8 @@ def node_label(url: str) -> str:
 
 
 def is_throttled(gpu: GpuSample) -> bool:
-    return any(r not in BENIGN_THROTTLE for r in gpu.throttle)
+    # most GPUs most of the time have no reason at all: skip the generator (called per GPU per second)
+    return bool(gpu.throttle) and any(r not in BENIGN_THROTTLE for r in gpu.throttle)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,24 +88,26 @@ def gpu_status(gpu: GpuSample, stale: bool, node_down: bool, th: Thresholds) -> 
 
 
 class RowCache:
-    """Reuses a node's GpuRow objects while its sample object, staleness and shown age are unchanged.
+    """Reuses a node's GpuRow objects while its GPU samples, staleness and shown age are unchanged.
 
-    A node scraped every 5 s is re-reported every second with the same NodeSample object; reusing
-    its rows lets the table skip it with an identity check instead of comparing 10 cells per GPU."""
+    A node scraped every 5 s is re-reported every second with the same GPU samples, and a re-scraped
+    page that did not change gives the same GPU samples again (collectors.fleet); reusing its rows
+    lets the table, the heat map and the event rules skip it with an identity check instead of
+    comparing 10 cells per GPU."""
 
     def __init__(self) -> None:
-        self._rows: dict[str, tuple[object, bool, int | None, tuple[GpuRow, ...]]] = {}
+        self._rows: dict[str, tuple[object, bool, int | None, bool, tuple[GpuRow, ...]]] = {}
 
-    def rows(self, key: str, sample: object, gpus: tuple[GpuSample, ...], label: str, stale: bool,
+    def rows(self, key: str, gpus: tuple[GpuSample, ...], label: str, stale: bool,
              age: float | None, down: bool, th: Thresholds) -> tuple[GpuRow, ...]:
         shown_age = int(age) if age is not None else None  # ages are shown in whole seconds
         hit = self._rows.get(key)
-        if hit is not None and hit[0] is sample and hit[1] == stale and hit[2] == shown_age:
-            return hit[3]
+        if hit is not None and hit[0] is gpus and hit[1] == stale and hit[2] == shown_age and hit[3] == down:
+            return hit[4]
         rows = tuple(
             GpuRow(f"{key}#{g.index}", label, g, stale, shown_age, gpu_status(g, stale, down, th)) for g in gpus
         )
-        self._rows[key] = (sample, stale, shown_age, rows)
+        self._rows[key] = (gpus, stale, shown_age, down, rows)
         return rows
 
 
@@ -117,14 +120,14 @@ def build_gpu_rows(
     if local is not None and isinstance(local.sample, GpusSample):
         stale = local.error is not None or (now - local.sample.taken_at) > th.stale_after_s
         age = now - local.sample.taken_at if stale else None
-        rows.extend(cache.rows("local", local.sample, local.sample.gpus, "local", stale, age, False, th))
+        rows.extend(cache.rows("local", local.sample.gpus, "local", stale, age, False, th))
     if fleet is not None and isinstance(fleet.sample, FleetSample):
         source_failing = fleet.error is not None
         for n in fleet.sample.nodes:
             down = n.status == "down"
             stale = down or source_failing or (now - n.taken_at) > th.stale_after_s
             age = now - n.taken_at if stale else None
-            rows.extend(cache.rows(n.url, n, n.gpus, node_label(n.url), stale, age, down, th))
+            rows.extend(cache.rows(n.url, n.gpus, node_label(n.url), stale, age, down, th))
     return tuple(rows)
 
 

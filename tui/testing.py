@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -35,7 +36,10 @@ def multiply_page(page: str, gpus: int) -> str:
 
 
 class MetricsNode:
-    """A real HTTP server on 127.0.0.1 serving a Prometheus page at any path; stop/start keep the port."""
+    """A real HTTP server on 127.0.0.1 serving a Prometheus page at any path; stop/start keep the port.
+
+    HTTP/1.1 with keep-alive, as dcgm-exporter (Go's net/http) serves; stop() also drops the open
+    connections, so a stopped node is down for a client that kept one."""
 
     def __init__(self, page: str | Callable[[], str], port: int = 0) -> None:
         self.page = page
@@ -43,6 +47,7 @@ class MetricsNode:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.hits = 0
+        self._conns: set[socket.socket] = set()
 
     @property
     def url(self) -> str:
@@ -52,6 +57,16 @@ class MetricsNode:
         node = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                node._conns.add(self.connection)
+
+            def finish(self) -> None:
+                node._conns.discard(self.connection)
+                super().finish()
+
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 node.hits += 1
                 body = (node.page() if callable(node.page) else node.page).encode()
@@ -77,6 +92,11 @@ class MetricsNode:
         if server is not None:
             server.shutdown()
             server.server_close()
+        for conn in list(self._conns):
+            try:
+                conn.shutdown(socket.SHUT_RDWR)  # wakes its handler thread, which then closes it
+            except OSError:
+                pass
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None

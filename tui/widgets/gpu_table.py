@@ -79,10 +79,8 @@ class GpuTable(LiveTable):
             # update_cell does not widen a column: give the ones whose text grows a fixed width
             self.add_column(label, key=key, width=WIDTHS.get(key))
 
-    def _matches(self, row: GpuRow) -> bool:
-        f = self.filter_text.strip().lower()
-        if not f:
-            return True
+    @staticmethod
+    def _matches(row: GpuRow, f: str) -> bool:
         hay = f"{row.node} gpu{row.gpu.index} {row.gpu.name or ''} {row.status} {' '.join(row.gpu.throttle)}"
         return f in hay.lower()
 
@@ -101,7 +99,8 @@ class GpuTable(LiveTable):
 
     def _sync_rows(self, rows: tuple[GpuRow, ...]) -> None:
         th = self.thresholds
-        wanted = {r.key: r for r in rows if self._matches(r)}
+        f = self.filter_text.strip().lower()
+        wanted = {r.key: r for r in rows if self._matches(r, f)} if f else {r.key: r for r in rows}
         for key in [k for k in self._shown if k not in wanted]:
             self.remove_row(key)
             del self._shown[key]

@@ -127,6 +127,7 @@ class TierSpark(Horizontal):
         self.tier = tier
         self._label = ""
         self.source: TierTraffic | None = None  # the traffic the history was taken from
+        self.end_s = 0  # epoch second of the history's last value (0: unknown, buckets slide)
 
     def compose(self) -> ComposeResult:
         yield Label(self.tier, classes="tier-name")
@@ -138,7 +139,7 @@ class TierSpark(Horizontal):
             spark = sparks.first()
             # bucket to one value per column here (max per bucket, plain floats): Sparkline would do
             # it with Fractions on every repaint; the leading zero makes bars scale from zero
-            data = [0.0, *bucket_max(history, max(1, spark.size.width - 1))]
+            data = [0.0, *bucket_max(history, max(1, spark.size.width - 1), self.end_s)]
             if data != spark.data:  # the same bars: no repaint
                 spark.data = data
             peak = max(history) if history else 0.0
@@ -154,12 +155,26 @@ class TierSpark(Horizontal):
         self.watch_history(self.history)
 
 
-def bucket_max(values: tuple[float, ...], buckets: int) -> list[float]:
-    """`values` reduced to at most `buckets` maxima of consecutive runs, oldest first."""
+def bucket_max(values: tuple[float, ...], buckets: int, end_s: int = 0) -> list[float]:
+    """`values` (one per second, the last at epoch second `end_s`) reduced to at most `buckets` maxima
+    of consecutive runs, oldest first.
+
+    With `end_s` known, each column covers a fixed span of the clock (multiples of k seconds): a new
+    second changes only the last column, and the bars move one column every k seconds instead of
+    every value shifting under a sliding split each second (which reads as jitter, and redraws
+    every sparkline every second)."""
     n = len(values)
     if n <= buckets:
         return list(values)
-    return [max(values[i * n // buckets:(i + 1) * n // buckets]) for i in range(buckets)]
+    if end_s <= 0:
+        return [max(values[i * n // buckets:(i + 1) * n // buckets]) for i in range(buckets)]
+    k = -(-n // buckets)  # seconds per column
+    start_s = end_s - n + 1
+    out = []
+    for col in range(end_s // k - buckets + 1, end_s // k + 1):
+        lo, hi = max(col * k, start_s) - start_s, min(col * k + k - 1, end_s) - start_s
+        out.append(max(values[lo:hi + 1]) if lo <= hi else 0.0)
+    return out
 
 
 def request_history(t: TierTraffic) -> tuple[float, ...]:
@@ -246,6 +261,7 @@ class TierPanel(Widget):
             t = by_tier.get(name)
             if t is not None and have[name].source is not t:
                 have[name].source = t
+                have[name].end_s = t.history_end_s
                 have[name].history = request_history(t)
         for name, spark in have.items():
             if name not in names:
