@@ -222,7 +222,7 @@ async def run_all(url: str, n: int, batch: int, repeat: int = 1) -> None:
     print(f"  Limiter.check / INCR on a held connection:           {seq.rate / hincr.rate:.3f} (same connection handling)")
     raw = results["raw FCALL sw_check_many (1 pair), sequential"]
     print(f"  raw FCALL sw_check_many / INCR, sequential:          {raw.rate / incr.rate:.3f}")
-    print(f"  Limiter.check / raw FCALL sw_check_many, sequential: {seq.rate / raw.rate:.3f} (the wrapper's cost)")
+    print(f"  Limiter.check / raw FCALL sw_check_many, sequential: {seq.rate / raw.rate:.3f} (held connection vs the client command path)")
     print(f"  Limiter.check / limits sliding window, sequential:   {seq.rate / swc.rate:.3f}")
     print(f"  Limiter.check / limits moving window, sequential:    {seq.rate / mw.rate:.3f}")
     print(f"  Limiter.check, {CONCURRENCY} coroutines / sequential:           {conc.rate / seq.rate:.3f}")

@@ -142,8 +142,9 @@ async def test_wall_mode_cycles_panels_without_edit() -> None:
         load_frozen(app)
         await settle(pilot)
         assert len(app.overview.query(Digits)) == 4
-        tabs = app.overview.query_one(TabbedContent)
-        seen = {tabs.active}
-        await wait_until(pilot, lambda: seen.add(tabs.active) or len(seen) >= 3, what="cycling")
+        seen: set[str] = set()
+        # queried afresh each time: a recompose (a late resize) replaces the TabbedContent
+        await wait_until(pilot, lambda: seen.add(app.overview.query_one(TabbedContent).active) or len(seen) >= 3,
+                         what="cycling")
         # (no key presses here: Pilot waits for the screen to settle, and a 0.2 s cycle never lets it)
         assert "e" not in app.screen.active_bindings and app.read_only

@@ -24,6 +24,7 @@ class LoopbackNode:
         self.mode, self.body = mode, body
         self.port = 0
         self.hits = 0
+        self.connections = 0  # TCP connections accepted
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -53,6 +54,7 @@ class LoopbackNode:
         assert task is not None
         self._tasks.add(task)
         self._conns.add(writer)
+        self.connections += 1
         try:
             while await reader.readline():
                 while (await reader.readline()) not in (b"\r\n", b"\n", b""):
@@ -229,6 +231,26 @@ async def test_an_unchanged_page_is_not_parsed_again_and_a_changed_one_is(nodes:
     assert node.hits == 3
     assert again.gpus is first.gpus and again.taken_at == first.taken_at + 5
     assert first.gpus[0].temp_c == 31 and changed.gpus[0].temp_c == 77
+
+
+async def test_scrapes_of_a_node_reuse_one_kept_alive_connection(nodes: dict[str, LoopbackNode]) -> None:
+    """Three scrapes of a node, 5 s apart, go over one connection; a restarted node gets a new one."""
+    clock = Clock()
+    node = nodes["flappy"]
+    c = FleetCollector([node.url], min_interval_s=5.0, clock=clock)
+    try:
+        for _ in range(3):
+            assert (await c.poll()).nodes[0].status == "up"
+            clock.t += 5
+        assert (node.hits, node.connections) == (3, 1)
+        await node.stop()
+        assert (await c.poll()).nodes[0].status == "down"  # the kept connection is gone with the node
+        await node.start()
+        clock.t += 5
+        assert (await c.poll()).nodes[0].status == "up"
+    finally:
+        await c.aclose()
+    assert (node.hits, node.connections) == (4, 2)
 
 
 def _with_temp(page: bytes, temp_c: int) -> bytes:

@@ -62,6 +62,7 @@ async def test_counts_rates_and_history_from_hincrby_counters(redis_client: aior
     assert sum(t.rejected_history) == 20 + 10 + 5 + 4
     last = math.floor(s.taken_at) - 1
     assert t.accepted_history[-1 - (last - (now - 600))] == 13
+    assert t.history_end_s == last  # the epoch second of the last value: sparklines pin columns to it
 
 
 async def test_one_round_trip_per_poll_whatever_the_tiers(redis_client: aioredis.Redis) -> None:

@@ -6,7 +6,7 @@ from collectors.runner import Reading
 from collectors.samples import FleetSample, GpuSample, GpusSample, NodeSample, TierTraffic, TrafficSample
 from quotas.model import Quota
 from tui.events import audit_event, gpu_events, node_events, quota_text, traffic_events
-from tui.model import build_gpu_rows, compute_kpis, format_age, node_label
+from tui.model import RowCache, build_gpu_rows, compute_kpis, format_age, node_label
 from tui.thresholds import Thresholds
 
 TH = Thresholds()
@@ -153,3 +153,35 @@ def test_a_flapping_gpu_is_announced_once_per_quiet_period() -> None:
     assert gpu_events(off, on.values(), 10.0, memory) == []  # flapped back within the quiet period
     later = 10.0 + THROTTLE_QUIET_S + 1
     assert len(gpu_events(off, on.values(), later, memory)) == 1
+
+
+def test_an_unchanged_page_gives_the_same_row_objects() -> None:
+    """A node re-scraped with the same GPU samples keeps its row objects; new samples or a down node don't."""
+    def rows(at: float, gpus: tuple[GpuSample, ...], status: str = "up", cache: RowCache | None = None) -> tuple:
+        n = node(status, gpus, at if status == "up" else 100.0, None if status == "up" else "cannot connect")
+        return build_gpu_rows(None, reading("fleet", FleetSample(at, (n,)), at), at, TH, cache)
+
+    cache = RowCache()
+    gpus = (GpuSample(URL, 0, temp_c=50.0), GpuSample(URL, 1))
+    a, b = rows(100.0, gpus, cache=cache), rows(105.0, gpus, cache=cache)  # two NodeSamples, one page
+    assert all(x is y for x, y in zip(a, b))
+    changed = (GpuSample(URL, 0, temp_c=51.0), GpuSample(URL, 1))
+    c = rows(110.0, changed, cache=cache)
+    assert c[0] is not b[0] and c[0].gpu.temp_c == 51.0
+    down = rows(111.0, changed, "down", cache)
+    assert [r.status for r in down] == ["down", "down"]
+
+
+def test_a_gpu_still_throttling_in_an_unchanged_sample_stays_quiet() -> None:
+    """The same throttling sample, re-reported, keeps the GPU "recently throttled": no repeat announcement."""
+    from tui.events import THROTTLE_QUIET_S
+    from tui.model import GpuRow
+
+    def row(throttle: tuple[str, ...]) -> GpuRow:
+        return GpuRow(key="n/0", node="n", gpu=GpuSample("n", 0, throttle=throttle), status="ok", stale=False, age_s=None)
+
+    on, off, memory = row(("power_cap",)), row(()), {}  # type: ignore[var-annotated]
+    assert len(gpu_events({"n/0": off}, [on], 0.0, memory)) == 1
+    assert gpu_events({"n/0": on}, [on], THROTTLE_QUIET_S + 50, memory) == []  # the same sample, much later
+    assert gpu_events({"n/0": on}, [off], THROTTLE_QUIET_S + 55, memory) == []
+    assert gpu_events({"n/0": off}, [on], THROTTLE_QUIET_S + 60, memory) == []  # 10 s after it was last seen
