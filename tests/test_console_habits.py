@@ -148,3 +148,18 @@ async def test_wall_mode_cycles_panels_without_edit() -> None:
                          what="cycling")
         # (no key presses here: Pilot waits for the screen to settle, and a 0.2 s cycle never lets it)
         assert "e" not in app.screen.active_bindings and app.read_only
+
+
+async def test_wall_cycle_faster_than_startup_does_not_crash() -> None:
+    """A wall cycle that fires before the tabs have mounted waits for them instead of killing the console."""
+    import asyncio
+
+    from textual.widgets import TabbedContent
+
+    app = frozen(wall=True, read_only=True, wall_cycle_s=0.001)
+    async with app.run_test(size=(200, 60)) as pilot:
+        seen: set[str] = set()
+        await wait_until(pilot, lambda: seen.add(app.overview.query_one(TabbedContent).active) or {"tab-gpus", "tab-heat", "tab-tiers", "tab-events"} <= seen,
+                         what="cycling through every panel")
+        await asyncio.sleep(0.1)
+        assert app.return_code is None and app.is_running

@@ -188,22 +188,31 @@ class OverviewScreen(Screen[None]):
     def tiers_focused(self) -> bool:
         return self.focused is not None and self.focused.id == "tier-table"
 
+    def _ready_tabs(self) -> TabbedContent | None:
+        """The tabs when they can be switched: none in the wide layout, nor while they are still mounting."""
+        found = self.query("#tabs")
+        if not found:
+            return None
+        tabs = found.first(TabbedContent)
+        # Just after start or a recompose the TabbedContent exists before its tab strip does, and
+        # setting `active` then raises: a wall console on a slow box died of this on its first cycle.
+        return tabs if tabs.is_mounted and tabs.tab_count == len(PANELS) else None
+
     def focus_tiers(self) -> None:
-        if self.query("#tabs"):
-            self.query_one(TabbedContent).active = "tab-tiers"
+        if tabs := self._ready_tabs():
+            tabs.active = "tab-tiers"
         self.query_one("#tier-table").focus()
 
     def cycle_panel(self) -> None:
-        """Wall mode: show the next tab."""
-        if self.query("#tabs"):
-            tabs = self.query_one(TabbedContent)
+        """Wall mode: show the next tab (skipped while the tabs are still mounting)."""
+        if tabs := self._ready_tabs():
             ids = [f"tab-{p}" for p in PANELS]
             tabs.active = ids[(ids.index(tabs.active) + 1) % len(ids)] if tabs.active in ids else ids[0]
 
     # ----- actions
     def action_filter(self) -> None:
-        if self.query("#tabs"):
-            self.query_one(TabbedContent).active = "tab-gpus"
+        if tabs := self._ready_tabs():
+            tabs.active = "tab-gpus"
         box = self.query_one("#gpu-filter", Input)
         box.disabled = False
         box.add_class("-shown")
