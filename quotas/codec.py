@@ -12,6 +12,8 @@ from quotas.errors import BrokenQuota
 from quotas.model import MAX_LIMIT, MAX_TIER_CAP_RPS, MAX_WINDOW_S, MIN_WINDOW_S, MODES, Quota
 
 EXPIRED_BY = "surgewatch (override expired)"
+# what the hash's `enforced` field joins with '|', in this order (keys.py documents it)
+ENFORCED_FIELDS = ("limit", "window_s", "tier_cap_rps", "paused", "mode", "expires_at")
 
 
 def _s(v: Any) -> str:
@@ -61,6 +63,14 @@ def quota_from_hash(tier: str, raw: dict[Any, Any]) -> tuple[Quota, dict[str, An
         updated_by=h.get("updated_by", ""),
         updated_at=_float(h, "updated_at", tier) or 0.0,
     )
+    enforced = h.get("enforced")
+    if enforced is not None:
+        # the limiter reads only `enforced` (quotas/surgewatch.lua): fields that differ from it were edited
+        # outside surgewatch and are not what gateways enforce, so they must not be shown as the quota
+        fields = "|".join(h.get(f, "") for f in ENFORCED_FIELDS)
+        if enforced != fields:
+            raise BrokenQuota(tier, f"fields edited outside surgewatch ({fields}) while the limiter enforces "
+                                    f"{enforced}; `surgewatch quota set` repairs it")
     prev = None
     if h.get("prev"):
         try:

@@ -8,7 +8,9 @@ the same code runs on Redis Cluster. Keys (prefix `P`, default `surgewatch:`):
 | `P{T}:quota`                 | hash   | the tier's quota: limit, window_s, tier_cap_rps ("" = none),  |
 |                              |        | paused (0/1), mode, expires_at ("" = none), version,         |
 |                              |        | updated_by, updated_at, prev (JSON of the quota a temporary  |
-|                              |        | override replaced, "" when none)                              |
+|                              |        | override replaced, "" when none), enforced (the first six     |
+|                              |        | fields joined by "|": what the limiter reads; written with    |
+|                              |        | them, so fields that differ were edited by hand: broken)      |
 | `P{T}:u:W:I:USER`            | string | admitted requests of USER in fixed window I (= now // W) of   |
 |                              |        | length W seconds; expires at the window's end                 |
 | `P{T}:c:M`                   | hash   | outcome counters of minute M (= now // 60): field `S:OUTCOME` |
@@ -16,8 +18,10 @@ the same code runs on Redis Cluster. Keys (prefix `P`, default `surgewatch:`):
 |                              |        | `accepted`, `user_quota`, `tier_cap`, `paused`, `shadow`,     |
 |                              |        | `blocked`, `error`; expires after COUNTER_TTL_S               |
 | `P{T}:r:M`                   | hash   | admitted requests of minute M by their rank in the user's     |
-|                              |        | window: fields `1`..`16`, then `32`, `64`, ... (rank in       |
-|                              |        | (16,32], (32,64], ...); expires after COUNTER_TTL_S           |
+|                              |        | window: fields `2`..`16`, then `32`, `64`, ... (rank in       |
+|                              |        | (16,32], (32,64], ...); rank 1 is not stored: it is the       |
+|                              |        | minute's `accepted` less the other fields; expires after      |
+|                              |        | COUNTER_TTL_S                                                 |
 | `P{T}:audit`                 | stream | audit entries: actor, at (epoch ms), tier, version, old, new  |
 |                              |        | (quota JSON or ""), reason; MAXLEN ~ AUDIT_MAXLEN             |
 | `Ptiers`                     | set    | the registry of tier names                                    |

@@ -1,7 +1,8 @@
 """The what-if behind the console's quota editor: refusals a new quota would have caused, from counters.
 
 The limiter counts admitted requests per minute by their rank in the user's window (exact up to 16,
-then power-of-two buckets: field b holds ranks in (b/2, b]) and accepted requests per second. Under a
+then power-of-two buckets: field b holds ranks in (b/2, b]; rank 1 is not stored, it is the minute's
+accepted requests less the other buckets) and accepted requests per second. Under a
 new limit L the requests ranked above L are the ones it would have refused (within a bucket, spread
 evenly). A tier cap C refuses what exceeds C in each second, counted after the user-limit refusals.
 Ranks belong to the current window length: a preview that changes the window is an estimate.
@@ -51,8 +52,16 @@ def impact_from(spec: QuotaSpec, rank_hashes: list[dict[Any, Any]], counter_hash
     for h in rank_hashes:
         for k, v in h.items():
             ks, vs = _s(k), _s(v)
-            if ks.isdigit() and vs.lstrip("-").isdigit():
+            # rank 1 is not stored (the limiter saves that write per new user): derived below
+            if ks.isdigit() and ks != "1" and vs.lstrip("-").isdigit():
                 ranks[int(ks)] = ranks.get(int(ks), 0) + int(vs)
+    total = 0
+    for h in counter_hashes:
+        for k, v in h.items():
+            if _s(k).endswith(":accepted") and _s(v).isdigit():
+                total += int(_s(v))
+    # every admitted request is counted once as accepted and once by rank: rank 1 is what is left
+    ranks[1] = max(0, total - sum(ranks.values()))
     total = sum(ranks.values())
     if spec.paused:
         return Impact(total, total, 0, total)

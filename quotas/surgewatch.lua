@@ -5,7 +5,7 @@
 -- built from that key's `P{TIER}` tag, so they share its hash slot and the library runs on Redis Cluster.
 -- Time is the server's TIME, so every gateway agrees on windows and seconds.
 
-local LIB_VERSION = 2
+local LIB_VERSION = 3
 local COUNTER_TTL_S = 3900      -- keys.COUNTER_TTL_S
 local AUDIT_MAXLEN = 10000      -- keys.AUDIT_MAXLEN
 local USAGE_MARGIN_S = 60       -- usage keys outlive their window a little (clock slack between replicas)
@@ -14,7 +14,12 @@ local MAX_LIMIT = 1000000000
 local MAX_WINDOW_S = 31 * 86400
 local EXPIRED_BY = 'surgewatch (override expired)'
 local QUOTA_FIELDS = {'limit', 'window_s', 'tier_cap_rps', 'paused', 'mode', 'expires_at',
-                      'version', 'updated_by', 'updated_at', 'prev'}
+                      'version', 'updated_by', 'updated_at', 'prev', 'enforced'}
+-- `enforced` is the six fields a decision needs, as stored, joined by '|': the limiter reads this one field
+-- (one HGET, not a 6-field HMGET: about 2 us less per decision). Every writer below writes it in the same
+-- HSET as the fields; a hash whose fields differ from it was edited outside surgewatch and is reported as
+-- broken (read_quota here, quotas/codec.py in Python) while the limiter keeps enforcing `enforced`.
+local ENFORCED_PATTERN = '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$'
 
 -- microseconds of the server clock: orders audit entries across tiers' streams
 local function now_us()
@@ -78,6 +83,13 @@ local function read_quota(qk)
   if h.expires_at ~= '' and not is_num(h.expires_at) then return nil, 'expires_at=' .. tostring(h.expires_at) end
   if not is_int(h.version, 0, 1e12) then return nil, 'version=' .. tostring(h.version) end
   if not is_num(h.updated_at) then return nil, 'updated_at=' .. tostring(h.updated_at) end
+  if h.enforced then
+    local fields = h.limit .. '|' .. h.window_s .. '|' .. h.tier_cap_rps .. '|' .. h.paused .. '|' .. h.mode
+      .. '|' .. h.expires_at
+    if h.enforced ~= fields then
+      return nil, 'fields edited outside surgewatch (' .. fields .. ') while the limiter enforces ' .. h.enforced
+    end
+  end
   return {
     limit = tonumber(h.limit), window_s = tonumber(h.window_s),
     tier_cap_rps = (h.tier_cap_rps ~= '' and tonumber(h.tier_cap_rps)) or nil,
@@ -108,12 +120,13 @@ local function fmt_num(x)
 end
 
 local function write_quota(qk, q)
+  local limit, w = tostring(q.limit), tostring(q.window_s)
+  local cap, paused, exp = (q.tier_cap_rps and tostring(q.tier_cap_rps)) or '', (q.paused and '1') or '0', fmt_num(q.expires_at)
   redis.call('HSET', qk,
-    'limit', tostring(q.limit), 'window_s', tostring(q.window_s),
-    'tier_cap_rps', (q.tier_cap_rps and tostring(q.tier_cap_rps)) or '',
-    'paused', (q.paused and '1') or '0', 'mode', q.mode,
-    'expires_at', fmt_num(q.expires_at), 'version', tostring(q.version),
-    'updated_by', q.updated_by, 'updated_at', fmt_num(q.updated_at), 'prev', q.prev or '')
+    'limit', limit, 'window_s', w, 'tier_cap_rps', cap, 'paused', paused, 'mode', q.mode,
+    'expires_at', exp, 'version', tostring(q.version),
+    'updated_by', q.updated_by, 'updated_at', fmt_num(q.updated_at), 'prev', q.prev or '',
+    'enforced', limit .. '|' .. w .. '|' .. cap .. '|' .. paused .. '|' .. q.mode .. '|' .. exp)
 end
 
 -- One audit entry and one event, in the same call as the change.
@@ -176,25 +189,16 @@ end
 local REASONS = {[0] = 'ok', [1] = 'shadow', [2] = 'user_quota', [3] = 'tier_cap', [4] = 'paused', [5] = 'unknown_tier'}
 
 -- Only the fields a decision needs; junk is refused, never guessed (the wrapper raises BrokenQuota).
+-- The single path and the batch path read the quota the same way (quota_memo, with the memo below).
+local quota_memo
+
 local function hot_quota(qk)
-  local ok, r = pcall(redis.call, 'HMGET', qk, 'limit', 'window_s', 'tier_cap_rps', 'paused', 'mode', 'expires_at')
-  if not ok then
-    return nil, 'the quota key is not a hash'
+  local m, err = quota_memo(qk)
+  if err then
+    return nil, err
   end
-  local limit, w, cap, paused, mode, exp = r[1], r[2], r[3], r[4], r[5], r[6]
-  if not (limit or w or cap or paused or mode or exp) and redis.call('EXISTS', qk) == 0 then
-    return nil, 'missing'
-  end
-  if not is_int(limit, 0, MAX_LIMIT) then return nil, 'limit=' .. tostring(limit) end
-  if not is_int(w, 1, MAX_WINDOW_S) then return nil, 'window_s=' .. tostring(w) end
-  if cap ~= '' and not is_int(cap, 1, MAX_LIMIT) then return nil, 'tier_cap_rps=' .. tostring(cap) end
-  if paused ~= '0' and paused ~= '1' then return nil, 'paused=' .. tostring(paused) end
-  if mode ~= 'enforce' and mode ~= 'shadow' then return nil, 'mode=' .. tostring(mode) end
-  if exp ~= '' and not is_num(exp) then return nil, 'expires_at=' .. tostring(exp) end
-  return {
-    limit = tonumber(limit), window_s = tonumber(w), cap = (cap ~= '' and tonumber(cap)) or nil,
-    paused = paused == '1', shadow = mode == 'shadow', expires_at = (exp ~= '' and tonumber(exp)) or nil,
-  }, nil
+  return {limit = m.limit, window_s = m.window_s, cap = m.cap, paused = m.paused, shadow = m.shadow,
+          expires_at = m.expires_at}, nil
 end
 
 -- Everything a batch of decisions shares: the time, the quota, the keys; counters are summed and
@@ -283,7 +287,9 @@ local function flush(ctx)
     bump(ctx.ck, ctx.s .. ':' .. outcome, n)
   end
   for b, n in pairs(ctx.ranks) do
-    bump(ctx.rk, tostring(b), n)
+    if b ~= 1 then -- rank 1 is not stored: see admitted()
+      bump(ctx.rk, tostring(b), n)
+    end
   end
 end
 
@@ -298,15 +304,17 @@ end
 
 -- check: KEYS[1] quota key; ARGV user, cost -> {allowed, reason, remaining, retry_after_ms, limit}
 -- The same decision as decide() for a batch of one (sw_check_many with one pair takes the same path),
--- written straight-line because it is the per-request hot path. Per admitted request it runs TIME, HMGET,
--- `SET NX GET` (which alone creates a new user's window key), INCRBY for a returning user, and one HINCRBY
--- per counter (plus an EXPIRE when a counter field is new); no tables, string.format or patterns once the
--- tier is in the memo below. On Valkey 9 each redis.call costs ~1-2 us and each table or pattern a
--- fraction of that, all charged to the FCALL: measured in notes/bench-limiter.md, 31 -> 16 us per call.
+-- written straight-line because it is the per-request hot path. Per admitted request it runs TIME, one HGET
+-- of `enforced`, `SET NX GET` (which alone creates a new user's window key), INCRBY for a returning user,
+-- and one HINCRBY per counter (none for rank 1; plus an EXPIRE when a counter field is new); no tables,
+-- string.format or patterns once the tier is in the memo below. On Valkey 9 each redis.call costs ~1.5-3 us
+-- (writes the most) and each table or pattern a fraction of that, all charged to the FCALL: measured in
+-- bench/README.md.
 
--- Memo, per quota key, of the last quota hash seen and what it parses to. It is a pure function of the
--- six raw strings HMGET returns (Lua interns strings, so comparing them is six pointer comparisons): any
--- change to the hash, by sw_set, an expiry or a hand edit, is seen by the very next call. It also holds
+-- Memo, per quota key, of the last quota seen and what it parses to. It is a pure function of the
+-- `enforced` string (or, for a hash without it, of the six raw field strings HMGET returns; Lua interns
+-- strings, so either test is pointer comparisons): any change by sw_set or an expiry is seen by the very
+-- next call. It also holds
 -- the key strings derived from the tag for the current second/minute/window, so they are built once.
 -- Bounded: cleared when it holds MEMO_MAX tiers (a tier is never unbounded input: the key must parse).
 local MEMO_MAX = 1024
@@ -351,6 +359,37 @@ local function memo_for(qk, r1, r2, r3, r4, r5, r6)
   return m, nil
 end
 
+-- The tier's quota as a decision needs it -> memo, nil / nil, 'missing' / nil, 'what is wrong'. One HGET
+-- of `enforced`; a hash without that field (written before library v3, or restored by hand) is read
+-- field by field as before.
+quota_memo = function(qk)
+  local e = redis.pcall('HGET', qk, 'enforced')
+  local m = memo[qk]
+  if e and m and m.e == e then
+    return m, nil
+  end
+  if type(e) == 'table' then
+    return nil, 'the quota key is not a hash'
+  end
+  local r1, r2, r3, r4, r5, r6
+  if e then
+    r1, r2, r3, r4, r5, r6 = string.match(e, ENFORCED_PATTERN)
+    if not r1 then
+      return nil, 'enforced=' .. e
+    end
+  else
+    local r = redis.call('HMGET', qk, 'limit', 'window_s', 'tier_cap_rps', 'paused', 'mode', 'expires_at')
+    r1, r2, r3, r4, r5, r6 = r[1], r[2], r[3], r[4], r[5], r[6]
+  end
+  local err
+  m, err = memo_for(qk, r1, r2, r3, r4, r5, r6)
+  m.e = (not err and e) or nil
+  if err then
+    return nil, err
+  end
+  return m, nil
+end
+
 -- Numbers given to redis.call are formatted with sprintf on every call; the hot path hands it strings
 -- instead (small numbers' strings kept below, the window's expiry time kept in the memo).
 local NUM = {}
@@ -370,10 +409,15 @@ local function hbump(key, field, n)
 end
 
 -- Count an admitted request: the outcome counter, and the rank counters of the requests ranked
--- after-cost+1..after in the user's window, one HINCRBY per bucket they fall in
+-- after-cost+1..after in the user's window, one HINCRBY per bucket they fall in. Rank 1 (a user's first
+-- request of the window, the most common rank in a surge of new users) is not stored: it is the minute's
+-- accepted requests less the other buckets (quotas/preview.py), which saves a write per new user.
 local function admitted(m, after, cost)
   hbump(m.ck, m.f_acc, cost)
   local rk, rr = m.rk, after - cost + 1
+  if rr == 1 then
+    rr = 2
+  end
   while rr <= after do
     local b = (rr <= 16 and rr) or bucket(rr)
     local hi = b
@@ -387,14 +431,7 @@ end
 -- or nil, an error reply. The caller has validated user, cost and the key's shape.
 local function decide_one(qk, user, cost)
   local tm = redis.call('TIME')
-  local r = redis.pcall('HMGET', qk, 'limit', 'window_s', 'tier_cap_rps', 'paused', 'mode', 'expires_at')
-  if r.err then
-    return nil, broken(qk, 'the quota key is not a hash')
-  end
-  local m, err = memo[qk], nil
-  if not (m and m[1] == r[1] and m[2] == r[2] and m[3] == r[3] and m[4] == r[4] and m[5] == r[5] and m[6] == r[6]) then
-    m, err = memo_for(qk, r[1], r[2], r[3], r[4], r[5], r[6])
-  end
+  local m, err = quota_memo(qk)
   if err then
     if err == 'missing' then
       return 5, 0, PAUSED_RETRY_S * 1000, -1

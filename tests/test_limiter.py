@@ -152,10 +152,20 @@ async def test_check_many_matches_check(store: QuotaStore, limiter: Limiter) -> 
 
 
 async def test_broken_quota_refuses_with_clear_error(store: QuotaStore, limiter: Limiter, redis_client: aioredis.Redis) -> None:
-    """Junk in a quota hash, or a key of the wrong type, raises BrokenQuota naming the field; never admits."""
-    await redis_client.hset(Keys().quota("free"), "limit", "lots")
+    """Junk where the limiter reads the quota, or a key of the wrong type, raises BrokenQuota naming it; never admits."""
+    await redis_client.hset(Keys().quota("free"), "enforced", "lots|86400||0|enforce|")
     with pytest.raises(BrokenQuota, match=r"limit='?lots"):
         await limiter.check("free", "u")
+    with pytest.raises(BrokenQuota, match=r"limit='?lots"):
+        await limiter.check_many([("free", "u", 1)] * 2)
+    await redis_client.hset(Keys().quota("team"), "enforced", "no separators")
+    with pytest.raises(BrokenQuota, match="enforced"):
+        await limiter.check("team", "u")
+    # a hash without `enforced` (an older library's, or restored by hand) is read field by field, as strictly
+    await redis_client.hdel(Keys().quota("enterprise"), "enforced")
+    await redis_client.hset(Keys().quota("enterprise"), "window_s", "forever")
+    with pytest.raises(BrokenQuota, match=r"window_s='?forever"):
+        await limiter.check("enterprise", "u")
     await redis_client.delete(Keys().quota("plus"))
     await redis_client.set(Keys().quota("plus"), "junk")
     with pytest.raises(BrokenQuota, match="not a hash"):
@@ -207,3 +217,33 @@ async def test_paused_override_retry_after_is_its_expiry(store: QuotaStore, limi
     await store.set("free", QuotaSpec(20, DAY, paused=True), actor="t", for_s=600)
     d = await limiter.check("free", "u")
     assert d.reason == "paused" and 598 < d.retry_after <= 600
+
+
+async def test_hand_edited_field_is_not_enforced_and_is_reported(store: QuotaStore, limiter: Limiter,
+                                                                 redis_client: aioredis.Redis) -> None:
+    """A field edited by hand (no version, audit or event) is not enforced; the tier reads as broken until a set."""
+    await store.set("free", QuotaSpec(2, DAY), actor="t")
+    await redis_client.hset(Keys().quota("free"), "limit", "1000")
+    assert [(await limiter.check("free", "u")).allowed for _ in range(3)] == [True, True, False]
+    assert [d.allowed for d in await limiter.check_many([("free", "u", 1), ("free", "v", 1)])] == [False, True]
+    with pytest.raises(BrokenQuota, match="edited outside surgewatch"):
+        await store.get("free")
+    assert "free" not in [q.tier for q in await store.list()]
+    assert "while the limiter enforces 2|86400|" in store.broken["free"]
+    repaired = await store.set("free", QuotaSpec(3, DAY), actor="t")
+    assert (await store.get("free")) == repaired
+    assert [(await limiter.check("free", "u")).allowed for _ in range(2)] == [True, False]
+
+
+async def test_hash_without_enforced_field_is_read_field_by_field(store: QuotaStore, limiter: Limiter,
+                                                                  redis_client: aioredis.Redis) -> None:
+    """A quota hash from before library v3 (no `enforced`) is enforced from its fields, and a change to them too."""
+    await store.set("free", QuotaSpec(2, DAY), actor="t")
+    await redis_client.hdel(Keys().quota("free"), "enforced")
+    assert [(await limiter.check("free", "u")).allowed for _ in range(3)] == [True, True, False]
+    await redis_client.hset(Keys().quota("free"), "limit", "3")
+    assert (await limiter.check("free", "u")).allowed
+    assert (await store.get("free")).limit == 3
+    await store.set("free", QuotaSpec(4, DAY), actor="t")  # the next change writes the field again
+    assert await redis_client.hget(Keys().quota("free"), "enforced") == b"4|86400||0|enforce|"
+    assert (await limiter.check("free", "u")).allowed and not (await limiter.check("free", "u")).allowed

@@ -55,6 +55,7 @@ async def test_counter_keys_expire_and_fields_are_seconds(store: QuotaStore, red
     """Counter hashes live at least an hour and at most COUNTER_TTL_S; fields are `S:OUTCOME` with S in 0..59."""
     lim = Limiter(redis_client)
     await lim.check("pro", "u")
+    await lim.check("pro", "u")  # rank 2: the first rank the rank hash stores
     keys = [k async for k in redis_client.scan_iter(match="surgewatch:{pro}:[cr]:*")]
     assert len(keys) >= 2
     for k in keys:
@@ -66,21 +67,24 @@ async def test_counter_keys_expire_and_fields_are_seconds(store: QuotaStore, red
 
 
 async def test_rank_counters(store: QuotaStore, redis_client: aioredis.Redis) -> None:
-    """Admitted requests are counted by rank: exact to 16, then power-of-two buckets, spread by cost."""
+    """Admitted requests are counted by rank (exact to 16, then power-of-two buckets, spread by cost), alike
+    through check and check_many; rank 1 is not stored but is the accepted count less the other buckets."""
     lim = Limiter(redis_client)
-    await store.set("pro", QuotaSpec(1000, 3600), actor="t")
-    for _ in range(20):
-        await lim.check("pro", "a")
-    for _ in range(3):
-        await lim.check("pro", "b")
-    await lim.check("pro", "c", 40)  # ranks 1..40 in one request
-    ranks = await counters(redis_client, "pro", "r")
-    expected = Counter({str(r): 2 for r in range(1, 17)})
-    for r in (1, 2, 3):
+    for tier in ("pro", "team"):
+        await store.set(tier, QuotaSpec(1000, 3600), actor="t")
+    requests = [("a", 1)] * 20 + [("b", 1)] * 3 + [("c", 40)]  # c: ranks 1..40 in one request
+    for user, cost in requests:
+        await lim.check("pro", user, cost)
+    await lim.check_many([("team", user, cost) for user, cost in requests])
+    expected = Counter({str(r): 2 for r in range(2, 17)})
+    for r in (2, 3):
         expected[str(r)] += 1
     expected["32"] = 4 + 16
     expected["64"] = 8
-    assert ranks == expected
+    for tier in ("pro", "team"):
+        ranks = await counters(redis_client, tier, "r")
+        assert ranks == expected
+        assert (await counters(redis_client, tier))["accepted"] - ranks.total() == 3  # the three users' rank 1
 
 
 async def test_record_rejects_other_outcomes(store: QuotaStore, redis_client: aioredis.Redis) -> None:
@@ -125,3 +129,30 @@ async def test_tier_cap_refusals_are_counted(store: QuotaStore, redis_client: ai
     got = await lim.check_many([("team", f"u{i}", 1) for i in range(5)])
     assert [d.reason for d in got] == ["ok", "ok", "tier_cap", "tier_cap", "tier_cap"]
     assert await counters(redis_client, "team") == Counter(accepted=2, tier_cap=3)
+
+
+async def test_single_and_batch_paths_agree_on_random_traffic(store: QuotaStore, redis_client: aioredis.Redis) -> None:
+    """Random requests and quota changes, through check on one tier and check_many on another, give the same
+    decisions, outcome counters and rank counters (the two Lua paths stay one behaviour)."""
+    import random
+
+    rnd = random.Random(7)
+    lim = Limiter(redis_client)
+    specs = [QuotaSpec(5, DAY), QuotaSpec(12, DAY), QuotaSpec(2, DAY, mode="shadow"), QuotaSpec(30, DAY),
+             QuotaSpec(3, DAY, paused=True), QuotaSpec(0, DAY)]
+    single: list[tuple[bool, str, int]] = []
+    batched: list[tuple[bool, str, int]] = []
+    for step in range(60):
+        spec = specs[step % len(specs)] if step % 10 == 0 else None
+        if spec:
+            for tier in ("pro", "team"):
+                await store.set(tier, spec, actor="t")
+        pairs = [(f"u{rnd.randrange(6)}", rnd.choice((1, 1, 1, 2, 5, 17))) for _ in range(6)]
+        for user, cost in pairs:
+            d = await lim.check("pro", user, cost)
+            single.append((d.allowed, d.reason, d.remaining))
+        batched += [(d.allowed, d.reason, d.remaining) for d in await lim.check_many([("team", u, c) for u, c in pairs])]
+    assert single == batched
+    assert len({r for _, r, _ in single}) >= 4  # ok, user_quota, shadow, paused all happened
+    assert await counters(redis_client, "pro") == await counters(redis_client, "team")
+    assert await counters(redis_client, "pro", "r") == await counters(redis_client, "team", "r")
