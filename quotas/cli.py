@@ -120,6 +120,8 @@ async def _init(client: Any, args: argparse.Namespace, settings: Any) -> int:
     for tier, (limit, window_s) in SEED_TIERS.items():
         state = "created" if tier in created else "exists, left as is"
         print(f"tier {tier}: {limit}/{format_duration(window_s)} {state}")
+    if store.upgraded:
+        print(f"quota hashes given the 'enforced' field (library v3): {', '.join(store.upgraded)}")
     return EXIT_OK
 
 

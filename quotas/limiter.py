@@ -1,8 +1,13 @@
-"""`Limiter`: the thin async Python wrapper over the library — one round trip per decision.
+"""`Limiter`: the thin async Python wrapper over the library — at most one round trip per decision.
 
 `check` sends `FCALL sw_check_many 1 KEY USER COST` (one pair): the same decision code as `sw_check`,
 with a one-string reply ("LIMIT CODE REMAINING RETRY_MS") that is cheaper to build on the server and to
 parse here than `sw_check`'s 5-element array. Gateways in other languages may call either.
+
+Coalescing: while one `check` of a tier is in flight, the tier's further checks wait for it and then go
+together in one `sw_check_many` call (decided in arrival order, at one instant of the server clock, as
+by `check_many`), each still bounded by its own timeout. A sequential caller never waits for anyone;
+under concurrency the server runs one call per batch instead of one per request (bench/README.md).
 
 Semantics (the library decides, see surgewatch.lua):
 - A user's usage is the number of requests *admitted* in the current fixed window: windows are aligned
@@ -19,10 +24,11 @@ Semantics (the library decides, see surgewatch.lua):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -76,13 +82,25 @@ BATCH_CHUNK = 2000  # requests per sw_check_many call: bounds one call's time on
 FAIL_OPEN = Decision(True, "ok", 0, 0.0, None)
 
 
+@dataclass(slots=True)
+class _Lane:
+    """One tier's coalescing state: is a `check` call in flight, and which checks wait for the next one."""
+
+    busy: bool = False
+    waiting: list[tuple[bytes, int, asyncio.Future[Decision]]] = field(default_factory=list)
+    flusher: asyncio.Task[None] | None = None
+
+
 class Limiter:
     """Decide requests against the live quota of their tier; count outcomes. Safe to share across tasks."""
 
     def __init__(self, client: Any, *, prefix: str = DEFAULT_PREFIX, fail_open: bool = False, timeout_s: float = 1.0,
-                 hold: int = 16) -> None:
+                 hold: int = 16, coalesce: bool = True) -> None:
         """`hold`: how many idle connections `check` keeps out of the client's pool between calls (one per
-        concurrent caller, up to this many; see quotas/held.py); 0 sends every check through the client."""
+        concurrent caller, up to this many; see quotas/held.py); 0 sends every check through the client.
+        `coalesce`: while a tier's `check` is in flight, the tier's next checks wait and go together in one
+        `sw_check_many` call when it returns (decided in arrival order at one instant, as by `check_many`);
+        False sends one call per check."""
         self.client = client
         self.keys = Keys(prefix)
         self.fail_open = fail_open
@@ -95,6 +113,8 @@ class Limiter:
         pool = HeldConnections.pool_of(client) if hold > 0 else None
         self._held = HeldConnections(pool, keep=hold) if pool is not None else None
         self._costs = {c: b"$%d\r\n%d\r\n" % (len(str(c)), c) for c in range(1, 17)}  # encoded once
+        self._coalesce = coalesce
+        self._lanes: dict[str, _Lane] = {}  # validated tier -> its lane (bounded like the key caches)
 
     def _key(self, tier: str) -> str:
         key = self._quota_keys.get(tier)
@@ -122,7 +142,11 @@ class Limiter:
         return head
 
     async def aclose(self) -> None:
-        """Give the connections the hot path holds back to the client's pool (the client stays open)."""
+        """Let coalesced calls in flight finish, then give the connections the hot path holds back to the
+        client's pool (the client stays open)."""
+        flushers = [lane.flusher for lane in self._lanes.values() if lane.flusher is not None]
+        if flushers:
+            await asyncio.wait(flushers, timeout=self.timeout_s)
         if self._held is not None:
             await self._held.aclose()
 
@@ -138,34 +162,121 @@ class Limiter:
             validate_user(user)
         if cost.__class__ is not int or not 0 < cost <= MAX_LIMIT:
             validate_cost(cost)
+        if not self._coalesce:
+            return await self._check_one(tier, head, raw_user, cost)
+        lane = self._lanes.get(tier) or self._lane(tier)
+        if lane.busy:
+            return await self._join(tier, lane, raw_user, cost)
+        lane.busy = True
+        try:
+            return await self._check_one(tier, head, raw_user, cost)
+        finally:
+            if lane.waiting:  # checks that came meanwhile go together, in one call, now
+                lane.flusher = asyncio.get_running_loop().create_task(self._flush(tier, lane))
+            else:
+                lane.busy = False
+
+    def _lane(self, tier: str) -> _Lane:
+        lane = _Lane()
+        if len(self._lanes) < 10_000:
+            self._lanes[tier] = lane
+        return lane
+
+    async def _check_one(self, tier: str, head: bytes, raw_user: bytes, cost: int) -> Decision:
+        try:
+            reply = await self._send(tier, lambda: b"%s$%d\r\n%s\r\n%s" % (
+                head, len(raw_user), raw_user, self._costs.get(cost) or b"$%d\r\n%d\r\n" % (len(str(cost)), cost)),
+                (raw_user, cost))
+        except Unreachable as e:
+            if self.fail_open:
+                self._warn_open(tier, e)
+                return FAIL_OPEN
+            raise
+        return self._decisions.get(reply) or self._decision_of(reply)
+
+    async def _send(self, tier: str, packed: Any, args: tuple[Any, ...]) -> Any:
+        """One `sw_check_many` call with `args` (user, cost pairs; `packed()` is it in RESP) -> its reply.
+        On a held connection when there is one; a dropped connection or a lost library is retried once
+        through the client (which loads the library); Unreachable after timeout_s; BrokenQuota for junk."""
         start = time.monotonic()
         try:
             try:
-                # sw_check_many with one pair: the same decision as sw_check, with a one-string reply,
                 # bounded by the shared watchdog, not a timer per call (see Deadlines)
                 if self._held is not None:
-                    packed = b"%s$%d\r\n%s\r\n%s" % (head, len(raw_user), raw_user,
-                                                      self._costs.get(cost) or b"$%d\r\n%d\r\n" % (len(str(cost)), cost))
-                    call = self._held.call(packed)
+                    call = self._held.call(packed())
                 else:
-                    call = self.client.fcall("sw_check_many", 1, self._key(tier), raw_user, cost)
-                reply = await self._deadlines.run(call, self.timeout_s)
+                    call = self.client.fcall("sw_check_many", 1, self._key(tier), *args)
+                return await self._deadlines.run(call, self.timeout_s)
             except (ResponseError, RedisConnectionError) as e:
                 if isinstance(e, ResponseError) and not is_missing_function(e):
                     raise
                 # through the client: a fresh connection, the library loaded if the server lost it
                 left = max(0.05, self.timeout_s - (time.monotonic() - start))  # one deadline in all
-                reply = await fcall(self.client, "sw_check_many", [self._key(tier)], [raw_user, cost], timeout_s=left)
+                return await fcall(self.client, "sw_check_many", [self._key(tier)], list(args), timeout_s=left)
             except UNREACHABLE_ERRORS as e:
+                raise unreachable(self.client, e, self.timeout_s) from e
+        except ResponseError as e:
+            raise broken_from(e, tier) or e
+
+    async def _join(self, tier: str, lane: _Lane, raw_user: bytes, cost: int) -> Decision:
+        """Wait for the tier's next coalesced call, bounded by this check's own timeout."""
+        fut: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        lane.waiting.append((raw_user, cost, fut))
+        try:
+            try:
+                return await self._deadlines.run(fut, self.timeout_s)
+            except TimeoutError as e:
                 raise unreachable(self.client, e, self.timeout_s) from e
         except Unreachable as e:
             if self.fail_open:
                 self._warn_open(tier, e)
                 return FAIL_OPEN
             raise
-        except ResponseError as e:
-            raise broken_from(e, tier) or e
-        return self._decisions.get(reply) or self._decision_of(reply)
+
+    async def _flush(self, tier: str, lane: _Lane) -> None:
+        """Send the checks that waited, BATCH_CHUNK per call, until none wait; then the lane is free."""
+        try:
+            while lane.waiting:
+                batch = [w for w in lane.waiting[:BATCH_CHUNK] if not w[2].done()]  # done: gave up waiting
+                del lane.waiting[:BATCH_CHUNK]
+                if not batch:
+                    continue
+                try:
+                    decisions = await self._decide_batch(tier, batch)
+                except Exception as e:  # noqa: BLE001 - each waiting check raises it (or fails open) itself
+                    for _, _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(e)
+                    continue
+                for (_, _, fut), d in zip(batch, decisions):
+                    if not fut.done():
+                        fut.set_result(d)
+        finally:
+            for _, _, fut in lane.waiting:  # only when this task is cancelled (the loop is closing)
+                fut.cancel()
+            lane.waiting.clear()
+            lane.busy = False
+            lane.flusher = None
+
+    async def _decide_batch(self, tier: str, batch: list[tuple[bytes, int, asyncio.Future[Decision]]]) -> list[Decision]:
+        head = self._hot_keys.get(tier) or self._hot_key(tier)
+        args: list[Any] = []
+        for u, c, _ in batch:
+            args += (u, c)
+
+        def packed() -> bytes:
+            parts = [b"*%d\r\n" % (4 + 2 * len(batch)), head[4:]]  # head is the command for one pair ("*6")
+            for u, c, _ in batch:
+                parts.append(b"$%d\r\n%s\r\n%s" % (len(u), u, self._costs.get(c) or b"$%d\r\n%d\r\n" % (len(str(c)), c)))
+            return b"".join(parts)
+
+        reply = await self._send(tier, packed, tuple(args))
+        if len(batch) == 1:
+            return [self._decisions.get(reply) or self._decision_of(reply)]
+        nums = list(map(int, reply.split()))
+        limit = None if nums[0] < 0 else nums[0]
+        return [Decision(code <= 1, _CODES[code], remaining, ms / 1000.0, limit)
+                for code, remaining, ms in zip(nums[1::3], nums[2::3], nums[3::3])]
 
     def _decision_of(self, reply: bytes | str) -> Decision:
         # "LIMIT CODE REMAINING RETRY_MS" (LIMIT -1: unknown tier). Decisions are immutable and an admitted

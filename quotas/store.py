@@ -95,6 +95,8 @@ class QuotaStore:
         """Tiers the last `list()` skipped because their stored quota is unreadable: tier -> message."""
         self.library_before: int | None = None
         """The library version the server had before the last `init()` (None: it had none)."""
+        self.upgraded: list[str] = []
+        """Tiers whose quota hash the last `init()` gave the `enforced` field (written before library v3)."""
 
     async def _b(self, make: Any) -> Any:
         return await bounded(self.client, make, self.timeout_s)
@@ -126,6 +128,17 @@ class QuotaStore:
             except Conflict:
                 continue
             created.append(tier)
+        # quota hashes from before library v3 lack the one field the limiter reads: add it (atomically, in
+        # Lua, from the hash's own fields); until then the limiter reads them field by field
+        members = await self._b(lambda: self.client.smembers(self.keys.tiers))
+        self.upgraded = []
+        for t in sorted(text(m) for m in members):
+            try:
+                validate_tier(t)
+            except QuotaError:
+                continue  # a hostile registry entry: `quota list` reports it
+            if await fcall(self.client, "sw_upgrade", [self.keys.quota(t)], [], timeout_s=self.timeout_s) == 1:
+                self.upgraded.append(t)
         return created
 
     async def _read(self, tier: str, raw: dict[Any, Any]) -> Quota:

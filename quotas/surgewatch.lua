@@ -693,6 +693,23 @@ local function get(keys, args)
   return {'ok', quota_json(tier, expire_if_due(keys[1], q, now()))}
 end
 
+-- upgrade: KEYS[1] quota key -> 1 when `enforced` was added to a valid quota hash written before library v3
+-- (or restored by hand), else 0. The field is the hash's own six strings joined, so it agrees with them.
+-- Run by `surgewatch init` for every tier; a hash that is broken is left for `quota set` to repair.
+local function upgrade(keys, args)
+  local qk = keys[1]
+  if not split_key(qk) then
+    return redis.error_reply('ERR surgewatch: bad quota key')
+  end
+  local ok, has = pcall(redis.call, 'HEXISTS', qk, 'enforced')
+  if not ok or has == 1 or not read_quota(qk) then
+    return 0
+  end
+  local r = redis.call('HMGET', qk, 'limit', 'window_s', 'tier_cap_rps', 'paused', 'mode', 'expires_at')
+  redis.call('HSET', qk, 'enforced', table.concat(r, '|'))
+  return 1
+end
+
 redis.register_function{function_name = 'sw_version', callback = function() return LIB_VERSION end,
   flags = {'no-writes'}}
 redis.register_function('sw_check', check)
@@ -700,3 +717,4 @@ redis.register_function('sw_check_many', check_many)
 redis.register_function('sw_record', record)
 redis.register_function('sw_set', set)
 redis.register_function('sw_get', get)
+redis.register_function('sw_upgrade', upgrade)

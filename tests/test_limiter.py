@@ -247,3 +247,20 @@ async def test_hash_without_enforced_field_is_read_field_by_field(store: QuotaSt
     await store.set("free", QuotaSpec(4, DAY), actor="t")  # the next change writes the field again
     assert await redis_client.hget(Keys().quota("free"), "enforced") == b"4|86400||0|enforce|"
     assert (await limiter.check("free", "u")).allowed and not (await limiter.check("free", "u")).allowed
+
+
+async def test_init_gives_old_hashes_the_enforced_field(store: QuotaStore, limiter: Limiter,
+                                                        redis_client: aioredis.Redis) -> None:
+    """`init` adds `enforced` to valid hashes that lack it, from their own fields, and leaves broken ones alone."""
+    await store.set("free", QuotaSpec(2, DAY, tier_cap_rps=50), actor="t", for_s=3600)
+    before = await redis_client.hgetall(Keys().quota("free"))
+    for tier in ("free", "pro"):
+        await redis_client.hdel(Keys().quota(tier), "enforced")
+    await redis_client.hset(Keys().quota("pro"), "mode", "yolo")
+    assert await store.init() == []
+    assert store.upgraded == ["free"]
+    assert await redis_client.hgetall(Keys().quota("free")) == before
+    assert not await redis_client.hexists(Keys().quota("pro"), "enforced")
+    await store.init()
+    assert store.upgraded == []
+    assert [(await limiter.check("free", "u")).allowed for _ in range(3)] == [True, True, False]

@@ -1,0 +1,115 @@
+"""Concurrent checks of one tier share one server call (coalescing), with each check's own semantics kept."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+
+import pytest
+import redis.asyncio as aioredis
+
+from quotas.errors import BrokenQuota, Unreachable
+from quotas.keys import Keys
+from quotas.limiter import FAIL_OPEN, Limiter
+from quotas.model import QuotaSpec
+from quotas.store import QuotaStore
+from sim.valkey import ValkeyProcess
+
+DAY = 86400
+
+
+async def fcalls(client: aioredis.Redis) -> int:
+    """FCALLs the server has run since its stats were last reset."""
+    return int((await client.info("commandstats")).get("cmdstat_fcall", {}).get("calls", 0))
+
+
+async def test_concurrent_checks_share_calls_and_keep_arrival_order(store: QuotaStore, redis_client: aioredis.Redis) -> None:
+    """50 checks at once of one user under 30/1d: a handful of calls, and exactly the first 30 admitted."""
+    await store.set("free", QuotaSpec(30, DAY), actor="t")
+    lim = Limiter(redis_client)
+    await redis_client.config_resetstat()
+    got = await asyncio.gather(*(lim.check("free", "u") for _ in range(50)))
+    assert [d.allowed for d in got] == [True] * 30 + [False] * 20
+    assert [d.remaining for d in got[:30]] == list(range(29, -1, -1))
+    assert all(d.reason == "user_quota" and d.retry_after > 0 and d.limit == 30 for d in got[30:])
+    assert await fcalls(redis_client) <= 3  # the first check alone, then the 49 that waited (chunked at most once)
+    await lim.aclose()
+
+
+async def test_without_coalescing_every_check_is_a_call(store: QuotaStore, redis_client: aioredis.Redis) -> None:
+    """coalesce=False: one server call per concurrent check, same totals."""
+    await store.set("free", QuotaSpec(30, DAY), actor="t")
+    lim = Limiter(redis_client, coalesce=False)
+    await redis_client.config_resetstat()
+    got = await asyncio.gather(*(lim.check("free", "u") for _ in range(50)))
+    assert sum(d.allowed for d in got) == 30
+    assert await fcalls(redis_client) == 50
+    await lim.aclose()
+
+
+async def test_tiers_are_coalesced_apart(store: QuotaStore, redis_client: aioredis.Redis) -> None:
+    """Checks of different tiers at once get their own tier's quota and limit."""
+    await store.set("free", QuotaSpec(3, DAY), actor="t")
+    await store.set("pro", QuotaSpec(5, DAY), actor="t")
+    lim = Limiter(redis_client)
+    got = await asyncio.gather(*(lim.check(t, "u") for _ in range(8) for t in ("free", "pro")))
+    free, pro = got[0::2], got[1::2]
+    assert [d.allowed for d in free] == [True] * 3 + [False] * 5 and {d.limit for d in free} == {3}
+    assert [d.allowed for d in pro] == [True] * 5 + [False] * 3 and {d.limit for d in pro} == {5}
+    await lim.aclose()
+
+
+async def test_waiting_checks_get_a_broken_quota_each(store: QuotaStore, redis_client: aioredis.Redis) -> None:
+    """Junk in the quota reaches every check that waited for the shared call, as BrokenQuota."""
+    await redis_client.hset(Keys().quota("free"), "enforced", "lots|86400||0|enforce|")
+    lim = Limiter(redis_client)
+    got = await asyncio.gather(*(lim.check("free", f"u{i}") for i in range(10)), return_exceptions=True)
+    assert all(isinstance(e, BrokenQuota) and "lots" in str(e) for e in got)
+    await store.set("free", QuotaSpec(3, DAY), actor="t")
+    assert (await lim.check("free", "u")).allowed  # the lane is free again
+    await lim.aclose()
+
+
+async def test_a_cancelled_waiting_check_leaves_the_others(store: QuotaStore, redis_client: aioredis.Redis) -> None:
+    """A gateway request abandoned while its check waits does not disturb the checks beside it."""
+    await store.set("free", QuotaSpec(100, DAY), actor="t")
+    lim = Limiter(redis_client)
+    tasks = [asyncio.create_task(lim.check("free", f"u{i}")) for i in range(10)]
+    await asyncio.sleep(0)  # all started: the first is in flight, nine wait
+    tasks[5].cancel()
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(done[5], asyncio.CancelledError)
+    assert all(d.allowed for i, d in enumerate(done) if i != 5)
+    # the abandoned one was dropped before its call went out: it consumed nothing
+    assert await redis_client.get(Keys().usage("free", DAY, int(time.time()) // DAY, "u5")) is None
+    await lim.aclose()
+
+
+async def test_waiting_checks_time_out_and_fail_open_on_a_hung_server(valkey: ValkeyProcess, redis_client: aioredis.Redis,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """With the server hung, checks that wait behind a call in flight end within their own timeout too: Unreachable,
+    or with fail_open an admitting decision and one warning; then the tier's calls go on as before."""
+    await QuotaStore(redis_client).init()
+    strict = Limiter(redis_client, timeout_s=0.4)
+    lenient = Limiter(redis_client, timeout_s=0.4, fail_open=True)
+    assert (await strict.check("free", "u")).allowed and (await lenient.check("free", "u")).allowed
+    pid = valkey._proc.pid  # type: ignore[union-attr]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="quotas.limiter"):
+            got = await asyncio.gather(*(strict.check("free", f"u{i}") for i in range(5)),
+                                       *(lenient.check("free", f"u{i}") for i in range(5)), return_exceptions=True)
+        assert time.monotonic() - t0 < 1.5
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert all(isinstance(e, Unreachable) for e in got[:5])
+    assert got[5:] == [FAIL_OPEN] * 5
+    assert len([r for r in caplog.records if "failing open for tier free" in r.getMessage()]) == 1
+    for lim in (strict, lenient):
+        got = await asyncio.gather(*(lim.check("free", f"v{i}") for i in range(5)))
+        assert all(d.allowed and d.limit is not None for d in got)
+        await lim.aclose()
