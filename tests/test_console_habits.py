@@ -163,3 +163,18 @@ async def test_wall_cycle_faster_than_startup_does_not_crash() -> None:
                          what="cycling through every panel")
         await asyncio.sleep(0.1)
         assert app.return_code is None and app.is_running
+
+
+async def test_tier_state_and_mode_fit_80x24() -> None:
+    """Over SSH at 80x24 the Tiers tab shows a paused tier, a shadow tier and an override without scrolling sideways."""
+    app = frozen()
+    async with app.run_test(size=(80, 24)) as pilot:
+        load_frozen(app)
+        await settle(pilot)
+        app.overview.focus_tiers()
+        await settle(pilot)
+        rows = {line.split()[0]: line for line in screen_text(app).splitlines() if "/1" in line or "/3h" in line}
+        assert "PAUSED" in rows["team"] and "2000/1h" in rows["team"]
+        assert "shadow" in rows["plus"].split("50/3h")[0]  # the mode, not the "rejected by" text after it
+        assert "override 1h30m" in rows["pro"]
+        assert all(len(line) <= 80 for line in rows.values())

@@ -18,9 +18,11 @@ from tui.thresholds import BAD, STALE, WARN, Thresholds
 from tui.widgets.cells import Cell, LiveTable, num_cell
 
 HISTORY_S = 900  # 15 minutes of per-second history
+# What an operator must see first comes first: at 80 columns (SSH) the table ends inside "rejected by",
+# so a paused tier, a shadow tier and the quota in force are never scrolled off to the right.
 COLUMNS = (
-    ("tier", "tier"), ("acc", "ok/s"), ("rej", "rej/s"), ("pct", "rej%"), ("why", "rejected by"),
-    ("quota", "quota"), ("cap", "cap/s"), ("mode", "mode"), ("state", "state"), ("ver", "v"),
+    ("tier", "tier"), ("state", "state"), ("mode", "mode"), ("quota", "quota"), ("acc", "ok/s"),
+    ("rej", "rej/s"), ("pct", "rej%"), ("why", "rejected by"), ("cap", "cap/s"), ("ver", "v"),
 )
 WIDTHS = {"acc": 7, "rej": 7, "pct": 5}  # update_cell does not widen a column
 SHORT_REASON = {"user_quota": "quota", "tier_cap": "cap", "paused": "paused"}
@@ -37,7 +39,7 @@ def state_text(q: Quota | None, now: float) -> tuple[str, str]:
     if q.paused:
         return "PAUSED", BAD
     if q.expires_at is not None:
-        return f"override {format_age(max(0.0, q.expires_at - now))} left", WARN
+        return f"override {format_age(max(0.0, q.expires_at - now))}", WARN  # the time it has left: kept short for 80 columns
     return "active", ""
 
 
@@ -53,16 +55,16 @@ def tier_cells(t: TierTraffic | None, q: Quota | None, tier: str, th: Thresholds
         if t.shadow_rps > 0:
             why = (why + f" shadow {t.shadow_rps:.1f}").strip()
     state, state_style = state_text(q, now)
-    return [
+    return [  # in COLUMNS order
         Cell(tier, dim or "bold", tier),
+        Cell(state, dim or state_style, state),
+        Cell(q.mode if q else "n/a", dim or (WARN if q and q.mode == "shadow" else ""), q.mode if q else None),
+        Cell(f"{q.limit}/{format_duration(q.window_s)}" if q else "n/a", dim or "bold", q.limit / q.window_s if q else None),
         num_cell(t.accepted_rps if t else None, rate_fmt(t.accepted_rps if t else 0), dim or ""),
         num_cell(t.rejected_rps if t else None, rate_fmt(t.rejected_rps if t else 0), dim or ("" if not t or not t.rejected_rps else WARN)),
         num_cell(pct, "{:.1f}" if pct is not None and pct < 10 else "{:.0f}", dim or th.reject_style(pct), "%"),
         Cell(why or "-", dim or "dim", why),
-        Cell(f"{q.limit}/{format_duration(q.window_s)}" if q else "n/a", dim or "bold", q.limit / q.window_s if q else None),
         Cell(str(q.tier_cap_rps) if q and q.tier_cap_rps is not None else "-", dim or "", q.tier_cap_rps if q else None),
-        Cell(q.mode if q else "n/a", dim or (WARN if q and q.mode == "shadow" else ""), q.mode if q else None),
-        Cell(state, dim or state_style, state),
         Cell(str(q.version) if q else "-", "dim", q.version if q else None),
     ]
 
