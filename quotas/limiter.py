@@ -89,6 +89,7 @@ class _Lane:
     busy: bool = False
     waiting: list[tuple[bytes, int, asyncio.Future[Decision]]] = field(default_factory=list)
     flusher: asyncio.Task[None] | None = None
+    loop: asyncio.AbstractEventLoop | None = None  # where the call in flight runs
 
 
 class Limiter:
@@ -165,14 +166,18 @@ class Limiter:
         if not self._coalesce:
             return await self._check_one(tier, head, raw_user, cost)
         lane = self._lanes.get(tier) or self._lane(tier)
+        loop = asyncio.get_running_loop()
         if lane.busy:
-            return await self._join(tier, lane, raw_user, cost)
-        lane.busy = True
+            if lane.loop is loop:
+                return await self._join(tier, lane, raw_user, cost)
+            # left busy by an event loop that closed mid-call (a limiter shared across loops): start afresh
+            lane = self._lanes[tier] = _Lane()
+        lane.busy, lane.loop = True, loop
         try:
             return await self._check_one(tier, head, raw_user, cost)
         finally:
             if lane.waiting:  # checks that came meanwhile go together, in one call, now
-                lane.flusher = asyncio.get_running_loop().create_task(self._flush(tier, lane))
+                lane.flusher = loop.create_task(self._flush(tier, lane))
             else:
                 lane.busy = False
 

@@ -113,3 +113,19 @@ async def test_waiting_checks_time_out_and_fail_open_on_a_hung_server(valkey: Va
         got = await asyncio.gather(*(lim.check("free", f"v{i}") for i in range(5)))
         assert all(d.allowed and d.limit is not None for d in got)
         await lim.aclose()
+
+
+
+async def test_a_lane_left_busy_by_a_closed_loop_is_not_waited_for(store: QuotaStore, redis_client: aioredis.Redis) -> None:
+    """A tier's lane left busy by an event loop that closed mid-call (its cleanup never ran) is not waited on."""
+    lim = Limiter(redis_client, timeout_s=0.5)
+    assert (await lim.check("free", "u")).allowed
+    gone = asyncio.new_event_loop()
+    gone.close()
+    lane = lim._lanes["free"]
+    lane.busy, lane.loop = True, gone  # what a loop closed under a call in flight leaves behind
+    t0 = time.monotonic()
+    got = await asyncio.gather(*(lim.check("free", f"v{i}") for i in range(3)))
+    assert [d.allowed for d in got] == [True] * 3 and time.monotonic() - t0 < 0.4
+    assert not lim._lanes["free"].busy
+    await lim.aclose()
