@@ -7,7 +7,7 @@ from typing import Any
 from textual.command import CommandPalette
 
 from tui.screens.help import HelpScreen
-from tui.testing import frozen_app as frozen, load_frozen, screen_text, settle, wait_until
+from tui.testing import frozen_app as frozen, frozen_session, load_frozen, screen_text, settle, wait_until
 from tui.widgets.gpu_table import GpuTable
 from tui.widgets.heatmap import HeatMap
 
@@ -15,10 +15,7 @@ from tui.widgets.heatmap import HeatMap
 
 async def test_sort_cycles_columns_and_reverses() -> None:
     """`s` sorts the GPU table by node, then node descending, then by gpu; values, not text, decide order."""
-    app = frozen()
-    async with app.run_test(size=(200, 60)) as pilot:
-        load_frozen(app)
-        await settle(pilot)
+    async with frozen_session((200, 60)) as (app, pilot):
         table = app.overview.query_one(GpuTable)
         await pilot.press("s")
         assert table.shown_keys[0].startswith("10.0.0.1") or table.shown_keys[0].startswith("http://10.0.0.1")
@@ -32,10 +29,7 @@ async def test_sort_cycles_columns_and_reverses() -> None:
 
 async def test_filter_shows_only_matching_gpus() -> None:
     """`/` then text keeps only matching rows (here: the down node's GPUs); clearing brings all back."""
-    app = frozen()
-    async with app.run_test(size=(200, 60)) as pilot:
-        load_frozen(app)
-        await settle(pilot)
+    async with frozen_session((200, 60)) as (app, pilot):
         table = app.overview.query_one(GpuTable)
         total = table.row_count
         await pilot.press("slash", *"down")
@@ -48,10 +42,7 @@ async def test_filter_shows_only_matching_gpus() -> None:
 
 async def test_resize_turns_panels_into_tabs_and_back() -> None:
     """At 80x24 the panels become tabs; back at 200x60 side by side again; data, sort and filter kept."""
-    app = frozen()
-    async with app.run_test(size=(200, 60)) as pilot:
-        load_frozen(app)
-        await settle(pilot)
+    async with frozen_session((200, 60)) as (app, pilot):
         assert not app.overview.query("#tabs")
         table = app.overview.query_one(GpuTable)
         table.sort_column, table.sort_reverse, table.filter_text = "temp", True, "10.0.0.3"
@@ -107,10 +98,7 @@ async def test_help_lists_every_footer_binding() -> None:
 async def test_palette_offers_edit_only_when_writable() -> None:
     """The command palette lists per-tier edit commands, and none in read-only mode."""
     for read_only in (False, True):
-        app = frozen(read_only=read_only)
-        async with app.run_test(size=(120, 40)) as pilot:
-            load_frozen(app)
-            await settle(pilot)
+        async with frozen_session((120, 40), read_only=read_only) as (app, pilot):
             titles = [c.title for c in app.get_system_commands(app.screen)]
             assert ("Edit quota of free" in titles) is not read_only
             await pilot.press("ctrl+p")
@@ -121,10 +109,7 @@ async def test_palette_offers_edit_only_when_writable() -> None:
 async def test_no_color_is_honoured(monkeypatch: Any) -> None:
     """With NO_COLOR set the console renders without colours (Textual's colour system is off)."""
     monkeypatch.setenv("NO_COLOR", "1")
-    app = frozen()
-    async with app.run_test(size=(80, 24)) as pilot:
-        load_frozen(app)
-        await settle(pilot)
+    async with frozen_session((80, 24)) as (app, pilot):
         assert app.no_color
         import re
 
@@ -137,10 +122,7 @@ async def test_wall_mode_cycles_panels_without_edit() -> None:
     """--wall: big Digits KPIs, the panels cycle by themselves, and there is no edit binding."""
     from textual.widgets import Digits, TabbedContent
 
-    app = frozen(wall=True, read_only=True, wall_cycle_s=0.2)
-    async with app.run_test(size=(200, 60)) as pilot:
-        load_frozen(app)
-        await settle(pilot)
+    async with frozen_session((200, 60), wall=True, read_only=True, wall_cycle_s=0.2) as (app, pilot):
         assert len(app.overview.query(Digits)) == 4
         seen: set[str] = set()
         # queried afresh each time: a recompose (a late resize) replaces the TabbedContent
@@ -167,10 +149,7 @@ async def test_wall_cycle_faster_than_startup_does_not_crash() -> None:
 
 async def test_tier_state_and_mode_fit_80x24() -> None:
     """Over SSH at 80x24 the Tiers tab shows a paused tier, a shadow tier and an override without scrolling sideways."""
-    app = frozen()
-    async with app.run_test(size=(80, 24)) as pilot:
-        load_frozen(app)
-        await settle(pilot)
+    async with frozen_session((80, 24)) as (app, pilot):
         app.overview.focus_tiers()
         await settle(pilot)
         rows = {line.split()[0]: line for line in screen_text(app).splitlines() if "/1" in line or "/3h" in line}

@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.style import Style
 
-from tui.testing import frozen_app as frozen, frozen_readings, load_frozen, screen_text, settle
+from tui.testing import frozen_readings, frozen_session, load_frozen, screen_text, settle
 from tui.widgets.gpu_table import GpuTable
 from tui.widgets.heatmap import HeatMap
 
@@ -26,10 +26,7 @@ def hotter(readings: dict[str, Any], node: int, gpu: int, temp: float) -> dict[s
 
 async def test_changed_gpu_rerenders_only_its_row() -> None:
     """One GPU's new temperature re-renders that table row only (DataTable alone would redo every row)."""
-    app = frozen()
-    async with app.run_test(size=(200, 60)) as pilot:
-        load_frozen(app)
-        await settle(pilot)
+    async with frozen_session((200, 60)) as (app, pilot):
         table = app.overview.query_one(GpuTable)
         rendered: list[str] = []
         render_row = table._render_line_in_row
@@ -48,10 +45,7 @@ async def test_changed_gpu_rerenders_only_its_row() -> None:
 
 async def test_heat_map_recolours_changed_gpu() -> None:
     """A GPU that heats up is re-coloured on its heat-map line (same fleet, new values: no relayout)."""
-    app = frozen()
-    async with app.run_test(size=(200, 60)) as pilot:
-        load_frozen(app)
-        await settle(pilot)
+    async with frozen_session((200, 60)) as (app, pilot):
         heat = app.overview.query_one(HeatMap)
         load_frozen(app, hotter(frozen_readings(), 2, 5, 99.0))
         await settle(pilot)

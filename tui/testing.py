@@ -8,7 +8,8 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -212,3 +213,13 @@ def frozen_app(redis_url: str | None = "redis://127.0.0.1:1/0", *, wall_cycle_s:
         Settings(redis_url=redis_url, **settings), sources=False, subscribe=False,
         clock=lambda: FROZEN_NOW, tick_s=None, **extra,
     )
+
+
+@asynccontextmanager
+async def frozen_session(size: tuple[int, int] = (200, 60), **settings: Any) -> AsyncIterator[tuple[Any, Any]]:
+    """A frozen app running at `size`, loaded with the frozen readings and settled: `(app, pilot)`."""
+    app = frozen_app(**settings)
+    async with app.run_test(size=size) as pilot:
+        load_frozen(app)
+        await settle(pilot)
+        yield app, pilot
