@@ -194,25 +194,34 @@ class OverviewScreen(Screen[None]):
         if not found:
             return None
         tabs = found.first(TabbedContent)
-        # Just after start or a recompose the TabbedContent exists before its tab strip does, and
-        # setting `active` then raises: a wall console on a slow box died of this on its first cycle.
-        return tabs if tabs.is_mounted and tabs.tab_count == len(PANELS) else None
+        # Just after start or a recompose the TabbedContent exists before its tab strip and its panes
+        # do, and setting `active` then raises (no such tab, or no such pane in its switcher): a wall
+        # console on a slow box died of this on its first cycle. Both must be complete.
+        # (queries, never `tab_count`: that raises while the strip itself is not there yet)
+        ready = (tabs.is_mounted and len(tabs.query("#tabs-list > ContentTab")) == len(PANELS)
+                 and len(tabs.query("ContentSwitcher > TabPane")) == len(PANELS))
+        return tabs if ready else None
+
+    def _show_tab(self, pane_id: str) -> None:
+        if tabs := self._ready_tabs():
+            try:
+                tabs.active = pane_id
+            except (NoMatches, ValueError):  # a mount step Textual has and this check misses: next time
+                pass
 
     def focus_tiers(self) -> None:
-        if tabs := self._ready_tabs():
-            tabs.active = "tab-tiers"
+        self._show_tab("tab-tiers")
         self.query_one("#tier-table").focus()
 
     def cycle_panel(self) -> None:
         """Wall mode: show the next tab (skipped while the tabs are still mounting)."""
         if tabs := self._ready_tabs():
             ids = [f"tab-{p}" for p in PANELS]
-            tabs.active = ids[(ids.index(tabs.active) + 1) % len(ids)] if tabs.active in ids else ids[0]
+            self._show_tab(ids[(ids.index(tabs.active) + 1) % len(ids)] if tabs.active in ids else ids[0])
 
     # ----- actions
     def action_filter(self) -> None:
-        if tabs := self._ready_tabs():
-            tabs.active = "tab-gpus"
+        self._show_tab("tab-gpus")
         box = self.query_one("#gpu-filter", Input)
         box.disabled = False
         box.add_class("-shown")
