@@ -143,7 +143,9 @@ class OverviewScreen(Screen[None]):
     # ----- rendering
     def show_all(self) -> None:
         self.show()
-        self.query_one(EventLog).add(self.state.events)
+        logs = self.query(EventLog)  # absent for a moment mid-recompose: show() copes the same way
+        if logs:
+            logs.first().add(self.state.events)
 
     def show(self, sources: tuple[str, ...] = ("gpus", "host", "fleet", "traffic")) -> None:
         """Push the state into the widgets; `sources` limits the work to what changed."""
