@@ -117,6 +117,7 @@ class TierTraffic:
     accepted_history: tuple[int, ...] = ()
     rejected_history: tuple[int, ...] = ()
     history_end_s: int = 0  # the server's epoch second of the histories' last value (0: unknown)
+    quota_error: str = ""  # why the stored quota is unreadable (junk, or edited outside surgewatch); "" if it is not
 
 
 @dataclass(frozen=True, slots=True)

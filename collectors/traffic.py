@@ -50,16 +50,15 @@ def _n(v: Any) -> int:
         return 0  # garbage in a counter counts as nothing
 
 
-def quota_or_none(tier: str, raw: dict[Any, Any], now: float) -> Quota | None:
-    """The tier's effective quota from its hash; None when absent or garbage (logged)."""
+def read_quota(tier: str, raw: dict[Any, Any], now: float) -> tuple[Quota | None, str]:
+    """The tier's effective quota from its hash, and "" / why it is unreadable (None, "" when absent)."""
     if not raw:
-        return None
+        return None, ""
     try:
         q, prev = quota_from_hash(tier, raw)
     except (BrokenQuota, ValueError, TypeError) as e:
-        log.warning("unreadable quota of tier %s: %s", tier, e)
-        return None
-    return effective(q, prev, now)
+        return None, str(e) or type(e).__name__
+    return effective(q, prev, now), ""
 
 
 @dataclass
@@ -86,6 +85,7 @@ class TrafficCollector:
         self._registry: tuple[str, ...] | None = None
         self._skew: float | None = None  # server clock - local clock
         self._state: dict[str, _Tier] = {}
+        self._unreadable: dict[str, str] = {}  # tier -> why its quota is unreadable, as last logged
         self.round_trips = 0
 
     async def aclose(self) -> None:
@@ -193,9 +193,17 @@ class TrafficCollector:
         tiers = []
         for tier, (quota_raw, rows) in per_tier.items():
             st = self._absorb(tier, rows, last)
-            tiers.append(self._tier(tier, quota_or_none(tier, quota_raw, server), st))
+            quota, error = read_quota(tier, quota_raw, server)
+            if error and self._unreadable.get(tier) != error:  # once per new problem, not once a second
+                log.warning("unreadable quota of tier %s: %s", tier, error)
+            if error:
+                self._unreadable[tier] = error
+            else:
+                self._unreadable.pop(tier, None)
+            tiers.append(self._tier(tier, quota, error, st))
         for gone in set(self._state) - set(per_tier):
             del self._state[gone]
+            self._unreadable.pop(gone, None)
         self._registry = registry  # the next poll reads the registry as of this one
         return TrafficSample(taken_at=server, tiers=tuple(tiers))
 
@@ -222,7 +230,7 @@ class TrafficCollector:
             del st.rows[s]
         return st
 
-    def _tier(self, tier: str, quota: Quota | None, st: _Tier) -> TierTraffic:
+    def _tier(self, tier: str, quota: Quota | None, quota_error: str, st: _Tier) -> TierTraffic:
         def total(span: int) -> dict[str, int]:
             out = dict.fromkeys(OUTCOMES, 0)
             for s in range(st.last - span + 1, st.last + 1):
@@ -236,6 +244,7 @@ class TrafficCollector:
         return TierTraffic(
             tier=tier,
             quota=quota,
+            quota_error=quota_error,
             accepted_rps=r10["accepted"] / RATE_WINDOW_S,
             rejected_rps=sum(r10[o] for o in REJECTED_OUTCOMES) / RATE_WINDOW_S,
             rejected_by_reason_rps={o: r10[o] / RATE_WINDOW_S for o in BY_REASON},

@@ -70,7 +70,7 @@ def quota_from_hash(tier: str, raw: dict[Any, Any]) -> tuple[Quota, dict[str, An
         fields = "|".join(h.get(f, "") for f in ENFORCED_FIELDS)
         if enforced != fields:
             raise BrokenQuota(tier, f"fields edited outside surgewatch ({fields}) while the limiter enforces "
-                                    f"{enforced}; `surgewatch quota set` repairs it")
+                                    f"{enforced}")
     prev = None
     if h.get("prev"):
         try:

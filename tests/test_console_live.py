@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -165,6 +166,25 @@ async def test_external_change_appears(valkey: ValkeyProcess, store: QuotaStore)
         await wait_until(pilot, lambda: app.state.quotas["team"].version == v + 1, timeout=5.0, what="change pushed")
         await wait_until(pilot, lambda: "7/1h" in screen_text(app), timeout=5.0, what="on screen")
         assert any("by carol" in t and "(load test)" in t for t in app.overview.query_one("#events").texts)
+
+
+async def test_hand_edited_quota_shows_broken_until_set(valkey: ValkeyProcess, store: QuotaStore,
+                                                       redis_client: aioredis.Redis) -> None:
+    """A quota field changed with redis-cli turns the tier BROKEN with the reason in the events; a set repairs it."""
+    app = make(valkey)
+    async with app.run_test(size=(200, 60)) as pilot:
+        await wait_until(pilot, lambda: "team" in app.state.quotas, what="quotas")
+        await redis_client.hset("surgewatch:{team}:quota", "limit", "5")  # no version, no audit, no event
+        await wait_until(pilot, lambda: re.search(r"\bteam +BROKEN\b", screen_text(app)), timeout=5.0,
+                         what="tier shown broken")
+        events = app.overview.query_one("#events").texts
+        assert sum("tier team quota unreadable" in t and "edited outside surgewatch" in t for t in events) == 1
+        v = app.state.quotas["team"].version
+        await store.set("team", QuotaSpec(5, 3600), actor="carol", reason="the edit, done properly")
+        await wait_until(pilot, lambda: re.search(r"\bteam +active\b", screen_text(app)), timeout=5.0,
+                         what="tier repaired")
+        assert app.state.quotas["team"].version == v + 1
+        assert any("tier team quota readable again" in t for t in app.overview.query_one("#events").texts)
 
 
 async def test_lost_change_feed_shows_in_the_banner(valkey: ValkeyProcess, store: QuotaStore) -> None:

@@ -116,6 +116,7 @@ async def test_garbage_in_redis_is_ignored(redis_client: aioredis.Redis) -> None
     by = {t.tier: t for t in s.tiers}
     assert sorted(by) == ["broken", "free"]
     assert by["broken"].quota is None and by["free"].accepted_1m == 9 and by["free"].rejected_1m == 0
+    assert "is broken (" in by["broken"].quota_error and by["free"].quota_error == ""
 
 
 async def test_exact_counts_from_the_real_limiter(redis_client: aioredis.Redis) -> None:

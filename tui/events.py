@@ -117,7 +117,8 @@ def node_events(prev: FleetSample | None, cur: FleetSample, now: float) -> list[
 
 
 def traffic_events(prev: TrafficSample | None, cur: TrafficSample, th: Thresholds, now: float) -> list[Event]:
-    """A tier's rejection % crossing the spike threshold, and shadow-mode hits starting."""
+    """A tier's rejection % crossing the spike threshold, shadow-mode hits starting, and a tier's stored
+    quota becoming unreadable (junk, or fields edited outside surgewatch) or readable again."""
     before = {t.tier: t for t in prev.tiers} if prev is not None else {}
     out: list[Event] = []
     for t in cur.tiers:
@@ -131,6 +132,10 @@ def traffic_events(prev: TrafficSample | None, cur: TrafficSample, th: Threshold
             out.append(Event(now, "warn", "reject_spike", f"tier {t.tier} rejecting {pct:.0f}% ({reasons or 'n/a'})"))
         if t.shadow_rps > 0 and (o is None or o.shadow_rps <= 0) and o is not None:
             out.append(Event(now, "info", "shadow", f"tier {t.tier} shadow mode would refuse {t.shadow_rps:.1f}/s"))
+        if t.quota_error and (o is None or o.quota_error != t.quota_error):
+            out.append(Event(now, "crit", "quota_broken", f"tier {t.tier} quota unreadable: {t.quota_error}"))
+        elif o is not None and o.quota_error and not t.quota_error:
+            out.append(Event(now, "info", "quota_broken", f"tier {t.tier} quota readable again"))
     return out
 
 

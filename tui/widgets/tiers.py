@@ -33,7 +33,9 @@ def rate_fmt(rps: float) -> str:
     return "{:,.1f}" if rps < 100 else "{:,.0f}"
 
 
-def state_text(q: Quota | None, now: float) -> tuple[str, str]:
+def state_text(q: Quota | None, now: float, error: str = "") -> tuple[str, str]:
+    if error:
+        return "BROKEN", BAD  # junk in Redis or a hand edit: the events panel has the reason
     if q is None:
         return "no quota", WARN
     if q.paused:
@@ -54,7 +56,7 @@ def tier_cells(t: TierTraffic | None, q: Quota | None, tier: str, th: Thresholds
         )
         if t.shadow_rps > 0:
             why = (why + f" shadow {t.shadow_rps:.1f}").strip()
-    state, state_style = state_text(q, now)
+    state, state_style = state_text(q, now, t.quota_error if t else "")
     return [  # in COLUMNS order
         Cell(tier, dim or "bold", tier),
         Cell(state, dim or state_style, state),
