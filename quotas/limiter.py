@@ -82,6 +82,14 @@ BATCH_CHUNK = 2000  # requests per sw_check_many call: bounds one call's time on
 FAIL_OPEN = Decision(True, "ok", 0, 0.0, None)
 
 
+def _batch_decisions(reply: bytes | str) -> list[Decision]:
+    """sw_check_many's "LIMIT CODE1 REMAINING1 RETRY_MS1 CODE2 ..." -> one Decision per request, in order."""
+    nums = list(map(int, reply.split()))
+    limit = None if nums[0] < 0 else nums[0]
+    return [Decision(code <= 1, _CODES[code], remaining, ms / 1000.0, limit)
+            for code, remaining, ms in zip(nums[1::3], nums[2::3], nums[3::3])]
+
+
 @dataclass(slots=True)
 class _Lane:
     """One tier's coalescing state: is a `check` call in flight, and which checks wait for the next one."""
@@ -278,10 +286,7 @@ class Limiter:
         reply = await self._send(tier, packed, tuple(args))
         if len(batch) == 1:
             return [self._decisions.get(reply) or self._decision_of(reply)]
-        nums = list(map(int, reply.split()))
-        limit = None if nums[0] < 0 else nums[0]
-        return [Decision(code <= 1, _CODES[code], remaining, ms / 1000.0, limit)
-                for code, remaining, ms in zip(nums[1::3], nums[2::3], nums[3::3])]
+        return _batch_decisions(reply)
 
     def _decision_of(self, reply: bytes | str) -> Decision:
         # "LIMIT CODE REMAINING RETRY_MS" (LIMIT -1: unknown tier). Decisions are immutable and an admitted
@@ -325,11 +330,8 @@ class Limiter:
             if isinstance(reply, ResponseError):
                 error = error or broken_from(reply, tier) or reply
                 continue
-            nums = list(map(int, reply.split()))
-            limit = None if nums[0] < 0 else nums[0]
-            for k, i in enumerate(idx):
-                code, remaining, ms = nums[1 + 3 * k: 4 + 3 * k]
-                out[i] = Decision(code <= 1, _CODES[code], remaining, ms / 1000.0, limit)
+            for i, d in zip(idx, _batch_decisions(reply)):
+                out[i] = d
         if error is not None:
             raise error
         return out  # type: ignore[return-value]

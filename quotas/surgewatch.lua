@@ -21,6 +21,11 @@ local QUOTA_FIELDS = {'limit', 'window_s', 'tier_cap_rps', 'paused', 'mode', 'ex
 -- broken (read_quota here, quotas/codec.py in Python) while the limiter keeps enforcing `enforced`.
 local ENFORCED_PATTERN = '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$'
 
+-- the `enforced` value of six stored field strings (the one way it is built: write, check, upgrade)
+local function enforced_of(limit, w, cap, paused, mode, exp)
+  return limit .. '|' .. w .. '|' .. cap .. '|' .. paused .. '|' .. mode .. '|' .. exp
+end
+
 -- microseconds of the server clock: orders audit entries across tiers' streams
 local function now_us()
   local t = redis.call('TIME')
@@ -84,8 +89,7 @@ local function read_quota(qk)
   if not is_int(h.version, 0, 1e12) then return nil, 'version=' .. tostring(h.version) end
   if not is_num(h.updated_at) then return nil, 'updated_at=' .. tostring(h.updated_at) end
   if h.enforced then
-    local fields = h.limit .. '|' .. h.window_s .. '|' .. h.tier_cap_rps .. '|' .. h.paused .. '|' .. h.mode
-      .. '|' .. h.expires_at
+    local fields = enforced_of(h.limit, h.window_s, h.tier_cap_rps, h.paused, h.mode, h.expires_at)
     if h.enforced ~= fields then
       return nil, 'fields edited outside surgewatch (' .. fields .. ') while the limiter enforces ' .. h.enforced
     end
@@ -126,7 +130,7 @@ local function write_quota(qk, q)
     'limit', limit, 'window_s', w, 'tier_cap_rps', cap, 'paused', paused, 'mode', q.mode,
     'expires_at', exp, 'version', tostring(q.version),
     'updated_by', q.updated_by, 'updated_at', fmt_num(q.updated_at), 'prev', q.prev or '',
-    'enforced', limit .. '|' .. w .. '|' .. cap .. '|' .. paused .. '|' .. q.mode .. '|' .. exp)
+    'enforced', enforced_of(limit, w, cap, paused, q.mode, exp))
 end
 
 -- One audit entry and one event, in the same call as the change.
@@ -314,8 +318,8 @@ end
 -- Memo, per quota key, of the last quota seen and what it parses to. It is a pure function of the
 -- `enforced` string (or, for a hash without it, of the six raw field strings HMGET returns; Lua interns
 -- strings, so either test is pointer comparisons): any change by sw_set or an expiry is seen by the very
--- next call. It also holds
--- the key strings derived from the tag for the current second/minute/window, so they are built once.
+-- next call. It also holds the key strings derived from the tag for the current second/minute/window,
+-- so they are built once.
 -- Bounded: cleared when it holds MEMO_MAX tiers (a tier is never unbounded input: the key must parse).
 local MEMO_MAX = 1024
 local memo, memo_n = {}, 0
@@ -706,7 +710,7 @@ local function upgrade(keys, args)
     return 0
   end
   local r = redis.call('HMGET', qk, 'limit', 'window_s', 'tier_cap_rps', 'paused', 'mode', 'expires_at')
-  redis.call('HSET', qk, 'enforced', table.concat(r, '|'))
+  redis.call('HSET', qk, 'enforced', enforced_of(r[1], r[2], r[3], r[4], r[5], r[6]))
   return 1
 end
 
