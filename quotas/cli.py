@@ -19,7 +19,8 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from quotas.actor import default_actor
-from quotas.errors import BrokenQuota, Conflict, Unreachable, UnknownTier, redact
+from quotas.errors import AuthFailed, BrokenQuota, Conflict, Unreachable, UnknownTier, redact
+from quotas.library import unavailable
 from quotas.model import (
     Quota, QuotaError, QuotaSpec, format_duration, iso, parse_duration, parse_spec, parse_tier_cap,
     validate_actor, validate_reason, validate_tier,
@@ -73,6 +74,9 @@ def _run(fn: Callable[[Any, argparse.Namespace, Any], Awaitable[int]], args: arg
     except Conflict as e:
         _err(f"conflict: {e}")
         return EXIT_CONFLICT
+    except AuthFailed as e:  # not an outage: retrying will not help, so not exit 4
+        _err(str(e))
+        return EXIT_ERROR
     except Unreachable as e:
         _err(str(e))
         return EXIT_UNREACHABLE
@@ -80,7 +84,8 @@ def _run(fn: Callable[[Any, argparse.Namespace, Any], Awaitable[int]], args: arg
         _err(str(e))
         return EXIT_ERROR
     except ResponseError as e:
-        _err(f"the server refused: {e}")
+        down = unavailable(None, e)  # out of memory, a read-only replica, ...: nothing was written
+        _err(str(down) if down else f"the server refused: {e}")
         return EXIT_ERROR
 
 

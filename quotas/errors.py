@@ -49,6 +49,17 @@ class Unreachable(Exception):
         super().__init__(redact(message))
 
 
+class Unavailable(Unreachable):
+    """The server answered but cannot decide now: out of memory under `noeviction`, a read-only replica
+    (a gateway still pointed at the old primary after a failover), loading its data, busy with a script,
+    or a cluster without a majority. To a gateway this is no answer, so `fail_open` admits it too."""
+
+
+class AuthFailed(Unreachable):
+    """The server refused the login: a wrong or missing password, or a disabled ACL user. The message
+    has no password; to a gateway this is no answer too (a rotated password must not stop the service)."""
+
+
 class BrokenQuota(Exception):
     """A tier's stored quota is unreadable (junk values, wrong type): refused, never guessed."""
 

@@ -10,11 +10,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import AuthenticationError, AuthorizationError, ClusterDownError, MasterDownError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from quotas.errors import BrokenQuota, Unreachable
+from quotas.errors import AuthFailed, BrokenQuota, Unavailable, Unreachable
 from quotas.keys import LIBRARY_NAME
 
 LIBRARY_PATH = Path(__file__).with_name("surgewatch.lua")
@@ -68,12 +70,52 @@ def describe(client: Client) -> str:
     return ",".join(sorted(str(n) for n in nodes)) or "the Redis server"
 
 
+# What a server says when it refuses the login; redis-py raises some of these as ConnectionError and
+# some (HELLO before AUTH) as a plain error, so the text decides.
+_AUTH_MARKERS = ("WRONGPASS", "NOAUTH", "invalid username-password", "must be called with the client already authenticated",
+                 "Authentication required", "invalid password")
+# Error replies that mean "cannot decide now", not "you asked wrongly": the first word of the reply.
+_UNAVAILABLE_CODES = {
+    "OOM": "it is out of memory (maxmemory reached with a noeviction policy)",
+    "READONLY": "it is a read-only replica (point the client at the primary)",
+    "MISCONF": "it refuses writes because it cannot save its data to disk",
+    "LOADING": "it is loading its data set",
+    "BUSY": "it is busy running a script",
+    "MASTERDOWN": "its link to the primary is down",
+    "CLUSTERDOWN": "the cluster is down",
+    "TRYAGAIN": "the cluster is moving the tier's slot",
+}
+_CLASS_CODES: tuple[tuple[type[ResponseError], str], ...] = (
+    (OutOfMemoryError, "OOM"), (ReadOnlyError, "READONLY"), (MasterDownError, "MASTERDOWN"),
+    (ClusterDownError, "CLUSTERDOWN"), (TryAgainError, "TRYAGAIN"),
+)
+
+
 def unreachable(client: Client, exc: BaseException, timeout_s: float) -> Unreachable:
-    """A clear, password-free Unreachable for a failed call."""
+    """A clear, password-free Unreachable for a failed call (AuthFailed when the login was refused)."""
     detail = str(exc) or type(exc).__name__
     if isinstance(exc, TimeoutError) and not str(exc):
         detail = f"no answer within {timeout_s:g} s"
+    if isinstance(exc, (AuthenticationError, AuthorizationError)) or any(m.lower() in detail.lower() for m in _AUTH_MARKERS):
+        if "NOAUTH" in detail or "already authenticated" in detail or "Authentication required" in detail:
+            detail = "it requires a password and the Redis URL gives none"
+        return AuthFailed(f"Redis at {describe(client)} refused the login: {detail} "
+                          "(check the user and password in the Redis URL)")
     return Unreachable(f"Redis at {describe(client)} is unreachable: {detail}")
+
+
+def unavailable(client: Client, exc: BaseException) -> Unavailable | None:
+    """The server's "cannot decide now" error replies (OOM, READONLY, ...) as Unavailable, else None."""
+    if not isinstance(exc, ResponseError):
+        return None
+    text_ = str(exc)
+    # redis-py strips the code from the errors it has a class for (OutOfMemoryError, ...)
+    code = next((c for cls, c in _CLASS_CODES if isinstance(exc, cls)), text_.split(" ", 1)[0].upper())
+    why = _UNAVAILABLE_CODES.get(code)
+    if why is None:
+        return None
+    where = "the Redis server" if client is None else f"Redis at {describe(client)}"
+    return Unavailable(f"{where} cannot take the call now: {why}: {text_}")
 
 
 async def load_library(client: Client) -> None:

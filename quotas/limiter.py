@@ -19,7 +19,9 @@ Semantics (the library decides, see surgewatch.lua):
   shadow; it consumes usage like an admitted request.
 - `unknown_tier`: refused, counted nowhere (no keys are created for arbitrary names).
 - Unreachable server: `Unreachable` after `timeout_s`, or with `fail_open=True` an admitting
-  `Decision(True, "ok", ...)` and a logged warning naming the tier.
+  `Decision(True, "ok", ...)` and a logged warning naming the tier (one line per tier per 10 s). The same
+  holds for a server that answers but cannot decide (`Unavailable`: out of memory under `noeviction`, a
+  read-only replica, loading, busy) and one that refuses the login (`AuthFailed`): both are Unreachable.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ from redis.exceptions import ResponseError
 from quotas.errors import Unreachable
 from quotas.held import HeldConnections
 from quotas.keys import DEFAULT_PREFIX, Keys
-from quotas.library import UNREACHABLE_ERRORS, Deadlines, bounded, broken_from, fcall, is_missing_function, load_library, unreachable
+from quotas.library import (
+    UNREACHABLE_ERRORS, Deadlines, bounded, broken_from, fcall, is_missing_function, load_library, unavailable, unreachable,
+)
 from quotas.model import MAX_LIMIT, QuotaError, validate_tier
 
 log = logging.getLogger(__name__)
@@ -229,7 +233,7 @@ class Limiter:
             except UNREACHABLE_ERRORS as e:
                 raise unreachable(self.client, e, self.timeout_s) from e
         except ResponseError as e:
-            raise broken_from(e, tier) or e
+            raise broken_from(e, tier) or unavailable(self.client, e) or e
 
     async def _join(self, tier: str, lane: _Lane, raw_user: bytes, cost: int) -> Decision:
         """Wait for the tier's next coalesced call, bounded by this check's own timeout."""
@@ -328,7 +332,13 @@ class Limiter:
         error: Exception | None = None
         for (tier, idx), reply in zip(calls, replies):
             if isinstance(reply, ResponseError):
-                error = error or broken_from(reply, tier) or reply
+                down = unavailable(self.client, reply)
+                if down is not None and self.fail_open:  # out of memory, a read-only replica, ...
+                    self._warn_open(tier, down)
+                    for i in idx:
+                        out[i] = FAIL_OPEN
+                    continue
+                error = error or broken_from(reply, tier) or down or reply
                 continue
             for i, d in zip(idx, _batch_decisions(reply)):
                 out[i] = d
@@ -369,7 +379,10 @@ class Limiter:
             raise QuotaError(f"invalid outcome {outcome!r}: one of {', '.join(RECORDABLE)}")
         validate_cost(count)
         try:
-            await fcall(self.client, "sw_record", [self._key(tier)], [outcome, count], timeout_s=self.timeout_s)
+            try:
+                await fcall(self.client, "sw_record", [self._key(tier)], [outcome, count], timeout_s=self.timeout_s)
+            except ResponseError as e:
+                raise unavailable(self.client, e) or e
         except Unreachable as e:
             if not self.fail_open:
                 raise

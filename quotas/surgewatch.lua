@@ -359,7 +359,7 @@ local function memo_for(qk, r1, r2, r3, r4, r5, r6)
   m.cap = (cap ~= '' and tonumber(cap)) or nil
   m.paused, m.shadow = paused == '1', mode == 'shadow'
   m.expires_at = (exp ~= '' and tonumber(exp)) or nil
-  m.widx = nil -- the window length may have changed: rebuild the usage prefix
+  m.widx, m.sec_s = nil, nil -- the window length may have changed: rebuild the usage prefix
   return m, nil
 end
 
@@ -442,9 +442,29 @@ local function decide_one(qk, user, cost)
     end
     return nil, broken(qk, err)
   end
-  local sec = tonumber(tm[1])
-  local t = sec + math.floor(tonumber(tm[2]) / 1000) / 1000 -- ms, as the batch path and the store use
-  if m.expires_at and t >= m.expires_at then
+  -- TIME's seconds string is interned, so within one second this is a pointer comparison and nothing
+  -- below is recomputed; the ms-precision time is only worked out where a refusal or an expiry needs it
+  local s1 = tm[1]
+  if m.sec_s ~= s1 then
+    local sec = tonumber(s1)
+    m.sec_s, m.sec = s1, sec
+    local minute = math.floor(sec / 60)
+    local s = tostring(sec % 60)
+    m.s, m.f_acc = s, s .. ':accepted'
+    if m.minute ~= minute then
+      m.minute, m.ck, m.rk = minute, m.tag .. ':c:' .. minute, m.tag .. ':r:' .. minute
+    end
+    local idx = math.floor(sec / m.window_s)
+    if m.widx ~= idx then
+      m.widx, m.uprefix, m.wend = idx, m.tag .. ':u:' .. m.window_s .. ':' .. idx .. ':', (idx + 1) * m.window_s
+      m.exat = tostring(m.wend + USAGE_MARGIN_S)
+    end
+  end
+  local sec, t = m.sec, nil
+  if m.expires_at then
+    t = sec + math.floor(tonumber(tm[2]) / 1000) / 1000 -- ms, as the batch path and the store use
+  end
+  if t and t >= m.expires_at then
     -- a temporary override's time has come: the batch path reverts it (audited), then decides on the result
     local ctx, cerr = context(qk)
     if not ctx then
@@ -453,20 +473,6 @@ local function decide_one(qk, user, cost)
     local code, remaining, ms = decide(ctx, user, cost)
     flush(ctx)
     return code, remaining, ms, ctx.q.limit
-  end
-  if m.sec ~= sec then
-    m.sec = sec
-    local minute = math.floor(sec / 60)
-    local s = tostring(sec % 60)
-    m.s, m.f_acc = s, s .. ':accepted'
-    if m.minute ~= minute then
-      m.minute, m.ck, m.rk = minute, m.tag .. ':c:' .. minute, m.tag .. ':r:' .. minute
-    end
-  end
-  local idx = math.floor(sec / m.window_s)
-  if m.widx ~= idx then
-    m.widx, m.uprefix, m.wend = idx, m.tag .. ':u:' .. m.window_s .. ':' .. idx .. ':', (idx + 1) * m.window_s
-    m.exat = tostring(m.wend + USAGE_MARGIN_S)
   end
   local limit, ck = m.limit, m.ck
   local uk = m.uprefix .. user
@@ -482,6 +488,9 @@ local function decide_one(qk, user, cost)
     used = tonumber(used) or 0
   else
     used = tonumber(redis.call('GET', uk) or '0') or 0
+  end
+  if not t and (m.paused or used + cost > limit or m.cap) then
+    t = sec + math.floor(tonumber(tm[2]) / 1000) / 1000 -- a refusal's retry_after needs the ms
   end
   if m.paused then
     code = 4
@@ -541,9 +550,14 @@ local function check_many(keys, args)
   if #args == 2 then
     -- one decision (what Limiter.check sends): the straight-line path and a one-string reply, which is
     -- cheaper to build on the server and to parse in a client than sw_check's array
-    local qk, cost = keys[1], tonumber(args[2])
+    local qk, cost = keys[1], args[2]
     if not memo[qk] and string.sub(qk, -7) ~= '}:quota' then -- a key in the memo has passed this
       return redis.error_reply('ERR surgewatch: ARGV is user, cost pairs')
+    end
+    if cost == '1' then -- nearly every request: an interned-string comparison instead of a parse
+      cost = 1
+    else
+      cost = tonumber(cost)
     end
     if args[1] == '' or not (cost and cost >= 1 and cost <= MAX_LIMIT and cost % 1 == 0) then
       return redis.error_reply('ERR surgewatch: empty user or bad cost in pair 1')

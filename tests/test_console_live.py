@@ -131,6 +131,31 @@ async def test_conflict_flow_names_who_and_reloads(valkey: ValkeyProcess, store:
         assert q is not None and q.limit == 10 and q.version == v + 2
 
 
+async def test_edit_refused_by_a_full_server_says_why_and_changes_nothing(
+        valkey: ValkeyProcess, store: QuotaStore, redis_client: aioredis.Redis) -> None:
+    """An edit on a server out of memory says so in the form, changes nothing, and applies once memory is back."""
+    app = make(valkey)
+    async with app.run_test(size=(120, 40)) as pilot:
+        editor = await open_editor(pilot, app, "free")
+        before = await store.get("free")
+        await type_into(pilot, "spec", "3/1d")
+        await redis_client.config_set("maxmemory-policy", "noeviction")
+        await redis_client.config_set("maxmemory", "1")
+        try:
+            await pilot.press("ctrl+s")
+            await wait_until(pilot, lambda: "out of memory" in str(editor.query_one("#conflict").render()),
+                             what="refusal shown")
+            assert "nothing was changed" in str(editor.query_one("#conflict").render())
+            assert isinstance(app.screen, QuotaEditor)  # the form stays open with what was typed
+        finally:
+            await redis_client.config_set("maxmemory", "0")
+        assert await store.get("free") == before
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: not isinstance(app.screen, QuotaEditor), what="applied")
+        q = await store.get("free")
+        assert q is not None and q.spec == "3/1d" and q.version == before.version + 1  # type: ignore[union-attr]
+
+
 async def test_read_only_with_acl_viewer(valkey: ValkeyProcess, store: QuotaStore, redis_client: aioredis.Redis) -> None:
     """Read-only works as a Redis user that may only read: no edit binding, no write attempted, no password shown."""
     await redis_client.execute_command(

@@ -1,7 +1,9 @@
-"""The limiter when the server misbehaves: library lost on restart, server stopped, server hung."""
+"""The limiter when the server misbehaves: library lost on restart, server stopped or hung, out of memory,
+a read-only replica, a refused login."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -10,7 +12,7 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
-from quotas.errors import Unreachable
+from quotas.errors import AuthFailed, Unavailable, Unreachable
 from quotas.keys import Keys
 from quotas.limiter import Decision, Limiter
 from quotas.model import QuotaSpec
@@ -131,3 +133,74 @@ async def test_sequential_checks_hold_one_connection(redis_client: aioredis.Redi
     assert len(pool._in_use_connections) == 1  # held by the limiter, reused 20 times
     await lim.aclose()
     assert len(pool._in_use_connections) == 0
+
+
+async def _counted(client: aioredis.Redis) -> int:
+    """Admitted requests of tier free in the counters (every minute hash), for 'nothing was counted'."""
+    total = 0
+    async for key in client.scan_iter(match="surgewatch:{free}:c:*"):
+        total += sum(int(v) for f, v in (await client.hgetall(key)).items() if f.endswith(b":accepted"))
+    return total
+
+
+async def test_out_of_memory_server_is_unavailable_and_fails_open(
+        redis_client: aioredis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+    """A server out of memory under noeviction: Unavailable (an Unreachable) by default, admitted with fail_open."""
+    await QuotaStore(redis_client).init()
+    lim = Limiter(redis_client)
+    opener = Limiter(redis_client, fail_open=True)
+    assert (await lim.check("free", "u")).allowed
+    await redis_client.config_set("maxmemory-policy", "noeviction")
+    await redis_client.config_set("maxmemory", "1")
+    try:
+        for call in (lambda: lim.check("free", "u"), lambda: lim.check_many([("free", "u", 1)]),
+                     lambda: lim.record("free", "error")):
+            with pytest.raises(Unavailable, match="out of memory") as e:
+                await call()
+            assert isinstance(e.value, Unreachable)
+        with caplog.at_level(logging.WARNING, logger="quotas.limiter"):
+            assert await opener.check("free", "v") == Decision(True, "ok", 0, 0.0, None)
+            assert await opener.check_many([("free", "v", 1), ("pro", "v", 1)]) == [Decision(True, "ok", 0, 0.0, None)] * 2
+            await opener.record("free", "error")
+        assert any("failing open for tier free" in r.getMessage() and "out of memory" in r.getMessage()
+                   for r in caplog.records)
+    finally:
+        await redis_client.config_set("maxmemory", "0")
+    assert await _counted(redis_client) == 1  # nothing refused by the server was counted
+    assert (await lim.check("free", "u")).remaining == (await QuotaStore(redis_client).get("free")).limit - 2
+
+
+async def test_read_only_replica_is_unavailable(valkey: ValkeyProcess, redis_client: aioredis.Redis) -> None:
+    """A gateway left pointing at a replica (after a failover) gets Unavailable naming the cause, or fails open."""
+    await QuotaStore(redis_client).init()
+    with ValkeyProcess() as replica:
+        rc = aioredis.Redis.from_url(replica.url, socket_timeout=5)
+        try:
+            await rc.replicaof(valkey.host, valkey.port)
+            deadline = time.monotonic() + 10
+            while (await rc.info("replication")).get("master_link_status") != "up":
+                assert time.monotonic() < deadline, "the replica did not sync"
+                await asyncio.sleep(0.05)
+            with pytest.raises(Unavailable, match="read-only replica"):
+                await Limiter(rc).check("free", "u")
+            assert (await Limiter(rc, fail_open=True).check("free", "u")).allowed
+        finally:
+            await rc.aclose()
+    assert await _counted(redis_client) == 0
+
+
+async def test_refused_login_is_auth_failed_without_the_password() -> None:
+    """A wrong or missing password raises AuthFailed (never showing the password); fail_open admits."""
+    with ValkeyProcess() as server:
+        admin = aioredis.Redis.from_url(server.url)
+        await admin.config_set("requirepass", "right-one")
+        await admin.aclose()
+        for url in (server.url.replace("redis://", "redis://:wrong-one@"), server.url):
+            client = aioredis.Redis.from_url(url, socket_timeout=2)
+            try:
+                with pytest.raises(AuthFailed, match="refused the login") as e:
+                    await Limiter(client).check("free", "u")
+                assert "wrong-one" not in str(e.value) and isinstance(e.value, Unreachable)
+                assert (await Limiter(client, fail_open=True).check("free", "u")).allowed
+            finally:
+                await client.aclose()

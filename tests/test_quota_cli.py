@@ -117,3 +117,35 @@ def test_broken_tier_warned_in_list(valkey: ValkeyProcess) -> None:
     assert sw(valkey.url, "quota", "pause", "free").returncode == 1
     assert sw(valkey.url, "quota", "set", "free", "3/1d").returncode == 0
     assert "free" in sw(valkey.url, "quota", "list").stdout
+
+
+def test_refused_login_exits_1_without_the_password() -> None:
+    """A wrong password is not an outage: exit 1 (not 4, retrying will not help), a clear message, no password."""
+    import redis
+
+    with ValkeyProcess() as server:
+        with redis.Redis.from_url(server.url) as c:
+            c.config_set("requirepass", "right-one")
+        r = sw(server.url.replace("redis://", "redis://:wrong-one@"), "quota", "list")
+        assert r.returncode == 1 and "refused the login" in r.stderr, r.stderr
+        assert "wrong-one" not in r.stderr + r.stdout and "right-one" not in r.stderr + r.stdout
+        r = sw(server.url, "quota", "list")
+        assert r.returncode == 1 and "requires a password" in r.stderr, r.stderr
+
+
+def test_out_of_memory_set_exits_1_and_writes_nothing(valkey: ValkeyProcess) -> None:
+    """`quota set` on a server out of memory says so, exits 1, and leaves the quota and the audit as they were."""
+    import redis
+
+    assert sw(valkey.url, "init").returncode == 0
+    with redis.Redis.from_url(valkey.url) as c:
+        c.config_set("maxmemory-policy", "noeviction")
+        c.config_set("maxmemory", "1")
+        try:
+            r = sw(valkey.url, "quota", "set", "free", "3/1d", "--reason", "surge")
+        finally:
+            c.config_set("maxmemory", "0")
+    assert r.returncode == 1 and "out of memory" in r.stderr, r.stderr
+    free = [q for q in json.loads(sw(valkey.url, "quota", "list", "--json").stdout) if q["tier"] == "free"][0]
+    assert free["version"] == 1 and free["limit"] != 3
+    assert len(json.loads(sw(valkey.url, "quota", "history", "--count", "100", "--json").stdout)) == 5

@@ -13,6 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static, Switch
 
 from quotas.errors import Conflict, Unreachable
+from quotas.library import unavailable
 from quotas.model import Quota, QuotaError, QuotaSpec, parse_duration, parse_spec, parse_tier_cap, validate_reason
 
 PREVIEW_MINUTES = 5
@@ -183,12 +184,15 @@ class QuotaEditor(ModalScreen[Quota | None]):
             conflict.update(f"Not applied: {e}. Press 'Reload current' to start again from its quota.")
             self.query_one("#reload").add_class("-shown")
             return
-        except (Unreachable, OSError) as e:
+        except Unreachable as e:  # its message names the cause: no answer, a refused login
+            conflict.update(f"Not applied: {e}; nothing was changed.")
+        except OSError as e:
             conflict.update(f"Not applied: Redis unreachable ({e}); nothing was changed.")
         except QuotaError as e:
             conflict.update(f"Not applied: {e}")
         except Exception as e:  # noqa: BLE001 - e.g. a broken stored quota: say it, keep the form open
-            conflict.update(f"Not applied: {type(e).__name__}: {e}")
+            down = unavailable(None, e)  # out of memory, a read-only replica: refused before running
+            conflict.update(f"Not applied: {down}; nothing was changed." if down else f"Not applied: {type(e).__name__}: {e}")
         else:
             self.dismiss(q)
             return
