@@ -19,6 +19,7 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,6 +181,24 @@ async def run_all(url: str, n: int, batch: int, repeat: int = 1, pairs: int = 0)
         k = f"bench:hincr:{user(i)}".encode()
         return held.call(b"*2\r\n$4\r\nINCR\r\n$%d\r\n%s\r\n" % (len(k), k))
 
+    # The same single decisions pipelined 1,000 at a time: the server goes from one call to the next without
+    # idling, so its command time is the decision's own cost, free of the wake-up effects that make the
+    # sequential server figures drift by +-20 % on a VM. The peer is the very script limits' sliding window
+    # counter runs (its registered Script object), with the keys limits builds for the same items.
+    swc_script = storage.bridge.lua_acquire_sliding_window
+
+    def swc_keys(i: int) -> list[str]:
+        key = item.key_for(user(i))
+        return [storage.bridge.prefixed_key(storage._previous_window_key(key)),
+                storage.bridge.prefixed_key(storage._current_window_key(key))]
+
+    async def pipelined(add: Callable[[Any, int], object]) -> None:
+        for start in range(0, n, 1000):
+            pipe = client.pipeline(transaction=False)
+            for i in range(start, min(start + 1000, n)):
+                add(pipe, i)
+            await pipe.execute()
+
     runs = [
         ("INCR, sequential", n, lambda: sequential(n, lambda i: client.incr(f"bench:incr:{user(i)}")), ("incr",)),
         # the floor of any Python client: INCR pre-encoded on a connection kept out of the pool, as check does
@@ -200,6 +219,11 @@ async def run_all(url: str, n: int, batch: int, repeat: int = 1, pairs: int = 0)
         (f"limits moving window, {CONCURRENCY} coroutines", n, lambda: concurrent(n, lambda i: moving.hit(item, user(i))), ("evalsha",)),
         (f"limits sliding window counter, {CONCURRENCY} coroutines", n, lambda: concurrent(n, lambda i: sliding.hit(item, user(i))), ("evalsha",)),
         (f"Limiter.check_many, batches of {batch}", big, batches, ("fcall",)),
+        ("FCALL sw_check_many (1 pair), pipelined", n,
+         lambda: pipelined(lambda p, i: p.fcall("sw_check_many", 1, qkey, user(i), 1)), ("fcall",)),
+        ("limits sliding window counter script, pipelined", n,
+         lambda: pipelined(lambda p, i: (p.scripts.add(swc_script), p.evalsha(swc_script.sha, 2, *swc_keys(i), 600, 60, 1))),
+         ("evalsha",)),
     ]
     # On a shared machine one variant's run can catch a burst of other load: with --repeat, every variant
     # runs that many times, the variants taking turns, and each is reported by its median run (by rate).
@@ -257,6 +281,9 @@ async def run_all(url: str, n: int, batch: int, repeat: int = 1, pairs: int = 0)
     print(f"  server us per decision, ours / 1-line Lua INCR:      {seq.us_per_decision / lua1.us_per_decision:.3f}")
     print(f"  server us per decision, ours / limits moving:        {seq.us_per_decision / mw.us_per_decision:.3f}")
     print(f"  server us per decision, check_many / limits sliding: {many.us_per_decision / swc.us_per_decision:.3f} (target <= 1)")
+    ours_p, swc_p = results["FCALL sw_check_many (1 pair), pipelined"], results["limits sliding window counter script, pipelined"]
+    print(f"  server us per single decision, pipelined (steady state, no idle wake-ups), ours / limits sliding: "
+          f"{ours_p.us_per_decision / swc_p.us_per_decision:.3f} ({ours_p.us_per_decision:.2f} / {swc_p.us_per_decision:.2f} us)")
     print(f"  server CPU us per decision, ours / limits sliding:   {(seq.cpu_us / seq.decisions) / (swc.cpu_us / swc.decisions):.3f}")
     best = min(many.cpu_us / many.decisions, seq.cpu_us / seq.decisions)
     print("\none Redis core, one tier (all its keys share a slot, so one core serves it):")
@@ -271,7 +298,10 @@ async def run_all(url: str, n: int, batch: int, repeat: int = 1, pairs: int = 0)
         await store.set(TIER, QuotaSpec(600, 60), actor="bench", create=True)
         # a function that decides nothing: how much of a call's latency is the server's work
         await admin.function_load("#!lua name=swbench\n"
-                                  "redis.register_function('sw_bench_noop', function(k, a) return '600 0 599 0' end)",
+                                  "redis.register_function('sw_bench_noop', function(k, a) return '600 0 599 0' end)\n"
+                                  # spins for a set number of Lua steps: a call with a chosen server time
+                                  "redis.register_function('sw_bench_spin', function(k, a) local x = 0 "
+                                  "for i = 1, tonumber(a[1]) do x = x + i end return '600 0 599 0' end)",
                                   replace=True)
         head = lim._hot_key(TIER).replace(b"$13\r\nsw_check_many", b"$13\r\nsw_bench_noop")
 
@@ -300,6 +330,59 @@ async def run_all(url: str, n: int, batch: int, repeat: int = 1, pairs: int = 0)
               f"median {q2:.3f}, quartiles {q1:.3f}..{q3:.3f} (target >= 0.90)")
         print("  latency per sequential call, median over the same rounds: " + ", ".join(
             f"{name} {statistics.median(v):.1f} us" for name, v in us.items()))
+
+        # What a sequential caller pays per µs of server time: calls that only spin, on a held connection.
+        # On a VM that halts idle vCPUs at once, latency jumps where the reply comes after the halt.
+        spins = (0, 500, 1000, 1500, 2000, 5000, 10000)
+        lat: dict[int, list[float]] = {n: [] for n in spins}
+        srv_us: dict[int, list[float]] = {n: [] for n in spins}
+        for _ in range(8):  # the spins take turns, so a drift of the machine hits them alike
+            for spin in spins:
+                packed = b"*4\r\n$5\r\nFCALL\r\n$13\r\nsw_bench_spin\r\n$1\r\n0\r\n$%d\r\n%d\r\n" % (len(str(spin)), spin)
+                await admin.config_resetstat()
+                t0 = time.perf_counter()
+                for _ in range(1000):
+                    await held.call(packed)
+                lat[spin].append((time.perf_counter() - t0) * 1000)
+                calls, usec = (await server_stats(admin))[0]["fcall"]
+                srv_us[spin].append(usec / calls)
+        steps = [f"{statistics.median(srv_us[n]):.1f} us -> {statistics.median(lat[n]):.1f} us" for n in spins]
+        print("  sequential latency by server time of the call (a spinning function, held connection): "
+              + ", ".join(steps))
+
+        # Server time per decision the same way: our decision and the sliding window counter's script take
+        # turns, 1,000 single decisions pipelined each (the server busy throughout, as when a fleet shares
+        # it), over the same users; one ratio per round, so a drift of the machine hits both sides alike.
+        async def pipelined_us(add: Callable[[Any, int], object], base: int, entry: str) -> float:
+            await admin.config_resetstat()
+            pipe = client.pipeline(transaction=False)
+            for i in range(base, base + 1000):
+                add(pipe, i)
+            await pipe.execute()
+            calls, usec = (await server_stats(admin))[0][entry]
+            return usec / calls
+
+        sides: dict[str, tuple[Callable[[Any, int], object], str]] = {
+            "ours": (lambda p, i: p.fcall("sw_check_many", 1, qkey, user(i), 1), "fcall"),
+            "swc": (lambda p, i: (p.scripts.add(swc_script), p.evalsha(swc_script.sha, 2, *swc_keys(i), 600, 60, 1)), "evalsha"),
+        }
+        srv: dict[str, list[float]] = {"ours": [], "swc": []}
+        await admin.flushall()  # both sides start from no usage: each user's 1st, 2nd, 3rd... request alike
+        await store.set(TIER, QuotaSpec(600, 60), actor="bench", create=True)
+        for k in range(pairs):
+            for side in (("ours", "swc") if k % 2 == 0 else ("swc", "ours")):
+                srv[side].append(await pipelined_us(*sides[side][:1], k * 1000, sides[side][1]))
+        srv_ratios = [a / b for a, b in zip(srv["ours"], srv["swc"])]
+        q1, q2, q3 = statistics.quantiles(srv_ratios, n=4)
+        print(f"server us per decision, single decisions pipelined, ours / limits sliding window counter, {pairs} "
+              f"interleaved rounds of 1,000: median {q2:.3f}, quartiles {q1:.3f}..{q3:.3f} (target <= 1); "
+              f"medians {statistics.median(srv['ours']):.2f} / {statistics.median(srv['swc']):.2f} us")
+        # the first USERS decisions are every user's first request of the window, the rest later ones
+        first = [r for k, r in enumerate(srv_ratios) if k * 1000 < USERS]
+        later = [r for k, r in enumerate(srv_ratios) if k * 1000 >= USERS]
+        if first and later:
+            print(f"  by request: users' 1st requests median {statistics.median(first):.3f} ({len(first)} rounds), "
+                  f"later requests median {statistics.median(later):.3f} ({len(later)} rounds)")
     await held.aclose()
     await lim.aclose()
     await lone.aclose()
