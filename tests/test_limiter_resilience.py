@@ -18,6 +18,7 @@ from quotas.limiter import Decision, Limiter
 from quotas.model import QuotaSpec
 from quotas.store import QuotaStore
 from sim.valkey import ValkeyProcess
+from tests.test_limiter_counters import counters
 
 DAY = 86400
 
@@ -135,14 +136,6 @@ async def test_sequential_checks_hold_one_connection(redis_client: aioredis.Redi
     assert len(pool._in_use_connections) == 0
 
 
-async def _counted(client: aioredis.Redis) -> int:
-    """Admitted requests of tier free in the counters (every minute hash), for 'nothing was counted'."""
-    total = 0
-    async for key in client.scan_iter(match="surgewatch:{free}:c:*"):
-        total += sum(int(v) for f, v in (await client.hgetall(key)).items() if f.endswith(b":accepted"))
-    return total
-
-
 async def test_out_of_memory_server_is_unavailable_and_fails_open(
         redis_client: aioredis.Redis, caplog: pytest.LogCaptureFixture) -> None:
     """A server out of memory under noeviction: Unavailable (an Unreachable) by default, admitted with fail_open."""
@@ -166,7 +159,7 @@ async def test_out_of_memory_server_is_unavailable_and_fails_open(
                    for r in caplog.records)
     finally:
         await redis_client.config_set("maxmemory", "0")
-    assert await _counted(redis_client) == 1  # nothing refused by the server was counted
+    assert await counters(redis_client, "free") == {"accepted": 1}  # nothing refused by the server was counted
     assert (await lim.check("free", "u")).remaining == (await QuotaStore(redis_client).get("free")).limit - 2
 
 
@@ -186,7 +179,7 @@ async def test_read_only_replica_is_unavailable(valkey: ValkeyProcess, redis_cli
             assert (await Limiter(rc, fail_open=True).check("free", "u")).allowed
         finally:
             await rc.aclose()
-    assert await _counted(redis_client) == 0
+    assert await counters(redis_client, "free") == {}
 
 
 async def test_refused_login_is_auth_failed_without_the_password() -> None:
