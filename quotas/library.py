@@ -73,7 +73,13 @@ def describe(client: Client) -> str:
 # What a server says when it refuses the login; redis-py raises some of these as ConnectionError and
 # some (HELLO before AUTH) as a plain error, so the text decides.
 _AUTH_MARKERS = ("WRONGPASS", "NOAUTH", "invalid username-password", "must be called with the client already authenticated",
-                 "Authentication required", "invalid password")
+                 "Authentication required", "invalid password", "AuthenticationError", "AuthorizationError")
+
+
+def refused_login(text: str) -> bool:
+    """True when an error's text says the server refused the login (wrong or missing password, ...)."""
+    low = text.lower()
+    return any(m.lower() in low for m in _AUTH_MARKERS)
 # Error replies that mean "cannot decide now", not "you asked wrongly": the first word of the reply.
 _UNAVAILABLE_CODES = {
     "OOM": "it is out of memory (maxmemory reached with a noeviction policy)",
@@ -96,7 +102,7 @@ def unreachable(client: Client, exc: BaseException, timeout_s: float) -> Unreach
     detail = str(exc) or type(exc).__name__
     if isinstance(exc, TimeoutError) and not str(exc):
         detail = f"no answer within {timeout_s:g} s"
-    if isinstance(exc, (AuthenticationError, AuthorizationError)) or any(m.lower() in detail.lower() for m in _AUTH_MARKERS):
+    if isinstance(exc, (AuthenticationError, AuthorizationError)) or refused_login(detail):
         if "NOAUTH" in detail or "already authenticated" in detail or "Authentication required" in detail:
             detail = "it requires a password and the Redis URL gives none"
         return AuthFailed(f"Redis at {describe(client)} refused the login: {detail} "

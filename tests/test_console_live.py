@@ -248,6 +248,21 @@ async def test_redis_stopped_and_started(valkey: ValkeyProcess, store: QuotaStor
         await client.aclose()
 
 
+async def test_refused_login_says_so_in_the_banner(valkey: ValkeyProcess) -> None:
+    """A wrong password is shown as a refused login (not an outage), without the password, and edits are refused."""
+    admin = aioredis.Redis.from_url(valkey.url)
+    await admin.config_set("requirepass", "right-one")
+    await admin.aclose()
+    app = make(valkey, url=valkey.url.replace("redis://", "redis://:wrong-one@"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: "Redis refused the login" in screen_text(app), timeout=10, what="banner")
+        text = screen_text(app)
+        assert "Redis unreachable" not in text and "wrong-one" not in text and "right-one" not in text
+        await pilot.press("e")
+        await pilot.pause(0.2)
+        assert not isinstance(app.screen, QuotaEditor)
+
+
 async def test_node_going_down_and_back(valkey: ValkeyProcess, store: QuotaStore, node: MetricsNode) -> None:
     """A node that stops answering keeps its GPUs dimmed as down with an age, an event, then comes back."""
     app = make(valkey, nodes=(node.url,), sources=("fleet",))

@@ -13,6 +13,7 @@ from quotas.limiter import Limiter
 from quotas.model import QuotaSpec
 from quotas.store import QuotaStore
 from sim.valkey import ValkeyProcess
+from tests.test_limiter import settle_in_second
 
 K = Keys()
 
@@ -38,6 +39,7 @@ async def test_counts_rates_and_history_from_hincrby_counters(redis_client: aior
     """Counters at known seconds give exact 10 s rates, 60 s counts and per-second history."""
     r = redis_client
     await _quota_hash(r, "free")
+    await settle_in_second(r)  # the setup and the backfill must end within the second `now`, still incomplete
     now = await _server_now(r)
     await _count(r, "free", now - 4, "accepted", 50)
     await _count(r, "free", now - 4, "user_quota", 20)

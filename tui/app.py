@@ -233,7 +233,7 @@ class SurgewatchApp(App[int]):
             self.notify("No Redis configured: give --redis URL to see and change quotas.", severity="warning")
             return
         if self.state.redis_error:
-            self.notify(f"Edit refused: Redis unreachable ({self.state.redis_error}).", severity="error")
+            self.notify(f"Edit refused: {self.state.redis_heading()} ({self.state.redis_error}).", severity="error")
             return
         if tier is None and not self.overview.tiers_focused:
             # never guess which tier an operator meant: take them to the tier list first

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from collectors.samples import FleetSample, TrafficSample
+from quotas.library import refused_login
 from quotas.model import Quota
 from tui.events import Event, gpu_events, node_events, traffic_events
 from tui.model import GpuRow, Kpis, ReadingLike, RowCache, build_gpu_rows, compute_kpis, format_age
@@ -115,6 +116,11 @@ class ConsoleState:
             return r.error
         return self.subscription_error
 
+    def redis_heading(self) -> str:
+        """What is wrong with Redis in three words: a refused login is not an outage, and says so."""
+        err = self.redis_error or ""
+        return "Redis refused the login" if refused_login(err) else "Redis unreachable"
+
     def banner(self) -> tuple[str, str]:
         """(level, text) for the banner; empty text when all is well."""
         if not self.redis_configured:
@@ -131,7 +137,8 @@ class ConsoleState:
             retry += f" Traffic and quotas shown are {format_age(age)} old." if age is not None else ""
         elif self.subscription_error:
             retry = " Reconnecting by itself."
-        return ("error", f"Redis unreachable: {err}.{retry} Edits are refused until it is back.")
+        hint = " (check the user and password in the Redis URL)" if refused_login(err) else ""
+        return ("error", f"{self.redis_heading()}: {err.rstrip('.')}{hint}.{retry} Edits are refused until it is back.")
 
     def gpu_note(self) -> str:
         """Why there are no local GPUs (no driver, no library...), or '' when there is nothing to say."""
