@@ -192,10 +192,17 @@ async def run_all(url: str, n: int, batch: int, repeat: int = 1, pairs: int = 0)
         return [storage.bridge.prefixed_key(storage._previous_window_key(key)),
                 storage.bridge.prefixed_key(storage._current_window_key(key))]
 
-    async def pipelined(add: Callable[[Any, int], object]) -> None:
-        for start in range(0, n, 1000):
+    def ours_one(pipe: Any, i: int) -> None:
+        pipe.fcall("sw_check_many", 1, qkey, user(i), 1)
+
+    def swc_one(pipe: Any, i: int) -> None:
+        pipe.scripts.add(swc_script)  # the pipeline loads it if the server lost it, as limits' own call does
+        pipe.evalsha(swc_script.sha, 2, *swc_keys(i), 600, 60, 1)
+
+    async def pipelined(add: Callable[[Any, int], None], start: int, stop: int) -> None:
+        for first in range(start, stop, 1000):
             pipe = client.pipeline(transaction=False)
-            for i in range(start, min(start + 1000, n)):
+            for i in range(first, min(first + 1000, stop)):
                 add(pipe, i)
             await pipe.execute()
 
@@ -219,11 +226,8 @@ async def run_all(url: str, n: int, batch: int, repeat: int = 1, pairs: int = 0)
         (f"limits moving window, {CONCURRENCY} coroutines", n, lambda: concurrent(n, lambda i: moving.hit(item, user(i))), ("evalsha",)),
         (f"limits sliding window counter, {CONCURRENCY} coroutines", n, lambda: concurrent(n, lambda i: sliding.hit(item, user(i))), ("evalsha",)),
         (f"Limiter.check_many, batches of {batch}", big, batches, ("fcall",)),
-        ("FCALL sw_check_many (1 pair), pipelined", n,
-         lambda: pipelined(lambda p, i: p.fcall("sw_check_many", 1, qkey, user(i), 1)), ("fcall",)),
-        ("limits sliding window counter script, pipelined", n,
-         lambda: pipelined(lambda p, i: (p.scripts.add(swc_script), p.evalsha(swc_script.sha, 2, *swc_keys(i), 600, 60, 1))),
-         ("evalsha",)),
+        ("FCALL sw_check_many (1 pair), pipelined", n, lambda: pipelined(ours_one, 0, n), ("fcall",)),
+        ("limits sliding window counter script, pipelined", n, lambda: pipelined(swc_one, 0, n), ("evalsha",)),
     ]
     # On a shared machine one variant's run can catch a burst of other load: with --repeat, every variant
     # runs that many times, the variants taking turns, and each is reported by its median run (by rate).
@@ -334,8 +338,8 @@ async def run_all(url: str, n: int, batch: int, repeat: int = 1, pairs: int = 0)
         # What a sequential caller pays per µs of server time: calls that only spin, on a held connection.
         # On a VM that halts idle vCPUs at once, latency jumps where the reply comes after the halt.
         spins = (0, 500, 1000, 1500, 2000, 5000, 10000)
-        lat: dict[int, list[float]] = {n: [] for n in spins}
-        srv_us: dict[int, list[float]] = {n: [] for n in spins}
+        lat: dict[int, list[float]] = {spin: [] for spin in spins}
+        srv_us: dict[int, list[float]] = {spin: [] for spin in spins}
         for _ in range(8):  # the spins take turns, so a drift of the machine hits them alike
             for spin in spins:
                 packed = b"*4\r\n$5\r\nFCALL\r\n$13\r\nsw_bench_spin\r\n$1\r\n0\r\n$%d\r\n%d\r\n" % (len(str(spin)), spin)
@@ -346,32 +350,24 @@ async def run_all(url: str, n: int, batch: int, repeat: int = 1, pairs: int = 0)
                 lat[spin].append((time.perf_counter() - t0) * 1000)
                 calls, usec = (await server_stats(admin))[0]["fcall"]
                 srv_us[spin].append(usec / calls)
-        steps = [f"{statistics.median(srv_us[n]):.1f} us -> {statistics.median(lat[n]):.1f} us" for n in spins]
+        steps = [f"{statistics.median(srv_us[spin]):.1f} us -> {statistics.median(lat[spin]):.1f} us" for spin in spins]
         print("  sequential latency by server time of the call (a spinning function, held connection): "
               + ", ".join(steps))
 
         # Server time per decision the same way: our decision and the sliding window counter's script take
         # turns, 1,000 single decisions pipelined each (the server busy throughout, as when a fleet shares
         # it), over the same users; one ratio per round, so a drift of the machine hits both sides alike.
-        async def pipelined_us(add: Callable[[Any, int], object], base: int, entry: str) -> float:
-            await admin.config_resetstat()
-            pipe = client.pipeline(transaction=False)
-            for i in range(base, base + 1000):
-                add(pipe, i)
-            await pipe.execute()
-            calls, usec = (await server_stats(admin))[0][entry]
-            return usec / calls
-
-        sides: dict[str, tuple[Callable[[Any, int], object], str]] = {
-            "ours": (lambda p, i: p.fcall("sw_check_many", 1, qkey, user(i), 1), "fcall"),
-            "swc": (lambda p, i: (p.scripts.add(swc_script), p.evalsha(swc_script.sha, 2, *swc_keys(i), 600, 60, 1)), "evalsha"),
-        }
+        sides: dict[str, tuple[Callable[[Any, int], None], str]] = {"ours": (ours_one, "fcall"), "swc": (swc_one, "evalsha")}
         srv: dict[str, list[float]] = {"ours": [], "swc": []}
         await admin.flushall()  # both sides start from no usage: each user's 1st, 2nd, 3rd... request alike
         await store.set(TIER, QuotaSpec(600, 60), actor="bench", create=True)
         for k in range(pairs):
             for side in (("ours", "swc") if k % 2 == 0 else ("swc", "ours")):
-                srv[side].append(await pipelined_us(*sides[side][:1], k * 1000, sides[side][1]))
+                add, entry = sides[side]
+                await admin.config_resetstat()
+                await pipelined(add, k * 1000, k * 1000 + 1000)
+                calls, usec = (await server_stats(admin))[0][entry]
+                srv[side].append(usec / calls)
         srv_ratios = [a / b for a, b in zip(srv["ours"], srv["swc"])]
         q1, q2, q3 = statistics.quantiles(srv_ratios, n=4)
         print(f"server us per decision, single decisions pipelined, ours / limits sliding window counter, {pairs} "
