@@ -30,7 +30,11 @@ import redis.asyncio as aioredis  # noqa: E402
 from sim.valkey import ValkeyProcess  # noqa: E402
 
 SWC_LUA = Path(limits.__file__).parent / "resources/redis/lua_scripts/acquire_sliding_window.lua"
-QUOTA_KEY = "surgewatch:{bench}:quota"
+
+
+def quota_key(name: str) -> str:
+    """Each variant its own tier, so that one variant's counter hashes never shape another's."""
+    return f"surgewatch:{{bench-{name}}}:quota"
 
 
 def renamed(source: str, suffix: str) -> str:
@@ -60,8 +64,8 @@ async def main() -> None:
         # each variant stores the quota as it reads it (the shipped library's sw_set takes kind, actor,
         # reason, expect, create, for_s, limit, window_s, cap, paused, mode; the prototypes ignore them)
         for name in names:
-            await c.fcall(f"sw_set_{name}", 1, QUOTA_KEY, "set", "bench", "", "", "1", "", "600", "60", "", "0", "enforce")
-        check = await c.fcall(f"sw_check_many_{names[0]}", 1, QUOTA_KEY, "probe", 1)
+            await c.fcall(f"sw_set_{name}", 1, quota_key(name), "set", "bench", "", "", "1", "", "600", "60", "", "0", "enforce")
+        check = await c.fcall(f"sw_check_many_{names[0]}", 1, quota_key(names[0]), "probe", 1)
         assert check.split()[0] == b"600", f"the quota is not in place: {check!r}"
         sha = await c.script_load(SWC_LUA.read_text())
         us: dict[str, list[float]] = {n: [] for n in [*names, "swc"]}
@@ -76,7 +80,7 @@ async def main() -> None:
                         call = ("EVALSHA", sha, 2, f"LIMITS:{{LIMITER/{u}/600/1/minute}}/-1",
                                 f"LIMITS:{{LIMITER/{u}/600/1/minute}}", 600, 60, 1)
                     else:
-                        call = ("FCALL", f"sw_check_many_{name}", 1, QUOTA_KEY, u, 1)
+                        call = ("FCALL", f"sw_check_many_{name}", 1, quota_key(name), u, 1)
                     if args.sequential:
                         await c.execute_command(*call)
                     else:

@@ -16,12 +16,14 @@ the same code runs on Redis Cluster. Keys (prefix `P`, default `surgewatch:`):
 | `P{T}:c:M`                   | hash   | outcome counters of minute M (= now // 60): field `S:OUTCOME` |
 |                              |        | with S the second in the minute (0..59) and OUTCOME one of    |
 |                              |        | `accepted`, `user_quota`, `tier_cap`, `paused`, `shadow`,     |
-|                              |        | `blocked`, `error`; expires after COUNTER_TTL_S               |
+|                              |        | `blocked`, `error`; field `about`: a sentence over 64 bytes   |
+|                              |        | (it keeps the hash a hash table, where an increment does not  |
+|                              |        | scan the fields; readers skip it); expires after COUNTER_TTL_S|
 | `P{T}:r:M`                   | hash   | admitted requests of minute M by their rank in the user's     |
 |                              |        | window: fields `2`..`16`, then `32`, `64`, ... (rank in       |
 |                              |        | (16,32], (32,64], ...); rank 1 is not stored: it is the       |
-|                              |        | minute's `accepted` less the other fields; expires after      |
-|                              |        | COUNTER_TTL_S                                                 |
+|                              |        | minute's `accepted` less the other fields; `about` as above;  |
+|                              |        | expires after COUNTER_TTL_S                                   |
 | `P{T}:audit`                 | stream | audit entries: actor, at (epoch ms), tier, version, old, new  |
 |                              |        | (quota JSON or ""), reason; MAXLEN ~ AUDIT_MAXLEN             |
 | `Ptiers`                     | set    | the registry of tier names                                    |

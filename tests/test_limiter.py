@@ -87,6 +87,35 @@ async def test_refused_requests_consume_nothing(store: QuotaStore, limiter: Limi
     assert [(await limiter.check("free", "u")).allowed for _ in range(3)] == [True, True, False]
 
 
+async def test_refusals_take_nothing_whichever_way_the_tier_counts(store: QuotaStore, limiter: Limiter,
+                                                                  redis_client: aioredis.Redis) -> None:
+    """A user at the limit stays exactly at it through refusals made right after an admission (counted, then taken
+    back) and after other refusals (read first); a raise then admits exactly the difference."""
+    await store.set("free", QuotaSpec(3, DAY), actor="t")
+    day = int((await redis_client.time())[0]) // DAY
+    usage = Keys().usage("free", DAY, day, "alice")
+    assert [(await limiter.check("free", "alice")).allowed for _ in range(3)] == [True, True, True]
+    for _ in range(2):
+        assert (await limiter.check("free", "bob")).allowed  # an admission: the tier counts first again
+        assert [(await limiter.check("free", "alice")).reason for _ in range(3)] == ["user_quota"] * 3
+        assert await redis_client.get(usage) == b"3"
+    await store.set("free", QuotaSpec(4, DAY), actor="t")
+    assert [(await limiter.check("free", "alice")).allowed for _ in range(2)] == [True, False]
+    assert await redis_client.get(usage) == b"4" and 0 < await redis_client.ttl(usage) <= DAY + 60
+
+
+async def test_junk_in_a_usage_key_counts_from_zero(store: QuotaStore, limiter: Limiter,
+                                                    redis_client: aioredis.Redis) -> None:
+    """A usage key overwritten by hand with a non-number is counted from zero and rewritten with its expiry."""
+    await store.set("free", QuotaSpec(3, DAY), actor="t")
+    day = int((await redis_client.time())[0]) // DAY
+    usage = Keys().usage("free", DAY, day, "u")
+    await redis_client.set(usage, "lots")
+    d = await limiter.check("free", "u")
+    assert (d.allowed, d.remaining) == (True, 2)
+    assert await redis_client.get(usage) == b"1" and await redis_client.ttl(usage) > 0
+
+
 async def test_unknown_tier_refused_and_creates_no_keys(limiter: Limiter, store: QuotaStore, redis_client: aioredis.Redis) -> None:
     """A tier without a quota is refused with unknown_tier and leaves no key behind."""
     before = sorted(await redis_client.keys("*"))

@@ -23,6 +23,8 @@ async def counters(client: aioredis.Redis, tier: str, kind: str = "c") -> Counte
     async for key in client.scan_iter(match=f"surgewatch:{{{tier}}}:{kind}:*"):
         for field, value in (await client.hgetall(key)).items():
             f = field.decode()
+            if f == "about":  # what the hash holds, in words: see test_counter_hashes_are_hash_tables
+                continue
             total[f.split(":")[1] if kind == "c" else f] += int(value)
     return total
 
@@ -62,8 +64,29 @@ async def test_counter_keys_expire_and_fields_are_seconds(store: QuotaStore, red
         assert 3600 < await redis_client.ttl(k) <= COUNTER_TTL_S
     (ck,) = [k for k in keys if b":c:" in k]
     for field in await redis_client.hkeys(ck):
+        if field == b"about":
+            continue
         s, outcome = field.decode().split(":")
         assert 0 <= int(s) <= 59 and outcome == "accepted"
+
+
+async def test_counter_hashes_are_hash_tables(store: QuotaStore, redis_client: aioredis.Redis) -> None:
+    """Each minute's counter hashes carry an `about` field long enough to keep them hash tables (not listpacks,
+    where every increment scans the fields), whichever write creates them; the readers skip it."""
+    lim = Limiter(redis_client)
+    await lim.check("pro", "u")
+    await lim.check("pro", "u")
+    await lim.check_many([("team", "u", 1), ("team", "u", 1)])
+    await lim.record("plus", "blocked")
+    keys = [k async for k in redis_client.scan_iter(match="surgewatch:{*}:[cr]:*")]
+    assert len(keys) == 6  # c and r of pro, team and plus
+    for k in keys:
+        about = await redis_client.hget(k, "about")
+        assert about and len(about) > 64 and b"README" in about
+        assert await redis_client.object("encoding", k) == b"hashtable"
+        assert 3600 < await redis_client.ttl(k) <= COUNTER_TTL_S
+    impact = await store.preview("pro", QuotaSpec(1, DAY))
+    assert (impact.total_admitted, impact.would_refuse) == (2, 1)
 
 
 async def test_rank_counters(store: QuotaStore, redis_client: aioredis.Redis) -> None:
@@ -142,8 +165,9 @@ async def test_single_and_batch_paths_agree_on_random_traffic(store: QuotaStore,
              QuotaSpec(3, DAY, paused=True), QuotaSpec(0, DAY)]
     single: list[tuple[bool, str, int]] = []
     batched: list[tuple[bool, str, int]] = []
-    for step in range(60):
-        spec = specs[step % len(specs)] if step % 10 == 0 else None
+    admitted: Counter[str] = Counter()
+    for step in range(120):
+        spec = specs[(step // 10) % len(specs)] if step % 10 == 0 else None
         if spec:
             for tier in ("pro", "team"):
                 await store.set(tier, spec, actor="t")
@@ -151,8 +175,14 @@ async def test_single_and_batch_paths_agree_on_random_traffic(store: QuotaStore,
         for user, cost in pairs:
             d = await lim.check("pro", user, cost)
             single.append((d.allowed, d.reason, d.remaining))
+            admitted[user] += cost if d.allowed else 0
         batched += [(d.allowed, d.reason, d.remaining) for d in await lim.check_many([("team", u, c) for u, c in pairs])]
     assert single == batched
     assert len({r for _, r, _ in single}) >= 4  # ok, user_quota, shadow, paused all happened
     assert await counters(redis_client, "pro") == await counters(redis_client, "team")
     assert await counters(redis_client, "pro", "r") == await counters(redis_client, "team", "r")
+    for tier in ("pro", "team"):  # usage is what was admitted, whichever way the limiter read and counted it
+        usage: Counter[str] = Counter()
+        async for key in redis_client.scan_iter(match=f"surgewatch:{{{tier}}}:u:*"):
+            usage[key.decode().rsplit(":", 1)[1]] += int(await redis_client.get(key))
+        assert usage == admitted
