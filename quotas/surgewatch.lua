@@ -223,7 +223,7 @@ local REASONS = {[0] = 'ok', [1] = 'shadow', [2] = 'user_quota', [3] = 'tier_cap
 local quota_memo
 
 local function hot_quota(qk)
-  local m, err = quota_memo(qk)
+  local m, err = quota_memo(qk, redis.pcall('HGET', qk, 'enforced'))
   if err then
     return nil, err
   end
@@ -392,10 +392,9 @@ local function memo_for(qk, r1, r2, r3, r4, r5, r6)
 end
 
 -- The tier's quota as a decision needs it -> memo, nil / nil, 'missing' / nil, 'what is wrong'. One HGET
--- of `enforced`; a hash without that field (written before library v3, or restored by hand) is read
+-- of `enforced` (`e`, read by the caller); a hash without that field (written before library v3, or restored by hand) is read
 -- field by field as before.
-quota_memo = function(qk)
-  local e = redis.pcall('HGET', qk, 'enforced')
+quota_memo = function(qk, e)
   local m = memo[qk]
   if e and m and m.e == e then
     return m, nil
@@ -444,9 +443,8 @@ end
 -- after-cost+1..after in the user's window, one HINCRBY per bucket they fall in. Rank 1 (a user's first
 -- request of the window, the most common rank in a surge of new users) is not stored: it is the minute's
 -- accepted requests less the other buckets (quotas/preview.py), which saves a write per new user.
-local function admitted(m, after, cost)
-  hbump(m.ck, m.f_acc, cost)
-  local rk, rr = m.rk, after - cost + 1
+local function ranks(rk, after, cost)
+  local rr = after - cost + 1
   if rr == 1 then
     rr = 2
   end
@@ -459,16 +457,37 @@ local function admitted(m, after, cost)
   end
 end
 
--- One decision on the hot path -> code (see REASONS), remaining, retry_after_ms, limit (-1: unknown tier),
--- or nil, an error reply. The caller has validated user, cost and the key's shape.
-local function decide_one(qk, user, cost)
-  local tm = redis.call('TIME')
-  local m, err = quota_memo(qk)
-  if err then
-    if err == 'missing' then
-      return 5, 0, PAUSED_RETRY_S * 1000, -1
+local function admitted(m, after, cost)
+  hbump(m.ck, m.f_acc, cost)
+  ranks(m.rk, after, cost)
+end
+
+-- redis.call and redis.pcall, taken at the first decision (a library's code is loaded without them): a
+-- local is one lookup less per call than the global table `redis` and its field
+local rcall, rpcall
+
+-- One decision on the hot path -> code (see REASONS), remaining, retry_after_ms, limit (-1: unknown tier)
+-- and, for most admissions, sw_check_many's reply string; or nil, an error reply. The caller has validated
+-- user, cost (cs: its canonical string) and the key's shape.
+local function decide_one(qk, user, cost, cs)
+  local rc, rp = rcall, rpcall
+  if not rc then
+    rc, rp = redis.call, redis.pcall
+    rcall, rpcall = rc, rp
+  end
+  local tm = rc('TIME')
+  -- the quota: an unchanged `enforced` is the very same interned string, so the memo stands
+  local e = rp('HGET', qk, 'enforced')
+  local m = memo[qk]
+  if not (e and m and m.e == e) then
+    local err
+    m, err = quota_memo(qk, e)
+    if err then
+      if err == 'missing' then
+        return 5, 0, PAUSED_RETRY_S * 1000, -1
+      end
+      return nil, broken(qk, err)
     end
-    return nil, broken(qk, err)
   end
   -- TIME's seconds string is interned, so within one second this is a pointer comparison and nothing
   -- below is recomputed; the ms-precision time is only worked out where a refusal or an expiry needs it
@@ -512,27 +531,49 @@ local function decide_one(qk, user, cost)
     -- window's end). A refusal takes the request back out (refused requests consume no quota) and turns
     -- the tier to reading first (m.refusing) until a request is admitted again: a tier flooded by users
     -- over their quota would otherwise pay a write and its undo for every refusal.
-    local after = redis.pcall('INCRBY', uk, num(cost))
+    local after = rp('INCRBY', uk, cs)
     if type(after) == 'number' then
       if after == cost then
-        redis.call('EXPIREAT', uk, m.exat)
+        rc('EXPIREAT', uk, m.exat)
       end
       if after <= limit then
-        admitted(m, after, cost)
-        return 0, limit - after, 0, limit
+        -- admitted (admitted() inlined for the common case: nearly every decision ends here)
+        if rc('HINCRBY', ck, m.f_acc, cs) == cost then
+          rc('EXPIRE', ck, COUNTER_TTL_S)
+        end
+        if after > 1 then
+          if cost == 1 and after <= 16 then
+            local rk = m.rk
+            if rc('HINCRBY', rk, NUM[after] or num(after), '1') == 1 then
+              rc('EXPIRE', rk, COUNTER_TTL_S)
+            end
+          else
+            ranks(m.rk, after, cost)
+          end
+        end
+        -- an admission's reply (sw_check_many's one string) differs only in `remaining`: each is built
+        -- once per quota and kept (m.okr is emptied when the quota changes), as making a string is a
+        -- measurable part of what is left of a decision
+        local left = limit - after
+        local reply = m.okr[left]
+        if not reply and left <= OK_REPLIES_MAX then
+          reply = num(limit) .. ' 0 ' .. num(left) .. ' 0'
+          m.okr[left] = reply
+        end
+        return 0, left, 0, limit, reply
       end
       if m.shadow then -- shadow admits and keeps the count: only the would-be refusal is noted
         admitted(m, after, cost)
         hbump(ck, m.s .. ':shadow', cost)
         return 1, 0, 0, limit
       end
-      redis.call('DECRBY', uk, num(cost))
+      rc('DECRBY', uk, cs)
       used = after - cost
     else
       used = 0 -- not an integer (written by hand): counted from zero, as the reading path does
     end
   else
-    used = tonumber(redis.call('GET', uk) or '0') or 0
+    used = tonumber(rc('GET', uk) or '0') or 0
   end
   if not t and (m.paused or used + cost > limit or m.cap) then
     t = sec + math.floor(tonumber(tm[2]) / 1000) / 1000 -- a refusal's retry_after needs the ms
@@ -583,7 +624,7 @@ local function check(keys, args)
   if not user or user == '' or not ((m and m.named) or split_key(qk)) then
     return redis.error_reply('ERR surgewatch: bad key or empty user')
   end
-  local code, remaining, ms, limit = decide_one(qk, user, cost)
+  local code, remaining, ms, limit = decide_one(qk, user, cost, num(cost))
   if not code then
     return remaining
   end
@@ -601,30 +642,25 @@ local function check_many(keys, args)
     if not memo[qk] and string.sub(qk, -7) ~= '}:quota' then -- a key in the memo has passed this
       return redis.error_reply('ERR surgewatch: ARGV is user, cost pairs')
     end
+    local cs = cost -- the cost as handed to INCRBY: canonical digits ("1e0" is 1 to Lua, not to Redis)
     if cost == '1' then -- nearly every request: an interned-string comparison instead of a parse
       cost = 1
     else
       cost = tonumber(cost)
+      if not (cost and cost >= 1 and cost <= MAX_LIMIT and cost % 1 == 0) then
+        return redis.error_reply('ERR surgewatch: empty user or bad cost in pair 1')
+      end
+      cs = num(cost)
     end
-    if args[1] == '' or not (cost and cost >= 1 and cost <= MAX_LIMIT and cost % 1 == 0) then
+    if args[1] == '' then
       return redis.error_reply('ERR surgewatch: empty user or bad cost in pair 1')
     end
-    local code, remaining, ms, limit = decide_one(qk, args[1], cost)
+    local code, remaining, ms, limit, reply = decide_one(qk, args[1], cost, cs)
+    if reply then
+      return reply
+    end
     if not code then
       return remaining
-    end
-    if code == 0 and remaining <= OK_REPLIES_MAX then
-      -- an admission's reply differs only in `remaining`: each is built once per quota and kept, since
-      -- making a string is a measurable part of what is left of a decision (about 3 %)
-      local m = memo[qk]
-      if m and m.limit == limit then
-        local r = m.okr[remaining]
-        if not r then
-          r = num(limit) .. ' 0 ' .. num(remaining) .. ' 0'
-          m.okr[remaining] = r
-        end
-        return r
-      end
     end
     return num(limit) .. ' ' .. num(code) .. ' ' .. num(remaining) .. ' ' .. num(ms)
   end
