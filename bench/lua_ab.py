@@ -7,8 +7,10 @@ decisions (`FCALL sw_check_many_X 1 KEY USER 1`; the counter's own script by EVA
 server never idles, or `--sequential`. The server is pinned to CPU 0 and this process to CPU 1 where the
 machine allows. Prints each variant's median µs per call (INFO commandstats) and its ratio to the counter.
 
-    .venv/bin/python bench/lua_ab.py quotas/surgewatch.lua bench/lua_variants/floor_4_calls.lua --rounds 16
-    git show HEAD~1:quotas/surgewatch.lua > /tmp/old.lua && .venv/bin/python bench/lua_ab.py /tmp/old.lua quotas/surgewatch.lua
+    git show HEAD~1:quotas/surgewatch.lua > /tmp/old.lua && .venv/bin/python bench/lua_ab.py /tmp/old.lua quotas/surgewatch.lua --rounds 400
+
+Each variant decides on a tier of its own, so one library's counter hashes never shape another's. 400
+rounds take about a minute, long enough for the minute's counter hashes to grow as in production.
 """
 
 from __future__ import annotations
