@@ -2,7 +2,8 @@
 
 Loads each given library file side by side in one Valkey under its own name (its functions renamed
 `sw_*_a`, `sw_*_b`, ...), then the variants and the counter take turns, round after round: 1,000 fresh
-users × 2 requests (so half are first requests, as in bench/limiter.py) of quota 600/1m, sent as single
+users × 2 requests (so half are first requests, as in bench/limiter.py) of quota 600/1m (or another
+`--pattern`: `flood`, 70 % refused; `alternate`, every refusal right after an admission), sent as single
 decisions (`FCALL sw_check_many_X 1 KEY USER 1`; the counter's own script by EVALSHA), pipelined so the
 server never idles, or `--sequential`. The server is pinned to CPU 0 and this process to CPU 1 where the
 machine allows. Prints each variant's median µs per call (INFO commandstats) and its ratio to the counter.
@@ -22,6 +23,7 @@ import re
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -39,6 +41,20 @@ def quota_key(name: str) -> str:
     return f"surgewatch:{{bench-{name}}}:quota"
 
 
+# Traffic patterns, 2,000 decisions per round: (quota limit per minute, description, the round's users in order)
+PATTERNS: dict[str, tuple[int, str, Callable[[str], list[str]]]] = {
+    # half of them first requests, half second ones, all admitted (as in bench/limiter.py)
+    "fresh": (600, "1,000 fresh users x 2 requests each, all admitted",
+              lambda p: [f"{p}-{i % 1000}" for i in range(2000)]),
+    # a free tier cut to 3 a minute while its users keep asking: 70 % refused, refusals in long runs
+    "flood": (3, "200 users x 10 requests each at 3/1m, 70 % refused",
+              lambda p: [f"{p}-{i % 200}" for i in range(2000)]),
+    # the worst case for reading first only while refusing: every refusal follows an admission
+    "alternate": (3, "1,000 fresh users, each followed by a refused request of one user over quota",
+                  lambda p: [f"{p}-{i // 2}" if i % 2 == 0 else f"{p}-over" for i in range(2000)]),
+}
+
+
 def renamed(source: str, suffix: str) -> str:
     """The library under another name, every `sw_*` function suffixed, so variants load side by side."""
     source = re.sub(r"^#!lua name=\w+", f"#!lua name=sw{suffix}", source, count=1)
@@ -50,7 +66,9 @@ async def main() -> None:
     ap.add_argument("variants", nargs="+", type=Path, help="library files (each with sw_set and sw_check_many)")
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--sequential", action="store_true", help="one call at a time instead of pipelines of 1,000")
+    ap.add_argument("--pattern", choices=sorted(PATTERNS), default="fresh", help="the traffic of a round")
     args = ap.parse_args()
+    limit, described, users_of = PATTERNS[args.pattern]
     server = ValkeyProcess().start()
     c = aioredis.Redis.from_url(server.url)
     try:
@@ -66,9 +84,9 @@ async def main() -> None:
         # each variant stores the quota as it reads it (the shipped library's sw_set takes kind, actor,
         # reason, expect, create, for_s, limit, window_s, cap, paused, mode; the prototypes ignore them)
         for name in names:
-            await c.fcall(f"sw_set_{name}", 1, quota_key(name), "set", "bench", "", "", "1", "", "600", "60", "", "0", "enforce")
+            await c.fcall(f"sw_set_{name}", 1, quota_key(name), "set", "bench", "", "", "1", "", str(limit), "60", "", "0", "enforce")
         check = await c.fcall(f"sw_check_many_{names[0]}", 1, quota_key(names[0]), "probe", 1)
-        assert check.split()[0] == b"600", f"the quota is not in place: {check!r}"
+        assert check.split()[0] == str(limit).encode(), f"the quota is not in place: {check!r}"
         sha = await c.script_load(SWC_LUA.read_text())
         us: dict[str, list[float]] = {n: [] for n in [*names, "swc"]}
         for r in range(args.rounds):
@@ -76,11 +94,10 @@ async def main() -> None:
             for name in order:
                 await c.config_resetstat()
                 pipe = c.pipeline(transaction=False)
-                for i in range(2000):
-                    u = f"{name}-{r}-{i % 1000}"
+                for u in users_of(f"{name}-{r}"):
                     if name == "swc":
-                        call = ("EVALSHA", sha, 2, f"LIMITS:{{LIMITER/{u}/600/1/minute}}/-1",
-                                f"LIMITS:{{LIMITER/{u}/600/1/minute}}", 600, 60, 1)
+                        key = f"LIMITS:{{LIMITER/{u}/{limit}/1/minute}}"
+                        call = ("EVALSHA", sha, 2, f"{key}/-1", key, limit, 60, 1)
                     else:
                         call = ("FCALL", f"sw_check_many_{name}", 1, quota_key(name), u, 1)
                     if args.sequential:
@@ -92,7 +109,7 @@ async def main() -> None:
                 st = await c.info("commandstats")
                 us[name].append(st["cmdstat_evalsha" if name == "swc" else "cmdstat_fcall"]["usec_per_call"])
         mode = "sequential" if args.sequential else "pipelined by 2,000"
-        print(f"{args.rounds} rounds, 1,000 fresh users x 2 requests each, {mode}; median us per call (min)")
+        print(f"{args.rounds} rounds of {described}, {mode}; median us per call (min)")
         # medians, and minima: on a shared VM the noise only ever adds time, so the least of the rounds is
         # the steadiest estimate of a call's own cost
         swc, swc_min = statistics.median(us["swc"]), min(us["swc"])

@@ -10,6 +10,11 @@ local COUNTER_TTL_S = 3900      -- keys.COUNTER_TTL_S
 local AUDIT_MAXLEN = 10000      -- keys.AUDIT_MAXLEN
 local USAGE_MARGIN_S = 60       -- usage keys outlive their window a little (clock slack between replicas)
 local OK_REPLIES_MAX = 1024     -- admissions' replies kept per tier, for remaining 0..this
+-- A tier reads a user's usage before counting once user_quota refusals are this share of its recent
+-- decisions (an average over about 16: each decision keeps RR_KEEP of it): counting first costs a
+-- refusal a write and its undo, reading first costs a returning user's admission a read.
+local READ_FIRST_AT = 0.4
+local RR_KEEP = 0.9375
 local PAUSED_RETRY_S = 60       -- what a refused client is told when nobody knows when it will reopen
 local MAX_LIMIT = 1000000000
 local MAX_WINDOW_S = 31 * 86400
@@ -360,7 +365,7 @@ local function memo_for(qk, r1, r2, r3, r4, r5, r6)
     if memo_n >= MEMO_MAX then
       memo, memo_n = {}, 0
     end
-    m = {tag = string.sub(qk, 1, -7), named = split_key(qk) ~= nil} -- named: a well-formed `P{TIER}:quota`
+    m = {tag = string.sub(qk, 1, -7), named = split_key(qk) ~= nil, rr = 0} -- named: a well-formed `P{TIER}:quota`
     memo[qk] = m
     memo_n = memo_n + 1
   end
@@ -387,7 +392,7 @@ local function memo_for(qk, r1, r2, r3, r4, r5, r6)
   m.paused, m.shadow = paused == '1', mode == 'shadow'
   m.expires_at = (exp ~= '' and tonumber(exp)) or nil
   m.widx, m.sec_s = nil, nil -- the window length may have changed: rebuild the usage prefix
-  m.okr = {} -- replies to admissions name the limit: built again for the new one
+  m.okr, m.pre = {}, {} -- replies name the limit: built again for the new one
   return m, nil
 end
 
@@ -498,6 +503,7 @@ local function decide_one(qk, user, cost, cs)
     local minute = math.floor(sec / 60)
     local s = tostring(sec % 60)
     m.s, m.f_acc = s, s .. ':accepted'
+    m.f_refused = {[2] = s .. ':user_quota', [3] = s .. ':tier_cap', [4] = s .. ':paused'}
     if m.minute ~= minute then
       m.minute, m.ck, m.rk = minute, m.tag .. ':c:' .. minute, m.tag .. ':r:' .. minute
       as_tables(m.tag, minute, m.ck, m.rk)
@@ -524,13 +530,13 @@ local function decide_one(qk, user, cost, cs)
   end
   local limit, ck = m.limit, m.ck
   local uk = m.uprefix .. user
-  local code, retry, used = 0, 0, nil
-  if not m.paused and cost <= limit and not m.cap and not m.refusing then
+  local code, used = 0, nil
+  if not m.paused and cost <= limit and not m.cap and m.rr < READ_FIRST_AT then
     -- Most decisions admit, so count first: INCRBY creates a new user's key or adds to it and returns
     -- the usage with this request, one call for a user's later requests (a new key also gets its
-    -- window's end). A refusal takes the request back out (refused requests consume no quota) and turns
-    -- the tier to reading first (m.refusing) until a request is admitted again: a tier flooded by users
-    -- over their quota would otherwise pay a write and its undo for every refusal.
+    -- window's end). A refusal takes the request back out (refused requests consume no quota). That
+    -- is a write and its undo per refusal, so a tier that refuses much (m.rr: its recent share of
+    -- user_quota refusals) reads first instead, and a refusal then writes only its counter.
     local after = rp('INCRBY', uk, cs)
     if type(after) == 'number' then
       if after == cost then
@@ -538,6 +544,11 @@ local function decide_one(qk, user, cost, cs)
       end
       if after <= limit then
         -- admitted (admitted() inlined for the common case: nearly every decision ends here)
+        local rr = m.rr
+        if rr > 0 then
+          rr = rr * RR_KEEP
+          m.rr = (rr >= 0.001 and rr) or 0
+        end
         if rc('HINCRBY', ck, m.f_acc, cs) == cost then
           rc('EXPIRE', ck, COUNTER_TTL_S)
         end
@@ -575,27 +586,49 @@ local function decide_one(qk, user, cost, cs)
   else
     used = tonumber(rc('GET', uk) or '0') or 0
   end
-  if not t and (m.paused or used + cost > limit or m.cap) then
-    t = sec + math.floor(tonumber(tm[2]) / 1000) / 1000 -- a refusal's retry_after needs the ms
-  end
   if m.paused then
     code = 4
-    retry = (m.expires_at and (m.expires_at - t)) or PAUSED_RETRY_S
   elseif used + cost > limit then
     code = 2
-    retry = m.wend - t
-  elseif m.cap and tonumber(redis.call('HGET', ck, m.f_acc) or '0') + cost > m.cap then
+  elseif m.cap and tonumber(rc('HGET', ck, m.f_acc) or '0') + cost > m.cap then
     code = 3
-    retry = sec + 1 - t
   end
   if code ~= 0 and not m.shadow then
-    m.refusing = code == 2
-    hbump(ck, m.s .. ':' .. REASONS[code], cost)
-    local ms = math.ceil(retry * 1000)
+    if code == 2 then
+      m.rr = m.rr + (1 - m.rr) * (1 - RR_KEEP)
+    end
+    if rc('HINCRBY', ck, m.f_refused[code], cs) == cost then
+      rc('EXPIRE', ck, COUNTER_TTL_S)
+    end
+    -- retry_after in whole ms, from the ms of this second (the batch path and the store use the same
+    -- ms-precision time): to the window's end, to the next second, or to the override's end
+    local us = tonumber(tm[2])
+    local msec = (us - us % 1000) / 1000
+    local ms
+    if code == 2 then
+      ms = (m.wend - sec) * 1000 - msec
+    elseif code == 3 then
+      ms = 1000 - msec
+    elseif m.expires_at then
+      ms = math.ceil((m.expires_at - t) * 1000)
+    else
+      ms = PAUSED_RETRY_S * 1000
+    end
     if ms < 1 then ms = 1 end
     local left = limit - used
     if left < 0 then left = 0 end
-    return code, left, ms, limit
+    -- sw_check_many's reply, from parts kept per quota: a flooded tier refuses far more than it admits
+    local pre = m.pre[code]
+    if not pre then
+      pre = num(limit) .. ' ' .. code .. ' '
+      m.pre[code] = pre
+    end
+    local ms_s = m.ms_s -- a flood refuses many times per ms: the number is formatted once per ms
+    if m.ms ~= ms then
+      ms_s = tostring(ms)
+      m.ms, m.ms_s = ms, ms_s
+    end
+    return code, left, ms, limit, pre .. (NUM[left] or num(left)) .. ' ' .. ms_s
   end
   local after = used + cost
   if used == 0 then
@@ -604,7 +637,8 @@ local function decide_one(qk, user, cost, cs)
   else
     after = redis.call('INCRBY', uk, num(cost))
   end
-  m.refusing = false
+  local rr = m.rr * RR_KEEP
+  m.rr = (rr >= 0.001 and rr) or 0
   admitted(m, after, cost)
   if code ~= 0 then
     hbump(ck, m.s .. ':shadow', cost)

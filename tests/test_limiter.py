@@ -89,8 +89,8 @@ async def test_refused_requests_consume_nothing(store: QuotaStore, limiter: Limi
 
 async def test_refusals_take_nothing_whichever_way_the_tier_counts(store: QuotaStore, limiter: Limiter,
                                                                   redis_client: aioredis.Redis) -> None:
-    """A user at the limit stays exactly at it through refusals made right after an admission (counted, then taken
-    back) and after other refusals (read first); a raise then admits exactly the difference."""
+    """A user at the limit stays exactly at it through refusals between other users' admissions (each counted,
+    then taken back in the same call); a raise then admits exactly the difference."""
     await store.set("free", QuotaSpec(3, DAY), actor="t")
     day = int((await redis_client.time())[0]) // DAY
     usage = Keys().usage("free", DAY, day, "alice")
@@ -102,6 +102,31 @@ async def test_refusals_take_nothing_whichever_way_the_tier_counts(store: QuotaS
     await store.set("free", QuotaSpec(4, DAY), actor="t")
     assert [(await limiter.check("free", "alice")).allowed for _ in range(2)] == [True, False]
     assert await redis_client.get(usage) == b"4" and 0 < await redis_client.ttl(usage) <= DAY + 60
+
+
+async def test_a_tier_that_refuses_much_reads_usage_first(store: QuotaStore, limiter: Limiter,
+                                                          redis_client: aioredis.Redis) -> None:
+    """Refusals are counted and taken back (DECRBY) until they are a large share of the tier's recent decisions;
+    then the tier reads usage first and a refusal writes only its counter; admissions turn it back; usage stays exact."""
+
+    async def calls(*names: str) -> list[int]:
+        stats = await redis_client.info("commandstats")
+        return [stats.get(f"cmdstat_{n}", {}).get("calls", 0) for n in names]
+
+    await store.set("free", QuotaSpec(1, DAY), actor="t")
+    day = int((await redis_client.time())[0]) // DAY
+    assert (await limiter.check("free", "alice")).allowed
+    await redis_client.config_resetstat()
+    assert [(await limiter.check("free", "alice")).reason for _ in range(20)] == ["user_quota"] * 20
+    taken_back, read = await calls("decrby", "get")
+    assert 0 < taken_back < 20 and taken_back + read == 20  # counted first, then read first
+    assert await redis_client.get(Keys().usage("free", DAY, day, "alice")) == b"1"
+    await redis_client.config_resetstat()
+    assert all([(await limiter.check("free", f"new{i}")).allowed for i in range(30)])
+    read, counted = await calls("get", "incrby")
+    assert 0 < read < 30 and read + counted == 30  # read first, then counted first again
+    assert (await limiter.check("free", "alice")).reason == "user_quota"
+    assert await redis_client.get(Keys().usage("free", DAY, day, "alice")) == b"1"
 
 
 async def test_junk_in_a_usage_key_counts_from_zero(store: QuotaStore, limiter: Limiter,
