@@ -396,9 +396,9 @@ local function memo_for(qk, r1, r2, r3, r4, r5, r6)
   return m, nil
 end
 
--- The tier's quota as a decision needs it -> memo, nil / nil, 'missing' / nil, 'what is wrong'. One HGET
--- of `enforced` (`e`, read by the caller); a hash without that field (written before library v3, or restored by hand) is read
--- field by field as before.
+-- The tier's quota as a decision needs it -> memo, nil / nil, 'missing' / nil, 'what is wrong', from `e`,
+-- the caller's HGET of `enforced`; a hash without that field (written before library v3, or restored by
+-- hand) is read field by field as before.
 quota_memo = function(qk, e)
   local m = memo[qk]
   if e and m and m.e == e then
