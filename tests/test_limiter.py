@@ -129,6 +129,19 @@ async def test_a_tier_that_refuses_much_reads_usage_first(store: QuotaStore, lim
     assert await redis_client.get(Keys().usage("free", DAY, day, "alice")) == b"1"
 
 
+async def test_replies_name_the_current_limit_after_a_change(store: QuotaStore, limiter: Limiter) -> None:
+    """Admissions and refusals after a quota change carry the new limit, also where `remaining` repeats one the
+    library already replied with under the old limit (its reply strings are kept per quota)."""
+    await store.set("free", QuotaSpec(3, DAY), actor="t")
+    got = [await limiter.check("free", "a") for _ in range(4)]
+    assert [(d.limit, d.remaining, d.reason) for d in got] == [(3, 2, "ok"), (3, 1, "ok"), (3, 0, "ok"),
+                                                               (3, 0, "user_quota")]
+    await store.set("free", QuotaSpec(4, DAY), actor="t")
+    got = [await limiter.check("free", "b") for _ in range(2)] + [await limiter.check("free", "a") for _ in range(2)]
+    assert [(d.limit, d.remaining, d.reason) for d in got] == [(4, 3, "ok"), (4, 2, "ok"), (4, 0, "ok"),
+                                                               (4, 0, "user_quota")]
+
+
 async def test_junk_in_a_usage_key_counts_from_zero(store: QuotaStore, limiter: Limiter,
                                                     redis_client: aioredis.Redis) -> None:
     """A usage key overwritten by hand with a non-number is counted from zero and rewritten with its expiry."""
