@@ -105,9 +105,8 @@ async def make_traffic(url: str, rps: float) -> None:
 async def collectors_only(url: str, nodes_file: str) -> None:
     """The console's sources without the UI: what the collectors alone cost."""
     from collectors.runner import Runner
-    from tui.config import parse_nodes
+    from tui.config import Settings, parse_nodes
     from tui.sources import plan, redis_client
-    from tui.config import Settings
 
     settings = Settings(redis_url=url, nodes=tuple(parse_nodes("@" + nodes_file)), interval_s=1.0)
     client = redis_client(url)

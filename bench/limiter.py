@@ -19,20 +19,20 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import redis.asyncio as aioredis  # noqa: E402
-from redis.asyncio.connection import AbstractConnection  # noqa: E402
+import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
 
-from quotas.held import HeldConnections  # noqa: E402
-from quotas.limiter import Limiter  # noqa: E402
-from quotas.model import QuotaSpec  # noqa: E402
-from quotas.store import QuotaStore  # noqa: E402
-from sim.valkey import ValkeyProcess  # noqa: E402
+from quotas.held import HeldConnections
+from quotas.limiter import Limiter
+from quotas.model import QuotaSpec
+from quotas.store import QuotaStore
+from sim.valkey import ValkeyProcess
 
 USERS = 10_000
 TIER = "bench"

@@ -28,10 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import limits  # noqa: E402
-import redis.asyncio as aioredis  # noqa: E402
+import limits
+import redis.asyncio as aioredis
 
-from sim.valkey import ValkeyProcess  # noqa: E402
+from sim.valkey import ValkeyProcess
 
 SWC_LUA = Path(limits.__file__).parent / "resources/redis/lua_scripts/acquire_sliding_window.lua"
 

@@ -34,6 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 sys.path.insert(0, str(ROOT / "bench"))
 from sweep_nodes import make_page  # noqa: E402
+
 from collectors.dcgm import parse_page  # noqa: E402
 from collectors.fleet import FleetCollector, make_client  # noqa: E402
 

@@ -153,7 +153,7 @@ class FleetCollector:
                         n.page_digest, n.page_gpus = digest, gpus
                 except asyncio.CancelledError:
                     raise
-                except Exception as e:  # noqa: BLE001 - any failure is this node's status
+                except Exception as e:
                     prev = n.sample
                     n.sample = replace(prev, status="down", error=scrape_error(e, self.timeout_s),
                                        latency_ms=None, checked_at=self._clock(), gpus=_stale(prev.gpus))
@@ -230,7 +230,7 @@ class PrometheusFleetCollector:
                 latency_ms = (time.perf_counter() - t0) * 1000
                 r.raise_for_status()
                 doc = r.json()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise RuntimeError(f"prometheus {self.shown}: {scrape_error(e, self.timeout_s)}") from e
         if not isinstance(doc, dict) or doc.get("status") != "success":
             err = doc.get("error") if isinstance(doc, dict) else None

@@ -63,7 +63,7 @@ def nvml_query(func: Callable[..., Any], *args: Any) -> Any:
     """
     try:
         return func(*args)
-    except Exception as e:  # noqa: BLE001 - NVMLError subclasses are generated at import time
+    except Exception as e:
         code = nvml_code(e)
         if code == _GPU_IS_LOST:
             raise GpuLost(str(e)) from e
@@ -183,7 +183,7 @@ class GpuCollector:
             return self._fail(now, "no_library", f"pynvml is not installed ({e})")
         try:
             nv.nvmlInit()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             code = nvml_code(e)
             if code == _LIBRARY_NOT_FOUND:
                 return self._fail(now, "no_library", "NVML library not found (libnvidia-ml.so.1): "
@@ -198,7 +198,7 @@ class GpuCollector:
             for i in range(count):
                 try:
                     handle = nv.nvmlDeviceGetHandleByIndex(i)
-                except Exception as e:  # noqa: BLE001 - a lost GPU at start is still listed
+                except Exception as e:
                     if nvml_code(e) in DRIVER_GONE_CODES:
                         raise DriverGone(str(e)) from e
                     devices.append(_Device(i, None, lost=True, lost_retry_at=now + self._retry_base_s))
@@ -209,7 +209,7 @@ class GpuCollector:
                 except GpuLost:
                     dev.lost, dev.lost_retry_at = True, now + self._retry_base_s
                 devices.append(dev)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self._safe_shutdown(nv)
             return self._fail(now, "error", f"NVML device enumeration failed: {e}")
         self._devices = devices
@@ -245,7 +245,7 @@ class GpuCollector:
                 raise GpuLost("no uuid")
         except DriverGone:
             raise
-        except Exception:  # noqa: BLE001 - still lost: back off further
+        except Exception:
             d.lost_failures += 1
             d.lost_retry_at = now + min(self._retry_max_s, self._retry_base_s * 2 ** min(d.lost_failures, 20))
             return
@@ -276,9 +276,7 @@ class GpuCollector:
         power = q(nv.nvmlDeviceGetPowerUsage, h)
         limit = q(nv.nvmlDeviceGetEnforcedPowerLimit, h)
         sm = q(nv.nvmlDeviceGetClockInfo, h, nv.NVML_CLOCK_SM)
-        reasons_fn = getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
-            nv, "nvmlDeviceGetCurrentClocksThrottleReasons"
-        )
+        reasons_fn = getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None) or nv.nvmlDeviceGetCurrentClocksThrottleReasons
         reasons = q(reasons_fn, h)
         fan = q(nv.nvmlDeviceGetFanSpeed, h)
         ecc = q(nv.nvmlDeviceGetTotalEccErrors, h, nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nv.NVML_VOLATILE_ECC)
@@ -321,7 +319,7 @@ class GpuCollector:
         nv = self._nvml
         try:
             es = nv.nvmlEventSetCreate()
-        except Exception as e:  # noqa: BLE001 - no events: XIDs stay n/a, the rest works
+        except Exception as e:
             log.info("NVML event set unavailable, no XID events: %s", e)
             return
         registered = 0
@@ -331,7 +329,7 @@ class GpuCollector:
             try:
                 nv.nvmlDeviceRegisterEvents(d.handle, XID_EVENT, es)
                 registered += 1
-            except Exception as e:  # noqa: BLE001 - e.g. NotSupported on this GPU
+            except Exception as e:
                 log.info("GPU %d: no XID events (%s)", d.index, e)
         if not registered:
             self._safe_call(nv.nvmlEventSetFree, es)
@@ -347,7 +345,7 @@ class GpuCollector:
             while not self._xid_stop.is_set():
                 try:
                     data = nv.nvmlEventSetWait_v2(es, 500)
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:
                     if nvml_code(e) == _TIMEOUT:
                         continue
                     if nvml_code(e) in DRIVER_GONE_CODES:
@@ -366,7 +364,7 @@ class GpuCollector:
     def _index_of(self, nv: Any, handle: Any) -> int | None:
         try:
             return int(nv.nvmlDeviceGetIndex(handle))
-        except Exception:  # noqa: BLE001
+        except Exception:
             for d in self._devices:
                 if d.handle is handle:
                     return d.index
@@ -394,7 +392,7 @@ class GpuCollector:
     def _safe_call(fn: Callable[..., Any], *args: Any) -> None:
         try:
             fn(*args)
-        except Exception:  # noqa: BLE001 - best effort on the way out
+        except Exception:
             pass
 
 

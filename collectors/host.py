@@ -107,5 +107,5 @@ class HostCollector:
         if task is not None:
             try:
                 await task
-            except Exception:  # noqa: BLE001 - closing
+            except Exception:
                 pass

@@ -94,7 +94,7 @@ class Runner:
             raise
         except TimeoutError:
             error = f"timed out after {self.timeout_s:g} s"
-        except Exception as e:  # noqa: BLE001 - a source's failure is data, not a crash
+        except Exception as e:
             error = describe_error(e)
         else:
             now = self._clock()
@@ -123,6 +123,6 @@ class Runner:
                     await result
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - a consumer's bug must not stop sensing
+            except Exception:
                 log.exception("handler of collector %s failed", reading.name)
             await asyncio.sleep(max(0.0, reading.next_poll_at - self._clock()))

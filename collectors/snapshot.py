@@ -65,7 +65,7 @@ async def _guarded(name: str, coro: Awaitable[Any], errors: dict[str, str]) -> A
             return await coro
     except TimeoutError:
         errors[name] = f"timed out after {SOURCE_TIMEOUT_S:g} s"
-    except Exception as e:  # noqa: BLE001 - a failing source is reported, the others still print
+    except Exception as e:
         errors[name] = redact(describe_error(e))
     return None
 
@@ -125,7 +125,7 @@ async def _traffic(redis_url: str, prefix: str) -> TrafficSample:
     finally:
         try:
             await asyncio.wait_for(client.aclose(), 1)
-        except Exception:  # noqa: BLE001 - closing a dead connection
+        except Exception:
             pass
 
 

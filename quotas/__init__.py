@@ -3,6 +3,6 @@
     from quotas.limiter import Limiter, Decision
     from quotas.store import QuotaStore, AuditEntry, Conflict, UnknownTier, Unreachable, BrokenQuota
     from quotas.errors import Unavailable, AuthFailed  # both Unreachable: fail_open covers them
-    from quotas.events import quota_events, QuotaEvent
+    from quotas.feed import quota_events, QuotaEvent
     from quotas.actor import default_actor
 """

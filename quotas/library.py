@@ -10,10 +10,18 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import AuthenticationError, AuthorizationError, ClusterDownError, MasterDownError
-from redis.exceptions import OutOfMemoryError, ReadOnlyError, TryAgainError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    ClusterDownError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisClusterException,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from quotas.errors import AuthFailed, BrokenQuota, Unavailable, Unreachable
@@ -235,6 +243,12 @@ def text(value: Any) -> str:
 
 
 __all__ = [
-    "LIBRARY_NAME", "library_source", "library_version", "load_library", "installed_version", "fcall",
-    "bounded", "is_missing_function",
+    "LIBRARY_NAME",
+    "bounded",
+    "fcall",
+    "installed_version",
+    "is_missing_function",
+    "library_source",
+    "library_version",
+    "load_library",
 ]

@@ -40,7 +40,15 @@ from quotas.errors import Unreachable
 from quotas.held import HeldConnections
 from quotas.keys import DEFAULT_PREFIX, Keys
 from quotas.library import (
-    UNREACHABLE_ERRORS, Deadlines, bounded, broken_from, fcall, is_missing_function, load_library, unavailable, unreachable,
+    UNREACHABLE_ERRORS,
+    Deadlines,
+    bounded,
+    broken_from,
+    fcall,
+    is_missing_function,
+    load_library,
+    unavailable,
+    unreachable,
 )
 from quotas.model import MAX_LIMIT, QuotaError, validate_tier
 
@@ -260,7 +268,7 @@ class Limiter:
                     continue
                 try:
                     decisions = await self._decide_batch(tier, batch)
-                except Exception as e:  # noqa: BLE001 - each waiting check raises it (or fails open) itself
+                except Exception as e:
                     for _, _, fut in batch:
                         if not fut.done():
                             fut.set_exception(e)

@@ -15,11 +15,18 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from quotas.codec import effective, quota_from_hash, quota_from_json
-from quotas.errors import BrokenQuota, Conflict, Unreachable, UnknownTier
+from quotas.errors import BrokenQuota, Conflict, UnknownTier, Unreachable
 from quotas.keys import DEFAULT_PREFIX, Keys
 from quotas.library import bounded, fcall, installed_version, load_library, text
 from quotas.model import (
-    MAX_WINDOW_S, Quota, QuotaError, QuotaSpec, iso, validate_actor, validate_reason, validate_tier,
+    MAX_WINDOW_S,
+    Quota,
+    QuotaError,
+    QuotaSpec,
+    iso,
+    validate_actor,
+    validate_reason,
+    validate_tier,
 )
 from quotas.preview import Impact, impact_from
 
@@ -35,7 +42,14 @@ SEED_TIERS: dict[str, tuple[int, int]] = {
 }
 
 __all__ = [
-    "AuditEntry", "BrokenQuota", "Conflict", "Impact", "QuotaStore", "Unreachable", "UnknownTier", "SEED_TIERS",
+    "SEED_TIERS",
+    "AuditEntry",
+    "BrokenQuota",
+    "Conflict",
+    "Impact",
+    "QuotaStore",
+    "UnknownTier",
+    "Unreachable",
 ]
 
 

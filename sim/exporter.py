@@ -197,6 +197,6 @@ class FleetServer:
         for server in self._servers:
             try:
                 await asyncio.wait_for(server.wait_closed(), 2.0)
-            except (asyncio.TimeoutError, OSError):
+            except (TimeoutError, OSError):
                 pass
         self._servers.clear()

@@ -202,7 +202,7 @@ class World:
                     try:
                         await asyncio.wait_for(stop.wait(), max(0.0, delay))
                         return
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
                 else:
                     await asyncio.sleep(max(0.0, delay))

@@ -110,7 +110,7 @@ async def test_events_reach_a_subscriber_on_any_node(rc: RedisCluster, cluster: 
 
     import redis.asyncio as aioredis
 
-    from quotas.events import quota_events
+    from quotas.feed import quota_events
 
     store = QuotaStore(rc)
     await store.init()

@@ -21,7 +21,7 @@ class Scripted:
 
     name = "scripted"
 
-    def __init__(self, script: list[object], clock: "Clock") -> None:
+    def __init__(self, script: list[object], clock: Clock) -> None:
         self.script, self.clock, self.closed = list(script), clock, False
 
     async def poll(self) -> Sample:

@@ -7,10 +7,10 @@ from typing import Any
 from textual.command import CommandPalette
 
 from tui.screens.help import HelpScreen
-from tui.testing import frozen_app as frozen, frozen_session, load_frozen, screen_text, settle, wait_until
+from tui.testing import frozen_app as frozen
+from tui.testing import frozen_session, load_frozen, screen_text, settle, wait_until
 from tui.widgets.gpu_table import GpuTable
 from tui.widgets.heatmap import HeatMap
-
 
 
 async def test_sort_cycles_columns_and_reverses() -> None:

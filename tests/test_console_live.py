@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
+from textual.widgets import DataTable
 
 from quotas.limiter import Limiter
 from quotas.model import QuotaSpec
@@ -15,12 +16,10 @@ from sim.valkey import ValkeyProcess
 from tests.conftest import L4_CAPTURE
 from tui.app import SurgewatchApp, create_app
 from tui.config import Settings
-from textual.widgets import DataTable
-
 from tui.screens.editor import QuotaEditor
 from tui.screens.history import HistoryScreen
-from tui.widgets.tiers import TierPanel
 from tui.testing import MetricsNode, multiply_page, screen_text, wait_until
+from tui.widgets.tiers import TierPanel
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from tui.widgets.gpu_table import GpuTable
 from tui.widgets.heatmap import HeatMap
 
 
-
 def hotter(readings: dict[str, Any], node: int, gpu: int, temp: float) -> dict[str, Any]:
     """The frozen readings with one fleet GPU at `temp` (a new node sample, as a new scrape gives)."""
     fleet = readings["fleet"]

@@ -8,7 +8,8 @@ import pytest
 from textual.widgets import Input
 
 from tui.app import SurgewatchApp
-from tui.testing import frozen_app as _frozen_app, frozen_readings, load_frozen, settle
+from tui.testing import frozen_app as _frozen_app
+from tui.testing import frozen_readings, load_frozen, settle
 
 
 def frozen_app(redis_url: str | None = "redis://:hunter2@10.0.0.9:6379/0", **settings: Any) -> SurgewatchApp:

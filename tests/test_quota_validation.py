@@ -1,5 +1,5 @@
 """The validation table: every hostile or malformed input is refused with exit 2, a message saying what is
-accepted, nothing written and no audit entry. Run through the real argparse wiring of quotas.cli."""
+accepted, nothing written and no audit entry. Run through the real argparse wiring of quotas.commands."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quotas.cli import register
+from quotas.commands import register
 from quotas.keys import DEFAULT_PREFIX
 from quotas.model import MAX_LIMIT, QuotaError, format_duration, parse_spec, parse_tier_cap
 from sim.valkey import ValkeyProcess

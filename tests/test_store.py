@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from quotas.errors import BrokenQuota, Conflict, UnknownTier
-from quotas.events import QuotaEvent, quota_events
+from quotas.feed import QuotaEvent, quota_events
 from quotas.keys import Keys
 from quotas.library import installed_version, library_source, library_version
 from quotas.model import QuotaError, QuotaSpec
@@ -200,7 +200,7 @@ async def test_events_published_and_resubscribed_after_restart(store: QuotaStore
 
 def test_event_payload_shape() -> None:
     """The channel carries JSON with tier, version, actor and kind."""
-    from quotas.events import parse_event
+    from quotas.feed import parse_event
 
     assert parse_event(json.dumps({"tier": "free", "version": 3, "actor": "a", "kind": "pause"})) == QuotaEvent("pause", "free", 3, "a")
     assert parse_event(b"{}") is None and parse_event("[") is None

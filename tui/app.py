@@ -13,10 +13,17 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
+from tui.alerts import Event, audit_event
 from tui.config import Settings
-from tui.events import Event, audit_event
 from tui.messages import (
-    FleetSampled, GpusSampled, HostSampled, QuotaChanged, QuotasLoaded, SubscriptionChanged, TrafficSampled, _Sampled,
+    FleetSampled,
+    GpusSampled,
+    HostSampled,
+    QuotaChanged,
+    QuotasLoaded,
+    SubscriptionChanged,
+    TrafficSampled,
+    _Sampled,
 )
 from tui.screens.editor import QuotaEditor
 from tui.screens.help import HelpScreen
@@ -111,7 +118,7 @@ class SurgewatchApp(App[int]):
         if self.client is not None:
             try:
                 await asyncio.wait_for(self.client.aclose(), 2)
-            except Exception:  # noqa: BLE001 - closing a dead connection may fail: nothing to do
+            except Exception:
                 pass
 
     def start_source(self, name: str) -> None:
@@ -126,7 +133,7 @@ class SurgewatchApp(App[int]):
             if hasattr(collector, "backfill"):
                 try:
                     await asyncio.wait_for(collector.backfill(), spec.timeout_s * 2)
-                except Exception as e:  # noqa: BLE001 - no history is fine; the runner will report errors
+                except Exception as e:
                     self.log.warning(f"backfill of {spec.name} failed: {e}")
             runner = Runner(collector, interval_s=spec.interval_s, timeout_s=spec.timeout_s,
                             backoff_max_s=spec.backoff_max_s, clock=self.clock)
@@ -183,7 +190,7 @@ class SurgewatchApp(App[int]):
 
     async def _quota_events(self) -> None:
         """Supervised subscription: every change (here or anywhere) reaches the screen within a second."""
-        from quotas.events import quota_events
+        from quotas.feed import quota_events
 
         url = self.settings.redis_url
         assert url is not None and self.store is not None
@@ -204,7 +211,7 @@ class SurgewatchApp(App[int]):
                     self.post_message(QuotaChanged(ev.tier, list(reversed(entries)), q))
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # noqa: BLE001 - Redis went away mid-read: the next resubscribe re-reads
+            except Exception as e:
                 self.post_message(SubscriptionChanged(False, str(e)))
 
     def on_quotas_loaded(self, message: QuotasLoaded) -> None:

@@ -1,6 +1,6 @@
 """The `surgewatch` command: global options, then a subcommand; none opens the console.
 
-Each layer registers its own subcommands (`quotas.cli`, `collectors.cli`, `tui.demo_cmd`), so this
+Each layer registers its own subcommands (`quotas.commands`, `collectors.commands`, `tui.demo_cmd`), so this
 module only wires them. It imports nothing heavy at start: `surgewatch quota list` must not pay for
 Textual.
 """
@@ -15,8 +15,8 @@ from tui.config import ConfigError, Settings, resolve
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from collectors import cli as collectors_cli
-    from quotas import cli as quotas_cli
+    from collectors import commands as collectors_cli
+    from quotas import commands as quotas_cli
     from tui import demo_cmd
 
     p = argparse.ArgumentParser(

@@ -23,6 +23,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
 from collectors.nodes import NodeListError, redact_url
 from collectors.nodes import parse_nodes as _parse_nodes
 from quotas.keys import DEFAULT_PREFIX

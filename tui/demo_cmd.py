@@ -14,7 +14,6 @@ import signal
 import sys
 from dataclasses import replace
 from types import FrameType
-
 from typing import TYPE_CHECKING
 
 from tui.config import Settings

@@ -87,7 +87,7 @@ def gpu_status(gpu: GpuSample, stale: bool, node_down: bool, th: Thresholds) -> 
     return "ok"
 
 
-class RowCache:
+class GpuRowCache:
     """Reuses a node's GpuRow objects while its GPU samples, staleness and shown age are unchanged.
 
     A node scraped every 5 s is re-reported every second with the same GPU samples, and a re-scraped
@@ -112,10 +112,10 @@ class RowCache:
 
 
 def build_gpu_rows(
-    local: ReadingLike | None, fleet: ReadingLike | None, now: float, th: Thresholds, cache: RowCache | None = None
+    local: ReadingLike | None, fleet: ReadingLike | None, now: float, th: Thresholds, cache: GpuRowCache | None = None
 ) -> tuple[GpuRow, ...]:
     """Local GPUs first, then each node's GPUs in configuration order."""
-    cache = cache or RowCache()
+    cache = cache or GpuRowCache()
     rows: list[GpuRow] = []
     if local is not None and isinstance(local.sample, GpusSample):
         stale = local.error is not None or (now - local.sample.taken_at) > th.stale_after_s

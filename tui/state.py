@@ -12,8 +12,8 @@ from typing import Any
 from collectors.samples import FleetSample, TrafficSample
 from quotas.library import refused_login
 from quotas.model import Quota
-from tui.events import Event, gpu_events, node_events, traffic_events
-from tui.model import GpuRow, Kpis, ReadingLike, RowCache, build_gpu_rows, compute_kpis, format_age
+from tui.alerts import Event, gpu_events, node_events, traffic_events
+from tui.model import GpuRow, GpuRowCache, Kpis, ReadingLike, build_gpu_rows, compute_kpis, format_age
 from tui.thresholds import Thresholds
 
 SOURCES = ("gpus", "host", "fleet", "traffic")
@@ -31,7 +31,7 @@ class ConsoleState:
         self.redis_configured = redis_configured
         self.readings: dict[str, ReadingLike] = {}
         self.rows: tuple[GpuRow, ...] = ()
-        self._row_cache = RowCache()
+        self._row_cache = GpuRowCache()
         self.quotas: dict[str, Quota] = {}
         self.events: list[Event] = []
         self.subscription_error: str | None = None

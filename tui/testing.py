@@ -15,7 +15,13 @@ from typing import Any
 
 from collectors.runner import Reading
 from collectors.samples import (
-    FleetSample, GpuSample, GpusSample, HostSample, NodeSample, TierTraffic, TrafficSample,
+    FleetSample,
+    GpuSample,
+    GpusSample,
+    HostSample,
+    NodeSample,
+    TierTraffic,
+    TrafficSample,
 )
 from quotas.model import Quota
 
@@ -68,7 +74,7 @@ class MetricsNode:
                 node._conns.discard(self.connection)
                 super().finish()
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 node.hits += 1
                 body = (node.page() if callable(node.page) else node.page).encode()
                 self.send_response(200)

@@ -6,8 +6,8 @@ refused so a typo does not silently keep a default.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Mapping
 
 # Colours are Rich style names, picked to stay legible on dark and light themes and on a wall screen.
 OK = "green"

@@ -157,7 +157,7 @@ class QuotaEditor(ModalScreen[Quota | None]):
         label = self.query_one("#impact", Static)
         try:
             impact = await self.store.preview(self.quota.tier, spec, minutes=PREVIEW_MINUTES)
-        except Exception as e:  # noqa: BLE001 - unreachable, refused, broken: the what-if is advisory
+        except Exception as e:
             label.update(f"What-if unavailable: {e}")
             return
         if self.request is not None and self.request.spec == spec:
@@ -190,7 +190,7 @@ class QuotaEditor(ModalScreen[Quota | None]):
             conflict.update(f"Not applied: Redis unreachable ({e}); nothing was changed.")
         except QuotaError as e:
             conflict.update(f"Not applied: {e}")
-        except Exception as e:  # noqa: BLE001 - e.g. a broken stored quota: say it, keep the form open
+        except Exception as e:
             down = unavailable(None, e)  # out of memory, a read-only replica: refused before running
             conflict.update(f"Not applied: {down}; nothing was changed." if down else f"Not applied: {type(e).__name__}: {e}")
         else:

@@ -11,7 +11,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
-from tui.events import quota_text
+from tui.alerts import quota_text
 
 HISTORY_COUNT = 50
 
@@ -61,7 +61,7 @@ class HistoryScreen(ModalScreen[None]):
         status = self.query_one("#status", Static)
         try:
             entries = await self.store.history(self.tier, count=HISTORY_COUNT)
-        except Exception as e:  # noqa: BLE001 - unreachable, refused: say it, never crash the console
+        except Exception as e:
             status.update(f"cannot read the history: {e}")
             return
         table = self.query_one(DataTable)

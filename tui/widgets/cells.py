@@ -20,7 +20,7 @@ from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowKey
 class Cell:
     """A DataTable cell value: shown as `text` in `style`, sorted by `value` (None sorts last)."""
 
-    __slots__ = ("text", "style", "value")
+    __slots__ = ("style", "text", "value")
 
     def __init__(self, text: str, style: str = "", value: Any = None) -> None:
         self.text = text
@@ -68,7 +68,7 @@ def sort_key(cell: Any) -> tuple[int, Any]:
     return (0, (1, str(cell)))
 
 
-class RowCache(LRUCache[Any, Any]):
+class RowIndexedLRU(LRUCache[Any, Any]):
     """An LRUCache that also knows which keys belong to which row, so one row can be evicted alone."""
 
     def __init__(self, maxsize: int, row_of: Any) -> None:
@@ -103,7 +103,7 @@ class LiveTable(DataTable[Cell]):
     are indexed by row) and refreshes only that row's line. Anything that changes the structure (add,
     remove, sort, columns, resize) still goes through DataTable's own invalidation.
 
-    `batch()` groups many updates into one refresh: each call otherwise marks the widget dirty on its
+    `batch_updates()` groups many updates into one refresh: each call otherwise marks the widget dirty on its
     own (~45 µs), which is most of the cost when a sweep changes a thousand GPUs.
 
     Textual measures new rows' widths when idle but may keep serving lines rendered with the old
@@ -117,13 +117,13 @@ class LiveTable(DataTable[Cell]):
         self._dirty_rows: dict[RowKey, None] = {}
         # the same sizes as DataTable's, indexed by row (cell and row caches by row key, the
         # renderables by row index, the lines by y: one line per row below the header)
-        self._cell_render_cache = RowCache(10000, lambda k: k[0])
-        self._row_render_cache = RowCache(1000, lambda k: k[0])
-        self._row_renderable_cache = RowCache(1000, lambda k: k[1])
-        self._line_cache = RowCache(1000, lambda k: k[0])
+        self._cell_render_cache = RowIndexedLRU(10000, lambda k: k[0])
+        self._row_render_cache = RowIndexedLRU(1000, lambda k: k[0])
+        self._row_renderable_cache = RowIndexedLRU(1000, lambda k: k[1])
+        self._line_cache = RowIndexedLRU(1000, lambda k: k[0])
 
     @contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch_updates(self) -> Iterator[None]:
         self._batching, self._pending_layout = True, None
         self._dirty_rows.clear()
         try:

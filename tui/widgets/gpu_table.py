@@ -94,7 +94,7 @@ class GpuTable(LiveTable):
         """Add new rows, remove gone ones, update changed cells; never clear and rebuild."""
         if not self.is_mounted:
             return
-        with self.batch():
+        with self.batch_updates():
             self._sync_rows(rows)
 
     def _sync_rows(self, rows: tuple[GpuRow, ...]) -> None:

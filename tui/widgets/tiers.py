@@ -85,7 +85,7 @@ class TierTable(LiveTable):
             self.add_column(label, key=key, width=WIDTHS.get(key))
 
     def sync(self, rows: dict[str, list[Cell]]) -> None:
-        with self.batch():
+        with self.batch_updates():
             self._sync(rows)
 
     def _sync(self, rows: dict[str, list[Cell]]) -> None:
@@ -108,7 +108,7 @@ class TierTable(LiveTable):
             return None
         try:
             return str(self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value)
-        except Exception:  # noqa: BLE001 - an empty or shrinking table has no valid cursor
+        except Exception:
             return None
 
 

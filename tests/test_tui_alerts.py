@@ -5,7 +5,7 @@ from __future__ import annotations
 from collectors.runner import Reading
 from collectors.samples import FleetSample, GpuSample, GpusSample, NodeSample, TierTraffic, TrafficSample
 from quotas.model import Quota
-from tui.events import audit_event, gpu_events, node_events, quota_text, traffic_events
+from tui.alerts import audit_event, gpu_events, node_events, quota_text, traffic_events
 from tui.model import RowCache, build_gpu_rows, compute_kpis, format_age, node_label
 from tui.thresholds import Thresholds
 
@@ -120,7 +120,7 @@ def test_thresholds_override_and_reject_unknown() -> None:
 
 def test_throttle_waves_are_grouped_per_node_then_fleet_wide() -> None:
     """GPUs that start throttling together make one line per node, or one fleet line when many nodes do."""
-    from tui.events import MAX_NODE_LINES, gpu_events
+    from tui.alerts import MAX_NODE_LINES, gpu_events
     from tui.model import GpuRow
 
     def rows(nodes: int, throttle: tuple[str, ...]) -> list[GpuRow]:
@@ -140,7 +140,7 @@ def test_throttle_waves_are_grouped_per_node_then_fleet_wide() -> None:
 
 def test_a_flapping_gpu_is_announced_once_per_quiet_period() -> None:
     """A GPU going in and out of throttling is reported once, then again only after a quiet period."""
-    from tui.events import THROTTLE_QUIET_S, gpu_events
+    from tui.alerts import THROTTLE_QUIET_S, gpu_events
     from tui.model import GpuRow
 
     def row(throttle: tuple[str, ...]) -> dict[str, GpuRow]:
@@ -174,7 +174,7 @@ def test_an_unchanged_page_gives_the_same_row_objects() -> None:
 
 def test_a_gpu_still_throttling_in_an_unchanged_sample_stays_quiet() -> None:
     """The same throttling sample, re-reported, keeps the GPU "recently throttled": no repeat announcement."""
-    from tui.events import THROTTLE_QUIET_S
+    from tui.alerts import THROTTLE_QUIET_S
     from tui.model import GpuRow
 
     def row(throttle: tuple[str, ...]) -> GpuRow:

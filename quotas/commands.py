@@ -19,11 +19,20 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from quotas.actor import default_actor
-from quotas.errors import AuthFailed, BrokenQuota, Conflict, Unreachable, UnknownTier, redact
+from quotas.errors import AuthFailed, BrokenQuota, Conflict, UnknownTier, Unreachable, redact
 from quotas.library import unavailable
 from quotas.model import (
-    Quota, QuotaError, QuotaSpec, format_duration, iso, parse_duration, parse_spec, parse_tier_cap,
-    validate_actor, validate_reason, validate_tier,
+    Quota,
+    QuotaError,
+    QuotaSpec,
+    format_duration,
+    iso,
+    parse_duration,
+    parse_spec,
+    parse_tier_cap,
+    validate_actor,
+    validate_reason,
+    validate_tier,
 )
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_CONFLICT, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
