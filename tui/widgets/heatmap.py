@@ -22,6 +22,7 @@ from tui.thresholds import LOST_COLOUR, NA_COLOUR, TEMP_RAMP, UTIL_RAMP, Thresho
 
 T = TypeVar("T")
 _STYLES: dict[str, Style] = {}
+_PLAIN = Style.null()  # every segment carries a style: NO_COLOR's monochrome filter reads each one
 GLYPH = "█"
 LOST_GLYPH = "x"
 STALE_GLYPH = "░"
@@ -143,7 +144,7 @@ class HeatMap(ScrollView):
     def render_line(self, y: int) -> Strip:
         line_no = self.scroll_offset.y + y
         if line_no >= len(self._lines):
-            return Strip.blank(self.size.width)
+            return Strip.blank(self.size.width, _PLAIN)
         strip = self._cache.get(line_no)
         if strip is None:
             # runs of one glyph and colour become one segment; styles are built once per colour
@@ -156,7 +157,7 @@ class HeatMap(ScrollView):
                     if n and not k:  # one blank, unstyled column between nodes
                         if run:
                             segs.append(Segment(run, run_style))
-                        segs.append(Segment(" "))
+                        segs.append(Segment(" ", _PLAIN))
                         run, run_style = "", None
                     if style is run_style:
                         run += glyph
@@ -168,7 +169,7 @@ class HeatMap(ScrollView):
                 segs.append(Segment(run, run_style))
             strip = Strip(segs)
             self._cache[line_no] = strip
-        return strip.crop_extend(self.scroll_offset.x, self.scroll_offset.x + self.size.width, None)
+        return strip.crop_extend(self.scroll_offset.x, self.scroll_offset.x + self.size.width, _PLAIN)
 
     @property
     def line_count(self) -> int:
