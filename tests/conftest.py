@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -13,7 +14,11 @@ from quotas.store import QuotaStore
 from sim.valkey import ValkeyProcess
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT.parent / "shared" / "fixtures"
+# the shared captures sit beside the checkout (../shared); mutmut runs the tests from ROOT/mutants
+FIXTURES = next((p / "shared" / "fixtures" for p in ROOT.parents if (p / "shared" / "fixtures").is_dir()),
+                ROOT.parent / "shared" / "fixtures")
+EDGE_MARGIN_S = 12
+"""Seconds a window test may take: `away_from_window_edges` starts it at least this far from a minute's end."""
 L4_CAPTURE = FIXTURES / "dcgm-exporter-L4.prom"
 
 
@@ -40,6 +45,25 @@ async def store(redis_client: aioredis.Redis) -> QuotaStore:
     s = QuotaStore(redis_client)
     await s.init()
     return s
+
+
+async def wait_away_from_window_edges(client: aioredis.Redis, margin_s: float = EDGE_MARGIN_S) -> float:
+    """Wait until the server clock (the limiter's) is at least `margin_s` before the end of a minute, so
+    also of an hour and a UTC day, and at least a second past its start; return that server time."""
+    while True:
+        secs, usecs = await client.time()
+        now = int(secs) + int(usecs) / 1e6
+        into = now % 60
+        if 1.0 <= into < 60 - margin_s:
+            return now
+        await asyncio.sleep((61.0 - into) % 60 + 0.01)
+
+
+@pytest.fixture
+async def away_from_window_edges(redis_client: aioredis.Redis) -> float:
+    """For tests with 60 s, 1 h and 1 d windows: the test starts where no minute, hour or day ends
+    within EDGE_MARGIN_S, so the window it computes once is the window of every call it makes."""
+    return await wait_away_from_window_edges(redis_client)
 
 
 @pytest.fixture(autouse=True)

@@ -53,7 +53,8 @@ async def test_outcome_counters_equal_decisions(store: QuotaStore, redis_client:
     assert await counters(redis_client, "free") == decided
 
 
-async def test_counter_keys_expire_and_fields_are_seconds(store: QuotaStore, redis_client: aioredis.Redis) -> None:
+async def test_counter_keys_expire_and_fields_are_seconds(store: QuotaStore, redis_client: aioredis.Redis,
+                                                          away_from_window_edges: float) -> None:
     """Counter hashes live at least an hour and at most COUNTER_TTL_S; fields are `S:OUTCOME` with S in 0..59."""
     lim = Limiter(redis_client)
     await lim.check("pro", "u")
@@ -91,7 +92,7 @@ async def test_counter_hashes_are_hash_tables(store: QuotaStore, redis_client: a
     assert (impact.total_admitted, impact.would_refuse) == (2, 1)
 
 
-async def test_rank_counters(store: QuotaStore, redis_client: aioredis.Redis) -> None:
+async def test_rank_counters(store: QuotaStore, redis_client: aioredis.Redis, away_from_window_edges: float) -> None:
     """Admitted requests are counted by rank (exact to 16, then power-of-two buckets, spread by cost), alike
     through check and check_many; rank 1 is not stored but is the accepted count less the other buckets."""
     lim = Limiter(redis_client)
@@ -121,10 +122,15 @@ async def test_record_rejects_other_outcomes(store: QuotaStore, redis_client: ai
     assert await counters(redis_client, "free") == Counter()
 
 
-async def test_preview_from_rank_counters(store: QuotaStore, redis_client: aioredis.Redis) -> None:
-    """The what-if counts the admitted requests ranked above a new limit, and all of them when paused."""
+async def test_preview_from_rank_counters(store: QuotaStore, redis_client: aioredis.Redis,
+                                          away_from_window_edges: float) -> None:
+    """The what-if counts the admitted requests ranked above a new limit, all of them when paused, and what a
+    cap refuses in the one second the requests were admitted in."""
+    from tests.test_limiter import settle_in_second
+
     lim = Limiter(redis_client)
     await store.set("free", QuotaSpec(20, DAY), actor="t")
+    await settle_in_second(redis_client)  # the 15 admissions fall in one second: a cap of 1 refuses 14 of them
     for user, n in (("a", 10), ("b", 4), ("c", 1)):
         for _ in range(n):
             await lim.check("free", user)
@@ -133,7 +139,61 @@ async def test_preview_from_rank_counters(store: QuotaStore, redis_client: aiore
     assert (await store.preview("free", QuotaSpec(20, DAY))).would_refuse == 0
     assert (await store.preview("free", QuotaSpec(20, DAY, paused=True))).would_refuse == 15
     capped = await store.preview("free", QuotaSpec(20, DAY, tier_cap_rps=1))
-    assert 0 < capped.would_refuse_cap <= 14 and capped.would_refuse == capped.would_refuse_cap
+    assert (capped.would_refuse_user, capped.would_refuse_cap, capped.would_refuse) == (0, 14, 14)
+
+
+async def write_counters(client: aioredis.Redis, tier: str, minute: int, accepted: dict[int, int],
+                         ranks: dict[int, int] | None = None) -> None:
+    """Counter (and rank) hashes of one minute as the limiter writes them: `S:outcome` and rank-bucket fields."""
+    k = Keys()
+    fields: dict[str, int | str] = {f"{s}:accepted": n for s, n in accepted.items()}
+    fields |= {f"{s}:user_quota": 99 for s in accepted}  # refusals are not admitted requests: never counted
+    fields["about"] = "outcome counters per second (README)"
+    await client.hset(k.counters(tier, minute), mapping=fields)
+    if ranks:
+        rank_fields: dict[str, int | str] = {str(b): n for b, n in ranks.items()}
+        await client.hset(k.ranks(tier, minute), mapping={"about": "rank buckets (README)", **rank_fields})
+
+
+async def test_preview_exact_from_counters_at_known_minutes(store: QuotaStore, redis_client: aioredis.Redis,
+                                                            away_from_window_edges: float) -> None:
+    """Counters written at known minutes and seconds give exact Impacts: a limit inside a power-of-two bucket
+    (spread evenly), a limit plus a cap (counted after the user-limit refusals), the current quota giving 0."""
+    minute = int(away_from_window_edges) // 60
+    # the last five minutes: 30 and 10 admitted in seconds 5 and 6 now, 24 in second 10 two minutes ago, 4 in
+    # second 59 four minutes ago; ranks (this minute): 10 at rank 2, 8 at rank 3, 16 in bucket 32 (ranks 17..32)
+    await write_counters(redis_client, "pro", minute, {5: 30, 6: 10}, {2: 10, 3: 8, 32: 16})
+    await write_counters(redis_client, "pro", minute - 2, {10: 24})
+    await write_counters(redis_client, "pro", minute - 4, {59: 4})
+    await write_counters(redis_client, "pro", minute - 5, {0: 1000}, {64: 1000})  # older than five minutes
+    await write_counters(redis_client, "pro", minute + 1, {0: 1000})  # not yet: a clock ahead is not read
+    total = 30 + 10 + 24 + 4  # rank 1 is what the stored ranks leave: 68 - 34 = 34
+
+    async def got(spec: QuotaSpec, minutes: int = 5) -> tuple[int, int, int, int]:
+        i = await store.preview("pro", spec, minutes=minutes)
+        assert i.would_refuse == i.would_refuse_user + i.would_refuse_cap
+        return (i.total_admitted, i.would_refuse_user, i.would_refuse_cap, i.would_refuse)
+
+    # limit 24 inside bucket 32 (ranks 17..32): (32 - 24) / 16 of its 16 requests
+    assert await got(QuotaSpec(24, 3600)) == (total, 8, 0, 8)
+    assert await got(QuotaSpec(20, 3600)) == (total, 12, 0, 12)
+    # at a bucket's edges: all of it at its lower bound, none at its upper one; exact ranks above 2
+    assert await got(QuotaSpec(16, 3600)) == (total, 16, 0, 16)
+    assert await got(QuotaSpec(2, 3600)) == (total, 8 + 16, 0, 24)
+    assert await got(QuotaSpec(1, 3600)) == (total, 10 + 8 + 16, 0, 34)
+    # a cap of 10/s after the limit's 8 refusals: each second keeps 1 - 8/68 of its requests, then the cap
+    # refuses what exceeds 10: round(30 * 60/68) = 26 -> 16; round(10 * 60/68) = 9 -> 0; round(24 * 60/68) = 21
+    # -> 11; round(4 * 60/68) = 4 -> 0
+    assert await got(QuotaSpec(24, 3600, tier_cap_rps=10)) == (total, 8, 27, 35)
+    assert await got(QuotaSpec(1000, 3600, tier_cap_rps=10)) == (total, 0, 20 + 0 + 14 + 0, 34)
+    assert await got(QuotaSpec(1000, 3600, paused=True)) == (total, total, 0, total)
+    # this minute only: 40 admitted, rank 1 = 40 - 34 = 6
+    assert await got(QuotaSpec(24, 3600), minutes=1) == (40, 8, 0, 8)
+    # the current quota (limit at the top of the highest bucket, a cap at the busiest second) refuses nothing
+    await store.set("pro", QuotaSpec(32, 3600, tier_cap_rps=30), actor="t")
+    current = await store.get("pro")
+    assert current is not None
+    assert await got(current.settings()) == (total, 0, 0, 0)
 
 
 def test_library_constants_match_key_schema() -> None:
@@ -156,7 +216,8 @@ async def test_tier_cap_refusals_are_counted(store: QuotaStore, redis_client: ai
     assert await counters(redis_client, "team") == Counter(accepted=2, tier_cap=3)
 
 
-async def test_single_and_batch_paths_agree_on_random_traffic(store: QuotaStore, redis_client: aioredis.Redis) -> None:
+async def test_single_and_batch_paths_agree_on_random_traffic(store: QuotaStore, redis_client: aioredis.Redis,
+                                                              away_from_window_edges: float) -> None:
     """Random requests and quota changes, through check on one tier and check_many on another, give the same
     decisions, outcome counters and rank counters (the two Lua paths stay one behaviour)."""
     import random
