@@ -15,7 +15,7 @@ from quotas.store import QuotaStore
 from sim.valkey import ValkeyProcess
 from tests.conftest import L4_CAPTURE
 from tui.app import SurgewatchApp, create_app
-from tui.config import Settings
+from collectors.config import Settings
 from tui.screens.editor import QuotaEditor
 from tui.screens.history import HistoryScreen
 from tui.testing import MetricsNode, multiply_page, screen_text, wait_until
@@ -46,6 +46,11 @@ def make(valkey: ValkeyProcess, *, nodes: tuple[str, ...] = (), read_only: bool 
 
 def tiers_text(app: SurgewatchApp) -> str:
     return screen_text(app)
+
+
+def notes(app: SurgewatchApp) -> list[str]:
+    """The messages of the notifications (toasts) the app raised so far."""
+    return [str(n.message) for n in app._notifications]
 
 
 async def open_editor(pilot, app: SurgewatchApp, tier: str) -> QuotaEditor:  # type: ignore[no-untyped-def]
@@ -168,8 +173,10 @@ async def test_read_only_with_acl_viewer(valkey: ValkeyProcess, store: QuotaStor
         await wait_until(pilot, lambda: "free" in app.state.quotas and app.state.traffic is not None, what="data")
         await wait_until(pilot, lambda: "free" in screen_text(app), what="tier shown")
         assert "e" not in app.screen.active_bindings
-        await pilot.press("tab", "tab", "e")
-        await pilot.pause(0.3)
+        await pilot.press("tab", "tab", "e")  # a key press is handled before press() returns
+        app.action_edit("free")  # the action itself, as the palette would call it: refused too
+        assert not isinstance(app.screen, QuotaEditor) and isinstance(app.screen, type(app.overview))
+        await wait_until(pilot, lambda: any("read-only console" in n for n in notes(app)), what="refusal")
         assert not isinstance(app.screen, QuotaEditor)
         text = screen_text(app)
         assert "s3cret" not in text and "viewer:***@" in text
@@ -227,15 +234,18 @@ async def test_redis_stopped_and_started(valkey: ValkeyProcess, store: QuotaStor
     app = make(valkey)
     async with app.run_test(size=(200, 60)) as pilot:
         await wait_until(pilot, lambda: app.state.traffic is not None and "free" in app.state.quotas, what="data")
+        await pilot.press("e")  # the tier list focused, a tier selected: the next `e` opens the editor...
+        await wait_until(pilot, lambda: app.overview.tiers_focused and app.overview.selected_tier, what="tier list")
         valkey.stop()
         # the change feed may notice first; the traffic poll's failure then adds when it retries
         await wait_until(pilot, lambda: "Retrying in" in screen_text(app), timeout=15, what="banner")
         assert "Redis unreachable" in screen_text(app) and "Traffic and quotas shown are" in screen_text(app)
         assert app.overview.query_one(TierPanel).stale  # values dimmed, not hidden
         assert "free" in screen_text(app)
-        await pilot.press("e")
-        await pilot.pause(0.2)
+        assert app.overview.tiers_focused and app.overview.selected_tier  # ...were Redis up
+        await pilot.press("e")  # handled before press() returns: an editor would be on the screen stack now
         assert not isinstance(app.screen, QuotaEditor)
+        assert any(n.startswith("Edit refused: ") for n in notes(app)), notes(app)
         valkey.start()
         client = aioredis.Redis.from_url(valkey.url)
         fresh = QuotaStore(client)
@@ -245,6 +255,8 @@ async def test_redis_stopped_and_started(valkey: ValkeyProcess, store: QuotaStor
         await wait_until(pilot, lambda: app.state.quotas.get("free") and app.state.quotas["free"].limit == 1,
                          timeout=10, what="resubscribed and re-read")
         await client.aclose()
+        await pilot.press("e")  # Redis back: the same key opens the editor (the refusal was the outage's)
+        await wait_until(pilot, lambda: isinstance(app.screen, QuotaEditor), what="editor once Redis is back")
 
 
 async def test_refused_login_says_so_in_the_banner(valkey: ValkeyProcess) -> None:
@@ -257,9 +269,38 @@ async def test_refused_login_says_so_in_the_banner(valkey: ValkeyProcess) -> Non
         await wait_until(pilot, lambda: "Redis refused the login" in screen_text(app), timeout=10, what="banner")
         text = screen_text(app)
         assert "Redis unreachable" not in text and "wrong-one" not in text and "right-one" not in text
-        await pilot.press("e")
-        await pilot.pause(0.2)
+        await pilot.press("e", "e")  # the first would only focus the tier list: refused before that
         assert not isinstance(app.screen, QuotaEditor)
+        assert any(n.startswith("Edit refused: ") for n in notes(app)), notes(app)
+        assert not app.overview.tiers_focused
+
+
+async def test_quotas_re_read_after_a_reconnect(valkey: ValkeyProcess, store: QuotaStore) -> None:
+    """After a reconnect every quota is re-read: a server restarted with other data (a lower version, written
+    while the console was away, so no event reached it) replaces what the console showed; no source polls."""
+    app = make(valkey, sources=())  # no traffic poll: only the re-read after resubscribing can bring the data
+    async with app.run_test(size=(200, 60)) as pilot:
+        await wait_until(pilot, lambda: "free" in app.state.quotas, what="quotas")
+        for limit in (5, 6, 7):
+            await store.set("free", QuotaSpec(limit, 86400), actor="erin", reason="before the restart")
+        await wait_until(pilot, lambda: app.state.quotas["free"].version == 4, what="version 4 shown")
+        # the data the server comes back with: version 2 of free, written where the console cannot see it
+        with ValkeyProcess() as other:
+            c = aioredis.Redis.from_url(other.url)
+            elsewhere = QuotaStore(c)
+            await elsewhere.init()
+            await elsewhere.set("free", QuotaSpec(2, 3600), actor="frank", reason="restored from a backup")
+            await c.save()
+            await c.aclose()
+            dump = (other.data_dir / "dump.rdb").read_bytes()
+        valkey.stop()
+        await wait_until(pilot, lambda: "quota change feed lost" in screen_text(app), timeout=15, what="feed lost")
+        (valkey.data_dir / "dump.rdb").write_bytes(dump)
+        valkey.start()  # loads dump.rdb at start: the data is there before any client can connect
+        await wait_until(pilot, lambda: app.state.quotas["free"].version == 2, timeout=20, what="re-read")
+        q = app.state.quotas["free"]
+        assert (q.limit, q.window_s, q.updated_by) == (2, 3600, "frank")
+        await wait_until(pilot, lambda: "2/1h" in screen_text(app), what="shown")
 
 
 async def test_node_going_down_and_back(valkey: ValkeyProcess, store: QuotaStore, node: MetricsNode) -> None:
@@ -274,6 +315,9 @@ async def test_node_going_down_and_back(valkey: ValkeyProcess, store: QuotaStore
         events = app.overview.query_one("#events").texts
         await wait_until(pilot, lambda: any(f"node {label} down" in t for t in events), what="down event")
         await wait_until(pilot, lambda: "down " in screen_text(app), what="status with its age")
+        first = max(r.age_s or 0 for r in app.state.rows)
+        await wait_until(pilot, lambda: min(r.age_s or 0 for r in app.state.rows) >= first + 2, timeout=15,
+                         what="the age growing while the node stays down")
         node.start()
         await wait_until(pilot, lambda: any(f"node {label} back up" in t for t in events), timeout=10, what="up event")
         await wait_until(pilot, lambda: all(r.status != "down" for r in app.state.rows), what="rows fresh")
