@@ -43,15 +43,29 @@ async def test_changed_gpu_rerenders_only_its_row() -> None:
 
 
 async def test_heat_map_recolours_changed_gpu() -> None:
-    """A GPU that heats up is re-coloured on its heat-map line (same fleet, new values: no relayout)."""
+    """A GPU that heats up is re-coloured on its heat-map line (same fleet, new values: no relayout): the line
+    drawn before (cached) is redrawn with one more cell of the hot colour and one fewer of the GPU's old one."""
     async with frozen_session((200, 60)) as (app, pilot):
         heat = app.overview.query_one(HeatMap)
-        load_frozen(app, hotter(frozen_readings(), 2, 5, 99.0))
+        node, gpu = 2, 5
+        i = next(k for k, r in enumerate(heat._drawn) if r.gpu.uuid == f"GPU-{100 + node * 8 + gpu:04d}")
+        line = heat._line_of[i]
+        _, old_colour = heat.colour(heat._drawn[i])
+        hot = dataclasses.replace(heat._drawn[i], gpu=dataclasses.replace(heat._drawn[i].gpu, temp_c=99.0))
+        _, new_colour = heat.colour(hot)
+        assert old_colour != new_colour  # otherwise there is nothing to redraw and the test proves nothing
+        before = heat.render_line(line)
+        assert line in heat._cache  # drawn once already: only an invalidated cache line can show the change
+        load_frozen(app, hotter(frozen_readings(), node, gpu, 99.0))
         await settle(pilot)
-        i = [r.gpu.temp_c for r in heat._drawn].index(99.0)
-        _, colour = heat.colour(heat._drawn[i])
-        strip = heat.render_line(heat._line_of[i])
-        assert any(seg.style == Style(color=colour) for seg in strip)
+        assert heat._drawn[i].gpu.temp_c == 99.0
+        after = heat.render_line(line)
+
+        def cells(strip: Any, colour: str) -> int:
+            return sum(len(seg.text) for seg in strip if seg.style == Style(color=colour))
+
+        assert cells(after, new_colour) == cells(before, new_colour) + 1
+        assert cells(after, old_colour) == cells(before, old_colour) - 1
 
 
 def test_sparkline_columns_are_pinned_to_the_clock() -> None:
@@ -60,7 +74,7 @@ def test_sparkline_columns_are_pinned_to_the_clock() -> None:
 
     history = tuple(float(s % 97) for s in range(1_000, 1_900))  # 900 s, the value of second s is s % 97
     now = bucket_max(history, 100, end_s=1_899)
-    later = bucket_max(history[1:] + (96.0,), 100, end_s=1_900)
+    later = bucket_max((*history[1:], 96.0), 100, end_s=1_900)
     assert len(now) == len(later) == 100
     assert now[:-1] == later[:-1] and later[-1] == 96.0
     k = 9  # ceil(900 / 100) seconds per column, each column one span of the clock
