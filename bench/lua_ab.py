@@ -2,13 +2,17 @@
 
 Loads each given library file side by side in one Valkey under its own name (its functions renamed
 `sw_*_a`, `sw_*_b`, ...), then the variants and the counter take turns, round after round: 1,000 fresh
-users × 2 requests (so half are first requests, as in bench/limiter.py) of quota 600/1m (or another
+users x 2 requests (so half are first requests, as in bench/limiter.py) of quota 600/1m (or another
 `--pattern`: `flood`, 70 % refused; `alternate`, every refusal right after an admission), sent as single
 decisions (`FCALL sw_check_many_X 1 KEY USER 1`; the counter's own script by EVALSHA), pipelined so the
 server never idles, or `--sequential`. The server is pinned to CPU 0 and this process to CPU 1 where the
 machine allows. Prints each variant's median µs per call (INFO commandstats) and its ratio to the counter.
 
-    git show HEAD~1:quotas/surgewatch.lua > /tmp/old.lua && .venv/bin/python bench/lua_ab.py /tmp/old.lua quotas/surgewatch.lua --rounds 400
+    git show ff1c2d8:quotas/surgewatch.lua > /tmp/old.lua
+    .venv/bin/python bench/lua_ab.py /tmp/old.lua quotas/lua --rounds 400
+
+A variant is a library file, or a folder of `*.lua` parts joined in name order (the shipped library,
+`quotas/lua/`, as `quotas.library.library_source()` joins it; one file, `quotas/surgewatch.lua`, before).
 
 Each variant decides on a tier of its own, so one library's counter hashes never shape another's. 400
 rounds take about a minute, long enough for the minute's counter hashes to grow as in production.
@@ -55,6 +59,11 @@ PATTERNS: dict[str, tuple[int, str, Callable[[str], list[str]]]] = {
 }
 
 
+def library_text(path: Path) -> str:
+    """A library file's text, or a folder's `*.lua` parts joined in name order (as quotas/library.py does)."""
+    return "\n".join(p.read_text() for p in sorted(path.glob("*.lua"))) if path.is_dir() else path.read_text()
+
+
 def renamed(source: str, suffix: str) -> str:
     """The library under another name, every `sw_*` function suffixed, so variants load side by side."""
     source = re.sub(r"^#!lua name=\w+", f"#!lua name=sw{suffix}", source, count=1)
@@ -63,7 +72,8 @@ def renamed(source: str, suffix: str) -> str:
 
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("variants", nargs="+", type=Path, help="library files (each with sw_set and sw_check_many)")
+    ap.add_argument("variants", nargs="+", type=Path,
+                    help="library files or folders of parts (each with sw_set and sw_check_many)")
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--sequential", action="store_true", help="one call at a time instead of pipelines of 1,000")
     ap.add_argument("--pattern", choices=sorted(PATTERNS), default="fresh", help="the traffic of a round")
@@ -79,12 +89,13 @@ async def main() -> None:
         names = []
         for k, path in enumerate(args.variants):
             suffix = chr(ord("a") + k)
-            await c.function_load(renamed(path.read_text(), suffix), replace=True)
+            await c.function_load(renamed(library_text(path), suffix), replace=True)
             names.append(suffix)
         # each variant stores the quota as it reads it (the shipped library's sw_set takes kind, actor,
         # reason, expect, create, for_s, limit, window_s, cap, paused, mode; the prototypes ignore them)
         for name in names:
-            await c.fcall(f"sw_set_{name}", 1, quota_key(name), "set", "bench", "", "", "1", "", str(limit), "60", "", "0", "enforce")
+            await c.fcall(f"sw_set_{name}", 1, quota_key(name), "set", "bench", "", "", "1", "", str(limit), "60", "",
+                          "0", "enforce")
         check = await c.fcall(f"sw_check_many_{names[0]}", 1, quota_key(names[0]), "probe", 1)
         assert check.split()[0] == str(limit).encode(), f"the quota is not in place: {check!r}"
         sha = await c.script_load(SWC_LUA.read_text())
@@ -95,6 +106,7 @@ async def main() -> None:
                 await c.config_resetstat()
                 pipe = c.pipeline(transaction=False)
                 for u in users_of(f"{name}-{r}"):
+                    call: tuple[str | int, ...]
                     if name == "swc":
                         key = f"LIMITS:{{LIMITER/{u}/{limit}/1/minute}}"
                         call = ("EVALSHA", sha, 2, f"{key}/-1", key, limit, 60, 1)

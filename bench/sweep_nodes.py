@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 CAPTURE = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "dcgm-exporter-L4.prom"
@@ -53,7 +54,7 @@ def make_page(node: int, gpus: int = 8) -> bytes:
 async def serve(n: int, gpus: int) -> None:
     served = 0
 
-    async def handler_for(body: bytes):  # type: ignore[no-untyped-def]
+    async def handler_for(body: bytes) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             nonlocal served
             try:
