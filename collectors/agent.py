@@ -10,6 +10,7 @@ library, no device) host metrics are still served and a log line says why there 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Iterator
@@ -106,7 +107,9 @@ class AgentExporter:
         ):
             if v is not None:
                 yield _one(name, help_text, lab, (self.hostname,), v)
-        cores = GaugeMetricFamily("surgewatch_host_cpu_core_pct", "CPU use per core (in %).", labels=("Hostname", "core"))
+        cores = GaugeMetricFamily(
+            "surgewatch_host_cpu_core_pct", "CPU use per core (in %).", labels=("Hostname", "core")
+        )
         for i, pct in enumerate(h.cpu_per_core_pct):
             cores.add_metric((self.hostname, str(i)), pct)
         yield cores
@@ -127,7 +130,7 @@ class Agent:
         self.host = HostCollector()
         self.exporter = AgentExporter(self.host.hostname)
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(self.exporter)  # type: ignore[arg-type]
+        self.registry.register(self.exporter)
         self._server: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._gpu_status: str | None = None
@@ -146,7 +149,10 @@ class Agent:
         self._server, _ = start_http_server(self.port, addr=self.bind_host, registry=self.registry)
         self.port = int(self._server.server_port)
         log.info("surgewatch agent serving %s", self.url)
-        self._tasks = [asyncio.create_task(gpu_runner.run(self._on_gpu)), asyncio.create_task(host_runner.run(self._on_host))]
+        self._tasks = [
+            asyncio.create_task(gpu_runner.run(self._on_gpu)),
+            asyncio.create_task(host_runner.run(self._on_host)),
+        ]
 
     async def _on_gpu(self, reading: Reading) -> None:
         sample = reading.sample
@@ -188,10 +194,8 @@ async def run_agent(host: str, port: int, *, interval_s: float = 1.0) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
     try:
         await stop.wait()
     finally:

@@ -1,7 +1,7 @@
 """`surgewatch agent` and `surgewatch snapshot`.
 
-Handlers take `(args, settings)`; settings is duck-typed (redis_url, prefix, nodes, prometheus) so this
-module never imports the UI. The snapshot's own `--nodes/--redis/--prometheus` default to SUPPRESS and
+Handlers take `(args, settings)` with the resolved `collectors.config.Settings`. The snapshot's own
+`--nodes/--redis/--prometheus` default to SUPPRESS and
 so never clobber the global options; when given after the subcommand they win.
 Exit codes: 0 ran (failing sources are reported in the output), 1 agent could not serve, 2 bad input.
 """
@@ -12,29 +12,39 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import Any
 from urllib.parse import urlsplit
 
+from collectors.config import Settings
 from collectors.nodes import NodeListError, parse_nodes, redact_url
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add this layer's subcommands to the `surgewatch` parser."""
-    a = sub.add_parser("agent", help="serve this node's GPUs (dcgm-exporter names) and host load on /metrics",
-                       description="Serve NVML readings under dcgm-exporter metric names plus host metrics, "
-                                   "for nodes without dcgm-exporter.")
+    a = sub.add_parser(
+        "agent",
+        help="serve this node's GPUs (dcgm-exporter names) and host load on /metrics",
+        description="Serve NVML readings under dcgm-exporter metric names plus host metrics, "
+        "for nodes without dcgm-exporter.",
+    )
     a.add_argument("--host", default="0.0.0.0", metavar="H", help="address to listen on (default 0.0.0.0)")
     a.add_argument("--port", default=9400, type=int, metavar="PORT", help="port (default 9400, dcgm-exporter's)")
     a.set_defaults(func=agent_command)
 
-    s = sub.add_parser("snapshot", help="run every collector once and print the result (table or --json)",
-                       description="Run every configured collector once: local GPUs and host, remote nodes, "
-                                   "Prometheus, per-tier traffic. Exit 0 even when a source fails (see errors).")
+    s = sub.add_parser(
+        "snapshot",
+        help="run every collector once and print the result (table or --json)",
+        description="Run every configured collector once: local GPUs and host, remote nodes, "
+        "Prometheus, per-tier traffic. Exit 0 even when a source fails (see errors).",
+    )
     s.add_argument("--json", action="store_true", help="print JSON for scripts")
-    s.add_argument("--nodes", default=argparse.SUPPRESS, metavar="URLS|@FILE",
-                   help="comma-separated /metrics URLs, or @FILE with one URL a line")
+    s.add_argument(
+        "--nodes",
+        default=argparse.SUPPRESS,
+        metavar="URLS|@FILE",
+        help="comma-separated /metrics URLs, or @FILE with one URL a line",
+    )
     s.add_argument("--redis", default=argparse.SUPPRESS, metavar="URL", help="Redis URL for per-tier traffic")
     s.add_argument("--prometheus", default=argparse.SUPPRESS, metavar="URL", help="Prometheus server to query")
     s.add_argument("--no-local", action="store_true", help="skip the local NVML and host collectors")
@@ -45,7 +55,7 @@ def _err(msg: str) -> None:
     print(f"surgewatch: {msg}", file=sys.stderr)
 
 
-def agent_command(args: argparse.Namespace, settings: Any) -> int:
+def agent_command(args: argparse.Namespace, settings: Settings) -> int:
     from collectors.agent import serve
 
     if not 0 <= args.port <= 65535:
@@ -65,14 +75,14 @@ def _check_url(url: str, what: str, schemes: tuple[str, ...]) -> str:
     return url
 
 
-def snapshot_command(args: argparse.Namespace, settings: Any) -> int:
+def snapshot_command(args: argparse.Namespace, settings: Settings) -> int:
     from collectors.snapshot import render_text, take_snapshot
 
     try:
         raw_nodes = getattr(args, "nodes", None)
-        nodes = parse_nodes(raw_nodes if raw_nodes is not None else list(getattr(settings, "nodes", ()) or ()))
-        redis_url = getattr(args, "redis", None) or getattr(settings, "redis_url", None)
-        prometheus = getattr(args, "prometheus", None) or getattr(settings, "prometheus", None)
+        nodes = parse_nodes(raw_nodes if raw_nodes is not None else list(settings.nodes))
+        redis_url = getattr(args, "redis", None) or settings.redis_url
+        prometheus = getattr(args, "prometheus", None) or settings.prometheus
         if redis_url:
             _check_url(redis_url, "Redis", ("redis", "rediss", "unix"))
         if prometheus:
@@ -80,10 +90,15 @@ def snapshot_command(args: argparse.Namespace, settings: Any) -> int:
     except NodeListError as e:
         _err(str(e))
         return EXIT_BAD_INPUT
-    doc = asyncio.run(take_snapshot(
-        redis_url=redis_url, prefix=getattr(settings, "prefix", "surgewatch:"), nodes=nodes,
-        prometheus=prometheus, local=not args.no_local,
-    ))
+    doc = asyncio.run(
+        take_snapshot(
+            redis_url=redis_url,
+            prefix=settings.prefix,
+            nodes=nodes,
+            prometheus=prometheus,
+            local=not args.no_local,
+        )
+    )
     if args.json:
         print(json.dumps(doc, indent=2))
     else:

@@ -3,7 +3,8 @@
 One shared httpx client, a per-node timeout and a concurrency bound. A node is never scraped faster
 than `min_interval_s` (5 s by default; dcgm-exporter itself refreshes its values every 30 s unless
 told otherwise, `-c 30000`), and a page identical to the node's previous one is not parsed again
-(most scrapes, with dcgm-exporter's default). A node that is down, slow, erroring or serving garbage keeps its last-known GPUs
+(most scrapes, with dcgm-exporter's default). A node that is down, slow, erroring or serving garbage
+keeps its last-known GPUs
 (status "stale", with the time they were read) and never delays the others: a sweep waits at most
 `wait_s` for its scrapes, and a slower one lands in a later sample.
 """
@@ -121,8 +122,9 @@ class FleetCollector:
         self._nodes: list[_Node] = []
         for url in dict.fromkeys(urls):
             shown = redact_url(url) or url
-            first = NodeSample(url=shown, status="down", error="not scraped yet", latency_ms=None,
-                               taken_at=now, checked_at=now)
+            first = NodeSample(
+                url=shown, status="down", error="not scraped yet", latency_ms=None, taken_at=now, checked_at=now
+            )
             interval = (node_intervals or {}).get(url, min_interval_s)
             self._nodes.append(_Node(url, shown, first, interval_s=interval))
 
@@ -155,12 +157,25 @@ class FleetCollector:
                     raise
                 except Exception as e:
                     prev = n.sample
-                    n.sample = replace(prev, status="down", error=scrape_error(e, self.timeout_s),
-                                       latency_ms=None, checked_at=self._clock(), gpus=_stale(prev.gpus))
+                    n.sample = replace(
+                        prev,
+                        status="down",
+                        error=scrape_error(e, self.timeout_s),
+                        latency_ms=None,
+                        checked_at=self._clock(),
+                        gpus=_stale(prev.gpus),
+                    )
                     return
                 now = self._clock()
-                n.sample = NodeSample(url=n.shown, status="up", error=None, latency_ms=round(latency_ms, 2),
-                                      taken_at=now, checked_at=now, gpus=gpus)
+                n.sample = NodeSample(
+                    url=n.shown,
+                    status="up",
+                    error=None,
+                    latency_ms=round(latency_ms, 2),
+                    taken_at=now,
+                    checked_at=now,
+                    gpus=gpus,
+                )
         finally:
             n.task = None
 
@@ -211,8 +226,14 @@ class PrometheusFleetCollector:
 
     name = "fleet"
 
-    def __init__(self, base_url: str, *, timeout_s: float = 2.0, client: httpx.AsyncClient | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = 2.0,
+        client: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.shown = redact_url(self.base_url) or self.base_url
         self.timeout_s = timeout_s
@@ -222,7 +243,7 @@ class PrometheusFleetCollector:
         self._known: dict[str, NodeSample] = {}
 
     async def poll(self) -> FleetSample:
-        query = f'{PROMQL_SELECTOR} or up'
+        query = f"{PROMQL_SELECTOR} or up"
         try:
             async with asyncio.timeout(self.timeout_s):
                 t0 = time.perf_counter()
@@ -259,14 +280,26 @@ class PrometheusFleetCollector:
         for inst in sorted(set(series) | (set(up) & set(self._known))):
             if inst in series and up.get(inst, True):
                 gpus = gpus_from_series(inst, series[inst])
-                self._known[inst] = NodeSample(url=inst, status="up", error=None, latency_ms=round(latency_ms, 2),
-                                               taken_at=stamp.get(inst, now), checked_at=now, gpus=gpus)
+                self._known[inst] = NodeSample(
+                    url=inst,
+                    status="up",
+                    error=None,
+                    latency_ms=round(latency_ms, 2),
+                    taken_at=stamp.get(inst, now),
+                    checked_at=now,
+                    gpus=gpus,
+                )
             elif inst in self._known:
                 prev = self._known[inst]
-                self._known[inst] = replace(prev, status="down", error="target down in prometheus",
-                                            latency_ms=None, checked_at=now, gpus=_stale(prev.gpus))
-        return FleetSample(taken_at=now, nodes=tuple(self._known[k] for k in sorted(self._known)),
-                           source="prometheus")
+                self._known[inst] = replace(
+                    prev,
+                    status="down",
+                    error="target down in prometheus",
+                    latency_ms=None,
+                    checked_at=now,
+                    gpus=_stale(prev.gpus),
+                )
+        return FleetSample(taken_at=now, nodes=tuple(self._known[k] for k in sorted(self._known)), source="prometheus")
 
     async def aclose(self) -> None:
         if self._own_client:

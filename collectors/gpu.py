@@ -17,26 +17,29 @@ Failure model, as operators meet it:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
 
+import pynvml  # nvidia-ml-py: pure Python; libnvidia-ml is loaded only by nvmlInit
+
+from collectors.nvml import Nvml
 from collectors.reasons import decode_reasons
 from collectors.samples import GpuSample, GpusSample
 
 log = logging.getLogger(__name__)
 
-# NVML return codes (pynvml's NVML_ERROR_*), matched by value so any NVMLError subclass works.
-_NOT_SUPPORTED, _NO_PERMISSION, _NOT_FOUND, _FUNCTION_NOT_FOUND, _NO_DATA = 3, 4, 6, 13, 21
-_UNINITIALIZED, _DRIVER_NOT_LOADED, _TIMEOUT, _LIBRARY_NOT_FOUND = 1, 9, 10, 12
-_GPU_IS_LOST, _RM_MISMATCH = 15, 18
-NA_CODES = frozenset({_NOT_SUPPORTED, _NO_PERMISSION, _NOT_FOUND, _FUNCTION_NOT_FOUND, _NO_DATA, 2})
-DRIVER_GONE_CODES = frozenset({_UNINITIALIZED, _DRIVER_NOT_LOADED, _RM_MISMATCH, _LIBRARY_NOT_FOUND})
+# pynvml's named exceptions (NVMLError(code) constructs the subclass for its code, so the real and the
+# test's pynvml raise the same classes)
+DRIVER_GONE_ERRORS: tuple[type[Exception], ...] = (
+    pynvml.NVMLError_Uninitialized, pynvml.NVMLError_DriverNotLoaded, pynvml.NVMLError_LibRmVersionMismatch,
+    pynvml.NVMLError_LibraryNotFound,
+)
 XID_EVENT = 0x0000000000000008  # nvmlEventTypeXidCriticalError
 MIB = 1024 * 1024
 
@@ -49,12 +52,6 @@ class DriverGone(Exception):
     """NVML lost its driver (uninitialized, driver not loaded, version mismatch): re-initialize."""
 
 
-def nvml_code(exc: BaseException) -> int | None:
-    """The NVML return code of a pynvml NVMLError (its `value`), else None."""
-    v = getattr(exc, "value", None)
-    return v if isinstance(v, int) else None
-
-
 def nvml_query(func: Callable[..., Any], *args: Any) -> Any:
     """Call an NVML function: None ("n/a") for unsupported or missing fields.
 
@@ -64,12 +61,11 @@ def nvml_query(func: Callable[..., Any], *args: Any) -> Any:
     try:
         return func(*args)
     except Exception as e:
-        code = nvml_code(e)
-        if code == _GPU_IS_LOST:
+        if isinstance(e, pynvml.NVMLError_GpuIsLost):
             raise GpuLost(str(e)) from e
-        if code in DRIVER_GONE_CODES:
+        if isinstance(e, DRIVER_GONE_ERRORS):
             raise DriverGone(str(e)) from e
-        if code is None and not isinstance(e, (AttributeError, TypeError, ValueError)):
+        if not isinstance(e, (pynvml.NVMLError, AttributeError, TypeError, ValueError)):
             raise
         return None
 
@@ -101,14 +97,14 @@ class GpuCollector:
 
     def __init__(
         self,
-        nvml: ModuleType | Any | None = None,
+        nvml: Nvml | None = None,
         *,
         xid_events: bool = True,
         retry_base_s: float = 2.0,
         retry_max_s: float = 60.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._nvml = nvml
+        self._nvml: Nvml = pynvml if nvml is None else nvml
         self._xid_events = xid_events
         self._retry_base_s = retry_base_s
         self._retry_max_s = retry_max_s
@@ -168,27 +164,16 @@ class GpuCollector:
         self._status = GpusSample(taken_at=now, status=status, message=message)
         return self._status
 
-    def _module(self) -> Any:
-        if self._nvml is None:
-            import pynvml  # nvidia-ml-py: pure Python, loads libnvidia-ml lazily in nvmlInit
-
-            self._nvml = pynvml
-        return self._nvml
-
     def _init(self, now: float) -> GpusSample | None:
         """Initialize NVML and read static facts; a GpusSample when there is nothing to poll."""
-        try:
-            nv = self._module()
-        except ImportError as e:
-            return self._fail(now, "no_library", f"pynvml is not installed ({e})")
+        nv = self._nvml
         try:
             nv.nvmlInit()
         except Exception as e:
-            code = nvml_code(e)
-            if code == _LIBRARY_NOT_FOUND:
+            if isinstance(e, pynvml.NVMLError_LibraryNotFound):
                 return self._fail(now, "no_library", "NVML library not found (libnvidia-ml.so.1): "
                                   "no NVIDIA driver is installed on this host")
-            if code == _DRIVER_NOT_LOADED:
+            if isinstance(e, pynvml.NVMLError_DriverNotLoaded):
                 return self._fail(now, "no_driver", "NVIDIA driver not loaded (is the kernel module in?)")
             return self._fail(now, "error", f"NVML init failed: {e}")
         try:
@@ -199,7 +184,7 @@ class GpuCollector:
                 try:
                     handle = nv.nvmlDeviceGetHandleByIndex(i)
                 except Exception as e:
-                    if nvml_code(e) in DRIVER_GONE_CODES:
+                    if isinstance(e, DRIVER_GONE_ERRORS):
                         raise DriverGone(str(e)) from e
                     devices.append(_Device(i, None, lost=True, lost_retry_at=now + self._retry_base_s))
                     continue
@@ -276,7 +261,9 @@ class GpuCollector:
         power = q(nv.nvmlDeviceGetPowerUsage, h)
         limit = q(nv.nvmlDeviceGetEnforcedPowerLimit, h)
         sm = q(nv.nvmlDeviceGetClockInfo, h, nv.NVML_CLOCK_SM)
-        reasons_fn = getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None) or nv.nvmlDeviceGetCurrentClocksThrottleReasons
+        # the newer name first (drivers from 535 on); the older one stays for older nvidia-ml-py
+        reasons_fn = getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None)
+        reasons_fn = reasons_fn or nv.nvmlDeviceGetCurrentClocksThrottleReasons
         reasons = q(reasons_fn, h)
         fan = q(nv.nvmlDeviceGetFanSpeed, h)
         ecc = q(nv.nvmlDeviceGetTotalEccErrors, h, nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nv.NVML_VOLATILE_ECC)
@@ -346,9 +333,9 @@ class GpuCollector:
                 try:
                     data = nv.nvmlEventSetWait_v2(es, 500)
                 except Exception as e:
-                    if nvml_code(e) == _TIMEOUT:
+                    if isinstance(e, pynvml.NVMLError_Timeout):
                         continue
-                    if nvml_code(e) in DRIVER_GONE_CODES:
+                    if isinstance(e, DRIVER_GONE_ERRORS):
                         return
                     self._xid_stop.wait(0.5)  # GPU lost etc.: keep listening for the others
                     continue
@@ -379,7 +366,7 @@ class GpuCollector:
 
     def _shutdown(self) -> None:
         self._stop_xid_thread()
-        if self._initialized and self._nvml is not None:
+        if self._initialized:
             self._safe_shutdown(self._nvml)
         self._initialized = False
         self._devices = []
@@ -390,10 +377,8 @@ class GpuCollector:
 
     @staticmethod
     def _safe_call(fn: Callable[..., Any], *args: Any) -> None:
-        try:
+        with contextlib.suppress(Exception):
             fn(*args)
-        except Exception:
-            pass
 
 
 def _num(v: Any, div: float = 1.0) -> float | None:

@@ -9,6 +9,7 @@ thread every `io_interval_s` and their rates reused in between.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -105,7 +106,5 @@ class HostCollector:
     async def aclose(self) -> None:
         task, self._io_task = self._io_task, None
         if task is not None:
-            try:
+            with contextlib.suppress(Exception):
                 await task
-            except Exception:
-                pass

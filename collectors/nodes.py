@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from quotas.errors import redact
+
 
 class NodeListError(ValueError):
     """A bad `--nodes` value: the message says which entry and what is accepted."""
@@ -61,8 +63,11 @@ def parse_nodes(value: str | Sequence[str] | None) -> list[str]:
             p = urlsplit(u)
             p.port  # noqa: B018 - raises ValueError on a bad port
         except ValueError:
-            p = None
-        if p is None or p.scheme not in ("http", "https") or not p.hostname:
+            raise NodeListError(
+                f"invalid node URL {redact(u)!r}: the port is not a number from 1 to 65535, "
+                "e.g. http://gpu-01:9400/metrics"
+            ) from None
+        if p.scheme not in ("http", "https") or not p.hostname:
             raise NodeListError(
                 f"invalid node URL {redact_url(u)!r}: an http:// or https:// URL is expected, "
                 "e.g. http://gpu-01:9400/metrics"

@@ -12,30 +12,69 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Generic, Protocol, TypeVar, runtime_checkable
+
+from quotas.errors import ErrorKind
 
 log = logging.getLogger(__name__)
 
+S = TypeVar("S")
+S_co = TypeVar("S_co", covariant=True)
+
 
 @runtime_checkable
-class Collector(Protocol):
+class Collector(Protocol[S_co]):
     """An async source of immutable samples."""
 
     name: str
 
-    async def poll(self) -> object: ...
+    async def poll(self) -> S_co: ...
 
     async def aclose(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
-class Reading:
+class SourceError:
+    """Why a poll failed: a kind to act on (the banner, `redis.status`) and a one-line message to show."""
+
+    kind: ErrorKind
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def classify(exc: BaseException) -> SourceError:
+    """The kind of a collector's failure, from the exception's class (never from its text)."""
+    kind = getattr(exc, "kind", None)
+    if not isinstance(kind, ErrorKind):
+        if isinstance(exc, TimeoutError):
+            kind = ErrorKind.TIMEOUT
+        elif isinstance(exc, (ConnectionError, OSError)) or _is_transport_error(exc):
+            kind = ErrorKind.UNREACHABLE
+        else:
+            kind = ErrorKind.ERROR
+    return SourceError(kind, describe_error(exc))
+
+
+def _is_transport_error(exc: BaseException) -> bool:
+    # redis-py's and httpx's connection errors do not derive from OSError; matched by module and name so
+    # this module imports neither library
+    mod = type(exc).__module__.split(".")[0]
+    name = type(exc).__name__
+    return (mod == "redis" and name in ("ConnectionError", "TimeoutError")) or (
+        mod in ("httpx", "httpcore") and ("Connect" in name or "Network" in name)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Reading(Generic[S]):
     """What the runner hands out after every attempt."""
 
     name: str
-    sample: Any | None  # the last GOOD sample (kept when a poll fails)
+    sample: S | None  # the last GOOD sample (kept when a poll fails)
     sampled_at: float | None  # epoch seconds of that sample
-    error: str | None  # the last error, None when the last poll succeeded
+    error: SourceError | None  # the last error, None when the last poll succeeded
     failures: int  # consecutive failures
     next_poll_at: float  # epoch seconds of the next attempt ("retrying in 4 s")
 
@@ -54,12 +93,12 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-class Runner:
+class Runner(Generic[S]):
     """Polls one collector forever; `poll_once` for a single attempt (the snapshot uses it)."""
 
     def __init__(
         self,
-        collector: Collector,
+        collector: Collector[S],
         *,
         interval_s: float,
         timeout_s: float,
@@ -73,10 +112,10 @@ class Runner:
         self.timeout_s = timeout_s
         self.backoff_max_s = max(backoff_max_s, interval_s)
         self._clock = clock
-        self._reading = Reading(collector.name, None, None, None, 0, clock())
+        self._reading: Reading[S] = Reading(collector.name, None, None, None, 0, clock())
 
     @property
-    def reading(self) -> Reading:
+    def reading(self) -> Reading[S]:
         return self._reading
 
     def backoff_s(self, failures: int) -> float:
@@ -85,7 +124,7 @@ class Runner:
             return self.interval_s
         return min(self.backoff_max_s, self.interval_s * 2 ** min(failures - 1, 30))
 
-    async def poll_once(self) -> Reading:
+    async def poll_once(self) -> Reading[S]:
         """One attempt with the timeout; returns the new reading and never raises (but cancellation)."""
         prev = self._reading
         try:
@@ -93,9 +132,9 @@ class Runner:
         except asyncio.CancelledError:
             raise
         except TimeoutError:
-            error = f"timed out after {self.timeout_s:g} s"
-        except Exception as e:
-            error = describe_error(e)
+            error = SourceError(ErrorKind.TIMEOUT, f"timed out after {self.timeout_s:g} s")
+        except Exception as e:  # a source's failure is data, not a crash
+            error = classify(e)
         else:
             now = self._clock()
             taken = getattr(sample, "taken_at", None)
@@ -113,7 +152,7 @@ class Runner:
         )
         return self._reading
 
-    async def run(self, on_reading: Callable[[Reading], Awaitable[None] | None]) -> None:
+    async def run(self, on_reading: Callable[[Reading[S]], Awaitable[None] | object]) -> None:
         """Poll, hand out the reading, sleep until the next attempt; forever."""
         while True:
             reading = await self.poll_once()

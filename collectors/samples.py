@@ -7,9 +7,20 @@ node does not export). Units are in the names. Timestamps are epoch seconds (`ti
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Literal
 
 from quotas.model import Quota
+
+
+class Source(StrEnum):
+    """The console's data sources: the keys of its readings, its worker groups, `snapshot`'s sections."""
+
+    GPUS = "gpus"  # local GPUs (NVML)
+    HOST = "host"  # local host (psutil)
+    FLEET = "fleet"  # remote nodes (scrape or Prometheus)
+    TRAFFIC = "traffic"  # per-tier traffic and quotas (Redis)
+
 
 GpuStatus = Literal["ok", "lost", "stale"]
 NodeStatus = Literal["up", "down"]

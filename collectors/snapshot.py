@@ -7,6 +7,7 @@ The JSON shape is a contract (see the issue): top-level `taken_at`, `host`, `err
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
@@ -16,8 +17,25 @@ from collectors.samples import FleetSample, GpuSample, GpusSample, HostSample, T
 from quotas.errors import redact
 from quotas.model import iso
 
-GPU_KEYS = ("node", "index", "uuid", "name", "util_pct", "mem_util_pct", "mem_used_mib", "mem_total_mib", "temp_c",
-            "temp_slowdown_c", "power_w", "power_limit_w", "sm_clock_mhz", "throttle", "xid", "ecc_uncorrected", "status")
+GPU_KEYS = (
+    "node",
+    "index",
+    "uuid",
+    "name",
+    "util_pct",
+    "mem_util_pct",
+    "mem_used_mib",
+    "mem_total_mib",
+    "temp_c",
+    "temp_slowdown_c",
+    "power_w",
+    "power_limit_w",
+    "sm_clock_mhz",
+    "throttle",
+    "xid",
+    "ecc_uncorrected",
+    "status",
+)
 SOURCE_TIMEOUT_S = 8.0
 
 
@@ -29,12 +47,20 @@ def gpu_json(g: GpuSample) -> dict[str, Any]:
 
 def host_json(h: HostSample) -> dict[str, Any]:
     return {
-        "hostname": h.hostname, "cpu_pct": h.cpu_pct, "cpu_per_core_pct": list(h.cpu_per_core_pct),
-        "load_1": h.load_1, "load_5": h.load_5, "load_15": h.load_15,
-        "mem_used_mib": round(h.mem_used_mib, 1), "mem_total_mib": round(h.mem_total_mib, 1),
-        "swap_used_mib": round(h.swap_used_mib, 1), "swap_total_mib": round(h.swap_total_mib, 1),
-        "net_rx_bps": h.net_rx_bps, "net_tx_bps": h.net_tx_bps,
-        "disk_read_bps": h.disk_read_bps, "disk_write_bps": h.disk_write_bps,
+        "hostname": h.hostname,
+        "cpu_pct": h.cpu_pct,
+        "cpu_per_core_pct": list(h.cpu_per_core_pct),
+        "load_1": h.load_1,
+        "load_5": h.load_5,
+        "load_15": h.load_15,
+        "mem_used_mib": round(h.mem_used_mib, 1),
+        "mem_total_mib": round(h.mem_total_mib, 1),
+        "swap_used_mib": round(h.swap_used_mib, 1),
+        "swap_total_mib": round(h.swap_total_mib, 1),
+        "net_rx_bps": h.net_rx_bps,
+        "net_tx_bps": h.net_tx_bps,
+        "disk_read_bps": h.disk_read_bps,
+        "disk_write_bps": h.disk_write_bps,
     }
 
 
@@ -42,20 +68,22 @@ def tiers_json(t: TrafficSample) -> list[dict[str, Any]]:
     out = []
     for tt in t.tiers:
         q = tt.quota
-        out.append({
-            "tier": tt.tier,
-            "limit": q.limit if q else None,
-            "window_s": q.window_s if q else None,
-            "tier_cap_rps": q.tier_cap_rps if q else None,
-            "paused": q.paused if q else None,
-            "mode": q.mode if q else None,
-            "version": q.version if q else None,
-            "accepted_rps": round(tt.accepted_rps, 3),
-            "rejected_rps": round(tt.rejected_rps, 3),
-            "accepted_1m": tt.accepted_1m,
-            "rejected_1m": tt.rejected_1m,
-            "rejected_by_reason_1m": dict(tt.rejected_by_reason_1m),
-        })
+        out.append(
+            {
+                "tier": tt.tier,
+                "limit": q.limit if q else None,
+                "window_s": q.window_s if q else None,
+                "tier_cap_rps": q.tier_cap_rps if q else None,
+                "paused": q.paused if q else None,
+                "mode": q.mode if q else None,
+                "version": q.version if q else None,
+                "accepted_rps": round(tt.accepted_rps, 3),
+                "rejected_rps": round(tt.rejected_rps, 3),
+                "accepted_1m": tt.accepted_1m,
+                "rejected_1m": tt.rejected_1m,
+                "rejected_by_reason_1m": dict(tt.rejected_by_reason_1m),
+            }
+        )
     return out
 
 
@@ -123,14 +151,17 @@ async def _traffic(redis_url: str, prefix: str) -> TrafficSample:
     try:
         return await TrafficCollector(client, prefix=prefix).poll()
     finally:
-        try:
+        with contextlib.suppress(Exception):
             await asyncio.wait_for(client.aclose(), 1)
-        except Exception:
-            pass
 
 
 async def take_snapshot(
-    *, redis_url: str | None, prefix: str, nodes: Sequence[str], prometheus: str | None, local: bool,
+    *,
+    redis_url: str | None,
+    prefix: str,
+    nodes: Sequence[str],
+    prometheus: str | None,
+    local: bool,
     nvml: Any = None,
 ) -> dict[str, Any]:
     """Run every configured collector once, concurrently; the issue's JSON document."""
@@ -148,7 +179,7 @@ async def take_snapshot(
     if redis_url:
         jobs["traffic"] = _traffic(redis_url, prefix)
     started = time.time()
-    results = dict(zip(jobs, await asyncio.gather(*(_guarded(k, v, errors) for k, v in jobs.items()))))
+    results = dict(zip(jobs, await asyncio.gather(*(_guarded(k, v, errors) for k, v in jobs.items())), strict=False))
 
     gpus: list[dict[str, Any]] = []
     local_gpus = results.get("gpu")
@@ -161,8 +192,15 @@ async def take_snapshot(
         fleet = results.get(key)
         if isinstance(fleet, FleetSample):
             for n in fleet.nodes:
-                node_list.append({"url": redact_url(n.url), "status": n.status, "error": n.error,
-                                  "latency_ms": n.latency_ms, "gpus": len(n.gpus)})
+                node_list.append(
+                    {
+                        "url": redact_url(n.url),
+                        "status": n.status,
+                        "error": n.error,
+                        "latency_ms": n.latency_ms,
+                        "gpus": len(n.gpus),
+                    }
+                )
                 gpus.extend(gpu_json(g) for g in n.gpus)
     host = results.get("host")
     traffic = results.get("traffic")
@@ -182,7 +220,7 @@ def _f(v: Any, fmt: str = "{:.0f}", na: str = "n/a") -> str:
 
 def _table(rows: list[list[str]], header: list[str]) -> list[str]:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)).rstrip()  # noqa: E731
     return [line(header), *(line(r) for r in rows)]
 
 
@@ -191,29 +229,69 @@ def render_text(doc: dict[str, Any]) -> str:
     out = [f"surgewatch snapshot at {doc['taken_at']}"]
     h = doc["host"]
     if h:
-        out.append(f"host {h['hostname']}: cpu {h['cpu_pct']:.0f}%  load {h['load_1']:.2f} {h['load_5']:.2f} "
-                   f"{h['load_15']:.2f}  mem {h['mem_used_mib']:.0f}/{h['mem_total_mib']:.0f} MiB  "
-                   f"swap {h['swap_used_mib']:.0f}/{h['swap_total_mib']:.0f} MiB")
+        out.append(
+            f"host {h['hostname']}: cpu {h['cpu_pct']:.0f}%  load {h['load_1']:.2f} {h['load_5']:.2f} "
+            f"{h['load_15']:.2f}  mem {h['mem_used_mib']:.0f}/{h['mem_total_mib']:.0f} MiB  "
+            f"swap {h['swap_used_mib']:.0f}/{h['swap_total_mib']:.0f} MiB"
+        )
     if doc["gpus"]:
-        out += ["", *_table([[g["node"], str(g["index"]), g["name"] or "n/a", _f(g["util_pct"], "{:.0f}%"),
-                               f"{_f(g['mem_used_mib'])}/{_f(g['mem_total_mib'])}", _f(g["temp_c"], "{:.0f}C"),
-                               f"{_f(g['power_w'])}/{_f(g['power_limit_w'])}W", _f(g["sm_clock_mhz"]),
-                               ",".join(g["throttle"]) or "-", _f(g["xid"], "{}", "-"), g["status"]]
-                              for g in doc["gpus"]],
-                             ["NODE", "GPU", "NAME", "UTIL", "MEM MiB", "TEMP", "POWER", "SM MHz", "THROTTLE", "XID",
-                              "STATUS"])]
+        out += [
+            "",
+            *_table(
+                [
+                    [
+                        g["node"],
+                        str(g["index"]),
+                        g["name"] or "n/a",
+                        _f(g["util_pct"], "{:.0f}%"),
+                        f"{_f(g['mem_used_mib'])}/{_f(g['mem_total_mib'])}",
+                        _f(g["temp_c"], "{:.0f}C"),
+                        f"{_f(g['power_w'])}/{_f(g['power_limit_w'])}W",
+                        _f(g["sm_clock_mhz"]),
+                        ",".join(g["throttle"]) or "-",
+                        _f(g["xid"], "{}", "-"),
+                        g["status"],
+                    ]
+                    for g in doc["gpus"]
+                ],
+                ["NODE", "GPU", "NAME", "UTIL", "MEM MiB", "TEMP", "POWER", "SM MHz", "THROTTLE", "XID", "STATUS"],
+            ),
+        ]
     if doc["nodes"]:
-        out += ["", *_table([[n["url"], n["status"], _f(n["latency_ms"], "{:.0f} ms", "-"), str(n["gpus"]),
-                               n["error"] or ""] for n in doc["nodes"]], ["NODE", "STATUS", "LATENCY", "GPUS", "ERROR"])]
+        out += [
+            "",
+            *_table(
+                [
+                    [n["url"], n["status"], _f(n["latency_ms"], "{:.0f} ms", "-"), str(n["gpus"]), n["error"] or ""]
+                    for n in doc["nodes"]
+                ],
+                ["NODE", "STATUS", "LATENCY", "GPUS", "ERROR"],
+            ),
+        ]
     if doc["tiers"]:
         rows = []
         for t in doc["tiers"]:
             quota = "n/a" if t["limit"] is None else f"{t['limit']}/{t['window_s']}s"
-            flags = " ".join(x for x in ("paused" if t["paused"] else "", "shadow" if t["mode"] == "shadow" else "") if x)
+            flags = " ".join(
+                x for x in ("paused" if t["paused"] else "", "shadow" if t["mode"] == "shadow" else "") if x
+            )
             reasons = " ".join(f"{k}={v}" for k, v in t["rejected_by_reason_1m"].items() if v)
-            rows.append([t["tier"], quota, flags or "-", f"{t['accepted_rps']:.1f}", f"{t['rejected_rps']:.1f}",
-                         str(t["accepted_1m"]), str(t["rejected_1m"]), reasons or "-"])
-        out += ["", *_table(rows, ["TIER", "QUOTA", "FLAGS", "ACC/S", "REJ/S", "ACC 1M", "REJ 1M", "REJECTED BY REASON (1M)"])]
+            rows.append(
+                [
+                    t["tier"],
+                    quota,
+                    flags or "-",
+                    f"{t['accepted_rps']:.1f}",
+                    f"{t['rejected_rps']:.1f}",
+                    str(t["accepted_1m"]),
+                    str(t["rejected_1m"]),
+                    reasons or "-",
+                ]
+            )
+        out += [
+            "",
+            *_table(rows, ["TIER", "QUOTA", "FLAGS", "ACC/S", "REJ/S", "ACC 1M", "REJ 1M", "REJECTED BY REASON (1M)"]),
+        ]
     if doc["errors"]:
         out += ["", "errors:", *(f"  {k}: {v}" for k, v in doc["errors"].items())]
     return "\n".join(out) + "\n"

@@ -57,7 +57,7 @@ def quota_from_hash(tier: str, raw: dict[Any, Any]) -> tuple[Quota, dict[str, An
         window_s=_int(h, "window_s", MIN_WINDOW_S, MAX_WINDOW_S, tier),
         tier_cap_rps=cap,
         paused=paused == "1",
-        mode=mode,  # type: ignore[arg-type]
+        mode=mode,
         expires_at=_float(h, "expires_at", tier, optional=True),
         version=_int(h, "version", 0, 10**12, tier),
         updated_by=h.get("updated_by", ""),
@@ -65,7 +65,7 @@ def quota_from_hash(tier: str, raw: dict[Any, Any]) -> tuple[Quota, dict[str, An
     )
     enforced = h.get("enforced")
     if enforced is not None:
-        # the limiter reads only `enforced` (quotas/surgewatch.lua): fields that differ from it were edited
+        # the limiter reads only `enforced` (quotas/lua/): fields that differ from it were edited
         # outside surgewatch and are not what gateways enforce, so they must not be shown as the quota
         fields = "|".join(h.get(f, "") for f in ENFORCED_FIELDS)
         if enforced != fields:

@@ -3,7 +3,8 @@
 Exit codes (a contract): 0 done; 1 other server error (permission denied, broken stored quota);
 2 bad input (the message says what is wrong and what is accepted; nothing is written);
 3 version conflict; 4 server unreachable (answered within 10 s). Messages go to stderr, without passwords.
-Handlers take `(args, settings)` with `settings.redis_url` and `settings.prefix` (duck-typed: no UI import).
+Handlers take `(args, settings)`: any `RedisSettings` (the console's `collectors.config.Settings` is one;
+this layer imports neither the collectors nor the UI).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import re
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from redis.exceptions import ResponseError
 
@@ -22,6 +23,7 @@ from quotas.actor import default_actor
 from quotas.errors import AuthFailed, BrokenQuota, Conflict, UnknownTier, Unreachable, redact
 from quotas.library import unavailable
 from quotas.model import (
+    Mode,
     Quota,
     QuotaError,
     QuotaSpec,
@@ -34,6 +36,20 @@ from quotas.model import (
     validate_reason,
     validate_tier,
 )
+
+
+class RedisSettings(Protocol):
+    """What the quota commands need of the resolved settings."""
+
+    @property
+    def redis_url(self) -> str | None: ...
+
+    @property
+    def prefix(self) -> str: ...
+
+    @property
+    def read_only(self) -> bool: ...
+
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_CONFLICT, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 DEADLINE_S = 9.0  # the whole command, so "unreachable" is always answered within 10 s
@@ -59,7 +75,11 @@ def _client(url: str | None) -> Any:
         raise QuotaError(f"invalid Redis URL {redact(url)!r}: {e} (accepted: redis://, rediss://, unix://)") from None
 
 
-def _run(fn: Callable[[Any, argparse.Namespace, Any], Awaitable[int]], args: argparse.Namespace, settings: Any) -> int:
+def _run(
+    fn: Callable[[Any, argparse.Namespace, RedisSettings], Awaitable[int]],
+    args: argparse.Namespace,
+    settings: RedisSettings,
+) -> int:
     """Connect, run one command under the overall deadline, map every failure to its exit code."""
 
     async def main() -> int:
@@ -98,7 +118,7 @@ def _run(fn: Callable[[Any, argparse.Namespace, Any], Awaitable[int]], args: arg
         return EXIT_ERROR
 
 
-def _store(client: Any, settings: Any) -> Any:
+def _store(client: Any, settings: RedisSettings) -> Any:
     from quotas.store import QuotaStore
 
     try:
@@ -118,7 +138,8 @@ def describe(q: Quota) -> str:
 
 # ---- init -------------------------------------------------------------------------------------------
 
-async def _init(client: Any, args: argparse.Namespace, settings: Any) -> int:
+
+async def _init(client: Any, args: argparse.Namespace, settings: RedisSettings) -> int:
     from quotas.library import library_version
     from quotas.store import SEED_TIERS
 
@@ -141,7 +162,8 @@ async def _init(client: Any, args: argparse.Namespace, settings: Any) -> int:
 
 # ---- quota list / history ----------------------------------------------------------------------------
 
-async def _list(client: Any, args: argparse.Namespace, settings: Any) -> int:
+
+async def _list(client: Any, args: argparse.Namespace, settings: RedisSettings) -> int:
     store = _store(client, settings)
     quotas = await store.list()
     for tier, msg in store.broken.items():
@@ -151,18 +173,26 @@ async def _list(client: Any, args: argparse.Namespace, settings: Any) -> int:
         return EXIT_OK
     rows = [("TIER", "QUOTA", "CAP/S", "MODE", "PAUSED", "EXPIRES", "VERSION", "UPDATED BY", "UPDATED AT")]
     for q in quotas:
-        rows.append((
-            q.tier, q.spec, "none" if q.tier_cap_rps is None else str(q.tier_cap_rps), q.mode,
-            "yes" if q.paused else "no", iso(q.expires_at) or "-", str(q.version), q.updated_by,
-            iso(q.updated_at) or "-",
-        ))
+        rows.append(
+            (
+                q.tier,
+                q.spec,
+                "none" if q.tier_cap_rps is None else str(q.tier_cap_rps),
+                q.mode,
+                "yes" if q.paused else "no",
+                iso(q.expires_at) or "-",
+                str(q.version),
+                q.updated_by,
+                iso(q.updated_at) or "-",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip())
     return EXIT_OK
 
 
-async def _history(client: Any, args: argparse.Namespace, settings: Any) -> int:
+async def _history(client: Any, args: argparse.Namespace, settings: RedisSettings) -> int:
     store = _store(client, settings)
     entries = await store.history(args.tier, count=args.count)
     if args.json:
@@ -178,6 +208,7 @@ async def _history(client: Any, args: argparse.Namespace, settings: Any) -> int:
 
 # ---- quota set / pause / resume ---------------------------------------------------------------------
 
+
 def _common(args: argparse.Namespace) -> tuple[str, str, str]:
     """Validate tier, actor, reason before any I/O: bad input never reaches the server."""
     tier = validate_tier(args.tier)
@@ -188,13 +219,13 @@ def _common(args: argparse.Namespace) -> tuple[str, str, str]:
     return tier, actor, reason
 
 
-async def _set(client: Any, args: argparse.Namespace, settings: Any) -> int:
+async def _set(client: Any, args: argparse.Namespace, settings: RedisSettings) -> int:
     tier, actor, reason = _common(args)
     limit, window_s = parse_spec(args.spec)
     cap_given = args.tier_cap is not None
     cap = parse_tier_cap(args.tier_cap) if cap_given else None
     for_s = parse_duration(args.for_, what="duration") if args.for_ is not None else None
-    mode = "shadow" if args.shadow else "enforce" if args.enforce else None
+    mode: Mode | None = "shadow" if args.shadow else "enforce" if args.enforce else None
     store = _store(client, settings)
     for attempt in range(CAS_RETRIES):
         try:
@@ -204,7 +235,8 @@ async def _set(client: Any, args: argparse.Namespace, settings: Any) -> int:
         if current is None and not args.create and not await _broken_exists(store, tier):
             raise UnknownTier(f"unknown tier {tier!r}: pass --create to create it (see `surgewatch quota list`)")
         spec = QuotaSpec(
-            limit, window_s,
+            limit,
+            window_s,
             cap if cap_given or current is None else current.tier_cap_rps,
             current.paused if current else False,
             mode or (current.mode if current else "enforce"),
@@ -213,8 +245,9 @@ async def _set(client: Any, args: argparse.Namespace, settings: Any) -> int:
         if expect is None and current is not None:
             expect = current.version  # keep the kept fields exactly as read: CAS, retried below
         try:
-            q = await store.set(tier, spec, actor=actor, reason=reason, expect_version=expect,
-                                create=args.create, for_s=for_s)
+            q = await store.set(
+                tier, spec, actor=actor, reason=reason, expect_version=expect, create=args.create, for_s=for_s
+            )
         except Conflict:
             if args.expect_version is not None or attempt == CAS_RETRIES - 1:
                 raise
@@ -228,7 +261,7 @@ async def _broken_exists(store: Any, tier: str) -> bool:
     return bool(await store._b(lambda: store.client.exists(store.keys.quota(tier))))
 
 
-async def _pause_resume(client: Any, args: argparse.Namespace, settings: Any) -> int:
+async def _pause_resume(client: Any, args: argparse.Namespace, settings: RedisSettings) -> int:
     tier, actor, reason = _common(args)
     store = _store(client, settings)
     op = store.pause if args.quota_command == "pause" else store.resume
@@ -239,21 +272,35 @@ async def _pause_resume(client: Any, args: argparse.Namespace, settings: Any) ->
 
 # ---- wiring -----------------------------------------------------------------------------------------
 
-def _handler(fn: Callable[[Any, argparse.Namespace, Any], Awaitable[int]]) -> Callable[[argparse.Namespace, Any], int]:
-    return lambda args, settings: _run(fn, args, settings)
+
+def _handler(
+    fn: Callable[[Any, argparse.Namespace, RedisSettings], Awaitable[int]], *, writes: bool = False
+) -> Callable[[argparse.Namespace, RedisSettings], int]:
+    """The command's entry point; one that `writes` is refused under `--read-only` before connecting."""
+
+    def handle(args: argparse.Namespace, settings: RedisSettings) -> int:
+        if writes and settings.read_only:
+            what = "init" if fn is _init else f"quota {args.quota_command}"
+            _err(f"`{what}` writes to Redis and --read-only was given: nothing was done (drop --read-only to write)")
+            return EXIT_BAD_INPUT
+        return _run(fn, args, settings)
+
+    return handle
 
 
 def _actor_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("tier", metavar="TIER")
     p.add_argument("--reason", default="", metavar="TEXT", help="why (kept in the audit history)")
-    p.add_argument("--as", dest="as_name", metavar="NAME", help="actor for the audit (default: login user and SSH client)")
+    p.add_argument(
+        "--as", dest="as_name", metavar="NAME", help="actor for the audit (default: login user and SSH client)"
+    )
     p.add_argument("--expect-version", type=int, metavar="N", help="compare-and-set: fail (exit 3) unless at version N")
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add `init` and `quota ...` to the `surgewatch` parser."""
     p_init = sub.add_parser("init", help="load the functions library and seed the default tiers where absent")
-    p_init.set_defaults(func=_handler(_init))
+    p_init.set_defaults(func=_handler(_init, writes=True))
 
     p_quota = sub.add_parser("quota", help="list, change, pause and audit per-tier quotas")
     qsub = p_quota.add_subparsers(dest="quota_command", metavar="ACTION", required=True)
@@ -266,22 +313,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _actor_options(p_set)
     p_set.add_argument("spec", metavar="LIMIT/WINDOW", help="e.g. 3/1d, 50/3h, 600/1m, 10/30s")
     # `-1/1d` must reach our validator (which says what is accepted), not look like an unknown option
-    p_set._negative_number_matcher = re.compile(r"^-\d")  # type: ignore[attr-defined]
+    p_set._negative_number_matcher = re.compile(r"^-\d")
     p_set.add_argument("--tier-cap", metavar="RPS", help="tier-wide requests per second, or 'none' (default: keep)")
     mode = p_set.add_mutually_exclusive_group()
     mode.add_argument("--shadow", action="store_true", help="admit all, count what would be refused")
     mode.add_argument("--enforce", action="store_true", help="refuse over-quota requests (default: keep the mode)")
     p_set.add_argument("--for", dest="for_", metavar="DURATION", help="temporary: fall back after e.g. 2h (1s..31d)")
     p_set.add_argument("--create", action="store_true", help="allow creating a tier that does not exist")
-    p_set.set_defaults(func=_handler(_set))
+    p_set.set_defaults(func=_handler(_set, writes=True))
 
     for name, what in (("pause", "refuse everyone in the tier"), ("resume", "undo pause")):
         p = qsub.add_parser(name, help=what)
         _actor_options(p)
-        p.set_defaults(func=_handler(_pause_resume))
+        p.set_defaults(func=_handler(_pause_resume, writes=True))
 
     p_hist = qsub.add_parser("history", help="audit history, newest first")
     p_hist.add_argument("tier", metavar="TIER", nargs="?")
     p_hist.add_argument("--count", type=int, default=20, metavar="N", help="entries to show (default 20)")
-    p_hist.add_argument("--json", action="store_true", help="JSON list (keys: tier, actor, at, version, old, new, reason)")
+    p_hist.add_argument(
+        "--json", action="store_true", help="JSON list (keys: tier, actor, at, version, old, new, reason)"
+    )
     p_hist.set_defaults(func=_handler(_history))

@@ -2,20 +2,44 @@
 
 from __future__ import annotations
 
-import re
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from quotas.model import QuotaError, iso
+from quotas.model import _CRED_RE, QuotaError, iso
 
 if TYPE_CHECKING:
     from quotas.model import Quota
 
-_CRED_RE = re.compile(r"(\w[\w+.-]*://)[^/@\s]*@")
 
 
 def redact(text: str) -> str:
     """Hide credentials in any URL inside `text` (`redis://:secret@h` -> `redis://***@h`)."""
     return _CRED_RE.sub(r"\1***@", text)
+
+
+class ErrorKind(StrEnum):
+    """Why a source (Redis, a node, NVML) gave no fresh data: carried beside the message, so nobody
+    re-parses error text. The values are the `redis.status` names of `snapshot --json`."""
+
+    TIMEOUT = "timeout"
+    UNREACHABLE = "unreachable"
+    AUTH_FAILED = "auth_failed"
+    OUT_OF_MEMORY = "out_of_memory"
+    READ_ONLY_REPLICA = "read_only_replica"
+    PERSISTENCE_ERROR = "persistence_error"
+    LOADING = "loading"
+    UNAVAILABLE = "unavailable"  # answers but cannot decide now for another reason (BUSY, CLUSTERDOWN, ...)
+    BAD_DATA = "bad_data"
+    ERROR = "error"
+
+
+# the first word of a "cannot decide now" error reply -> its kind
+UNAVAILABLE_KIND = {
+    "OOM": ErrorKind.OUT_OF_MEMORY,
+    "READONLY": ErrorKind.READ_ONLY_REPLICA,
+    "MISCONF": ErrorKind.PERSISTENCE_ERROR,
+    "LOADING": ErrorKind.LOADING,
+}
 
 
 class UnknownTier(QuotaError):
@@ -45,6 +69,8 @@ class Conflict(Exception):
 class Unreachable(Exception):
     """The Redis server could not be reached or did not answer in time. The message has no password."""
 
+    kind = ErrorKind.UNREACHABLE
+
     def __init__(self, message: str) -> None:
         super().__init__(redact(message))
 
@@ -52,16 +78,26 @@ class Unreachable(Exception):
 class Unavailable(Unreachable):
     """The server answered but cannot decide now: out of memory under `noeviction`, a read-only replica
     (a gateway still pointed at the old primary after a failover), loading its data, busy with a script,
-    or a cluster without a majority. To a gateway this is no answer, so `fail_open` admits it too."""
+    or a cluster without a majority. To a gateway this is no answer, so `fail_open` admits it too.
+    `code` is the reply's first word (OOM, READONLY, ...), `kind` what it means."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.kind = UNAVAILABLE_KIND.get(code, ErrorKind.UNAVAILABLE)
 
 
 class AuthFailed(Unreachable):
     """The server refused the login: a wrong or missing password, or a disabled ACL user. The message
     has no password; to a gateway this is no answer too (a rotated password must not stop the service)."""
 
+    kind = ErrorKind.AUTH_FAILED
+
 
 class BrokenQuota(Exception):
     """A tier's stored quota is unreadable (junk values, wrong type): refused, never guessed."""
+
+    kind = ErrorKind.BAD_DATA
 
     def __init__(self, tier: str, what: str) -> None:
         self.tier = tier

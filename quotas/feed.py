@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import AuthenticationError
 
-from quotas.errors import redact
+from quotas.errors import ErrorKind, redact
 from quotas.keys import DEFAULT_PREFIX, Keys
 from quotas.library import UNREACHABLE_ERRORS
 
@@ -35,6 +36,7 @@ class QuotaEvent:
     version: int | None = None
     actor: str | None = None
     error: str | None = None
+    error_kind: ErrorKind | None = None  # with `error`: unreachable, or auth_failed
 
 
 def parse_event(data: Any) -> QuotaEvent | None:
@@ -51,7 +53,9 @@ def _factory(source: str | Callable[[], Any]) -> Callable[[], Any]:
         return source
     url = source
     # health checks make a silently dead link fail within seconds instead of never
-    return lambda: aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_keepalive=True, health_check_interval=5)
+    return lambda: aioredis.Redis.from_url(
+        url, socket_connect_timeout=2, socket_keepalive=True, health_check_interval=5
+    )
 
 
 async def quota_events(
@@ -74,6 +78,7 @@ async def quota_events(
         client = make()
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         lost: str | None = None
+        lost_kind = ErrorKind.UNREACHABLE
         try:
             async with asyncio.timeout(5):
                 await pubsub.subscribe(channel)
@@ -89,6 +94,7 @@ async def quota_events(
                     yield ev
         except UNREACHABLE_ERRORS as e:
             lost = redact(str(e)) or type(e).__name__
+            lost_kind = ErrorKind.AUTH_FAILED if isinstance(e, AuthenticationError) else ErrorKind.UNREACHABLE
             log.warning("quota events: connection lost (%s); reconnecting in %.1f s", lost, delay)
         finally:
             try:
@@ -98,6 +104,6 @@ async def quota_events(
                 pass
         if lost is not None and announce:
             announce = False
-            yield QuotaEvent("disconnected", error=lost)
+            yield QuotaEvent("disconnected", error=lost, error_kind=lost_kind)
         await asyncio.sleep(delay * (0.5 + random.random()))
         delay = min(delay * 2, max_backoff_s)

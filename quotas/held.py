@@ -5,6 +5,11 @@ hooks: about 30-40 us of Python per call on the development VM (bench/README.md)
 spends deciding. `Limiter.check` sends one pre-encoded command per decision on a connection it keeps
 instead. The connections still come from the client's pool, so its address, credentials, TLS, database,
 timeouts and `max_connections` apply; at most `keep` idle ones are kept, the rest go back after use.
+
+This is the one module that uses redis-py below its client API: the names in `WIRE_INTERNALS` (written
+against redis-py 5 to 8; `pyproject.toml` bounds the version). Where a release lacks one, `pool_of`
+answers None and the limiter goes through the public `client.fcall` (slower, never wrong);
+`tests/test_seams.py` fails naming what is missing.
 """
 
 from __future__ import annotations
@@ -12,6 +17,19 @@ from __future__ import annotations
 from typing import Any
 
 from redis.exceptions import ResponseError
+
+# redis-py below the client API: the pool's check-out/in and a connection's raw send and read
+POOL_INTERNALS = ("get_connection", "release", "connection_class")
+CONNECTION_INTERNALS = ("send_packed_command", "read_response", "disconnect")
+WIRE_INTERNALS = tuple(f"pool.{n}" for n in POOL_INTERNALS) + tuple(f"connection.{n}" for n in CONNECTION_INTERNALS)
+
+
+def missing_internals(client: Any) -> list[str]:
+    """The names of `WIRE_INTERNALS` that this client's pool or connection class lacks."""
+    pool = getattr(client, "connection_pool", None)
+    missing = [f"pool.{n}" for n in POOL_INTERNALS if not hasattr(pool, n)]
+    conn_cls = getattr(pool, "connection_class", None)
+    return missing + [f"connection.{n}" for n in CONNECTION_INTERNALS if not hasattr(conn_cls, n)]
 
 
 class HeldConnections:
@@ -29,8 +47,8 @@ class HeldConnections:
         pool = getattr(client, "connection_pool", None)
         if pool is None or getattr(client, "single_connection_client", False) or getattr(client, "connection", None):
             return None
-        if not all(hasattr(pool, a) for a in ("get_connection", "release")):
-            return None
+        if missing_internals(client):
+            return None  # a redis-py without what `call` uses: the public path
         return pool
 
     async def call(self, packed: bytes) -> Any:

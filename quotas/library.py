@@ -1,4 +1,4 @@
-"""The Redis Functions library (`surgewatch.lua`): loading it and calling it with the two rules every
+"""The Redis Functions library (`quotas/lua/*.lua`): loading it and calling it with the two rules every
 caller needs — reload once if the server lost it, and a bounded wait that ends in `Unreachable`."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from quotas.errors import AuthFailed, BrokenQuota, Unavailable, Unreachable
 from quotas.keys import LIBRARY_NAME
 
-LIBRARY_PATH = Path(__file__).with_name("surgewatch.lua")
+LIBRARY_DIR = Path(__file__).with_name("lua")  # the library's parts, joined in name order
 
 # Everything that means "no answer from the server" (builtin TimeoutError covers asyncio's).
 UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -39,14 +39,15 @@ Client = Any  # redis.asyncio.Redis or redis.asyncio.RedisCluster: duck-typed on
 
 @lru_cache(maxsize=1)
 def library_source() -> str:
-    """The library's Lua source, as shipped in the package."""
-    return LIBRARY_PATH.read_text()
+    """The library's Lua source, as shipped in the package: its parts (each under 450 lines, one idea
+    each) joined in name order. They share one chunk's locals, so a part may use what an earlier defines."""
+    return "\n".join(p.read_text() for p in sorted(LIBRARY_DIR.glob("*.lua")))
 
 
 def library_version() -> int:
     """The version number the shipped library declares (`LIB_VERSION`)."""
     m = re.search(r"^local LIB_VERSION = (\d+)", library_source(), re.M)
-    assert m, "surgewatch.lua declares LIB_VERSION"
+    assert m, "the library declares LIB_VERSION"
     return int(m.group(1))
 
 
@@ -80,14 +81,24 @@ def describe(client: Client) -> str:
 
 # What a server says when it refuses the login; redis-py raises some of these as ConnectionError and
 # some (HELLO before AUTH) as a plain error, so the text decides.
-_AUTH_MARKERS = ("WRONGPASS", "NOAUTH", "invalid username-password", "must be called with the client already authenticated",
-                 "Authentication required", "invalid password", "AuthenticationError", "AuthorizationError")
+_AUTH_MARKERS = (
+    "WRONGPASS",
+    "NOAUTH",
+    "invalid username-password",
+    "must be called with the client already authenticated",
+    "Authentication required",
+    "invalid password",
+    "AuthenticationError",
+    "AuthorizationError",
+)
 
 
 def refused_login(text: str) -> bool:
     """True when an error's text says the server refused the login (wrong or missing password, ...)."""
     low = text.lower()
     return any(m.lower() in low for m in _AUTH_MARKERS)
+
+
 # Error replies that mean "cannot decide now", not "you asked wrongly": the first word of the reply.
 _UNAVAILABLE_CODES = {
     "OOM": "it is out of memory (maxmemory reached with a noeviction policy)",
@@ -100,8 +111,11 @@ _UNAVAILABLE_CODES = {
     "TRYAGAIN": "the cluster is moving the tier's slot",
 }
 _CLASS_CODES: tuple[tuple[type[ResponseError], str], ...] = (
-    (OutOfMemoryError, "OOM"), (ReadOnlyError, "READONLY"), (MasterDownError, "MASTERDOWN"),
-    (ClusterDownError, "CLUSTERDOWN"), (TryAgainError, "TRYAGAIN"),
+    (OutOfMemoryError, "OOM"),
+    (ReadOnlyError, "READONLY"),
+    (MasterDownError, "MASTERDOWN"),
+    (ClusterDownError, "CLUSTERDOWN"),
+    (TryAgainError, "TRYAGAIN"),
 )
 
 
@@ -113,8 +127,9 @@ def unreachable(client: Client, exc: BaseException, timeout_s: float) -> Unreach
     if isinstance(exc, (AuthenticationError, AuthorizationError)) or refused_login(detail):
         if "NOAUTH" in detail or "already authenticated" in detail or "Authentication required" in detail:
             detail = "it requires a password and the Redis URL gives none"
-        return AuthFailed(f"Redis at {describe(client)} refused the login: {detail} "
-                          "(check the user and password in the Redis URL)")
+        return AuthFailed(
+            f"Redis at {describe(client)} refused the login: {detail} (check the user and password in the Redis URL)"
+        )
     return Unreachable(f"Redis at {describe(client)} is unreachable: {detail}")
 
 
@@ -129,7 +144,7 @@ def unavailable(client: Client, exc: BaseException) -> Unavailable | None:
     if why is None:
         return None
     where = "the Redis server" if client is None else f"Redis at {describe(client)}"
-    return Unavailable(f"{where} cannot take the call now: {why}: {text_}")
+    return Unavailable(f"{where} cannot take the call now: {why}: {text_}", code)
 
 
 async def load_library(client: Client) -> None:

@@ -9,7 +9,7 @@ together in one `sw_check_many` call (decided in arrival order, at one instant o
 by `check_many`), each still bounded by its own timeout. A sequential caller never waits for anyone;
 under concurrency the server runs one call per batch instead of one per request (bench/README.md).
 
-Semantics (the library decides, see surgewatch.lua):
+Semantics (the library decides, see quotas/lua/):
 - A user's usage is the number of requests *admitted* in the current fixed window: windows are aligned
   to epoch multiples of W (a `1d` quota resets at 00:00 UTC, an `1h` one on the hour). Refused requests
   consume nothing. A limit change applies to the usage already counted (used 3 of 3/1d, raised to 5/1d:
@@ -60,12 +60,12 @@ RECORDABLE = ("blocked", "error")
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """One limiter decision. `retry_after` is seconds (> 0 when refused); `limit` the per-user limit."""
+    """One limiter decision. `retry_after_s` is seconds (> 0 when refused); `limit` the per-user limit."""
 
     allowed: bool
     reason: str  # ok, user_quota, tier_cap, paused, unknown_tier, shadow
     remaining: int
-    retry_after: float
+    retry_after_s: float
     limit: int | None = None
 
 
@@ -99,7 +99,7 @@ def _batch_decisions(reply: bytes | str) -> list[Decision]:
     nums = list(map(int, reply.split()))
     limit = None if nums[0] < 0 else nums[0]
     return [Decision(code <= 1, _CODES[code], remaining, ms / 1000.0, limit)
-            for code, remaining, ms in zip(nums[1::3], nums[2::3], nums[3::3])]
+            for code, remaining, ms in zip(nums[1::3], nums[2::3], nums[3::3], strict=False)]
 
 
 @dataclass(slots=True)
@@ -241,7 +241,10 @@ class Limiter:
             except UNREACHABLE_ERRORS as e:
                 raise unreachable(self.client, e, self.timeout_s) from e
         except ResponseError as e:
-            raise broken_from(e, tier) or unavailable(self.client, e) or e
+            err = broken_from(e, tier) or unavailable(self.client, e)
+            if err is None:
+                raise
+            raise err from e
 
     async def _join(self, tier: str, lane: _Lane, raw_user: bytes, cost: int) -> Decision:
         """Wait for the tier's next coalesced call, bounded by this check's own timeout."""
@@ -273,7 +276,7 @@ class Limiter:
                         if not fut.done():
                             fut.set_exception(e)
                     continue
-                for (_, _, fut), d in zip(batch, decisions):
+                for (_, _, fut), d in zip(batch, decisions, strict=False):
                     if not fut.done():
                         fut.set_result(d)
         finally:
@@ -283,7 +286,9 @@ class Limiter:
             lane.busy = False
             lane.flusher = None
 
-    async def _decide_batch(self, tier: str, batch: list[tuple[bytes, int, asyncio.Future[Decision]]]) -> list[Decision]:
+    async def _decide_batch(
+        self, tier: str, batch: list[tuple[bytes, int, asyncio.Future[Decision]]]
+    ) -> list[Decision]:
         head = self._hot_keys.get(tier) or self._hot_key(tier)
         args: list[Any] = []
         for u, c, _ in batch:
@@ -292,7 +297,9 @@ class Limiter:
         def packed() -> bytes:
             parts = [b"*%d\r\n" % (4 + 2 * len(batch)), head[4:]]  # head is the command for one pair ("*6")
             for u, c, _ in batch:
-                parts.append(b"$%d\r\n%s\r\n%s" % (len(u), u, self._costs.get(c) or b"$%d\r\n%d\r\n" % (len(str(c)), c)))
+                parts.append(
+                    b"$%d\r\n%s\r\n%s" % (len(u), u, self._costs.get(c) or b"$%d\r\n%d\r\n" % (len(str(c)), c))
+                )
             return b"".join(parts)
 
         reply = await self._send(tier, packed, tuple(args))
@@ -327,7 +334,7 @@ class Limiter:
             return []
         calls: list[tuple[str, list[int]]] = []
         for tier, idx in by_tier.items():
-            calls += [(tier, idx[j:j + BATCH_CHUNK]) for j in range(0, len(idx), BATCH_CHUNK)]
+            calls += [(tier, idx[j : j + BATCH_CHUNK]) for j in range(0, len(idx), BATCH_CHUNK)]
         try:
             replies = await self._pipeline(calls, requests)
         except Unreachable as e:
@@ -338,7 +345,7 @@ class Limiter:
             raise
         out: list[Decision | None] = [None] * len(requests)
         error: Exception | None = None
-        for (tier, idx), reply in zip(calls, replies):
+        for (tier, idx), reply in zip(calls, replies, strict=False):
             if isinstance(reply, ResponseError):
                 down = unavailable(self.client, reply)
                 if down is not None and self.fail_open:  # out of memory, a read-only replica, ...
@@ -348,13 +355,15 @@ class Limiter:
                     continue
                 error = error or broken_from(reply, tier) or down or reply
                 continue
-            for i, d in zip(idx, _batch_decisions(reply)):
+            for i, d in zip(idx, _batch_decisions(reply), strict=False):
                 out[i] = d
         if error is not None:
             raise error
         return out  # type: ignore[return-value]
 
-    async def _pipeline(self, calls: list[tuple[str, list[int]]], requests: Sequence[tuple[str, str, int]]) -> list[Any]:
+    async def _pipeline(
+        self, calls: list[tuple[str, list[int]]], requests: Sequence[tuple[str, str, int]]
+    ) -> list[Any]:
         replies: list[Any] = [None] * len(calls)
 
         async def run() -> list[Any]:
@@ -368,8 +377,8 @@ class Limiter:
                         args += (requests[i][1], requests[i][2])
                     pipe.fcall("sw_check_many", 1, self._key(tier), *args)
                 results = await pipe.execute(raise_on_error=False)
-                lost = [c for c, r in zip(todo, results) if is_missing_function(r)]
-                for c, r in zip(todo, results):
+                lost = [c for c, r in zip(todo, results, strict=False) if is_missing_function(r)]
+                for c, r in zip(todo, results, strict=False):
                     replies[c] = r
                 if not lost or attempt:
                     break
@@ -390,7 +399,10 @@ class Limiter:
             try:
                 await fcall(self.client, "sw_record", [self._key(tier)], [outcome, count], timeout_s=self.timeout_s)
             except ResponseError as e:
-                raise unavailable(self.client, e) or e
+                down = unavailable(self.client, e)
+                if down is None:
+                    raise
+                raise down from e
         except Unreachable as e:
             if not self.fail_open:
                 raise

@@ -10,6 +10,7 @@ import re
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 TIER_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 MAX_LIMIT = 10**9
@@ -17,14 +18,15 @@ MIN_WINDOW_S = 1
 MAX_WINDOW_S = 31 * 86400
 MAX_TIER_CAP_RPS = 10**9
 MAX_REASON_LEN = 500
-MAX_ACTOR_LEN = 128
+MAX_ACTOR_LEN = 64
 
 Mode = Literal["enforce", "shadow"]
 MODES: tuple[Mode, ...] = ("enforce", "shadow")
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION_RE = re.compile(r"^([0-9]{1,9})([smhd])$")
-_LIMIT_RE = re.compile(r"^[0-9]{1,10}$")
+_DURATION_RE = re.compile(r"([0-9]{1,9})([smhd])")  # always fullmatch: `$` would let a newline through
+_LIMIT_RE = re.compile(r"[0-9]{1,10}")
+_CRED_RE = re.compile(r"(\w[\w+.-]*://)[^/@\s]*@")  # credentials in a URL: quotas.errors.redact hides them
 
 
 class QuotaError(ValueError):
@@ -43,8 +45,9 @@ def validate_tier(tier: str) -> str:
 
 
 def parse_duration(text: str, *, what: str = "window") -> int:
-    """Parse `30s`, `10m`, `3h`, `1d` into seconds (1 s .. 31 d)."""
-    m = _DURATION_RE.fullmatch(text.strip()) if isinstance(text, str) else None
+    """Parse `30s`, `10m`, `3h`, `1d` into seconds (1 s .. 31 d). Nothing else: not even a space or a newline
+    (`"3/1d\n"` from a script is a mistake to refuse, not to guess at)."""
+    m = _DURATION_RE.fullmatch(text) if isinstance(text, str) else None
     if not m:
         raise QuotaError(
             f"invalid {what} {text!r}: write a whole number and a unit s, m, h or d, "
@@ -66,7 +69,7 @@ def format_duration(seconds: int) -> str:
 
 def parse_limit(text: str) -> int:
     """Parse a per-user limit: an integer 0..10^9."""
-    t = text.strip() if isinstance(text, str) else ""
+    t = text if isinstance(text, str) else ""
     if not _LIMIT_RE.fullmatch(t) or int(t) > MAX_LIMIT:
         raise QuotaError(f"invalid limit {text!r}: the limit is a whole number from 0 to {MAX_LIMIT}")
     return int(t)
@@ -107,8 +110,37 @@ def validate_reason(reason: str | None) -> str:
 def validate_actor(actor: str) -> str:
     a = (actor or "").strip()
     if not a or len(a) > MAX_ACTOR_LEN or any(ord(c) < 32 for c in a):
-        raise QuotaError(f"invalid actor {actor!r}: 1 to {MAX_ACTOR_LEN} printable characters")
+        shown = repr(actor[:40]) + ("..." if len(actor) > 40 else "")  # never echo a 10 kB argument back
+        raise QuotaError(f"invalid actor {shown} ({len(actor)} characters): 1 to {MAX_ACTOR_LEN} printable characters")
     return a
+
+
+def validate_redis_url(url: str) -> str:
+    """Return `url` if redis-py would connect where it says: redis:// or rediss:// with a host, a port that
+    is a number and a database (the path) that is a number; or unix://PATH. Else QuotaError, without the
+    password (`redis://host:6379/abc` is refused, not silently database 0)."""
+    shown = _CRED_RE.sub(r"\1***@", url)
+    accepted = "accepted: redis://[user:password@]host[:port][/db], rediss://... (TLS), unix:///path/to.sock"
+    try:
+        p = urlsplit(url)
+        port = p.port
+    except ValueError:
+        why = "the port is not a number from 1 to 65535"
+        raise QuotaError(f"invalid Redis URL {shown!r}: {why} ({accepted})") from None
+    if p.scheme == "unix":
+        if not p.path:
+            raise QuotaError(f"invalid Redis URL {shown!r}: no socket path ({accepted})")
+        return url
+    if p.scheme not in ("redis", "rediss"):
+        raise QuotaError(f"invalid Redis URL {shown!r}: unknown scheme {p.scheme + '://'!r} ({accepted})")
+    if not p.hostname:
+        raise QuotaError(f"invalid Redis URL {shown!r}: no host ({accepted})")
+    if port == 0:
+        raise QuotaError(f"invalid Redis URL {shown!r}: port 0 ({accepted})")
+    db = p.path.lstrip("/")
+    if db and not (db.isascii() and db.isdigit()):
+        raise QuotaError(f"invalid Redis URL {shown!r}: the database {db!r} is not a number ({accepted})")
+    return url
 
 
 def iso(ts: float | None) -> str | None:

@@ -7,6 +7,7 @@ read-only ACL user can list and get (an expired override is shown as its fallbac
 
 from __future__ import annotations
 
+import builtins
 import logging
 import time
 from dataclasses import dataclass
@@ -99,7 +100,9 @@ def _entry(tier: str, entry_id: Any, fields: dict[Any, Any]) -> AuditEntry:
 class QuotaStore:
     """The control plane's read/write API over one Redis (or Redis Cluster) client."""
 
-    def __init__(self, client: Any, *, prefix: str = DEFAULT_PREFIX, timeout_s: float = 5.0, read_only: bool = False) -> None:
+    def __init__(
+        self, client: Any, *, prefix: str = DEFAULT_PREFIX, timeout_s: float = 5.0, read_only: bool = False
+    ) -> None:
         self.client = client
         self.read_only = read_only
         """Never write, not even an expired override's fallback (the console's --read-only)."""
@@ -137,8 +140,14 @@ class QuotaStore:
         created: list[str] = []
         for tier, (limit, window_s) in SEED_TIERS.items():
             try:
-                await self.set(tier, QuotaSpec(limit, window_s), actor="surgewatch init", reason="seed default quota",
-                               expect_version=0, create=True)
+                await self.set(
+                    tier,
+                    QuotaSpec(limit, window_s),
+                    actor="surgewatch init",
+                    reason="seed default quota",
+                    expect_version=0,
+                    create=True,
+                )
             except Conflict:
                 continue
             created.append(tier)
@@ -193,8 +202,8 @@ class QuotaStore:
             except QuotaError:
                 broken[t] = f"invalid tier name {t[:40]!r} in the registry {self.keys.tiers}"
         raws = await self._pipe([("hgetall", self.keys.quota(t)) for t in valid])
-        out: list[Quota] = []
-        for t, raw in zip(valid, raws):
+        out: builtins.list[Quota] = []
+        for t, raw in zip(valid, raws, strict=False):
             if isinstance(raw, Exception):
                 broken[t] = str(BrokenQuota(t, "the quota key is not a hash"))
                 continue
@@ -220,17 +229,29 @@ class QuotaStore:
             return None
         return await self._read(tier, raw)
 
-    async def _change(self, tier: str, kind: str, actor: str, reason: str, expect_version: int | None,
-                      create: bool, for_s: int | None, spec: QuotaSpec | None) -> Quota:
+    async def _change(
+        self,
+        tier: str,
+        kind: str,
+        actor: str,
+        reason: str,
+        expect_version: int | None,
+        create: bool,
+        for_s: int | None,
+        spec: QuotaSpec | None,
+    ) -> Quota:
         if self.read_only:
             raise QuotaError("this quota store is read-only: nothing is written")
         validate_tier(tier)
         actor = validate_actor(actor)
         reason = validate_reason(reason)
-        if expect_version is not None and (isinstance(expect_version, bool) or not isinstance(expect_version, int)
-                                           or expect_version < 0):
+        if expect_version is not None and (
+            isinstance(expect_version, bool) or not isinstance(expect_version, int) or expect_version < 0
+        ):
             raise QuotaError(f"invalid expected version {expect_version!r}: a whole number from 0")
-        if for_s is not None and (isinstance(for_s, bool) or not isinstance(for_s, int) or not 1 <= for_s <= MAX_WINDOW_S):
+        if for_s is not None and (
+            isinstance(for_s, bool) or not isinstance(for_s, int) or not 1 <= for_s <= MAX_WINDOW_S
+        ):
             raise QuotaError(f"invalid duration {for_s!r}: an override lasts from 1s to 31d")
         if spec is not None and not isinstance(spec, QuotaSpec):
             raise QuotaError("invalid quota: a QuotaSpec is expected")
@@ -239,9 +260,17 @@ class QuotaStore:
             await self._b(lambda: self.client.sadd(self.keys.tiers, tier))
         s = spec or QuotaSpec(0, 1)
         args = [
-            kind, actor, reason, "" if expect_version is None else str(expect_version), "1" if create else "0",
-            "" if for_s is None else str(for_s), str(s.limit), str(s.window_s),
-            "" if s.tier_cap_rps is None else str(s.tier_cap_rps), "1" if s.paused else "0", s.mode,
+            kind,
+            actor,
+            reason,
+            "" if expect_version is None else str(expect_version),
+            "1" if create else "0",
+            "" if for_s is None else str(for_s),
+            str(s.limit),
+            str(s.window_s),
+            "" if s.tier_cap_rps is None else str(s.tier_cap_rps),
+            "1" if s.paused else "0",
+            s.mode,
         ]
         status, body = await fcall(self.client, "sw_set", [self.keys.quota(tier)], args, timeout_s=self.timeout_s)
         status = text(status)
@@ -255,8 +284,17 @@ class QuotaStore:
             raise UnknownTier(f"unknown tier {tier!r}: create it with --create (see `surgewatch quota list`)")
         raise BrokenQuota(tier, text(body))
 
-    async def set(self, tier: str, spec: QuotaSpec, *, actor: str, reason: str = "", expect_version: int | None = None,
-                  create: bool = False, for_s: int | None = None) -> Quota:
+    async def set(
+        self,
+        tier: str,
+        spec: QuotaSpec,
+        *,
+        actor: str,
+        reason: str = "",
+        expect_version: int | None = None,
+        create: bool = False,
+        for_s: int | None = None,
+    ) -> Quota:
         """Replace the tier's quota with `spec` (atomic, audited, published).
 
         `expect_version`: compare-and-set (0 = only if the tier does not exist); `create`: allow a new tier;
@@ -273,7 +311,7 @@ class QuotaStore:
         """Undo `pause`; everything else is kept."""
         return await self._change(tier, "resume", actor, reason, expect_version, False, None, None)
 
-    async def history(self, tier: str | None = None, count: int = 20) -> list[AuditEntry]:
+    async def history(self, tier: str | None = None, count: int = 20) -> builtins.list[AuditEntry]:
         """The newest `count` audit entries, newest first, of one tier or (tier None) of all tiers merged."""
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 10_000:
             raise QuotaError(f"invalid count {count!r}: a whole number from 1 to 10000")
@@ -285,8 +323,8 @@ class QuotaStore:
         if not tiers:
             return []
         results = await self._pipe([("xrevrange", self.keys.audit(t), {"count": count}) for t in tiers])
-        entries: list[AuditEntry] = []
-        for t, rows in zip(tiers, results):
+        entries: builtins.list[AuditEntry] = []
+        for t, rows in zip(tiers, results, strict=False):
             if isinstance(rows, Exception):
                 log.warning("skipping the audit stream of tier %s: %s", t, rows)
                 continue
@@ -300,7 +338,7 @@ class QuotaStore:
         if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 60:
             raise QuotaError(f"invalid minutes {minutes!r}: from 1 to 60")
         minute = int(await self._now()) // 60
-        calls: list[tuple[Any, ...]] = []
+        calls: builtins.list[tuple[Any, ...]] = []
         for m in range(minute - minutes + 1, minute + 1):
             calls += [("hgetall", self.keys.ranks(tier, m)), ("hgetall", self.keys.counters(tier, m))]
         res = await self._pipe(calls)

@@ -12,7 +12,9 @@ A node that is down closes every connection without answering, as a host that di
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
+from functools import partial
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -98,7 +100,7 @@ class NodeCollector(Collector):
         node = self.node
         label_sets = [
             [str(i.index), i.uuid, i.pci_bus_id, i.device, spec.model_name, node.hostname, self.driver_version]
-            for i, spec in zip(node.identities, node.specs)
+            for i, spec in zip(node.identities, node.specs, strict=False)
         ]
         for name, doc, what in _METRICS:
             fam = GaugeMetricFamily(name, doc, labels=LABELS)
@@ -151,8 +153,7 @@ class FleetServer:
         try:
             for exp in self.exporters:
                 server = await asyncio.start_server(
-                    lambda r, w, exp=exp: self._serve(exp, r, w), self.host, 0,
-                    limit=MAX_HEADER_BYTES,
+                    partial(self._serve, exp), self.host, 0, limit=MAX_HEADER_BYTES,
                 )
                 self._servers.append(server)
                 self.ports.append(server.sockets[0].getsockname()[1])
@@ -195,8 +196,6 @@ class FleetServer:
         for writer in list(self._writers):
             writer.close()
         for server in self._servers:
-            try:
+            with contextlib.suppress(TimeoutError, OSError):
                 await asyncio.wait_for(server.wait_closed(), 2.0)
-            except (TimeoutError, OSError):
-                pass
         self._servers.clear()

@@ -59,9 +59,9 @@ class Node:
 class FleetStats:
     """Fleet-wide figures after a step, as the headless JSON reports them."""
 
-    util_mean: float
-    temp_mean: float
-    temp_max: float
+    util_mean_pct: float
+    temp_mean_c: float
+    temp_max_c: float
     throttled: int
     nodes_up: int
     dropped_s: float
@@ -102,7 +102,10 @@ class Fleet:
         built: list[Node] = []
         for n in range(nodes):
             # airflow varies by slot: the GPUs at the back of a chassis run a few degrees hotter
-            specs = [replace(base, thermal_c_per_w=base.thermal_c_per_w * rng.uniform(0.9, 1.1)) for _ in range(gpus_per_node)]
+            specs = [
+                replace(base, thermal_c_per_w=base.thermal_c_per_w * rng.uniform(0.9, 1.1))
+                for _ in range(gpus_per_node)
+            ]
             ids = [
                 GpuIdentity(
                     index=g,
@@ -143,14 +146,14 @@ class Fleet:
         weights = [self.rng.uniform(0.85, 1.15) for _ in targets]
         total_w = sum(weights) or 1.0
         share = {id(n): [0.0] * len(n.gpus) for n in self.nodes}
-        for (node, g), w in zip(targets, weights):
+        for (node, g), w in zip(targets, weights, strict=False):
             share[id(node)][g] = work_s * w / total_w
         dropped = 0.0
         for node in self.nodes:
             # a node that is down gets no work (the balancer routes around it) and loses its queue
             node.gpus = [
                 step(spec, state if node.up else replace(state, backlog_s=0.0), share[id(node)][g], dt_s)
-                for g, (spec, state) in enumerate(zip(node.specs, node.gpus))
+                for g, (spec, state) in enumerate(zip(node.specs, node.gpus, strict=False))
             ]
             node.version += 1
             dropped += sum(s.dropped_s for s in node.gpus)
@@ -160,9 +163,9 @@ class Fleet:
         """Means over the GPUs of the nodes that are up (what a scraper can see)."""
         seen = [s for n in self.nodes if n.up for s in n.gpus] or [s for n in self.nodes for s in n.gpus]
         return FleetStats(
-            util_mean=sum(s.util_pct for s in seen) / len(seen),
-            temp_mean=sum(s.temp_c for s in seen) / len(seen),
-            temp_max=max(s.temp_c for s in seen),
+            util_mean_pct=sum(s.util_pct for s in seen) / len(seen),
+            temp_mean_c=sum(s.temp_c for s in seen) / len(seen),
+            temp_max_c=max(s.temp_c for s in seen),
             throttled=sum(1 for s in seen if is_throttled(s)),
             nodes_up=sum(1 for n in self.nodes if n.up),
             dropped_s=dropped_s,

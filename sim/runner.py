@@ -41,7 +41,12 @@ async def _headless(config: DemoConfig, valkey: ValkeyProcess, duration_s: int, 
         world = await World.create(config, client)
         if world.node_urls:
             nodes = write_nodes_file(valkey, world.node_urls)
-            print(f"surgewatch demo: {len(world.node_urls)} nodes; join with: surgewatch --redis {valkey.url} --nodes @{nodes}", file=err, flush=True)
+            print(
+                f"surgewatch demo: {len(world.node_urls)} nodes; join with: "
+                f"surgewatch --redis {valkey.url} --nodes @{nodes}",
+                file=err,
+                flush=True,
+            )
         else:
             print(f"surgewatch demo: join with: surgewatch --redis {valkey.url}", file=err, flush=True)
 
@@ -81,7 +86,9 @@ class WorldThread:
     the loop, closes the node servers and stops Valkey. Ticks are handed to `on_tick` in the
     world's thread (keep it cheap)."""
 
-    def __init__(self, config: DemoConfig, *, redis_port: int | None = None, on_tick: Callable[[Tick], None] | None = None) -> None:
+    def __init__(
+        self, config: DemoConfig, *, redis_port: int | None = None, on_tick: Callable[[Tick], None] | None = None
+    ) -> None:
         self.config = config
         self.valkey = ValkeyProcess(redis_port)
         self.on_tick = on_tick

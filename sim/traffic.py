@@ -94,7 +94,9 @@ class TierPopulation:
 class Population:
     """Every tier. `requests(t)` is one second's traffic: (tier, user, cost) in a fixed order."""
 
-    def __init__(self, seed: int = 0, *, gpus: int = REFERENCE_GPUS, demand: tuple[TierDemand, ...] = DEFAULT_DEMAND) -> None:
+    def __init__(
+        self, seed: int = 0, *, gpus: int = REFERENCE_GPUS, demand: tuple[TierDemand, ...] = DEFAULT_DEMAND
+    ) -> None:
         scale = gpus / REFERENCE_GPUS
         self.tiers = [TierPopulation(d, seed, scale) for d in demand]
 

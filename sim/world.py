@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from quotas.keys import DEFAULT_PREFIX
 from quotas.limiter import Limiter
 from quotas.model import QuotaError, QuotaSpec, parse_spec, validate_tier
 from quotas.store import QuotaStore
@@ -98,9 +99,9 @@ class Tick:
                 name: {"offered_rps": tt.offered, "accepted_rps": tt.accepted, "rejected_rps": tt.rejected}
                 for name, tt in self.tiers.items()
             },
-            "gpu_util_mean": round(self.fleet.util_mean, 1),
-            "gpu_temp_mean": round(self.fleet.temp_mean, 1),
-            "gpu_temp_max": round(self.fleet.temp_max, 1),
+            "gpu_util_mean": round(self.fleet.util_mean_pct, 1),
+            "gpu_temp_mean": round(self.fleet.temp_mean_c, 1),
+            "gpu_temp_max": round(self.fleet.temp_max_c, 1),
             "throttled": self.fleet.throttled,
         }
 
@@ -122,8 +123,8 @@ class World:
     @classmethod
     async def create(cls, config: DemoConfig, client: Any) -> World:
         """Load the limiter library, seed the tiers, build the fleet and (optionally) serve its nodes."""
-        kw = {"prefix": config.prefix} if config.prefix else {}
-        store = QuotaStore(client, **kw)
+        prefix = config.prefix or DEFAULT_PREFIX
+        store = QuotaStore(client, prefix=prefix)
         await store.init()
         for change in config.quota_changes:
             if await store.get(change.tier) is None:
@@ -133,7 +134,7 @@ class World:
         world = cls(
             config=config,
             client=client,
-            limiter=Limiter(client, timeout_s=5.0, **kw),
+            limiter=Limiter(client, timeout_s=5.0, prefix=prefix),
             store=store,
             fleet=fleet,
             population=Population(config.seed, gpus=fleet.gpu_count),

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from collectors.runner import Collector, Reading, Runner
+from collectors.runner import Collector, Reading, Runner, SourceError, classify
+from quotas.errors import AuthFailed, ErrorKind, Unavailable
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ async def test_failures_keep_last_sample_and_back_off_capped() -> None:
         delays.append(bad.next_poll_at - clock.t)
         assert bad.sample.value == 1 and bad.sampled_at == 1000.0
     assert delays == [1.0, 2.0, 4.0, 5.0]
-    assert bad.failures == 4 and bad.error == "ValueError: x" and bad.age_s(clock.t) == 40.0
+    assert bad.failures == 4 and bad.error == SourceError(ErrorKind.ERROR, "ValueError: x") and bad.age_s(clock.t) == 40.0
     assert r.backoff_s(3) == 4.0
     clock.t += 10
     good = await r.poll_once()
@@ -71,7 +72,7 @@ async def test_empty_error_message_names_the_type() -> None:
     clock = Clock()
     r = Runner(Scripted([RuntimeError()], clock), interval_s=1, timeout_s=1, clock=clock)
     reading = await r.poll_once()
-    assert reading.error == "RuntimeError" and reading.sample is None and reading.age_s(clock.t) is None
+    assert reading.error == SourceError(ErrorKind.ERROR, "RuntimeError") and reading.sample is None and reading.age_s(clock.t) is None
 
 
 async def test_timeout_is_an_error_not_a_hang() -> None:
@@ -79,7 +80,7 @@ async def test_timeout_is_an_error_not_a_hang() -> None:
     clock = Clock()
     r = Runner(Scripted(["hang"], clock), interval_s=1, timeout_s=0.05, clock=clock)
     reading = await r.poll_once()
-    assert reading.error == "timed out after 0.05 s" and reading.failures == 1
+    assert reading.error == SourceError(ErrorKind.TIMEOUT, "timed out after 0.05 s") and reading.failures == 1
 
 
 async def test_run_survives_failing_handlers_and_collectors() -> None:
@@ -101,7 +102,7 @@ async def test_run_survives_failing_handlers_and_collectors() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert [x.error for x in seen[:3]] == [None, "OSError: down", None]
+    assert [x.error for x in seen[:3]] == [None, SourceError(ErrorKind.UNREACHABLE, "OSError: down"), None]
     assert [x.sample.value for x in seen[:4]] == [1, 1, 2, 3]
 
 
@@ -109,3 +110,23 @@ def test_rejects_bad_intervals() -> None:
     """A zero interval or timeout is refused at construction."""
     with pytest.raises(ValueError):
         Runner(Scripted([], Clock()), interval_s=0, timeout_s=1)
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind"),
+    [
+        (TimeoutError(), ErrorKind.TIMEOUT),
+        (ConnectionRefusedError("refused"), ErrorKind.UNREACHABLE),
+        (AuthFailed("WRONGPASS"), ErrorKind.AUTH_FAILED),
+        (Unavailable("OOM command not allowed", "OOM"), ErrorKind.OUT_OF_MEMORY),
+        (Unavailable("READONLY You can't write", "READONLY"), ErrorKind.READ_ONLY_REPLICA),
+        (Unavailable("MISCONF cannot persist", "MISCONF"), ErrorKind.PERSISTENCE_ERROR),
+        (Unavailable("LOADING", "LOADING"), ErrorKind.LOADING),
+        (Unavailable("BUSY script", "BUSY"), ErrorKind.UNAVAILABLE),
+        (ValueError("junk"), ErrorKind.ERROR),
+    ],
+)
+def test_errors_carry_their_kind_from_the_exception_class(exc: Exception, kind: ErrorKind) -> None:
+    """A failure's kind comes from its exception (never from parsing its text), with the message beside it."""
+    err = classify(exc)
+    assert err.kind == kind and str(err) == err.message

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tui.cli import main
-from tui.config import ConfigError, config_path, resolve
+from collectors.config import ConfigError, config_path, resolve
 
 
 def write_toml(tmp_path: Path, text: str) -> dict[str, str]:

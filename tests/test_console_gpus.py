@@ -5,7 +5,7 @@ from __future__ import annotations
 from collectors.gpu import GpuCollector
 from tests.fakenvml import FakeGpu, FakeNvml
 from tui.app import create_app
-from tui.config import Settings
+from collectors.config import Settings
 from tui.testing import screen_text, wait_until
 
 

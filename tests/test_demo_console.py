@@ -14,7 +14,7 @@ from quotas.store import QuotaStore
 from sim.runner import WorldThread
 from sim.valkey import port_open
 from sim.world import DemoConfig, Tick
-from tui.config import Settings
+from collectors.config import Settings
 from tui.demo_cmd import demo_app
 
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "demo.svg"

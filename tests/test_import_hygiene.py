@@ -35,10 +35,11 @@ def test_data_layer_does_not_import_ui(module: str) -> None:
 
 
 def test_modules_are_small() -> None:
-    """No Python module outside tests/ grows past 450 lines (one idea per module)."""
+    """No Python or Lua module outside tests/ grows past 450 lines (one idea per module)."""
     sizes = {
         str(p.relative_to(ROOT)): len(p.read_text().splitlines())
         for pkg in (*DATA_LAYERS, "tui", "bench")
-        for p in (ROOT / pkg).rglob("*.py")
+        for pattern in ("*.py", "*.lua")
+        for p in (ROOT / pkg).rglob(pattern)
     }
     assert {k: v for k, v in sizes.items() if v > 450} == {}

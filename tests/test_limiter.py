@@ -39,7 +39,7 @@ async def test_n_admitted_then_refused(store: QuotaStore, limiter: Limiter) -> N
     assert [d.allowed for d in got] == [True, True, True, False, False]
     assert [d.remaining for d in got[:3]] == [2, 1, 0]
     assert got[3].reason == "user_quota" and got[3].remaining == 0 and got[3].limit == 3
-    assert 0 < got[3].retry_after <= DAY
+    assert 0 < got[3].retry_after_s <= DAY
 
 
 async def test_daily_window_resets_at_utc_midnight(store: QuotaStore, limiter: Limiter, redis_client: aioredis.Redis) -> None:
@@ -49,7 +49,7 @@ async def test_daily_window_resets_at_utc_midnight(store: QuotaStore, limiter: L
     refused = await limiter.check("free", "bob")
     secs, usecs = await redis_client.time()
     now = secs + usecs / 1e6
-    assert abs(refused.retry_after - ((secs // DAY + 1) * DAY - now)) < 1.0
+    assert abs(refused.retry_after_s - ((secs // DAY + 1) * DAY - now)) < 1.0
     ttl = await redis_client.ttl(Keys().usage("free", DAY, secs // DAY, "bob"))
     assert abs(ttl - ((secs // DAY + 1) * DAY + 60 - secs)) <= 2
 
@@ -82,7 +82,7 @@ async def test_refused_requests_consume_nothing(store: QuotaStore, limiter: Limi
     await store.set("free", QuotaSpec(2, DAY), actor="t")
     await store.pause("free", actor="t")
     d = await limiter.check("free", "u")
-    assert (d.allowed, d.reason) == (False, "paused") and d.retry_after > 0
+    assert (d.allowed, d.reason) == (False, "paused") and d.retry_after_s > 0
     await store.resume("free", actor="t")
     assert [(await limiter.check("free", "u")).allowed for _ in range(3)] == [True, True, False]
 
@@ -158,7 +158,7 @@ async def test_unknown_tier_refused_and_creates_no_keys(limiter: Limiter, store:
     """A tier without a quota is refused with unknown_tier and leaves no key behind."""
     before = sorted(await redis_client.keys("*"))
     d = await limiter.check("nosuch", "u")
-    assert (d.allowed, d.reason) == (False, "unknown_tier") and d.retry_after > 0 and d.limit is None
+    assert (d.allowed, d.reason) == (False, "unknown_tier") and d.retry_after_s > 0 and d.limit is None
     await limiter.record("nosuch", "blocked")
     assert sorted(await redis_client.keys("*")) == before
 
@@ -207,7 +207,7 @@ async def test_tier_cap_refuses_over_the_rate(store: QuotaStore, limiter: Limite
     await settle_in_second(redis_client)
     got = await limiter.check_many([("pro", f"user{i}", 1) for i in range(5)])
     assert [d.reason for d in got] == ["ok", "ok", "ok", "tier_cap", "tier_cap"]
-    assert all(0 < d.retry_after <= 1.0 for d in got[3:])
+    assert all(0 < d.retry_after_s <= 1.0 for d in got[3:])
 
 
 async def test_check_many_matches_check(store: QuotaStore, limiter: Limiter) -> None:
@@ -283,7 +283,7 @@ async def test_paused_override_retry_after_is_its_expiry(store: QuotaStore, limi
     """A temporary pause tells refused clients to come back when it ends."""
     await store.set("free", QuotaSpec(20, DAY, paused=True), actor="t", for_s=600)
     d = await limiter.check("free", "u")
-    assert d.reason == "paused" and 598 < d.retry_after <= 600
+    assert d.reason == "paused" and 598 < d.retry_after_s <= 600
 
 
 async def test_hand_edited_field_is_not_enforced_and_is_reported(store: QuotaStore, limiter: Limiter,

@@ -34,7 +34,7 @@ async def test_concurrent_checks_share_calls_and_keep_arrival_order(store: Quota
     got = await asyncio.gather(*(lim.check("free", "u") for _ in range(50)))
     assert [d.allowed for d in got] == [True] * 30 + [False] * 20
     assert [d.remaining for d in got[:30]] == list(range(29, -1, -1))
-    assert all(d.reason == "user_quota" and d.retry_after > 0 and d.limit == 30 for d in got[30:])
+    assert all(d.reason == "user_quota" and d.retry_after_s > 0 and d.limit == 30 for d in got[30:])
     assert await fcalls(redis_client) <= 3  # the first check alone, then the 49 that waited (chunked at most once)
     await lim.aclose()
 

@@ -21,7 +21,7 @@ def test_same_seed_same_fleet_other_seed_other_fleet() -> None:
     """Slot airflow, identities, load jitter and misbehaviour are a function of the seed only."""
     def trace(seed: int) -> list[tuple[float, float]]:
         f = Fleet.build(4, 4, seed)
-        return [(round(s.temp_mean, 6), round(s.util_mean, 6)) for s in (f.step(20.0) for _ in range(30))]
+        return [(round(s.temp_mean_c, 6), round(s.util_mean_pct, 6)) for s in (f.step(20.0) for _ in range(30))]
 
     assert trace(3) == trace(3)
     assert trace(3) != trace(4)

@@ -6,7 +6,7 @@ from collectors.runner import Reading
 from collectors.samples import FleetSample, GpuSample, GpusSample, NodeSample, TierTraffic, TrafficSample
 from quotas.model import Quota
 from tui.alerts import audit_event, gpu_events, node_events, quota_text, traffic_events
-from tui.model import RowCache, build_gpu_rows, compute_kpis, format_age, node_label
+from tui.model import GpuRowCache, build_gpu_rows, compute_kpis, format_age, node_label
 from tui.thresholds import Thresholds
 
 TH = Thresholds()
@@ -53,7 +53,7 @@ def test_kpis_count_and_average() -> None:
     rows = build_gpu_rows(g, None, 100.0, TH)
     k = compute_kpis(rows, t, [g, t], 100.0, TH)
     assert (k.gpus, k.healthy, k.hot, k.throttled, k.lost) == (3, 1, 1, 1, 1)
-    assert (k.util_mean, k.util_max, k.temp_max, k.power_w) == (75.0, 100.0, 90.0, 400.0)
+    assert (k.util_mean_pct, k.util_max_pct, k.temp_max_c, k.power_w) == (75.0, 100.0, 90.0, 400.0)
     assert k.rps == 100.0 and k.reject_pct == 10.0 and k.oldest_age_s == 10.0
 
 
@@ -157,11 +157,11 @@ def test_a_flapping_gpu_is_announced_once_per_quiet_period() -> None:
 
 def test_an_unchanged_page_gives_the_same_row_objects() -> None:
     """A node re-scraped with the same GPU samples keeps its row objects; new samples or a down node don't."""
-    def rows(at: float, gpus: tuple[GpuSample, ...], status: str = "up", cache: RowCache | None = None) -> tuple:
+    def rows(at: float, gpus: tuple[GpuSample, ...], status: str = "up", cache: GpuRowCache | None = None) -> tuple:
         n = node(status, gpus, at if status == "up" else 100.0, None if status == "up" else "cannot connect")
         return build_gpu_rows(None, reading("fleet", FleetSample(at, (n,)), at), at, TH, cache)
 
-    cache = RowCache()
+    cache = GpuRowCache()
     gpus = (GpuSample(URL, 0, temp_c=50.0), GpuSample(URL, 1))
     a, b = rows(100.0, gpus, cache=cache), rows(105.0, gpus, cache=cache)  # two NodeSamples, one page
     assert all(x is y for x, y in zip(a, b))

@@ -7,7 +7,7 @@ import pytest
 from collectors.samples import GpuSample, GpusSample
 from quotas.model import QuotaError
 from tui.app import create_app
-from tui.config import Settings
+from collectors.config import Settings
 from tui.screens.editor import parse_form
 from tui.testing import wait_until
 

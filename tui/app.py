@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -13,18 +14,12 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
+from collectors.config import Settings
+from collectors.runner import SourceError, classify
+from collectors.samples import Source
+from quotas.errors import ErrorKind
 from tui.alerts import Event, audit_event
-from tui.config import Settings
-from tui.messages import (
-    FleetSampled,
-    GpusSampled,
-    HostSampled,
-    QuotaChanged,
-    QuotasLoaded,
-    SubscriptionChanged,
-    TrafficSampled,
-    _Sampled,
-)
+from tui.messages import QuotaChanged, QuotasLoaded, SubscriptionChanged, _Sampled
 from tui.screens.editor import QuotaEditor
 from tui.screens.help import HelpScreen
 from tui.screens.history import HistoryScreen
@@ -34,7 +29,6 @@ from tui.state import ConsoleState
 from tui.thresholds import Thresholds
 
 RESTART_MAX_S = 30.0
-SOURCE_OF = {GpusSampled: "gpus", HostSampled: "host", FleetSampled: "fleet", TrafficSampled: "traffic"}
 
 
 class SurgewatchApp(App[int]):
@@ -50,8 +44,8 @@ class SurgewatchApp(App[int]):
         self,
         settings: Settings,
         *,
-        sources: bool | Iterable[str] = True,
-        collector_factories: dict[str, Factory] | None = None,
+        sources: bool | Iterable[Source] = True,
+        collector_factories: dict[Source, Factory] | None = None,
         clock: Callable[[], float] = time.time,
         subtitle: str | None = None,
         actor: str | None = None,
@@ -65,17 +59,19 @@ class SurgewatchApp(App[int]):
         self.clock = clock
         self.read_only = settings.read_only or settings.wall
         self.state = ConsoleState(self.thresholds, clock, redis_configured=bool(settings.redis_url))
-        self._wanted = set(sources) if not isinstance(sources, bool) else ({"*"} if sources else set())
+        self._wanted: set[Source] = (
+            {Source(s) for s in sources} if not isinstance(sources, bool) else (set(Source) if sources else set())
+        )
         self._factories = collector_factories or {}
         self._subscribe = bool(settings.redis_url) if subscribe is None else subscribe
         self._actor = actor
         self._wall_cycle_s = wall_cycle_s
         # the redraw period: the console's interval by default; None redraws on every reading (tests)
         self._tick_s = settings.interval_s if tick_s is not None and tick_s < 0 else tick_s
-        self._specs: dict[str, SourceSpec] = {}
+        self._specs: dict[Source, SourceSpec] = {}
         self._restarts: dict[str, int] = {}
         self._audit_seen: set[str] = set()
-        self._dirty: set[str] = set()
+        self._dirty: set[Source] = set()
         self.client: Any = None
         self.store: Any = None
         self.sub_title = subtitle if subtitle is not None else self._default_subtitle()
@@ -104,7 +100,7 @@ class SurgewatchApp(App[int]):
         self.overview = screen_cls(self.state, wall=self.settings.wall)
         self.push_screen(self.overview)
         for spec in plan(self.settings, self.client, self._factories):
-            if "*" in self._wanted or spec.name in self._wanted:
+            if spec.name in self._wanted:
                 self._specs[spec.name] = spec
                 self.start_source(spec.name)
         if self._subscribe and self.store is not None:
@@ -116,12 +112,10 @@ class SurgewatchApp(App[int]):
 
     async def on_unmount(self) -> None:
         if self.client is not None:
-            try:
+            with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.client.aclose(), 2)
-            except Exception:
-                pass
 
-    def start_source(self, name: str) -> None:
+    def start_source(self, name: Source) -> None:
         self.run_worker(self._run_source(self._specs[name]), name=name, group=name, exit_on_error=False)
 
     async def _run_source(self, spec: SourceSpec) -> None:
@@ -160,7 +154,7 @@ class SurgewatchApp(App[int]):
             self.set_timer(delay, lambda: self.run_worker(
                 self._quota_events(), name="quota-events", group="quota-events", exit_on_error=False))
         else:
-            self.set_timer(delay, partial(self.start_source, w.group))
+            self.set_timer(delay, partial(self.start_source, Source(w.group)))
 
     # ----- readings in, screens out
     def _events(self, events: list[Event]) -> None:
@@ -169,7 +163,7 @@ class SurgewatchApp(App[int]):
             self.overview.add_events(events)
 
     def _sampled(self, message: _Sampled) -> None:
-        source = SOURCE_OF[type(message)]
+        source = message.source
         events = self.state.apply(source, message.reading)
         self.overview.add_events(events)
         if self._tick_s:
@@ -183,8 +177,8 @@ class SurgewatchApp(App[int]):
     def _tick(self) -> None:
         # ages grow without new readings: re-evaluate staleness and the banner's countdown
         if self.state.refresh_ages():
-            self._dirty.add("gpus")
-        self._dirty.update(("host", "traffic"))
+            self._dirty.add(Source.GPUS)
+        self._dirty.update((Source.HOST, Source.TRAFFIC))
         dirty, self._dirty = self._dirty, set()
         self.overview.show(tuple(dirty))
 
@@ -198,7 +192,9 @@ class SurgewatchApp(App[int]):
         async for ev in quota_events(lambda: redis_client(url), self.settings.prefix):
             try:
                 if ev.kind == "disconnected":
-                    self.post_message(SubscriptionChanged(False, f"quota change feed lost: {ev.error}"))
+                    kind = ev.error_kind or ErrorKind.UNREACHABLE
+                    lost = SourceError(kind, f"quota change feed lost: {ev.error}")
+                    self.post_message(SubscriptionChanged(False, lost))
                 elif ev.kind == "resubscribed":
                     self.post_message(SubscriptionChanged(True))
                     self.post_message(QuotasLoaded(await self.store.list()))
@@ -212,11 +208,11 @@ class SurgewatchApp(App[int]):
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                self.post_message(SubscriptionChanged(False, str(e)))
+                self.post_message(SubscriptionChanged(False, classify(e)))
 
     def on_quotas_loaded(self, message: QuotasLoaded) -> None:
         self.state.replace_quotas(message.quotas)
-        self.overview.show(("traffic",))
+        self.overview.show((Source.TRAFFIC,))
 
     def on_quota_changed(self, message: QuotaChanged) -> None:
         if message.quota is not None:
@@ -224,11 +220,11 @@ class SurgewatchApp(App[int]):
         fresh = [e for e in message.entries if e.id not in self._audit_seen]
         self._audit_seen.update(e.id for e in fresh)
         self._events([audit_event(e) for e in fresh])
-        self.overview.show(("traffic",))
+        self.overview.show((Source.TRAFFIC,))
 
     def on_subscription_changed(self, message: SubscriptionChanged) -> None:
         self.state.subscription_error = None if message.connected else message.error
-        self.overview.show(("traffic",))
+        self.overview.show((Source.TRAFFIC,))
 
     # ----- actions
     def action_edit(self, tier: str | None = None) -> None:
@@ -260,7 +256,7 @@ class SurgewatchApp(App[int]):
     def _edited(self, quota: Any) -> None:
         if quota is not None:
             self.state.merge_quota(quota)
-            self.overview.show(("traffic",))
+            self.overview.show((Source.TRAFFIC,))
             self.notify(f"tier {quota.tier} is now {quota.spec} (version {quota.version})")
 
     def action_history(self) -> None:
@@ -268,14 +264,18 @@ class SurgewatchApp(App[int]):
             self.notify("No Redis configured: there is no quota history to show.", severity="warning")
             return
         # the selected tier's history from the tier list; every tier's from anywhere else
-        self.push_screen(HistoryScreen(self.store, self.overview.selected_tier if self.overview.tiers_focused else None))
+        tier = self.overview.selected_tier if self.overview.tiers_focused else None
+        self.push_screen(HistoryScreen(self.store, tier))
 
     def action_help(self) -> None:
-        shown, rest = [], []
+        shown: list[tuple[str, str]] = []
+        rest: list[tuple[str, str]] = []
         for _, b, _enabled, _ in self.screen.active_bindings.values():
             if b.show or b.description:
                 # the footer's keys (quit, edit, history, ...) first, then the focused widget's own keys
-                (shown if b.show else rest).append((b.key_display or self.get_key_display(b), b.description or b.action))
+                (shown if b.show else rest).append(
+                    (b.key_display or self.get_key_display(b), b.description or b.action)
+                )
         note = "Read-only: no edit keys." if self.read_only else ""
         self.push_screen(HelpScreen(shown + rest, note))
 
@@ -285,12 +285,16 @@ class SurgewatchApp(App[int]):
         yield SystemCommand("Help", "List every key binding", self.action_help)
         yield SystemCommand("Filter GPUs", "Show only GPUs matching a text", ov.action_filter)
         yield SystemCommand("Sort GPUs", "Sort the GPU table by the next column", ov.action_sort)
-        yield SystemCommand("Heat map metric", "Colour the heat map by temperature or utilization", ov.action_toggle_heat)
+        yield SystemCommand(
+            "Heat map metric", "Colour the heat map by temperature or utilization", ov.action_toggle_heat
+        )
         if self.store is not None:
             yield SystemCommand("Quota history", "Audit history of the selected tier", self.action_history)
             if not self.read_only:
                 for tier in sorted(self.state.quotas):
-                    yield SystemCommand(f"Edit quota of {tier}", f"Change tier {tier}'s quota", partial(self.action_edit, tier))
+                    yield SystemCommand(
+                        f"Edit quota of {tier}", f"Change tier {tier}'s quota", partial(self.action_edit, tier)
+                    )
 
 
 def create_app(settings: Settings, **overrides: Any) -> SurgewatchApp:

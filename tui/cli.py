@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from tui.config import ConfigError, Settings, resolve
+from collectors.config import ConfigError, Settings, resolve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,9 +23,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="surgewatch",
         description="Console for GPU inference fleets under a surge: GPU health, per-tier traffic, live quotas.",
     )
-    p.add_argument("--redis", metavar="URL", help="Redis URL (else SURGEWATCH_REDIS_URL, else REDIS_URL, else the config file)")
+    p.add_argument(
+        "--redis", metavar="URL", help="Redis URL (else SURGEWATCH_REDIS_URL, else REDIS_URL, else the config file)"
+    )
     p.add_argument("--nodes", metavar="URLS|@FILE", help="comma-separated /metrics URLs, or @FILE with one URL a line")
-    p.add_argument("--prometheus", metavar="URL", help="read the fleet from a Prometheus server's HTTP API instead of scraping")
+    p.add_argument(
+        "--prometheus", metavar="URL", help="read the fleet from a Prometheus server's HTTP API instead of scraping"
+    )
     p.add_argument("--interval", metavar="SECONDS", type=float, help="refresh interval of the console (default 1)")
     p.add_argument("--read-only", action="store_true", help="no edit bindings; nothing is written")
     p.add_argument("--wall", action="store_true", help="wall-screen mode: read-only, large KPIs, cycles panels")

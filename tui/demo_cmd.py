@@ -16,7 +16,7 @@ from dataclasses import replace
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from tui.config import Settings
+from collectors.config import Settings
 
 if TYPE_CHECKING:
     from textual.app import App
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 DEMO_NODE_INTERVAL_S = 1.0  # the simulated nodes change every second; scrape them as often
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add `demo` to the `surgewatch` parser."""
     p = sub.add_parser(
         "demo",
@@ -55,8 +55,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--no-serve-nodes", action="store_true", help="headless: do not serve the nodes' /metrics")
     p.add_argument(
-        "--screenshot", metavar="FILE.svg",
-        help="no terminal: run the console off-screen until the surge peaks, save an SVG of it (the README's picture), exit",
+        "--screenshot",
+        metavar="FILE.svg",
+        help="no terminal: run the console off-screen until the surge peaks, save an SVG of it "
+        "(the README's picture), exit",
     )
     p.set_defaults(func=run)
 
@@ -134,7 +136,7 @@ def demo_app(world: WorldThread, settings: Settings) -> App[int]:
 
     app = create_app(demo_settings(settings, world.redis_url, world.node_urls), subtitle=demo_subtitle(world.redis_url))
     # Textual only hints at q on Ctrl+C; the demo promises that Ctrl+C ends it (an Input still copies with it)
-    app.action_help_quit = app.action_quit  # type: ignore[method-assign]
+    app.action_help_quit = app.action_quit  # type: ignore[method-assign,assignment]  # sync slot, async action: Textual awaits either
     return app
 
 

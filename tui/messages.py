@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual.message import Message
 
-from tui.model import ReadingLike
+from collectors.runner import Reading, SourceError
+from collectors.samples import FleetSample, GpusSample, HostSample, Source, TrafficSample
+from quotas.model import Quota
+
+if TYPE_CHECKING:
+    from quotas.store import AuditEntry
 
 
 @dataclass(eq=False)
 class _Sampled(Message):
     """A collector runner produced a reading (a fresh sample, or an error with the last good one)."""
 
-    reading: ReadingLike
+    source: ClassVar[Source]
+    reading: Reading[Any]
 
     def can_replace(self, message: Message) -> bool:
         # A newer reading of the same source supersedes an unprocessed older one: never queue a backlog.
@@ -25,27 +31,42 @@ class _Sampled(Message):
 class GpusSampled(_Sampled):
     """Local GPUs (NVML)."""
 
+    source = Source.GPUS
+    reading: Reading[GpusSample]
+
 
 @dataclass(eq=False)
 class HostSampled(_Sampled):
     """Local host (psutil)."""
+
+    source = Source.HOST
+    reading: Reading[HostSample]
 
 
 @dataclass(eq=False)
 class FleetSampled(_Sampled):
     """Remote nodes (scrape or Prometheus API)."""
 
+    source = Source.FLEET
+    reading: Reading[FleetSample]
+
 
 @dataclass(eq=False)
 class TrafficSampled(_Sampled):
     """Per-tier traffic and quotas (Redis counters)."""
+
+    source = Source.TRAFFIC
+    reading: Reading[TrafficSample]
+
+
+SAMPLED: dict[Source, type[_Sampled]] = {m.source: m for m in (GpusSampled, HostSampled, FleetSampled, TrafficSampled)}
 
 
 @dataclass(eq=False)
 class QuotasLoaded(Message):
     """All quotas were (re-)read from the store, e.g. after a (re)subscription."""
 
-    quotas: list[Any]
+    quotas: list[Quota]
 
 
 @dataclass(eq=False)
@@ -53,8 +74,8 @@ class QuotaChanged(Message):
     """A quota changed somewhere (this console, another one, the CLI); `entries` are its audit entries."""
 
     tier: str
-    entries: list[Any]
-    quota: Any | None = None
+    entries: list[AuditEntry]
+    quota: Quota | None = None
 
 
 @dataclass(eq=False)
@@ -62,4 +83,4 @@ class SubscriptionChanged(Message):
     """The quota-event subscription connected, or lost its connection (`error` says why)."""
 
     connected: bool
-    error: str | None = None
+    error: SourceError | None = None

@@ -7,27 +7,17 @@ without an app, and widgets stay render-only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
+from collectors.runner import Reading
 from collectors.samples import FleetSample, GpuSample, GpusSample, TrafficSample
 from tui.thresholds import Thresholds
 
 # Clock-event reasons that are a GPU choosing to slow down for a good reason, not a problem.
-BENIGN_THROTTLE = frozenset({"idle", "gpu_idle", "applications_clocks", "app_clocks", "sync_boost", "display_clocks", "none"})
-
-
-class ReadingLike(Protocol):
-    """What the console needs of `collectors.runner.Reading` (kept structural so frozen test data fits)."""
-
-    name: str
-    sample: Any
-    sampled_at: float | None
-    error: str | None
-    failures: int
-    next_poll_at: float | None
-
-    def age_s(self, now: float) -> float | None: ...
+BENIGN_THROTTLE = frozenset(
+    {"idle", "gpu_idle", "applications_clocks", "app_clocks", "sync_boost", "display_clocks", "none"}
+)
 
 
 def format_age(seconds: float | None) -> str:
@@ -98,8 +88,16 @@ class GpuRowCache:
     def __init__(self) -> None:
         self._rows: dict[str, tuple[object, bool, int | None, bool, tuple[GpuRow, ...]]] = {}
 
-    def rows(self, key: str, gpus: tuple[GpuSample, ...], label: str, stale: bool,
-             age: float | None, down: bool, th: Thresholds) -> tuple[GpuRow, ...]:
+    def rows(
+        self,
+        key: str,
+        gpus: tuple[GpuSample, ...],
+        label: str,
+        stale: bool,
+        age: float | None,
+        down: bool,
+        th: Thresholds,
+    ) -> tuple[GpuRow, ...]:
         shown_age = int(age) if age is not None else None  # ages are shown in whole seconds
         hit = self._rows.get(key)
         if hit is not None and hit[0] is gpus and hit[1] == stale and hit[2] == shown_age and hit[3] == down:
@@ -112,7 +110,7 @@ class GpuRowCache:
 
 
 def build_gpu_rows(
-    local: ReadingLike | None, fleet: ReadingLike | None, now: float, th: Thresholds, cache: GpuRowCache | None = None
+    local: Reading[Any] | None, fleet: Reading[Any] | None, now: float, th: Thresholds, cache: GpuRowCache | None = None
 ) -> tuple[GpuRow, ...]:
     """Local GPUs first, then each node's GPUs in configuration order."""
     cache = cache or GpuRowCache()
@@ -140,10 +138,10 @@ class Kpis:
     hot: int = 0
     throttled: int = 0
     lost: int = 0
-    util_mean: float | None = None
-    util_max: float | None = None
-    temp_mean: float | None = None
-    temp_max: float | None = None
+    util_mean_pct: float | None = None
+    util_max_pct: float | None = None
+    temp_mean_c: float | None = None
+    temp_max_c: float | None = None
     power_w: float | None = None
     rps: float | None = None
     reject_pct: float | None = None
@@ -155,7 +153,7 @@ def _mean(xs: list[float]) -> float | None:
 
 
 def compute_kpis(
-    rows: tuple[GpuRow, ...], traffic: ReadingLike | None, readings: list[ReadingLike], now: float, th: Thresholds
+    rows: tuple[GpuRow, ...], traffic: Reading[Any] | None, readings: list[Reading[Any]], now: float, th: Thresholds
 ) -> Kpis:
     live = [r.gpu for r in rows if r.gpu.status != "lost"]
     utils = [g.util_pct for g in live if g.util_pct is not None]
@@ -175,10 +173,10 @@ def compute_kpis(
         hot=hot,
         throttled=sum(1 for g in live if is_throttled(g)),
         lost=sum(1 for r in rows if r.status == "lost"),
-        util_mean=_mean(utils),
-        util_max=max(utils) if utils else None,
-        temp_mean=_mean(temps),
-        temp_max=max(temps) if temps else None,
+        util_mean_pct=_mean(utils),
+        util_max_pct=max(utils) if utils else None,
+        temp_mean_c=_mean(temps),
+        temp_max_c=max(temps) if temps else None,
         power_w=sum(powers) if powers else None,
         rps=rps,
         reject_pct=reject,

@@ -7,17 +7,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tui.config import Settings
-from tui.messages import FleetSampled, GpusSampled, HostSampled, TrafficSampled, _Sampled
+from collectors.config import Settings
+from collectors.runner import Collector
+from collectors.samples import Source
+from tui.messages import SAMPLED, _Sampled
 
-Factory = Callable[[], Any]
+Factory = Callable[[], Collector[Any]]
 
 
 @dataclass(frozen=True)
 class SourceSpec:
     """One collector: how to build it, how often to poll it, which message carries its readings."""
 
-    name: str  # gpus, host, fleet, traffic: also the worker group
+    name: Source  # also the worker group
     message: type[_Sampled]
     make: Factory
     interval_s: float
@@ -34,41 +36,41 @@ def redis_client(url: str) -> Any:
     )
 
 
-def plan(settings: Settings, client: Any | None, overrides: dict[str, Factory] | None = None) -> list[SourceSpec]:
+def plan(settings: Settings, client: Any | None, overrides: dict[Source, Factory] | None = None) -> list[SourceSpec]:
     """The sources for these settings. `overrides` replaces a source's factory (tests: fake NVML)."""
     overrides = overrides or {}
     iv = settings.interval_s
 
-    def gpu() -> Any:
+    def gpu() -> Collector[Any]:
         from collectors.gpu import GpuCollector
 
         return GpuCollector()
 
-    def host() -> Any:
+    def host() -> Collector[Any]:
         from collectors.host import HostCollector
 
         return HostCollector()
 
-    def fleet() -> Any:
+    def fleet() -> Collector[Any]:
         from collectors.fleet import FleetCollector, PrometheusFleetCollector
 
         if settings.prometheus:
             return PrometheusFleetCollector(settings.prometheus)
         return FleetCollector(list(settings.nodes), timeout_s=2.0, min_interval_s=settings.node_interval_s)
 
-    def traffic() -> Any:
+    def traffic() -> Collector[Any]:
         from collectors.traffic import TrafficCollector
 
         return TrafficCollector(client, prefix=settings.prefix)
 
-    specs = [
-        SourceSpec("gpus", GpusSampled, overrides.get("gpus", gpu), iv, max(2.0, iv)),
-        SourceSpec("host", HostSampled, overrides.get("host", host), iv, max(2.0, iv)),
-    ]
-    if settings.nodes or settings.prometheus or "fleet" in overrides:
+    def spec(source: Source, make: Factory, timeout_s: float, backoff_max_s: float = 30.0) -> SourceSpec:
+        return SourceSpec(source, SAMPLED[source], overrides.get(source, make), iv, timeout_s, backoff_max_s)
+
+    specs = [spec(Source.GPUS, gpu, max(2.0, iv)), spec(Source.HOST, host, max(2.0, iv))]
+    if settings.nodes or settings.prometheus or Source.FLEET in overrides:
         # nodes are scraped no faster than node_interval_s by the collector itself; polling it at the
         # console's rate just picks up whichever nodes answered
-        specs.append(SourceSpec("fleet", FleetSampled, overrides.get("fleet", fleet), iv, 3.0))
-    if client is not None or "traffic" in overrides:
-        specs.append(SourceSpec("traffic", TrafficSampled, overrides.get("traffic", traffic), iv, 2.5, 8.0))
+        specs.append(spec(Source.FLEET, fleet, 3.0))
+    if client is not None or Source.TRAFFIC in overrides:
+        specs.append(spec(Source.TRAFFIC, traffic, 2.5, 8.0))
     return specs

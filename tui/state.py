@@ -9,15 +9,29 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from collectors.samples import FleetSample, TrafficSample
-from quotas.library import refused_login
+from collectors.runner import Reading, SourceError
+from collectors.samples import FleetSample, GpusSample, Source, TrafficSample
+from quotas.errors import ErrorKind
 from quotas.model import Quota
 from tui.alerts import Event, gpu_events, node_events, traffic_events
-from tui.model import GpuRow, GpuRowCache, Kpis, ReadingLike, build_gpu_rows, compute_kpis, format_age
+from tui.model import GpuRow, GpuRowCache, Kpis, build_gpu_rows, compute_kpis, format_age
 from tui.thresholds import Thresholds
 
-SOURCES = ("gpus", "host", "fleet", "traffic")
-SOURCE_LABEL = {"gpus": "local GPUs (NVML)", "host": "local host", "fleet": "fleet nodes", "traffic": "Redis traffic"}
+SOURCE_LABEL = {
+    Source.GPUS: "local GPUs (NVML)", Source.HOST: "local host", Source.FLEET: "fleet nodes",
+    Source.TRAFFIC: "Redis traffic",
+}
+# what each kind of Redis failure is, in the operator's words (the banner's heading)
+REDIS_HEADING = {
+    ErrorKind.AUTH_FAILED: "Redis refused the login",
+    ErrorKind.OUT_OF_MEMORY: "Redis is out of memory",
+    ErrorKind.READ_ONLY_REPLICA: "Redis is a read-only replica",
+    ErrorKind.PERSISTENCE_ERROR: "Redis refuses writes (it cannot save to disk)",
+    ErrorKind.LOADING: "Redis is loading its data",
+    ErrorKind.UNAVAILABLE: "Redis cannot take calls now",
+    ErrorKind.BAD_DATA: "Redis holds bad data",
+    ErrorKind.ERROR: "Redis answered with an error",
+}
 NO_REDIS_HINT = (
     "No Redis configured: monitoring this host and its GPUs only. For per-tier traffic and quotas pass "
     "--redis URL (or set REDIS_URL); `surgewatch demo` shows everything."
@@ -29,12 +43,12 @@ class ConsoleState:
         self.thresholds = thresholds
         self.clock = clock
         self.redis_configured = redis_configured
-        self.readings: dict[str, ReadingLike] = {}
+        self.readings: dict[Source, Reading[Any]] = {}
         self.rows: tuple[GpuRow, ...] = ()
         self._row_cache = GpuRowCache()
         self.quotas: dict[str, Quota] = {}
         self.events: list[Event] = []
-        self.subscription_error: str | None = None
+        self.subscription_error: SourceError | None = None
         self._last_throttled: dict[str, float] = {}  # GPU key -> last seen throttling (event debounce)
 
     def _remember(self, events: list[Event]) -> list[Event]:
@@ -42,7 +56,7 @@ class ConsoleState:
         del self.events[:-500]
         return events
 
-    def apply(self, source: str, reading: ReadingLike) -> list[Event]:
+    def apply(self, source: Source, reading: Reading[Any]) -> list[Event]:
         """Take a new reading of `source`; return the events it causes (also kept in `events`)."""
         now = self.clock()
         prev = self.readings.get(source)
@@ -53,15 +67,15 @@ class ConsoleState:
             out.append(Event(now, "warn", "source", f"{label} failing: {reading.error}"))
         elif not reading.error and prev is not None and prev.error:
             out.append(Event(now, "info", "source", f"{label} back"))
-        if source in ("gpus", "fleet"):
+        if source in (Source.GPUS, Source.FLEET):
             before = {r.key: r for r in self.rows}
             self.rows = self.build_rows()
             out += gpu_events(before, self.rows, now, self._last_throttled)
-        if source == "fleet" and isinstance(reading.sample, FleetSample):
+        if source == Source.FLEET and isinstance(reading.sample, FleetSample):
             old = prev.sample if prev is not None and isinstance(prev.sample, FleetSample) else None
             if reading.sample is not old:
                 out += node_events(old, reading.sample, now)
-        if source == "traffic" and isinstance(reading.sample, TrafficSample):
+        if source == Source.TRAFFIC and isinstance(reading.sample, TrafficSample):
             old_t = prev.sample if prev is not None and isinstance(prev.sample, TrafficSample) else None
             if reading.sample is not old_t:
                 out += traffic_events(old_t, reading.sample, self.thresholds, now)
@@ -72,14 +86,15 @@ class ConsoleState:
 
     def build_rows(self) -> tuple[GpuRow, ...]:
         return build_gpu_rows(
-            self.readings.get("gpus"), self.readings.get("fleet"), self.clock(), self.thresholds, self._row_cache
+            self.readings.get(Source.GPUS), self.readings.get(Source.FLEET), self.clock(), self.thresholds,
+            self._row_cache,
         )
 
     def refresh_ages(self) -> bool:
         """Recompute staleness of GPU rows (a node that stops answering ages even without new readings).
         True when any row changed (cached rows are reused, so this is an identity check)."""
         rows = self.build_rows()
-        changed = len(rows) != len(self.rows) or any(a is not b for a, b in zip(rows, self.rows))
+        changed = len(rows) != len(self.rows) or any(a is not b for a, b in zip(rows, self.rows, strict=False))
         self.rows = rows
         return changed
 
@@ -100,26 +115,26 @@ class ConsoleState:
 
     def kpis(self) -> Kpis:
         return compute_kpis(
-            self.rows, self.readings.get("traffic"), list(self.readings.values()), self.clock(), self.thresholds
+            self.rows, self.readings.get(Source.TRAFFIC), list(self.readings.values()), self.clock(), self.thresholds
         )
 
     @property
     def traffic(self) -> TrafficSample | None:
-        r = self.readings.get("traffic")
+        r = self.readings.get(Source.TRAFFIC)
         return r.sample if r is not None and isinstance(r.sample, TrafficSample) else None
 
     @property
-    def redis_error(self) -> str | None:
+    def redis_error(self) -> SourceError | None:
         """Why Redis is unusable right now, or None when it answers (or is not configured)."""
-        r = self.readings.get("traffic")
+        r = self.readings.get(Source.TRAFFIC)
         if r is not None and r.error:
             return r.error
         return self.subscription_error
 
     def redis_heading(self) -> str:
-        """What is wrong with Redis in three words: a refused login is not an outage, and says so."""
-        err = self.redis_error or ""
-        return "Redis refused the login" if refused_login(err) else "Redis unreachable"
+        """What is wrong with Redis in a few words: a refused login or a full server is not an outage."""
+        err = self.redis_error
+        return REDIS_HEADING.get(err.kind, "Redis unreachable") if err else ""
 
     def banner(self) -> tuple[str, str]:
         """(level, text) for the banner; empty text when all is well."""
@@ -129,7 +144,7 @@ class ConsoleState:
         if not err:
             return ("", "")
         now = self.clock()
-        r = self.readings.get("traffic")
+        r = self.readings.get(Source.TRAFFIC)
         retry = ""
         if r is not None and r.error:
             retry = f" Retrying in {format_age(max(0.0, r.next_poll_at - now))}."
@@ -137,19 +152,20 @@ class ConsoleState:
             retry += f" Traffic and quotas shown are {format_age(age)} old." if age is not None else ""
         elif self.subscription_error:
             retry = " Reconnecting by itself."
-        hint = " (check the user and password in the Redis URL)" if refused_login(err) else ""
-        return ("error", f"{self.redis_heading()}: {err.rstrip('.')}{hint}.{retry} Edits are refused until it is back.")
+        hint = " (check the user and password in the Redis URL)" if err.kind == ErrorKind.AUTH_FAILED else ""
+        heading, text = self.redis_heading(), err.message.rstrip(".")
+        return ("error", f"{heading}: {text}{hint}.{retry} Edits are refused until it is back.")
 
     def gpu_note(self) -> str:
         """Why there are no local GPUs (no driver, no library...), or '' when there is nothing to say."""
-        r = self.readings.get("gpus")
+        r = self.readings.get(Source.GPUS)
         sample = r.sample if r is not None else None
-        if sample is None or getattr(sample, "status", "ok") == "ok":
+        if not isinstance(sample, GpusSample) or sample.status == "ok":
             return ""
-        hint = "" if self.readings.get("fleet") else " Give --nodes or --prometheus to watch remote GPUs."
+        hint = "" if self.readings.get(Source.FLEET) else " Give --nodes or --prometheus to watch remote GPUs."
         return f"local GPUs: {sample.message or sample.status}.{hint}"
 
-    def source_status(self, source: str) -> tuple[Any, float | None, str | None]:
+    def source_status(self, source: Source) -> tuple[Any, float | None, SourceError | None]:
         """(sample, stale age or None, error) of one source."""
         r = self.readings.get(source)
         if r is None:

@@ -20,6 +20,7 @@ from collectors.samples import (
     GpusSample,
     HostSample,
     NodeSample,
+    Source,
     TierTraffic,
     TrafficSample,
 )
@@ -139,7 +140,7 @@ def _q(tier: str, limit: int, window_s: int, cap: int | None = None, *, paused: 
     return Quota(tier, limit, window_s, cap, paused, mode, expires_at, version, "alice", FROZEN_NOW - 600)  # type: ignore[arg-type]
 
 
-def frozen_readings(now: float = FROZEN_NOW, nodes: int = 4, gpus_per_node: int = 8) -> dict[str, Reading]:
+def frozen_readings(now: float = FROZEN_NOW, nodes: int = 4, gpus_per_node: int = 8) -> dict[Source, Reading[Any]]:
     """Deterministic readings: local GPUs, a fleet with one down node, a host, five tiers."""
     def gpu(node: str, i: int, k: int) -> GpuSample:
         temp = 45.0 + (k * 7) % 45
@@ -185,21 +186,20 @@ def frozen_readings(now: float = FROZEN_NOW, nodes: int = 4, gpus_per_node: int 
                     hist(0, 0), hist(30, 3)),
     ))
     return {
-        "gpus": Reading("gpu", local, local.taken_at, None, 0, now + 1),
-        "host": Reading("host", host, host.taken_at, None, 0, now + 1),
-        "fleet": Reading("fleet", fleet, fleet.taken_at, None, 0, now + 1),
-        "traffic": Reading("traffic", traffic, traffic.taken_at, None, 0, now + 1),
+        Source.GPUS: Reading("gpu", local, local.taken_at, None, 0, now + 1),
+        Source.HOST: Reading("host", host, host.taken_at, None, 0, now + 1),
+        Source.FLEET: Reading("fleet", fleet, fleet.taken_at, None, 0, now + 1),
+        Source.TRAFFIC: Reading("traffic", traffic, traffic.taken_at, None, 0, now + 1),
     }
 
 
-def load_frozen(app: Any, readings: dict[str, Reading] | None = None) -> None:
+def load_frozen(app: Any, readings: dict[Source, Reading[Any]] | None = None) -> None:
     """Feed frozen readings to an app started with `sources=False` (as the collectors would)."""
-    from tui.messages import FleetSampled, GpusSampled, HostSampled, TrafficSampled
+    from tui.messages import SAMPLED
 
     readings = readings or frozen_readings(app.clock())
-    kinds = {"gpus": GpusSampled, "host": HostSampled, "fleet": FleetSampled, "traffic": TrafficSampled}
-    for name, r in readings.items():
-        app.post_message(kinds[name](r))
+    for source, r in readings.items():
+        app.post_message(SAMPLED[Source(source)](r))
 
 
 async def settle(pilot: Any, rounds: int = 3) -> None:
@@ -209,15 +209,21 @@ async def settle(pilot: Any, rounds: int = 3) -> None:
     await asyncio.sleep(0)
 
 
-def frozen_app(redis_url: str | None = "redis://127.0.0.1:1/0", *, wall_cycle_s: float | None = None, **settings: Any) -> Any:
+def frozen_app(
+    redis_url: str | None = "redis://127.0.0.1:1/0", *, wall_cycle_s: float | None = None, **settings: Any
+) -> Any:
     """The real app with no live sources and a frozen clock: feed it with `load_frozen` (tests, snapshots)."""
+    from collectors.config import Settings
     from tui.app import create_app
-    from tui.config import Settings
 
     extra = {} if wall_cycle_s is None else {"wall_cycle_s": wall_cycle_s}
     return create_app(
-        Settings(redis_url=redis_url, **settings), sources=False, subscribe=False,
-        clock=lambda: FROZEN_NOW, tick_s=None, **extra,
+        Settings(redis_url=redis_url, **settings),
+        sources=False,
+        subscribe=False,
+        clock=lambda: FROZEN_NOW,
+        tick_s=None,
+        **extra,
     )
 
 

@@ -32,7 +32,7 @@ def parse_form(spec_text: str, cap_text: str, shadow: bool, paused: bool, for_te
     """The CLI's rules (quotas.model), applied to the form; QuotaError says what is wrong."""
     limit, window_s = parse_spec(spec_text.strip())
     cap = parse_tier_cap(cap_text)
-    for_s = parse_duration(for_text, what="override duration") if for_text.strip() else None
+    for_s = parse_duration(for_text.strip(), what="override duration") if for_text.strip() else None
     spec = QuotaSpec(limit, window_s, cap, paused, "shadow" if shadow else "enforce")
     return EditRequest(spec, for_s, validate_reason(reason))
 
@@ -93,7 +93,9 @@ class QuotaEditor(ModalScreen[Quota | None]):
                 yield Input(q.spec, id="spec", placeholder="e.g. 3/1d, 50/3h, 600/1m")
             with Horizontal(classes="row"):
                 yield Label("tier cap req/s")
-                yield Input(str(q.tier_cap_rps) if q.tier_cap_rps else "none", id="cap", placeholder="none, or requests/s")
+                yield Input(
+                    str(q.tier_cap_rps) if q.tier_cap_rps else "none", id="cap", placeholder="none, or requests/s"
+                )
             with Horizontal(classes="switches"):
                 yield Label("shadow")
                 yield Switch(q.mode == "shadow", id="shadow")
@@ -176,8 +178,12 @@ class QuotaEditor(ModalScreen[Quota | None]):
         conflict = self.query_one("#conflict", Static)
         try:
             q = await self.store.set(
-                self.quota.tier, req.spec, actor=self.actor, reason=req.reason,
-                expect_version=self.quota.version, for_s=req.for_s,
+                self.quota.tier,
+                req.spec,
+                actor=self.actor,
+                reason=req.reason,
+                expect_version=self.quota.version,
+                for_s=req.for_s,
             )
         except Conflict as e:
             self.conflict = e
@@ -192,7 +198,9 @@ class QuotaEditor(ModalScreen[Quota | None]):
             conflict.update(f"Not applied: {e}")
         except Exception as e:
             down = unavailable(None, e)  # out of memory, a read-only replica: refused before running
-            conflict.update(f"Not applied: {down}; nothing was changed." if down else f"Not applied: {type(e).__name__}: {e}")
+            conflict.update(
+                f"Not applied: {down}; nothing was changed." if down else f"Not applied: {type(e).__name__}: {e}"
+            )
         else:
             self.dismiss(q)
             return

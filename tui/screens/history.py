@@ -61,8 +61,8 @@ class HistoryScreen(ModalScreen[None]):
         status = self.query_one("#status", Static)
         try:
             entries = await self.store.history(self.tier, count=HISTORY_COUNT)
-        except Exception as e:
-            status.update(f"cannot read the history: {e}")
+        except Exception as exc:
+            status.update(f"cannot read the history: {exc}")
             return
         table = self.query_one(DataTable)
         for e in entries:

@@ -11,6 +11,7 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static, TabbedContent, TabPane
 
+from collectors.samples import Source
 from tui.state import ConsoleState
 from tui.widgets.events_log import EventLog
 from tui.widgets.gpu_table import GpuTable
@@ -147,21 +148,21 @@ class OverviewScreen(Screen[None]):
         if logs:
             logs.first().add(self.state.events)
 
-    def show(self, sources: tuple[str, ...] = ("gpus", "host", "fleet", "traffic")) -> None:
+    def show(self, sources: tuple[Source, ...] = tuple(Source)) -> None:
         """Push the state into the widgets; `sources` limits the work to what changed."""
         try:
             self._show(sources)
         except NoMatches:
             pass  # mid-recompose (a resize across the breakpoint): show_all() runs once it is done
 
-    def _show(self, sources: tuple[str, ...]) -> None:
+    def _show(self, sources: tuple[Source, ...]) -> None:
         st = self.state
         self.query_one("#banner", Banner).message = st.banner()
         self.query_one("#kpis").kpis = st.kpis()  # type: ignore[attr-defined]
-        if "host" in sources:
-            sample, age, err = st.source_status("host")
+        if Source.HOST in sources:
+            sample, age, err = st.source_status(Source.HOST)
             self.query_one(HostLine).show(host_text(sample, age, err))
-        if "gpus" in sources or "fleet" in sources:
+        if Source.GPUS in sources or Source.FLEET in sources:
             note = self.query_one("#gpu-note", Static)
             text = st.gpu_note()
             if text != str(note.render()):
@@ -170,13 +171,13 @@ class OverviewScreen(Screen[None]):
             self.query_one(GpuTable).gpu_rows = st.rows
             self.query_one(HeatMap).gpu_rows = st.rows
             self.query_one(HeatLegend).show(self.heat_metric, st.thresholds)
-        if "traffic" in sources:
+        if Source.TRAFFIC in sources:
             panel = self.query_one(TierPanel)
-            _, age, _ = st.source_status("traffic")
+            _, age, _ = st.source_status(Source.TRAFFIC)
             panel.show(quotas=dict(st.quotas), traffic=st.traffic, stale=age is not None or st.redis_error is not None,
                        note=st.banner()[1] if not st.redis_configured else "")
 
-    def add_events(self, events: list) -> None:  # type: ignore[type-arg]
+    def add_events(self, events: list) -> None:
         logs = self.query(EventLog)
         if events and logs:
             logs.first().add(events)
@@ -237,7 +238,7 @@ class OverviewScreen(Screen[None]):
     def _filter_done(self) -> None:
         self.query_one(GpuTable).focus()
 
-    def on_key(self, event) -> None:  # type: ignore[no-untyped-def]
+    def on_key(self, event) -> None:
         box = self.query("#gpu-filter")
         if event.key == "escape" and box and box.first().has_focus:
             inp = box.first(Input)

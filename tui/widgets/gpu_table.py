@@ -8,7 +8,8 @@ from textual.widgets import DataTable
 
 from tui.model import GpuRow, format_age
 from tui.thresholds import BAD, OK, STALE, WARN, Thresholds
-from tui.widgets.cells import Cell, LiveTable, num_cell, sort_key
+from tui.widgets.cells import Cell, num_cell, sort_key
+from tui.widgets.live_table import LiveTable
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("node", "node"),
@@ -69,7 +70,7 @@ class GpuTable(LiveTable):
     sort_reverse: reactive[bool] = reactive(False)
 
     def __init__(self, thresholds: Thresholds, **kwargs: object) -> None:
-        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)  # type: ignore[arg-type]
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self.thresholds = thresholds
         self._shown: dict[str, list[Cell]] = {}
         self._shown_rows: dict[str, GpuRow] = {}
@@ -121,7 +122,7 @@ class GpuTable(LiveTable):
                 self.add_row(*cells, key=key)
                 added = True
             else:
-                diff = {col: new for (col, _), new, prev in zip(COLUMNS, cells, old) if new != prev}
+                diff = {col: new for (col, _), new, prev in zip(COLUMNS, cells, old, strict=False) if new != prev}
                 if diff:
                     self.update_row(key, diff)
             self._shown[key] = cells
@@ -158,7 +159,8 @@ class GpuTable(LiveTable):
         else:
             self.sort_reverse = False
             self.sort_column = keys[(keys.index(self.sort_column) + 1) % len(keys)]
-        self.notify(f"GPUs sorted by {dict(COLUMNS)[self.sort_column]} {'descending' if self.sort_reverse else 'ascending'}")
+        order = "descending" if self.sort_reverse else "ascending"
+        self.notify(f"GPUs sorted by {dict(COLUMNS)[self.sort_column]} {order}")
 
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
         # clicking a header sorts by it; clicking it again reverses
@@ -173,4 +175,3 @@ class GpuTable(LiveTable):
     def shown_keys(self) -> list[str]:
         """Row keys in display order (what the operator sees, top to bottom)."""
         return [str(r.key.value) for r in self.ordered_rows]
-

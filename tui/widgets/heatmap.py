@@ -113,11 +113,15 @@ class HeatMap(ScrollView):
 
     def watch_gpu_rows(self, rows: tuple[GpuRow, ...]) -> None:
         old, self._drawn = self._drawn, rows
-        if len(old) == len(rows) and all(a.key == b.key for a, b in zip(old, rows)):
+        if len(old) == len(rows) and all(a.key == b.key for a, b in zip(old, rows, strict=False)):
             # same GPUs in the same places: redraw only the lines where a new row object shows another
             # glyph or colour (colours are steps of a ramp: most new values keep theirs)
             colour = self.colour
-            dirty = {self._line_of[i] for i, (a, b) in enumerate(zip(old, rows)) if a is not b and colour(a) != colour(b)}
+            dirty = {
+                self._line_of[i]
+                for i, (a, b) in enumerate(zip(old, rows, strict=False))
+                if a is not b and colour(a) != colour(b)
+            }
             for line_no in sorted(dirty):
                 self._cache.pop(line_no, None)
                 self.refresh_line(line_no)

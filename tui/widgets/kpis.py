@@ -32,8 +32,16 @@ def kpi_text(k: Kpis, th: Thresholds) -> Text:
     add("throttled", str(k.throttled), WARN if k.throttled else DIM)
     add("lost", str(k.lost), BAD if k.lost else DIM)
     t.append("│ ", style="dim")
-    add("util", "n/a" if k.util_max is None else f"{_num(k.util_mean)}/{_num(k.util_max)}%", th.util_style(k.util_max))
-    add("temp", "n/a" if k.temp_max is None else f"{_num(k.temp_mean)}/{_num(k.temp_max)}°C", th.temp_style(k.temp_max))
+    add(
+        "util",
+        "n/a" if k.util_max_pct is None else f"{_num(k.util_mean_pct)}/{_num(k.util_max_pct)}%",
+        th.util_style(k.util_max_pct),
+    )
+    add(
+        "temp",
+        "n/a" if k.temp_max_c is None else f"{_num(k.temp_mean_c)}/{_num(k.temp_max_c)}°C",
+        th.temp_style(k.temp_max_c),
+    )
     add("power", _power(k.power_w))
     t.append("│ ", style="dim")
     add("req/s", _num(k.rps, "{:,.0f}"))
@@ -113,7 +121,7 @@ class WallKpis(Widget):
         th = self.thresholds
         values = {
             "ok-gpus": (f"{k.healthy}/{k.gpus}", k.healthy < k.gpus),
-            "temp": (_num(k.temp_max), k.temp_max is not None and k.temp_max >= th.temp_hot_c),
+            "temp": (_num(k.temp_max_c), k.temp_max_c is not None and k.temp_max_c >= th.temp_hot_c),
             "rps": (_num(k.rps), False),
             "reject": (_num(k.reject_pct, "{:.1f}"), k.reject_pct is not None and k.reject_pct >= th.reject_spike_pct),
         }

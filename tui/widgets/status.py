@@ -39,7 +39,7 @@ def _rate(bps: float | None) -> str:
     return f"{bps:.0f} B/s"
 
 
-def host_text(h: HostSample | None, stale_age: float | None, error: str | None) -> Text:
+def host_text(h: HostSample | None, stale_age: float | None, error: object | None) -> Text:
     t = Text()
     if h is None:
         t.append("host: ", style="dim")
@@ -49,7 +49,11 @@ def host_text(h: HostSample | None, stale_age: float | None, error: str | None) 
     t.append(f"{h.hostname} ", style="bold")
     t.append(f"cpu {h.cpu_pct:.0f}%  load {h.load_1:.2f} {h.load_5:.2f} {h.load_15:.2f}  ", style=style)
     t.append(f"mem {h.mem_used_mib / 1024:.1f}/{h.mem_total_mib / 1024:.1f} GiB  ", style=style)
-    t.append(f"net ↓{_rate(h.net_rx_bps)} ↑{_rate(h.net_tx_bps)}  disk r {_rate(h.disk_read_bps)} w {_rate(h.disk_write_bps)}", style=style)
+    t.append(
+        f"net ↓{_rate(h.net_rx_bps)} ↑{_rate(h.net_tx_bps)}  "
+        f"disk r {_rate(h.disk_read_bps)} w {_rate(h.disk_write_bps)}",
+        style=style,
+    )
     if stale_age is not None:
         t.append(f"  stale {format_age(stale_age)}: {error or 'no update'}", style="yellow")
     return t

@@ -15,7 +15,8 @@ from collectors.samples import TierTraffic, TrafficSample
 from quotas.model import Quota, format_duration
 from tui.model import format_age
 from tui.thresholds import BAD, STALE, WARN, Thresholds
-from tui.widgets.cells import Cell, LiveTable, num_cell
+from tui.widgets.cells import Cell, num_cell
+from tui.widgets.live_table import LiveTable
 
 HISTORY_S = 900  # 15 minutes of per-second history
 # What an operator must see first comes first: at 80 columns (SSH) the table ends inside "rejected by",
@@ -41,18 +42,23 @@ def state_text(q: Quota | None, now: float, error: str = "") -> tuple[str, str]:
     if q.paused:
         return "PAUSED", BAD
     if q.expires_at is not None:
-        return f"override {format_age(max(0.0, q.expires_at - now))}", WARN  # the time it has left: kept short for 80 columns
+        # the time it has left: kept short for 80 columns
+        return f"override {format_age(max(0.0, q.expires_at - now))}", WARN
     return "active", ""
 
 
-def tier_cells(t: TierTraffic | None, q: Quota | None, tier: str, th: Thresholds, stale: bool, now: float) -> list[Cell]:
+def tier_cells(
+    t: TierTraffic | None, q: Quota | None, tier: str, th: Thresholds, stale: bool, now: float
+) -> list[Cell]:
     dim = STALE if stale else None
     total = (t.accepted_rps + t.rejected_rps) if t else 0.0
     pct = (100.0 * t.rejected_rps / total if total > 0 else 0.0) if t else None
     why = ""
     if t is not None:
         why = " ".join(
-            f"{SHORT_REASON.get(k, k)} {v:{'.1f' if v < 100 else '.0f'}}" for k, v in sorted(t.rejected_by_reason_rps.items()) if v > 0
+            f"{SHORT_REASON.get(k, k)} {v:{'.1f' if v < 100 else '.0f'}}"
+            for k, v in sorted(t.rejected_by_reason_rps.items())
+            if v > 0
         )
         if t.shadow_rps > 0:
             why = (why + f" shadow {t.shadow_rps:.1f}").strip()
@@ -61,12 +67,22 @@ def tier_cells(t: TierTraffic | None, q: Quota | None, tier: str, th: Thresholds
         Cell(tier, dim or "bold", tier),
         Cell(state, dim or state_style, state),
         Cell(q.mode if q else "n/a", dim or (WARN if q and q.mode == "shadow" else ""), q.mode if q else None),
-        Cell(f"{q.limit}/{format_duration(q.window_s)}" if q else "n/a", dim or "bold", q.limit / q.window_s if q else None),
+        Cell(
+            f"{q.limit}/{format_duration(q.window_s)}" if q else "n/a",
+            dim or "bold",
+            q.limit / q.window_s if q else None,
+        ),
         num_cell(t.accepted_rps if t else None, rate_fmt(t.accepted_rps if t else 0), dim or ""),
-        num_cell(t.rejected_rps if t else None, rate_fmt(t.rejected_rps if t else 0), dim or ("" if not t or not t.rejected_rps else WARN)),
+        num_cell(
+            t.rejected_rps if t else None,
+            rate_fmt(t.rejected_rps if t else 0),
+            dim or ("" if not t or not t.rejected_rps else WARN),
+        ),
         num_cell(pct, "{:.1f}" if pct is not None and pct < 10 else "{:.0f}", dim or th.reject_style(pct), "%"),
         Cell(why or "-", dim or "dim", why),
-        Cell(str(q.tier_cap_rps) if q and q.tier_cap_rps is not None else "-", dim or "", q.tier_cap_rps if q else None),
+        Cell(
+            str(q.tier_cap_rps) if q and q.tier_cap_rps is not None else "-", dim or "", q.tier_cap_rps if q else None
+        ),
         Cell(str(q.version) if q else "-", "dim", q.version if q else None),
     ]
 
@@ -77,7 +93,7 @@ class TierTable(LiveTable):
     DEFAULT_CSS = "TierTable { height: auto; max-height: 12; }"
 
     def __init__(self, **kwargs: object) -> None:
-        super().__init__(cursor_type="row", **kwargs)  # type: ignore[arg-type]
+        super().__init__(cursor_type="row", **kwargs)
         self._shown: dict[str, list[Cell]] = {}
 
     def on_mount(self) -> None:
@@ -97,7 +113,7 @@ class TierTable(LiveTable):
             if old is None:
                 self.add_row(*cells, key=key)
             else:
-                diff = {col: new for (col, _), new, prev in zip(COLUMNS, cells, old) if new != prev}
+                diff = {col: new for (col, _), new, prev in zip(COLUMNS, cells, old, strict=False) if new != prev}
                 if diff:
                     self.update_row(key, diff)
             self._shown[key] = cells
@@ -171,13 +187,13 @@ def bucket_max(values: tuple[float, ...], buckets: int, end_s: int = 0) -> list[
     if n <= buckets:
         return list(values)
     if end_s <= 0:
-        return [max(values[i * n // buckets:(i + 1) * n // buckets]) for i in range(buckets)]
+        return [max(values[i * n // buckets : (i + 1) * n // buckets]) for i in range(buckets)]
     k = -(-n // buckets)  # seconds per column
     start_s = end_s - n + 1
     out = []
     for col in range(end_s // k - buckets + 1, end_s // k + 1):
         lo, hi = max(col * k, start_s) - start_s, min(col * k + k - 1, end_s) - start_s
-        out.append(max(values[lo:hi + 1]) if lo <= hi else 0.0)
+        out.append(max(values[lo : hi + 1]) if lo <= hi else 0.0)
     return out
 
 
@@ -186,7 +202,7 @@ def request_history(t: TierTraffic) -> tuple[float, ...]:
     n = max(len(acc), len(rej))
     acc = (0,) * (n - len(acc)) + tuple(acc)
     rej = (0,) * (n - len(rej)) + tuple(rej)
-    return tuple(float(a + r) for a, r in zip(acc, rej))
+    return tuple(float(a + r) for a, r in zip(acc, rej, strict=False))
 
 
 class TierPanel(Widget):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from typing import Any
 from collectors.nodes import NodeListError, redact_url
 from collectors.nodes import parse_nodes as _parse_nodes
 from quotas.keys import DEFAULT_PREFIX
+from quotas.model import QuotaError, validate_redis_url
 
 __all__ = ["ConfigError", "Settings", "config_path", "load_file", "parse_nodes", "redact_url", "resolve"]
 
@@ -35,7 +37,7 @@ class ConfigError(ValueError):
     """A bad setting: the message names the setting and where it came from."""
 
 
-def config_path(env: dict[str, str] | None = None) -> Path:
+def config_path(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     if env.get("SURGEWATCH_CONFIG"):
         return Path(env["SURGEWATCH_CONFIG"])
@@ -80,7 +82,10 @@ class Settings:
         return redact_url(self.redis_url)
 
     def __repr__(self) -> str:
-        return f"Settings(redis_url={self.redis_url_shown!r}, nodes={len(self.nodes)}, read_only={self.read_only}, wall={self.wall})"
+        return (
+            f"Settings(redis_url={self.redis_url_shown!r}, nodes={len(self.nodes)}, "
+            f"read_only={self.read_only}, wall={self.wall})"
+        )
 
 
 def resolve(
@@ -102,7 +107,9 @@ def resolve(
     node_value: str | list[str] | None = nodes or env.get("SURGEWATCH_NODES") or file.get("nodes")
     prom = prometheus or env.get("SURGEWATCH_PROMETHEUS") or file.get("prometheus")
     prefix = env.get("SURGEWATCH_PREFIX") or file.get("prefix") or DEFAULT_PREFIX
-    raw_interval: Any = interval if interval is not None else env.get("SURGEWATCH_INTERVAL") or file.get("interval_s", 1.0)
+    raw_interval: Any = (
+        interval if interval is not None else env.get("SURGEWATCH_INTERVAL") or file.get("interval_s", 1.0)
+    )
     try:
         interval_s = float(raw_interval)
     except (TypeError, ValueError) as e:
@@ -116,6 +123,11 @@ def resolve(
     thresholds = file.get("thresholds", {})
     if not isinstance(thresholds, dict):
         raise ConfigError("invalid [thresholds]: a table of numbers")
+    if redis_url:
+        try:
+            validate_redis_url(str(redis_url))
+        except QuotaError as e:
+            raise ConfigError(str(e)) from None
     return Settings(
         redis_url=redis_url or None,
         prefix=str(prefix),

@@ -1,0 +1,292 @@
+-- Part 2 of 3: counters, the batch decision path (sw_check_many, sw_record) and the quota memo.
+
+
+local function bucket(r)
+  if r <= 16 then
+    return r
+  end
+  local b = 32
+  while b < r do
+    b = b * 2
+  end
+  return b
+end
+
+local function bump(key, field, n)
+  if redis.call('HINCRBY', key, field, n) == n then
+    redis.call('EXPIRE', key, COUNTER_TTL_S)
+  end
+end
+
+-- Redis keeps a small hash as a listpack, where finding a field is a scan: by the end of a busy minute
+-- (60 seconds x a few outcomes) each HINCRBY on the counters took 1.2-2.7 us, against 0.2-0.35 us in a
+-- hash table, and the limiter makes one or two per decision. A value longer than hash-max-listpack-value
+-- (64 bytes by default) turns a hash into a hash table for good, so each minute's counter hashes get one
+-- such field, `about`, saying what they hold; readers take only the fields they know. Done once per tier
+-- and minute in this server's Lua state (`tabled`: tier tag -> minute); a server with a larger
+-- hash-max-listpack-value keeps listpacks, which is slower and counts the same.
+local ABOUT_C = 'surgewatch: outcome counters of one minute, field SECOND:OUTCOME = requests (README: key schema)'
+local ABOUT_R = 'surgewatch: admitted requests of one minute by their rank in the user window (README: key schema)'
+local tabled = {}
+
+local function as_tables(tag, minute, ck, rk)
+  if tabled[tag] == minute then
+    return
+  end
+  tabled[tag] = minute
+  if redis.call('HSETNX', ck, 'about', ABOUT_C) == 1 then
+    redis.call('EXPIRE', ck, COUNTER_TTL_S)
+  end
+  if redis.call('HSETNX', rk, 'about', ABOUT_R) == 1 then
+    redis.call('EXPIRE', rk, COUNTER_TTL_S)
+  end
+end
+
+-- ---- the hot path: one decision (sw_check) or a batch of one tier (sw_check_many) ----------------------
+-- Reason codes of sw_check_many; sw_check returns the names.
+local REASONS = {[0] = 'ok', [1] = 'shadow', [2] = 'user_quota', [3] = 'tier_cap', [4] = 'paused', [5] = 'unknown_tier'}
+
+-- Only the fields a decision needs; junk is refused, never guessed (the wrapper raises BrokenQuota).
+-- The single path and the batch path read the quota the same way (quota_memo, with the memo below).
+local quota_memo
+
+local function hot_quota(qk)
+  local m, err = quota_memo(qk, redis.pcall('HGET', qk, 'enforced'))
+  if err then
+    return nil, err
+  end
+  return {limit = m.limit, window_s = m.window_s, cap = m.cap, paused = m.paused, shadow = m.shadow,
+          expires_at = m.expires_at}, nil
+end
+
+-- Everything a batch of decisions shares: the time, the quota, the keys; counters are summed and
+-- written once per batch by flush().
+local function context(qk)
+  local t = now()
+  local q, err = hot_quota(qk)
+  if not q then
+    return nil, err
+  end
+  if q.expires_at and t >= q.expires_at then
+    local full = read_quota(qk)
+    if full then
+      full = expire_if_due(qk, full, t)
+      q = {limit = full.limit, window_s = full.window_s, cap = full.tier_cap_rps, paused = full.paused,
+           shadow = full.mode == 'shadow', expires_at = full.expires_at}
+    end
+  end
+  local sec = math.floor(t)
+  local tag = string.sub(qk, 1, -7)
+  local minute = math.floor(sec / 60)
+  local idx = math.floor(sec / q.window_s)
+  local ctx = {
+    q = q, t = t, sec = sec, s = tostring(sec % 60), ck = tag .. ':c:' .. minute, rk = tag .. ':r:' .. minute,
+    uprefix = tag .. ':u:' .. q.window_s .. ':' .. idx .. ':', wend = (idx + 1) * q.window_s,
+    counts = {}, ranks = {}, accepted_now = 0,
+  }
+  as_tables(tag, minute, ctx.ck, ctx.rk)
+  if q.cap then
+    ctx.accepted_now = tonumber(redis.call('HGET', ctx.ck, ctx.s .. ':accepted') or '0') or 0
+  end
+  return ctx, nil
+end
+
+local function add(t, k, n)
+  t[k] = (t[k] or 0) + n
+end
+
+-- One decision: code (see REASONS), remaining, retry_after in ms.
+local function decide(ctx, user, cost)
+  local q = ctx.q
+  local uk = ctx.uprefix .. user
+  local used = tonumber(redis.call('GET', uk) or '0') or 0
+  local code, retry = 0, 0
+  if q.paused then
+    code = 4
+    retry = (q.expires_at and (q.expires_at - ctx.t)) or PAUSED_RETRY_S
+  elseif used + cost > q.limit then
+    code = 2
+    retry = ctx.wend - ctx.t
+  elseif q.cap and ctx.accepted_now + cost > q.cap then
+    code = 3
+    retry = ctx.sec + 1 - ctx.t
+  end
+  if code ~= 0 and not q.shadow then
+    add(ctx.counts, REASONS[code], cost)
+    local ms = math.ceil(retry * 1000)
+    if ms < 1 then ms = 1 end
+    return code, math.max(q.limit - used, 0), ms
+  end
+  local after = used + cost
+  if used == 0 then
+    -- first request of the window: create and set its end in one command
+    redis.call('SET', uk, cost, 'EXAT', ctx.wend + USAGE_MARGIN_S)
+  else
+    after = redis.call('INCRBY', uk, cost)
+  end
+  add(ctx.counts, 'accepted', cost)
+  ctx.accepted_now = ctx.accepted_now + cost
+  local r = after - cost + 1
+  while r <= after do
+    local b = bucket(r)
+    local hi = b
+    if hi > after then hi = after end
+    add(ctx.ranks, b, hi - r + 1)
+    r = hi + 1
+  end
+  if code ~= 0 then
+    add(ctx.counts, 'shadow', cost)
+    code = 1
+  end
+  return code, math.max(q.limit - after, 0), 0
+end
+
+local function flush(ctx)
+  for outcome, n in pairs(ctx.counts) do
+    bump(ctx.ck, ctx.s .. ':' .. outcome, n)
+  end
+  for b, n in pairs(ctx.ranks) do
+    if b ~= 1 then -- rank 1 is not stored: see admitted()
+      bump(ctx.rk, tostring(b), n)
+    end
+  end
+end
+
+local function valid_cost(c)
+  return c and c >= 1 and c <= MAX_LIMIT and c == math.floor(c)
+end
+
+local function broken(qk, err)
+  local tier = string.match(qk, '{([^{}]+)}:quota$') or '?'
+  return redis.error_reply('ERR surgewatch broken quota: tier ' .. tier .. ' has ' .. err)
+end
+
+-- check: KEYS[1] quota key; ARGV user, cost -> {allowed, reason, remaining, retry_after_ms, limit}
+-- The same decision as decide() for a batch of one (sw_check_many with one pair takes the same path),
+-- written straight-line because it is the per-request hot path. Per admitted request it runs TIME, one HGET
+-- of `enforced`, `SET NX GET` (which alone creates a new user's window key), INCRBY for a returning user,
+-- and one HINCRBY per counter (none for rank 1; plus an EXPIRE when a counter field is new); no tables,
+-- string.format or patterns once the tier is in the memo below. On Valkey 9 each redis.call costs ~1.5-3 us
+-- (writes the most) and each table or pattern a fraction of that, all charged to the FCALL: measured in
+-- bench/README.md.
+
+-- Memo, per quota key, of the last quota seen and what it parses to. It is a pure function of the
+-- `enforced` string (or, for a hash without it, of the six raw field strings HMGET returns; Lua interns
+-- strings, so either test is pointer comparisons): any change by sw_set or an expiry is seen by the very
+-- next call. It also holds the key strings derived from the tag for the current second/minute/window,
+-- so they are built once.
+-- Bounded: cleared when it holds MEMO_MAX tiers (a tier is never unbounded input: the key must parse).
+local MEMO_MAX = 1024
+local memo, memo_n = {}, 0
+
+local function memo_for(qk, r1, r2, r3, r4, r5, r6)
+  local m = memo[qk]
+  if m and m[1] == r1 and m[2] == r2 and m[3] == r3 and m[4] == r4 and m[5] == r5 and m[6] == r6 then
+    return m
+  end
+  if not m then
+    if memo_n >= MEMO_MAX then
+      memo, memo_n = {}, 0
+    end
+    m = {tag = string.sub(qk, 1, -7), named = split_key(qk) ~= nil, rr = 0} -- named: a well-formed `P{TIER}:quota`
+    memo[qk] = m
+    memo_n = memo_n + 1
+  end
+  if not (r1 or r2 or r3 or r4 or r5 or r6) then
+    m[1] = nil -- never matches: a missing quota is looked at again on every call
+    return m, (redis.call('EXISTS', qk) == 0 and 'missing') or 'limit=false'
+  end
+  local limit, w, cap, paused, mode, exp = r1, r2, r3, r4, r5, r6
+  local err
+  if not is_int(limit, 0, MAX_LIMIT) then err = 'limit=' .. tostring(limit)
+  elseif not is_int(w, 1, MAX_WINDOW_S) then err = 'window_s=' .. tostring(w)
+  elseif cap ~= '' and not is_int(cap, 1, MAX_LIMIT) then err = 'tier_cap_rps=' .. tostring(cap)
+  elseif paused ~= '0' and paused ~= '1' then err = 'paused=' .. tostring(paused)
+  elseif mode ~= 'enforce' and mode ~= 'shadow' then err = 'mode=' .. tostring(mode)
+  elseif exp ~= '' and not is_num(exp) then err = 'expires_at=' .. tostring(exp)
+  end
+  if err then
+    m[1] = nil
+    return m, err
+  end
+  m[1], m[2], m[3], m[4], m[5], m[6] = r1, r2, r3, r4, r5, r6
+  m.limit, m.window_s = tonumber(limit), tonumber(w)
+  m.cap = (cap ~= '' and tonumber(cap)) or nil
+  m.paused, m.shadow = paused == '1', mode == 'shadow'
+  m.expires_at = (exp ~= '' and tonumber(exp)) or nil
+  m.widx, m.sec_s = nil, nil -- the window length may have changed: rebuild the usage prefix
+  m.okr, m.pre = {}, {} -- replies name the limit: built again for the new one
+  return m, nil
+end
+
+-- The tier's quota as a decision needs it -> memo, nil / nil, 'missing' / nil, 'what is wrong', from `e`,
+-- the caller's HGET of `enforced`; a hash without that field (written before library v3, or restored by
+-- hand) is read field by field as before.
+quota_memo = function(qk, e)
+  local m = memo[qk]
+  if e and m and m.e == e then
+    return m, nil
+  end
+  if type(e) == 'table' then
+    return nil, 'the quota key is not a hash'
+  end
+  local r1, r2, r3, r4, r5, r6
+  if e then
+    r1, r2, r3, r4, r5, r6 = string.match(e, ENFORCED_PATTERN)
+    if not r1 then
+      return nil, 'enforced=' .. e
+    end
+  else
+    local r = redis.call('HMGET', qk, 'limit', 'window_s', 'tier_cap_rps', 'paused', 'mode', 'expires_at')
+    r1, r2, r3, r4, r5, r6 = r[1], r[2], r[3], r[4], r[5], r[6]
+  end
+  local err
+  m, err = memo_for(qk, r1, r2, r3, r4, r5, r6)
+  m.e = (not err and e) or nil
+  if err then
+    return nil, err
+  end
+  return m, nil
+end
+
+-- Numbers given to redis.call are formatted with sprintf on every call; the hot path hands it strings
+-- instead (small numbers' strings kept below, the window's expiry time kept in the memo).
+local NUM = {}
+local function num(n)
+  local v = NUM[n]
+  if not v then
+    v = tostring(n)
+    if n >= 0 and n <= 4096 then NUM[n] = v end
+  end
+  return v
+end
+
+local function hbump(key, field, n)
+  if redis.call('HINCRBY', key, field, num(n)) == n then
+    redis.call('EXPIRE', key, COUNTER_TTL_S)
+  end
+end
+
+-- Count an admitted request: the outcome counter, and the rank counters of the requests ranked
+-- after-cost+1..after in the user's window, one HINCRBY per bucket they fall in. Rank 1 (a user's first
+-- request of the window, the most common rank in a surge of new users) is not stored: it is the minute's
+-- accepted requests less the other buckets (quotas/preview.py), which saves a write per new user.
+local function ranks(rk, after, cost)
+  local rr = after - cost + 1
+  if rr == 1 then
+    rr = 2
+  end
+  while rr <= after do
+    local b = (rr <= 16 and rr) or bucket(rr)
+    local hi = b
+    if hi > after then hi = after end
+    hbump(rk, num(b), hi - rr + 1)
+    rr = hi + 1
+  end
+end
+
+local function admitted(m, after, cost)
+  hbump(m.ck, m.f_acc, cost)
+  ranks(m.rk, after, cost)
+end
+

@@ -1,0 +1,403 @@
+-- Part 3 of 3: the straight-line decision (sw_check) and the registered functions.
+
+-- redis.call and redis.pcall, taken at the first decision (a library's code is loaded without them): a
+-- local is one lookup less per call than the global table `redis` and its field
+local rcall, rpcall
+
+-- One decision on the hot path -> code (see REASONS), remaining, retry_after_ms, limit (-1: unknown tier)
+-- and, for most admissions, sw_check_many's reply string; or nil, an error reply. The caller has validated
+-- user, cost (cs: its canonical string) and the key's shape.
+local function decide_one(qk, user, cost, cs)
+  local rc, rp = rcall, rpcall
+  if not rc then
+    rc, rp = redis.call, redis.pcall
+    rcall, rpcall = rc, rp
+  end
+  local tm = rc('TIME')
+  -- the quota: an unchanged `enforced` is the very same interned string, so the memo stands
+  local e = rp('HGET', qk, 'enforced')
+  local m = memo[qk]
+  if not (e and m and m.e == e) then
+    local err
+    m, err = quota_memo(qk, e)
+    if err then
+      if err == 'missing' then
+        return 5, 0, PAUSED_RETRY_S * 1000, -1
+      end
+      return nil, broken(qk, err)
+    end
+  end
+  -- TIME's seconds string is interned, so within one second this is a pointer comparison and nothing
+  -- below is recomputed; the ms-precision time is only worked out where a refusal or an expiry needs it
+  local s1 = tm[1]
+  if m.sec_s ~= s1 then
+    local sec = tonumber(s1)
+    m.sec_s, m.sec = s1, sec
+    local minute = math.floor(sec / 60)
+    local s = tostring(sec % 60)
+    m.s, m.f_acc = s, s .. ':accepted'
+    m.f_refused = {[2] = s .. ':user_quota', [3] = s .. ':tier_cap', [4] = s .. ':paused'}
+    if m.minute ~= minute then
+      m.minute, m.ck, m.rk = minute, m.tag .. ':c:' .. minute, m.tag .. ':r:' .. minute
+      as_tables(m.tag, minute, m.ck, m.rk)
+    end
+    local idx = math.floor(sec / m.window_s)
+    if m.widx ~= idx then
+      m.widx, m.uprefix, m.wend = idx, m.tag .. ':u:' .. m.window_s .. ':' .. idx .. ':', (idx + 1) * m.window_s
+      m.exat = tostring(m.wend + USAGE_MARGIN_S)
+    end
+  end
+  local sec, t = m.sec, nil
+  if m.expires_at then
+    t = sec + math.floor(tonumber(tm[2]) / 1000) / 1000 -- ms, as the batch path and the store use
+  end
+  if t and t >= m.expires_at then
+    -- a temporary override's time has come: the batch path reverts it (audited), then decides on the result
+    local ctx, cerr = context(qk)
+    if not ctx then
+      return nil, broken(qk, cerr)
+    end
+    local code, remaining, ms = decide(ctx, user, cost)
+    flush(ctx)
+    return code, remaining, ms, ctx.q.limit
+  end
+  local limit, ck = m.limit, m.ck
+  local uk = m.uprefix .. user
+  local code, used = 0, nil
+  if not m.paused and cost <= limit and not m.cap and m.rr < READ_FIRST_AT then
+    -- Most decisions admit, so count first: INCRBY creates a new user's key or adds to it and returns
+    -- the usage with this request, one call for a user's later requests (a new key also gets its
+    -- window's end). A refusal takes the request back out (refused requests consume no quota). That
+    -- is a write and its undo per refusal, so a tier that refuses much (m.rr: its recent share of
+    -- user_quota refusals) reads first instead, and a refusal then writes only its counter.
+    local after = rp('INCRBY', uk, cs)
+    if type(after) == 'number' then
+      if after == cost then
+        rc('EXPIREAT', uk, m.exat)
+      end
+      if after <= limit then
+        -- admitted (admitted() inlined for the common case: nearly every decision ends here)
+        local rr = m.rr
+        if rr > 0 then
+          rr = rr * RR_KEEP
+          m.rr = (rr >= 0.001 and rr) or 0
+        end
+        if rc('HINCRBY', ck, m.f_acc, cs) == cost then
+          rc('EXPIRE', ck, COUNTER_TTL_S)
+        end
+        if after > 1 then
+          if cost == 1 and after <= 16 then
+            local rk = m.rk
+            if rc('HINCRBY', rk, NUM[after] or num(after), '1') == 1 then
+              rc('EXPIRE', rk, COUNTER_TTL_S)
+            end
+          else
+            ranks(m.rk, after, cost)
+          end
+        end
+        -- an admission's reply (sw_check_many's one string) differs only in `remaining`: each is built
+        -- once per quota and kept (m.okr is emptied when the quota changes), as making a string is a
+        -- measurable part of what is left of a decision
+        local left = limit - after
+        local reply = m.okr[left]
+        if not reply and left <= OK_REPLIES_MAX then
+          reply = num(limit) .. ' 0 ' .. num(left) .. ' 0'
+          m.okr[left] = reply
+        end
+        return 0, left, 0, limit, reply
+      end
+      if m.shadow then -- shadow admits and keeps the count: only the would-be refusal is noted
+        admitted(m, after, cost)
+        hbump(ck, m.s .. ':shadow', cost)
+        return 1, 0, 0, limit
+      end
+      rc('DECRBY', uk, cs)
+      used = after - cost
+    else
+      used = 0 -- not an integer (written by hand): counted from zero, as the reading path does
+    end
+  else
+    used = tonumber(rc('GET', uk) or '0') or 0
+  end
+  if m.paused then
+    code = 4
+  elseif used + cost > limit then
+    code = 2
+  elseif m.cap and tonumber(rc('HGET', ck, m.f_acc) or '0') + cost > m.cap then
+    code = 3
+  end
+  if code ~= 0 and not m.shadow then
+    if code == 2 then
+      m.rr = m.rr + (1 - m.rr) * (1 - RR_KEEP)
+    end
+    if rc('HINCRBY', ck, m.f_refused[code], cs) == cost then
+      rc('EXPIRE', ck, COUNTER_TTL_S)
+    end
+    -- retry_after in whole ms, from the ms of this second (the batch path and the store use the same
+    -- ms-precision time): to the window's end, to the next second, or to the override's end
+    local us = tonumber(tm[2])
+    local msec = (us - us % 1000) / 1000
+    local ms
+    if code == 2 then
+      ms = (m.wend - sec) * 1000 - msec
+    elseif code == 3 then
+      ms = 1000 - msec
+    elseif m.expires_at then
+      ms = math.ceil((m.expires_at - t) * 1000)
+    else
+      ms = PAUSED_RETRY_S * 1000
+    end
+    if ms < 1 then ms = 1 end
+    local left = limit - used
+    if left < 0 then left = 0 end
+    -- sw_check_many's reply, from parts kept per quota: a flooded tier refuses far more than it admits
+    local pre = m.pre[code]
+    if not pre then
+      pre = num(limit) .. ' ' .. code .. ' '
+      m.pre[code] = pre
+    end
+    local ms_s = m.ms_s -- a flood refuses many times per ms: the number is formatted once per ms
+    if m.ms ~= ms then
+      ms_s = tostring(ms)
+      m.ms, m.ms_s = ms, ms_s
+    end
+    return code, left, ms, limit, pre .. (NUM[left] or num(left)) .. ' ' .. ms_s
+  end
+  local after = used + cost
+  if used == 0 then
+    -- first request of the window: create and set its end in one command
+    redis.call('SET', uk, num(cost), 'EXAT', m.exat)
+  else
+    after = redis.call('INCRBY', uk, num(cost))
+  end
+  local rr = m.rr * RR_KEEP
+  m.rr = (rr >= 0.001 and rr) or 0
+  admitted(m, after, cost)
+  if code ~= 0 then
+    hbump(ck, m.s .. ':shadow', cost)
+    code = 1
+  end
+  local left = limit - after
+  if left < 0 then left = 0 end
+  return code, left, 0, limit
+end
+
+local function check(keys, args)
+  local qk, user, cost = keys[1], args[1], tonumber(args[2])
+  if not valid_cost(cost) then
+    return redis.error_reply('ERR surgewatch: cost must be a whole number from 1 to ' .. MAX_LIMIT)
+  end
+  local m = memo[qk]
+  if not user or user == '' or not ((m and m.named) or split_key(qk)) then
+    return redis.error_reply('ERR surgewatch: bad key or empty user')
+  end
+  local code, remaining, ms, limit = decide_one(qk, user, cost, num(cost))
+  if not code then
+    return remaining
+  end
+  return {(code <= 1 and 1) or 0, REASONS[code], remaining, ms, limit}
+end
+
+-- check_many: KEYS[1] quota key; ARGV user1, cost1, user2, cost2, ... decided in order at one instant
+-- -> one string of integers separated by spaces: "LIMIT CODE1 REMAINING1 RETRY_MS1 CODE2 ..." (LIMIT -1:
+-- unknown tier; codes as in REASONS). A string, not an array: clients parse it in one split.
+local function check_many(keys, args)
+  if #args == 2 then
+    -- one decision (what Limiter.check sends): the straight-line path and a one-string reply, which is
+    -- cheaper to build on the server and to parse in a client than sw_check's array
+    local qk, cost = keys[1], args[2]
+    if not memo[qk] and string.sub(qk, -7) ~= '}:quota' then -- a key in the memo has passed this
+      return redis.error_reply('ERR surgewatch: ARGV is user, cost pairs')
+    end
+    local cs = cost -- the cost as handed to INCRBY: canonical digits ("1e0" is 1 to Lua, not to Redis)
+    if cost == '1' then -- nearly every request: an interned-string comparison instead of a parse
+      cost = 1
+    else
+      cost = tonumber(cost)
+      if not (cost and cost >= 1 and cost <= MAX_LIMIT and cost % 1 == 0) then
+        return redis.error_reply('ERR surgewatch: empty user or bad cost in pair 1')
+      end
+      cs = num(cost)
+    end
+    if args[1] == '' then
+      return redis.error_reply('ERR surgewatch: empty user or bad cost in pair 1')
+    end
+    local code, remaining, ms, limit, reply = decide_one(qk, args[1], cost, cs)
+    if reply then
+      return reply
+    end
+    if not code then
+      return remaining
+    end
+    return num(limit) .. ' ' .. num(code) .. ' ' .. num(remaining) .. ' ' .. num(ms)
+  end
+  local n = math.floor(#args / 2)
+  if n * 2 ~= #args or string.sub(keys[1], -7) ~= '}:quota' then
+    return redis.error_reply('ERR surgewatch: ARGV is user, cost pairs')
+  end
+  for i = 1, n do
+    if args[2 * i - 1] == '' or not valid_cost(tonumber(args[2 * i])) then
+      return redis.error_reply('ERR surgewatch: empty user or bad cost in pair ' .. i)
+    end
+  end
+  local ctx, err = context(keys[1])
+  local out = {}
+  if not ctx then
+    if err ~= 'missing' then
+      return broken(keys[1], err)
+    end
+    out[1] = '-1'
+    local refused = '5 0 ' .. (PAUSED_RETRY_S * 1000)
+    for i = 1, n do
+      out[i + 1] = refused
+    end
+    return table.concat(out, ' ')
+  end
+  out[1] = tostring(ctx.q.limit)
+  for i = 1, n do
+    local code, remaining, ms = decide(ctx, args[2 * i - 1], tonumber(args[2 * i]))
+    out[i + 1] = string.format('%d %d %d', code, remaining, ms)
+  end
+  flush(ctx)
+  return table.concat(out, ' ')
+end
+
+-- record: KEYS[1] quota key; ARGV outcome ('blocked' | 'error'), count -> 1 counted, 0 unknown tier
+local function record(keys, args)
+  local outcome = args[1]
+  local n = tonumber(args[2])
+  if outcome ~= 'blocked' and outcome ~= 'error' then
+    return redis.error_reply("ERR surgewatch: outcome must be 'blocked' or 'error'")
+  end
+  if not n or n < 1 or n > MAX_LIMIT or n ~= math.floor(n) then
+    return redis.error_reply('ERR surgewatch: count must be a whole number from 1 to ' .. MAX_LIMIT)
+  end
+  local tag = split_key(keys[1])
+  if not tag or redis.call('EXISTS', keys[1]) == 0 then
+    return 0
+  end
+  local sec = math.floor(now())
+  local minute = math.floor(sec / 60)
+  as_tables(tag, minute, tag .. ':c:' .. minute, tag .. ':r:' .. minute)
+  bump(tag .. ':c:' .. minute, (sec % 60) .. ':' .. outcome, n)
+  return 1
+end
+
+-- set: KEYS[1] quota key; ARGV kind ('set'|'pause'|'resume'), actor, reason, expect_version ('' = any;
+-- '0' = only if absent), create ('0'|'1'), for_s ('' = permanent), limit, window_s, tier_cap_rps ('' = none),
+-- paused ('0'|'1'), mode.
+-- -> {'ok', quota_json} | {'conflict', quota_json} | {'unknown', ''} | {'broken', what}
+local function set(keys, args)
+  local qk = keys[1]
+  local kind, actor, reason, expect, create, for_s = args[1], args[2], args[3], args[4], args[5], args[6]
+  local tag, tier, prefix = split_key(qk)
+  if not tag then
+    return redis.error_reply('ERR surgewatch: bad quota key')
+  end
+  if kind ~= 'set' and kind ~= 'pause' and kind ~= 'resume' then
+    return redis.error_reply('ERR surgewatch: kind must be set, pause or resume')
+  end
+  if not actor or actor == '' then
+    return redis.error_reply('ERR surgewatch: actor required')
+  end
+  local t = now()
+  local cur, err = read_quota(qk)
+  if not cur and err ~= 'missing' then
+    -- a broken hash can be repaired by a full set; pause/resume need a readable quota
+    if kind ~= 'set' then
+      return {'broken', err}
+    end
+  end
+  if cur then
+    cur = expire_if_due(qk, cur, t)
+  end
+  if err == 'missing' and create ~= '1' then
+    return {'unknown', ''}
+  end
+  local vok, v = pcall(redis.call, 'HGET', qk, 'version')
+  local cur_version = (cur and cur.version) or (vok and tonumber(v or '')) or 0
+  if expect ~= '' and tonumber(expect) ~= cur_version then
+    return {'conflict', quota_json(tier, cur)}
+  end
+  local new
+  if kind == 'set' then
+    if not is_int(args[7], 0, MAX_LIMIT) or not is_int(args[8], 1, MAX_WINDOW_S)
+      or (args[9] ~= '' and not is_int(args[9], 1, MAX_LIMIT))
+      or (args[10] ~= '0' and args[10] ~= '1') or (args[11] ~= 'enforce' and args[11] ~= 'shadow') then
+      return redis.error_reply('ERR surgewatch: invalid quota values')
+    end
+    new = {
+      limit = tonumber(args[7]), window_s = tonumber(args[8]),
+      tier_cap_rps = (args[9] ~= '' and tonumber(args[9])) or nil,
+      paused = args[10] == '1', mode = args[11], expires_at = nil, prev = '',
+    }
+    if for_s ~= '' then
+      if not is_int(for_s, 1, MAX_WINDOW_S) then
+        return redis.error_reply('ERR surgewatch: for_s must be 1..' .. MAX_WINDOW_S)
+      end
+      new.expires_at = t + tonumber(for_s)
+      -- stacked overrides all fall back to the last permanent quota
+      if cur and cur.prev ~= '' then
+        new.prev = cur.prev
+      elseif cur then
+        new.prev = quota_json(tier, cur)
+      end
+    end
+  else
+    if not cur then
+      return {'unknown', ''}
+    end
+    new = {
+      limit = cur.limit, window_s = cur.window_s, tier_cap_rps = cur.tier_cap_rps,
+      paused = kind == 'pause', mode = cur.mode, expires_at = cur.expires_at, prev = cur.prev,
+    }
+  end
+  new.version = cur_version + 1
+  new.updated_by = actor
+  new.updated_at = t
+  if not cur then
+    redis.call('DEL', qk) -- a broken value of another type would make HSET fail
+  end
+  write_quota(qk, new)
+  audit(tag, tier, prefix, t, actor, new.version, cur, new, reason or '', kind)
+  return {'ok', quota_json(tier, new)}
+end
+
+-- get: KEYS[1] quota key -> {'ok', quota_json} | {'unknown', ''} | {'broken', what}; expires a due override
+local function get(keys, args)
+  local q, err = read_quota(keys[1])
+  if not q then
+    if err == 'missing' then
+      return {'unknown', ''}
+    end
+    return {'broken', err}
+  end
+  local _, tier = split_key(keys[1])
+  return {'ok', quota_json(tier, expire_if_due(keys[1], q, now()))}
+end
+
+-- upgrade: KEYS[1] quota key -> 1 when `enforced` was added to a valid quota hash written before library v3
+-- (or restored by hand), else 0. The field is the hash's own six strings joined, so it agrees with them.
+-- Run by `surgewatch init` for every tier; a hash that is broken is left for `quota set` to repair.
+local function upgrade(keys, args)
+  local qk = keys[1]
+  if not split_key(qk) then
+    return redis.error_reply('ERR surgewatch: bad quota key')
+  end
+  local ok, has = pcall(redis.call, 'HEXISTS', qk, 'enforced')
+  if not ok or has == 1 or not read_quota(qk) then
+    return 0
+  end
+  local r = redis.call('HMGET', qk, 'limit', 'window_s', 'tier_cap_rps', 'paused', 'mode', 'expires_at')
+  redis.call('HSET', qk, 'enforced', enforced_of(r[1], r[2], r[3], r[4], r[5], r[6]))
+  return 1
+end
+
+redis.register_function{function_name = 'sw_version', callback = function() return LIB_VERSION end,
+  flags = {'no-writes'}}
+redis.register_function('sw_check', check)
+redis.register_function('sw_check_many', check_many)
+redis.register_function('sw_record', record)
+redis.register_function('sw_set', set)
+redis.register_function('sw_get', get)
+redis.register_function('sw_upgrade', upgrade)
