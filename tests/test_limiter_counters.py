@@ -239,7 +239,8 @@ async def test_single_and_batch_paths_agree_on_random_traffic(store: QuotaStore,
             d = await lim.check("pro", user, cost)
             single.append((d.allowed, d.reason, d.remaining))
             admitted[user] += cost if d.allowed else 0
-        batched += [(d.allowed, d.reason, d.remaining) for d in await lim.check_many([("team", u, c) for u, c in pairs])]
+        many = await lim.check_many([("team", u, c) for u, c in pairs])
+        batched += [(d.allowed, d.reason, d.remaining) for d in many]
     assert single == batched
     assert len({r for _, r, _ in single}) >= 4  # ok, user_quota, shadow, paused all happened
     assert await counters(redis_client, "pro") == await counters(redis_client, "team")
@@ -249,3 +250,22 @@ async def test_single_and_batch_paths_agree_on_random_traffic(store: QuotaStore,
         async for key in redis_client.scan_iter(match=f"surgewatch:{{{tier}}}:u:*"):
             usage[key.decode().rsplit(":", 1)[1]] += int(await redis_client.get(key))
         assert usage == admitted
+
+
+def test_preview_arithmetic_on_hand_made_counters() -> None:
+    """The what-if's arithmetic on hashes as Redis returns them: bucket 16 is exact, buckets add up, several
+    minutes' ranks add up, a stored rank-1 field or junk field is ignored, rank 1 may be 0."""
+    from quotas.preview import impact_from, refused_above
+
+    assert refused_above(10, {16: 4}) == 4  # rank 16 is an exact rank (above 10), not the bucket 9..16
+    assert refused_above(2, {3: 8, 32: 16}) == 8 + 16  # every bucket's refusals count, not only the last
+    assert refused_above(20, {64: 32, 32: 16}) == 32 + 16 * (32 - 20) / 16  # a spread bucket adds to the others
+    minutes = [{b"2": b"3", b"about": b"rank buckets", b"junk": b"5", b"1": b"4"}, {b"2": b"2", b"3": b"1"}]
+    counters = [{b"7:accepted": b"6", b"7:user_quota": b"9"}, {b"8:accepted": b"4"}]
+    # 10 admitted: ranks 2 (3 + 2) and 3 (1) stored, rank 1 the other 4; the stored "1" and the junk ignored
+    impact = impact_from(QuotaSpec(1, DAY), minutes, counters)
+    assert (impact.total_admitted, impact.would_refuse_user, impact.would_refuse) == (10, 6, 6)
+    assert impact_from(QuotaSpec(2, DAY), minutes, counters).would_refuse == 1
+    # a period that starts mid-window: every admitted request is a stored rank above 1, so rank 1 holds none
+    only_ranked = impact_from(QuotaSpec(1, DAY), [{b"2": b"5"}], [{b"3:accepted": b"5"}])
+    assert (only_ranked.total_admitted, only_ranked.would_refuse_user) == (5, 5)
