@@ -9,44 +9,19 @@ and the parser's cost is per line and per label.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from collectors.reasons import decode_reasons
+from collectors.metrics import READ
 from collectors.samples import GpuSample
+from collectors.series import ParsedNode, RawValue, Series, read_series
 
-# metric name -> GpuSample field (a few need arithmetic, see gpu_from_values)
-FIELD_OF: dict[str, str] = {
-    "DCGM_FI_DEV_GPU_UTIL": "util_pct",
-    "DCGM_FI_DEV_MEM_COPY_UTIL": "mem_util_pct",
-    "DCGM_FI_DEV_FB_USED": "mem_used_mib",
-    "DCGM_FI_DEV_FB_FREE": "_fb_free",
-    "DCGM_FI_DEV_FB_RESERVED": "_fb_reserved",
-    "DCGM_FI_DEV_FB_TOTAL": "mem_total_mib",
-    "DCGM_FI_DEV_GPU_TEMP": "temp_c",
-    "DCGM_FI_DEV_SLOWDOWN_TEMP": "temp_slowdown_c",
-    "DCGM_FI_DEV_SHUTDOWN_TEMP": "temp_shutdown_c",
-    "DCGM_FI_DEV_POWER_USAGE": "power_w",
-    "DCGM_FI_DEV_POWER_MGMT_LIMIT": "power_limit_w",
-    "DCGM_FI_DEV_ENFORCED_POWER_LIMIT": "_enforced_limit",
-    "DCGM_FI_DEV_SM_CLOCK": "sm_clock_mhz",
-    "DCGM_FI_DEV_MAX_SM_CLOCK": "sm_clock_max_mhz",
-    "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS": "_reasons",
-    "DCGM_FI_DEV_CLOCKS_EVENT_REASONS": "_reasons",
-    "DCGM_FI_DEV_FAN_SPEED": "fan_pct",
-    "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL": "ecc_uncorrected",
-    "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS": "_rows_unc",
-    "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS": "_rows_cor",
-    "DCGM_FI_DEV_PCIE_REPLAY_COUNTER": "pcie_replay",
-    "DCGM_FI_DEV_XID_ERRORS": "xid",
-}
+# metric name -> GpuSample field (a few need arithmetic, see collectors.series); the table is collectors.metrics
+FIELD_OF: dict[str, str] = {name: spec.field for name, spec in READ.items() if spec.field is not None}
 USED_METRICS: tuple[str, ...] = tuple(FIELD_OF)
-KEEP_LABELS = ("gpu", "UUID", "modelName")
-_INT_FIELDS = {"ecc_uncorrected", "pcie_replay", "xid"}
+KEEP_LABELS = ("gpu", "UUID", "modelName", "GPU_I_ID", "GPU_I_PROFILE")
 
 # Longest names first so DCGM_FI_DEV_FB_USED never shadows a longer name in the alternation.
 _ALT = "|".join(sorted(USED_METRICS, key=len, reverse=True))
@@ -56,7 +31,7 @@ _DROP_LABEL_RE = re.compile(
     r'(?:(?<=\{)|,)(?!(?:' + "|".join(KEEP_LABELS) + r')=")[A-Za-z_][A-Za-z0-9_]*="(?:[^"\\\n]|\\.)*"'
 )
 PROMQL_SELECTOR = '{__name__=~"' + "|".join(USED_METRICS) + '"}'
-_PREFIX = "DCGM_FI_DEV_"
+_PREFIX = "DCGM_FI_"
 assert all(n.startswith(_PREFIX) for n in USED_METRICS)  # the fast path's first test relies on it
 _LABELS_CACHE: dict[str, dict[str, str]] = {}
 _LABELS_CACHE_MAX = 100_000
@@ -74,51 +49,25 @@ def filter_page(text: str) -> str:
     return _DROP_LABEL_RE.sub("", "\n".join(lines)).replace("{,", "{") + "\n"
 
 
-def _value(v: float) -> float | None:
-    return None if math.isnan(v) or math.isinf(v) else float(v)
+def gpus_from_series(node: str, series: Iterable[Series]) -> tuple[GpuSample, ...]:
+    """(metric name, labels, value) triples -> GPUs sorted by index (see collectors.series)."""
+    return read_series(node, series).gpus
 
 
-def gpu_from_values(node: str, index: int, labels: Mapping[str, str], values: Mapping[str, float]) -> GpuSample:
-    """Build one GpuSample from {field: value} as FIELD_OF names them (NaN already dropped)."""
-    f: dict[str, Any] = {k: v for k, v in values.items() if not k.startswith("_")}
-    if "mem_total_mib" not in f and "mem_used_mib" in f and "_fb_free" in values:
-        f["mem_total_mib"] = f["mem_used_mib"] + values["_fb_free"] + values.get("_fb_reserved", 0.0)
-    if "power_limit_w" not in f and "_enforced_limit" in values:
-        f["power_limit_w"] = values["_enforced_limit"]
-    if "_rows_unc" in values or "_rows_cor" in values:
-        f["remapped_rows"] = int(values.get("_rows_unc", 0) + values.get("_rows_cor", 0))
-        if "_rows_unc" in values:
-            f["remapped_rows_uncorrectable"] = int(values["_rows_unc"])
-    for k in _INT_FIELDS & f.keys():
-        f[k] = int(f[k])
-    if f.get("xid") == 0:  # dcgm-exporter's XID gauge is 0 until an XID happens
-        f["xid"] = None
-    throttle = decode_reasons(values.get("_reasons"))
-    return GpuSample(
-        node=node, index=index, uuid=labels.get("UUID") or None, name=labels.get("modelName") or None,
-        throttle=throttle, **f,
-    )
-
-
-def gpus_from_series(node: str, series: Iterable[tuple[str, Mapping[str, str], float]]) -> tuple[GpuSample, ...]:
-    """(metric name, labels, value) triples -> GPUs sorted by index. Series without `gpu` are skipped."""
-    by_gpu: dict[int, tuple[dict[str, str], dict[str, float]]] = {}
-    for name, labels, value in series:
-        fld = FIELD_OF.get(name)
-        gpu = labels.get("gpu")
-        if fld is None or gpu is None:
-            continue
-        try:
-            index = int(gpu)
-        except ValueError:
-            continue
-        entry = by_gpu.setdefault(index, ({}, {}))
-        if not entry[0]:
-            entry[0].update(labels)
-        v = _value(value)
-        if v is not None:
-            entry[1][fld] = v
-    return tuple(gpu_from_values(node, i, lab, vals) for i, (lab, vals) in sorted(by_gpu.items()))
+def value_of(rest: str) -> RawValue:
+    """The value of a series line from what follows its name and labels: a float, or the text itself
+    when it is not `VALUE [TIMESTAMP]` as Prometheus' text format has it (e.g. dcgm-exporter's
+    `ERROR - FAILED TO CONVERT TO STRING`). prometheus-client refuses `_` in numbers; so does this."""
+    tail = rest.split()
+    if not 1 <= len(tail) <= 2 or "_" in rest:
+        return rest
+    try:
+        v = float(tail[0])
+        if len(tail) == 2:
+            float(tail[1])
+    except ValueError:
+        return rest
+    return v
 
 
 def _labels(block: str) -> dict[str, str]:
@@ -133,9 +82,11 @@ def _labels(block: str) -> dict[str, str]:
     return got
 
 
-def _fast_series(text: str) -> list[tuple[str, Mapping[str, str], float]] | None:
-    """(name, labels, value) of the used series in plain `name{labels} value [ts]` lines; None if any is odd."""
-    out: list[tuple[str, Mapping[str, str], float]] = []
+def _fast_series(text: str) -> list[Series] | None:
+    """(name, labels, value) of the used series in plain `name{labels} value [ts]` lines; None if any is odd.
+
+    A value that is not a number (see value_of) is kept as its text: it costs that field, not the page."""
+    out: list[Series] = []
     try:
         for line in text.split("\n"):
             if not line.startswith(_PREFIX):
@@ -149,48 +100,80 @@ def _fast_series(text: str) -> list[tuple[str, Mapping[str, str], float]] | None
                 if e < b or line[e + 1: e + 2] != " ":
                     return None
                 labels: Mapping[str, str] = _labels(line[b: e + 1])
-                tail = line[e + 2:].split()
+                rest = line[e + 2:]
             else:
                 name = line[:sp] if sp != -1 else line
                 if name not in FIELD_OF:
                     continue
-                labels, tail = {}, line[sp + 1:].split() if sp != -1 else []
-            if not 1 <= len(tail) <= 2:
+                labels, rest = {}, line[sp + 1:] if sp != -1 else ""
+            if not rest.strip():
                 return None
-            out.append((name, labels, float(tail[0])))
+            out.append((name, labels, value_of(rest)))
     except (ValueError, TypeError, IndexError, KeyError):
         return None
     return out or None
 
 
 def parse_page(text: str, node: str) -> tuple[GpuSample, ...]:
-    """A dcgm-exporter-style /metrics page -> GPUs. Raises PageError for text that is not Prometheus.
+    """A dcgm-exporter-style /metrics page -> GPUs. Raises PageError for text that is not Prometheus."""
+    return parse_report(text, node).gpus
+
+
+def parse_report(text: str, node: str) -> ParsedNode:
+    """A /metrics page -> its GPUs and warnings. Raises PageError for text that is not Prometheus.
 
     Fast path: one pass over the lines picks the used series; label blocks go through
     prometheus-client's parser once each (cached), values through float() as the parser does. If any
     line of a used series is not in the plain form, or none is found, the filtered text goes through
-    prometheus-client's parser whole (which also tells garbage from a GPU-less page).
+    prometheus-client's parser line by line (which also tells garbage from a GPU-less page).
     """
     series = _fast_series(text)
     if series is not None:
-        return gpus_from_series(node, series)
-    return parse_page_strict(text, node)
+        return read_series(node, series)
+    return read_series(node, _strict_series(text))
 
 
 def parse_page_strict(text: str, node: str) -> tuple[GpuSample, ...]:
     """The slow, strict path: filter, then prometheus-client's parser on every kept line."""
+    return read_series(node, _strict_series(text)).gpus
+
+
+def _not_prometheus(e: Exception) -> PageError:
+    return PageError(f"not Prometheus text ({' '.join(str(e).split())[:80]})")
+
+
+def _strict_series(text: str) -> list[Series]:
     body = filter_page(text)
     try:
         if not body:
-            # No GPU series: fine for a GPU-less agent, but it must still be Prometheus text.
-            for _ in text_string_to_metric_families(text):
+            # No GPU series: fine for a GPU-less agent (or a page of DCGM fields surgewatch does not
+            # read, however broken), but the rest must still be Prometheus text.
+            rest = "\n".join(ln for ln in text.split("\n") if not ln.startswith(_PREFIX))
+            for _ in text_string_to_metric_families(rest):
                 pass
-            return ()
-        series = [
-            (s.name, s.labels, s.value)
-            for fam in text_string_to_metric_families(body)
-            for s in fam.samples
-        ]
+            return []
     except (ValueError, TypeError, IndexError, KeyError) as e:
-        raise PageError(f"not Prometheus text ({' '.join(str(e).split())[:80]})") from e
-    return gpus_from_series(node, series)
+        raise _not_prometheus(e) from e
+    out: list[Series] = []
+    for line in body.split("\n"):
+        if not line:
+            continue
+        try:
+            out.extend((s.name, s.labels, s.value) for fam in text_string_to_metric_families(line + "\n")
+                       for s in fam.samples)
+            continue
+        except (ValueError, TypeError, IndexError, KeyError) as e:
+            err = e
+        # the parser refused the line: a value that is not a number costs its field; anything else the page
+        b, e_ = line.find("{"), line.rfind("}")
+        try:
+            if b == -1 or e_ < b:
+                raise err
+            raw = value_of(line[e_ + 2:])
+            if not isinstance(raw, str):
+                raise err
+            labels = text_string_to_metric_families(f"x{line[b: e_ + 1]} 0\n")
+            out.append((line[:b], next(iter(labels)).samples[0].labels, raw))
+        except (ValueError, TypeError, IndexError, KeyError, StopIteration) as e2:
+            raise _not_prometheus(e2) from e2
+    return out

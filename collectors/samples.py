@@ -24,6 +24,39 @@ class Source(StrEnum):
 
 GpuStatus = Literal["ok", "lost", "stale"]
 NodeStatus = Literal["up", "down"]
+WarningKind = Literal["range", "unparsable", "duplicate", "uuid"]
+
+
+@dataclass(frozen=True, slots=True)
+class MigInstance:
+    """One MIG GPU instance of a physical GPU (dcgm-exporter's `GPU_I_ID`, `GPU_I_PROFILE` labels)."""
+
+    gi_id: int
+    profile: str  # e.g. "2g.20gb"
+    mem_used_mib: float | None = None
+    mem_total_mib: float | None = None
+    util_pct: float | None = None  # GR_ENGINE_ACTIVE x 100 (dcgm-exporter has no GPU_UTIL for MIG)
+
+    @property
+    def slices(self) -> int:
+        """Compute slices of the profile ("3g.40gb" -> 3; "1c.3g.40gb" -> 3); 1 when unreadable."""
+        for part in self.profile.split("."):
+            if part.endswith("g") and part[:-1].isdigit():
+                return max(1, int(part[:-1]))
+        return 1
+
+
+@dataclass(frozen=True, slots=True)
+class NodeWarning:
+    """Something wrong with one field of one node's page that cost that field, not the node."""
+
+    gpu: int | None  # the GPU's index, None for the node as a whole
+    field: str  # the GpuSample field (or metric) concerned
+    kind: WarningKind  # range: implausible value; unparsable; duplicate series; uuid: seen on two nodes
+    text: str  # short, for `snapshot --json` and the events ("GPU 3: power 1e+308 W out of range, ignored")
+
+    def __str__(self) -> str:
+        return self.text
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +87,14 @@ class GpuSample:
     xid: int | None = None  # last XID error seen, None when none
     status: GpuStatus = "ok"
     remapped_rows_uncorrectable: int | None = None  # the part of remapped_rows from uncorrectable errors
+    # MIG: None when the GPU is not in MIG mode, else its GPU instances. A MIG GPU's memory figures are
+    # the sums over its instances; its temperature, power and clocks the device's own.
+    mig: tuple[MigInstance, ...] | None = None
+    # profiling (DCP) fields as percentages (dcgm-exporter's ratios x 100)
+    tensor_active_pct: float | None = None
+    dram_active_pct: float | None = None
+    sm_active_pct: float | None = None
+    sm_occupancy_pct: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +140,7 @@ class NodeSample:
     taken_at: float  # when these GPU values were read (the last good scrape for a down node)
     checked_at: float  # when the node was last tried
     gpus: tuple[GpuSample, ...] = ()
+    warnings: tuple[NodeWarning, ...] = ()  # fields ignored (out of range, unreadable, duplicated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +150,9 @@ class FleetSample:
     taken_at: float
     nodes: tuple[NodeSample, ...] = ()
     source: Literal["scrape", "prometheus"] = "scrape"
+
+
+TierState = Literal["active", "paused", "override", "broken", "no_quota"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +175,30 @@ class TierTraffic:
     history_end_s: int = 0  # the server's epoch second of the histories' last value (0: unknown)
     quota_error: str = ""  # why the stored quota is unreadable (junk, or edited outside surgewatch); "" if it is not
 
+    @property
+    def state(self) -> TierState:
+        """`no_quota`: the tier is known (registry, or seen before) but its quota is gone, so every gateway
+        decision is refused as unknown_tier; `broken`: its stored quota is unreadable."""
+        if self.quota_error:
+            return "broken"
+        if self.quota is None:
+            return "no_quota"
+        if self.quota.paused:
+            return "paused"
+        return "override" if self.quota.expires_at is not None else "active"
+
+
+@dataclass(frozen=True, slots=True)
+class RedisHealth:
+    """The Redis server's state as the traffic poll found it. `status`: ok, out_of_memory,
+    read_only_replica, persistence_error (MISCONF), loading, bad_data (a key of the wrong type: `error`
+    names the key and the fix), no_tiers (it answers but holds no tier at all); `unavailable` and `error`
+    for the rarer refusals (BUSY, CLUSTERDOWN, an unknown error reply). Unreachable and auth_failed are
+    the traffic source's own error kinds: a poll that fails returns no sample."""
+
+    status: str = "ok"
+    error: str | None = None
+
 
 @dataclass(frozen=True, slots=True)
 class TrafficSample:
@@ -137,3 +206,4 @@ class TrafficSample:
 
     taken_at: float
     tiers: tuple[TierTraffic, ...] = ()
+    redis: RedisHealth = field(default_factory=RedisHealth)

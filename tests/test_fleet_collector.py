@@ -118,7 +118,8 @@ def test_l4_capture_parses_to_its_values() -> None:
 def test_filter_keeps_only_used_series_and_labels() -> None:
     """The pre-parse filter drops unused series and labels, keeping gpu/UUID/modelName."""
     body = filter_page(L4.decode())
-    assert "DCGM_FI_PROF" not in body and "ENC_UTIL" not in body and "pci_bus_id" not in body
+    assert "DCGM_FI_PROF_PCIE" not in body and "ENC_UTIL" not in body and "pci_bus_id" not in body
+    assert "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE{" in body  # profiling fields are read (issue 12)
     assert "Hostname" not in body and "DCGM_FI_DEV_GPU_TEMP{gpu=\"0\",UUID=" in body
 
 

@@ -1,0 +1,203 @@
+"""Series (name, labels, value) of one node -> its GPUs, with MIG instances and the page's warnings.
+
+The rules, in the order they apply to each series:
+- a series with no `gpu` label is skipped; a GPU is its UUID (else its `gpu` index), so every series
+  of one physical GPU lands on one GpuSample, MIG or not;
+- a value that did not parse costs that field of that GPU (n/a) and a warning, never the node;
+- NaN and DCGM's blank sentinels are n/a; a value outside its unit's plausible range is n/a and a
+  warning (`collectors.metrics.RANGE_OF_UNIT`);
+- MIG (`GPU_I_ID` labels): memory and activity fields are the instance's own; device fields
+  (temperature, power, clocks, errors) are repeated by every instance, sampled at slightly different
+  times, so the first is taken, never a sum;
+- a second series for the same GPU, instance and field with another value is refused (the first is
+  kept) with a warning; the same value twice is the same reading.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from collectors.metrics import PCT_OF_RATIO, READ, MetricSpec, in_range, is_blank
+from collectors.reasons import decode_reasons
+from collectors.samples import GpuSample, MigInstance, NodeWarning, WarningKind
+
+RawValue = float | str  # a str is a value that did not parse, kept for the warning
+Series = tuple[str, Mapping[str, str], RawValue]
+_INT_FIELDS = {"ecc_uncorrected", "pcie_replay", "xid"}
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedNode:
+    """What one node's series say: its GPUs (by index) and what had to be ignored."""
+
+    gpus: tuple[GpuSample, ...] = ()
+    warnings: tuple[NodeWarning, ...] = ()
+
+
+@dataclass
+class _Values:
+    values: dict[str, float] = field(default_factory=dict)
+    profile: str = ""
+
+
+@dataclass
+class _Gpu:
+    index: int
+    labels: Mapping[str, str]
+    device: _Values = field(default_factory=_Values)
+    instances: dict[int, _Values] = field(default_factory=dict)
+    seen: dict[tuple[str, int | None], float] = field(default_factory=dict)  # (field, GI) -> first value
+
+
+class _Reader:
+    def __init__(self) -> None:
+        self.gpus: dict[str, _Gpu] = {}
+        self.index_owner: dict[int, str] = {}
+        self.warnings: dict[tuple[int | None, str, WarningKind], NodeWarning] = {}
+
+    def warn(self, gpu: int | None, fld: str, kind: WarningKind, text: str) -> None:
+        # one warning per GPU, field and kind: a page repeats its faults on every scrape
+        self.warnings.setdefault((gpu, fld, kind), NodeWarning(gpu, fld, kind, text))
+
+    def add(self, name: str, labels: Mapping[str, str], raw: RawValue) -> None:
+        spec = READ.get(name)
+        gpu_label = labels.get("gpu")
+        if spec is None or gpu_label is None:
+            return
+        try:
+            index = int(gpu_label)
+        except ValueError:
+            return
+        key = labels.get("UUID") or f"#{index}"
+        g = self.gpus.get(key)
+        if g is None:
+            owner = self.index_owner.get(index)
+            if owner is not None:  # another UUID already holds this index: refuse, never last-win
+                self.warn(index, "uuid", "duplicate", f"GPU {index}: a second GPU ({key}) under its index, ignored")
+                return
+            g = self.gpus[key] = _Gpu(index, labels)
+            self.index_owner[index] = key
+        gi = _gi(labels)
+        if gi is not None and gi not in g.instances:
+            g.instances[gi] = _Values(profile=labels.get("GPU_I_PROFILE", ""))
+        v = self._value(g.index, spec, raw)
+        if v is None:
+            return
+        fld = spec.field
+        assert fld is not None
+        slot = gi if spec.per_instance else None
+        seen_key = (fld, gi)
+        first = g.seen.get(seen_key)
+        if first is not None:
+            if first != v:
+                self.warn(g.index, fld, "duplicate",
+                          f"GPU {g.index}: two {spec.label} series ({first:g} and {v:g} {spec.unit}), kept the first")
+            return
+        g.seen[seen_key] = v
+        target = g.device if slot is None else g.instances[slot]
+        target.values.setdefault(fld, v)  # device fields: the first instance's sample
+
+    def _value(self, index: int, spec: MetricSpec, raw: RawValue) -> float | None:
+        fld = spec.field or spec.name
+        if isinstance(raw, str):
+            shown = " ".join(raw.split())[:40]
+            self.warn(index, fld, "unparsable", f"GPU {index}: {spec.label} unreadable ({shown!r}), n/a")
+            return None
+        if math.isnan(raw) or is_blank(raw):
+            return None
+        if not in_range(spec, raw):
+            self.warn(index, fld, "range", f"GPU {index}: {spec.label} {raw:g} {spec.unit} out of range, ignored")
+            return None
+        return float(raw)
+
+
+def _gi(labels: Mapping[str, str]) -> int | None:
+    raw = labels.get("GPU_I_ID")
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        return None
+
+
+def _mem(values: Mapping[str, float]) -> tuple[float | None, float | None]:
+    used = values.get("mem_used_mib")
+    total = values.get("mem_total_mib")
+    if total is None and used is not None and "_fb_free" in values:
+        total = used + values["_fb_free"] + values.get("_fb_reserved", 0.0)
+    return used, total
+
+
+def _weighted(pairs: list[tuple[float | None, int]]) -> float | None:
+    """The instances' mean weighted by slices; None unless every instance has the value."""
+    if not pairs or any(v is None for v, _ in pairs):
+        return None
+    total = sum(w for _, w in pairs)
+    return sum(v * w for v, w in pairs if v is not None) / total
+
+
+def _pct(values: Mapping[str, float], ratio_field: str) -> float | None:
+    v = values.get(ratio_field)
+    return None if v is None else v * 100.0
+
+
+def _instance_util(values: Mapping[str, float]) -> float | None:
+    return values["util_pct"] if "util_pct" in values else _pct(values, "_gr_active")
+
+
+def _build(node: str, g: _Gpu) -> GpuSample:
+    dev = g.device.values
+    f: dict[str, Any] = {k: v for k, v in dev.items() if not k.startswith("_")}
+    used, total = _mem(dev)
+    f["mem_used_mib"], f["mem_total_mib"] = used, total
+    if "util_pct" not in dev and "_gr_active" in dev:
+        f["util_pct"] = dev["_gr_active"] * 100.0
+    for ratio, pct in PCT_OF_RATIO.items():
+        if pct != "util_pct":
+            f[pct] = _pct(dev, ratio)
+    mig: tuple[MigInstance, ...] | None = None
+    if g.instances:
+        mig = tuple(
+            MigInstance(gi, inst.profile, *_mem(inst.values), util_pct=_instance_util(inst.values))
+            for gi, inst in sorted(g.instances.items())
+        )
+        # the GPU's memory is the sum over its instances (where every instance reports it)
+        if all(m.mem_used_mib is not None for m in mig):
+            f["mem_used_mib"] = sum(m.mem_used_mib or 0.0 for m in mig)
+        if all(m.mem_total_mib is not None for m in mig):
+            f["mem_total_mib"] = sum(m.mem_total_mib or 0.0 for m in mig)
+        weights = [m.slices for m in mig]
+        if f.get("util_pct") is None:
+            f["util_pct"] = _weighted([(m.util_pct, w) for m, w in zip(mig, weights, strict=True)])
+        for ratio, pct in PCT_OF_RATIO.items():
+            if pct != "util_pct" and f.get(pct) is None:
+                vals = [_pct(inst.values, ratio) for _, inst in sorted(g.instances.items())]
+                f[pct] = _weighted(list(zip(vals, weights, strict=True)))
+    if "power_limit_w" not in f and "_enforced_limit" in dev:
+        f["power_limit_w"] = dev["_enforced_limit"]
+    if "_rows_unc" in dev or "_rows_cor" in dev:
+        f["remapped_rows"] = int(dev.get("_rows_unc", 0) + dev.get("_rows_cor", 0))
+        if "_rows_unc" in dev:
+            f["remapped_rows_uncorrectable"] = int(dev["_rows_unc"])
+    for k in _INT_FIELDS & f.keys():
+        f[k] = int(f[k])
+    if f.get("xid") == 0:  # dcgm-exporter's XID gauge is 0 until an XID happens
+        f["xid"] = None
+    labels = g.labels
+    return GpuSample(
+        node=node, index=g.index, uuid=labels.get("UUID") or None, name=labels.get("modelName") or None,
+        throttle=decode_reasons(dev.get("_reasons")), mig=mig, **f,
+    )
+
+
+def read_series(node: str, series: Iterable[Series]) -> ParsedNode:
+    """(metric name, labels, value) triples -> GPUs sorted by index, and the warnings."""
+    r = _Reader()
+    for name, labels, raw in series:
+        r.add(name, labels, raw)
+    gpus = sorted(r.gpus.values(), key=lambda g: g.index)
+    return ParsedNode(tuple(_build(node, g) for g in gpus), tuple(r.warnings.values()))
