@@ -1,0 +1,175 @@
+"""`surgewatch record FILE`: every configured collector, the quota change feed, no UI, into a recording.
+
+The same collectors, intervals and timeouts as the console (`tui/sources.py`), each driven by a
+`Runner`; the quota feed as the console subscribes to it (the quota list after every (re)subscription,
+the audit entries and the quota of each change). With `on_second`, once a second it hands out the
+`snapshot --json` document of what it recorded up to that whole second, the same document
+`replay FILE --json --at T` gives for that second (`--json`; the tests compare the two).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from collectors.config import Settings
+from collectors.record_json import document
+from collectors.record_writer import Recorder
+from collectors.runner import Collector, Reading, Runner, SourceError, classify
+from collectors.samples import Source
+from quotas.errors import ErrorKind
+
+log = logging.getLogger(__name__)
+
+
+Planned = tuple[Source, Collector[Any], float, float]
+
+
+def collectors_for(settings: Settings, client: Any, *, local: bool) -> list[Planned]:
+    """(source, collector, interval_s, timeout_s) as the console plans them."""
+    iv = settings.interval_s
+    out: list[Planned] = []
+    if local:
+        from collectors.gpu import GpuCollector
+        from collectors.host import HostCollector
+
+        out += [(Source.GPUS, GpuCollector(), iv, max(2.0, iv)), (Source.HOST, HostCollector(), iv, max(2.0, iv))]
+    if settings.prometheus:
+        from collectors.fleet import PrometheusFleetCollector
+
+        out.append((Source.FLEET, PrometheusFleetCollector(settings.prometheus), iv, 3.0))
+    elif settings.nodes:
+        from collectors.fleet import FleetCollector
+
+        fleet = FleetCollector(list(settings.nodes), timeout_s=2.0, min_interval_s=settings.node_interval_s)
+        out.append((Source.FLEET, fleet, iv, 3.0))
+    if client is not None:
+        from collectors.traffic import TrafficCollector
+
+        out.append((Source.TRAFFIC, TrafficCollector(client, prefix=settings.prefix), iv, 2.5))
+    return out
+
+
+class _Live:
+    """The latest readings by time, so a second's document holds exactly what was recorded up to it."""
+
+    def __init__(self) -> None:
+        self.recent: dict[Source, deque[tuple[float, Reading[Any]]]] = {}
+
+    def add(self, source: Source, at: float, reading: Reading[Any]) -> None:
+        q = self.recent.setdefault(source, deque(maxlen=64))
+        q.append((at, reading))
+
+    def at(self, t: float) -> dict[Source, Reading[Any]]:
+        out: dict[Source, Reading[Any]] = {}
+        for source, q in self.recent.items():
+            for at, r in reversed(q):
+                if at <= t:
+                    out[source] = r
+                    break
+        return out
+
+
+async def _quota_feed(settings: Settings, recorder: Recorder) -> None:
+    from quotas.feed import quota_events
+    from quotas.store import QuotaStore
+
+    url = settings.redis_url
+    assert url is not None
+
+    def make() -> Any:
+        import redis.asyncio as aioredis
+
+        return aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+
+    client = make()
+    store = QuotaStore(client, prefix=settings.prefix, timeout_s=3.0, read_only=True)
+    first = True
+    try:
+        async for ev in quota_events(make, settings.prefix):
+            try:
+                if ev.kind == "disconnected":
+                    kind = ev.error_kind or ErrorKind.UNREACHABLE
+                    recorder.subscription(False, SourceError(kind, f"quota change feed lost: {ev.error}"))
+                elif ev.kind == "resubscribed":
+                    recorder.subscription(True)
+                    recorder.quotas_loaded(await store.list())
+                    if first:
+                        recorder.quota_changed(list(reversed(await store.history(None, 5))))
+                        first = False
+                elif ev.tier:
+                    q = await store.get(ev.tier)
+                    recorder.quota_changed(list(reversed(await store.history(ev.tier, count=5))), q)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                recorder.subscription(False, classify(e))
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.aclose(), 2)
+
+
+async def record(
+    settings: Settings,
+    recorder: Recorder,
+    *,
+    local: bool = True,
+    stop: Callable[[], bool] = lambda: False,
+    on_second: Callable[[dict[str, Any]], None] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> None:
+    """Record until `stop()` is true (checked every 0.2 s) or the task is cancelled."""
+    client = None
+    if settings.redis_url:
+        import redis.asyncio as aioredis
+
+        # the console's client settings (tui/sources.py): short timeouts, so a dead server shows within seconds
+        client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0,
+                                         health_check_interval=5, socket_keepalive=True)
+    live = _Live()
+    tasks: list[asyncio.Task[Any]] = []
+    made = collectors_for(settings, client, local=local)
+
+    def handler(source: Source) -> Callable[[Reading[Any]], None]:
+        def on_reading(r: Reading[Any]) -> None:
+            at = clock()
+            live.add(source, at, r)
+            recorder.reading(source, r, at=at)
+        return on_reading
+
+    async def drive(source: Source, collector: Collector[Any], interval_s: float, timeout_s: float) -> None:
+        if hasattr(collector, "backfill"):
+            try:
+                await asyncio.wait_for(collector.backfill(), timeout_s * 2)
+            except Exception as e:
+                log.warning("backfill of %s failed: %s", source, e)
+        runner = Runner(collector, interval_s=interval_s, timeout_s=timeout_s, clock=clock)
+        await runner.run(handler(source))
+
+    try:
+        tasks = [asyncio.create_task(drive(*m)) for m in made]
+        if settings.redis_url:
+            tasks.append(asyncio.create_task(_quota_feed(settings, recorder)))
+        next_second = math.floor(clock()) + 1
+        while not stop():
+            await asyncio.sleep(0.2)
+            # a second's document once that second is over (the readings of the second are all in)
+            while on_second is not None and clock() >= next_second + 0.1:
+                on_second(document(next_second, live.at(next_second)))
+                next_second += 1
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for _, c, _, _ in made:
+            with contextlib.suppress(Exception):
+                await c.aclose()
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.aclose(), 2)
