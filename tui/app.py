@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -27,6 +28,7 @@ from tui.screens.overview import EditableOverviewScreen, OverviewScreen
 from tui.sources import Factory, SourceSpec, plan, redis_client
 from tui.state import ConsoleState
 from tui.thresholds import Thresholds
+from tui.widgets.events_log import EventLog
 
 RESTART_MAX_S = 30.0
 
@@ -52,9 +54,13 @@ class SurgewatchApp(App[int]):
         subscribe: bool | None = None,
         wall_cycle_s: float = 10.0,
         tick_s: float | None = -1.0,
+        recorder: Any = None,
+        replay: Any = None,
     ) -> None:
         super().__init__()
         self.settings = settings
+        self.recorder = recorder  # collectors.record_writer.Recorder: gets what the console renders from
+        self.replay = replay  # tui.replay.Player: feeds the console from a recording instead
         self.thresholds = Thresholds.from_mapping(settings.thresholds)
         self.clock = clock
         self.read_only = settings.read_only or settings.wall
@@ -96,9 +102,16 @@ class SurgewatchApp(App[int]):
 
             self.client = redis_client(self.settings.redis_url)
             self.store = QuotaStore(self.client, prefix=self.settings.prefix, timeout_s=3.0)
-        screen_cls = OverviewScreen if self.read_only else EditableOverviewScreen
-        self.overview = screen_cls(self.state, wall=self.settings.wall)
+        if self.replay is not None:
+            from tui.screens.replay import ReplayOverviewScreen
+
+            self.overview: OverviewScreen = ReplayOverviewScreen(self.state, self.replay)
+        else:
+            screen_cls = OverviewScreen if self.read_only else EditableOverviewScreen
+            self.overview = screen_cls(self.state, wall=self.settings.wall)
         self.push_screen(self.overview)
+        if self.replay is not None:
+            self.replay.attach(self)
         for spec in plan(self.settings, self.client, self._factories):
             if spec.name in self._wanted:
                 self._specs[spec.name] = spec
@@ -111,6 +124,8 @@ class SurgewatchApp(App[int]):
             self.set_interval(self._wall_cycle_s, self.overview.cycle_panel)
 
     async def on_unmount(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close()  # writes the last batch (at most half a second of readings)
         if self.client is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.client.aclose(), 2)
@@ -164,6 +179,8 @@ class SurgewatchApp(App[int]):
 
     def _sampled(self, message: _Sampled) -> None:
         source = message.source
+        if self.recorder is not None:
+            self.recorder.reading(source, message.reading)
         events = self.state.apply(source, message.reading)
         self.overview.add_events(events)
         if self._tick_s:
@@ -210,11 +227,22 @@ class SurgewatchApp(App[int]):
             except Exception as e:
                 self.post_message(SubscriptionChanged(False, classify(e)))
 
+    def reset_events(self) -> None:
+        """Forget the events shown and the audit entries seen (a replay's jump starts them afresh)."""
+        self._audit_seen.clear()
+        for log in self.overview.query(EventLog):
+            log.clear()
+            log.texts.clear()
+
     def on_quotas_loaded(self, message: QuotasLoaded) -> None:
+        if self.recorder is not None:
+            self.recorder.quotas_loaded(message.quotas)
         self.state.replace_quotas(message.quotas)
         self.overview.show((Source.TRAFFIC,))
 
     def on_quota_changed(self, message: QuotaChanged) -> None:
+        if self.recorder is not None:
+            self.recorder.quota_changed(message.entries, message.quota)
         if message.quota is not None:
             self.state.merge_quota(message.quota)
         fresh = [e for e in message.entries if e.id not in self._audit_seen]
@@ -223,6 +251,8 @@ class SurgewatchApp(App[int]):
         self.overview.show((Source.TRAFFIC,))
 
     def on_subscription_changed(self, message: SubscriptionChanged) -> None:
+        if self.recorder is not None:
+            self.recorder.subscription(message.connected, message.error)
         self.state.subscription_error = None if message.connected else message.error
         self.overview.show((Source.TRAFFIC,))
 
@@ -298,17 +328,34 @@ class SurgewatchApp(App[int]):
 
 
 def create_app(settings: Settings, **overrides: Any) -> SurgewatchApp:
-    """The one factory used by the CLI, the demo and the tests."""
+    """The one factory used by the CLI, the demo, replay and the tests.
+
+    `recorder=Recorder(...)` records what the console renders from; `replay=Player(...)` opens the same
+    console read-only on a recording (no collectors, no Redis, the recorded time as its clock)."""
+    replay = overrides.get("replay")
+    if replay is not None:
+        overrides = {"sources": False, "subscribe": False, "clock": replay.clock, **overrides}
+        settings = replace(settings, read_only=True, redis_url=None)
     return SurgewatchApp(settings, **overrides)
 
 
-def run_console(settings: Settings) -> int:
+def run_console(settings: Settings, *, record: str | None = None, keep_s: float | None = None) -> int:
+    """The console; with `record` (`surgewatch --record FILE`) it also records into FILE."""
+    recorder = None
     try:
-        app = create_app(settings)
+        if record is not None:
+            from collectors.record_writer import Recorder
+
+            recorder = Recorder(record, keep_s=keep_s)  # a RecordingError is a ValueError: exit 2 below
+        app = create_app(settings, recorder=recorder)
     except ValueError as e:  # e.g. a misspelt [thresholds] name: say it before taking the screen
         import sys
 
         print(f"surgewatch: {e}", file=sys.stderr)
         return 2
-    result = app.run()
+    try:
+        result = app.run()
+    finally:
+        if recorder is not None:
+            recorder.close()
     return int(result or 0)

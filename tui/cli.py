@@ -16,8 +16,9 @@ from collectors.config import ConfigError, Settings, resolve
 
 def build_parser() -> argparse.ArgumentParser:
     from collectors import commands as collectors_cli
+    from collectors import record_cmd
     from quotas import commands as quotas_cli
-    from tui import demo_cmd
+    from tui import demo_cmd, replay_cmd
 
     p = argparse.ArgumentParser(
         prog="surgewatch",
@@ -33,10 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", metavar="SECONDS", type=float, help="refresh interval of the console (default 1)")
     p.add_argument("--read-only", action="store_true", help="no edit bindings; nothing is written")
     p.add_argument("--wall", action="store_true", help="wall-screen mode: read-only, large KPIs, cycles panels")
+    p.add_argument("--record", metavar="FILE", help="record what the console shows into FILE (see `replay`)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     quotas_cli.register(sub)
     collectors_cli.register(sub)
     demo_cmd.register(sub)
+    record_cmd.register(sub)
+    replay_cmd.register(sub)
     return p
 
 
@@ -59,10 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"surgewatch: {e}", file=sys.stderr)
         return 2
+    if args.record is not None and args.command not in (None, "demo"):
+        print(f"surgewatch: --record records the console or the demo, not `{args.command}`", file=sys.stderr)
+        return 2
     if args.command is None:
         from tui.app import run_console
 
-        return run_console(settings)
+        return run_console(settings, record=args.record)
     try:
         return int(args.func(args, settings))
     except KeyboardInterrupt:

@@ -14,7 +14,7 @@ import signal
 import sys
 from dataclasses import replace
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from collectors.config import Settings
 
@@ -54,6 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="simulated seconds per wall second (default 1; headless: 0 = as fast as the server answers)",
     )
     p.add_argument("--no-serve-nodes", action="store_true", help="headless: do not serve the nodes' /metrics")
+    # dest differs from the global --record so that `surgewatch --record F demo` and `demo --record F` both work
+    p.add_argument("--record", dest="demo_record", metavar="FILE",
+                   help="record what the console sees (headless too: every source and quota change) into FILE")
     p.add_argument(
         "--screenshot",
         metavar="FILE.svg",
@@ -69,6 +72,7 @@ def _sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from collectors.record_format import RecordingError
     from quotas.errors import Unreachable
     from quotas.model import QuotaError
     from sim.world import DemoConfig, QuotaChange
@@ -92,28 +96,34 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             raise ValueError("--duration and --quota-change apply to --headless runs only")
         if not args.headless and args.speed == 0:
             raise ValueError("--speed 0 (as fast as possible) is for --headless runs only")
+        record = args.demo_record or args.record
+        if record and (args.speed == 0 or args.no_serve_nodes or args.screenshot):
+            raise ValueError("--record needs the world in real time with its nodes served: "
+                             "not with --speed 0, --no-serve-nodes or --screenshot")
     except (QuotaError, ValueError) as e:
         print(f"surgewatch demo: {e}", file=sys.stderr)
         return 2
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
+        if args.headless and record:
+            return record_headless(config, settings, args.duration, record, redis_port=args.redis_port)
         if args.headless:
             from sim.runner import run_headless
 
             return run_headless(config, args.duration, redis_port=args.redis_port)
         if args.screenshot:
             return save_screenshot(config, settings, args.screenshot, redis_port=args.redis_port)
-        return run_interactive(config, settings, redis_port=args.redis_port)
+        return run_interactive(config, settings, redis_port=args.redis_port, record=record)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         # `surgewatch demo --headless ... | head`: the reader left; stop quietly (the server is already stopped)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except QuotaError as e:
+    except (QuotaError, RecordingError) as e:
         print(f"surgewatch demo: {e}", file=sys.stderr)
         return 2
-    except (RuntimeError, Unreachable) as e:
+    except (RuntimeError, Unreachable, OSError) as e:
         print(f"surgewatch demo: {e}", file=sys.stderr)
         return 1
     finally:
@@ -130,28 +140,80 @@ def demo_subtitle(redis_url: str) -> str:
     return f"demo · Redis {redis_url} · join: surgewatch --redis {redis_url} · cut: quota set free 3/1d"
 
 
-def demo_app(world: WorldThread, settings: Settings) -> App[int]:
+def demo_app(world: WorldThread, settings: Settings, recorder: Any = None) -> App[int]:
     """The console on a started world: the one app factory, pointed at the world's Redis and nodes."""
     from tui.app import create_app
 
-    app = create_app(demo_settings(settings, world.redis_url, world.node_urls), subtitle=demo_subtitle(world.redis_url))
+    app = create_app(demo_settings(settings, world.redis_url, world.node_urls), subtitle=demo_subtitle(world.redis_url),
+                     recorder=recorder)
     # Textual only hints at q on Ctrl+C; the demo promises that Ctrl+C ends it (an Input still copies with it)
     app.action_help_quit = app.action_quit  # type: ignore[method-assign,assignment]  # sync slot, async action: Textual awaits either
     return app
 
 
-def run_interactive(config: DemoConfig, settings: Settings, *, redis_port: int | None = None) -> int:
+def run_interactive(
+    config: DemoConfig, settings: Settings, *, redis_port: int | None = None, record: str | None = None
+) -> int:
     """Start the world, open the console on it, and stop everything when the console closes."""
+    from collectors.record_writer import Recorder
     from sim.runner import WorldThread
 
+    recorder = Recorder(record) if record else None  # a bad FILE is refused before anything starts
     world = WorldThread(config, redis_port=redis_port)
     try:
         world.start()
-        app = demo_app(world, settings)
+        app = demo_app(world, settings, recorder)
         app.run()
         return int(app.return_code or 0)
     finally:
         world.stop()
+        if recorder is not None:
+            recorder.close()
+
+
+RECORD_TAIL_S = 1.5  # after the last tick: one more scrape and traffic poll, so the recording holds it
+
+
+def record_headless(
+    config: DemoConfig, settings: Settings, duration_s: int, record: str, *, redis_port: int | None = None
+) -> int:
+    """`demo --headless --record FILE`: the world in real time, its tick lines on stdout, and the
+    headless recorder (the console's collectors and quota feed) recording it."""
+    import asyncio
+    import json
+    import threading
+    import time
+
+    from collectors.record_daemon import record as record_world
+    from collectors.record_writer import Recorder
+    from sim.runner import WorldThread
+    from sim.world import Tick
+
+    recorder = Recorder(record)
+    done = threading.Event()
+    ended_at: list[float] = []
+
+    def on_tick(tick: Tick) -> None:  # the world's thread
+        if tick.t <= duration_s:
+            sys.stdout.write(json.dumps(tick.to_json(), separators=(", ", ": ")) + "\n")
+            sys.stdout.flush()
+        if tick.t >= duration_s and not done.is_set():
+            ended_at.append(time.monotonic())
+            done.set()
+
+    def over() -> bool:
+        return done.is_set() and time.monotonic() - ended_at[0] >= RECORD_TAIL_S
+
+    world = WorldThread(config, redis_port=redis_port, on_tick=on_tick)
+    try:
+        world.start()
+        print(f"surgewatch demo: recording into {record}; join with: surgewatch --redis {world.redis_url}",
+              file=sys.stderr, flush=True)
+        asyncio.run(record_world(demo_settings(settings, world.redis_url, world.node_urls), recorder, stop=over))
+    finally:
+        world.stop()
+        recorder.close()
+    return 0
 
 
 SCREENSHOT_SIZE = (160, 48)
