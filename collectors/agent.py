@@ -13,15 +13,14 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.metrics_core import Metric
 
 from collectors.gpu import GpuCollector
 from collectors.host import HostCollector
+from collectors.metrics import BY_NAME, METRICS, render_family
 from collectors.reasons import encode_reasons
 from collectors.runner import Reading, Runner
 from collectors.samples import GpuSample, GpusSample, HostSample
@@ -30,32 +29,36 @@ log = logging.getLogger(__name__)
 
 GPU_LABELS = ("gpu", "UUID", "modelName", "Hostname")
 
-# (metric, help, value of a GpuSample or None when n/a)
-GPU_METRICS: tuple[tuple[str, str, Any], ...] = (
-    ("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", lambda g: g.util_pct),
-    ("DCGM_FI_DEV_MEM_COPY_UTIL", "Memory utilization (in %).", lambda g: g.mem_util_pct),
-    ("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", lambda g: g.mem_used_mib),
-    ("DCGM_FI_DEV_FB_FREE", "Framebuffer memory free (in MiB).",
-     lambda g: None if g.mem_total_mib is None or g.mem_used_mib is None else g.mem_total_mib - g.mem_used_mib),
-    ("DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C).", lambda g: g.temp_c),
-    ("DCGM_FI_DEV_SLOWDOWN_TEMP", "Slowdown temperature threshold (in C).", lambda g: g.temp_slowdown_c),
-    ("DCGM_FI_DEV_SHUTDOWN_TEMP", "Shutdown temperature threshold (in C).", lambda g: g.temp_shutdown_c),
-    ("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).", lambda g: g.power_w),
-    ("DCGM_FI_DEV_POWER_MGMT_LIMIT", "Power management limit (in W).", lambda g: g.power_limit_w),
-    ("DCGM_FI_DEV_SM_CLOCK", "SM clock frequency (in MHz).", lambda g: g.sm_clock_mhz),
-    ("DCGM_FI_DEV_MAX_SM_CLOCK", "Maximum SM clock frequency (in MHz).", lambda g: g.sm_clock_max_mhz),
-    ("DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", "Current clock event (throttle) reasons (NVML bitmask).",
-     lambda g: encode_reasons(g.throttle)),
-    ("DCGM_FI_DEV_FAN_SPEED", "Fan speed (in %).", lambda g: g.fan_pct),
-    ("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", "Volatile uncorrectable (double-bit) ECC errors.", lambda g: g.ecc_uncorrected),
-    ("DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS", "Rows remapped for uncorrectable errors.",
-     lambda g: g.remapped_rows_uncorrectable),
-    ("DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS", "Rows remapped for correctable errors.",
-     lambda g: None if g.remapped_rows is None or g.remapped_rows_uncorrectable is None
-     else g.remapped_rows - g.remapped_rows_uncorrectable),
-    ("DCGM_FI_DEV_PCIE_REPLAY_COUNTER", "PCIe replay counter.", lambda g: g.pcie_replay),
-    ("DCGM_FI_DEV_XID_ERRORS", "Value of the last XID error seen (0: none).", lambda g: g.xid or 0),
+# how each exported metric is read from a GpuSample (None: n/a, not exported); names, help texts and
+# types come from the one table, collectors.metrics
+_GET: dict[str, Callable[[GpuSample], Any]] = {
+    "DCGM_FI_DEV_GPU_UTIL": lambda g: g.util_pct,
+    "DCGM_FI_DEV_MEM_COPY_UTIL": lambda g: g.mem_util_pct,
+    "DCGM_FI_DEV_FB_USED": lambda g: g.mem_used_mib,
+    "DCGM_FI_DEV_FB_FREE":
+        lambda g: None if g.mem_total_mib is None or g.mem_used_mib is None else g.mem_total_mib - g.mem_used_mib,
+    "DCGM_FI_DEV_GPU_TEMP": lambda g: g.temp_c,
+    "DCGM_FI_DEV_SLOWDOWN_TEMP": lambda g: g.temp_slowdown_c,
+    "DCGM_FI_DEV_SHUTDOWN_TEMP": lambda g: g.temp_shutdown_c,
+    "DCGM_FI_DEV_POWER_USAGE": lambda g: g.power_w,
+    "DCGM_FI_DEV_POWER_MGMT_LIMIT": lambda g: g.power_limit_w,
+    "DCGM_FI_DEV_SM_CLOCK": lambda g: g.sm_clock_mhz,
+    "DCGM_FI_DEV_MAX_SM_CLOCK": lambda g: g.sm_clock_max_mhz,
+    "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS": lambda g: encode_reasons(g.throttle),
+    "DCGM_FI_DEV_FAN_SPEED": lambda g: g.fan_pct,
+    "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL": lambda g: g.ecc_uncorrected,
+    "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS": lambda g: g.remapped_rows_uncorrectable,
+    "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS":
+        lambda g: None if g.remapped_rows is None or g.remapped_rows_uncorrectable is None
+        else g.remapped_rows - g.remapped_rows_uncorrectable,
+    "DCGM_FI_DEV_PCIE_REPLAY_COUNTER": lambda g: g.pcie_replay,
+    "DCGM_FI_DEV_XID_ERRORS": lambda g: g.xid or 0,
+}
+# (metric, help, value of a GpuSample or None when n/a), in the table's order
+GPU_METRICS: tuple[tuple[str, str, Callable[[GpuSample], Any]], ...] = tuple(
+    (m.name, m.help, _GET[m.name]) for m in METRICS if m.name in _GET
 )
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class AgentExporter:
@@ -66,22 +69,20 @@ class AgentExporter:
         self.gpus: GpusSample | None = None
         self.host: HostSample | None = None
 
-    def collect(self) -> Iterator[Metric]:
+    def render(self) -> bytes:
+        """The page: GPU series typed as dcgm-exporter types them, then the agent's status and host load."""
+        return "".join(self._families()).encode("utf-8")
+
+    def _families(self) -> Iterator[str]:
         gpus = self.gpus
         if gpus is not None and gpus.gpus:
             live = [g for g in gpus.gpus if g.status == "ok"]  # a lost GPU has no values to export
             for name, help_text, get in GPU_METRICS:
-                fam = GaugeMetricFamily(name, help_text, labels=GPU_LABELS)
-                for g in live:
-                    v = get(g)
-                    if v is not None:
-                        fam.add_metric(self._labels(g), float(v))
-                if fam.samples:
-                    yield fam
-        status = GaugeMetricFamily("surgewatch_agent_gpu_status", "1 for the NVML status of this node.",
-                                   labels=("status",))
-        status.add_metric(("unknown" if gpus is None else gpus.status,), 1.0)
-        yield status
+                samples = [(self._labels(g), float(v)) for g in live if (v := get(g)) is not None]
+                yield render_family(name, help_text, BY_NAME[name].type, GPU_LABELS, samples)
+        status = "unknown" if gpus is None else gpus.status
+        yield render_family("surgewatch_agent_gpu_status", "1 for the NVML status of this node.", "gauge",
+                            ("status",), [((status,), 1.0)])
         host = self.host
         if host is not None:
             yield from self._host(host)
@@ -89,7 +90,7 @@ class AgentExporter:
     def _labels(self, g: GpuSample) -> tuple[str, ...]:
         return (str(g.index), g.uuid or "", g.name or "", self.hostname)
 
-    def _host(self, h: HostSample) -> Iterator[Metric]:
+    def _host(self, h: HostSample) -> Iterator[str]:
         lab = ("Hostname",)
         for name, help_text, v in (
             ("surgewatch_host_cpu_pct", "Host CPU use, all cores (in %).", h.cpu_pct),
@@ -100,25 +101,35 @@ class AgentExporter:
             ("surgewatch_host_mem_total_mib", "Memory total (in MiB).", h.mem_total_mib),
             ("surgewatch_host_swap_used_mib", "Swap used (in MiB).", h.swap_used_mib),
             ("surgewatch_host_swap_total_mib", "Swap total (in MiB).", h.swap_total_mib),
+            # rates need two readings: until then they are left out, never served as a zero
             ("surgewatch_host_net_rx_bps", "Network receive rate (bytes/s).", h.net_rx_bps),
             ("surgewatch_host_net_tx_bps", "Network transmit rate (bytes/s).", h.net_tx_bps),
             ("surgewatch_host_disk_read_bps", "Disk read rate (bytes/s).", h.disk_read_bps),
             ("surgewatch_host_disk_write_bps", "Disk write rate (bytes/s).", h.disk_write_bps),
         ):
             if v is not None:
-                yield _one(name, help_text, lab, (self.hostname,), v)
-        cores = GaugeMetricFamily(
-            "surgewatch_host_cpu_core_pct", "CPU use per core (in %).", labels=("Hostname", "core")
-        )
-        for i, pct in enumerate(h.cpu_per_core_pct):
-            cores.add_metric((self.hostname, str(i)), pct)
-        yield cores
+                yield render_family(name, help_text, "gauge", lab, [((self.hostname,), float(v))])
+        yield render_family("surgewatch_host_cpu_core_pct", "CPU use per core (in %).", "gauge", ("Hostname", "core"),
+                            [((self.hostname, str(i)), pct) for i, pct in enumerate(h.cpu_per_core_pct)])
 
 
-def _one(name: str, help_text: str, labels: tuple[str, ...], values: tuple[str, ...], v: float) -> Metric:
-    fam = GaugeMetricFamily(name, help_text, labels=labels)
-    fam.add_metric(values, float(v))
-    return fam
+def _handler(exporter: AgentExporter) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.split("?", 1)[0] not in ("/metrics", "/"):
+                self.send_error(404, "try /metrics")
+                return
+            body = exporter.render()
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # scrapes are not news
+            pass
+
+    return Handler
 
 
 class Agent:
@@ -129,9 +140,7 @@ class Agent:
         self.gpu = GpuCollector(nvml)
         self.host = HostCollector()
         self.exporter = AgentExporter(self.host.hostname)
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(self.exporter)
-        self._server: Any = None
+        self._server: ThreadingHTTPServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._gpu_status: str | None = None
 
@@ -146,7 +155,11 @@ class Agent:
         host_runner = Runner(self.host, interval_s=self.interval_s, timeout_s=5.0)
         await self._on_gpu(await gpu_runner.poll_once())
         await self._on_host(await host_runner.poll_once())
-        self._server, _ = start_http_server(self.port, addr=self.bind_host, registry=self.registry)
+        # a small threaded HTTP server of the standard library: prometheus-client's would rename
+        # dcgm-exporter's counters (it appends `_total`)
+        self._server = ThreadingHTTPServer((self.bind_host, self.port), _handler(self.exporter))
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="agent-http", daemon=True).start()
         self.port = int(self._server.server_port)
         log.info("surgewatch agent serving %s", self.url)
         self._tasks = [

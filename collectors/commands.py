@@ -97,6 +97,7 @@ def snapshot_command(args: argparse.Namespace, settings: Settings) -> int:
             nodes=nodes,
             prometheus=prometheus,
             local=not args.no_local,
+            prometheus_lookback_s=settings.prometheus_lookback_s,
         )
     )
     if args.json:

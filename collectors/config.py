@@ -19,6 +19,7 @@ The file lives in `$XDG_CONFIG_HOME/surgewatch/surgewatch.toml` (default `~/.con
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,7 +31,9 @@ from collectors.nodes import parse_nodes as _parse_nodes
 from quotas.keys import DEFAULT_PREFIX
 from quotas.model import QuotaError, validate_redis_url
 
-__all__ = ["ConfigError", "Settings", "config_path", "load_file", "parse_nodes", "redact_url", "resolve"]
+__all__ = [
+    "ConfigError", "Settings", "config_path", "load_file", "parse_lookback", "parse_nodes", "redact_url", "resolve",
+]
 
 
 class ConfigError(ValueError):
@@ -55,6 +58,17 @@ def load_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read {path}: {e}") from e
 
 
+def parse_lookback(text: str) -> float:
+    """'1h', '30m', '2d', '90s' or a number of seconds -> seconds. ValueError otherwise."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if not m:
+        raise ValueError(f"invalid lookback {text!r}: a duration such as 1h, 30m or 90s")
+    value = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    if not 1 <= value <= 30 * 86400:
+        raise ValueError(f"invalid lookback {text!r}: between 1 s and 30 days")
+    return value
+
+
 def parse_nodes(value: str | list[str] | None) -> list[str]:
     """The node list, with a bad entry reported as a ConfigError (exit 2)."""
     try:
@@ -71,6 +85,7 @@ class Settings:
     prefix: str = DEFAULT_PREFIX
     nodes: tuple[str, ...] = ()
     prometheus: str | None = None
+    prometheus_lookback_s: float = 3600.0  # how far back Prometheus' history is read for a down target
     interval_s: float = 1.0
     node_interval_s: float = 5.0
     read_only: bool = False
@@ -94,6 +109,7 @@ def resolve(
     nodes: str | None = None,
     prometheus: str | None = None,
     interval: float | None = None,
+    prometheus_lookback: str | None = None,
     read_only: bool = False,
     wall: bool = False,
     env: dict[str, str] | None = None,
@@ -120,6 +136,12 @@ def resolve(
         node_interval_s = float(env.get("SURGEWATCH_NODE_INTERVAL") or file.get("node_interval_s", 5.0))
     except (TypeError, ValueError) as e:
         raise ConfigError("invalid node_interval_s: a number of seconds") from e
+    raw_lookback = prometheus_lookback or env.get("SURGEWATCH_PROMETHEUS_LOOKBACK") or file.get(
+        "prometheus_lookback", "1h")
+    try:
+        lookback_s = parse_lookback(str(raw_lookback))
+    except ValueError as e:
+        raise ConfigError(f"--prometheus-lookback: {e}") from None
     thresholds = file.get("thresholds", {})
     if not isinstance(thresholds, dict):
         raise ConfigError("invalid [thresholds]: a table of numbers")
@@ -133,6 +155,7 @@ def resolve(
         prefix=str(prefix),
         nodes=tuple(parse_nodes(node_value)),
         prometheus=prom or None,
+        prometheus_lookback_s=lookback_s,
         interval_s=interval_s,
         node_interval_s=node_interval_s,
         read_only=read_only or wall,

@@ -17,15 +17,16 @@ import math
 import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
 
-from collectors.dcgm import PROMQL_SELECTOR, PageError, gpus_from_series, parse_page
+from collectors.dcgm import PageError, parse_report
 from collectors.nodes import redact_url
 from collectors.runner import describe_error
 from collectors.samples import FleetSample, GpuSample, NodeSample
+from collectors.series import ParsedNode, dedupe_uuids
 
 MAX_PAGE_BYTES = 8 * 1024 * 1024  # a node serving more than this is broken, not a GPU server
 
@@ -56,7 +57,7 @@ class _Node:
     last_try: float = -math.inf
     interval_s: float = 5.0
     page_digest: bytes = b""  # digest of the last page parsed, and what it parsed to
-    page_gpus: tuple[GpuSample, ...] = ()
+    page: ParsedNode = field(default_factory=ParsedNode)
 
 
 HEADERS = {"Accept": "text/plain;version=0.0.4", "User-Agent": "surgewatch"}
@@ -137,7 +138,8 @@ class FleetCollector:
         pending = [n.task for n in self._nodes if n.task is not None]
         if pending:
             await asyncio.wait(pending, timeout=self.wait_s)
-        return FleetSample(taken_at=self._clock(), nodes=tuple(n.sample for n in self._nodes), source="scrape")
+        nodes = dedupe_uuids(tuple(n.sample for n in self._nodes))
+        return FleetSample(taken_at=self._clock(), nodes=nodes, source="scrape")
 
     async def _scrape(self, n: _Node) -> None:
         try:
@@ -149,10 +151,10 @@ class FleetCollector:
                     latency_ms = (time.perf_counter() - t0) * 1000
                     digest = hashlib.blake2b(body, digest_size=16).digest()
                     if digest == n.page_digest:
-                        gpus = n.page_gpus  # same page, same GPUs: samples are immutable
+                        page = n.page  # same page, same GPUs: samples are immutable
                     else:
-                        gpus = parse_page(body.decode("utf-8", errors="replace"), n.shown)
-                        n.page_digest, n.page_gpus = digest, gpus
+                        page = parse_report(body.decode("utf-8", errors="replace"), n.shown)
+                        n.page_digest, n.page = digest, page
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:
@@ -174,7 +176,8 @@ class FleetCollector:
                     latency_ms=round(latency_ms, 2),
                     taken_at=now,
                     checked_at=now,
-                    gpus=gpus,
+                    gpus=page.gpus,
+                    warnings=page.warnings,
                 )
         finally:
             n.task = None
@@ -217,90 +220,10 @@ class FleetCollector:
             await c.aclose()
 
 
-class PrometheusFleetCollector:
-    """The whole fleet from one instant query to a Prometheus server (for fleets too big to scrape).
+def __getattr__(name: str) -> Any:
+    # Prometheus mode lives in collectors.prometheus; the old import path keeps working
+    if name == "PrometheusFleetCollector":
+        from collectors.prometheus import PrometheusFleetCollector
 
-    Nodes are Prometheus' `instance` labels. A target whose `up` is 0 is "down" with its last-known
-    GPUs; GPU-less targets (node exporters and the like) are left out.
-    """
-
-    name = "fleet"
-
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        timeout_s: float = 2.0,
-        client: httpx.AsyncClient | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.shown = redact_url(self.base_url) or self.base_url
-        self.timeout_s = timeout_s
-        self._clock = clock
-        self._own_client = client is None
-        self._client = client or make_client(timeout_s, 4)
-        self._known: dict[str, NodeSample] = {}
-
-    async def poll(self) -> FleetSample:
-        query = f"{PROMQL_SELECTOR} or up"
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                t0 = time.perf_counter()
-                r = await self._client.get(f"{self.base_url}/api/v1/query", params={"query": query})
-                latency_ms = (time.perf_counter() - t0) * 1000
-                r.raise_for_status()
-                doc = r.json()
-        except Exception as e:
-            raise RuntimeError(f"prometheus {self.shown}: {scrape_error(e, self.timeout_s)}") from e
-        if not isinstance(doc, dict) or doc.get("status") != "success":
-            err = doc.get("error") if isinstance(doc, dict) else None
-            raise RuntimeError(f"prometheus {self.shown}: query failed ({err or 'unexpected answer'})")
-        return self._sample(doc.get("data", {}).get("result", []), latency_ms)
-
-    def _sample(self, result: Any, latency_ms: float) -> FleetSample:
-        now = self._clock()
-        series: dict[str, list[tuple[str, dict[str, str], float]]] = {}
-        up: dict[str, bool] = {}
-        stamp: dict[str, float] = {}
-        for item in result if isinstance(result, list) else ():
-            try:
-                labels = {str(k): str(v) for k, v in item["metric"].items()}
-                ts, raw = item["value"]
-                value = float(raw)
-            except (KeyError, TypeError, ValueError, AttributeError):
-                continue
-            inst = labels.get("instance", "?")
-            name = labels.pop("__name__", "")
-            if name == "up":
-                up[inst] = value == 1.0
-                continue
-            series.setdefault(inst, []).append((name, labels, value))
-            stamp[inst] = max(stamp.get(inst, 0.0), float(ts))
-        for inst in sorted(set(series) | (set(up) & set(self._known))):
-            if inst in series and up.get(inst, True):
-                gpus = gpus_from_series(inst, series[inst])
-                self._known[inst] = NodeSample(
-                    url=inst,
-                    status="up",
-                    error=None,
-                    latency_ms=round(latency_ms, 2),
-                    taken_at=stamp.get(inst, now),
-                    checked_at=now,
-                    gpus=gpus,
-                )
-            elif inst in self._known:
-                prev = self._known[inst]
-                self._known[inst] = replace(
-                    prev,
-                    status="down",
-                    error="target down in prometheus",
-                    latency_ms=None,
-                    checked_at=now,
-                    gpus=_stale(prev.gpus),
-                )
-        return FleetSample(taken_at=now, nodes=tuple(self._known[k] for k in sorted(self._known)), source="prometheus")
-
-    async def aclose(self) -> None:
-        if self._own_client:
-            await self._client.aclose()
+        return PrometheusFleetCollector
+    raise AttributeError(name)

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from collectors.metrics import PCT_OF_RATIO, READ, MetricSpec, in_range, is_blank
 from collectors.reasons import decode_reasons
-from collectors.samples import GpuSample, MigInstance, NodeWarning, WarningKind
+from collectors.samples import GpuSample, MigInstance, NodeSample, NodeWarning, WarningKind
 
 RawValue = float | str  # a str is a value that did not parse, kept for the warning
 Series = tuple[str, Mapping[str, str], RawValue]
@@ -201,3 +202,46 @@ def read_series(node: str, series: Iterable[Series]) -> ParsedNode:
         r.add(name, labels, raw)
     gpus = sorted(r.gpus.values(), key=lambda g: g.index)
     return ParsedNode(tuple(_build(node, g) for g in gpus), tuple(r.warnings.values()))
+
+
+def _host(url: str) -> str:
+    if "://" not in url:
+        return url  # a Prometheus instance label is already host:port
+    return urlsplit(url).netloc.rsplit("@", 1)[-1] or url
+
+
+def dedupe_uuids(nodes: tuple[NodeSample, ...]) -> tuple[NodeSample, ...]:
+    """A GPU UUID on two nodes (one exporter scraped under two names) is counted once, on the first node
+    in order; both nodes carry a warning naming the other. Unchanged nodes are returned as they are."""
+    first: dict[str, tuple[int, int]] = {}  # uuid -> (node position, GPU index)
+    dup: dict[int, list[tuple[int, str, int]]] = {}  # later node position -> [(GPU index, uuid, first node)]
+    for pos, n in enumerate(nodes):
+        for g in n.gpus:
+            if g.uuid is None:
+                continue
+            seen = first.get(g.uuid)
+            if seen is None:
+                first[g.uuid] = (pos, g.index)
+            elif seen[0] != pos:
+                dup.setdefault(pos, []).append((g.index, g.uuid, seen[0]))
+    if not dup:
+        return nodes
+    extra: dict[int, list[NodeWarning]] = {}
+    drop: dict[int, set[str]] = {}
+    for pos, items in dup.items():
+        for index, uuid, at in items:
+            here, there = _host(nodes[pos].url), _host(nodes[at].url)
+            extra.setdefault(pos, []).append(NodeWarning(
+                index, "uuid", "uuid", f"GPU {index} ({uuid}) is also on {there}: counted once, there"))
+            extra.setdefault(at, []).append(NodeWarning(
+                first[uuid][1], "uuid", "uuid", f"GPU {first[uuid][1]} ({uuid}) is also reported by {here}"))
+            drop.setdefault(pos, set()).add(uuid)
+    out = []
+    for pos, n in enumerate(nodes):
+        if pos not in extra:
+            out.append(n)
+            continue
+        gone = drop.get(pos, set())
+        out.append(replace(n, gpus=tuple(g for g in n.gpus if g.uuid not in gone),
+                           warnings=n.warnings + tuple(extra[pos])))
+    return tuple(out)

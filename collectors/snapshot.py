@@ -13,7 +13,7 @@ from typing import Any
 
 from collectors.nodes import redact_url
 from collectors.runner import describe_error
-from collectors.samples import FleetSample, GpuSample, GpusSample, HostSample, TrafficSample
+from collectors.samples import FleetSample, GpuSample, GpusSample, HostSample, NodeSample, TrafficSample
 from quotas.errors import redact
 from quotas.model import iso
 
@@ -35,14 +35,37 @@ GPU_KEYS = (
     "xid",
     "ecc_uncorrected",
     "status",
+    "tensor_active_pct",
+    "dram_active_pct",
 )
 SOURCE_TIMEOUT_S = 8.0
 
 
 def gpu_json(g: GpuSample) -> dict[str, Any]:
+    """One GPU; `mig` is null for a GPU not in MIG mode, else its instances (a MIG GPU's memory
+    figures are the sums over its instances; its power and temperature the device's own)."""
     d = {k: getattr(g, k) for k in GPU_KEYS}
     d["throttle"] = list(g.throttle)
+    d["mig"] = None if g.mig is None else [
+        {"gi_id": m.gi_id, "profile": m.profile, "mem_used_mib": m.mem_used_mib, "mem_total_mib": m.mem_total_mib,
+         "util_pct": m.util_pct}
+        for m in g.mig
+    ]
     return d
+
+
+def node_json(n: NodeSample) -> dict[str, Any]:
+    """One node; a node that answers with no GPU series is `up` with `gpus: 0`, a down one says when
+    its GPUs were last seen (`last_seen`, null when never)."""
+    return {
+        "url": redact_url(n.url),
+        "status": n.status,
+        "error": n.error,
+        "latency_ms": n.latency_ms,
+        "gpus": len(n.gpus),
+        "warnings": [str(w) for w in n.warnings],
+        "last_seen": iso(n.taken_at) if n.status == "down" and n.gpus else None,
+    }
 
 
 def host_json(h: HostSample) -> dict[str, Any]:
@@ -132,10 +155,10 @@ async def _scrape(urls: Sequence[str]) -> FleetSample:
         await c.aclose()
 
 
-async def _prometheus(url: str) -> FleetSample:
-    from collectors.fleet import PrometheusFleetCollector
+async def _prometheus(url: str, lookback_s: float) -> FleetSample:
+    from collectors.prometheus import PrometheusFleetCollector
 
-    c = PrometheusFleetCollector(url)
+    c = PrometheusFleetCollector(url, lookback_s=lookback_s, timeout_s=SOURCE_TIMEOUT_S / 4)
     try:
         return await c.poll()
     finally:
@@ -163,6 +186,7 @@ async def take_snapshot(
     prometheus: str | None,
     local: bool,
     nvml: Any = None,
+    prometheus_lookback_s: float = 3600.0,
 ) -> dict[str, Any]:
     """Run every configured collector once, concurrently; the issue's JSON document."""
     import time
@@ -175,7 +199,7 @@ async def take_snapshot(
     if nodes:
         jobs["fleet"] = _scrape(nodes)
     if prometheus:
-        jobs["prometheus"] = _prometheus(prometheus)
+        jobs["prometheus"] = _prometheus(prometheus, prometheus_lookback_s)
     if redis_url:
         jobs["traffic"] = _traffic(redis_url, prefix)
     started = time.time()
@@ -192,15 +216,7 @@ async def take_snapshot(
         fleet = results.get(key)
         if isinstance(fleet, FleetSample):
             for n in fleet.nodes:
-                node_list.append(
-                    {
-                        "url": redact_url(n.url),
-                        "status": n.status,
-                        "error": n.error,
-                        "latency_ms": n.latency_ms,
-                        "gpus": len(n.gpus),
-                    }
-                )
+                node_list.append(node_json(n))
                 gpus.extend(gpu_json(g) for g in n.gpus)
     host = results.get("host")
     traffic = results.get("traffic")
@@ -262,12 +278,16 @@ def render_text(doc: dict[str, Any]) -> str:
             "",
             *_table(
                 [
-                    [n["url"], n["status"], _f(n["latency_ms"], "{:.0f} ms", "-"), str(n["gpus"]), n["error"] or ""]
+                    [n["url"], n["status"], _f(n["latency_ms"], "{:.0f} ms", "-"), str(n["gpus"]),
+                     n["last_seen"] or "-", n["error"] or ("up, no GPU series" if not n["gpus"] else "")]
                     for n in doc["nodes"]
                 ],
-                ["NODE", "STATUS", "LATENCY", "GPUS", "ERROR"],
+                ["NODE", "STATUS", "LATENCY", "GPUS", "LAST SEEN", "ERROR"],
             ),
         ]
+        warned = [(n["url"], w) for n in doc["nodes"] for w in n["warnings"]]
+        if warned:
+            out += ["", "warnings:", *(f"  {url}: {w}" for url, w in warned)]
     if doc["tiers"]:
         rows = []
         for t in doc["tiers"]:

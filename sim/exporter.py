@@ -2,9 +2,9 @@
 
 Each node gets its own loopback port (so the fleet collector sees one URL per node, as in a real
 fleet) served by a small asyncio server inside the simulation's event loop: hundreds of nodes cost
-a few sockets, not threads. The text is rendered by prometheus-client (`generate_latest` over a
-custom collector per node), with dcgm-exporter's metric names and labels, and re-rendered only when
-the node's state changed.
+a few sockets, not threads. The text is rendered from the one metric table
+(`collectors.metrics`: dcgm-exporter's names, help texts and types), with dcgm-exporter's labels,
+and re-rendered only when the node's state changed.
 
 A node that is down closes every connection without answering, as a host that died mid-request.
 """
@@ -16,39 +16,37 @@ import contextlib
 from collections.abc import Iterator
 from functools import partial
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
-
+from collectors.metrics import METRICS, MetricSpec, render_family
 from sim.fleet import Fleet, Node
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LABELS = ["gpu", "UUID", "pci_bus_id", "device", "modelName", "Hostname", "DCGM_FI_DRIVER_VERSION"]
 MAX_HEADER_BYTES = 16384
 
-# (name, help, how to read it from a GpuState/GpuSpec pair). dcgm-exporter declares some of these
-# as counters; they are exported as gauges here so the names stay exactly dcgm-exporter's (a
-# prometheus-client counter would get a `_total` suffix).
-_METRICS: list[tuple[str, str, str]] = [
-    ("DCGM_FI_DEV_SM_CLOCK", "SM clock frequency (in MHz).", "sm_clock"),
-    ("DCGM_FI_DEV_MAX_SM_CLOCK", "Maximum SM clock frequency (in MHz).", "max_sm_clock"),
-    ("DCGM_FI_DEV_MEM_CLOCK", "Memory clock frequency (in MHz).", "mem_clock"),
-    ("DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C).", "temp"),
-    ("DCGM_FI_DEV_SLOWDOWN_TEMP", "Slowdown temperature (in C).", "slowdown"),
-    ("DCGM_FI_DEV_SHUTDOWN_TEMP", "Shutdown temperature (in C).", "shutdown"),
-    ("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).", "power"),
-    ("DCGM_FI_DEV_POWER_MGMT_LIMIT", "Power management limit (in W).", "power_limit"),
-    ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "Total energy consumption since boot (in mJ).", "energy"),
-    ("DCGM_FI_DEV_PCIE_REPLAY_COUNTER", "Total number of PCIe retries.", "zero"),
-    ("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", "util"),
-    ("DCGM_FI_DEV_MEM_COPY_UTIL", "Memory utilization (in %).", "mem_util"),
-    ("DCGM_FI_DEV_FB_FREE", "Framebuffer memory free (in MiB).", "fb_free"),
-    ("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", "fb_used"),
-    ("DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", "Current clock throttle reasons (bitmask).", "throttle"),
-    ("DCGM_FI_DEV_XID_ERRORS", "Value of the last XID error encountered.", "xid"),
-    ("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", "Total number of double-bit volatile ECC errors.", "ecc_dbe"),
-    ("DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS", "Number of remapped rows for uncorrectable errors", "zero"),
-]
+# metric -> how to read it from a GpuState/GpuSpec pair. Names, help texts and types come from the
+# one table (collectors.metrics), so the simulator's pages are typed as dcgm-exporter's are (the
+# counters keep their names, no `_total`).
+_WHAT: dict[str, str] = {
+    "DCGM_FI_DEV_SM_CLOCK": "sm_clock",
+    "DCGM_FI_DEV_MAX_SM_CLOCK": "max_sm_clock",
+    "DCGM_FI_DEV_MEM_CLOCK": "mem_clock",
+    "DCGM_FI_DEV_GPU_TEMP": "temp",
+    "DCGM_FI_DEV_SLOWDOWN_TEMP": "slowdown",
+    "DCGM_FI_DEV_SHUTDOWN_TEMP": "shutdown",
+    "DCGM_FI_DEV_POWER_USAGE": "power",
+    "DCGM_FI_DEV_POWER_MGMT_LIMIT": "power_limit",
+    "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": "energy",
+    "DCGM_FI_DEV_PCIE_REPLAY_COUNTER": "zero",
+    "DCGM_FI_DEV_GPU_UTIL": "util",
+    "DCGM_FI_DEV_MEM_COPY_UTIL": "mem_util",
+    "DCGM_FI_DEV_FB_FREE": "fb_free",
+    "DCGM_FI_DEV_FB_USED": "fb_used",
+    "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS": "throttle",
+    "DCGM_FI_DEV_XID_ERRORS": "xid",
+    "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL": "ecc_dbe",
+    "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS": "zero",
+}
+_METRICS: list[MetricSpec] = [m for m in METRICS if m.name in _WHAT]
 
 
 def _value(what: str, node: Node, g: int) -> float:
@@ -89,24 +87,23 @@ def _value(what: str, node: Node, g: int) -> float:
     return 0
 
 
-class NodeCollector(Collector):
-    """prometheus-client collector for one simulated node's GPUs."""
+class NodeCollector:
+    """The families of one simulated node's GPUs, in Prometheus' text format."""
 
     def __init__(self, node: Node, driver_version: str) -> None:
         self.node = node
         self.driver_version = driver_version
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[str]:
         node = self.node
         label_sets = [
             [str(i.index), i.uuid, i.pci_bus_id, i.device, spec.model_name, node.hostname, self.driver_version]
             for i, spec in zip(node.identities, node.specs, strict=False)
         ]
-        for name, doc, what in _METRICS:
-            fam = GaugeMetricFamily(name, doc, labels=LABELS)
-            for g, labels in enumerate(label_sets):
-                fam.add_metric(labels, _value(what, node, g))
-            yield fam
+        for m in _METRICS:
+            what = _WHAT[m.name]
+            yield render_family(m.name, m.help, m.type, LABELS,
+                                [(labels, _value(what, node, g)) for g, labels in enumerate(label_sets)])
 
 
 class NodeExporter:
@@ -114,14 +111,13 @@ class NodeExporter:
 
     def __init__(self, node: Node, driver_version: str) -> None:
         self.node = node
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(NodeCollector(node, driver_version))
+        self.collector = NodeCollector(node, driver_version)
         self._page = b""
         self._version = -1
 
     def page(self) -> bytes:
         if self._version != self.node.version:
-            self._page = generate_latest(self.registry)
+            self._page = "".join(self.collector.collect()).encode("utf-8")
             self._version = self.node.version
         return self._page
 

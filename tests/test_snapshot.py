@@ -56,7 +56,8 @@ async def test_snapshot_document_with_every_source(valkey: ValkeyProcess, redis_
     assert doc["host"]["hostname"] and doc["host"]["mem_total_mib"] > 0
     assert [n["status"] for n in doc["nodes"]] == ["up", "down"]
     up, down = doc["nodes"]
-    assert set(up) == {"url", "status", "error", "latency_ms", "gpus"} and up["gpus"] == 1 and up["error"] is None
+    assert set(up) == {"url", "status", "error", "latency_ms", "gpus", "warnings", "last_seen"}  # + issue 12
+    assert up["gpus"] == 1 and up["error"] is None and up["warnings"] == [] and up["last_seen"] is None
     assert down["error"].startswith("cannot connect") and down["gpus"] == 0 and down["latency_ms"] is None
     assert [g["node"] for g in doc["gpus"]] == ["local", node.url]
     assert all(list(g) == list(GPU_KEYS) for g in doc["gpus"])

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from collectors.samples import FleetSample, TrafficSample
+from collectors.samples import FleetSample, NodeSample, TrafficSample
 from quotas.model import Quota, format_duration
 from tui.model import GpuRow, is_throttled, node_label
 from tui.thresholds import Thresholds
@@ -49,7 +49,7 @@ def gpu_events(
     starts: dict[str, list[GpuRow]] = {}
     for row in rows:
         old = prev.get(row.key)
-        if old is None or row.stale:
+        if old is None or row.stale or row.placeholder:
             continue
         g, o = row.gpu, old.gpu
         if g is o:
@@ -99,21 +99,42 @@ def throttle_events(starts: Mapping[str, list[GpuRow]], now: float) -> list[Even
 
 
 def node_events(prev: FleetSample | None, cur: FleetSample, now: float) -> list[Event]:
-    """Nodes going down (with the error) and coming back up."""
+    """Nodes going down (with the error) and coming back up, a node that answers but has lost its GPU
+    series, and each new warning of a node's page (a value ignored, a duplicate, a GPU on two nodes),
+    named once while it lasts."""
     # a node the collector has not scraped yet is "down" with this placeholder error: not news either way
     before = {
         n.url: n.status for n in (prev.nodes if prev is not None else ()) if n.error != NOT_SCRAPED
     }
     out: list[Event] = []
+    old_nodes = {n.url: n for n in prev.nodes} if prev is not None else {}
     for n in cur.nodes:
         was = before.get(n.url)
         if n.error == NOT_SCRAPED:
             continue
+        o = old_nodes.get(n.url)
+        if n is not o:
+            out += warning_events(o, n, now)
+        if n.status == "up" and not n.gpus and o is not None and o.gpus:
+            out.append(Event(now, "crit", "node_no_gpus", f"node {node_label(n.url)} up, lost its GPU series"))
         if n.status == "down" and was != "down":
             out.append(Event(now, "crit", "node_down", f"node {node_label(n.url)} down: {n.error or 'no answer'}"))
         elif n.status == "up" and was == "down":
             out.append(Event(now, "info", "node_up", f"node {node_label(n.url)} back up"))
     return out
+
+
+def warning_events(old: NodeSample | None, n: NodeSample, now: float) -> list[Event]:
+    """The warnings of a node that its previous sample did not have (keyed by GPU, field and kind, so a
+    value that keeps changing is still one story)."""
+    if not n.warnings:
+        return []
+    had = {(w.gpu, w.field, w.kind) for w in old.warnings} if old is not None else set()
+    return [
+        Event(now, "warn", "node_warning", f"{node_label(n.url)} {w.text}")
+        for w in n.warnings
+        if (w.gpu, w.field, w.kind) not in had
+    ]
 
 
 def traffic_events(prev: TrafficSample | None, cur: TrafficSample, th: Thresholds, now: float) -> list[Event]:

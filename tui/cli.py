@@ -31,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--prometheus", metavar="URL", help="read the fleet from a Prometheus server's HTTP API instead of scraping"
     )
+    p.add_argument(
+        "--prometheus-lookback", metavar="DURATION",
+        help="how far back Prometheus' history is read for a target that is down (default 1h)",
+    )
     p.add_argument("--interval", metavar="SECONDS", type=float, help="refresh interval of the console (default 1)")
     p.add_argument("--read-only", action="store_true", help="no edit bindings; nothing is written")
     p.add_argument("--wall", action="store_true", help="wall-screen mode: read-only, large KPIs, cycles panels")
@@ -50,6 +54,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         nodes=getattr(args, "nodes", None),
         prometheus=getattr(args, "prometheus", None),
         interval=args.interval,
+        prometheus_lookback=getattr(args, "prometheus_lookback", None),
         read_only=args.read_only,
         wall=args.wall,
     )

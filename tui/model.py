@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from collectors.runner import Reading
-from collectors.samples import FleetSample, GpuSample, GpusSample, TrafficSample
+from collectors.samples import FleetSample, GpuSample, GpusSample, MigInstance, NodeSample, TrafficSample
 from tui.thresholds import Thresholds
 
 # Clock-event reasons that are a GPU choosing to slow down for a good reason, not a problem.
@@ -43,6 +43,39 @@ def node_label(url: str) -> str:
     return parts.netloc.rsplit("@", 1)[-1] or url[:24]
 
 
+MIG_MEM_NEAR_PCT = 95.0  # a GPU instance this full of its memory is flagged (its jobs fail at 100 %)
+NO_GPU_SERIES = "up, no GPU series"
+
+
+def short_model(name: str | None) -> str:
+    """The model without the vendor prefix: "Tesla T4" -> "T4", "NVIDIA RTX 2000 Ada Generation" ->
+    "RTX 2000 Ada", "GRID A100-8C" kept (GRID says it is a vGPU)."""
+    s = (name or "").strip()
+    for prefix in ("NVIDIA ", "Tesla "):
+        if s.startswith(prefix):
+            s = s[len(prefix):]
+    return s.removesuffix(" Generation")
+
+
+def mig_summary(mig: tuple[MigInstance, ...] | None) -> str:
+    """`MIG 3x2g.20gb`, or `MIG 1x3g.40gb+2x2g.20gb` for mixed profiles; "" for a GPU not in MIG mode."""
+    if mig is None:
+        return ""
+    counts: dict[str, int] = {}
+    for m in mig:
+        counts[m.profile or "?"] = counts.get(m.profile or "?", 0) + 1
+    return "MIG " + "+".join(f"{n}\u00d7{p}" for p, n in counts.items())
+
+
+def mem_pct(used: float | None, total: float | None) -> float | None:
+    return None if used is None or not total else 100.0 * used / total
+
+
+def near_full(m: MigInstance) -> bool:
+    pct = mem_pct(m.mem_used_mib, m.mem_total_mib)
+    return pct is not None and pct >= MIG_MEM_NEAR_PCT
+
+
 def is_throttled(gpu: GpuSample) -> bool:
     # most GPUs most of the time have no reason at all: skip the generator (called per GPU per second)
     return bool(gpu.throttle) and any(r not in BENIGN_THROTTLE for r in gpu.throttle)
@@ -57,7 +90,9 @@ class GpuRow:
     gpu: GpuSample
     stale: bool  # its source is failing: values are last-known
     age_s: float | None  # age of the values when stale, else None
-    status: str  # ok, hot, throttled, xid, lost, down, stale
+    status: str  # ok, hot, throttled, mig-full, xid, lost, down, stale; no-gpus for a node row
+    placeholder: bool = False  # a node with no GPU to show (up with no GPU series, or down and never seen)
+    note: str = ""  # what a placeholder row says ("up, no GPU series", the node's error)
 
 
 def gpu_status(gpu: GpuSample, stale: bool, node_down: bool, th: Thresholds) -> str:
@@ -70,6 +105,8 @@ def gpu_status(gpu: GpuSample, stale: bool, node_down: bool, th: Thresholds) -> 
         return "stale"
     if gpu.xid is not None:
         return "xid"
+    if gpu.mig is not None and any(near_full(m) for m in gpu.mig):
+        return "mig-full"
     if is_throttled(gpu):
         return "throttled"
     if gpu.temp_c is not None and gpu.temp_c >= th.temp_hot_c:
@@ -125,8 +162,19 @@ def build_gpu_rows(
             down = n.status == "down"
             stale = down or source_failing or (now - n.taken_at) > th.stale_after_s
             age = now - n.taken_at if stale else None
-            rows.extend(cache.rows(n.url, n.gpus, node_label(n.url), stale, age, down, th))
+            if n.gpus:
+                rows.extend(cache.rows(n.url, n.gpus, node_label(n.url), stale, age, down, th))
+            else:
+                rows.append(node_row(n, source_failing))
     return tuple(rows)
+
+
+def node_row(n: NodeSample, source_failing: bool) -> GpuRow:
+    """The row of a node with no GPU to show: "lost its GPUs" must not look like "not configured"."""
+    down = n.status == "down"
+    note = f"down: {n.error or 'no answer'}" if down else NO_GPU_SERIES
+    return GpuRow(f"{n.url}#node", node_label(n.url), GpuSample(n.url, -1), down or source_failing, None,
+                  "down" if down else "no-gpus", placeholder=True, note=note)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +183,8 @@ class Kpis:
 
     gpus: int = 0
     healthy: int = 0
+    gpuless_nodes: int = 0  # nodes that answer (or not) with no GPU to show
+    ignored_values: int = 0  # fields ignored across the fleet (out of range, unreadable, duplicated)
     hot: int = 0
     throttled: int = 0
     lost: int = 0
@@ -155,6 +205,11 @@ def _mean(xs: list[float]) -> float | None:
 def compute_kpis(
     rows: tuple[GpuRow, ...], traffic: Reading[Any] | None, readings: list[Reading[Any]], now: float, th: Thresholds
 ) -> Kpis:
+    placeholders = sum(1 for r in rows if r.placeholder)
+    if placeholders:
+        rows = tuple(r for r in rows if not r.placeholder)
+    fleet = next((r.sample for r in readings if isinstance(r.sample, FleetSample)), None)
+    ignored = sum(len(n.warnings) for n in fleet.nodes) if fleet is not None else 0
     live = [r.gpu for r in rows if r.gpu.status != "lost"]
     utils = [g.util_pct for g in live if g.util_pct is not None]
     temps = [g.temp_c for g in live if g.temp_c is not None]
@@ -170,6 +225,8 @@ def compute_kpis(
     return Kpis(
         gpus=len(rows),
         healthy=sum(1 for r in rows if r.status == "ok"),
+        gpuless_nodes=placeholders,
+        ignored_values=ignored,
         hot=hot,
         throttled=sum(1 for g in live if is_throttled(g)),
         lost=sum(1 for r in rows if r.status == "lost"),

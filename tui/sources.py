@@ -52,10 +52,17 @@ def plan(settings: Settings, client: Any | None, overrides: dict[Source, Factory
         return HostCollector()
 
     def fleet() -> Collector[Any]:
-        from collectors.fleet import FleetCollector, PrometheusFleetCollector
+        from collectors.fleet import FleetCollector
 
         if settings.prometheus:
-            return PrometheusFleetCollector(settings.prometheus)
+            from collectors.prometheus import PrometheusFleetCollector
+
+            # Prometheus' values change at its scrape interval: asked no faster than nodes are scraped,
+            # and a poll waits at most 1 s for a refresh still running (skipped, not queued)
+            return PrometheusFleetCollector(
+                settings.prometheus, lookback_s=settings.prometheus_lookback_s,
+                min_interval_s=settings.node_interval_s, wait_s=1.0,
+            )
         return FleetCollector(list(settings.nodes), timeout_s=2.0, min_interval_s=settings.node_interval_s)
 
     def traffic() -> Collector[Any]:

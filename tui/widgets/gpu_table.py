@@ -6,7 +6,7 @@ from textual.binding import Binding
 from textual.reactive import reactive
 from textual.widgets import DataTable
 
-from tui.model import GpuRow, format_age
+from tui.model import GpuRow, format_age, mem_pct, mig_summary, near_full, short_model
 from tui.thresholds import BAD, OK, STALE, WARN, Thresholds
 from tui.widgets.cells import Cell, num_cell, sort_key
 from tui.widgets.live_table import LiveTable
@@ -20,24 +20,37 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("mem", "mem GiB"),
     ("power", "W"),
     ("clock", "SM MHz"),
+    ("tensor", "tensor"),
+    ("dram", "dram"),
+    ("mig", "MIG"),
     ("throttle", "throttle"),
     ("xid", "xid"),
 )
-WIDTHS = {"status": 11, "util": 4, "temp": 5, "power": 4, "clock": 6}
-STATUS_STYLE = {"ok": OK, "hot": BAD, "throttled": WARN, "xid": BAD, "lost": "bold magenta", "down": BAD, "stale": WARN}
+# Every column has a width: update_cell does not widen a column, and a cell wider than its column is
+# cut with an ellipsis in its own column, so no value (a long throttle list, a long model name) pushes
+# the columns after it off a 200-column screen. The widths sum to 150 cells with DataTable's padding.
+WIDTHS = {"node": 21, "gpu": 17, "status": 12, "util": 4, "temp": 5, "mem": 9, "power": 4, "clock": 6,
+          "tensor": 6, "dram": 4, "mig": 16, "throttle": 18, "xid": 4}
+STATUS_STYLE = {"ok": OK, "hot": BAD, "throttled": WARN, "xid": BAD, "lost": "bold magenta", "down": BAD, "stale": WARN,
+                "mig-full": BAD, "no-gpus": WARN}
 
 
 def row_cells(row: GpuRow, th: Thresholds) -> list[Cell]:
     """The cells of one GPU; a stale row is dimmed whole and says how old its values are."""
     g = row.gpu
     dim = STALE if row.stale else None
+    if row.placeholder:
+        return node_cells(row)
     mem = None
     if g.mem_used_mib is not None:
         total = f"/{g.mem_total_mib / 1024:.0f}" if g.mem_total_mib else ""
         mem = Cell(f"{g.mem_used_mib / 1024:.1f}{total}", dim or "", g.mem_used_mib)
     status = row.status if row.age_s is None else f"{row.status} {format_age(row.age_s)}"
-    # the first word of the model ("H100", "L4", "A100-SXM4-80GB") tells models apart and fits 80 columns
-    name = (g.name or "").replace("NVIDIA ", "").split(" ", 1)[0]
+    # the model without its vendor prefix ("T4", "V100-SXM2-32GB", "RTX 2000 Ada"); the column's
+    # ellipsis abbreviates it only where it must
+    name = short_model(g.name)
+    mig = mig_summary(g.mig)
+    full = g.mig is not None and any(near_full(m) for m in g.mig)
     return [
         Cell(row.node, dim or "", row.node),
         Cell(f"{g.index} {name}".rstrip(), dim or "", g.index),
@@ -47,9 +60,36 @@ def row_cells(row: GpuRow, th: Thresholds) -> list[Cell]:
         mem or Cell("n/a", "dim"),
         num_cell(g.power_w, "{:.0f}", dim or ""),
         num_cell(g.sm_clock_mhz, "{:.0f}", dim or ""),
+        num_cell(g.tensor_active_pct, "{:.0f}", dim or "", "%"),
+        num_cell(g.dram_active_pct, "{:.0f}", dim or "", "%"),
+        Cell(mig or "-", dim or (BAD if full else "" if mig else "dim"), mig),
         Cell(",".join(g.throttle) or "-", dim or (WARN if g.throttle else "dim"), ",".join(g.throttle)),
         Cell(str(g.xid) if g.xid is not None else "-", dim or (BAD if g.xid is not None else "dim"), g.xid),
     ]
+
+
+def node_cells(row: GpuRow) -> list[Cell]:
+    """A node with no GPU to show: its name, its state and why, across the row."""
+    style = STATUS_STYLE.get(row.status, "")
+    cells = [Cell(row.node, STALE if row.stale else "", row.node), Cell("-", "dim", -1),
+             Cell(row.status, style, row.status), Cell(row.note, style, row.note)]
+    return cells + [Cell("", "", None) for _ in COLUMNS[len(cells):]]
+
+
+def instance_lines(row: GpuRow) -> list[str]:
+    """A MIG GPU's instances, one line each, flagged when near their memory limit."""
+    out = []
+    for m in row.gpu.mig or ():
+        pct = mem_pct(m.mem_used_mib, m.mem_total_mib)
+        mem = "n/a" if m.mem_used_mib is None else f"{m.mem_used_mib:.0f}/{_f(m.mem_total_mib)} MiB"
+        flag = "  NEAR ITS MEMORY LIMIT" if near_full(m) else ""
+        out.append(f"GI {m.gi_id:<3} {m.profile:<10} mem {mem:<18} {_f(pct, '{:.1f}%'):>6}  util "
+                   f"{_f(m.util_pct, '{:.0f}%')}{flag}")
+    return out
+
+
+def _f(v: float | None, fmt: str = "{:.0f}") -> str:
+    return "n/a" if v is None else fmt.format(v)
 
 
 class GpuTable(LiveTable):
@@ -59,7 +99,10 @@ class GpuTable(LiveTable):
     GpuTable { height: 1fr; }
     """
 
-    BINDINGS = [Binding("s", "sort_next", "Sort", tooltip="Sort by the next column (again: reverse)")]
+    BINDINGS = [
+        Binding("s", "sort_next", "Sort", tooltip="Sort by the next column (again: reverse)"),
+        Binding("m", "mig", "MIG instances", tooltip="Show the GPU instances of the selected MIG GPU"),
+    ]
 
     gpu_rows: reactive[tuple[GpuRow, ...]] = reactive((), always_update=True, repaint=False)
     """The GPUs to show; set by the screen on each fleet or NVML reading."""
@@ -82,7 +125,8 @@ class GpuTable(LiveTable):
 
     @staticmethod
     def _matches(row: GpuRow, f: str) -> bool:
-        hay = f"{row.node} gpu{row.gpu.index} {row.gpu.name or ''} {row.status} {' '.join(row.gpu.throttle)}"
+        hay = (f"{row.node} gpu{row.gpu.index} {row.gpu.name or ''} {row.status} {' '.join(row.gpu.throttle)} "
+               f"{mig_summary(row.gpu.mig)} {row.note}")
         return f in hay.lower()
 
     def watch_gpu_rows(self, rows: tuple[GpuRow, ...]) -> None:
@@ -170,6 +214,24 @@ class GpuTable(LiveTable):
         else:
             self.sort_reverse = False
             self.sort_column = key
+
+    @property
+    def selected_row(self) -> GpuRow | None:
+        if not self._shown or self.cursor_row < 0 or self.cursor_row >= self.row_count:
+            return None
+        key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+        return self._shown_rows.get(str(key))
+
+    def action_mig(self) -> None:
+        """Expand the selected MIG GPU to its instances (a list over the table; esc closes it)."""
+        row = self.selected_row
+        if row is None or row.gpu.mig is None:
+            self.notify("The selected GPU is not in MIG mode.", severity="warning")
+            return
+        from tui.screens.mig import MigInstancesScreen
+
+        title = f"{row.node} GPU {row.gpu.index} {short_model(row.gpu.name)}: {mig_summary(row.gpu.mig)}"
+        self.app.push_screen(MigInstancesScreen(title, instance_lines(row)))
 
     @property
     def shown_keys(self) -> list[str]:

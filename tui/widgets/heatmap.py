@@ -112,6 +112,8 @@ class HeatMap(ScrollView):
         self.refresh()
 
     def watch_gpu_rows(self, rows: tuple[GpuRow, ...]) -> None:
+        if any(r.placeholder for r in rows):  # a node without GPUs has no cell here (the table names it)
+            rows = tuple(r for r in rows if not r.placeholder)
         old, self._drawn = self._drawn, rows
         if len(old) == len(rows) and all(a.key == b.key for a, b in zip(old, rows, strict=False)):
             # same GPUs in the same places: redraw only the lines where a new row object shows another

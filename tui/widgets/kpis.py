@@ -31,6 +31,10 @@ def kpi_text(k: Kpis, th: Thresholds) -> Text:
     add("hot", str(k.hot), BAD if k.hot else DIM)
     add("throttled", str(k.throttled), WARN if k.throttled else DIM)
     add("lost", str(k.lost), BAD if k.lost else DIM)
+    if k.gpuless_nodes:
+        add("no-GPU nodes", str(k.gpuless_nodes), WARN)
+    if k.ignored_values:
+        add("ignored values", str(k.ignored_values), WARN)
     t.append("│ ", style="dim")
     add(
         "util",
@@ -54,8 +58,11 @@ def kpi_text(k: Kpis, th: Thresholds) -> Text:
 
 
 def _power(w: float | None) -> str:
+    # bounded width whatever the fleet: every GPU's power is within 0..5000 W (collectors.metrics)
     if w is None:
         return "n/a"
+    if w >= 10_000_000:
+        return f"{w / 1e6:.1f} MW"
     return f"{w / 1000:.1f} kW" if w >= 10_000 else f"{w:.0f} W"
 
 
