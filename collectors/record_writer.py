@@ -201,7 +201,8 @@ class Recorder:
         self._conn = open_for_writing(self.path, meta)  # raises RecordingError now, not in the thread
         self._writer = _Writer(self._conn)
         self._queue: list[tuple[str, float, Any]] = []
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the queue
+        self._flush_lock = threading.Lock()  # the connection: one flush at a time
         self._wake = threading.Event()
         self._stopping = False
         self._quotas: dict[str, Quota] = {}
@@ -242,7 +243,11 @@ class Recorder:
             self._wake.wait(self.flush_s)
 
     def flush(self) -> None:
-        """Write what is queued, in one transaction (the writer thread calls it; so may a test, once stopped)."""
+        """Write what is queued, in one transaction (the writer thread calls it every flush_s; others may too)."""
+        with self._flush_lock:
+            self._flush()
+
+    def _flush(self) -> None:
         with self._lock:
             batch, self._queue = self._queue, []
         w = self._writer
