@@ -24,6 +24,7 @@ from tui.app import create_app
 from tui.replay import Player
 from tui.screens.replay import GotoPrompt, clock_text
 from tui.testing import screen_text, wait_until
+from tui.widgets.events_log import EventLog
 
 SURGEWATCH = [sys.executable, "-m", "tui.cli"]
 CUT_AT = 8
@@ -125,7 +126,7 @@ async def test_console_replay_steps_jumps_plays_and_shows_the_recorded_time(
 ) -> None:
     """The same console, read-only, on the recording: the REPLAY banner shows the recorded time; → steps one
     second, ⇧→ a minute (clamped at the end), g jumps to the cut's second (its audit line and 3/1d on
-    screen), ⇧← back to the start (20/1d again), space plays, 3 plays at 60× to the end."""
+    screen), ⇧← back to the start (20/1d again), space plays, 3 plays at 60x to the end."""
     path, _ = demo_recording
     rec = Recording(path)
     (cut,) = [e for _, e in rec.audit() if e.actor == "demo-operator"]
@@ -152,7 +153,7 @@ async def test_console_replay_steps_jumps_plays_and_shows_the_recorded_time(
         await wait_until(pilot, lambda: abs(player.position - (int(cut.at) + 2)) < 1, what="the jump")
         await wait_until(pilot, lambda: app.state.quotas.get("free") is not None
                          and app.state.quotas["free"].spec == "3/1d", what="free at 3/1d")
-        await wait_until(pilot, lambda: any("by demo-operator" in t for t in app.overview.query_one("#events").texts),
+        await wait_until(pilot, lambda: any("by demo-operator" in t for t in app.overview.query_one("#events", EventLog).texts),
                          what="the cut in the events panel")
         assert "3/1d" in screen_text(app)
 
@@ -161,7 +162,7 @@ async def test_console_replay_steps_jumps_plays_and_shows_the_recorded_time(
         await pilot.press("right", "right", "right", "right")
         await wait_until(pilot, lambda: app.state.quotas.get("free") is not None
                          and app.state.quotas["free"].spec == "20/1d", what="free back at 20/1d")
-        assert not any("by demo-operator" in t for t in app.overview.query_one("#events").texts)
+        assert not any("by demo-operator" in t for t in app.overview.query_one("#events", EventLog).texts)
 
         await pilot.press("space")
         assert player.playing
