@@ -33,6 +33,7 @@ from collectors.samples import FleetSample, NodeSample
 from collectors.series import Series, dedupe_uuids, read_series
 
 DOWN = "target down in prometheus"
+METRIC_LABEL = "surgewatch_metric"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +62,14 @@ def _regex_of(instances: list[str]) -> str:
 
 
 def history_query(instances: list[str], lookback: str) -> str:
-    """The last value of every used series of these instances within the lookback, names kept."""
+    """The last value of every used series of these instances within the lookback, named.
+
+    Functions drop the metric name, and `or` matches label sets without it, so each term carries its
+    name in a label of its own (METRIC_LABEL), which keeps the terms apart."""
     sel = f'instance=~"{_regex_of(instances)}"'
     return " or ".join(
-        f'label_replace(last_over_time({m}{{{sel}}}[{lookback}]), "__name__", "{m}", "", "")' for m in USED_METRICS
+        f'label_replace(last_over_time({m}{{{sel}}}[{lookback}]), "{METRIC_LABEL}", "{m}", "", "")'
+        for m in USED_METRICS
     )
 
 
@@ -102,6 +107,7 @@ def group_result(result: Any) -> tuple[dict[str, list[Series]], dict[str, bool],
             continue
         inst = labels.get("instance", "?")
         name = labels.pop("__name__", "")
+        name = labels.pop(METRIC_LABEL, "") or name
         if name == "up":
             up[inst] = value == 1.0
             continue
