@@ -44,6 +44,10 @@ def tier(doc: dict[str, Any], name: str) -> dict[str, Any]:
     return next(t for t in doc["tiers"] if t["tier"] == name)
 
 
+def events(app: Any) -> list[str]:
+    return list(app.overview.query_one("#events", EventLog).texts)
+
+
 def mean_temp(doc: dict[str, Any]) -> float:
     temps = [g["temp_c"] for g in doc["gpus"] if g["temp_c"] is not None]
     return sum(temps) / len(temps)
@@ -153,8 +157,7 @@ async def test_console_replay_steps_jumps_plays_and_shows_the_recorded_time(
         await wait_until(pilot, lambda: abs(player.position - (int(cut.at) + 2)) < 1, what="the jump")
         await wait_until(pilot, lambda: app.state.quotas.get("free") is not None
                          and app.state.quotas["free"].spec == "3/1d", what="free at 3/1d")
-        await wait_until(pilot, lambda: any("by demo-operator" in t for t in app.overview.query_one("#events", EventLog).texts),
-                         what="the cut in the events panel")
+        await wait_until(pilot, lambda: any("by demo-operator" in t for t in events(app)), what="the cut in the events panel")
         assert "3/1d" in screen_text(app)
 
         await pilot.press("shift+left")
@@ -162,7 +165,7 @@ async def test_console_replay_steps_jumps_plays_and_shows_the_recorded_time(
         await pilot.press("right", "right", "right", "right")
         await wait_until(pilot, lambda: app.state.quotas.get("free") is not None
                          and app.state.quotas["free"].spec == "20/1d", what="free back at 20/1d")
-        assert not any("by demo-operator" in t for t in app.overview.query_one("#events", EventLog).texts)
+        assert not any("by demo-operator" in t for t in events(app))
 
         await pilot.press("space")
         assert player.playing
