@@ -157,7 +157,7 @@ async def test_console_replay_steps_jumps_plays_and_shows_the_recorded_time(
         await wait_until(pilot, lambda: abs(player.position - (int(cut.at) + 2)) < 1, what="the jump")
         await wait_until(pilot, lambda: app.state.quotas.get("free") is not None
                          and app.state.quotas["free"].spec == "3/1d", what="free at 3/1d")
-        await wait_until(pilot, lambda: any("by demo-operator" in t for t in events(app)), what="the cut in the events panel")
+        await wait_until(pilot, lambda: any("by demo-operator" in t for t in events(app)), what="the cut event")
         assert "3/1d" in screen_text(app)
 
         await pilot.press("shift+left")
