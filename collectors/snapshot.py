@@ -1,7 +1,9 @@
 """`surgewatch snapshot`: every configured collector once, as JSON for scripts or a readable table.
 
 The JSON shape is a contract (see the issue): top-level `taken_at`, `host`, `errors`, `nodes`, `gpus`,
-`tiers`. A failing source never fails the snapshot: its message lands in `errors` under its name.
+`tiers` (each with its `state`: active, paused, override, broken, no_quota), `redis` (`{"status",
+"error"}`, null without a Redis URL). A failing source never fails the snapshot: its message lands in
+`errors` under its name.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from collectors.nodes import redact_url
-from collectors.runner import describe_error
+from collectors.runner import classify, describe_error
 from collectors.samples import FleetSample, GpuSample, GpusSample, HostSample, NodeSample, TrafficSample
-from quotas.errors import redact
+from quotas.errors import ErrorKind, redact
 from quotas.model import iso
 
 GPU_KEYS = (
@@ -100,6 +102,8 @@ def tiers_json(t: TrafficSample) -> list[dict[str, Any]]:
                 "paused": q.paused if q else None,
                 "mode": q.mode if q else None,
                 "version": q.version if q else None,
+                "state": tt.state,
+                "quota_error": tt.quota_error or None,
                 "accepted_rps": round(tt.accepted_rps, 3),
                 "rejected_rps": round(tt.rejected_rps, 3),
                 "accepted_1m": tt.accepted_1m,
@@ -110,15 +114,25 @@ def tiers_json(t: TrafficSample) -> list[dict[str, Any]]:
     return out
 
 
-async def _guarded(name: str, coro: Awaitable[Any], errors: dict[str, str]) -> Any:
+async def _guarded(name: str, coro: Awaitable[Any], errors: dict[str, str], kinds: dict[str, ErrorKind]) -> Any:
     try:
         async with asyncio.timeout(SOURCE_TIMEOUT_S):
             return await coro
     except TimeoutError:
         errors[name] = f"timed out after {SOURCE_TIMEOUT_S:g} s"
+        kinds[name] = ErrorKind.TIMEOUT
     except Exception as e:
         errors[name] = redact(describe_error(e))
+        kinds[name] = classify(e).kind
     return None
+
+
+def redis_json(traffic: TrafficSample | None, error: str | None, kind: ErrorKind | None) -> dict[str, Any]:
+    """`{"status", "error"}`: the server's named state (collectors.redis_health), or why it gave none."""
+    if isinstance(traffic, TrafficSample):
+        return {"status": traffic.redis.status, "error": traffic.redis.error}
+    status = {ErrorKind.TIMEOUT: "unreachable", None: "unreachable"}.get(kind, str(kind))
+    return {"status": status, "error": error}
 
 
 async def _local_gpus(nvml: Any) -> GpusSample:
@@ -192,6 +206,7 @@ async def take_snapshot(
     import time
 
     errors: dict[str, str] = {}
+    kinds: dict[str, ErrorKind] = {}
     jobs: dict[str, Awaitable[Any]] = {}
     if local:
         jobs["gpu"] = _local_gpus(nvml)
@@ -203,7 +218,8 @@ async def take_snapshot(
     if redis_url:
         jobs["traffic"] = _traffic(redis_url, prefix)
     started = time.time()
-    results = dict(zip(jobs, await asyncio.gather(*(_guarded(k, v, errors) for k, v in jobs.items())), strict=False))
+    gathered = await asyncio.gather(*(_guarded(k, v, errors, kinds) for k, v in jobs.items()))
+    results = dict(zip(jobs, gathered, strict=True))
 
     gpus: list[dict[str, Any]] = []
     local_gpus = results.get("gpu")
@@ -227,6 +243,7 @@ async def take_snapshot(
         "nodes": node_list,
         "gpus": gpus,
         "tiers": tiers_json(traffic) if isinstance(traffic, TrafficSample) else [],
+        "redis": redis_json(traffic, errors.get("traffic"), kinds.get("traffic")) if redis_url else None,
     }
 
 
@@ -292,9 +309,8 @@ def render_text(doc: dict[str, Any]) -> str:
         rows = []
         for t in doc["tiers"]:
             quota = "n/a" if t["limit"] is None else f"{t['limit']}/{t['window_s']}s"
-            flags = " ".join(
-                x for x in ("paused" if t["paused"] else "", "shadow" if t["mode"] == "shadow" else "") if x
-            )
+            flags = t["state"].upper().replace("_", " ") if t["state"] in ("no_quota", "broken") else t["state"]
+            flags += " shadow" if t["mode"] == "shadow" else ""
             reasons = " ".join(f"{k}={v}" for k, v in t["rejected_by_reason_1m"].items() if v)
             rows.append(
                 [
@@ -310,8 +326,11 @@ def render_text(doc: dict[str, Any]) -> str:
             )
         out += [
             "",
-            *_table(rows, ["TIER", "QUOTA", "FLAGS", "ACC/S", "REJ/S", "ACC 1M", "REJ 1M", "REJECTED BY REASON (1M)"]),
+            *_table(rows, ["TIER", "QUOTA", "STATE", "ACC/S", "REJ/S", "ACC 1M", "REJ 1M", "REJECTED BY REASON (1M)"]),
         ]
+    redis = doc.get("redis")
+    if redis and redis["status"] != "ok":
+        out += ["", f"REDIS {redis['status'].upper()}: {redis['error'] or ''}"]
     if doc["errors"]:
         out += ["", "errors:", *(f"  {k}: {v}" for k, v in doc["errors"].items())]
     return "\n".join(out) + "\n"

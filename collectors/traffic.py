@@ -6,9 +6,16 @@ registry read in this poll names the tiers of the next), and for every tier its 
 of the counter fields `S:OUTCOME` of the seconds not read yet in the minute hashes `P{T}:c:M`. A
 complete second never changes again (the limiter counts by the server's clock), so each second is
 read once: a 1 Hz poll reads a few seconds per tier, not the whole minute. Only read commands (TIME,
-SMEMBERS, HGETALL, HMGET), so a read-only ACL user works.
+SMEMBERS, HGETALL, HMGET, INFO), so a read-only ACL user works.
 
-Counting: `rejected` = user_quota + tier_cap + paused + blocked (everything refused on purpose);
+Never calm while it burns: the same round trip learns the server's state (`collectors.redis_health`:
+out of memory, a read-only replica, MISCONF, loading, a key of the wrong type, no tier at all), and
+the collector keeps reading every tier it has seen, so a tier whose quota is deleted, or a server that
+restarted empty, shows as `no_quota` with its `unknown_tier` refusals instead of vanishing. An error
+reply to one key costs that key, never the poll.
+
+Counting: `rejected` = user_quota + tier_cap + paused + blocked + unknown_tier (everything refused,
+unknown_tier being the refusals nobody asked for: the tier has no quota);
 `error` (the gateway failed) is reported in the by-reason maps only. `accepted` includes shadow-mode
 admissions (the limiter counts them as accepted and as shadow); `shadow` is also reported apart.
 """
@@ -22,16 +29,20 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.exceptions import BusyLoadingError
+
+from collectors.redis_health import from_error, from_info, health
 from collectors.samples import TierTraffic, TrafficSample
 from quotas.codec import effective, quota_from_hash
-from quotas.errors import BrokenQuota
+from quotas.errors import BrokenQuota, Unavailable
 from quotas.keys import DEFAULT_PREFIX, OUTCOMES, Keys
+from quotas.library import UNREACHABLE_ERRORS, describe, unavailable, unreachable
 from quotas.model import TIER_RE, Quota
 
 log = logging.getLogger(__name__)
 
-REJECTED_OUTCOMES = ("user_quota", "tier_cap", "paused", "blocked")
-BY_REASON = ("user_quota", "tier_cap", "paused", "blocked", "error")
+REJECTED_OUTCOMES = ("user_quota", "tier_cap", "paused", "blocked", "unknown_tier")
+BY_REASON = ("user_quota", "tier_cap", "paused", "blocked", "unknown_tier", "error")
 RATE_WINDOW_S = 10
 COUNT_WINDOW_S = 60
 _MARGIN_S = 2  # tolerated error of our estimate of the server's clock between two polls
@@ -83,6 +94,8 @@ class TrafficCollector:
         self.history_s = max(int(history_s), COUNT_WINDOW_S)
         self._clock = clock
         self._registry: tuple[str, ...] | None = None
+        self._known: dict[str, None] = {}  # every tier seen since start, in the order seen: read even if gone
+        self._problems: list[tuple[str, str]] = []  # this poll's (status, message) of the server and its keys
         self._skew: float | None = None  # server clock - local clock
         self._state: dict[str, _Tier] = {}
         self._unreadable: dict[str, str] = {}  # tier -> why its quota is unreadable, as last logged
@@ -93,13 +106,30 @@ class TrafficCollector:
 
     # -- round trips ---------------------------------------------------------------------------
     async def _execute(self, pipe: Any) -> list[Any]:
+        """Run the pipeline; error replies come back as values, a lost connection or login as Unreachable
+        (AuthFailed), and a server that cannot answer even TIME (LOADING, ...) as Unavailable."""
         t0 = self._clock()
-        replies = await pipe.execute()
+        try:
+            replies = await pipe.execute(raise_on_error=False)
+        except BusyLoadingError as e:  # redis-py raises LOADING as a connection error: it is not one
+            raise Unavailable(f"Redis at {describe(self.client)} is loading its data set: {e}", "LOADING") from e
+        except UNREACHABLE_ERRORS as e:
+            raise unreachable(self.client, e, 0) from e
         t1 = self._clock()
         self.round_trips += 1
+        if isinstance(replies[0], BaseException):
+            down = unavailable(self.client, replies[0])
+            raise down or replies[0]
         secs, usecs = replies[0]
         self._skew = int(secs) + int(usecs) / 1e6 - (t0 + t1) / 2
         return list(replies)
+
+    def _members(self, reply: Any) -> tuple[str, ...]:
+        """The registry's tiers, or none (named as a problem) when its reply is an error."""
+        if isinstance(reply, BaseException):
+            self._problems.append(from_error(reply, self.keys.tiers, "a set"))
+            return ()
+        return self._legal(reply)
 
     async def _bootstrap(self) -> None:
         """TIME and the registry, for the very first poll."""
@@ -107,7 +137,7 @@ class TrafficCollector:
         pipe.time()
         pipe.smembers(self.keys.tiers)
         replies = await self._execute(pipe)
-        self._registry = self._legal(replies[1])
+        self._registry = self._members(replies[1])
 
     def _legal(self, members: Iterable[Any]) -> tuple[str, ...]:
         names = sorted({_s(m) for m in members})
@@ -126,10 +156,12 @@ class TrafficCollector:
         return out
 
     async def _read(self, since: dict[str, int], end: int) -> tuple[float, tuple[str, ...], dict[str, Any]]:
-        """One round trip: TIME, registry, and per tier its quota and seconds since[tier]..end."""
+        """One round trip: TIME, registry, the server's state, and per tier its quota and seconds
+        since[tier]..end."""
         pipe = self.client.pipeline(transaction=False)
         pipe.time()
         pipe.smembers(self.keys.tiers)
+        pipe.info("persistence", "memory", "replication")
         plans: dict[str, list[tuple[str, list[int]]]] = {}
         for tier, first in since.items():
             pipe.hgetall(self.keys.quota(tier))
@@ -139,20 +171,26 @@ class TrafficCollector:
         replies = await self._execute(pipe)
         secs_, usecs = replies[0]
         server = int(secs_) + int(usecs) / 1e6
+        if not isinstance(replies[2], BaseException):  # an ACL user may not run INFO: then unknown, not wrong
+            self._problems.extend(from_info(replies[2]))
         per_tier: dict[str, Any] = {}
-        i = 2
+        i = 3
         for tier, plan in plans.items():
             quota_raw = replies[i]
             i += 1
             rows: dict[int, dict[str, int]] = {}
-            for _, secs in plan:
-                values = iter(replies[i])
+            for key, secs in plan:
+                reply = replies[i]
                 i += 1
+                if isinstance(reply, BaseException):
+                    self._problems.append(from_error(reply, key, "a hash"))
+                    reply = [None] * (len(secs) * len(OUTCOMES))
+                values = iter(reply)
                 for s in secs:
                     row = {o: _n(next(values)) for o in OUTCOMES}
                     rows[s] = row
             per_tier[tier] = (quota_raw, rows)
-        return server, self._legal(replies[1]), per_tier
+        return server, self._members(replies[1]), per_tier
 
     # -- public --------------------------------------------------------------------------------
     async def backfill(self) -> TrafficSample:
@@ -163,6 +201,7 @@ class TrafficCollector:
         return await self._poll(COUNT_WINDOW_S)
 
     async def _poll(self, new_tier_span: int) -> TrafficSample:
+        self._problems = []
         if self._registry is None or self._skew is None:
             await self._bootstrap()
         assert self._skew is not None and self._registry is not None
@@ -170,7 +209,8 @@ class TrafficCollector:
         end = guess_last + _MARGIN_S
         oldest = guess_last - self.history_s - _MARGIN_S + 1
         since = {}
-        for tier in self._registry:
+        self._known.update(dict.fromkeys(self._registry))
+        for tier in self._known:
             st = self._state.get(tier)
             if st is not None and new_tier_span == COUNT_WINDOW_S:
                 start = st.last + 1  # complete seconds are final: read each one once
@@ -193,7 +233,12 @@ class TrafficCollector:
         tiers = []
         for tier, (quota_raw, rows) in per_tier.items():
             st = self._absorb(tier, rows, last)
-            quota, error = read_quota(tier, quota_raw, server)
+            if isinstance(quota_raw, BaseException):
+                status, why = from_error(quota_raw, self.keys.quota(tier), "a hash")
+                self._problems.append((status, why))
+                quota, error = None, why
+            else:
+                quota, error = read_quota(tier, quota_raw, server)
             if error and self._unreadable.get(tier) != error:  # once per new problem, not once a second
                 log.warning("unreadable quota of tier %s: %s", tier, error)
             if error:
@@ -201,11 +246,14 @@ class TrafficCollector:
             else:
                 self._unreadable.pop(tier, None)
             tiers.append(self._tier(tier, quota, error, st))
-        for gone in set(self._state) - set(per_tier):
-            del self._state[gone]
-            self._unreadable.pop(gone, None)
         self._registry = registry  # the next poll reads the registry as of this one
-        return TrafficSample(taken_at=server, tiers=tuple(tiers))
+        if not registry and not any(t.quota is not None or t.quota_error for t in tiers):
+            self._problems.append(("no_tiers", (
+                f"Redis answers but holds no tier at all (no {self.keys.tiers}): restarted empty or flushed? "
+                "Every gateway decision is refused as unknown_tier; restore the quotas "
+                "(surgewatch quota import FILE, or the console's offer) or run surgewatch init"
+            )))
+        return TrafficSample(taken_at=server, tiers=tuple(tiers), redis=health(self._problems))
 
     # -- arithmetic ----------------------------------------------------------------------------
     def _absorb(self, tier: str, rows: dict[int, dict[str, int]], last: int) -> _Tier:

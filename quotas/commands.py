@@ -20,7 +20,8 @@ from typing import Any, Protocol
 from redis.exceptions import ResponseError
 
 from quotas.actor import default_actor
-from quotas.errors import AuthFailed, BrokenQuota, Conflict, UnknownTier, Unreachable, redact
+from quotas.backup import Saved, parse_backup, restore
+from quotas.errors import AuthFailed, BadData, BrokenQuota, Conflict, UnknownTier, Unreachable, redact
 from quotas.library import unavailable
 from quotas.model import (
     Mode,
@@ -109,12 +110,15 @@ def _run(
     except Unreachable as e:
         _err(str(e))
         return EXIT_UNREACHABLE
-    except BrokenQuota as e:
+    except (BrokenQuota, BadData) as e:
         _err(str(e))
         return EXIT_ERROR
     except ResponseError as e:
         down = unavailable(None, e)  # out of memory, a read-only replica, ...: nothing was written
-        _err(str(down) if down else f"the server refused: {e}")
+        if down is None and "WRONGTYPE" in str(e):
+            _err(f"a surgewatch key holds the wrong type ({e}); `surgewatch snapshot --json` names it in redis.error")
+        else:
+            _err(str(down) if down else f"the server refused: {e}")
         return EXIT_ERROR
 
 
@@ -151,12 +155,18 @@ async def _init(client: Any, args: argparse.Namespace, settings: RedisSettings) 
     elif before != now:
         print(f"upgraded functions library surgewatch v{before} -> v{now}")
     else:
-        print(f"functions library surgewatch v{now} already loaded (reloaded)")
+        print(f"functions library surgewatch v{now} was loaded already: replaced by the shipped copy")
     for tier, (limit, window_s) in SEED_TIERS.items():
-        state = "created" if tier in created else "exists, left as is"
-        print(f"tier {tier}: {limit}/{format_duration(window_s)} {state}")
-    if store.upgraded:
-        print(f"quota hashes given the 'enforced' field (library v3): {', '.join(store.upgraded)}")
+        if tier in created:
+            print(f"tier {tier}: {limit}/{format_duration(window_s)} created")
+            continue
+        try:
+            stored = await store.get(tier)
+        except BrokenQuota as e:
+            print(f"tier {tier}: exists, left as is; BROKEN: {e}")
+            continue
+        shown = describe(stored) if stored is not None else tier
+        print(f"tier {shown} (exists, left as is)")
     return EXIT_OK
 
 
@@ -168,14 +178,30 @@ async def _list(client: Any, args: argparse.Namespace, settings: RedisSettings) 
     quotas = await store.list()
     for tier, msg in store.broken.items():
         _err(f"warning: skipped tier {tier}: {msg}")
+    for tier in store.missing:
+        _err(
+            f"tier {tier} has NO QUOTA: every gateway request for it is refused as unknown_tier; fix: "
+            f"surgewatch quota set {tier} LIMIT/WINDOW --create, or surgewatch quota import FILE"
+        )
+    code = EXIT_ERROR if store.missing else EXIT_OK
+    if not quotas and not store.missing and not store.broken:
+        _err(
+            "Redis holds no tier at all (restarted empty, or flushed?): every gateway request is refused as "
+            "unknown_tier; restore: surgewatch quota import FILE (a quota export), or surgewatch init"
+        )
+        code = EXIT_ERROR
     if args.json:
-        print(json.dumps([q.to_json() for q in quotas], indent=2))
-        return EXIT_OK
-    rows = [("TIER", "QUOTA", "CAP/S", "MODE", "PAUSED", "EXPIRES", "VERSION", "UPDATED BY", "UPDATED AT")]
+        listed = [{**q.to_json(), "state": quota_state(q)} for q in quotas]
+        listed += [{"tier": t, "state": "no_quota"} for t in store.missing]
+        print(json.dumps(sorted(listed, key=lambda d: d["tier"]), indent=2))
+        return code
+    rows = [("TIER", "STATE", "QUOTA", "CAP/S", "MODE", "PAUSED", "EXPIRES", "VERSION", "UPDATED BY", "UPDATED AT")]
+    rows += [(t, "no quota", "-", "-", "-", "-", "-", "-", "-", "-") for t in store.missing]
     for q in quotas:
         rows.append(
             (
                 q.tier,
+                quota_state(q),
                 q.spec,
                 "none" if q.tier_cap_rps is None else str(q.tier_cap_rps),
                 q.mode,
@@ -186,10 +212,18 @@ async def _list(client: Any, args: argparse.Namespace, settings: RedisSettings) 
                 iso(q.updated_at) or "-",
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip())
-    return EXIT_OK
+    header, body = rows[0], sorted(rows[1:])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for r in (header, *body):
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return code
+
+
+def quota_state(q: Quota) -> str:
+    """A stored quota's state, as `snapshot --json` names it."""
+    if q.paused:
+        return "paused"
+    return "override" if q.expires_at is not None else "active"
 
 
 async def _history(client: Any, args: argparse.Namespace, settings: RedisSettings) -> int:
@@ -270,6 +304,50 @@ async def _pause_resume(client: Any, args: argparse.Namespace, settings: RedisSe
     return EXIT_OK
 
 
+async def _export(client: Any, args: argparse.Namespace, settings: RedisSettings) -> int:
+    store = _store(client, settings)
+    quotas = await store.list()
+    for tier, msg in store.broken.items():
+        _err(f"warning: not exported, tier {tier}: {msg}")
+    for tier in store.missing:
+        _err(f"warning: not exported, tier {tier}: it has no quota")
+    print(json.dumps([q.to_json() for q in quotas], indent=2))
+    return EXIT_ERROR if store.broken or store.missing else EXIT_OK
+
+
+def _read_backup(path: str) -> list[Saved]:
+    """The file (or `-`: standard input), parsed and validated whole before any connection."""
+    try:
+        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
+    except (OSError, UnicodeDecodeError) as e:
+        raise QuotaError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    return parse_backup(text, source=path if path != "-" else "standard input")
+
+
+async def _import(client: Any, args: argparse.Namespace, settings: RedisSettings) -> int:
+    store = _store(client, settings)
+    outcomes = await restore(
+        store, args.saved, actor=args.actor, reason=args.reason_text or f"imported from {args.file}",
+        only_missing=args.only_missing,
+    )
+    for o in outcomes:
+        shown = describe(o.quota) if o.quota is not None else ""
+        print(f"tier {o.tier}: {o.action}{': ' + shown if shown else ''}{' (' + o.detail + ')' if o.detail else ''}")
+    return EXIT_CONFLICT if any(o.action == "conflict" for o in outcomes) else EXIT_OK
+
+
+def _import_command(args: argparse.Namespace, settings: RedisSettings) -> int:
+    """Validate everything (file, actor, reason) before connecting: bad input writes nothing."""
+    try:
+        args.saved = _read_backup(args.file)
+        args.actor = validate_actor(args.as_name if args.as_name is not None else default_actor())
+        args.reason_text = validate_reason(args.reason)
+    except QuotaError as e:
+        _err(str(e))
+        return EXIT_BAD_INPUT
+    return _run(_import, args, settings)
+
+
 # ---- wiring -----------------------------------------------------------------------------------------
 
 
@@ -280,7 +358,7 @@ def _handler(
 
     def handle(args: argparse.Namespace, settings: RedisSettings) -> int:
         if writes and settings.read_only:
-            what = "init" if fn is _init else f"quota {args.quota_command}"
+            what = "init" if fn is _init else f"quota {args.quota_command}"  # set, pause, resume, import
             _err(f"`{what}` writes to Redis and --read-only was given: nothing was done (drop --read-only to write)")
             return EXIT_BAD_INPUT
         return _run(fn, args, settings)
@@ -321,6 +399,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p_set.add_argument("--for", dest="for_", metavar="DURATION", help="temporary: fall back after e.g. 2h (1s..31d)")
     p_set.add_argument("--create", action="store_true", help="allow creating a tier that does not exist")
     p_set.set_defaults(func=_handler(_set, writes=True))
+
+    p_exp = qsub.add_parser("export", help="every tier's quota as JSON (the quota list --json objects): a backup")
+    p_exp.add_argument("--json", action="store_true", help="JSON (the only format; accepted for scripts)")
+    p_exp.set_defaults(func=_handler(_export))
+
+    p_imp = qsub.add_parser("import", help="write the quotas of a backup (quota export output) through the store")
+    p_imp.add_argument("file", metavar="FILE", help="the backup, or - for standard input")
+    p_imp.add_argument("--only-missing", action="store_true", help="write only tiers that have no quota now")
+    p_imp.add_argument("--reason", default="", metavar="TEXT", help="why (default: 'imported from FILE')")
+    p_imp.add_argument("--as", dest="as_name", metavar="NAME", help="actor for the audit (default: login user)")
+    imp = _handler(_import, writes=True)
+    p_imp.set_defaults(func=lambda a, s: imp(a, s) if s.read_only else _import_command(a, s))
 
     for name, what in (("pause", "refuse everyone in the tier"), ("resume", "undo pause")):
         p = qsub.add_parser(name, help=what)

@@ -94,6 +94,17 @@ class AuthFailed(Unreachable):
     kind = ErrorKind.AUTH_FAILED
 
 
+class BadData(Exception):
+    """A surgewatch key holds the wrong type or garbage where a structure is needed; the message names
+    the key and the repair."""
+
+    kind = ErrorKind.BAD_DATA
+
+    def __init__(self, key: str, what: str, fix: str) -> None:
+        self.key = key
+        super().__init__(f"{key} is not {what} (WRONGTYPE): {fix}")
+
+
 class BrokenQuota(Exception):
     """A tier's stored quota is unreadable (junk values, wrong type): refused, never guessed."""
 

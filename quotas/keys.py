@@ -16,9 +16,11 @@ the same code runs on Redis Cluster. Keys (prefix `P`, default `surgewatch:`):
 | `P{T}:c:M`                   | hash   | outcome counters of minute M (= now // 60): field `S:OUTCOME` |
 |                              |        | with S the second in the minute (0..59) and OUTCOME one of    |
 |                              |        | `accepted`, `user_quota`, `tier_cap`, `paused`, `shadow`,     |
-|                              |        | `blocked`, `error`; field `about`: a sentence over 64 bytes   |
-|                              |        | (it keeps the hash a hash table, where an increment does not  |
-|                              |        | scan the fields; readers skip it); expires after COUNTER_TTL_S|
+|                              |        | `blocked`, `error`, `unknown_tier` (refused: no quota, e.g.   |
+|                              |        | deleted or lost in a restart); field `about`: a sentence over |
+|                              |        | 64 bytes (it keeps the hash a hash table, where an increment  |
+|                              |        | does not scan the fields; readers skip it); expires after     |
+|                              |        | COUNTER_TTL_S                                                 |
 | `P{T}:r:M`                   | hash   | admitted requests of minute M by their rank in the user's     |
 |                              |        | window: fields `2`..`16`, then `32`, `64`, ... (rank in       |
 |                              |        | (16,32], (32,64], ...); rank 1 is not stored: it is the       |
@@ -37,7 +39,7 @@ DEFAULT_PREFIX = "surgewatch:"
 LIBRARY_NAME = "surgewatch"
 COUNTER_TTL_S = 3900  # 65 minutes: at least 1 hour of per-second history survives
 AUDIT_MAXLEN = 10_000
-OUTCOMES = ("accepted", "user_quota", "tier_cap", "paused", "shadow", "blocked", "error")
+OUTCOMES = ("accepted", "user_quota", "tier_cap", "paused", "shadow", "blocked", "error", "unknown_tier")
 REJECT_REASONS = ("user_quota", "tier_cap", "paused")
 RANK_EXACT_MAX = 16
 

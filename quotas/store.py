@@ -16,7 +16,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from quotas.codec import effective, quota_from_hash, quota_from_json
-from quotas.errors import BrokenQuota, Conflict, UnknownTier, Unreachable
+from quotas.errors import BadData, BrokenQuota, Conflict, UnknownTier, Unreachable
 from quotas.keys import DEFAULT_PREFIX, Keys
 from quotas.library import bounded, fcall, installed_version, load_library, text
 from quotas.model import (
@@ -110,10 +110,10 @@ class QuotaStore:
         self.timeout_s = timeout_s
         self.broken: dict[str, str] = {}
         """Tiers the last `list()` skipped because their stored quota is unreadable: tier -> message."""
+        self.missing: list[str] = []
+        """Tiers the last `list()` found in the registry without a quota: gateways get unknown_tier."""
         self.library_before: int | None = None
         """The library version the server had before the last `init()` (None: it had none)."""
-        self.upgraded: list[str] = []
-        """Tiers whose quota hash the last `init()` gave the `enforced` field (written before library v3)."""
 
     async def _b(self, make: Any) -> Any:
         return await bounded(self.client, make, self.timeout_s)
@@ -137,6 +137,7 @@ class QuotaStore:
             raise QuotaError("this quota store is read-only: nothing is written")
         self.library_before = await self._b(lambda: installed_version(self.client))
         await self._b(lambda: load_library(self.client))
+        await self.registry()  # a registry of the wrong type: named (BadData) before anything is written
         created: list[str] = []
         for tier, (limit, window_s) in SEED_TIERS.items():
             try:
@@ -151,17 +152,6 @@ class QuotaStore:
             except Conflict:
                 continue
             created.append(tier)
-        # quota hashes from before library v3 lack the one field the limiter reads: add it (atomically, in
-        # Lua, from the hash's own fields); until then the limiter reads them field by field
-        members = await self._b(lambda: self.client.smembers(self.keys.tiers))
-        self.upgraded = []
-        for t in sorted(text(m) for m in members):
-            try:
-                validate_tier(t)
-            except QuotaError:
-                continue  # a hostile registry entry: `quota list` reports it
-            if await fcall(self.client, "sw_upgrade", [self.keys.quota(t)], [], timeout_s=self.timeout_s) == 1:
-                self.upgraded.append(t)
         return created
 
     async def _read(self, tier: str, raw: dict[Any, Any]) -> Quota:
@@ -190,11 +180,26 @@ class QuotaStore:
             return time.time()
         return int(secs) + int(usecs) / 1e6
 
+    async def registry(self) -> set[str]:
+        """The names in the tier registry; BadData (naming the key and the repair) if it is not a set."""
+        try:
+            members = await self._b(lambda: self.client.smembers(self.keys.tiers))
+        except ResponseError as e:
+            if "WRONGTYPE" not in str(e):
+                raise
+            raise BadData(
+                self.keys.tiers, "a set",
+                f"redis-cli DEL {self.keys.tiers}, then `surgewatch init` re-creates the registry (quotas are kept)",
+            ) from None
+        return {text(m) for m in members}
+
     async def list(self) -> list[Quota]:
-        """All tiers' quotas, sorted by tier; unreadable ones are skipped, logged and kept in `self.broken`."""
-        members = await self._b(lambda: self.client.smembers(self.keys.tiers))
+        """All tiers' quotas, sorted by tier; unreadable ones are skipped, logged and kept in `self.broken`;
+        registered tiers without a quota are kept in `self.missing`."""
+        members = await self.registry()
         tiers = sorted({text(m) for m in members})
         broken: dict[str, str] = {}
+        missing: builtins.list[str] = []
         valid = []
         for t in tiers:
             try:
@@ -208,7 +213,8 @@ class QuotaStore:
                 broken[t] = str(BrokenQuota(t, "the quota key is not a hash"))
                 continue
             if not raw:
-                continue  # registered but never created (or deleted): not a tier
+                missing.append(t)  # registered, but its quota is gone: every decision is unknown_tier
+                continue
             try:
                 out.append(await self._read(t, raw))
             except BrokenQuota as e:
@@ -216,6 +222,7 @@ class QuotaStore:
         for t, msg in broken.items():
             log.warning("skipping tier %s: %s", t, msg)
         self.broken = broken
+        self.missing = missing
         return out
 
     async def get(self, tier: str) -> Quota | None:
@@ -315,11 +322,7 @@ class QuotaStore:
         """The newest `count` audit entries, newest first, of one tier or (tier None) of all tiers merged."""
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 10_000:
             raise QuotaError(f"invalid count {count!r}: a whole number from 1 to 10000")
-        if tier is not None:
-            tiers = [validate_tier(tier)]
-        else:
-            members = await self._b(lambda: self.client.smembers(self.keys.tiers))
-            tiers = sorted(t for t in (text(m) for m in members) if _legal(t))
+        tiers = [validate_tier(tier)] if tier is not None else sorted(t for t in await self.registry() if _legal(t))
         if not tiers:
             return []
         results = await self._pipe([("xrevrange", self.keys.audit(t), {"count": count}) for t in tiers])

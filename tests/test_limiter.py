@@ -8,10 +8,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from quotas.errors import BrokenQuota
-from quotas.keys import Keys
+from quotas.keys import COUNTER_TTL_S, Keys
 from quotas.limiter import Decision, Limiter
 from quotas.model import QuotaError, QuotaSpec
 from quotas.store import QuotaStore
+from tests.conftest import wait_away_from_window_edges
 
 DAY = 86400
 
@@ -20,6 +21,12 @@ DAY = 86400
 def limiter(redis_client: aioredis.Redis) -> Limiter:
     """A limiter on the test's server."""
     return Limiter(redis_client)
+
+
+async def server_now(client: aioredis.Redis) -> float:
+    """The server's clock (the limiter's), in epoch seconds."""
+    secs, usecs = await client.time()
+    return int(secs) + int(usecs) / 1e6
 
 
 async def settle_in_second(client: aioredis.Redis, before: float = 0.6) -> None:
@@ -32,7 +39,7 @@ async def settle_in_second(client: aioredis.Redis, before: float = 0.6) -> None:
         await asyncio.sleep(max(0.0, 1.02 - frac))
 
 
-async def test_n_admitted_then_refused(store: QuotaStore, limiter: Limiter) -> None:
+async def test_n_admitted_then_refused(store: QuotaStore, limiter: Limiter, away_from_day_edges: float) -> None:
     """With 3/1d a user gets exactly 3 admissions, then user_quota refusals with retry_after > 0."""
     await store.set("free", QuotaSpec(3, DAY), actor="t")
     got = [await limiter.check("free", "alice") for _ in range(5)]
@@ -42,7 +49,8 @@ async def test_n_admitted_then_refused(store: QuotaStore, limiter: Limiter) -> N
     assert 0 < got[3].retry_after_s <= DAY
 
 
-async def test_daily_window_resets_at_utc_midnight(store: QuotaStore, limiter: Limiter, redis_client: aioredis.Redis) -> None:
+async def test_daily_window_resets_at_utc_midnight(store: QuotaStore, limiter: Limiter, redis_client: aioredis.Redis,
+                                                   away_from_day_edges: float) -> None:
     """A refusal of a daily quota says to retry at the next 00:00 UTC, and the usage key expires then."""
     await store.set("free", QuotaSpec(1, DAY), actor="t")
     await limiter.check("free", "bob")
@@ -54,7 +62,7 @@ async def test_daily_window_resets_at_utc_midnight(store: QuotaStore, limiter: L
     assert abs(ttl - ((secs // DAY + 1) * DAY + 60 - secs)) <= 2
 
 
-async def test_users_are_independent(store: QuotaStore, limiter: Limiter) -> None:
+async def test_users_are_independent(store: QuotaStore, limiter: Limiter, away_from_day_edges: float) -> None:
     """One user's exhausted quota does not touch another's."""
     await store.set("free", QuotaSpec(2, DAY), actor="t")
     for _ in range(3):
@@ -63,7 +71,8 @@ async def test_users_are_independent(store: QuotaStore, limiter: Limiter) -> Non
     assert [(await limiter.check("free", "carol")).allowed for _ in range(3)] == [True, True, False]
 
 
-async def test_raise_and_lower_apply_to_counted_usage(store: QuotaStore, limiter: Limiter) -> None:
+async def test_raise_and_lower_apply_to_counted_usage(store: QuotaStore, limiter: Limiter,
+                                                      away_from_day_edges: float) -> None:
     """Used 3 of 3/1d, raised to 5/1d: exactly 2 more at once; lowered to 1/1d: refused at once."""
     await store.set("free", QuotaSpec(3, DAY), actor="t")
     assert all([(await limiter.check("free", "u")).allowed for _ in range(3)])
@@ -77,7 +86,7 @@ async def test_raise_and_lower_apply_to_counted_usage(store: QuotaStore, limiter
     assert (d.allowed, d.reason, d.remaining) == (False, "user_quota", 0)
 
 
-async def test_refused_requests_consume_nothing(store: QuotaStore, limiter: Limiter) -> None:
+async def test_refused_requests_consume_nothing(store: QuotaStore, limiter: Limiter, away_from_day_edges: float) -> None:
     """Requests refused while paused do not count: after resume the full quota is there."""
     await store.set("free", QuotaSpec(2, DAY), actor="t")
     await store.pause("free", actor="t")
@@ -88,11 +97,12 @@ async def test_refused_requests_consume_nothing(store: QuotaStore, limiter: Limi
 
 
 async def test_refusals_take_nothing_whichever_way_the_tier_counts(store: QuotaStore, limiter: Limiter,
-                                                                  redis_client: aioredis.Redis) -> None:
+                                                                  redis_client: aioredis.Redis,
+                                                                  away_from_day_edges: float) -> None:
     """A user at the limit stays exactly at it through refusals between other users' admissions (each counted,
     then taken back in the same call); a raise then admits exactly the difference."""
     await store.set("free", QuotaSpec(3, DAY), actor="t")
-    day = int((await redis_client.time())[0]) // DAY
+    day = int(away_from_day_edges) // DAY
     usage = Keys().usage("free", DAY, day, "alice")
     assert [(await limiter.check("free", "alice")).allowed for _ in range(3)] == [True, True, True]
     for _ in range(2):
@@ -105,7 +115,8 @@ async def test_refusals_take_nothing_whichever_way_the_tier_counts(store: QuotaS
 
 
 async def test_a_tier_that_refuses_much_reads_usage_first(store: QuotaStore, limiter: Limiter,
-                                                          redis_client: aioredis.Redis) -> None:
+                                                          redis_client: aioredis.Redis,
+                                                          away_from_day_edges: float) -> None:
     """Refusals are counted and taken back (DECRBY) until they are a large share of the tier's recent decisions;
     then the tier reads usage first and a refusal writes only its counter; admissions turn it back; usage stays exact."""
 
@@ -114,7 +125,7 @@ async def test_a_tier_that_refuses_much_reads_usage_first(store: QuotaStore, lim
         return [stats.get(f"cmdstat_{n}", {}).get("calls", 0) for n in names]
 
     await store.set("free", QuotaSpec(1, DAY), actor="t")
-    day = int((await redis_client.time())[0]) // DAY
+    day = int(away_from_day_edges) // DAY
     assert (await limiter.check("free", "alice")).allowed
     await redis_client.config_resetstat()
     assert [(await limiter.check("free", "alice")).reason for _ in range(20)] == ["user_quota"] * 20
@@ -129,7 +140,8 @@ async def test_a_tier_that_refuses_much_reads_usage_first(store: QuotaStore, lim
     assert await redis_client.get(Keys().usage("free", DAY, day, "alice")) == b"1"
 
 
-async def test_replies_name_the_current_limit_after_a_change(store: QuotaStore, limiter: Limiter) -> None:
+async def test_replies_name_the_current_limit_after_a_change(store: QuotaStore, limiter: Limiter,
+                                                              away_from_day_edges: float) -> None:
     """Admissions and refusals after a quota change carry the new limit, also where `remaining` repeats one the
     library already replied with under the old limit (its reply strings are kept per quota)."""
     await store.set("free", QuotaSpec(3, DAY), actor="t")
@@ -143,10 +155,10 @@ async def test_replies_name_the_current_limit_after_a_change(store: QuotaStore, 
 
 
 async def test_junk_in_a_usage_key_counts_from_zero(store: QuotaStore, limiter: Limiter,
-                                                    redis_client: aioredis.Redis) -> None:
+                                                    redis_client: aioredis.Redis, away_from_day_edges: float) -> None:
     """A usage key overwritten by hand with a non-number is counted from zero and rewritten with its expiry."""
     await store.set("free", QuotaSpec(3, DAY), actor="t")
-    day = int((await redis_client.time())[0]) // DAY
+    day = int(away_from_day_edges) // DAY
     usage = Keys().usage("free", DAY, day, "u")
     await redis_client.set(usage, "lots")
     d = await limiter.check("free", "u")
@@ -154,13 +166,26 @@ async def test_junk_in_a_usage_key_counts_from_zero(store: QuotaStore, limiter: 
     assert await redis_client.get(usage) == b"1" and await redis_client.ttl(usage) > 0
 
 
-async def test_unknown_tier_refused_and_creates_no_keys(limiter: Limiter, store: QuotaStore, redis_client: aioredis.Redis) -> None:
-    """A tier without a quota is refused with unknown_tier and leaves no key behind."""
-    before = sorted(await redis_client.keys("*"))
+async def test_unknown_tier_refused_and_counted_in_its_own_counters(
+    limiter: Limiter, store: QuotaStore, redis_client: aioredis.Redis
+) -> None:
+    """A tier without a quota is refused with unknown_tier, counted per second in its own expiring counter
+    hash (check and check_many alike, by cost), and no other key is created."""
+    await wait_away_from_window_edges(redis_client)
+    before = set(await redis_client.keys("*"))
     d = await limiter.check("nosuch", "u")
     assert (d.allowed, d.reason) == (False, "unknown_tier") and d.retry_after_s > 0 and d.limit is None
+    got = await limiter.check_many([("nosuch", "u1", 1), ("nosuch", "u2", 3)])
+    assert [x.reason for x in got] == ["unknown_tier"] * 2
     await limiter.record("nosuch", "blocked")
-    assert sorted(await redis_client.keys("*")) == before
+    new = set(await redis_client.keys("*")) - before
+    assert len(new) == 1, new
+    key = new.pop()
+    assert key.startswith(b"surgewatch:{nosuch}:c:")
+    fields = await redis_client.hgetall(key)
+    assert sum(int(v) for f, v in fields.items() if f.endswith(b":unknown_tier")) == 5
+    assert set(fields) <= {f for f in fields if f.endswith(b":unknown_tier")}  # nothing counted as blocked
+    assert 0 < await redis_client.ttl(key) <= COUNTER_TTL_S
 
 
 @pytest.mark.parametrize("tier", ["fr}ee", "a b", "FREE ", "x" * 33, "frée", "", "free:x"])
@@ -178,7 +203,7 @@ async def test_bad_user_or_cost_is_an_error(limiter: Limiter, store: QuotaStore,
         await limiter.check("free", user, cost)  # type: ignore[arg-type]
 
 
-async def test_cost_counts_against_the_quota(store: QuotaStore, limiter: Limiter) -> None:
+async def test_cost_counts_against_the_quota(store: QuotaStore, limiter: Limiter, away_from_day_edges: float) -> None:
     """A request of cost 3 uses 3 of the quota; one that does not fit is refused whole."""
     await store.set("free", QuotaSpec(5, DAY), actor="t")
     assert (await limiter.check("free", "u", 3)).remaining == 2
@@ -186,7 +211,7 @@ async def test_cost_counts_against_the_quota(store: QuotaStore, limiter: Limiter
     assert (await limiter.check("free", "u", 2)).remaining == 0
 
 
-async def test_shadow_admits_and_counts(store: QuotaStore, limiter: Limiter) -> None:
+async def test_shadow_admits_and_counts(store: QuotaStore, limiter: Limiter, away_from_day_edges: float) -> None:
     """In shadow mode over-quota requests are admitted with reason shadow and usage still counts."""
     await store.set("free", QuotaSpec(2, DAY, mode="shadow"), actor="t")
     got = [await limiter.check("free", "u") for _ in range(4)]
@@ -210,7 +235,7 @@ async def test_tier_cap_refuses_over_the_rate(store: QuotaStore, limiter: Limite
     assert all(0 < d.retry_after_s <= 1.0 for d in got[3:])
 
 
-async def test_check_many_matches_check(store: QuotaStore, limiter: Limiter) -> None:
+async def test_check_many_matches_check(store: QuotaStore, limiter: Limiter, away_from_day_edges: float) -> None:
     """The pipelined batch decides exactly like one call per request, in order."""
     await store.set("free", QuotaSpec(2, DAY), actor="t")
     got = await limiter.check_many([("free", "a", 1), ("free", "a", 1), ("free", "a", 1), ("plus", "a", 1), ("zzz", "a", 1)])
@@ -228,10 +253,9 @@ async def test_broken_quota_refuses_with_clear_error(store: QuotaStore, limiter:
     await redis_client.hset(Keys().quota("team"), "enforced", "no separators")
     with pytest.raises(BrokenQuota, match="enforced"):
         await limiter.check("team", "u")
-    # a hash without `enforced` (an older library's, or restored by hand) is read field by field, as strictly
+    # a hash without `enforced` (restored by hand) is broken: there is no pre-v3 field-by-field path
     await redis_client.hdel(Keys().quota("enterprise"), "enforced")
-    await redis_client.hset(Keys().quota("enterprise"), "window_s", "forever")
-    with pytest.raises(BrokenQuota, match=r"window_s='?forever"):
+    with pytest.raises(BrokenQuota, match="no enforced field"):
         await limiter.check("enterprise", "u")
     await redis_client.delete(Keys().quota("plus"))
     await redis_client.set(Keys().quota("plus"), "junk")
@@ -241,17 +265,16 @@ async def test_broken_quota_refuses_with_clear_error(store: QuotaStore, limiter:
         await limiter.check_many([("pro", "u", 1), ("plus", "u", 1)])
 
 
-async def test_expiring_override_falls_back_on_time(store: QuotaStore, limiter: Limiter) -> None:
+async def test_expiring_override_falls_back_on_time(store: QuotaStore, limiter: Limiter,
+                                                    away_from_day_edges: float) -> None:
     """A 1 s override of 1/1d falls back to 5/1d by itself, visible in the history."""
     await store.set("free", QuotaSpec(5, DAY), actor="t")
     q = await store.set("free", QuotaSpec(1, DAY), actor="oncall", reason="surge", for_s=1)
     assert q.expires_at is not None
     assert [(await limiter.check("free", "u")).allowed for _ in range(2)] == [True, False]
-    for _ in range(40):
-        await asyncio.sleep(0.1)
-        d = await limiter.check("free", "u")
-        if d.allowed:
-            break
+    async with asyncio.timeout(30):  # a hang guard: the override ends 1 s after it was set
+        while not (d := await limiter.check("free", "u")).allowed:
+            await asyncio.sleep(0.1)
     assert d.allowed and d.limit == 5 and d.remaining == 3
     now = await store.get("free")
     assert now is not None and (now.limit, now.expires_at, now.version) == (5, None, q.version + 1)
@@ -260,7 +283,8 @@ async def test_expiring_override_falls_back_on_time(store: QuotaStore, limiter: 
     assert h[0].old is not None and h[0].old.limit == 1 and h[0].new is not None and h[0].new.limit == 5
 
 
-async def test_gateway_contract_raw_fcall(store: QuotaStore, redis_client: aioredis.Redis) -> None:
+async def test_gateway_contract_raw_fcall(store: QuotaStore, redis_client: aioredis.Redis,
+                                          away_from_day_edges: float) -> None:
     """What a Go/Node/Rust gateway sees: FCALL sw_check and sw_check_many replies, as documented."""
     await store.set("free", QuotaSpec(2, DAY), actor="t")
     key = Keys().quota("free")
@@ -271,7 +295,8 @@ async def test_gateway_contract_raw_fcall(store: QuotaStore, redis_client: aiore
     assert (await redis_client.fcall("sw_check_many", 1, Keys().quota("nosuch"), "u", 1)).split()[:2] == [b"-1", b"5"]
 
 
-async def test_check_many_large_batch_keeps_order(store: QuotaStore, limiter: Limiter) -> None:
+async def test_check_many_large_batch_keeps_order(store: QuotaStore, limiter: Limiter,
+                                                   away_from_window_edges: float) -> None:
     """A batch larger than one server call (2,000) is split in order: exactly `limit` admissions first."""
     await store.set("pro", QuotaSpec(2100, 3600), actor="t")
     got = await limiter.check_many([("pro", "heavy", 1)] * 2500 + [("free", "light", 1)])
@@ -279,15 +304,21 @@ async def test_check_many_large_batch_keeps_order(store: QuotaStore, limiter: Li
     assert got[2099].remaining == 0 and got[2100].reason == "user_quota" and got[2500].reason == "ok"
 
 
-async def test_paused_override_retry_after_is_its_expiry(store: QuotaStore, limiter: Limiter) -> None:
-    """A temporary pause tells refused clients to come back when it ends."""
-    await store.set("free", QuotaSpec(20, DAY, paused=True), actor="t", for_s=600)
+async def test_paused_override_retry_after_is_its_expiry(store: QuotaStore, limiter: Limiter,
+                                                         redis_client: aioredis.Redis) -> None:
+    """A temporary pause tells refused clients to come back when it ends, to the ms by the server's clock."""
+    q = await store.set("free", QuotaSpec(20, DAY, paused=True), actor="t", for_s=600)
+    assert q.expires_at is not None
+    before = await server_now(redis_client)
     d = await limiter.check("free", "u")
-    assert d.reason == "paused" and 598 < d.retry_after_s <= 600
+    after = await server_now(redis_client)
+    assert d.reason == "paused"
+    assert q.expires_at - after - 0.001 <= d.retry_after_s <= q.expires_at - before + 0.001
 
 
 async def test_hand_edited_field_is_not_enforced_and_is_reported(store: QuotaStore, limiter: Limiter,
-                                                                 redis_client: aioredis.Redis) -> None:
+                                                                 redis_client: aioredis.Redis,
+                                                                 away_from_day_edges: float) -> None:
     """A field edited by hand (no version, audit or event) is not enforced; the tier reads as broken until a set."""
     await store.set("free", QuotaSpec(2, DAY), actor="t")
     await redis_client.hset(Keys().quota("free"), "limit", "1000")
@@ -302,32 +333,18 @@ async def test_hand_edited_field_is_not_enforced_and_is_reported(store: QuotaSto
     assert [(await limiter.check("free", "u")).allowed for _ in range(2)] == [True, False]
 
 
-async def test_hash_without_enforced_field_is_read_field_by_field(store: QuotaStore, limiter: Limiter,
-                                                                  redis_client: aioredis.Redis) -> None:
-    """A quota hash from before library v3 (no `enforced`) is enforced from its fields, and a change to them too."""
+async def test_hash_without_enforced_field_is_broken_until_a_set(store: QuotaStore, limiter: Limiter,
+                                                                 redis_client: aioredis.Redis) -> None:
+    """A quota hash without `enforced` (a pre-v3 library's, or restored by hand) is refused as broken by the
+    limiter and the store, never read field by field; `quota set` repairs it."""
     await store.set("free", QuotaSpec(2, DAY), actor="t")
     await redis_client.hdel(Keys().quota("free"), "enforced")
-    assert [(await limiter.check("free", "u")).allowed for _ in range(3)] == [True, True, False]
-    await redis_client.hset(Keys().quota("free"), "limit", "3")
-    assert (await limiter.check("free", "u")).allowed
-    assert (await store.get("free")).limit == 3
-    await store.set("free", QuotaSpec(4, DAY), actor="t")  # the next change writes the field again
+    with pytest.raises(BrokenQuota, match="no enforced field"):
+        await limiter.check("free", "u")
+    with pytest.raises(BrokenQuota, match="no enforced field"):
+        await limiter.check_many([("free", "u", 1)] * 2)
+    with pytest.raises(BrokenQuota, match="no enforced field"):
+        await store.get("free")
+    await store.set("free", QuotaSpec(4, DAY), actor="t")
     assert await redis_client.hget(Keys().quota("free"), "enforced") == b"4|86400||0|enforce|"
-    assert (await limiter.check("free", "u")).allowed and not (await limiter.check("free", "u")).allowed
-
-
-async def test_init_gives_old_hashes_the_enforced_field(store: QuotaStore, limiter: Limiter,
-                                                        redis_client: aioredis.Redis) -> None:
-    """`init` adds `enforced` to valid hashes that lack it, from their own fields, and leaves broken ones alone."""
-    await store.set("free", QuotaSpec(2, DAY, tier_cap_rps=50), actor="t", for_s=3600)
-    before = await redis_client.hgetall(Keys().quota("free"))
-    for tier in ("free", "pro"):
-        await redis_client.hdel(Keys().quota(tier), "enforced")
-    await redis_client.hset(Keys().quota("pro"), "mode", "yolo")
-    assert await store.init() == []
-    assert store.upgraded == ["free"]
-    assert await redis_client.hgetall(Keys().quota("free")) == before
-    assert not await redis_client.hexists(Keys().quota("pro"), "enforced")
-    await store.init()
-    assert store.upgraded == []
-    assert [(await limiter.check("free", "u")).allowed for _ in range(3)] == [True, True, False]
+    assert [(await limiter.check("free", "u")).allowed for _ in range(5)] == [True] * 4 + [False]

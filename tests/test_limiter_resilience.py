@@ -32,10 +32,12 @@ async def test_restart_without_persistence_reloads_library(valkey: ValkeyProcess
     d = await lim.check("free", "u")  # the data went with the library: decided, not an error
     assert (d.allowed, d.reason) == (False, "unknown_tier")
     assert len(await redis_client.function_list()) == 1
-    # an operator restores the quota hash by hand (no `surgewatch init`): the gateway recovers alone
+    # an operator restores the quota hash by hand (no `surgewatch init`), `enforced` included (the field
+    # the limiter reads): the gateway recovers alone
     await redis_client.hset(Keys().quota("free"), mapping={
         "limit": "2", "window_s": "60", "tier_cap_rps": "", "paused": "0", "mode": "enforce",
         "expires_at": "", "version": "1", "updated_by": "restore", "updated_at": "0", "prev": "",
+        "enforced": "2|60||0|enforce|",
     })
     assert [(await lim.check("free", "u")).allowed for _ in range(3)] == [True, True, False]
     assert len(await redis_client.function_list()) == 1
@@ -143,7 +145,7 @@ async def test_sequential_checks_hold_one_connection(redis_client: aioredis.Redi
 
 
 async def test_out_of_memory_server_is_unavailable_and_fails_open(
-        redis_client: aioredis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+        redis_client: aioredis.Redis, caplog: pytest.LogCaptureFixture, away_from_day_edges: float) -> None:
     """A server out of memory under noeviction: Unavailable (an Unreachable) by default, admitted with fail_open."""
     await QuotaStore(redis_client).init()
     lim = Limiter(redis_client)

@@ -42,7 +42,7 @@ def test_operator_session(valkey: ValkeyProcess) -> None:
 
     listed = json.loads(sw(url, "quota", "list", "--json").stdout)
     assert [q["tier"] for q in listed] == ["enterprise", "free", "plus", "pro", "team"]
-    assert all(set(q) == QUOTA_KEYS for q in listed)
+    assert all(set(q) == QUOTA_KEYS | {"state"} and q["state"] == "active" for q in listed)
     free = next(q for q in listed if q["tier"] == "free")
     assert (free["limit"], free["window_s"], free["tier_cap_rps"], free["expires_at"], free["version"]) == (
         20, 86400, None, None, 1)
@@ -88,6 +88,27 @@ def test_create_override_and_actor(valkey: ValkeyProcess) -> None:
     (entry,) = json.loads(sw(url, "quota", "history", "vip", "--json").stdout)
     assert entry["actor"] == "erin@10.1.2.3" and entry["new"]["expires_at"] == vip["expires_at"]
     assert sw(url, "quota", "set", "vip", "11/30s", "--create", "--expect-version", "0").returncode == 3
+
+
+def test_pause_and_resume_keep_an_overrides_expiry(valkey: ValkeyProcess) -> None:
+    """`quota pause` and `quota resume` of a tier under a --for 2h override keep its limit and its end exactly."""
+    url = valkey.url
+    assert sw(url, "init").returncode == 0
+    assert sw(url, "quota", "set", "free", "1/1d", "--for", "2h", "--as", "t").returncode == 0
+
+    def free() -> dict[str, object]:
+        return next(q for q in json.loads(sw(url, "quota", "list", "--json").stdout) if q["tier"] == "free")
+
+    o = free()
+    assert isinstance(o["expires_at"], str) and o["limit"] == 1
+    for op, paused in (("pause", True), ("resume", False)):
+        r = sw(url, "quota", op, "free", "--as", "t")
+        assert r.returncode == 0, r.stderr
+        q = free()
+        assert (q["paused"], q["limit"], q["expires_at"]) == (paused, 1, o["expires_at"]), op
+    hist = json.loads(sw(url, "quota", "history", "free", "--count", "2", "--json").stdout)
+    assert [(h["new"]["paused"], h["new"]["expires_at"]) for h in hist] == [(False, o["expires_at"]),
+                                                                             (True, o["expires_at"])]
 
 
 def test_unreachable_exits_4_and_redacts(tmp_path: object) -> None:

@@ -34,7 +34,7 @@ def run(capsys: pytest.CaptureFixture[str], url: str, *argv: str) -> tuple[int, 
     register(p.add_subparsers(dest="command"))
     try:
         args = p.parse_args(["--redis", url, *argv])
-        code = args.func(args, SimpleNamespace(redis_url=args.redis, prefix=DEFAULT_PREFIX))
+        code = args.func(args, SimpleNamespace(redis_url=args.redis, prefix=DEFAULT_PREFIX, read_only=False))
     except SystemExit as e:
         code = int(e.code or 0)
     return code, capsys.readouterr().err

@@ -17,7 +17,7 @@ from tests.fakenvml import FakeGpu, FakeNvml
 from tests.test_fleet_collector import LoopbackNode
 
 TIER_KEYS = {"tier", "limit", "window_s", "tier_cap_rps", "paused", "mode", "version", "accepted_rps",
-             "rejected_rps", "accepted_1m", "rejected_1m", "rejected_by_reason_1m"}
+             "rejected_rps", "accepted_1m", "rejected_1m", "rejected_by_reason_1m", "state", "quota_error"}
 
 
 async def _seed(r: aioredis.Redis) -> None:
@@ -51,7 +51,7 @@ async def test_snapshot_document_with_every_source(valkey: ValkeyProcess, redis_
                                   prometheus=None, local=True, nvml=nv)
     finally:
         await node.stop()
-    assert set(doc) == {"taken_at", "host", "errors", "nodes", "gpus", "tiers"}
+    assert set(doc) == {"taken_at", "host", "errors", "nodes", "gpus", "tiers", "redis"}
     assert doc["taken_at"].endswith("Z") and doc["errors"] == {}
     assert doc["host"]["hostname"] and doc["host"]["mem_total_mib"] > 0
     assert [n["status"] for n in doc["nodes"]] == ["up", "down"]
@@ -69,6 +69,7 @@ async def test_snapshot_document_with_every_source(valkey: ValkeyProcess, redis_
     assert (tier["tier"], tier["limit"], tier["window_s"], tier["mode"], tier["version"]) == ("free", 3, 86400, "shadow", 9)
     assert (tier["accepted_rps"], tier["rejected_rps"], tier["accepted_1m"], tier["rejected_1m"]) == (2.0, 0.6, 20, 6)
     assert tier["rejected_by_reason_1m"]["user_quota"] == 6
+    assert (tier["state"], tier["quota_error"], doc["redis"]) == ("active", None, {"status": "ok", "error": None})
     json.dumps(doc)  # serialisable as is
     text = render_text(doc)
     assert "NVIDIA L4" in text and "free" in text and "3/86400s" in text and "cannot connect" in text

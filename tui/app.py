@@ -20,7 +20,7 @@ from collectors.runner import SourceError, classify
 from collectors.samples import Source
 from quotas.errors import ErrorKind
 from tui.alerts import Event, audit_event
-from tui.messages import QuotaChanged, QuotasLoaded, SubscriptionChanged, _Sampled
+from tui.messages import QuotaChanged, QuotasLoaded, QuotasRestored, SubscriptionChanged, _Sampled
 from tui.screens.editor import QuotaEditor
 from tui.screens.help import HelpScreen
 from tui.screens.history import HistoryScreen
@@ -64,7 +64,9 @@ class SurgewatchApp(App[int]):
         self.thresholds = Thresholds.from_mapping(settings.thresholds)
         self.clock = clock
         self.read_only = settings.read_only or settings.wall
-        self.state = ConsoleState(self.thresholds, clock, redis_configured=bool(settings.redis_url))
+        self.state = ConsoleState(
+            self.thresholds, clock, redis_configured=bool(settings.redis_url), can_restore=not self.read_only
+        )
         self._wanted: set[Source] = (
             {Source(s) for s in sources} if not isinstance(sources, bool) else (set(Source) if sources else set())
         )
@@ -265,8 +267,9 @@ class SurgewatchApp(App[int]):
         if self.store is None:
             self.notify("No Redis configured: give --redis URL to see and change quotas.", severity="warning")
             return
-        if self.state.redis_error:
-            self.notify(f"Edit refused: {self.state.redis_heading()} ({self.state.redis_error}).", severity="error")
+        refusal = self.state.edit_refusal()
+        if refusal:
+            self.notify(f"Edit refused: {refusal}.", severity="error")
             return
         if tier is None and not self.overview.tiers_focused:
             # never guess which tier an operator meant: take them to the tier list first
@@ -288,6 +291,55 @@ class SurgewatchApp(App[int]):
             self.state.merge_quota(quota)
             self.overview.show((Source.TRAFFIC,))
             self.notify(f"tier {quota.tier} is now {quota.spec} (version {quota.version})")
+
+    def action_restore(self) -> None:
+        """Offer to write back the quotas this console last saw (Redis came back empty, or tiers lost theirs)."""
+        if self.read_only or self.store is None:
+            self.notify("read-only console: restore with `surgewatch quota import FILE`", severity="warning")
+            return
+        quotas = self.state.restorable()
+        if not quotas:
+            self.notify("Nothing to restore: every tier this console knows has its quota.")
+            return
+        refusal = self.state.edit_refusal()
+        if refusal:
+            self.notify(f"Restore refused: {refusal}.", severity="error")
+            return
+        from quotas.actor import default_actor
+        from tui.screens.restore import RestoreScreen, restore_reason
+
+        actor = self._actor or default_actor()
+        reason = restore_reason(actor, self.state.last_known_at)
+
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                self.run_worker(self._restore(quotas, actor, reason), name="restore", group="restore",
+                                exit_on_error=False)
+
+        self.push_screen(RestoreScreen(quotas, actor, reason), confirmed)
+
+    async def _restore(self, quotas: list[Any], actor: str, reason: str) -> None:
+        """Write the quotas back through the store (CAS, one audit entry each); the outcome as a message."""
+        from quotas.backup import Saved, restore
+
+        try:
+            outcomes = await restore(self.store, [Saved.of(q) for q in quotas], actor=actor, reason=reason)
+        except Exception as e:
+            self.post_message(QuotasRestored([], classify(e)))
+            return
+        self.post_message(QuotasRestored(outcomes, None))
+
+    def on_quotas_restored(self, message: QuotasRestored) -> None:
+        if message.error is not None:
+            self.notify(f"Not restored: {message.error}; nothing was changed.", severity="error")
+            return
+        done = [o for o in message.outcomes if o.action == "written"]
+        for o in done:
+            self.state.merge_quota(o.quota)
+        left = [f"{o.tier} ({o.action})" for o in message.outcomes if o.action != "written"]
+        self.overview.show((Source.TRAFFIC,))
+        text = f"restored {len(done)} tier(s)" + (f"; not written: {', '.join(left)}" if left else "")
+        self.notify(text, severity="warning" if left else "information")
 
     def action_history(self) -> None:
         if self.store is None:

@@ -79,6 +79,14 @@ class QuotaChanged(Message):
 
 
 @dataclass(eq=False)
+class QuotasRestored(Message):
+    """A console restore ran: one outcome per tier (quotas.backup.Outcome), or the error that stopped it."""
+
+    outcomes: list[Any]
+    error: SourceError | None = None
+
+
+@dataclass(eq=False)
 class SubscriptionChanged(Message):
     """The quota-event subscription connected, or lost its connection (`error` says why)."""
 

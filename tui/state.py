@@ -10,11 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 from collectors.runner import Reading, SourceError
-from collectors.samples import FleetSample, GpusSample, Source, TrafficSample
+from collectors.samples import FleetSample, GpusSample, RedisHealth, Source, TrafficSample
 from quotas.errors import ErrorKind
 from quotas.model import Quota
 from tui.alerts import Event, gpu_events, node_events, traffic_events
 from tui.model import GpuRow, GpuRowCache, Kpis, build_gpu_rows, compute_kpis, format_age
+from tui.redis_alerts import TrafficWatch, redis_events
 from tui.thresholds import Thresholds
 
 SOURCE_LABEL = {
@@ -32,6 +33,18 @@ REDIS_HEADING = {
     ErrorKind.BAD_DATA: "Redis holds bad data",
     ErrorKind.ERROR: "Redis answered with an error",
 }
+# the server answers, but in a state where gateways' decisions fail or are refused (redis.status)
+HEALTH_HEADING = {
+    "out_of_memory": "REDIS OUT OF MEMORY",
+    "read_only_replica": "REDIS IS A READ-ONLY REPLICA",
+    "persistence_error": "REDIS REFUSES WRITES (MISCONF)",
+    "loading": "REDIS IS LOADING",
+    "bad_data": "BAD DATA IN REDIS",
+    "no_tiers": "REDIS HOLDS NO TIERS",
+    "unavailable": "REDIS CANNOT DECIDE NOW",
+}
+# states in which a quota write would fail anyway: edits are refused up front
+WRITE_REFUSED = ("out_of_memory", "read_only_replica", "persistence_error", "loading", "unavailable")
 NO_REDIS_HINT = (
     "No Redis configured: monitoring this host and its GPUs only. For per-tier traffic and quotas pass "
     "--redis URL (or set REDIS_URL); `surgewatch demo` shows everything."
@@ -39,7 +52,10 @@ NO_REDIS_HINT = (
 
 
 class ConsoleState:
-    def __init__(self, thresholds: Thresholds, clock: Callable[[], float], redis_configured: bool) -> None:
+    def __init__(
+        self, thresholds: Thresholds, clock: Callable[[], float], redis_configured: bool, *, can_restore: bool = False
+    ) -> None:
+        self.can_restore = can_restore  # an editable console offers to restore lost quotas
         self.thresholds = thresholds
         self.clock = clock
         self.redis_configured = redis_configured
@@ -47,6 +63,10 @@ class ConsoleState:
         self.rows: tuple[GpuRow, ...] = ()
         self._row_cache = GpuRowCache()
         self.quotas: dict[str, Quota] = {}
+        self.last_known: dict[str, Quota] = {}  # the newest quota seen of every tier, kept when it vanishes
+        self.last_known_at = 0.0  # when a quota was last seen
+        self.missing: dict[str, float] = {}  # tiers whose quota is gone (no_quota) -> since when (epoch s)
+        self._traffic_watch = TrafficWatch()
         self.events: list[Event] = []
         self.subscription_error: SourceError | None = None
         self._last_throttled: dict[str, float] = {}  # GPU key -> last seen throttling (event debounce)
@@ -79,9 +99,14 @@ class ConsoleState:
             old_t = prev.sample if prev is not None and isinstance(prev.sample, TrafficSample) else None
             if reading.sample is not old_t:
                 out += traffic_events(old_t, reading.sample, self.thresholds, now)
+                out += redis_events(old_t, reading.sample, now)
+                out += self._traffic_watch.update(reading.sample, self.thresholds, now, self.last_change_at)
                 for t in reading.sample.tiers:
                     if t.quota is not None:
                         self.merge_quota(t.quota)
+                    elif t.state == "no_quota":
+                        self.missing.setdefault(t.tier, now)
+                        self.quotas.pop(t.tier, None)
         return self._remember(out)
 
     def build_rows(self) -> tuple[GpuRow, ...]:
@@ -103,12 +128,35 @@ class ConsoleState:
         cur = self.quotas.get(q.tier)
         if cur is not None and cur.version > q.version:
             return False
+        known = self.last_known.get(q.tier)
+        if q.tier in self.missing and known is not None and q.version <= known.version and (
+            q.updated_at <= known.updated_at
+        ):
+            return False  # read before the quota vanished (a slow reply): the tier is still without one
         self.quotas[q.tier] = q
+        self.missing.pop(q.tier, None)
+        if known is None or known.version <= q.version or known.updated_at <= q.updated_at:
+            self.last_known[q.tier] = q
+        self.last_known_at = self.clock()
         return cur != q
 
+    @property
+    def last_change_at(self) -> float:
+        """When the newest quota shown was written (0: none): a change explains a traffic change."""
+        return max((q.updated_at for q in self.quotas.values()), default=0.0)
+
+    def restorable(self) -> list[Quota]:
+        """The last-known quotas of the tiers that lost theirs (all of them after Redis came back empty)."""
+        return [q for t, q in sorted(self.last_known.items()) if t in self.missing or not self.quotas]
+
     def replace_quotas(self, quotas: list[Quota]) -> None:
-        """After a (re)subscription: the store's list is the truth (a tier may be gone)."""
-        self.quotas = {q.tier: q for q in quotas}
+        """After a (re)subscription: the store's list is the truth (a tier may be gone: it is missing then)."""
+        now = self.clock()
+        for gone in set(self.quotas) - {q.tier for q in quotas}:
+            self.missing.setdefault(gone, now)
+        self.quotas = {}
+        for q in quotas:
+            self.merge_quota(q)
 
     def add(self, events: list[Event]) -> list[Event]:
         return self._remember(events)
@@ -122,6 +170,12 @@ class ConsoleState:
     def traffic(self) -> TrafficSample | None:
         r = self.readings.get(Source.TRAFFIC)
         return r.sample if r is not None and isinstance(r.sample, TrafficSample) else None
+
+    @property
+    def redis_health(self) -> RedisHealth | None:
+        """The server's named state from the last traffic poll (None before one, or without Redis)."""
+        t = self.traffic
+        return t.redis if t is not None else None
 
     @property
     def redis_error(self) -> SourceError | None:
@@ -142,7 +196,7 @@ class ConsoleState:
             return ("info", NO_REDIS_HINT)
         err = self.redis_error
         if not err:
-            return ("", "")
+            return self._health_banner()
         now = self.clock()
         r = self.readings.get(Source.TRAFFIC)
         retry = ""
@@ -155,6 +209,35 @@ class ConsoleState:
         hint = " (check the user and password in the Redis URL)" if err.kind == ErrorKind.AUTH_FAILED else ""
         heading, text = self.redis_heading(), err.message.rstrip(".")
         return ("error", f"{heading}: {text}{hint}.{retry} Edits are refused until it is back.")
+
+    def _health_banner(self) -> tuple[str, str]:
+        """The server answers: its named state, and tiers that lost their quota, in the operator's words."""
+        health = self.redis_health
+        parts: list[str] = []
+        if health is not None and health.status != "ok":
+            heading = HEALTH_HEADING.get(health.status, f"Redis: {health.status}")
+            parts.append(f"{heading}: {health.error or health.status}.")
+        if self.missing and (health is None or health.status != "no_tiers"):
+            tiers = ", ".join(sorted(self.missing))
+            parts.append(
+                f"NO QUOTA for {tiers}: every gateway request for {'it' if len(self.missing) == 1 else 'them'} "
+                "is refused as unknown_tier."
+            )
+        if not parts:
+            return ("", "")
+        if self.restorable():
+            parts.append("Press r to restore the last-known quotas." if self.can_restore else
+                         "Restore them with `surgewatch quota import FILE` (this console is read-only).")
+        return ("error", " ".join(parts))
+
+    def edit_refusal(self) -> str | None:
+        """Why a quota edit would fail now (Redis unreachable, out of memory, ...), or None."""
+        if self.redis_error:
+            return f"{self.redis_heading()} ({self.redis_error})"
+        health = self.redis_health
+        if health is not None and health.status in WRITE_REFUSED:
+            return f"{HEALTH_HEADING[health.status].capitalize()} ({health.error})"
+        return None
 
     def gpu_note(self) -> str:
         """Why there are no local GPUs (no driver, no library...), or '' when there is nothing to say."""

@@ -30,6 +30,7 @@ class Thresholds:
     reject_spike_pct: float = 20.0  # a tier's rejection % crossing this raises an event
     reject_spike_min_rps: float = 1.0  # ignore spikes on a trickle of traffic
     stale_after_s: float = 15.0  # data older than this is shown dimmed with its age
+    traffic_stop_min_rps: float = 20.0  # summed req/s over the last minute from which traffic stopping alarms
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, float] | None) -> Thresholds:

@@ -69,6 +69,18 @@ local function is_num(s)
   return type(s) == 'string' and string.match(s, '^[0-9]+%.?[0-9]*$') ~= nil
 end
 
+-- What is wrong with the six enforced field strings, or nil: the one check, for the store's reads and the
+-- decisions' memo alike.
+local function fields_error(limit, w, cap, paused, mode, exp)
+  if not is_int(limit, 0, MAX_LIMIT) then return 'limit=' .. tostring(limit) end
+  if not is_int(w, 1, MAX_WINDOW_S) then return 'window_s=' .. tostring(w) end
+  if cap ~= '' and not is_int(cap, 1, MAX_LIMIT) then return 'tier_cap_rps=' .. tostring(cap) end
+  if paused ~= '0' and paused ~= '1' then return 'paused=' .. tostring(paused) end
+  if mode ~= 'enforce' and mode ~= 'shadow' then return 'mode=' .. tostring(mode) end
+  if exp ~= '' and not is_num(exp) then return 'expires_at=' .. tostring(exp) end
+  return nil
+end
+
 -- Read a quota hash strictly: returns q, nil / nil, 'missing' / nil, 'what is wrong'.
 local function read_quota(qk)
   local ok, raw = pcall(redis.call, 'HMGET', qk, unpack(QUOTA_FIELDS))
@@ -86,21 +98,16 @@ local function read_quota(qk)
   if not any then
     return nil, 'missing'
   end
-  if not is_int(h.limit, 0, MAX_LIMIT) then return nil, 'limit=' .. tostring(h.limit) end
-  if not is_int(h.window_s, 1, MAX_WINDOW_S) then return nil, 'window_s=' .. tostring(h.window_s) end
-  if h.tier_cap_rps ~= '' and not is_int(h.tier_cap_rps, 1, MAX_LIMIT) then
-    return nil, 'tier_cap_rps=' .. tostring(h.tier_cap_rps)
-  end
-  if h.paused ~= '0' and h.paused ~= '1' then return nil, 'paused=' .. tostring(h.paused) end
-  if h.mode ~= 'enforce' and h.mode ~= 'shadow' then return nil, 'mode=' .. tostring(h.mode) end
-  if h.expires_at ~= '' and not is_num(h.expires_at) then return nil, 'expires_at=' .. tostring(h.expires_at) end
+  local err = fields_error(h.limit, h.window_s, h.tier_cap_rps, h.paused, h.mode, h.expires_at)
+  if err then return nil, err end
   if not is_int(h.version, 0, 1e12) then return nil, 'version=' .. tostring(h.version) end
   if not is_num(h.updated_at) then return nil, 'updated_at=' .. tostring(h.updated_at) end
-  if h.enforced then
-    local fields = enforced_of(h.limit, h.window_s, h.tier_cap_rps, h.paused, h.mode, h.expires_at)
-    if h.enforced ~= fields then
-      return nil, 'fields edited outside surgewatch (' .. fields .. ') while the limiter enforces ' .. h.enforced
-    end
+  if not h.enforced then
+    return nil, 'no enforced field (written by hand, or by a library before v3)'
+  end
+  local fields = enforced_of(h.limit, h.window_s, h.tier_cap_rps, h.paused, h.mode, h.expires_at)
+  if h.enforced ~= fields then
+    return nil, 'fields edited outside surgewatch (' .. fields .. ') while the limiter enforces ' .. h.enforced
   end
   return {
     limit = tonumber(h.limit), window_s = tonumber(h.window_s),
@@ -142,11 +149,12 @@ local function write_quota(qk, q)
     'updated_by', q.updated_by, 'updated_at', fmt_num(q.updated_at), 'prev', q.prev or '')
 end
 
--- One audit entry and one event, in the same call as the change.
-local function audit(tag, tier, prefix, t, actor, version, old, new, reason, kind)
+-- One audit entry and one event, in the same call as the change. `old_json`, when given, is what stood
+-- before instead of a quota (a broken value being repaired: kept, never recorded as nothing).
+local function audit(tag, tier, prefix, t, actor, version, old, new, reason, kind, old_json)
   redis.call('XADD', tag .. ':audit', 'MAXLEN', '~', AUDIT_MAXLEN, '*',
     'actor', actor, 'at', tostring(math.floor(t * 1000)), 'tier', tier, 'version', tostring(version),
-    'old', quota_json(tier, old), 'new', quota_json(tier, new), 'reason', reason, 'kind', kind,
+    'old', old_json or quota_json(tier, old), 'new', quota_json(tier, new), 'reason', reason, 'kind', kind,
     'at_us', now_us())
   redis.call('PUBLISH', prefix .. 'events',
     cjson.encode({tier = tier, version = version, actor = actor, kind = kind}))

@@ -18,6 +18,19 @@ local function bump(key, field, n)
   end
 end
 
+-- A decision for a tier with no quota (deleted, or a Redis restarted empty) is refused as unknown_tier and
+-- counted like any outcome, in the tier's own counter hash: a gateway refused by nobody's choice must show
+-- on the console. Same slot as the quota key; the hash expires like every counter hash, so a flood of
+-- made-up tier names costs bounded memory.
+local function count_unknown(qk, n)
+  local tag = string.match(qk, '^(.*{[^{}]+}):quota$')
+  if not tag then
+    return
+  end
+  local sec = tonumber(redis.call('TIME')[1])
+  bump(tag .. ':c:' .. math.floor(sec / 60), (sec % 60) .. ':unknown_tier', n)
+end
+
 -- Redis keeps a small hash as a listpack, where finding a field is a scan: by the end of a busy minute
 -- (60 seconds x a few outcomes) each HINCRBY on the counters took 1.2-2.7 us, against 0.2-0.35 us in a
 -- hash table, and the limiter makes one or two per decision. A value longer than hash-max-listpack-value
@@ -171,9 +184,8 @@ end
 -- bench/README.md.
 
 -- Memo, per quota key, of the last quota seen and what it parses to. It is a pure function of the
--- `enforced` string (or, for a hash without it, of the six raw field strings HMGET returns; Lua interns
--- strings, so either test is pointer comparisons): any change by sw_set or an expiry is seen by the very
--- next call. It also holds the key strings derived from the tag for the current second/minute/window,
+-- `enforced` string (Lua interns strings, so the test is a pointer comparison): any change by sw_set or
+-- an expiry is seen by the very next call. It also holds the key strings derived from the tag for the current second/minute/window,
 -- so they are built once.
 -- Bounded: cleared when it holds MEMO_MAX tiers (a tier is never unbounded input: the key must parse).
 local MEMO_MAX = 1024
@@ -192,19 +204,8 @@ local function memo_for(qk, r1, r2, r3, r4, r5, r6)
     memo[qk] = m
     memo_n = memo_n + 1
   end
-  if not (r1 or r2 or r3 or r4 or r5 or r6) then
-    m[1] = nil -- never matches: a missing quota is looked at again on every call
-    return m, (redis.call('EXISTS', qk) == 0 and 'missing') or 'limit=false'
-  end
   local limit, w, cap, paused, mode, exp = r1, r2, r3, r4, r5, r6
-  local err
-  if not is_int(limit, 0, MAX_LIMIT) then err = 'limit=' .. tostring(limit)
-  elseif not is_int(w, 1, MAX_WINDOW_S) then err = 'window_s=' .. tostring(w)
-  elseif cap ~= '' and not is_int(cap, 1, MAX_LIMIT) then err = 'tier_cap_rps=' .. tostring(cap)
-  elseif paused ~= '0' and paused ~= '1' then err = 'paused=' .. tostring(paused)
-  elseif mode ~= 'enforce' and mode ~= 'shadow' then err = 'mode=' .. tostring(mode)
-  elseif exp ~= '' and not is_num(exp) then err = 'expires_at=' .. tostring(exp)
-  end
+  local err = fields_error(limit, w, cap, paused, mode, exp)
   if err then
     m[1] = nil
     return m, err
@@ -220,8 +221,8 @@ local function memo_for(qk, r1, r2, r3, r4, r5, r6)
 end
 
 -- The tier's quota as a decision needs it -> memo, nil / nil, 'missing' / nil, 'what is wrong', from `e`,
--- the caller's HGET of `enforced`; a hash without that field (written before library v3, or restored by
--- hand) is read field by field as before.
+-- the caller's HGET of `enforced`. A hash without that field was written by hand (or by a library before
+-- v3, which no deployment runs): broken, repaired by `surgewatch quota set`.
 quota_memo = function(qk, e)
   local m = memo[qk]
   if e and m and m.e == e then
@@ -230,15 +231,12 @@ quota_memo = function(qk, e)
   if type(e) == 'table' then
     return nil, 'the quota key is not a hash'
   end
-  local r1, r2, r3, r4, r5, r6
-  if e then
-    r1, r2, r3, r4, r5, r6 = string.match(e, ENFORCED_PATTERN)
-    if not r1 then
-      return nil, 'enforced=' .. e
-    end
-  else
-    local r = redis.call('HMGET', qk, 'limit', 'window_s', 'tier_cap_rps', 'paused', 'mode', 'expires_at')
-    r1, r2, r3, r4, r5, r6 = r[1], r[2], r[3], r[4], r[5], r[6]
+  if not e then
+    return nil, (redis.call('EXISTS', qk) == 0 and 'missing') or 'no enforced field (written by hand, or by a library before v3)'
+  end
+  local r1, r2, r3, r4, r5, r6 = string.match(e, ENFORCED_PATTERN)
+  if not r1 then
+    return nil, 'enforced=' .. e
   end
   local err
   m, err = memo_for(qk, r1, r2, r3, r4, r5, r6)

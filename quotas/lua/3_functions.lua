@@ -22,6 +22,7 @@ local function decide_one(qk, user, cost, cs)
     m, err = quota_memo(qk, e)
     if err then
       if err == 'missing' then
+        count_unknown(qk, cost)
         return 5, 0, PAUSED_RETRY_S * 1000, -1
       end
       return nil, broken(qk, err)
@@ -248,9 +249,12 @@ local function check_many(keys, args)
     end
     out[1] = '-1'
     local refused = '5 0 ' .. (PAUSED_RETRY_S * 1000)
+    local total = 0
     for i = 1, n do
       out[i + 1] = refused
+      total = total + tonumber(args[2 * i])
     end
+    count_unknown(keys[1], total)
     return table.concat(out, ' ')
   end
   out[1] = tostring(ctx.q.limit)
@@ -281,6 +285,37 @@ local function record(keys, args)
   as_tables(tag, minute, tag .. ':c:' .. minute, tag .. ':r:' .. minute)
   bump(tag .. ':c:' .. minute, (sec % 60) .. ':' .. outcome, n)
   return 1
+end
+
+-- The version of the newest audit entry of a tier (0: none, or no readable stream).
+local function last_audited_version(tag)
+  local ok, rows = pcall(redis.call, 'XREVRANGE', tag .. ':audit', '+', '-', 'COUNT', 1)
+  if not ok or not rows[1] then
+    return 0
+  end
+  local f = rows[1][2]
+  for i = 1, #f, 2 do
+    if f[i] == 'version' then
+      return tonumber(f[i + 1]) or 0
+    end
+  end
+  return 0
+end
+
+-- What a broken quota key holds, as JSON for the audit's `old`: {broken = why, type = ..., raw = ...}.
+local function broken_value(qk, err)
+  local kind = redis.call('TYPE', qk)['ok']
+  local raw = nil
+  if kind == 'hash' then
+    local flat, h = redis.call('HGETALL', qk), {}
+    for i = 1, #flat, 2 do
+      h[flat[i]] = flat[i + 1]
+    end
+    raw = h
+  elseif kind == 'string' then
+    raw = redis.call('GET', qk)
+  end
+  return cjson.encode({broken = err, type = kind, raw = raw})
 end
 
 -- set: KEYS[1] quota key; ARGV kind ('set'|'pause'|'resume'), actor, reason, expect_version ('' = any;
@@ -319,6 +354,14 @@ local function set(keys, args)
   if expect ~= '' and tonumber(expect) ~= cur_version then
     return {'conflict', quota_json(tier, cur)}
   end
+  local base, old_json = cur_version, nil
+  if not cur then
+    -- a deleted (or lost) tier's history goes on: its next version follows the last one audited
+    base = math.max(base, last_audited_version(tag))
+    if err ~= 'missing' then
+      old_json = broken_value(qk, err)
+    end
+  end
   local new
   if kind == 'set' then
     if not is_int(args[7], 0, MAX_LIMIT) or not is_int(args[8], 1, MAX_WINDOW_S)
@@ -352,14 +395,14 @@ local function set(keys, args)
       paused = kind == 'pause', mode = cur.mode, expires_at = cur.expires_at, prev = cur.prev,
     }
   end
-  new.version = cur_version + 1
+  new.version = base + 1
   new.updated_by = actor
   new.updated_at = t
   if not cur then
     redis.call('DEL', qk) -- a broken value of another type would make HSET fail
   end
   write_quota(qk, new)
-  audit(tag, tier, prefix, t, actor, new.version, cur, new, reason or '', kind)
+  audit(tag, tier, prefix, t, actor, new.version, cur, new, reason or '', kind, old_json)
   return {'ok', quota_json(tier, new)}
 end
 
@@ -376,23 +419,6 @@ local function get(keys, args)
   return {'ok', quota_json(tier, expire_if_due(keys[1], q, now()))}
 end
 
--- upgrade: KEYS[1] quota key -> 1 when `enforced` was added to a valid quota hash written before library v3
--- (or restored by hand), else 0. The field is the hash's own six strings joined, so it agrees with them.
--- Run by `surgewatch init` for every tier; a hash that is broken is left for `quota set` to repair.
-local function upgrade(keys, args)
-  local qk = keys[1]
-  if not split_key(qk) then
-    return redis.error_reply('ERR surgewatch: bad quota key')
-  end
-  local ok, has = pcall(redis.call, 'HEXISTS', qk, 'enforced')
-  if not ok or has == 1 or not read_quota(qk) then
-    return 0
-  end
-  local r = redis.call('HMGET', qk, 'limit', 'window_s', 'tier_cap_rps', 'paused', 'mode', 'expires_at')
-  redis.call('HSET', qk, 'enforced', enforced_of(r[1], r[2], r[3], r[4], r[5], r[6]))
-  return 1
-end
-
 redis.register_function{function_name = 'sw_version', callback = function() return LIB_VERSION end,
   flags = {'no-writes'}}
 redis.register_function('sw_check', check)
@@ -400,4 +426,3 @@ redis.register_function('sw_check_many', check_many)
 redis.register_function('sw_record', record)
 redis.register_function('sw_set', set)
 redis.register_function('sw_get', get)
-redis.register_function('sw_upgrade', upgrade)

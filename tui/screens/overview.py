@@ -260,4 +260,4 @@ class OverviewScreen(Screen[None]):
 class EditableOverviewScreen(OverviewScreen):
     """The overview with the edit binding; read-only and wall modes use OverviewScreen, which has none."""
 
-    BINDINGS = [Binding("e", "app.edit", "Edit quota")]
+    BINDINGS = [Binding("e", "app.edit", "Edit quota"), Binding("r", "app.restore", "Restore quotas", show=False)]

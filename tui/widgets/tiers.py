@@ -38,7 +38,7 @@ def state_text(q: Quota | None, now: float, error: str = "") -> tuple[str, str]:
     if error:
         return "BROKEN", BAD  # junk in Redis or a hand edit: the events panel has the reason
     if q is None:
-        return "no quota", WARN
+        return "NO QUOTA", BAD  # every gateway request is refused as unknown_tier: the banner says how to fix
     if q.paused:
         return "PAUSED", BAD
     if q.expires_at is not None:

@@ -1,0 +1,92 @@
+"""What state the Redis server is in, named: read from the replies of the traffic poll's own round trip.
+
+The poll adds one `INFO persistence memory replication` to its pipeline (a read command; an ACL user
+without it gets `ok` with the parts it could not learn left out, never an error). Error replies to the
+poll's other commands are named too: a key of the wrong type is `bad_data` with the key and the fix,
+and a server that answers `LOADING`, `OOM`, `READONLY` or `MISCONF` is that state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from collectors.samples import RedisHealth
+from quotas.errors import ErrorKind
+
+# the more a state stops decisions, the earlier it is named when several hold at once
+SEVERITY = (
+    ErrorKind.LOADING, ErrorKind.OUT_OF_MEMORY, ErrorKind.PERSISTENCE_ERROR, ErrorKind.READ_ONLY_REPLICA,
+    ErrorKind.UNAVAILABLE, ErrorKind.BAD_DATA, "no_tiers",
+)
+REPLY_KIND = {"LOADING": ErrorKind.LOADING, "OOM": ErrorKind.OUT_OF_MEMORY, "MISCONF": ErrorKind.PERSISTENCE_ERROR,
+              "READONLY": ErrorKind.READ_ONLY_REPLICA, "BUSY": ErrorKind.UNAVAILABLE,
+              "MASTERDOWN": ErrorKind.UNAVAILABLE, "CLUSTERDOWN": ErrorKind.UNAVAILABLE}
+# redis-py names some error replies by class and strips their code from the message
+CLASS_KIND = {"BusyLoadingError": ErrorKind.LOADING, "OutOfMemoryError": ErrorKind.OUT_OF_MEMORY,
+              "ReadOnlyError": ErrorKind.READ_ONLY_REPLICA, "MasterDownError": ErrorKind.UNAVAILABLE,
+              "ClusterDownError": ErrorKind.UNAVAILABLE}
+
+
+def _int(v: Any) -> int:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return 0
+
+
+def from_info(info: Any) -> list[tuple[str, str]]:
+    """(status, message) for each problem an INFO reply shows; [] when it shows none or is not a dict."""
+    if not isinstance(info, dict):
+        return []
+    out: list[tuple[str, str]] = []
+    if _int(info.get("loading")):
+        out.append((ErrorKind.LOADING, "Redis is loading its data set: every decision fails until it is done"))
+    maxmemory, used = _int(info.get("maxmemory")), _int(info.get("used_memory"))
+    if maxmemory and used >= maxmemory and str(info.get("maxmemory_policy", "")) == "noeviction":
+        out.append((ErrorKind.OUT_OF_MEMORY,
+                    f"Redis is out of memory ({used:,} of maxmemory {maxmemory:,} bytes used, policy noeviction): "
+                    "every limiter decision fails, and gateways fail open or closed per their setting; "
+                    "free memory or raise maxmemory (CONFIG SET maxmemory ...)"))
+    if str(info.get("rdb_last_bgsave_status", "ok")) == "err" or str(info.get("aof_last_write_status", "ok")) == "err":
+        out.append((ErrorKind.PERSISTENCE_ERROR,
+                    "Redis cannot save its data to disk (MISCONF) and refuses writes: every limiter decision "
+                    "fails, and gateways fail open or closed per their setting; fix the disk or the RDB/AOF "
+                    "settings (see the server's log)"))
+    if str(info.get("role", "master")) in ("slave", "replica"):
+        primary = f"{info.get('master_host', '?')}:{info.get('master_port', '?')}"
+        out.append((ErrorKind.READ_ONLY_REPLICA,
+                    f"this Redis is a read-only replica of {primary}: decisions, which write, fail there; "
+                    "point the gateways and this console at the primary"))
+    return out
+
+
+def from_error(reply: BaseException, key: str, what: str) -> tuple[str, str]:
+    """(status, message) for an error reply to a command on `key`, which holds `what` (e.g. 'a set')."""
+    text = " ".join(str(reply).split())
+    kind = CLASS_KIND.get(type(reply).__name__) or REPLY_KIND.get(text.split(" ", 1)[0].upper())
+    if kind is not None:
+        return kind, f"Redis answered {text!r}"
+    if text.upper().startswith("WRONGTYPE"):
+        return ErrorKind.BAD_DATA, f"{key} is not {what} (WRONGTYPE): {fix_for(key)}"
+    return ErrorKind.ERROR, f"Redis refused a read of {key}: {text}"
+
+
+def fix_for(key: str) -> str:
+    """The repair an operator can run for a key of the wrong type."""
+    if key.endswith(":quota"):
+        tier = key.rsplit("{", 1)[-1].split("}", 1)[0]
+        return f"surgewatch quota set {tier} LIMIT/WINDOW repairs it (or restore it: surgewatch quota import FILE)"
+    if key.endswith("tiers"):
+        return f"redis-cli DEL {key}, then surgewatch init re-creates the registry (the quotas are kept)"
+    return f"redis-cli DEL {key} (a counter: only its minute of history is lost)"
+
+
+def health(problems: list[tuple[str, str]]) -> RedisHealth:
+    """The most severe problem named (the rest follow in its message), or ok."""
+    if not problems:
+        return RedisHealth()
+    rank = {k: i for i, k in enumerate(SEVERITY)}
+    ordered = sorted(dict.fromkeys(problems), key=lambda p: rank.get(p[0], len(rank)))
+    status, message = ordered[0]
+    rest = [m for s, m in ordered[1:] if s != status]
+    return RedisHealth(str(status), "; also ".join([message, *rest]))
