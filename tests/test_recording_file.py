@@ -144,3 +144,21 @@ def test_json_gives_one_document_per_second_or_every_s_with_snapshot_keys(tmp_pa
     (one,) = [json.loads(x) for x in replay(str(path), "--at", "+5s").stdout.splitlines()]
     assert one == every_s[5]
     assert one["gpus"][2]["temp_c"] == 45.0  # node 0's first GPU, warmed 5 degrees by second 5
+
+
+async def test_the_console_records_what_it_renders_from(tmp_path: Path) -> None:
+    """`surgewatch --record FILE`: the console's readings land in the file as it rendered them."""
+    from collectors.config import Settings
+    from tui.app import create_app
+    from tui.testing import load_frozen, settle
+
+    path = tmp_path / "console.sqlite"
+    readings = frozen_readings()
+    app = create_app(Settings(redis_url="redis://127.0.0.1:1/0"), sources=False, subscribe=False,
+                     clock=lambda: FROZEN_NOW, tick_s=None, recorder=Recorder(path, clock=lambda: FROZEN_NOW))
+    async with app.run_test(size=(120, 40)) as pilot:
+        load_frozen(app, readings)
+        await settle(pilot)
+        assert len(app.state.rows) == 34
+    rec = Recording(path)  # the app closed the recorder when it ended
+    assert rec.state_at(FROZEN_NOW).readings == readings
