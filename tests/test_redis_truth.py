@@ -76,7 +76,7 @@ async def wait_until_next_second(client: aioredis.Redis) -> None:
     """Let the server's current second complete (the collector reads complete seconds only)."""
     import asyncio
 
-    secs, usecs = await client.time()
+    _secs, usecs = await client.time()
     await asyncio.sleep(1.05 - int(usecs) / 1e6)
 
 
@@ -166,7 +166,9 @@ async def test_out_of_memory_is_named_and_refuses_edits(valkey: ValkeyProcess, s
         assert app.state.edit_refusal() is None
 
 
-async def test_read_only_replica_is_named(valkey: ValkeyProcess, store: QuotaStore, redis_client: aioredis.Redis) -> None:
+async def test_read_only_replica_is_named(
+    valkey: ValkeyProcess, store: QuotaStore, redis_client: aioredis.Redis
+) -> None:
     """A server turned into a replica (a failover left us on the old primary) is named, with the primary."""
     app = console(valkey)
     async with app.run_test(size=(160, 50)) as pilot:
