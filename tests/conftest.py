@@ -47,16 +47,19 @@ async def store(redis_client: aioredis.Redis) -> QuotaStore:
     return s
 
 
-async def wait_away_from_window_edges(client: aioredis.Redis, margin_s: float = EDGE_MARGIN_S) -> float:
-    """Wait until the server clock (the limiter's) is at least `margin_s` before the end of a minute, so
-    also of an hour and a UTC day, and at least a second past its start; return that server time."""
+async def wait_away_from_window_edges(client: aioredis.Redis, margin_s: float = EDGE_MARGIN_S,
+                                      period_s: int = 60) -> float:
+    """Wait until the server clock (the limiter's) is at least `margin_s` before the end of a `period_s`
+    window (60: a minute, so also an hour and a UTC day; 86400: a UTC day only) and at least a second past
+    its start; return that server time. A test whose windows are all days passes `period_s=86400` and
+    waits only near midnight UTC."""
     while True:
         secs, usecs = await client.time()
         now = int(secs) + int(usecs) / 1e6
-        into = now % 60
-        if 1.0 <= into < 60 - margin_s:
+        into = now % period_s
+        if 1.0 <= into < period_s - margin_s:
             return now
-        await asyncio.sleep((61.0 - into) % 60 + 0.01)
+        await asyncio.sleep((period_s + 1.0 - into) % period_s + 0.01)
 
 
 @pytest.fixture
@@ -64,6 +67,13 @@ async def away_from_window_edges(redis_client: aioredis.Redis) -> float:
     """For tests with 60 s, 1 h and 1 d windows: the test starts where no minute, hour or day ends
     within EDGE_MARGIN_S, so the window it computes once is the window of every call it makes."""
     return await wait_away_from_window_edges(redis_client)
+
+
+@pytest.fixture
+async def away_from_day_edges(redis_client: aioredis.Redis) -> float:
+    """For tests whose windows are all 1 d: the test starts where no UTC day ends within EDGE_MARGIN_S
+    (it waits only in the last seconds before midnight UTC)."""
+    return await wait_away_from_window_edges(redis_client, period_s=86400)
 
 
 @pytest.fixture(autouse=True)

@@ -8,13 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
 import redis.asyncio as aioredis
 
+from collectors.config import Settings
 from quotas.store import QuotaStore
 from sim.runner import WorldThread
 from sim.valkey import port_open
 from sim.world import DemoConfig, Tick
-from collectors.config import Settings
 from tui.demo_cmd import demo_app
 
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "demo.svg"
@@ -33,8 +34,13 @@ def free_reject_ratio(ticks: list[Tick]) -> float:
     return sum(t.tiers["free"].rejected for t in ticks) / max(1, offered)
 
 
-async def test_operator_cuts_the_free_tier_with_keys_and_the_world_reacts() -> None:
+async def test_operator_cuts_the_free_tier_with_keys_and_the_world_reacts(monkeypatch: pytest.MonkeyPatch) -> None:
     """Select free in the tier panel, e, type 3/1d, ctrl+s: Redis holds 3/1d, the audit names the operator, free rejections jump, paid tiers unharmed."""
+    # the operator: the login user and the SSH client address, as the CLI names them
+    for var in ("LOGNAME", "USER", "LNAME", "USERNAME", "SSH_CONNECTION"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("LOGNAME", "olga")
+    monkeypatch.setenv("SSH_CLIENT", "10.9.8.7 40022 22")
     ticks: list[Tick] = []
     world = WorldThread(DemoConfig(nodes=4, gpus_per_node=4, seed=3, speed=4.0), on_tick=ticks.append)
     world.start()
@@ -73,7 +79,8 @@ async def test_operator_cuts_the_free_tier_with_keys_and_the_world_reacts() -> N
             q = await QuotaStore(client).get("free")
             assert q is not None and q.spec == "3/1d"
             audit = await QuotaStore(client).history("free", 1)
-            assert audit[0].new is not None and audit[0].new.spec == "3/1d" and audit[0].actor
+            assert audit[0].new is not None and audit[0].new.spec == "3/1d" and audit[0].actor == "olga@10.9.8.7"
+            assert q.updated_by == "olga@10.9.8.7"
             await wait_for(pilot, lambda: app.state.quotas["free"].spec == "3/1d", 2, "the tier panel to show 3/1d")
 
             # the cut applies to the very next decisions: within 2 simulated seconds free rejections jump
@@ -103,8 +110,9 @@ async def test_demo_console_shows_scraped_nodes_and_quit_stops_the_world() -> No
             await wait_for(pilot, lambda: len(app.state.rows) == 4, 15, "4 GPUs from 2 nodes")
             assert {r.node for r in app.state.rows} == {urlsplit(u).netloc for u in world.node_urls}
             await pilot.press("ctrl+c")
-            await asyncio.sleep(0.2)
-            assert not app.is_running
+            async with asyncio.timeout(15):  # a hang guard: ctrl+c quits the demo (Textual alone only hints at q)
+                while app.is_running:
+                    await asyncio.sleep(0.05)
     finally:
         world.stop()
     assert not any(port_open(p) for p in ports)

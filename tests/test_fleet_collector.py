@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from collectors.dcgm import PageError, filter_page, parse_page
-from collectors.fleet import FleetCollector
+from collectors.fleet import MAX_PAGE_BYTES, FleetCollector
 from tests.conftest import L4_CAPTURE
 
 L4 = L4_CAPTURE.read_bytes()
@@ -62,6 +62,15 @@ class LoopbackNode:
                 self.hits += 1
                 if self.mode == "hang":
                     await asyncio.sleep(3600)
+                if self.mode == "endless":  # chunked, no length: 64 KiB chunks until the reader gives up
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
+                    chunk = b"# " + b"x" * (65536 - 3) + b"\n"
+                    for _ in range(4 * MAX_PAGE_BYTES // len(chunk)):  # ends at 4x the limit all the same
+                        writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                        await writer.drain()
+                    writer.write(b"0\r\n\r\n")
+                    await writer.drain()
+                    continue
                 if self.mode == "slow":
                     LoopbackNode.active += 1
                     LoopbackNode.max_active = max(LoopbackNode.max_active, LoopbackNode.active)
@@ -306,17 +315,22 @@ def test_fixture_path_exists() -> None:
 
 
 async def test_oversized_page_is_refused() -> None:
-    """A node serving more than the page limit is marked down with a clear error, not read whole."""
-    from collectors import fleet
-
-    node = await LoopbackNode(body=b"# " + b"x" * 4096 + b"\n").start()
-    old = fleet.MAX_PAGE_BYTES
-    fleet.MAX_PAGE_BYTES = 1024
-    c = FleetCollector([node.url], min_interval_s=0, wait_s=None)
+    """A node serving more than the real MAX_PAGE_BYTES is marked down with a clear error: refused on its declared
+    length, or (chunked, without one) as soon as more than the limit has come, never read whole; a page of exactly
+    the limit is read."""
+    at_limit = L4 + b"# " + b"x" * (MAX_PAGE_BYTES - len(L4) - 3) + b"\n"
+    assert len(at_limit) == MAX_PAGE_BYTES
+    fits = await LoopbackNode("ok", at_limit).start()
+    declared = await LoopbackNode("ok", at_limit + b"\n").start()
+    endless = await LoopbackNode("endless").start()
+    c = FleetCollector([fits.url, declared.url, endless.url], min_interval_s=0, wait_s=None)
     try:
-        (n,) = (await c.poll()).nodes
+        async with asyncio.timeout(60):  # a hang guard: the endless node is cut off after the limit
+            ok, big, chunked = (await c.poll()).nodes
     finally:
-        fleet.MAX_PAGE_BYTES = old
         await c.aclose()
-        await node.stop()
-    assert n.status == "down" and (n.error or "").startswith("page too large")
+        for n in (fits, declared, endless):
+            await n.stop()
+    assert ok.status == "up" and ok.error is None and len(ok.gpus) == 1
+    assert (big.status, big.error) == ("down", f"page too large ({MAX_PAGE_BYTES + 1} bytes)")
+    assert (chunked.status, chunked.error) == ("down", f"page too large (over {MAX_PAGE_BYTES} bytes)")

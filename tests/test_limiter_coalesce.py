@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import signal
-import time
 
 import pytest
 import redis.asyncio as aioredis
@@ -26,7 +25,8 @@ async def fcalls(client: aioredis.Redis) -> int:
     return int((await client.info("commandstats")).get("cmdstat_fcall", {}).get("calls", 0))
 
 
-async def test_concurrent_checks_share_calls_and_keep_arrival_order(store: QuotaStore, redis_client: aioredis.Redis) -> None:
+async def test_concurrent_checks_share_calls_and_keep_arrival_order(store: QuotaStore, redis_client: aioredis.Redis,
+                                                                    away_from_day_edges: float) -> None:
     """50 checks at once of one user under 30/1d: a handful of calls, and exactly the first 30 admitted."""
     await store.set("free", QuotaSpec(30, DAY), actor="t")
     lim = Limiter(redis_client)
@@ -39,7 +39,8 @@ async def test_concurrent_checks_share_calls_and_keep_arrival_order(store: Quota
     await lim.aclose()
 
 
-async def test_without_coalescing_every_check_is_a_call(store: QuotaStore, redis_client: aioredis.Redis) -> None:
+async def test_without_coalescing_every_check_is_a_call(store: QuotaStore, redis_client: aioredis.Redis,
+                                                        away_from_day_edges: float) -> None:
     """coalesce=False: one server call per concurrent check, same totals."""
     await store.set("free", QuotaSpec(30, DAY), actor="t")
     lim = Limiter(redis_client, coalesce=False)
@@ -50,7 +51,8 @@ async def test_without_coalescing_every_check_is_a_call(store: QuotaStore, redis
     await lim.aclose()
 
 
-async def test_tiers_are_coalesced_apart(store: QuotaStore, redis_client: aioredis.Redis) -> None:
+async def test_tiers_are_coalesced_apart(store: QuotaStore, redis_client: aioredis.Redis,
+                                         away_from_day_edges: float) -> None:
     """Checks of different tiers at once get their own tier's quota and limit."""
     await store.set("free", QuotaSpec(3, DAY), actor="t")
     await store.set("pro", QuotaSpec(5, DAY), actor="t")
@@ -73,7 +75,8 @@ async def test_waiting_checks_get_a_broken_quota_each(store: QuotaStore, redis_c
     await lim.aclose()
 
 
-async def test_a_cancelled_waiting_check_leaves_the_others(store: QuotaStore, redis_client: aioredis.Redis) -> None:
+async def test_a_cancelled_waiting_check_leaves_the_others(store: QuotaStore, redis_client: aioredis.Redis,
+                                                           away_from_day_edges: float) -> None:
     """A gateway request abandoned while its check waits does not disturb the checks beside it."""
     await store.set("free", QuotaSpec(100, DAY), actor="t")
     lim = Limiter(redis_client)
@@ -83,8 +86,10 @@ async def test_a_cancelled_waiting_check_leaves_the_others(store: QuotaStore, re
     done = await asyncio.gather(*tasks, return_exceptions=True)
     assert isinstance(done[5], asyncio.CancelledError)
     assert all(d.allowed for i, d in enumerate(done) if i != 5)
-    # the abandoned one was dropped before its call went out: it consumed nothing
-    assert await redis_client.get(Keys().usage("free", DAY, int(time.time()) // DAY, "u5")) is None
+    # the abandoned one was dropped before its call went out: it consumed nothing, the others one each
+    day = int(away_from_day_edges) // DAY  # the server's UTC day, the limiter's
+    used = [await redis_client.get(Keys().usage("free", DAY, day, f"u{i}")) for i in range(10)]
+    assert used == [b"1"] * 5 + [None] + [b"1"] * 4
     await lim.aclose()
 
 
@@ -99,11 +104,10 @@ async def test_waiting_checks_time_out_and_fail_open_on_a_hung_server(valkey: Va
     pid = valkey._proc.pid  # type: ignore[union-attr]
     os.kill(pid, signal.SIGSTOP)
     try:
-        t0 = time.monotonic()
-        with caplog.at_level(logging.WARNING, logger="quotas.limiter"):
-            got = await asyncio.gather(*(strict.check("free", f"u{i}") for i in range(5)),
-                                       *(lenient.check("free", f"u{i}") for i in range(5)), return_exceptions=True)
-        assert time.monotonic() - t0 < 1.5
+        async with asyncio.timeout(20):  # a hang guard: each check is bounded by its 0.4 s timeout
+            with caplog.at_level(logging.WARNING, logger="quotas.limiter"):
+                got = await asyncio.gather(*(strict.check("free", f"u{i}") for i in range(5)),
+                                           *(lenient.check("free", f"u{i}") for i in range(5)), return_exceptions=True)
     finally:
         os.kill(pid, signal.SIGCONT)
     assert all(isinstance(e, Unreachable) for e in got[:5])
@@ -116,16 +120,36 @@ async def test_waiting_checks_time_out_and_fail_open_on_a_hung_server(valkey: Va
 
 
 
-async def test_a_lane_left_busy_by_a_closed_loop_is_not_waited_for(store: QuotaStore, redis_client: aioredis.Redis) -> None:
-    """A tier's lane left busy by an event loop that closed mid-call (its cleanup never ran) is not waited on."""
-    lim = Limiter(redis_client, timeout_s=0.5)
-    assert (await lim.check("free", "u")).allowed
+async def test_a_lane_left_busy_by_a_stopped_loop_is_not_waited_for(valkey: ValkeyProcess, store: QuotaStore,
+                                                                    redis_client: aioredis.Redis) -> None:
+    """A check whose event loop stopped mid-call (closed, or never run again) leaves its tier's lane busy; checks
+    on another loop start afresh instead of waiting behind it (here they would wait their 30 s timeout)."""
+    client = aioredis.Redis.from_url(valkey.url, socket_timeout=5)
+    lim = Limiter(client, timeout_s=30)
     gone = asyncio.new_event_loop()
-    gone.close()
-    lane = lim._lanes["free"]
-    lane.busy, lane.loop = True, gone  # what a loop closed under a call in flight leaves behind
-    t0 = time.monotonic()
-    got = await asyncio.gather(*(lim.check("free", f"v{i}") for i in range(3)))
-    assert [d.allowed for d in got] == [True] * 3 and time.monotonic() - t0 < 0.4
-    assert not lim._lanes["free"].busy
+
+    def stop_mid_call() -> None:
+        gone.create_task(lim.check("free", "gone"))
+        gone.run_until_complete(asyncio.sleep(0.3))  # the call is sent; the paused server holds its reply
+
+    def finish_there() -> None:  # only now does the stopped loop run again: its check is abandoned
+        tasks = asyncio.all_tasks(gone)
+        for t in tasks:
+            t.cancel()
+        gone.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        gone.close()
+
+    await redis_client.client_pause(60_000, all=False)  # writes (the check's FCALL) wait; the unpause does not
+    try:
+        await asyncio.to_thread(stop_mid_call)
+    finally:
+        await redis_client.execute_command("CLIENT", "UNPAUSE")
+    try:
+        async with asyncio.timeout(10):  # a hang guard, well inside the 30 s a wrongly waiting check would take
+            got = await asyncio.gather(*(lim.check("free", f"v{i}") for i in range(3)))
+            assert [d.allowed for d in got] == [True] * 3
+            assert (await lim.check("free", "w")).allowed  # and the tier's lane is free again afterwards
+    finally:
+        await asyncio.to_thread(finish_there)
     await lim.aclose()
+    await client.aclose()

@@ -1,24 +1,29 @@
 """The limiter when the server misbehaves: library lost on restart, server stopped or hung, out of memory,
-a read-only replica, a refused login."""
+a read-only replica, a refused login, a failed save (MISCONF), a busy script (BUSY), a loading data set."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import shutil
 import signal
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from quotas.errors import AuthFailed, Unavailable, Unreachable
 from quotas.keys import Keys
 from quotas.limiter import Decision, Limiter
-from quotas.model import QuotaSpec
+from quotas.model import Quota, QuotaSpec
 from quotas.store import QuotaStore
 from sim.valkey import ValkeyProcess
 from tests.test_limiter_counters import counters
+from tests.test_quota_cli import sw
 
 DAY = 86400
 
@@ -206,3 +211,176 @@ async def test_refused_login_is_auth_failed_without_the_password() -> None:
                 assert (await Limiter(client, fail_open=True).check("free", "u")).allowed
             finally:
                 await client.aclose()
+
+
+async def wait_bgsave(client: aioredis.Redis) -> str:
+    """Wait for the BGSAVE in progress to end (a hang guard only); its status, ok or err."""
+    async with asyncio.timeout(30):
+        while (info := await client.info("persistence"))["rdb_bgsave_in_progress"]:
+            await asyncio.sleep(0.05)
+    return str(info["rdb_last_bgsave_status"])
+
+
+@contextlib.asynccontextmanager
+async def failing_saves(valkey: ValkeyProcess, client: aioredis.Redis) -> AsyncIterator[None]:
+    """MISCONF: the server is told to save, its last BGSAVE failed (the dump's path is a directory: even root
+    cannot rename a file over it) and stop-writes-on-bgsave-error is yes, so it refuses every write."""
+    blocker = valkey.data_dir / "dump.rdb"
+    (blocker / "in-the-way").mkdir(parents=True)
+    await client.config_set("stop-writes-on-bgsave-error", "yes")
+    await client.config_set("save", "3600 1")
+    try:
+        await client.bgsave()
+        assert await wait_bgsave(client) == "err"
+        yield
+    finally:
+        shutil.rmtree(blocker)
+        await client.bgsave()
+        assert await wait_bgsave(client) == "ok"  # writes are accepted again
+        await client.config_set("save", "")
+
+
+@contextlib.asynccontextmanager
+async def busy_script(valkey: ValkeyProcess, client: aioredis.Redis) -> AsyncIterator[None]:
+    """BUSY: another connection runs a script that never ends; past busy-reply-threshold (here 100 ms) the
+    server answers every other command BUSY until the script is killed."""
+    await client.config_set("busy-reply-threshold", "100")
+    runner = aioredis.Redis.from_url(valkey.url, socket_timeout=120)
+    script = asyncio.create_task(runner.eval("while true do end", 0))
+    try:
+        async with asyncio.timeout(30):  # a hang guard: wait until the server says BUSY
+            while True:
+                try:
+                    await client.ping()
+                except ResponseError as e:
+                    if str(e).startswith("BUSY"):
+                        break
+                    raise
+                await asyncio.sleep(0.05)
+        yield
+    finally:
+        await client.script_kill()
+        with pytest.raises(ResponseError, match="killed"):
+            await script
+        await runner.aclose()
+
+
+async def no_trace_of_writes(client: aioredis.Redis, before: Quota, audit: int) -> None:
+    """Nothing half-written: the tier's quota and audit as before, no usage key, no counter."""
+    store = QuotaStore(client)
+    assert await store.get(before.tier) == before
+    assert len(await store.history(before.tier, count=100)) == audit
+    assert await client.keys("surgewatch:{free}:u:*") == [] and await counters(client, before.tier) == {}
+
+
+@pytest.mark.parametrize("state", ["MISCONF", "BUSY"])
+async def test_a_server_refusing_writes_or_busy_is_unavailable_and_nothing_is_half_written(
+        valkey: ValkeyProcess, redis_client: aioredis.Redis, caplog: pytest.LogCaptureFixture, state: str) -> None:
+    """Under MISCONF (a failed save) or BUSY (a script running): check, check_many and record raise Unavailable
+    naming the cause, fail_open admits with a warning, the store's writes fail, the CLI exits 1 naming the
+    cause; afterwards nothing of any of it was written."""
+    store = QuotaStore(redis_client)
+    await store.init()
+    before = await store.get("free")
+    assert before is not None
+    audit = len(await store.history("free", count=100))
+    cause = {"MISCONF": "cannot save its data to disk", "BUSY": "busy running a script"}[state]
+    states = {"MISCONF": failing_saves, "BUSY": busy_script}
+    # a client of its own: the context's admin commands stay on redis_client
+    client = aioredis.Redis.from_url(valkey.url, socket_timeout=5)
+    lim, opener = Limiter(client), Limiter(client, fail_open=True)
+    try:
+        async with states[state](valkey, redis_client):
+            for call in (lambda: lim.check("free", "u"), lambda: lim.check_many([("free", "u", 1)]),
+                         lambda: lim.record("free", "error")):
+                with pytest.raises(Unavailable, match=cause) as e:
+                    await call()
+                assert e.value.code == state and isinstance(e.value, Unreachable)
+            with caplog.at_level(logging.WARNING, logger="quotas.limiter"):
+                assert await opener.check("free", "v") == Decision(True, "ok", 0, 0.0, None)
+            assert any("failing open for tier free" in r.getMessage() and cause in r.getMessage()
+                       for r in caplog.records)
+            for write in (lambda s: s.set("free", QuotaSpec(3, DAY), actor="t"), lambda s: s.pause("free", actor="t")):
+                with pytest.raises(ResponseError, match=state):
+                    await write(QuotaStore(client))
+            r = await asyncio.to_thread(sw, valkey.url, "quota", "pause", "free", "--as", "t")
+            assert r.returncode == 1 and cause in r.stderr and state in r.stderr, r.stderr
+    finally:
+        await lim.aclose()
+        await opener.aclose()
+        await client.aclose()
+    await no_trace_of_writes(redis_client, before, audit)
+
+
+@contextlib.asynccontextmanager
+async def loading_server(valkey: ValkeyProcess) -> AsyncIterator[tuple[aioredis.Redis, Quota, int]]:
+    """LOADING: the server restarted from a dump and loads it, slowed by key-load-delay (~20 s at 1 ms a key)
+    until the context ends, which lets the rest load at once. Yields a client, the free tier's quota and
+    its number of audit entries from before."""
+    client = aioredis.Redis.from_url(valkey.url, socket_timeout=5)
+    store = QuotaStore(client)
+    await store.init()
+    before = await store.get("free")
+    assert before is not None
+    audit = len(await store.history("free", count=100))
+    pipe = client.pipeline(transaction=False)
+    for i in range(20_000):
+        pipe.set(f"filler:{i}", "x" * 1000)
+    await pipe.execute()
+    await client.save()
+    await client.aclose()
+    valkey.extra_args = ["--key-load-delay", "1000", "--loading-process-events-interval-bytes", "1024"]
+    valkey.stop()
+    valkey.start()
+    client = aioredis.Redis.from_url(valkey.url, socket_timeout=5)
+    try:
+        assert (await client.info("persistence"))["loading"] == 1
+        yield client, before, audit
+        assert (await client.info("persistence"))["loading"] == 1  # everything in the context met a loading server
+    finally:
+        await client.config_set("key-load-delay", "0")  # the rest loads at once
+        async with asyncio.timeout(60):  # a hang guard
+            while (await client.info("persistence"))["loading"]:
+                await asyncio.sleep(0.05)
+        await client.aclose()
+
+
+async def test_a_loading_server_fails_open_refuses_writes_and_nothing_is_half_written(valkey: ValkeyProcess) -> None:
+    """While the server loads its data set: the limiter raises an Unreachable naming it and fail_open admits, the
+    store's writes fail, the CLI fails naming it; once loaded, nothing of any of it was written."""
+    async with loading_server(valkey) as (client, before, audit):
+        lim, opener = Limiter(client), Limiter(client, fail_open=True)
+        with pytest.raises(Unreachable, match="loading"):
+            await lim.check("free", "u")
+        with pytest.raises(Unreachable, match="loading"):
+            await lim.check_many([("free", "u", 1), ("pro", "u", 1)])
+        assert await opener.check("free", "v") == Decision(True, "ok", 0, 0.0, None)
+        with pytest.raises(Unreachable, match="loading"):
+            await QuotaStore(client).set("free", QuotaSpec(3, DAY), actor="t")
+        r = await asyncio.to_thread(sw, valkey.url, "quota", "pause", "free", "--as", "t")
+        assert r.returncode != 0 and "loading" in r.stderr, r.stderr
+        await lim.aclose()
+        await opener.aclose()
+    client = aioredis.Redis.from_url(valkey.url, socket_timeout=5)
+    try:
+        await no_trace_of_writes(client, before, audit)
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "production gap: redis-py raises LOADING as BusyLoadingError, a ConnectionError, so the limiter and the CLI "
+    "report 'unreachable' (exit 4) instead of Unavailable naming the loading (exit 1), though quotas/library.py "
+    "lists LOADING among the Unavailable codes"))
+async def test_a_loading_server_is_unavailable_naming_it(valkey: ValkeyProcess) -> None:
+    """While the server loads its data set, check raises Unavailable (code LOADING) and the CLI exits 1 naming it."""
+    async with loading_server(valkey) as (client, _, _):
+        lim = Limiter(client)
+        try:
+            with pytest.raises(Unreachable) as e:
+                await lim.check("free", "u")
+            assert isinstance(e.value, Unavailable) and e.value.code == "LOADING", e.value
+            r = await asyncio.to_thread(sw, valkey.url, "quota", "pause", "free", "--as", "t")
+            assert r.returncode == 1 and "loading its data set" in r.stderr, r.stderr
+        finally:
+            await lim.aclose()

@@ -94,6 +94,39 @@ async def test_pause_resume_keep_everything_else(store: QuotaStore) -> None:
     assert [e.kind for e in await store.history("team", count=2)] == ["resume", "pause"]
 
 
+async def test_pause_and_resume_keep_an_overrides_expiry_and_fallback(store: QuotaStore,
+                                                                      redis_client: aioredis.Redis) -> None:
+    """Pausing and resuming a temporary override keep its end (to the ms) and the quota it falls back to."""
+    await store.set("free", QuotaSpec(5, 86400), actor="t")
+    o = await store.set("free", QuotaSpec(1, 86400), actor="t", reason="surge", for_s=7200)
+    assert o.expires_at is not None
+    key = Keys().quota("free")
+    fallback = await redis_client.hget(key, "prev")
+    assert fallback is not None and json.loads(fallback)["limit"] == 5
+    p = await store.pause("free", actor="t")
+    assert (p.paused, p.limit, p.expires_at) == (True, 1, o.expires_at)
+    assert await redis_client.hget(key, "prev") == fallback
+    r = await store.resume("free", actor="t")
+    assert (r.paused, r.settings(), r.expires_at) == (False, o.settings(), o.expires_at)
+    assert await redis_client.hget(key, "prev") == fallback
+    assert await store.get("free") == r
+    h = await store.history("free", count=2)
+    assert [(e.kind, e.new.expires_at if e.new else None) for e in h] == [("resume", o.expires_at),
+                                                                          ("pause", o.expires_at)]
+
+
+async def test_a_paused_and_resumed_override_still_falls_back_when_it_ends(store: QuotaStore) -> None:
+    """An override of 1 s, paused and resumed, still ends by itself and falls back to the quota before it."""
+    await store.set("pro", QuotaSpec(5, 86400), actor="t")
+    await store.set("pro", QuotaSpec(1, 86400), actor="t", for_s=1)
+    await store.pause("pro", actor="t")
+    await store.resume("pro", actor="t")
+    async with asyncio.timeout(30):  # a hang guard: it ends 1 s after it was set
+        while (q := await store.get("pro")) is not None and q.expires_at is not None:
+            await asyncio.sleep(0.1)
+    assert q is not None and (q.limit, q.paused, q.expires_at) == (5, False, None)
+
+
 @pytest.mark.parametrize(
     "call",
     [

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import pynvml
 import pytest
+from textual.widgets import DataTable
 
-from collectors.samples import GpuSample, GpusSample
-from quotas.model import QuotaError
-from tui.app import create_app
 from collectors.config import Settings
+from collectors.gpu import GpuCollector
+from collectors.samples import Source
+from quotas.model import QuotaError
+from tests.fakenvml import FakeGpu, FakeNvml
+from tui.app import create_app
 from tui.screens.editor import parse_form
-from tui.testing import wait_until
+from tui.testing import screen_text, wait_until
 
 
 async def test_failing_source_is_reported_and_restarted() -> None:
@@ -30,22 +34,17 @@ async def test_failing_source_is_reported_and_restarted() -> None:
 
 
 async def test_source_readings_reach_the_table() -> None:
-    """A working collector (here a fake at the collector boundary) runs in its worker and fills the table."""
-
-    class OneGpu:
-        name = "gpu"
-
-        async def poll(self) -> GpusSample:
-            import time
-
-            return GpusSample(time.time(), (GpuSample("local", 0, name="NVIDIA L4", temp_c=50.0),))
-
-        async def aclose(self) -> None:
-            pass
-
-    app = create_app(Settings(interval_s=0.2), sources=["gpus"], collector_factories={"gpus": OneGpu})
+    """The real GpuCollector (NVML faked at pynvml) runs in its worker, on its own thread, and fills the table."""
+    nv = FakeNvml([FakeGpu("GPU-0", temp=57, util=42)])
+    app = create_app(Settings(interval_s=0.2), sources=[Source.GPUS],
+                     collector_factories={Source.GPUS: lambda: GpuCollector(nvml=nv)})  # type: ignore[arg-type]
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_until(pilot, lambda: app.overview.query_one("#gpus").row_count == 1, what="row")
+        await wait_until(pilot, lambda: app.overview.query_one("#gpus", DataTable).row_count == 1, what="row")
+        (row,) = app.state.rows
+        assert (row.node, row.gpu.index, row.gpu.name, row.gpu.temp_c, row.gpu.util_pct) == ("local", 0, "NVIDIA L4",
+                                                                                              57.0, 42.0)
+        assert "57°C" in screen_text(app)
+    assert nv.thread_names and all(n.startswith("nvml") for n in nv.thread_names)  # never the event loop's thread
 
 
 @pytest.mark.parametrize(
@@ -78,24 +77,15 @@ def test_form_accepts_a_full_override() -> None:
 
 async def test_no_gpu_status_is_explained() -> None:
     """When NVML reports no driver, the GPU panel says why and how to watch remote GPUs instead."""
-
-    class NoDriver:
-        name = "gpu"
-
-        async def poll(self) -> GpusSample:
-            import time
-
-            return GpusSample(time.time(), (), status="no_driver", message="NVIDIA driver not loaded")
-
-        async def aclose(self) -> None:
-            pass
-
-    app = create_app(Settings(interval_s=0.2), sources=["gpus"], collector_factories={"gpus": NoDriver})
-    async with app.run_test(size=(80, 24)) as pilot:
-        from tui.testing import screen_text
-
-        await wait_until(pilot, lambda: "NVIDIA driver not loaded" in screen_text(app), what="note")
-        assert "--nodes or --prometheus" in screen_text(app)
+    nv = FakeNvml(init_error=pynvml.NVML_ERROR_DRIVER_NOT_LOADED)
+    app = create_app(Settings(interval_s=0.2), sources=[Source.GPUS],
+                     collector_factories={Source.GPUS: lambda: GpuCollector(nvml=nv)})  # type: ignore[arg-type]
+    note = ("local GPUs: NVIDIA driver not loaded (is the kernel module in?). "
+            "Give --nodes or --prometheus to watch remote GPUs.")
+    async with app.run_test(size=(160, 30)) as pilot:
+        await wait_until(pilot, lambda: note in screen_text(app), what="note")
+        assert not app.state.rows
+    assert nv.init_calls >= 1
 
 
 def test_misspelt_threshold_is_refused_before_the_screen(capsys: pytest.CaptureFixture[str]) -> None:
