@@ -4,7 +4,9 @@ The limiter counts admitted requests per minute by their rank in the user's wind
 then power-of-two buckets: field b holds ranks in (b/2, b]; rank 1 is not stored, it is the minute's
 accepted requests less the other buckets) and accepted requests per second. Under a
 new limit L the requests ranked above L are the ones it would have refused (within a bucket, spread
-evenly). A tier cap C refuses what exceeds C in each second, counted after the user-limit refusals.
+evenly over the ranks that could be admitted: none ranks above the highest limit enforced in the period,
+so the current quota itself refuses nothing). A tier cap C refuses what exceeds C in each second,
+counted after the user-limit refusals.
 Ranks belong to the current window length: a preview that changes the window is an estimate.
 """
 
@@ -31,23 +33,29 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def refused_above(limit: int, ranks: dict[int, int]) -> float:
-    """Requests ranked above `limit`, from rank-bucket counts."""
+def refused_above(limit: int, ranks: dict[int, int], ceiling: int | None = None) -> float:
+    """Requests ranked above `limit`, from rank-bucket counts; `ceiling`: no admitted request ranks above it
+    (the highest limit enforced while they were admitted), None when unknown (shadow mode admits any rank)."""
     total = 0.0
     for b, n in ranks.items():
         if b <= RANK_EXACT_MAX:
             total += n if b > limit else 0
         else:
-            lo = b // 2  # bucket b holds ranks lo+1 .. b
+            lo = b // 2  # bucket b holds ranks lo+1 .. b, or lo+1 .. ceiling when that is lower
+            hi = b if ceiling is None else max(lo + 1, min(b, ceiling))
             if limit <= lo:
                 total += n
-            elif limit < b:
-                total += n * (b - limit) / (b - lo)
+            elif limit < hi:
+                total += n * (hi - limit) / (hi - lo)
     return total
 
 
-def impact_from(spec: QuotaSpec, rank_hashes: list[dict[Any, Any]], counter_hashes: list[dict[Any, Any]]) -> Impact:
-    """Combine the rank and per-second counter hashes of the period into an Impact for `spec`."""
+def impact_from(
+    spec: QuotaSpec, rank_hashes: list[dict[Any, Any]], counter_hashes: list[dict[Any, Any]],
+    ceiling: int | None = None,
+) -> Impact:
+    """Combine the rank and per-second counter hashes of the period into an Impact for `spec`; `ceiling` as
+    in `refused_above`."""
     ranks: dict[int, int] = {}
     for h in rank_hashes:
         for k, v in h.items():
@@ -65,7 +73,7 @@ def impact_from(spec: QuotaSpec, rank_hashes: list[dict[Any, Any]], counter_hash
     total = sum(ranks.values())
     if spec.paused:
         return Impact(total, total, 0, total)
-    user = min(total, round(refused_above(spec.limit, ranks)))
+    user = min(total, round(refused_above(spec.limit, ranks, ceiling)))
     cap = 0
     if spec.tier_cap_rps is not None and total:
         keep = 1.0 - user / total  # the share of each second the user limit lets through

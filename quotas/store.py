@@ -347,7 +347,27 @@ class QuotaStore:
         res = await self._pipe(calls)
         ranks = [r for r in res[0::2] if isinstance(r, dict)]
         counters = [c for c in res[1::2] if isinstance(c, dict)]
-        return impact_from(spec, ranks, counters)
+        return impact_from(spec, ranks, counters, await self._ceiling(tier, (minute - minutes + 1) * 60))
+
+    async def _ceiling(self, tier: str, since: float) -> int | None:
+        """The highest per-user limit enforced on the tier since `since` (no admitted request ranks above it),
+        or None when unknown: no readable quota, or shadow mode (which admits any rank) in the period."""
+        try:
+            current = await self.get(tier)
+        except BrokenQuota:
+            return None
+        if current is None:
+            return None
+        seen = [current]
+        for e in await self.history(tier, count=200):
+            if e.at < since - 1:
+                if e.new is not None:
+                    seen.append(e.new)  # in force when the period began
+                break
+            seen += [q for q in (e.old, e.new) if q is not None]
+        if any(q.mode == "shadow" for q in seen):
+            return None
+        return max(q.limit for q in seen)
 
 
 def _legal(t: str) -> bool:

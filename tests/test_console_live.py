@@ -9,15 +9,16 @@ import pytest
 import redis.asyncio as aioredis
 from textual.widgets import DataTable
 
+from collectors.config import Settings
 from quotas.limiter import Limiter
 from quotas.model import QuotaSpec
 from quotas.store import QuotaStore
 from sim.valkey import ValkeyProcess
 from tests.conftest import L4_CAPTURE
 from tui.app import SurgewatchApp, create_app
-from collectors.config import Settings
 from tui.screens.editor import QuotaEditor
 from tui.screens.history import HistoryScreen
+from tui.screens.refused import RefusedScreen
 from tui.testing import MetricsNode, multiply_page, screen_text, wait_until
 from tui.widgets.tiers import TierPanel
 
@@ -86,7 +87,9 @@ async def test_edit_flow_end_to_end(valkey: ValkeyProcess, store: QuotaStore, re
         editor = await open_editor(pilot, app, "free")
         assert editor.query_one("#spec").value == app.state.quotas["free"].spec  # prefilled
         await type_into(pilot, "spec", "3/1x")
-        await wait_until(pilot, lambda: "invalid window" in str(editor.query_one("#error").render()), what="inline error")
+        await wait_until(
+            pilot, lambda: "invalid window" in str(editor.query_one("#error").render()), what="inline error"
+        )
         assert editor.query_one("#apply").disabled
         await type_into(pilot, "spec", "2/1d")
         await type_into(pilot, "reason", "surge")
@@ -123,7 +126,9 @@ async def test_conflict_flow_names_who_and_reloads(valkey: ValkeyProcess, store:
         await store.set("pro", QuotaSpec(99, 60), actor="bob", reason="other console", expect_version=v)
         await type_into(pilot, "spec", "10/1m")
         await pilot.press("ctrl+s")
-        await wait_until(pilot, lambda: "changed by bob" in str(editor.query_one("#conflict").render()), what="conflict")
+        await wait_until(
+            pilot, lambda: "changed by bob" in str(editor.query_one("#conflict").render()), what="conflict"
+        )
         assert (await store.get("pro")).limit == 99  # type: ignore[union-attr]  # nothing overwritten
         await pilot.click("#reload")
         await wait_until(pilot, lambda: editor.quota.version == v + 1, what="reloaded")
@@ -160,7 +165,9 @@ async def test_edit_refused_by_a_full_server_says_why_and_changes_nothing(
         assert q is not None and q.spec == "3/1d" and q.version == before.version + 1  # type: ignore[union-attr]
 
 
-async def test_read_only_with_acl_viewer(valkey: ValkeyProcess, store: QuotaStore, redis_client: aioredis.Redis) -> None:
+async def test_read_only_with_acl_viewer(
+    valkey: ValkeyProcess, store: QuotaStore, redis_client: aioredis.Redis
+) -> None:
     """Read-only works as a Redis user that may only read: no edit binding, no write attempted, no password shown."""
     await redis_client.execute_command(
         "ACL", "SETUSER", "viewer", "on", ">s3cret", "~*", "&*", "+@read", "+@connection", "-@write",
@@ -246,6 +253,8 @@ async def test_redis_stopped_and_started(valkey: ValkeyProcess, store: QuotaStor
         await pilot.press("e")  # handled before press() returns: an editor would be on the screen stack now
         assert not isinstance(app.screen, QuotaEditor)
         assert any(n.startswith("Edit refused: ") for n in notes(app)), notes(app)
+        assert isinstance(app.screen, RefusedScreen)  # it holds what the operator types on
+        await pilot.press("escape")
         valkey.start()
         client = aioredis.Redis.from_url(valkey.url)
         fresh = QuotaStore(client)

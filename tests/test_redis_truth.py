@@ -216,3 +216,31 @@ async def test_wrong_type_registry_is_bad_data_not_unreachable(valkey: ValkeyPro
         assert out.returncode == 1 and "surgewatch:tiers is not a set" in out.stderr and "DEL" in out.stderr
     doc = snapshot(valkey.url)
     assert doc["redis"]["status"] == "bad_data" and "surgewatch:tiers" in doc["redis"]["error"]
+
+
+async def test_keys_typed_after_a_refused_edit_do_not_reach_the_main_screen(
+    valkey: ValkeyProcess, store: QuotaStore, redis_client: aioredis.Redis
+) -> None:
+    """e on a full server is refused in a modal; the `3/1d` and Enter typed on are held by it (no GPU filter
+    opens, nothing quits), and Enter closes it."""
+    from textual.widgets import Input
+
+    from tui.screens.refused import RefusedScreen
+
+    app = console(valkey)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await wait_until(pilot, lambda: "free" in app.state.quotas, what="tiers loaded")
+        app.overview.focus_tiers()
+        await redis_client.config_set("maxmemory-policy", "noeviction")
+        await redis_client.config_set("maxmemory", "1")
+        try:
+            await wait_until(pilot, lambda: app.state.edit_refusal() is not None, what="refusing edits")
+            await pilot.press("e")
+            assert isinstance(app.screen, RefusedScreen)
+            await pilot.press("3", "slash", "1", "d", "q", "h")
+            assert isinstance(app.screen, RefusedScreen) and app.is_running
+            await pilot.press("enter")
+            assert app.screen is app.overview
+            assert not any(i.display and i.has_focus for i in app.overview.query(Input))  # no filter opened
+        finally:
+            await redis_client.config_set("maxmemory", "0")

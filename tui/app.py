@@ -269,7 +269,10 @@ class SurgewatchApp(App[int]):
             return
         refusal = self.state.edit_refusal()
         if refusal:
+            from tui.screens.refused import RefusedScreen
+
             self.notify(f"Edit refused: {refusal}.", severity="error")
+            self.push_screen(RefusedScreen(f"Edit refused: {refusal}."))
             return
         if tier is None and not self.overview.tiers_focused:
             # never guess which tier an operator meant: take them to the tier list first
