@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import os
 import random
+import re
 import shlex
 import shutil
 import statistics
@@ -68,9 +69,13 @@ def serve_nodes(nodes: int, gpus: int, port_file: str, refresh_s: float = REFRES
     at 30 s; `refresh_s` <= 0: new values on every scrape (every page differs from the node's last one)."""
     from tui.testing import MetricsNode, multiply_page
 
-    base = multiply_page(CAPTURE.read_text(), gpus)
+    one = multiply_page(CAPTURE.read_text(), gpus)
 
     def page_of(n: int) -> Callable[[], str]:
+        # every node its own GPU UUIDs and host name, as in a real fleet (the console counts a UUID seen
+        # on two nodes once, so copies of one page would show 8 GPUs, not NODES x GPUS)
+        base = re.sub(r'UUID="GPU-(\d{8})-0000-', lambda m: f'UUID="GPU-{m.group(1)}-{n:04x}-', one)
+        base = re.sub(r'Hostname="[^"]*"', f'Hostname="gpu-node-{n:04d}"', base)
         cache: dict[int, str] = {}
         served = 0
 
