@@ -4,6 +4,7 @@ second, and a recorder SIGKILLed mid-run leaves a file that replays."""
 
 from __future__ import annotations
 
+import calendar
 import json
 import signal
 import subprocess
@@ -113,7 +114,7 @@ def test_live_record_json_equals_replay_and_a_sigkilled_recorder_leaves_a_file_t
         world.stop()
     assert len(printed) == 12
     rec = Recording(path)  # readable after SIGKILL
-    assert rec.end >= time.mktime(time.strptime(printed[-1]["taken_at"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone - 1
+    assert rec.end >= calendar.timegm(time.strptime(printed[-1]["taken_at"], "%Y-%m-%dT%H:%M:%SZ")) - 1
     rec.close()
     full = [d for d in printed if len(d["gpus"]) == GPUS and d["tiers"]]
     assert len(full) >= 6
