@@ -54,7 +54,9 @@ def classify(exc: BaseException) -> SourceError:
             kind = ErrorKind.UNREACHABLE
         else:
             kind = ErrorKind.ERROR
-    return SourceError(kind, describe_error(exc))
+    # our own typed errors say what happened in their message; anything else is named by its type too
+    typed = isinstance(getattr(exc, "kind", None), ErrorKind) and str(exc)
+    return SourceError(kind, " ".join(str(exc).split()) if typed else describe_error(exc))
 
 
 def _is_transport_error(exc: BaseException) -> bool:

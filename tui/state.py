@@ -223,6 +223,12 @@ class ConsoleState:
                 f"NO QUOTA for {tiers}: every gateway request for {'it' if len(self.missing) == 1 else 'them'} "
                 "is refused as unknown_tier."
             )
+        broken = sorted(t.tier for t in (self.traffic.tiers if self.traffic else ()) if t.state == "broken")
+        if broken and (health is None or health.status != "bad_data"):
+            parts.append(
+                f"QUOTA BROKEN for {', '.join(broken)} (junk, or edited outside surgewatch: see the events); "
+                f"`surgewatch quota set {broken[0]} LIMIT/WINDOW` repairs it."
+            )
         if not parts:
             return ("", "")
         if self.restorable():

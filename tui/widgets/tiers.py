@@ -25,7 +25,7 @@ COLUMNS = (
     ("tier", "tier"), ("state", "state"), ("mode", "mode"), ("quota", "quota"), ("acc", "ok/s"),
     ("rej", "rej/s"), ("pct", "rej%"), ("why", "rejected by"), ("cap", "cap/s"), ("ver", "v"),
 )
-WIDTHS = {"acc": 7, "rej": 7, "pct": 5}  # update_cell does not widen a column
+WIDTHS = {"state": 8, "acc": 7, "rej": 7, "pct": 5}  # update_cell does not widen a column; NO QUOTA fits
 SHORT_REASON = {"user_quota": "quota", "tier_cap": "cap", "paused": "paused"}
 
 
