@@ -39,6 +39,7 @@ GPU_KEYS = (
     "status",
     "tensor_active_pct",
     "dram_active_pct",
+    "mig",
 )
 SOURCE_TIMEOUT_S = 8.0
 
