@@ -34,6 +34,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,8 +62,8 @@ def _answers(nodes: int, gpus: int, period: int, wanted: set[str] | None) -> tup
     """(query answer, targets answer) as Prometheus writes them, for one scrape period."""
     rng = random.Random(period)
     ts = period * SCRAPE_S
-    result = []
-    targets = []
+    result: list[dict[str, Any]] = []
+    targets: list[dict[str, Any]] = []
     for n in range(nodes):
         inst = f"10.{n // 250}.{n % 250}.1:9400"
         targets.append({"discoveredLabels": {"__address__": inst}, "labels": {"instance": inst, "job": "gpu"},
