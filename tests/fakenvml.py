@@ -55,6 +55,14 @@ class FakeGpu:
 class FakeNvml:
     """Module-like: `GpuCollector(nvml=FakeNvml([...]))`."""
 
+    # the constants the collector reads (collectors.nvml.Nvml), named for the type checker; __init__ copies all
+    NVML_CLOCK_SM: int = pynvml.NVML_CLOCK_SM
+    NVML_TEMPERATURE_GPU: int = pynvml.NVML_TEMPERATURE_GPU
+    NVML_TEMPERATURE_THRESHOLD_SLOWDOWN: int = pynvml.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN
+    NVML_TEMPERATURE_THRESHOLD_SHUTDOWN: int = pynvml.NVML_TEMPERATURE_THRESHOLD_SHUTDOWN
+    NVML_MEMORY_ERROR_TYPE_UNCORRECTED: int = pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED
+    NVML_VOLATILE_ECC: int = pynvml.NVML_VOLATILE_ECC
+
     def __init__(self, gpus: list[FakeGpu] | None = None, *, init_error: int | None = None) -> None:
         self.gpus = list(gpus or [])
         self.init_error = init_error  # e.g. NVML_ERROR_LIBRARY_NOT_FOUND

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import AsyncIterator
 
 import httpx
 import pynvml
@@ -16,17 +17,36 @@ from tests.fakenvml import FakeGpu, FakeNvml
 
 
 def _nvml() -> FakeNvml:
-    return FakeNvml([
-        FakeGpu("GPU-aaaa", util=93, mem_util=41, mem_used=7 * 1024**3, temp=86, slowdown=87, shutdown=92,
-                power_mw=299_500, power_limit_mw=300_000, sm_clock=1410, sm_clock_max=1980,
+    return FakeNvml(
+        [
+            FakeGpu(
+                "GPU-aaaa",
+                util=93,
+                mem_util=41,
+                mem_used=7 * 1024**3,
+                temp=86,
+                slowdown=87,
+                shutdown=92,
+                power_mw=299_500,
+                power_limit_mw=300_000,
+                sm_clock=1410,
+                sm_clock_max=1980,
                 reasons=pynvml.nvmlClocksEventReasonSwThermalSlowdown | pynvml.nvmlClocksEventReasonHwSlowdown,
-                fan=77, ecc=3, remapped=(2, 1, 0, 0), replay=12, pids=(5,)),
-        FakeGpu("GPU-bbbb", name="NVIDIA H100 80GB HBM3", mem_total=80 * 1024**3, unsupported={"nvmlDeviceGetFanSpeed"}),
-    ])
+                fan=77,
+                ecc=3,
+                remapped=(2, 1, 0, 0),
+                replay=12,
+                pids=(5,),
+            ),
+            FakeGpu(
+                "GPU-bbbb", name="NVIDIA H100 80GB HBM3", mem_total=80 * 1024**3, unsupported={"nvmlDeviceGetFanSpeed"}
+            ),
+        ]
+    )
 
 
 @pytest.fixture
-async def agent() -> Agent:
+async def agent() -> AsyncIterator[Agent]:
     """An agent on a free loopback port over the fake NVML."""
     a = Agent("127.0.0.1", 0, interval_s=0.2, nvml=_nvml())
     await a.start()
@@ -51,7 +71,7 @@ async def test_round_trip_of_every_exported_field(agent: Agent) -> None:
         await fc.aclose()
     assert node.status == "up", node.error
     assert len(node.gpus) == 2
-    for want, got in zip(expected, node.gpus):
+    for want, got in zip(expected, node.gpus, strict=True):
         w = dataclasses.replace(want, node=agent.url, processes=None)  # no dcgm-exporter name for processes
         assert got == w
     assert node.gpus[0].throttle == ("hw_slowdown", "thermal") and node.gpus[1].fan_pct is None

@@ -29,9 +29,9 @@ def cluster() -> Iterator[list[ValkeyProcess]]:
         for n in nodes:
             n.start()
         clients = [redis.Redis(host=n.host, port=n.port, socket_timeout=5) for n in nodes]
-        for c, (lo, hi) in zip(clients, SLOTS):
+        for c, (lo, hi) in zip(clients, SLOTS, strict=True):
             c.execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)
-        for n, b in zip(nodes[1:], bus[1:]):
+        for n, b in zip(nodes[1:], bus[1:], strict=True):
             clients[0].execute_command("CLUSTER", "MEET", n.host, n.port, b)
         deadline = time.monotonic() + 20
         while not all(c.cluster("info")["cluster_state"] == "ok" for c in clients):

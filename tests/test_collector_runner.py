@@ -60,7 +60,9 @@ async def test_failures_keep_last_sample_and_back_off_capped() -> None:
         delays.append(bad.next_poll_at - clock.t)
         assert bad.sample.value == 1 and bad.sampled_at == 1000.0
     assert delays == [1.0, 2.0, 4.0, 5.0]
-    assert bad.failures == 4 and bad.error == SourceError(ErrorKind.ERROR, "ValueError: x") and bad.age_s(clock.t) == 40.0
+    assert (
+        bad.failures == 4 and bad.error == SourceError(ErrorKind.ERROR, "ValueError: x") and bad.age_s(clock.t) == 40.0
+    )
     assert r.backoff_s(3) == 4.0
     clock.t += 10
     good = await r.poll_once()
@@ -72,7 +74,11 @@ async def test_empty_error_message_names_the_type() -> None:
     clock = Clock()
     r = Runner(Scripted([RuntimeError()], clock), interval_s=1, timeout_s=1, clock=clock)
     reading = await r.poll_once()
-    assert reading.error == SourceError(ErrorKind.ERROR, "RuntimeError") and reading.sample is None and reading.age_s(clock.t) is None
+    assert (
+        reading.error == SourceError(ErrorKind.ERROR, "RuntimeError")
+        and reading.sample is None
+        and reading.age_s(clock.t) is None
+    )
 
 
 async def test_timeout_is_an_error_not_a_hang() -> None:

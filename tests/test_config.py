@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tui.cli import main
 from collectors.config import ConfigError, config_path, resolve
+from tui.cli import main
 
 
 def write_toml(tmp_path: Path, text: str) -> dict[str, str]:
@@ -51,7 +51,12 @@ def test_password_never_in_repr() -> None:
 
 @pytest.mark.parametrize(
     ("text", "why"),
-    [("interval_s = 'fast'", "interval"), ("nodes = ['ftp://x']", "node URL"), ("thresholds = 3", "thresholds"), ("=", "cannot read")],
+    [
+        ("interval_s = 'fast'", "interval"),
+        ("nodes = ['ftp://x']", "node URL"),
+        ("thresholds = 3", "thresholds"),
+        ("=", "cannot read"),
+    ],
 )
 def test_bad_file_is_a_clear_error(tmp_path: Path, text: str, why: str) -> None:
     """A malformed config file is refused with a message naming the setting."""
@@ -60,7 +65,9 @@ def test_bad_file_is_a_clear_error(tmp_path: Path, text: str, why: str) -> None:
         resolve(env=env)
 
 
-def test_cli_bad_config_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_bad_config_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The CLI turns a bad setting into exit 2 with the message on stderr."""
     monkeypatch.setenv("SURGEWATCH_INTERVAL", "soon")
     assert main(["quota", "list"]) == 2

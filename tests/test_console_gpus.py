@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collectors.config import Settings
 from collectors.gpu import GpuCollector
 from tests.fakenvml import FakeGpu, FakeNvml
 from tui.app import create_app
-from collectors.config import Settings
 from tui.testing import screen_text, wait_until
 
 

@@ -35,7 +35,8 @@ def free_reject_ratio(ticks: list[Tick]) -> float:
 
 
 async def test_operator_cuts_the_free_tier_with_keys_and_the_world_reacts(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Select free in the tier panel, e, type 3/1d, ctrl+s: Redis holds 3/1d, the audit names the operator, free rejections jump, paid tiers unharmed."""
+    """Select free in the tier panel, e, type 3/1d, ctrl+s: Redis holds 3/1d, the audit names the operator, free
+    rejections jump, paid tiers unharmed."""
     # the operator: the login user and the SSH client address, as the CLI names them
     for var in ("LOGNAME", "USER", "LNAME", "USERNAME", "SSH_CONNECTION"):
         monkeypatch.delenv(var, raising=False)
@@ -51,7 +52,12 @@ async def test_operator_cuts_the_free_tier_with_keys_and_the_world_reacts(monkey
         app = demo_app(world, Settings())
         async with app.run_test(size=(200, 60)) as pilot:
             assert world.redis_url in app.sub_title
-            await wait_for(pilot, lambda: len(app.state.rows) == 16 and "free" in app.state.quotas, 20, "the fleet and the tiers on screen")
+            await wait_for(
+                pilot,
+                lambda: len(app.state.rows) == 16 and "free" in app.state.quotas,
+                20,
+                "the fleet and the tiers on screen",
+            )
             await wait_for(pilot, lambda: len(ticks) >= 24, 20, "the surge")
             assert app.state.quotas["free"].spec == "20/1d"
 
@@ -74,7 +80,9 @@ async def test_operator_cuts_the_free_tier_with_keys_and_the_world_reacts(monkey
             await pilot.press("end", *["backspace"] * 8, "3", "slash", "1", "d")
             cut_at = len(ticks)
             await pilot.press("ctrl+s")
-            await wait_for(pilot, lambda: type(app.screen).__name__ != "QuotaEditor", 5, "the editor to apply and close")
+            await wait_for(
+                pilot, lambda: type(app.screen).__name__ != "QuotaEditor", 5, "the editor to apply and close"
+            )
 
             q = await QuotaStore(client).get("free")
             assert q is not None and q.spec == "3/1d"
@@ -100,7 +108,8 @@ async def test_operator_cuts_the_free_tier_with_keys_and_the_world_reacts(monkey
 
 
 async def test_demo_console_shows_scraped_nodes_and_quit_stops_the_world() -> None:
-    """The console lists every simulated GPU scraped over HTTP; after ctrl+c quits and the world stops, nothing listens."""
+    """The console lists every simulated GPU scraped over HTTP; after ctrl+c quits and the world stops, nothing
+    listens."""
     world = WorldThread(DemoConfig(nodes=2, gpus_per_node=2, seed=1, speed=2.0))
     world.start()
     ports = [world.valkey.port] + [int(u.rsplit(":", 1)[1].split("/")[0]) for u in world.node_urls]

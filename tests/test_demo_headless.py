@@ -20,7 +20,9 @@ CUT_AT = 45
 
 
 def demo(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*SURGEWATCH, "demo", "--headless", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [*SURGEWATCH, "demo", "--headless", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def lines(proc: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
@@ -91,7 +93,7 @@ def test_paid_tiers_keep_their_service(surge: list[dict[str, Any]]) -> None:
     """Paid tiers are never refused, and their admitted rate after the cut matches the rate before it."""
     for tier in PAID:
         assert sum(r["tiers"][tier]["rejected_rps"] for r in surge) == 0, tier
-        acc = lambda r: r["tiers"][tier]["accepted_rps"]  # noqa: E731
+        acc = lambda r, tier=tier: r["tiers"][tier]["accepted_rps"]  # noqa: E731
         before = mean(window(surge, CUT_AT - 15, CUT_AT - 1), acc)
         after = mean(window(surge, CUT_AT, CUT_AT + 14), acc)
         assert 0.7 * before < after < 1.4 * before, tier

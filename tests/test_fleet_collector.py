@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -84,7 +85,8 @@ class LoopbackNode:
                     "500": ("500 Internal Server Error", b"boom\n"),
                     "garbage": ("200 OK", b"<html><body>It works!</body></html>\n"),
                 }[self.mode]
-                head = f"HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {len(body)}\r\n\r\n"
+                head = (f"HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                        f"Content-Length: {len(body)}\r\n\r\n")
                 writer.write(head.encode() + body)
                 await writer.drain()
         except (ConnectionError, asyncio.CancelledError):
@@ -96,9 +98,11 @@ class LoopbackNode:
 
 
 @pytest.fixture
-async def nodes() -> dict[str, LoopbackNode]:
+async def nodes() -> AsyncIterator[dict[str, LoopbackNode]]:
     """Five loopback nodes: the L4 capture, one hanging, one failing, one serving garbage, one flapping."""
-    ns = {m: await LoopbackNode(m if m != "flappy" else "ok").start() for m in ("ok", "hang", "500", "garbage", "flappy")}
+    ns = {
+        m: await LoopbackNode(m if m != "flappy" else "ok").start() for m in ("ok", "hang", "500", "garbage", "flappy")
+    }
     try:
         yield ns
     finally:

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from quotas.errors import BrokenQuota, Unreachable
 from quotas.keys import Keys
-from quotas.limiter import FAIL_OPEN, Limiter
+from quotas.limiter import FAIL_OPEN, Decision, Limiter
 from quotas.model import QuotaSpec
 from quotas.store import QuotaStore
 from sim.valkey import ValkeyProcess
@@ -85,7 +85,7 @@ async def test_a_cancelled_waiting_check_leaves_the_others(store: QuotaStore, re
     tasks[5].cancel()
     done = await asyncio.gather(*tasks, return_exceptions=True)
     assert isinstance(done[5], asyncio.CancelledError)
-    assert all(d.allowed for i, d in enumerate(done) if i != 5)
+    assert all(isinstance(d, Decision) and d.allowed for i, d in enumerate(done) if i != 5)
     # the abandoned one was dropped before its call went out: it consumed nothing, the others one each
     day = int(away_from_day_edges) // DAY  # the server's UTC day, the limiter's
     used = [await redis_client.get(Keys().usage("free", DAY, day, f"u{i}")) for i in range(10)]
@@ -93,8 +93,9 @@ async def test_a_cancelled_waiting_check_leaves_the_others(store: QuotaStore, re
     await lim.aclose()
 
 
-async def test_waiting_checks_time_out_and_fail_open_on_a_hung_server(valkey: ValkeyProcess, redis_client: aioredis.Redis,
-                                                                       caplog: pytest.LogCaptureFixture) -> None:
+async def test_waiting_checks_time_out_and_fail_open_on_a_hung_server(
+    valkey: ValkeyProcess, redis_client: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
     """With the server hung, checks that wait behind a call in flight end within their own timeout too: Unreachable,
     or with fail_open an admitting decision and one warning; then the tier's calls go on as before."""
     await QuotaStore(redis_client).init()
@@ -114,8 +115,8 @@ async def test_waiting_checks_time_out_and_fail_open_on_a_hung_server(valkey: Va
     assert got[5:] == [FAIL_OPEN] * 5
     assert len([r for r in caplog.records if "failing open for tier free" in r.getMessage()]) == 1
     for lim in (strict, lenient):
-        got = await asyncio.gather(*(lim.check("free", f"v{i}") for i in range(5)))
-        assert all(d.allowed and d.limit is not None for d in got)
+        again = await asyncio.gather(*(lim.check("free", f"v{i}") for i in range(5)))
+        assert all(d.allowed and d.limit is not None for d in again)
         await lim.aclose()
 
 
@@ -127,13 +128,15 @@ async def test_a_lane_left_busy_by_a_stopped_loop_is_not_waited_for(valkey: Valk
     client = aioredis.Redis.from_url(valkey.url, socket_timeout=5)
     lim = Limiter(client, timeout_s=30)
     gone = asyncio.new_event_loop()
+    abandoned: list[asyncio.Task[Decision]] = []
 
     def stop_mid_call() -> None:
-        gone.create_task(lim.check("free", "gone"))
+        abandoned.append(gone.create_task(lim.check("free", "gone")))
         gone.run_until_complete(asyncio.sleep(0.3))  # the call is sent; the paused server holds its reply
 
     def finish_there() -> None:  # only now does the stopped loop run again: its check is abandoned
-        tasks = asyncio.all_tasks(gone)
+        tasks = asyncio.all_tasks(gone)  # the check and the limiter's watchdog there
+        assert set(abandoned) <= tasks
         for t in tasks:
             t.cancel()
         gone.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))

@@ -18,7 +18,20 @@ from quotas.model import MAX_LIMIT, QuotaError, format_duration, parse_spec, par
 from sim.valkey import ValkeyProcess
 
 HOSTILE_TIERS = ["fr}ee", "a b", "FREE ", "x" * 33, "frée", "免费", "", "free\n", "{free}", "free:x"]
-BAD_SPECS = ["-1/1d", "1.5/1d", f"{MAX_LIMIT + 1}/1d", "abc/1d", "3/0s", "3/40d", "3/1x", "3", "3/", "/1d", "3/1d/2", "3 /1d x"]
+BAD_SPECS = [
+    "-1/1d",
+    "1.5/1d",
+    f"{MAX_LIMIT + 1}/1d",
+    "abc/1d",
+    "3/0s",
+    "3/40d",
+    "3/1x",
+    "3",
+    "3/",
+    "/1d",
+    "3/1d/2",
+    "3 /1d x",
+]
 BAD_OPTIONS = [
     ["--tier-cap", "0"], ["--tier-cap", "-5"], ["--tier-cap", "abc"], ["--tier-cap", "1.5"],
     ["--for", "0s"], ["--for", "32d"], ["--for", "2 hours"],
@@ -73,7 +86,9 @@ def seeded(server: ValkeyProcess) -> str:
 
 @pytest.mark.parametrize("tier", HOSTILE_TIERS)
 @pytest.mark.parametrize("command", [["set", "{tier}", "3/1d", "--create"], ["pause", "{tier}"], ["history", "{tier}"]])
-def test_hostile_tier_names_refused(capsys: pytest.CaptureFixture[str], seeded: str, tier: str, command: list[str]) -> None:
+def test_hostile_tier_names_refused(
+    capsys: pytest.CaptureFixture[str], seeded: str, tier: str, command: list[str]
+) -> None:
     """A hostile tier name exits 2, explains the naming rule, and writes nothing."""
     before = snapshot(seeded)
     code, err = run(capsys, seeded, "quota", *[tier if a == "{tier}" else a for a in command])
@@ -101,8 +116,16 @@ def test_bad_options_refused(capsys: pytest.CaptureFixture[str], seeded: str, op
     assert snapshot(seeded) == before
 
 
-@pytest.mark.parametrize("argv", [["quota", "set", "free", "3/1d", "--shadow", "--enforce"], ["quota", "history", "--count", "0"],
-                                  ["quota", "history", "--count", "x"], ["quota", "set", "nosuch", "3/1d"], ["quota", "bogus"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["quota", "set", "free", "3/1d", "--shadow", "--enforce"],
+        ["quota", "history", "--count", "0"],
+        ["quota", "history", "--count", "x"],
+        ["quota", "set", "nosuch", "3/1d"],
+        ["quota", "bogus"],
+    ],
+)
 def test_other_bad_input_exits_2(capsys: pytest.CaptureFixture[str], seeded: str, argv: list[str]) -> None:
     """Conflicting flags, a bad count, an unknown tier without --create: exit 2, nothing written."""
     before = snapshot(seeded)

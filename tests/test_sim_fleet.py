@@ -84,7 +84,8 @@ async def test_node_page_uses_dcgm_exporter_names_and_labels() -> None:
 
 
 async def test_fleet_collector_scrapes_the_simulated_nodes_through_an_outage_and_an_xid() -> None:
-    """The real FleetCollector reads every node; a dropped node goes down with its last values, then comes back; XID shows."""
+    """The real FleetCollector reads every node; a dropped node goes down with its last values, then comes back;
+    XID shows."""
     fleet = Fleet.build(3, 2, 2, misbehave=False)
     fleet.outages = [NodeOutage(node=1, at_s=2, duration_s=2)]
     fleet.xids = [XidEvent(node=2, gpu=1, at_s=1, code=48)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 from hypothesis import given, settings
@@ -42,7 +43,7 @@ def test_temperature_lags_behind_load_then_settles() -> None:
     """Under half load the temperature rises with inertia (not in one step) toward its steady state."""
     states = run(SPEC, 0.5, 120)
     temps = [s.temp_c for s in states]
-    assert all(b >= a for a, b in zip(temps, temps[1:])), "monotonic rise"
+    assert all(b >= a for a, b in itertools.pairwise(temps)), "monotonic rise"
     steady = SPEC.ambient_c + SPEC.thermal_c_per_w * states[-1].power_w
     assert temps[1] - temps[0] < 0.2 * (steady - temps[0]), "one second covers only a fraction of the way"
     assert abs(temps[-1] - steady) < 0.5, "settled after ten time constants"
@@ -101,7 +102,8 @@ def test_xid_48_counts_an_uncorrected_ecc_error() -> None:
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.floats(min_value=0, max_value=5, allow_nan=False), min_size=1, max_size=80))
 def test_any_workload_keeps_readings_physical(works: list[float]) -> None:
-    """For any arrival pattern: 0-100 % util, power within idle..limit, temperature within ambient..shutdown, bounded queue."""
+    """For any arrival pattern: 0-100 % util, power within idle..limit, temperature within ambient..shutdown,
+    bounded queue."""
     s = initial_state(SPEC)
     for w in works:
         s = step(SPEC, s, w)

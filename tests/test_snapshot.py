@@ -66,7 +66,13 @@ async def test_snapshot_document_with_every_source(valkey: ValkeyProcess, redis_
     assert (l4["name"], l4["temp_c"], l4["power_w"], l4["temp_slowdown_c"]) == ("NVIDIA L4", 31, 16.365, None)
     (tier,) = doc["tiers"]
     assert set(tier) == TIER_KEYS
-    assert (tier["tier"], tier["limit"], tier["window_s"], tier["mode"], tier["version"]) == ("free", 3, 86400, "shadow", 9)
+    assert (tier["tier"], tier["limit"], tier["window_s"], tier["mode"], tier["version"]) == (
+        "free",
+        3,
+        86400,
+        "shadow",
+        9,
+    )
     assert (tier["accepted_rps"], tier["rejected_rps"], tier["accepted_1m"], tier["rejected_1m"]) == (2.0, 0.6, 20, 6)
     assert tier["rejected_by_reason_1m"]["user_quota"] == 6
     assert (tier["state"], tier["quota_error"], doc["redis"]) == ("active", None, {"status": "ok", "error": None})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -103,16 +104,16 @@ async def test_pause_and_resume_keep_an_overrides_expiry_and_fallback(store: Quo
     key = Keys().quota("free")
     fallback = await redis_client.hget(key, "prev")
     assert fallback is not None and json.loads(fallback)["limit"] == 5
-    p = await store.pause("free", actor="t")
+    p = await store.pause("free", actor="t", reason="incident")
     assert (p.paused, p.limit, p.expires_at) == (True, 1, o.expires_at)
     assert await redis_client.hget(key, "prev") == fallback
-    r = await store.resume("free", actor="t")
+    r = await store.resume("free", actor="t", reason="resolved")
     assert (r.paused, r.settings(), r.expires_at) == (False, o.settings(), o.expires_at)
     assert await redis_client.hget(key, "prev") == fallback
     assert await store.get("free") == r
     h = await store.history("free", count=2)
-    assert [(e.kind, e.new.expires_at if e.new else None) for e in h] == [("resume", o.expires_at),
-                                                                          ("pause", o.expires_at)]
+    assert [(e.kind, e.reason, e.new.expires_at if e.new else None) for e in h] == [
+        ("resume", "resolved", o.expires_at), ("pause", "incident", o.expires_at)]
 
 
 async def test_a_paused_and_resumed_override_still_falls_back_when_it_ends(store: QuotaStore) -> None:
@@ -142,7 +143,9 @@ async def test_a_paused_and_resumed_override_still_falls_back_when_it_ends(store
         lambda s: s.history(count=0),
     ],
 )
-async def test_store_refuses_bad_input_and_writes_nothing(store: QuotaStore, redis_client: aioredis.Redis, call) -> None:  # type: ignore[no-untyped-def]
+async def test_store_refuses_bad_input_and_writes_nothing(
+    store: QuotaStore, redis_client: aioredis.Redis, call: Callable[[QuotaStore], Awaitable[object]]
+) -> None:
     """Bad input to the store raises QuotaError and changes no key at all."""
     before = {k: await redis_client.dump(k) for k in await redis_client.keys("*")}
     with pytest.raises(QuotaError):
@@ -180,7 +183,9 @@ async def test_garbage_in_redis_is_reported_not_fatal(store: QuotaStore, redis_c
     assert (await store.history("pro", count=1))[0].actor == ""
 
 
-async def test_read_only_user_sees_override_fallback_without_writing(store: QuotaStore, redis_client: aioredis.Redis, valkey: ValkeyProcess) -> None:
+async def test_read_only_user_sees_override_fallback_without_writing(
+    store: QuotaStore, redis_client: aioredis.Redis, valkey: ValkeyProcess
+) -> None:
     """A read-only ACL user lists an expired override as its fallback, and nothing is written."""
     await store.set("free", QuotaSpec(1, DAY), actor="oncall", for_s=1)
     await redis_client.execute_command("ACL", "SETUSER", "viewer", "on", ">pw", "~*", "&*", "+@read")
@@ -188,14 +193,19 @@ async def test_read_only_user_sees_override_fallback_without_writing(store: Quot
     try:
         await asyncio.sleep(1.1)
         (free,) = [q for q in await QuotaStore(ro).list() if q.tier == "free"]
-        assert (free.limit, free.expires_at, free.version, free.updated_by) == (20, None, 3, "surgewatch (override expired)")
+        assert (free.limit, free.expires_at, free.version, free.updated_by) == (
+            20,
+            None,
+            3,
+            "surgewatch (override expired)",
+        )
         assert await redis_client.hget(K.quota("free"), "version") == b"2"
         assert await QuotaStore(ro).get("free") == free
         assert await QuotaStore(redis_client, read_only=True).get("free") == free  # --read-only: no write
         assert await redis_client.hget(K.quota("free"), "version") == b"2"
         with pytest.raises(QuotaError, match="read-only"):
             await QuotaStore(redis_client, read_only=True).pause("free", actor="viewer")
-        with pytest.raises(Exception, match="(?i)noperm|permission"):
+        with pytest.raises(Exception, match=r"(?i)noperm|permission"):
             await QuotaStore(ro).set("free", QuotaSpec(2, DAY), actor="viewer")
         # a writer persists the same fallback
         assert await store.get("free") == free
@@ -235,7 +245,9 @@ def test_event_payload_shape() -> None:
     """The channel carries JSON with tier, version, actor and kind."""
     from quotas.feed import parse_event
 
-    assert parse_event(json.dumps({"tier": "free", "version": 3, "actor": "a", "kind": "pause"})) == QuotaEvent("pause", "free", 3, "a")
+    assert parse_event(json.dumps({"tier": "free", "version": 3, "actor": "a", "kind": "pause"})) == QuotaEvent(
+        "pause", "free", 3, "a"
+    )
     assert parse_event(b"{}") is None and parse_event("[") is None
 
 
@@ -251,7 +263,10 @@ async def test_works_with_decode_responses(valkey: ValkeyProcess) -> None:
         assert (await store.get("free")).limit == 1  # type: ignore[union-attr]
         assert [e.actor for e in await store.history("free", count=1)] == ["alice"]
         lim = Limiter(client)
-        assert [(d.allowed, d.reason) for d in await lim.check_many([("free", "u", 1)] * 2)] == [(True, "ok"), (False, "user_quota")]
+        assert [(d.allowed, d.reason) for d in await lim.check_many([("free", "u", 1)] * 2)] == [
+            (True, "ok"),
+            (False, "user_quota"),
+        ]
         assert (await lim.check("free", "u")).reason == "user_quota"
         assert (await store.preview("free", QuotaSpec(0, DAY))).would_refuse == 1
     finally:

@@ -57,9 +57,23 @@ async def test_counts_rates_and_history_from_hincrby_counters(redis_client: aior
     (t,) = s.tiers
     assert t.tier == "free" and t.quota is not None and (t.quota.limit, t.quota.version) == (3, 4)
     assert t.accepted_rps == 5.0 and t.rejected_rps == 3.5 and t.shadow_rps == 0.2
-    assert t.rejected_by_reason_rps == {"user_quota": 2.0, "tier_cap": 1.0, "paused": 0.0, "blocked": 0.5, "unknown_tier": 0.0, "error": 0.3}
+    assert t.rejected_by_reason_rps == {
+        "user_quota": 2.0,
+        "tier_cap": 1.0,
+        "paused": 0.0,
+        "blocked": 0.5,
+        "unknown_tier": 0.0,
+        "error": 0.3,
+    }
     assert (t.accepted_1m, t.rejected_1m, t.shadow_1m) == (57, 39, 2)
-    assert t.rejected_by_reason_1m == {"user_quota": 20, "tier_cap": 10, "paused": 4, "blocked": 5, "unknown_tier": 0, "error": 3}
+    assert t.rejected_by_reason_1m == {
+        "user_quota": 20,
+        "tier_cap": 10,
+        "paused": 4,
+        "blocked": 5,
+        "unknown_tier": 0,
+        "error": 3,
+    }
     assert len(t.accepted_history) == 900 and sum(t.accepted_history) == 50 + 7 + 11 + 13
     assert sum(t.rejected_history) == 20 + 10 + 5 + 4
     last = math.floor(s.taken_at) - 1
@@ -143,7 +157,14 @@ async def test_exact_counts_from_the_real_limiter(redis_client: aioredis.Redis) 
     assert sorted(by) == ["enterprise", "free", "plus", "pro", "team"]
     f = by["free"]
     assert (f.accepted_1m, f.rejected_1m) == (15, 12)
-    assert f.rejected_by_reason_1m == {"user_quota": 10, "tier_cap": 0, "paused": 0, "blocked": 2, "unknown_tier": 0, "error": 1}
+    assert f.rejected_by_reason_1m == {
+        "user_quota": 10,
+        "tier_cap": 0,
+        "paused": 0,
+        "blocked": 2,
+        "unknown_tier": 0,
+        "error": 1,
+    }
     assert f.accepted_rps == 1.5 and f.rejected_rps == 1.2
     assert f.quota is not None and f.quota.spec == "3/1d" and f.quota.version >= 2
     assert (by["pro"].accepted_1m, by["pro"].rejected_1m, by["pro"].quota.tier_cap_rps) == (12, 0, 1000)
@@ -157,7 +178,9 @@ async def test_works_for_a_read_only_acl_user(valkey: ValkeyProcess, redis_clien
     await _quota_hash(r, "free")
     now = await _server_now(r)
     await _count(r, "free", now - 2, "accepted", 3)
-    await r.execute_command("ACL", "SETUSER", "viewer", "on", ">s3cret", "~*", "resetchannels", "-@all", "+@read", "+time", "+ping")
+    await r.execute_command(
+        "ACL", "SETUSER", "viewer", "on", ">s3cret", "~*", "resetchannels", "-@all", "+@read", "+time", "+ping"
+    )
     ro = aioredis.Redis.from_url(f"redis://viewer:s3cret@127.0.0.1:{valkey.port}/0", socket_timeout=5)
     try:
         c = TrafficCollector(ro)

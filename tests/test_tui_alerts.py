@@ -23,13 +23,22 @@ def node(status: str, gpus: tuple[GpuSample, ...], at: float = 100.0, error: str
 
 def test_format_age_and_node_label() -> None:
     """Ages read as 4s / 2m05s / 3h10m and nodes are named host:port."""
-    assert [format_age(4.9), format_age(125), format_age(3 * 3600 + 600), format_age(None)] == ["4s", "2m05s", "3h10m", "never"]
+    assert [format_age(4.9), format_age(125), format_age(3 * 3600 + 600), format_age(None)] == [
+        "4s",
+        "2m05s",
+        "3h10m",
+        "never",
+    ]
     assert node_label("http://u:pw@gpu-01:9400/metrics") == "gpu-01:9400"
 
 
 def test_rows_are_stale_when_their_source_fails_and_status_words() -> None:
     """A failing NVML source marks local rows stale with their age; a down node's GPUs say down."""
-    gpus = (GpuSample("local", 0, temp_c=85.0), GpuSample("local", 1, throttle=("gpu_idle",)), GpuSample("local", 2, status="lost"))
+    gpus = (
+        GpuSample("local", 0, temp_c=85.0),
+        GpuSample("local", 1, throttle=("gpu_idle",)),
+        GpuSample("local", 2, status="lost"),
+    )
     rows = build_gpu_rows(reading("gpu", GpusSample(100.0, gpus), 100.0, "timed out"), None, 130.0, TH)
     assert [r.stale for r in rows] == [True, True, True]
     assert rows[0].age_s == 30.0
@@ -49,7 +58,11 @@ def test_kpis_count_and_average() -> None:
         GpuSample("local", 2, status="lost"),
     )
     g = reading("gpu", GpusSample(100.0, gpus), 100.0)
-    t = reading("traffic", TrafficSample(100.0, (TierTraffic("free", None, 30.0, 10.0), TierTraffic("pro", None, 60.0, 0.0))), 90.0)
+    t = reading(
+        "traffic",
+        TrafficSample(100.0, (TierTraffic("free", None, 30.0, 10.0), TierTraffic("pro", None, 60.0, 0.0))),
+        90.0,
+    )
     rows = build_gpu_rows(g, None, 100.0, TH)
     k = compute_kpis(rows, t, [g, t], 100.0, TH)
     assert (k.gpus, k.healthy, k.hot, k.throttled, k.lost) == (3, 1, 1, 1, 1)
@@ -59,7 +72,9 @@ def test_kpis_count_and_average() -> None:
 
 def test_gpu_events_throttle_xid_lost_only_on_change() -> None:
     """Throttling, a new XID and a lost GPU raise one event each, and not again on the next tick."""
-    a = build_gpu_rows(reading("gpu", GpusSample(1.0, (GpuSample("local", 0), GpuSample("local", 1))), 1.0), None, 1.0, TH)
+    a = build_gpu_rows(
+        reading("gpu", GpusSample(1.0, (GpuSample("local", 0), GpuSample("local", 1))), 1.0), None, 1.0, TH
+    )
     b_gpus = (GpuSample("local", 0, throttle=("thermal",), xid=79), GpuSample("local", 1, status="lost"))
     b = build_gpu_rows(reading("gpu", GpusSample(2.0, b_gpus), 2.0), None, 2.0, TH)
     ev = gpu_events({r.key: r for r in a}, b, 2.0)
@@ -125,13 +140,24 @@ def test_throttle_waves_are_grouped_per_node_then_fleet_wide() -> None:
 
     def rows(nodes: int, throttle: tuple[str, ...]) -> list[GpuRow]:
         return [
-            GpuRow(key=f"n{n}/{i}", node=f"n{n}", gpu=GpuSample(f"n{n}", i, throttle=throttle), status="ok", stale=False, age_s=None)
-            for n in range(nodes) for i in range(4)
+            GpuRow(
+                key=f"n{n}/{i}",
+                node=f"n{n}",
+                gpu=GpuSample(f"n{n}", i, throttle=throttle),
+                status="ok",
+                stale=False,
+                age_s=None,
+            )
+            for n in range(nodes)
+            for i in range(4)
         ]
 
     few_before, few_after = rows(2, ()), rows(2, ("power_cap",))
     ev = gpu_events({r.key: r for r in few_before}, few_after, 0.0)
-    assert [e.text for e in ev] == ["n0 gpus 0,1,2,3 throttling: power_cap 4", "n1 gpus 0,1,2,3 throttling: power_cap 4"]
+    assert [e.text for e in ev] == [
+        "n0 gpus 0,1,2,3 throttling: power_cap 4",
+        "n1 gpus 0,1,2,3 throttling: power_cap 4",
+    ]
     many = MAX_NODE_LINES + 2
     ev = gpu_events({r.key: r for r in rows(many, ())}, rows(many, ("thermal",)), 0.0)
     assert len(ev) == 1 and ev[0].severity == "crit"
@@ -144,7 +170,11 @@ def test_a_flapping_gpu_is_announced_once_per_quiet_period() -> None:
     from tui.model import GpuRow
 
     def row(throttle: tuple[str, ...]) -> dict[str, GpuRow]:
-        return {"n/0": GpuRow(key="n/0", node="n", gpu=GpuSample("n", 0, throttle=throttle), status="ok", stale=False, age_s=None)}
+        return {
+            "n/0": GpuRow(
+                key="n/0", node="n", gpu=GpuSample("n", 0, throttle=throttle), status="ok", stale=False, age_s=None
+            )
+        }
 
     memory: dict[str, float] = {}
     on, off = row(("power_cap",)), row(())
@@ -164,7 +194,7 @@ def test_an_unchanged_page_gives_the_same_row_objects() -> None:
     cache = GpuRowCache()
     gpus = (GpuSample(URL, 0, temp_c=50.0), GpuSample(URL, 1))
     a, b = rows(100.0, gpus, cache=cache), rows(105.0, gpus, cache=cache)  # two NodeSamples, one page
-    assert all(x is y for x, y in zip(a, b))
+    assert all(x is y for x, y in zip(a, b, strict=True))
     changed = (GpuSample(URL, 0, temp_c=51.0), GpuSample(URL, 1))
     c = rows(110.0, changed, cache=cache)
     assert c[0] is not b[0] and c[0].gpu.temp_c == 51.0
@@ -178,7 +208,9 @@ def test_a_gpu_still_throttling_in_an_unchanged_sample_stays_quiet() -> None:
     from tui.model import GpuRow
 
     def row(throttle: tuple[str, ...]) -> GpuRow:
-        return GpuRow(key="n/0", node="n", gpu=GpuSample("n", 0, throttle=throttle), status="ok", stale=False, age_s=None)
+        return GpuRow(
+            key="n/0", node="n", gpu=GpuSample("n", 0, throttle=throttle), status="ok", stale=False, age_s=None
+        )
 
     on, off, memory = row(("power_cap",)), row(()), {}  # type: ignore[var-annotated]
     assert len(gpu_events({"n/0": off}, [on], 0.0, memory)) == 1

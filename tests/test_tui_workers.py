@@ -37,7 +37,7 @@ async def test_source_readings_reach_the_table() -> None:
     """The real GpuCollector (NVML faked at pynvml) runs in its worker, on its own thread, and fills the table."""
     nv = FakeNvml([FakeGpu("GPU-0", temp=57, util=42)])
     app = create_app(Settings(interval_s=0.2), sources=[Source.GPUS],
-                     collector_factories={Source.GPUS: lambda: GpuCollector(nvml=nv)})  # type: ignore[arg-type]
+                     collector_factories={Source.GPUS: lambda: GpuCollector(nvml=nv)})
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(pilot, lambda: app.overview.query_one("#gpus", DataTable).row_count == 1, what="row")
         (row,) = app.state.rows
@@ -79,7 +79,7 @@ async def test_no_gpu_status_is_explained() -> None:
     """When NVML reports no driver, the GPU panel says why and how to watch remote GPUs instead."""
     nv = FakeNvml(init_error=pynvml.NVML_ERROR_DRIVER_NOT_LOADED)
     app = create_app(Settings(interval_s=0.2), sources=[Source.GPUS],
-                     collector_factories={Source.GPUS: lambda: GpuCollector(nvml=nv)})  # type: ignore[arg-type]
+                     collector_factories={Source.GPUS: lambda: GpuCollector(nvml=nv)})
     note = ("local GPUs: NVIDIA driver not loaded (is the kernel module in?). "
             "Give --nodes or --prometheus to watch remote GPUs.")
     async with app.run_test(size=(160, 30)) as pilot:
