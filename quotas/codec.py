@@ -40,6 +40,9 @@ def _float(h: dict[str, str], k: str, tier: str, *, optional: bool = False) -> f
     return f
 
 
+NO_ENFORCED = "no enforced field (written by hand, or by a library before v3)"  # the Lua library's words
+
+
 def quota_from_hash(tier: str, raw: dict[Any, Any]) -> tuple[Quota, dict[str, Any] | None]:
     """Parse a quota hash; returns the quota and the decoded `prev` (the override's fallback) or None."""
     h = {_s(k): _s(v) for k, v in raw.items()}
@@ -64,13 +67,14 @@ def quota_from_hash(tier: str, raw: dict[Any, Any]) -> tuple[Quota, dict[str, An
         updated_at=_float(h, "updated_at", tier) or 0.0,
     )
     enforced = h.get("enforced")
-    if enforced is not None:
-        # the limiter reads only `enforced` (quotas/lua/): fields that differ from it were edited
-        # outside surgewatch and are not what gateways enforce, so they must not be shown as the quota
-        fields = "|".join(h.get(f, "") for f in ENFORCED_FIELDS)
-        if enforced != fields:
-            raise BrokenQuota(tier, f"fields edited outside surgewatch ({fields}) while the limiter enforces "
-                                    f"{enforced}")
+    if enforced is None:  # the limiter refuses such a hash the same way (quotas/lua/1_quota.lua)
+        raise BrokenQuota(tier, NO_ENFORCED)
+    # the limiter reads only `enforced` (quotas/lua/): fields that differ from it were edited
+    # outside surgewatch and are not what gateways enforce, so they must not be shown as the quota
+    fields = "|".join(h.get(f, "") for f in ENFORCED_FIELDS)
+    if enforced != fields:
+        raise BrokenQuota(tier, f"fields edited outside surgewatch ({fields}) while the limiter enforces "
+                                f"{enforced}")
     prev = None
     if h.get("prev"):
         try:

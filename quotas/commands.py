@@ -21,7 +21,7 @@ from redis.exceptions import ResponseError
 
 from quotas.actor import default_actor
 from quotas.backup import Saved, parse_backup, restore
-from quotas.errors import AuthFailed, BadData, BrokenQuota, Conflict, UnknownTier, Unreachable, redact
+from quotas.errors import AuthFailed, BadData, BrokenQuota, Conflict, Unavailable, UnknownTier, Unreachable, redact
 from quotas.library import unavailable
 from quotas.model import (
     Mode,
@@ -104,7 +104,7 @@ def _run(
     except Conflict as e:
         _err(f"conflict: {e}")
         return EXIT_CONFLICT
-    except AuthFailed as e:  # not an outage: retrying will not help, so not exit 4
+    except (AuthFailed, Unavailable) as e:  # not an outage (a refused login, OOM, LOADING...): not exit 4
         _err(str(e))
         return EXIT_ERROR
     except Unreachable as e:

@@ -13,6 +13,7 @@ from typing import Any
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
+    BusyLoadingError,
     ClusterDownError,
     MasterDownError,
     OutOfMemoryError,
@@ -124,6 +125,9 @@ def unreachable(client: Client, exc: BaseException, timeout_s: float) -> Unreach
     detail = str(exc) or type(exc).__name__
     if isinstance(exc, TimeoutError) and not str(exc):
         detail = f"no answer within {timeout_s:g} s"
+    if isinstance(exc, BusyLoadingError):  # redis-py raises LOADING as a connection error: it answered
+        return Unavailable(f"Redis at {describe(client)} cannot take the call now: it is loading its data set: "
+                           f"{detail}", "LOADING")
     if isinstance(exc, (AuthenticationError, AuthorizationError)) or refused_login(detail):
         if "NOAUTH" in detail or "already authenticated" in detail or "Authentication required" in detail:
             detail = "it requires a password and the Redis URL gives none"

@@ -368,10 +368,6 @@ async def test_a_loading_server_fails_open_refuses_writes_and_nothing_is_half_wr
         await client.aclose()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "production gap: redis-py raises LOADING as BusyLoadingError, a ConnectionError, so the limiter and the CLI "
-    "report 'unreachable' (exit 4) instead of Unavailable naming the loading (exit 1), though quotas/library.py "
-    "lists LOADING among the Unavailable codes"))
 async def test_a_loading_server_is_unavailable_naming_it(valkey: ValkeyProcess) -> None:
     """While the server loads its data set, check raises Unavailable (code LOADING) and the CLI exits 1 naming it."""
     async with loading_server(valkey) as (client, _, _):

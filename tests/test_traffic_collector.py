@@ -32,6 +32,7 @@ async def _quota_hash(r: aioredis.Redis, tier: str, limit: int = 3, version: int
     await r.hset(K.quota(tier), mapping={
         "limit": limit, "window_s": 86400, "tier_cap_rps": "", "paused": 0, "mode": "enforce",
         "expires_at": "", "version": version, "updated_by": "alice", "updated_at": 1_700_000_000, "prev": "",
+        "enforced": f"{limit}|86400||0|enforce|",  # what the limiter reads, written with the fields
     })
 
 

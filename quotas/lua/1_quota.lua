@@ -10,6 +10,7 @@
 local LIB_VERSION = 4
 local COUNTER_TTL_S = 3900      -- keys.COUNTER_TTL_S
 local AUDIT_MAXLEN = 10000      -- keys.AUDIT_MAXLEN
+local RANK_EXACT_MAX = 16       -- keys.RANK_EXACT_MAX: ranks counted one by one, then power-of-two buckets
 local USAGE_MARGIN_S = 60       -- usage keys outlive their window a little (clock slack between replicas)
 local OK_REPLIES_MAX = 1024     -- admissions' replies kept per tier, for remaining 0..this
 -- A tier reads a user's usage before counting once user_quota refusals are this share of its recent
@@ -21,6 +22,7 @@ local PAUSED_RETRY_S = 60       -- what a refused client is told when nobody kno
 local MAX_LIMIT = 1000000000
 local MAX_WINDOW_S = 31 * 86400
 local EXPIRED_BY = 'surgewatch (override expired)'
+local NO_ENFORCED = 'no enforced field (written by hand, or by a library before v3)'  -- codec.NO_ENFORCED
 local QUOTA_FIELDS = {'limit', 'window_s', 'tier_cap_rps', 'paused', 'mode', 'expires_at',
                       'version', 'updated_by', 'updated_at', 'prev', 'enforced'}
 -- `enforced` is the six fields a decision needs, as stored, joined by '|': the limiter reads this one field
@@ -103,7 +105,7 @@ local function read_quota(qk)
   if not is_int(h.version, 0, 1e12) then return nil, 'version=' .. tostring(h.version) end
   if not is_num(h.updated_at) then return nil, 'updated_at=' .. tostring(h.updated_at) end
   if not h.enforced then
-    return nil, 'no enforced field (written by hand, or by a library before v3)'
+    return nil, NO_ENFORCED
   end
   local fields = enforced_of(h.limit, h.window_s, h.tier_cap_rps, h.paused, h.mode, h.expires_at)
   if h.enforced ~= fields then

@@ -1,8 +1,8 @@
--- Part 2 of 3: counters, the batch decision path (sw_check_many, sw_record) and the quota memo.
+-- Part 2 of 3: counters (outcomes, ranks, unknown tiers) and the quota memo every decision reads through.
 
 
 local function bucket(r)
-  if r <= 16 then
+  if r <= RANK_EXACT_MAX then
     return r
   end
   local b = 32
@@ -60,110 +60,8 @@ end
 local REASONS = {[0] = 'ok', [1] = 'shadow', [2] = 'user_quota', [3] = 'tier_cap', [4] = 'paused', [5] = 'unknown_tier'}
 
 -- Only the fields a decision needs; junk is refused, never guessed (the wrapper raises BrokenQuota).
--- The single path and the batch path read the quota the same way (quota_memo, with the memo below).
+-- Every decision, single or in a batch, reads the quota this one way (quota_memo, with the memo below).
 local quota_memo
-
-local function hot_quota(qk)
-  local m, err = quota_memo(qk, redis.pcall('HGET', qk, 'enforced'))
-  if err then
-    return nil, err
-  end
-  return {limit = m.limit, window_s = m.window_s, cap = m.cap, paused = m.paused, shadow = m.shadow,
-          expires_at = m.expires_at}, nil
-end
-
--- Everything a batch of decisions shares: the time, the quota, the keys; counters are summed and
--- written once per batch by flush().
-local function context(qk)
-  local t = now()
-  local q, err = hot_quota(qk)
-  if not q then
-    return nil, err
-  end
-  if q.expires_at and t >= q.expires_at then
-    local full = read_quota(qk)
-    if full then
-      full = expire_if_due(qk, full, t)
-      q = {limit = full.limit, window_s = full.window_s, cap = full.tier_cap_rps, paused = full.paused,
-           shadow = full.mode == 'shadow', expires_at = full.expires_at}
-    end
-  end
-  local sec = math.floor(t)
-  local tag = string.sub(qk, 1, -7)
-  local minute = math.floor(sec / 60)
-  local idx = math.floor(sec / q.window_s)
-  local ctx = {
-    q = q, t = t, sec = sec, s = tostring(sec % 60), ck = tag .. ':c:' .. minute, rk = tag .. ':r:' .. minute,
-    uprefix = tag .. ':u:' .. q.window_s .. ':' .. idx .. ':', wend = (idx + 1) * q.window_s,
-    counts = {}, ranks = {}, accepted_now = 0,
-  }
-  as_tables(tag, minute, ctx.ck, ctx.rk)
-  if q.cap then
-    ctx.accepted_now = tonumber(redis.call('HGET', ctx.ck, ctx.s .. ':accepted') or '0') or 0
-  end
-  return ctx, nil
-end
-
-local function add(t, k, n)
-  t[k] = (t[k] or 0) + n
-end
-
--- One decision: code (see REASONS), remaining, retry_after in ms.
-local function decide(ctx, user, cost)
-  local q = ctx.q
-  local uk = ctx.uprefix .. user
-  local used = tonumber(redis.call('GET', uk) or '0') or 0
-  local code, retry = 0, 0
-  if q.paused then
-    code = 4
-    retry = (q.expires_at and (q.expires_at - ctx.t)) or PAUSED_RETRY_S
-  elseif used + cost > q.limit then
-    code = 2
-    retry = ctx.wend - ctx.t
-  elseif q.cap and ctx.accepted_now + cost > q.cap then
-    code = 3
-    retry = ctx.sec + 1 - ctx.t
-  end
-  if code ~= 0 and not q.shadow then
-    add(ctx.counts, REASONS[code], cost)
-    local ms = math.ceil(retry * 1000)
-    if ms < 1 then ms = 1 end
-    return code, math.max(q.limit - used, 0), ms
-  end
-  local after = used + cost
-  if used == 0 then
-    -- first request of the window: create and set its end in one command
-    redis.call('SET', uk, cost, 'EXAT', ctx.wend + USAGE_MARGIN_S)
-  else
-    after = redis.call('INCRBY', uk, cost)
-  end
-  add(ctx.counts, 'accepted', cost)
-  ctx.accepted_now = ctx.accepted_now + cost
-  local r = after - cost + 1
-  while r <= after do
-    local b = bucket(r)
-    local hi = b
-    if hi > after then hi = after end
-    add(ctx.ranks, b, hi - r + 1)
-    r = hi + 1
-  end
-  if code ~= 0 then
-    add(ctx.counts, 'shadow', cost)
-    code = 1
-  end
-  return code, math.max(q.limit - after, 0), 0
-end
-
-local function flush(ctx)
-  for outcome, n in pairs(ctx.counts) do
-    bump(ctx.ck, ctx.s .. ':' .. outcome, n)
-  end
-  for b, n in pairs(ctx.ranks) do
-    if b ~= 1 then -- rank 1 is not stored: see admitted()
-      bump(ctx.rk, tostring(b), n)
-    end
-  end
-end
 
 local function valid_cost(c)
   return c and c >= 1 and c <= MAX_LIMIT and c == math.floor(c)
@@ -174,14 +72,11 @@ local function broken(qk, err)
   return redis.error_reply('ERR surgewatch broken quota: tier ' .. tier .. ' has ' .. err)
 end
 
--- check: KEYS[1] quota key; ARGV user, cost -> {allowed, reason, remaining, retry_after_ms, limit}
--- The same decision as decide() for a batch of one (sw_check_many with one pair takes the same path),
--- written straight-line because it is the per-request hot path. Per admitted request it runs TIME, one HGET
--- of `enforced`, `SET NX GET` (which alone creates a new user's window key), INCRBY for a returning user,
--- and one HINCRBY per counter (none for rank 1; plus an EXPIRE when a counter field is new); no tables,
--- string.format or patterns once the tier is in the memo below. On Valkey 9 each redis.call costs ~1.5-3 us
--- (writes the most) and each table or pattern a fraction of that, all charged to the FCALL: measured in
--- bench/README.md.
+-- The decision (decide_one, part 3) is written straight-line because it is the per-request hot path; a
+-- batch (sw_check_many) loops over it at one shared TIME. Per admitted request it runs one HGET of
+-- `enforced` (the first of a batch only), INCRBY on the user's window key (EXPIREAT when that creates it)
+-- and one HINCRBY per counter (none for rank 1); no tables, string.format or patterns once the tier is in
+-- the memo below: each redis.call is most of a decision's cost (bench/README.md).
 
 -- Memo, per quota key, of the last quota seen and what it parses to. It is a pure function of the
 -- `enforced` string (Lua interns strings, so the test is a pointer comparison): any change by sw_set or
@@ -232,7 +127,7 @@ quota_memo = function(qk, e)
     return nil, 'the quota key is not a hash'
   end
   if not e then
-    return nil, (redis.call('EXISTS', qk) == 0 and 'missing') or 'no enforced field (written by hand, or by a library before v3)'
+    return nil, (redis.call('EXISTS', qk) == 0 and 'missing') or NO_ENFORCED
   end
   local r1, r2, r3, r4, r5, r6 = string.match(e, ENFORCED_PATTERN)
   if not r1 then
@@ -275,7 +170,7 @@ local function ranks(rk, after, cost)
     rr = 2
   end
   while rr <= after do
-    local b = (rr <= 16 and rr) or bucket(rr)
+    local b = (rr <= RANK_EXACT_MAX and rr) or bucket(rr)
     local hi = b
     if hi > after then hi = after end
     hbump(rk, num(b), hi - rr + 1)

@@ -4,28 +4,15 @@
 -- local is one lookup less per call than the global table `redis` and its field
 local rcall, rpcall
 
--- One decision on the hot path -> code (see REASONS), remaining, retry_after_ms, limit (-1: unknown tier)
--- and, for most admissions, sw_check_many's reply string; or nil, an error reply. The caller has validated
--- user, cost (cs: its canonical string) and the key's shape.
-local function decide_one(qk, user, cost, cs)
-  local rc, rp = rcall, rpcall
-  if not rc then
-    rc, rp = redis.call, redis.pcall
-    rcall, rpcall = rc, rp
-  end
-  local tm = rc('TIME')
-  -- the quota: an unchanged `enforced` is the very same interned string, so the memo stands
-  local e = rp('HGET', qk, 'enforced')
+-- The memo of the quota key with its per-second, per-minute and per-window keys set for the time `tm`
+-- (TIME's reply), or nil and 'missing' / what is wrong. `e`: the caller's HGET of `enforced`.
+local function prepared(qk, e, tm)
   local m = memo[qk]
   if not (e and m and m.e == e) then
     local err
     m, err = quota_memo(qk, e)
     if err then
-      if err == 'missing' then
-        count_unknown(qk, cost)
-        return 5, 0, PAUSED_RETRY_S * 1000, -1
-      end
-      return nil, broken(qk, err)
+      return nil, err
     end
   end
   -- TIME's seconds string is interned, so within one second this is a pointer comparison and nothing
@@ -48,19 +35,44 @@ local function decide_one(qk, user, cost, cs)
       m.exat = tostring(m.wend + USAGE_MARGIN_S)
     end
   end
+  return m, nil
+end
+
+-- The one decision, for sw_check, sw_check_many's single pair and every pair of a batch, at the time `tm`
+-- (TIME's reply, shared by a batch) -> code (see REASONS), remaining, retry_after_ms, limit (-1: unknown
+-- tier) and, for most decisions, sw_check_many's reply string; or nil, an error reply. `m`: the memo a
+-- previous decision of the same batch returned as its 6th value (no HGET then: within one call only this
+-- function changes the quota, by an expiry it handles itself). The caller has validated user, cost (cs:
+-- its canonical string) and the key's shape.
+local function decide_one(qk, user, cost, cs, tm, m)
+  local rc, rp = rcall, rpcall
+  if not rc then
+    rc, rp = redis.call, redis.pcall
+    rcall, rpcall = rc, rp
+  end
+  if not m then
+    local err
+    m, err = prepared(qk, rp('HGET', qk, 'enforced'), tm)
+    if not m then
+      if err == 'missing' then
+        count_unknown(qk, cost)
+        return 5, 0, PAUSED_RETRY_S * 1000, -1
+      end
+      return nil, broken(qk, err)
+    end
+  end
   local sec, t = m.sec, nil
   if m.expires_at then
-    t = sec + math.floor(tonumber(tm[2]) / 1000) / 1000 -- ms, as the batch path and the store use
-  end
-  if t and t >= m.expires_at then
-    -- a temporary override's time has come: the batch path reverts it (audited), then decides on the result
-    local ctx, cerr = context(qk)
-    if not ctx then
-      return nil, broken(qk, cerr)
+    t = sec + math.floor(tonumber(tm[2]) / 1000) / 1000 -- ms, as the store uses
+    if t >= m.expires_at then
+      -- a temporary override's time has come: revert it (audited), then decide on what it reverted to
+      local full, ferr = read_quota(qk)
+      if not full then
+        return nil, broken(qk, ferr)
+      end
+      expire_if_due(qk, full, t)
+      return decide_one(qk, user, cost, cs, tm, nil)
     end
-    local code, remaining, ms = decide(ctx, user, cost)
-    flush(ctx)
-    return code, remaining, ms, ctx.q.limit
   end
   local limit, ck = m.limit, m.ck
   local uk = m.uprefix .. user
@@ -87,7 +99,7 @@ local function decide_one(qk, user, cost, cs)
           rc('EXPIRE', ck, COUNTER_TTL_S)
         end
         if after > 1 then
-          if cost == 1 and after <= 16 then
+          if cost == 1 and after <= RANK_EXACT_MAX then
             local rk = m.rk
             if rc('HINCRBY', rk, NUM[after] or num(after), '1') == 1 then
               rc('EXPIRE', rk, COUNTER_TTL_S)
@@ -105,12 +117,12 @@ local function decide_one(qk, user, cost, cs)
           reply = num(limit) .. ' 0 ' .. num(left) .. ' 0'
           m.okr[left] = reply
         end
-        return 0, left, 0, limit, reply
+        return 0, left, 0, limit, reply, m
       end
       if m.shadow then -- shadow admits and keeps the count: only the would-be refusal is noted
         admitted(m, after, cost)
         hbump(ck, m.s .. ':shadow', cost)
-        return 1, 0, 0, limit
+        return 1, 0, 0, limit, nil, m
       end
       rc('DECRBY', uk, cs)
       used = after - cost
@@ -162,7 +174,7 @@ local function decide_one(qk, user, cost, cs)
       ms_s = tostring(ms)
       m.ms, m.ms_s = ms, ms_s
     end
-    return code, left, ms, limit, pre .. (NUM[left] or num(left)) .. ' ' .. ms_s
+    return code, left, ms, limit, pre .. (NUM[left] or num(left)) .. ' ' .. ms_s, m
   end
   local after = used + cost
   if used == 0 then
@@ -180,7 +192,7 @@ local function decide_one(qk, user, cost, cs)
   end
   local left = limit - after
   if left < 0 then left = 0 end
-  return code, left, 0, limit
+  return code, left, 0, limit, nil, m
 end
 
 local function check(keys, args)
@@ -192,7 +204,7 @@ local function check(keys, args)
   if not user or user == '' or not ((m and m.named) or split_key(qk)) then
     return redis.error_reply('ERR surgewatch: bad key or empty user')
   end
-  local code, remaining, ms, limit = decide_one(qk, user, cost, num(cost))
+  local code, remaining, ms, limit = decide_one(qk, user, cost, num(cost), redis.call('TIME'))
   if not code then
     return remaining
   end
@@ -223,7 +235,7 @@ local function check_many(keys, args)
     if args[1] == '' then
       return redis.error_reply('ERR surgewatch: empty user or bad cost in pair 1')
     end
-    local code, remaining, ms, limit, reply = decide_one(qk, args[1], cost, cs)
+    local code, remaining, ms, limit, reply = decide_one(qk, args[1], cost, cs, redis.call('TIME'))
     if reply then
       return reply
     end
@@ -233,36 +245,30 @@ local function check_many(keys, args)
     return num(limit) .. ' ' .. num(code) .. ' ' .. num(remaining) .. ' ' .. num(ms)
   end
   local n = math.floor(#args / 2)
-  if n * 2 ~= #args or string.sub(keys[1], -7) ~= '}:quota' then
+  if n * 2 ~= #args then
     return redis.error_reply('ERR surgewatch: ARGV is user, cost pairs')
+  end
+  if not split_key(keys[1]) then
+    return redis.error_reply('ERR surgewatch: bad key or empty user')
   end
   for i = 1, n do
     if args[2 * i - 1] == '' or not valid_cost(tonumber(args[2 * i])) then
       return redis.error_reply('ERR surgewatch: empty user or bad cost in pair ' .. i)
     end
   end
-  local ctx, err = context(keys[1])
-  local out = {}
-  if not ctx then
-    if err ~= 'missing' then
-      return broken(keys[1], err)
-    end
-    out[1] = '-1'
-    local refused = '5 0 ' .. (PAUSED_RETRY_S * 1000)
-    local total = 0
-    for i = 1, n do
-      out[i + 1] = refused
-      total = total + tonumber(args[2 * i])
-    end
-    count_unknown(keys[1], total)
-    return table.concat(out, ' ')
-  end
-  out[1] = tostring(ctx.q.limit)
+  -- the batch: one decision after another at one instant, each by the same rule as a single call
+  local qk, tm, m = keys[1], redis.call('TIME'), nil
+  local out = {'-1'}
   for i = 1, n do
-    local code, remaining, ms = decide(ctx, args[2 * i - 1], tonumber(args[2 * i]))
-    out[i + 1] = string.format('%d %d %d', code, remaining, ms)
+    local cost = tonumber(args[2 * i])
+    local code, remaining, ms, limit, reply
+    code, remaining, ms, limit, reply, m = decide_one(qk, args[2 * i - 1], cost, num(cost), tm, m)
+    if not code then
+      return remaining
+    end
+    out[1] = num(limit)
+    out[i + 1] = num(code) .. ' ' .. num(remaining) .. ' ' .. num(ms)
   end
-  flush(ctx)
   return table.concat(out, ' ')
 end
 
