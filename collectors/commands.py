@@ -84,7 +84,12 @@ def snapshot_command(args: argparse.Namespace, settings: Settings) -> int:
         redis_url = getattr(args, "redis", None) or settings.redis_url
         prometheus = getattr(args, "prometheus", None) or settings.prometheus
         if redis_url:
-            _check_url(redis_url, "Redis", ("redis", "rediss", "unix"))
+            from quotas.model import QuotaError, validate_redis_url
+
+            try:
+                validate_redis_url(redis_url)  # one server, cluster startup nodes, or Sentinel
+            except QuotaError as e:
+                raise NodeListError(str(e)) from None
         if prometheus:
             _check_url(prometheus, "Prometheus", ("http", "https"))
     except NodeListError as e:
@@ -98,6 +103,7 @@ def snapshot_command(args: argparse.Namespace, settings: Settings) -> int:
             prometheus=prometheus,
             local=not args.no_local,
             prometheus_lookback_s=settings.prometheus_lookback_s,
+            redis_cluster=settings.redis_cluster,
         )
     )
     if args.json:

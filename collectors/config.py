@@ -3,7 +3,7 @@
 The file lives in `$XDG_CONFIG_HOME/surgewatch/surgewatch.toml` (default `~/.config/...`), or wherever
 `SURGEWATCH_CONFIG` points. Example:
 
-    redis_url = "redis://:secret@10.0.0.5:6379/0"
+    redis_url = "redis://:secret@10.0.0.5:6379/0"   # or cluster startup nodes, or redis+sentinel://...
     prefix = "surgewatch:"
     nodes = ["http://gpu-01:9400/metrics", "http://gpu-02:9400/metrics"]
     prometheus = "http://prometheus:9090"
@@ -91,10 +91,16 @@ class Settings:
     read_only: bool = False
     wall: bool = False
     thresholds: dict[str, float] = field(default_factory=dict)
+    redis_cluster: bool = False  # --redis-cluster: the cluster client without detecting (quotas.connect)
 
     @property
     def redis_url_shown(self) -> str | None:
-        return redact_url(self.redis_url)
+        url = self.redis_url
+        if url and ("," in url or "+sentinel://" in url):  # several hosts: redact_url parses one
+            from quotas.redis_url import shown
+
+            return shown(url)
+        return redact_url(url)
 
     def __repr__(self) -> str:
         return (
@@ -112,6 +118,7 @@ def resolve(
     prometheus_lookback: str | None = None,
     read_only: bool = False,
     wall: bool = False,
+    redis_cluster: bool = False,
     env: dict[str, str] | None = None,
     file: dict[str, Any] | None = None,
 ) -> Settings:
@@ -161,4 +168,6 @@ def resolve(
         read_only=read_only or wall,
         wall=wall,
         thresholds={str(k): float(v) for k, v in thresholds.items()},
+        redis_cluster=redis_cluster or env.get("SURGEWATCH_REDIS_CLUSTER", "").lower() in ("1", "true", "yes")
+        or file.get("redis_cluster") is True,
     )

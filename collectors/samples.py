@@ -174,6 +174,7 @@ class TierTraffic:
     rejected_history: tuple[int, ...] = ()
     history_end_s: int = 0  # the server's epoch second of the histories' last value (0: unknown)
     quota_error: str = ""  # why the stored quota is unreadable (junk, or edited outside surgewatch); "" if it is not
+    master: str = ""  # host:port of the Redis master serving the tier (cluster, Sentinel); "" for one server
 
     @property
     def state(self) -> TierState:

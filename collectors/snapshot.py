@@ -180,12 +180,14 @@ async def _prometheus(url: str, lookback_s: float) -> FleetSample:
         await c.aclose()
 
 
-async def _traffic(redis_url: str, prefix: str) -> TrafficSample:
-    import redis.asyncio as aioredis
-
+async def _traffic(redis_url: str, prefix: str, redis_cluster: bool = False) -> TrafficSample:
     from collectors.traffic import TrafficCollector
+    from quotas.connect import open_client
 
-    client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=3)
+    # one server, a cluster (detected, or --redis-cluster) or Sentinel: quotas.connect decides
+    client = await open_client(
+        redis_url, force_cluster=redis_cluster, prefix=prefix, socket_connect_timeout=2, socket_timeout=3
+    )
     try:
         return await TrafficCollector(client, prefix=prefix).poll()
     finally:
@@ -202,6 +204,7 @@ async def take_snapshot(
     local: bool,
     nvml: Any = None,
     prometheus_lookback_s: float = 3600.0,
+    redis_cluster: bool = False,
 ) -> dict[str, Any]:
     """Run every configured collector once, concurrently; the issue's JSON document."""
     import time
@@ -217,7 +220,7 @@ async def take_snapshot(
     if prometheus:
         jobs["prometheus"] = _prometheus(prometheus, prometheus_lookback_s)
     if redis_url:
-        jobs["traffic"] = _traffic(redis_url, prefix)
+        jobs["traffic"] = _traffic(redis_url, prefix, redis_cluster)
     started = time.time()
     gathered = await asyncio.gather(*(_guarded(k, v, errors, kinds) for k, v in jobs.items()))
     results = dict(zip(jobs, gathered, strict=True))

@@ -1,6 +1,7 @@
 """Per-tier traffic from the limiter's counters in Redis, and each tier's current quota.
 
-One pipelined round trip per poll, whatever the number of tiers: TIME (the server's clock decides
+One pipelined round trip per poll (on a Redis Cluster: INFO of every primary, then one pipeline per
+shard as redis-py splits it), whatever the number of tiers: TIME (the server's clock decides
 which seconds are complete, so a skewed local clock changes nothing), the tier registry (cached: the
 registry read in this poll names the tiers of the next), and for every tier its quota hash and HMGET
 of the counter fields `S:OUTCOME` of the seconds not read yet in the minute hashes `P{T}:c:M`. A
@@ -22,19 +23,21 @@ admissions (the limiter counts them as accepted and as shadow); `shadow` is also
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from redis.exceptions import BusyLoadingError
+from redis.exceptions import BusyLoadingError, ResponseError
 
 from collectors.redis_health import from_error, from_info, health
 from collectors.samples import TierTraffic, TrafficSample
 from quotas.codec import effective, quota_from_hash
-from quotas.errors import BrokenQuota, Unavailable
+from quotas.connect import is_cluster, master_address
+from quotas.errors import BrokenQuota, ErrorKind, Unavailable
 from quotas.keys import DEFAULT_PREFIX, OUTCOMES, Keys
 from quotas.library import UNREACHABLE_ERRORS, describe, unavailable, unreachable
 from quotas.model import TIER_RE, Quota
@@ -46,6 +49,8 @@ BY_REASON = ("user_quota", "tier_cap", "paused", "blocked", "unknown_tier", "err
 RATE_WINDOW_S = 10
 COUNT_WINDOW_S = 60
 _MARGIN_S = 2  # tolerated error of our estimate of the server's clock between two polls
+NODE_TIMEOUT_S = 1.5  # one cluster primary's INFO: a dead one costs its tiers, never the whole poll
+NODE_INFO = ("server", "persistence", "memory", "replication")  # server: its clock (server_time_usec)
 
 
 def _s(v: Any) -> str:
@@ -99,16 +104,32 @@ class TrafficCollector:
         self._skew: float | None = None  # server clock - local clock
         self._state: dict[str, _Tier] = {}
         self._unreadable: dict[str, str] = {}  # tier -> why its quota is unreadable, as last logged
+        self._cluster = is_cluster(client)
+        self._down: set[str] = set()  # this poll's cluster primaries that did not answer
+        self._shown: dict[str, TierTraffic] = {}  # each tier as last read, kept while its shard is away
         self.round_trips = 0
 
     async def aclose(self) -> None:
         """The client belongs to the caller."""
 
     # -- round trips ---------------------------------------------------------------------------
-    async def _execute(self, pipe: Any) -> list[Any]:
-        """Run the pipeline; error replies come back as values, a lost connection or login as Unreachable
-        (AuthFailed), and a server that cannot answer even TIME (LOADING, ...) as Unavailable."""
+    def _pipeline(self, info: bool) -> Any:
+        """A pipeline starting with TIME (and INFO) on one server; on a cluster, where redis-py refuses
+        both in a pipeline, they go to every primary apart (`_cluster_meta`) and the pipeline holds only
+        keyed reads, which redis-py splits into one pipeline per shard."""
+        pipe = self.client.pipeline(transaction=False)
+        if not self._cluster:
+            pipe.time()
+            if info:
+                pipe.info("persistence", "memory", "replication")
+        return pipe
+
+    async def _execute(self, pipe: Any, info: bool = False) -> tuple[float, list[Any]]:
+        """Run the pipeline: (the server's time, the keyed commands' replies). Error replies come back as
+        values, a lost connection or login as Unreachable (AuthFailed), and a server that cannot answer
+        even TIME (LOADING, ...) as Unavailable."""
         t0 = self._clock()
+        server = await self._cluster_meta() if self._cluster else None
         try:
             replies = await pipe.execute(raise_on_error=False)
         except BusyLoadingError as e:  # redis-py raises LOADING as a connection error: it is not one
@@ -117,12 +138,71 @@ class TrafficCollector:
             raise unreachable(self.client, e, 0) from e
         t1 = self._clock()
         self.round_trips += 1
-        if isinstance(replies[0], BaseException):
-            down = unavailable(self.client, replies[0])
-            raise down or replies[0]
-        secs, usecs = replies[0]
-        self._skew = int(secs) + int(usecs) / 1e6 - (t0 + t1) / 2
-        return list(replies)
+        if server is None:
+            if isinstance(replies[0], BaseException):
+                down = unavailable(self.client, replies[0])
+                raise down or replies[0]
+            secs, usecs = replies[0]
+            server = int(secs) + int(usecs) / 1e6
+            if info and not isinstance(replies[1], BaseException):  # an ACL user may not run INFO: unknown
+                self._problems.extend(from_info(replies[1]))
+            replies = replies[2 if info else 1:]
+        self._skew = server - (t0 + t1) / 2
+        return server, list(replies)
+
+    async def _cluster_meta(self) -> float:
+        """INFO of every primary, each on its own: the earliest of their clocks (every shard's seconds
+        before it are complete), and each primary's state named with its address; a primary that does
+        not answer is named with its tiers (a failover under way, or down) and costs only those."""
+        nodes = list(self.client.get_primaries())
+
+        async def one(node: Any) -> tuple[float | None, dict[str, Any] | None]:
+            async with asyncio.timeout(NODE_TIMEOUT_S):
+                try:
+                    info = await self.client.info(*NODE_INFO, target_nodes=node)
+                except ResponseError:  # an ACL user without INFO: the clock alone
+                    secs, usecs = await self.client.execute_command("TIME", target_nodes=node)
+                    return int(secs) + int(usecs) / 1e6, None
+            return int(info.get("server_time_usec", 0)) / 1e6 or None, info
+
+        results = await asyncio.gather(*(one(n) for n in nodes), return_exceptions=True)
+        clocks = []
+        for node, res in zip(nodes, results, strict=True):
+            if isinstance(res, BaseException):
+                if not isinstance(res, (*UNREACHABLE_ERRORS, TimeoutError)):
+                    raise res
+                self._node_down(node.name, res)
+                continue
+            clock, info = res
+            if clock is not None:
+                clocks.append(clock)
+            self._problems.extend((k, f"Redis cluster node {node.name}: {m}") for k, m in from_info(info))
+        if not clocks:
+            first = next(r for r in results if isinstance(r, BaseException))
+            raise unreachable(self.client, first, NODE_TIMEOUT_S)
+        return min(clocks)
+
+    def _node_down(self, name: str, err: BaseException) -> None:
+        """Name a cluster primary that does not answer, and the tiers it serves, once per poll."""
+        if name in self._down:
+            return
+        self._down.add(name)
+        tiers = sorted(t for t in self._known if self.master(t) == name)
+        whose = f" (master of tier{'s' if len(tiers) > 1 else ''} {', '.join(tiers)})" if tiers else ""
+        why = " ".join(str(err).split()) or f"no answer within {NODE_TIMEOUT_S:g} s"
+        self._problems.append((ErrorKind.UNAVAILABLE, (
+            f"Redis cluster node {name}{whose} does not answer ({why}): a failover to its replica may be "
+            "under way; gateways' decisions for those tiers fail until it ends (fail_open decides)"
+        )))
+
+    def master(self, tier: str) -> str:
+        """host:port of the master serving `tier` as this client knows it ("" for a single server)."""
+        if self._cluster:
+            try:
+                return str(self.client.get_node_from_key(self.keys.quota(tier)).name)
+            except Exception:  # no slot map yet (never reached): unknown
+                return ""
+        return master_address(self.client) or ""
 
     def _members(self, reply: Any) -> tuple[str, ...]:
         """The registry's tiers, or none (named as a problem) when its reply is an error."""
@@ -133,11 +213,10 @@ class TrafficCollector:
 
     async def _bootstrap(self) -> None:
         """TIME and the registry, for the very first poll."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.time()
+        pipe = self._pipeline(info=False)
         pipe.smembers(self.keys.tiers)
-        replies = await self._execute(pipe)
-        self._registry = self._members(replies[1])
+        _, replies = await self._execute(pipe)
+        self._registry = self._members(replies[0])
 
     def _legal(self, members: Iterable[Any]) -> tuple[str, ...]:
         names = sorted({_s(m) for m in members})
@@ -158,39 +237,42 @@ class TrafficCollector:
     async def _read(self, since: dict[str, int], end: int) -> tuple[float, tuple[str, ...], dict[str, Any]]:
         """One round trip: TIME, registry, the server's state, and per tier its quota and seconds
         since[tier]..end."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.time()
+        pipe = self._pipeline(info=True)
         pipe.smembers(self.keys.tiers)
-        pipe.info("persistence", "memory", "replication")
         plans: dict[str, list[tuple[str, list[int]]]] = {}
         for tier, first in since.items():
             pipe.hgetall(self.keys.quota(tier))
             plans[tier] = self._plan(tier, first, end)
             for key, secs in plans[tier]:
                 pipe.hmget(key, [f"{s % 60}:{o}" for s in secs for o in OUTCOMES])
-        replies = await self._execute(pipe)
-        secs_, usecs = replies[0]
-        server = int(secs_) + int(usecs) / 1e6
-        if not isinstance(replies[2], BaseException):  # an ACL user may not run INFO: then unknown, not wrong
-            self._problems.extend(from_info(replies[2]))
+        server, replies = await self._execute(pipe, info=True)
         per_tier: dict[str, Any] = {}
-        i = 3
+        i = 1
         for tier, plan in plans.items():
             quota_raw = replies[i]
             i += 1
             rows: dict[int, dict[str, int]] = {}
+            lost = isinstance(quota_raw, UNREACHABLE_ERRORS)
             for key, secs in plan:
                 reply = replies[i]
                 i += 1
-                if isinstance(reply, BaseException):
+                if isinstance(reply, UNREACHABLE_ERRORS):
+                    lost = True  # its shard did not answer: nothing of this poll is kept for the tier
+                elif isinstance(reply, BaseException):
                     self._problems.append(from_error(reply, key, "a hash"))
                     reply = [None] * (len(secs) * len(OUTCOMES))
+                if lost:
+                    continue
                 values = iter(reply)
                 for s in secs:
                     row = {o: _n(next(values)) for o in OUTCOMES}
                     rows[s] = row
+            if lost:
+                err = next(r for r in (quota_raw, *replies[i - len(plan):i]) if isinstance(r, UNREACHABLE_ERRORS))
+                self._node_down(self.master(tier) or "?", err)
+                continue
             per_tier[tier] = (quota_raw, rows)
-        return server, self._members(replies[1]), per_tier
+        return server, self._members(replies[0]), per_tier
 
     # -- public --------------------------------------------------------------------------------
     async def backfill(self) -> TrafficSample:
@@ -202,6 +284,7 @@ class TrafficCollector:
 
     async def _poll(self, new_tier_span: int) -> TrafficSample:
         self._problems = []
+        self._down = set()
         if self._registry is None or self._skew is None:
             await self._bootstrap()
         assert self._skew is not None and self._registry is not None
@@ -228,10 +311,17 @@ class TrafficCollector:
             server, registry, extra = await self._read(more, last + _MARGIN_S)
             last = math.floor(server) - 1
             for t, (quota_raw, rows) in extra.items():
-                merged = {**per_tier[t][1], **rows}
-                per_tier[t] = (quota_raw, merged)
+                if t in per_tier:
+                    per_tier[t] = (quota_raw, {**per_tier[t][1], **rows})
+            for t in set(per_tier) - set(extra):
+                del per_tier[t]  # its shard stopped answering between the two trips
         tiers = []
-        for tier, (quota_raw, rows) in per_tier.items():
+        for tier in since:
+            if tier not in per_tier:  # its shard did not answer: last values kept, named in redis.error
+                if tier in self._state and tier in self._shown:
+                    tiers.append(replace(self._shown[tier], master=self.master(tier)))
+                continue
+            quota_raw, rows = per_tier[tier]
             st = self._absorb(tier, rows, last)
             if isinstance(quota_raw, BaseException):
                 status, why = from_error(quota_raw, self.keys.quota(tier), "a hash")
@@ -245,7 +335,8 @@ class TrafficCollector:
                 self._unreadable[tier] = error
             else:
                 self._unreadable.pop(tier, None)
-            tiers.append(self._tier(tier, quota, error, st))
+            shown = self._shown[tier] = self._tier(tier, quota, error, st)
+            tiers.append(shown)
         self._registry = registry  # the next poll reads the registry as of this one
         if not registry and not any(t.quota is not None or t.quota_error for t in tiers):
             self._problems.append(("no_tiers", (
@@ -304,4 +395,5 @@ class TrafficCollector:
             accepted_history=tuple(st.accepted),
             rejected_history=tuple(st.rejected),
             history_end_s=st.last,
+            master=self.master(tier),
         )

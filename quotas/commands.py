@@ -51,6 +51,8 @@ class RedisSettings(Protocol):
     @property
     def read_only(self) -> bool: ...
 
+    # and optionally `redis_cluster: bool` (--redis-cluster: skip the detection, use the cluster client)
+
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_CONFLICT, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 DEADLINE_S = 9.0  # the whole command, so "unreachable" is always answered within 10 s
@@ -61,19 +63,23 @@ def _err(msg: str) -> None:
     print(f"surgewatch: {redact(msg)}", file=sys.stderr)
 
 
-def _client(url: str | None) -> Any:
-    import redis.asyncio as aioredis
+async def _client(settings: RedisSettings, *, force_cluster: bool = False) -> Any:
+    """The client the URL calls for (one server, a cluster detected or forced, Sentinel): quotas.connect."""
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 
+    from quotas.connect import open_client
+
+    url = settings.redis_url
     if not url:
         raise QuotaError("no Redis URL: pass --redis URL, or set SURGEWATCH_REDIS_URL or REDIS_URL")
     try:
-        return aioredis.Redis.from_url(
-            url, socket_connect_timeout=3, socket_timeout=4, retry=Retry(NoBackoff(), 1),
+        return await open_client(
+            url, force_cluster=force_cluster or bool(getattr(settings, "redis_cluster", False)),
+            prefix=settings.prefix, socket_connect_timeout=3, socket_timeout=4, retry=Retry(NoBackoff(), 1),
         )
     except ValueError as e:
-        raise QuotaError(f"invalid Redis URL {redact(url)!r}: {e} (accepted: redis://, rediss://, unix://)") from None
+        raise QuotaError(f"invalid Redis URL {redact(url)!r}: {e}") from None
 
 
 def _run(
@@ -83,18 +89,32 @@ def _run(
 ) -> int:
     """Connect, run one command under the overall deadline, map every failure to its exit code."""
 
-    async def main() -> int:
-        client = _client(settings.redis_url)
+    async def attempt(force_cluster: bool) -> int:
+        client = None
         try:
             async with asyncio.timeout(DEADLINE_S):
+                client = await _client(settings, force_cluster=force_cluster)
                 return await fn(client, args, settings)
         except TimeoutError:
             raise Unreachable(f"Redis did not answer within {DEADLINE_S:g} s") from None
         finally:
             try:
-                await asyncio.wait_for(client.aclose(), 1)
+                if client is not None:
+                    await asyncio.wait_for(client.aclose(), 1)
             except Exception:  # closing a dead connection: nothing left to do
                 pass
+
+    async def main() -> int:
+        from quotas.connect import is_redirect
+
+        try:
+            return await attempt(False)
+        except ResponseError as e:
+            # a cluster node the detection missed: a MOVED is never executed, and every command is
+            # idempotent or compare-and-set, so it runs again whole on the cluster client
+            if not is_redirect(e):
+                raise
+            return await attempt(True)
 
     try:
         return asyncio.run(main())
@@ -115,7 +135,10 @@ def _run(
         return EXIT_ERROR
     except ResponseError as e:
         down = unavailable(None, e)  # out of memory, a read-only replica, ...: nothing was written
-        if down is None and "WRONGTYPE" in str(e):
+        if type(e).__name__ in ("MovedError", "AskError"):  # a cluster moving the slot even now
+            _err(f"the Redis Cluster moved a key's slot while the command ran ({e}): it stopped at that key; "
+                 "run it again (what was written is not written twice)")
+        elif down is None and "WRONGTYPE" in str(e):
             _err(f"a surgewatch key holds the wrong type ({e}); `surgewatch snapshot --json` names it in redis.error")
         else:
             _err(str(down) if down else f"the server refused: {e}")

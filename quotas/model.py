@@ -116,11 +116,19 @@ def validate_actor(actor: str) -> str:
 
 
 def validate_redis_url(url: str) -> str:
+    """Return `url` if it is one of the forms `quotas.connect` opens (one server, cluster startup nodes,
+    Sentinel), each part as redis-py would connect to it; else QuotaError, without the password."""
+    from quotas.redis_url import parse_target  # it builds on validate_node_url below
+
+    parse_target(url)
+    return url
+
+
+def validate_node_url(url: str, accepted: str) -> str:
     """Return `url` if redis-py would connect where it says: redis:// or rediss:// with a host, a port that
     is a number and a database (the path) that is a number; or unix://PATH. Else QuotaError, without the
     password (`redis://host:6379/abc` is refused, not silently database 0)."""
     shown = _CRED_RE.sub(r"\1***@", url)
-    accepted = "accepted: redis://[user:password@]host[:port][/db], rediss://... (TLS), unix:///path/to.sock"
     try:
         p = urlsplit(url)
         port = p.port

@@ -27,6 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--redis", metavar="URL", help="Redis URL (else SURGEWATCH_REDIS_URL, else REDIS_URL, else the config file)"
     )
+    p.add_argument(
+        "--redis-cluster", action="store_true",
+        help="the Redis URL names a Redis Cluster: use the cluster client without detecting it",
+    )
     p.add_argument("--nodes", metavar="URLS|@FILE", help="comma-separated /metrics URLs, or @FILE with one URL a line")
     p.add_argument(
         "--prometheus", metavar="URL", help="read the fleet from a Prometheus server's HTTP API instead of scraping"
@@ -57,6 +61,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         prometheus_lookback=getattr(args, "prometheus_lookback", None),
         read_only=args.read_only,
         wall=args.wall,
+        redis_cluster=getattr(args, "redis_cluster", False),
     )
 
 
