@@ -10,6 +10,8 @@ Failure model, as operators meet it:
 - a field the GPU does not support: None ("n/a"), never an error;
 - GPU_IS_LOST on one GPU: that GPU is marked "lost", the others keep updating; its handle is retried
   with backoff (after a reset it comes back);
+- MIG: a GPU in MIG mode lists its GPU instances (`GpuSample.mig`, the model the dcgm parser fills);
+  a GPU without MIG support (NotSupported) or with MIG off is `mig=None`;
 - the driver goes away under us (Uninitialized, DriverNotLoaded, RM version mismatch after a reload):
   NVML is shut down and re-initialized with backoff.
 """
@@ -30,7 +32,7 @@ import pynvml  # nvidia-ml-py: pure Python; libnvidia-ml is loaded only by nvmlI
 
 from collectors.nvml import Nvml
 from collectors.reasons import decode_reasons
-from collectors.samples import GpuSample, GpusSample
+from collectors.samples import GpuSample, GpusSample, MigInstance, mig_memory_mib
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +276,12 @@ class GpuCollector:
         pids = {getattr(p, "pid", None) for p in (procs or ())} | {getattr(p, "pid", None) for p in (gprocs or ())}
         with self._xid_lock:
             xid = self._xid.get(d.index)
+        used, total = _num(getattr(mem, "used", None), MIB), _num(getattr(mem, "total", None), MIB)
+        mig = self._read_mig(h)
+        if mig:
+            # the same rule as dcgm-exporter's pages: a MIG GPU's memory is the sum over its instances
+            mig_used, mig_total = mig_memory_mib(mig)
+            used, total = mig_used if mig_used is not None else used, mig_total if mig_total is not None else total
         return GpuSample(
             node="local",
             index=d.index,
@@ -281,8 +289,8 @@ class GpuCollector:
             name=d.name,
             util_pct=_num(getattr(util, "gpu", None)),
             mem_util_pct=_num(getattr(util, "memory", None)),
-            mem_used_mib=_num(getattr(mem, "used", None), MIB),
-            mem_total_mib=_num(getattr(mem, "total", None), MIB),
+            mem_used_mib=used,
+            mem_total_mib=total,
             temp_c=_num(temp),
             temp_slowdown_c=d.temp_slowdown_c,
             temp_shutdown_c=d.temp_shutdown_c,
@@ -299,7 +307,31 @@ class GpuCollector:
             processes=len(pids - {None}) if procs is not None or gprocs is not None else None,
             xid=xid,
             status="ok",
+            mig=mig,
         )
+
+    def _read_mig(self, h: Any) -> tuple[MigInstance, ...] | None:
+        """The GPU instances of a GPU in MIG mode; None when MIG is off or not supported (most GPUs).
+
+        NVML has a MIG device per compute instance; the compute instances of one GPU instance share its
+        memory, so each GPU instance is listed once. NVML gives no utilization per MIG device (DCGM's
+        profiling fields do), so an instance's util is n/a here."""
+        nv, q = self._nvml, nvml_query
+        mode = q(nv.nvmlDeviceGetMigMode, h)  # [current, pending]; NotSupported -> None
+        if not mode or int(mode[0]) != nv.NVML_DEVICE_MIG_ENABLE:
+            return None
+        found: dict[int, MigInstance] = {}
+        for slot in range(int(q(nv.nvmlDeviceGetMaxMigDeviceCount, h) or 0)):
+            mh = q(nv.nvmlDeviceGetMigDeviceHandleByIndex, h, slot)  # NotFound: an empty slot
+            gi = None if mh is None else q(nv.nvmlDeviceGetGpuInstanceId, mh)
+            if gi is None or int(gi) in found:
+                continue
+            mem = q(nv.nvmlDeviceGetMemoryInfo, mh)
+            found[int(gi)] = MigInstance(
+                int(gi), mig_profile(_text(q(nv.nvmlDeviceGetName, mh))),
+                _num(getattr(mem, "used", None), MIB), _num(getattr(mem, "total", None), MIB),
+            )
+        return tuple(found[k] for k in sorted(found))
 
     # -- XID events ----------------------------------------------------------------------------
     def _start_xid_thread(self) -> None:
@@ -379,6 +411,17 @@ class GpuCollector:
     def _safe_call(fn: Callable[..., Any], *args: Any) -> None:
         with contextlib.suppress(Exception):
             fn(*args)
+
+
+def mig_profile(name: str | None) -> str:
+    """The GPU instance profile from a MIG device's NVML name: "NVIDIA A100-SXM4-40GB MIG 3g.20gb" ->
+    "3g.20gb"; a compute instance's "... MIG 1c.3g.20gb" -> "3g.20gb" (dcgm-exporter's GPU_I_PROFILE)."""
+    words = (name or "").split()
+    if not words:
+        return ""
+    profile = words[-1]
+    head, _, rest = profile.partition(".")
+    return rest if head.endswith("c") and head[:-1].isdigit() and rest else profile
 
 
 def _num(v: Any, div: float = 1.0) -> float | None:

@@ -46,6 +46,23 @@ class MigInstance:
         return 1
 
 
+def slice_weighted(pairs: list[tuple[float | None, int]]) -> float | None:
+    """MIG instances' mean of a value weighted by their slice counts; None unless every one has it."""
+    if not pairs or any(v is None for v, _ in pairs):
+        return None
+    total = sum(w for _, w in pairs)
+    return sum(v * w for v, w in pairs if v is not None) / total
+
+
+def mig_memory_mib(mig: tuple[MigInstance, ...]) -> tuple[float | None, float | None]:
+    """A MIG GPU's (used, total) memory: the sums over its instances, each None unless every instance
+    reports it (dcgm-exporter and NVML both give memory per instance)."""
+    used = [m.mem_used_mib for m in mig]
+    total = [m.mem_total_mib for m in mig]
+    return (sum(v for v in used if v is not None) if mig and None not in used else None,
+            sum(v for v in total if v is not None) if mig and None not in total else None)
+
+
 @dataclass(frozen=True, slots=True)
 class NodeWarning:
     """Something wrong with one field of one node's page that cost that field, not the node."""

@@ -23,7 +23,15 @@ from urllib.parse import urlsplit
 
 from collectors.metrics import PCT_OF_RATIO, READ, MetricSpec, in_range, is_blank
 from collectors.reasons import decode_reasons
-from collectors.samples import GpuSample, MigInstance, NodeSample, NodeWarning, WarningKind
+from collectors.samples import (
+    GpuSample,
+    MigInstance,
+    NodeSample,
+    NodeWarning,
+    WarningKind,
+    mig_memory_mib,
+    slice_weighted,
+)
 
 RawValue = float | str  # a str is a value that did not parse, kept for the warning
 Series = tuple[str, Mapping[str, str], RawValue]
@@ -133,14 +141,6 @@ def _mem(values: Mapping[str, float]) -> tuple[float | None, float | None]:
     return used, total
 
 
-def _weighted(pairs: list[tuple[float | None, int]]) -> float | None:
-    """The instances' mean weighted by slices; None unless every instance has the value."""
-    if not pairs or any(v is None for v, _ in pairs):
-        return None
-    total = sum(w for _, w in pairs)
-    return sum(v * w for v, w in pairs if v is not None) / total
-
-
 def _pct(values: Mapping[str, float], ratio_field: str) -> float | None:
     v = values.get(ratio_field)
     return None if v is None else v * 100.0
@@ -167,17 +167,18 @@ def _build(node: str, g: _Gpu) -> GpuSample:
             for gi, inst in sorted(g.instances.items())
         )
         # the GPU's memory is the sum over its instances (where every instance reports it)
-        if all(m.mem_used_mib is not None for m in mig):
-            f["mem_used_mib"] = sum(m.mem_used_mib or 0.0 for m in mig)
-        if all(m.mem_total_mib is not None for m in mig):
-            f["mem_total_mib"] = sum(m.mem_total_mib or 0.0 for m in mig)
+        used, total = mig_memory_mib(mig)
+        if used is not None:
+            f["mem_used_mib"] = used
+        if total is not None:
+            f["mem_total_mib"] = total
         weights = [m.slices for m in mig]
         if f.get("util_pct") is None:
-            f["util_pct"] = _weighted([(m.util_pct, w) for m, w in zip(mig, weights, strict=True)])
+            f["util_pct"] = slice_weighted([(m.util_pct, w) for m, w in zip(mig, weights, strict=True)])
         for ratio, pct in PCT_OF_RATIO.items():
             if pct != "util_pct" and f.get(pct) is None:
                 vals = [_pct(inst.values, ratio) for _, inst in sorted(g.instances.items())]
-                f[pct] = _weighted(list(zip(vals, weights, strict=True)))
+                f[pct] = slice_weighted(list(zip(vals, weights, strict=True)))
     if "power_limit_w" not in f and "_enforced_limit" in dev:
         f["power_limit_w"] = dev["_enforced_limit"]
     if "_rows_unc" in dev or "_rows_cor" in dev:

@@ -28,6 +28,16 @@ def err(code: int) -> pynvml.NVMLError:
 
 
 @dataclass
+class FakeMig:
+    """One MIG device (a compute instance of a GPU instance) as NVML lists it under its parent GPU."""
+
+    gi_id: int
+    profile: str  # NVML names a MIG device "<parent name> MIG <profile>", e.g. "1g.6gb" or "1c.2g.12gb"
+    mem_used: int = 0  # bytes
+    mem_total: int = 6 * 1024**3
+
+
+@dataclass
 class FakeGpu:
     uuid: str
     name: str = "NVIDIA L4"
@@ -50,6 +60,10 @@ class FakeGpu:
     pids: tuple[int, ...] = ()
     unsupported: set[str] = field(default_factory=set)  # function names answering NotSupported
     lost: bool = False
+    # MIG: None for a GPU without MIG support (NotSupported); else the mode and the MIG devices, in slots
+    mig_mode: int | None = None
+    mig: list[FakeMig] = field(default_factory=list)
+    max_mig: int = 7  # MIG device slots (A100/H100: 7, A30: 4)
 
 
 class FakeNvml:
@@ -62,6 +76,7 @@ class FakeNvml:
     NVML_TEMPERATURE_THRESHOLD_SHUTDOWN: int = pynvml.NVML_TEMPERATURE_THRESHOLD_SHUTDOWN
     NVML_MEMORY_ERROR_TYPE_UNCORRECTED: int = pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED
     NVML_VOLATILE_ECC: int = pynvml.NVML_VOLATILE_ECC
+    NVML_DEVICE_MIG_ENABLE: int = pynvml.NVML_DEVICE_MIG_ENABLE
 
     def __init__(self, gpus: list[FakeGpu] | None = None, *, init_error: int | None = None) -> None:
         self.gpus = list(gpus or [])
@@ -132,7 +147,9 @@ class FakeNvml:
         return self._gpu(h, "nvmlDeviceGetUUID").uuid
 
     def nvmlDeviceGetName(self, h: Any) -> str:
-        return self._gpu(h, "nvmlDeviceGetName").name
+        g = self._gpu(h, "nvmlDeviceGetName")
+        m = self._mig_of(h)
+        return g.name if m is None else f"{g.name} MIG {m.profile}"
 
     def nvmlDeviceGetUtilizationRates(self, h: Any) -> Any:
         g = self._gpu(h, "nvmlDeviceGetUtilizationRates")
@@ -140,7 +157,42 @@ class FakeNvml:
 
     def nvmlDeviceGetMemoryInfo(self, h: Any, version: Any = None) -> Any:
         g = self._gpu(h, "nvmlDeviceGetMemoryInfo")
-        return SimpleNamespace(total=g.mem_total, used=g.mem_used, free=g.mem_total - g.mem_used)
+        m = self._mig_of(h)
+        used, total = (g.mem_used, g.mem_total) if m is None else (m.mem_used, m.mem_total)
+        return SimpleNamespace(total=total, used=used, free=total - used)
+
+    # -- MIG -----------------------------------------------------------------------------------
+    def _mig_of(self, h: Any) -> FakeMig | None:
+        slot = getattr(h, "mig", None)
+        return None if slot is None else self.gpus[h.index].mig[slot]
+
+    def _parent(self, h: Any, fn: str) -> FakeGpu:
+        g = self._gpu(h, fn)
+        if g.mig_mode is None or getattr(h, "mig", None) is not None:
+            raise err(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return g
+
+    def nvmlDeviceGetMigMode(self, h: Any) -> list[int]:
+        g = self._parent(h, "nvmlDeviceGetMigMode")
+        return [int(g.mig_mode or 0), int(g.mig_mode or 0)]
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, h: Any) -> int:
+        return self._parent(h, "nvmlDeviceGetMaxMigDeviceCount").max_mig
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, h: Any, index: int) -> Any:
+        g = self._parent(h, "nvmlDeviceGetMigDeviceHandleByIndex")
+        if index >= g.max_mig:
+            raise err(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        if g.mig_mode != pynvml.NVML_DEVICE_MIG_ENABLE or index >= len(g.mig):
+            raise err(pynvml.NVML_ERROR_NOT_FOUND)  # an empty slot
+        return SimpleNamespace(index=h.index, mig=index)
+
+    def nvmlDeviceGetGpuInstanceId(self, h: Any) -> int:
+        self._gpu(h, "nvmlDeviceGetGpuInstanceId")
+        m = self._mig_of(h)
+        if m is None:
+            raise err(pynvml.NVML_ERROR_INVALID_ARGUMENT)  # not a MIG device handle
+        return m.gi_id
 
     def nvmlDeviceGetTemperature(self, h: Any, sensor: int) -> int:
         assert sensor == pynvml.NVML_TEMPERATURE_GPU

@@ -61,6 +61,8 @@ def mig_summary(mig: tuple[MigInstance, ...] | None) -> str:
     """`MIG 3x2g.20gb`, or `MIG 1x3g.40gb+2x2g.20gb` for mixed profiles; "" for a GPU not in MIG mode."""
     if mig is None:
         return ""
+    if not mig:
+        return "MIG, no instances"  # MIG enabled before any GPU instance was created
     counts: dict[str, int] = {}
     for m in mig:
         counts[m.profile or "?"] = counts.get(m.profile or "?", 0) + 1

@@ -15,6 +15,8 @@ class MigInstancesScreen(ModalScreen[None]):
     MigInstancesScreen { align: center middle; }
     MigInstancesScreen > Vertical { width: auto; max-width: 100%; height: auto; border: round $accent;
         padding: 0 1; background: $surface; }
+    /* a line per instance, never wrapped: the box is as wide as the longest line */
+    MigInstancesScreen #mig-lines { width: auto; }
     """
     BINDINGS = [Binding("escape,m,q", "dismiss", "Close")]
 
