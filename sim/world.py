@@ -65,6 +65,7 @@ class DemoConfig:
     serve_nodes: bool = True
     quota_changes: tuple[QuotaChange, ...] = ()
     prefix: str | None = None
+    guard: str | None = None  # run the guard on the surge: "propose" or "auto" (sim/guard_hook.py)
 
     def __post_init__(self) -> None:
         if not 1 <= self.nodes <= 1024:
@@ -73,6 +74,8 @@ class DemoConfig:
             raise ValueError(f"invalid --gpus-per-node {self.gpus_per_node}: from 1 to 16")
         if self.speed < 0 or self.speed > 1000:
             raise ValueError(f"invalid --speed {self.speed}: from 0 (as fast as possible) to 1000")
+        if self.guard not in (None, "propose", "auto"):
+            raise ValueError(f"invalid --guard {self.guard!r}: 'propose' or 'auto'")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,8 @@ class Tick:
     tiers: dict[str, TierTick]
     fleet: FleetStats
     errors: int = 0  # requests the limiter could not decide (server unreachable)
+    # the quota changes that took effect this second (audit entries: operator, guard, expiry), oldest first
+    quota_changes: tuple[dict[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The headless output line: a contract, keep the keys."""
@@ -103,6 +108,7 @@ class Tick:
             "gpu_temp_mean": round(self.fleet.temp_mean_c, 1),
             "gpu_temp_max": round(self.fleet.temp_max_c, 1),
             "throttled": self.fleet.throttled,
+            "quota_changes": list(self.quota_changes),
         }
 
 
@@ -119,6 +125,8 @@ class World:
     server: FleetServer | None = None
     t: int = 0
     _pending: list[QuotaChange] = field(default_factory=list)
+    guard: Any = None  # sim.guard_hook.SimGuard with --guard: looks after every tick
+    _audit_seen: set[str] = field(default_factory=set)
 
     @classmethod
     async def create(cls, config: DemoConfig, client: Any) -> World:
@@ -140,9 +148,28 @@ class World:
             population=Population(config.seed, gpus=fleet.gpu_count),
             _pending=sorted(config.quota_changes, key=lambda c: c.at_s),
         )
+        await world._quota_changes()  # the seeding happened before the run: not a change of second 1
+        if config.guard is not None:
+            from sim.guard_hook import SimGuard
+
+            world.guard = SimGuard(world, config.guard)  # type: ignore[arg-type]  # validated above
         if config.serve_nodes:
             world.server = await FleetServer(fleet).start()
         return world
+
+    async def _quota_changes(self) -> tuple[dict[str, Any], ...]:
+        """Audit entries not reported yet, oldest first, as `{tier, actor, new, reason}`."""
+        try:
+            entries = await self.store.history(None, count=50)
+        except Exception as e:  # the server went away: the tick reports the limiter's errors already
+            log.warning("cannot read the quota changes: %s", e)
+            return ()
+        fresh = [e for e in reversed(entries) if e.id not in self._audit_seen]
+        self._audit_seen.update(e.id for e in fresh)
+        return tuple(
+            {"tier": e.tier, "actor": e.actor, "new": e.new.to_json() if e.new else None, "reason": e.reason}
+            for e in fresh
+        )
 
     @property
     def node_urls(self) -> list[str]:
@@ -179,7 +206,8 @@ class World:
             tiers[tier] = TierTick(len(users), accepted, len(part) - accepted)
             work_s += accepted * self.population.cost_s(tier)
         stats = self.fleet.step(work_s)
-        return Tick(self.t, tiers, stats, errors)
+        # after the decisions: an override that ended was expired by the limiter's first decision past its end
+        return Tick(self.t, tiers, stats, errors, await self._quota_changes())
 
     async def run(
         self,
@@ -197,6 +225,8 @@ class World:
             result = on_tick(tick)
             if asyncio.iscoroutine(result):
                 await result
+            if self.guard is not None:
+                await self.guard.after_tick(tick)  # its changes take effect in the next second
             if self.config.speed > 0:
                 delay = start + self.t / self.config.speed - time.monotonic()
                 if stop is not None:

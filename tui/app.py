@@ -344,6 +344,17 @@ class SurgewatchApp(App[int]):
         text = f"restored {len(done)} tier(s)" + (f"; not written: {', '.join(left)}" if left else "")
         self.notify(text, severity="warning" if left else "information")
 
+    def action_guard_accept(self) -> None:
+        """Accept the guard's open proposal as this console's operator (tui/widgets/guard_panel.py)."""
+        from tui.widgets.guard_panel import accept
+
+        accept(self)
+
+    def action_guard_dismiss(self) -> None:
+        from tui.widgets.guard_panel import dismiss
+
+        dismiss(self)
+
     def action_history(self) -> None:
         if self.store is None:
             self.notify("No Redis configured: there is no quota history to show.", severity="warning")

@@ -54,6 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="simulated seconds per wall second (default 1; headless: 0 = as fast as the server answers)",
     )
     p.add_argument("--no-serve-nodes", action="store_true", help="headless: do not serve the nodes' /metrics")
+    p.add_argument("--guard", choices=("propose", "auto"), metavar="propose|auto",
+                   help="run the guard (surgewatch guard, default policy) on the surge: propose (the console's "
+                   "Guard panel: a accepts, x dismisses) or auto (it applies its steps itself)")
     # dest differs from the global --record so that `surgewatch --record F demo` and `demo --record F` both work
     p.add_argument("--record", dest="demo_record", metavar="FILE",
                    help="record what the console sees (headless too: every source and quota change) into FILE")
@@ -87,6 +90,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             serve_nodes=not (args.headless and args.no_serve_nodes),
             quota_changes=changes,
             prefix=settings.prefix,
+            guard=args.guard,
         )
         if args.redis_port is not None and not 1 <= args.redis_port <= 65535:
             raise ValueError(f"invalid --redis-port {args.redis_port}: from 1 to 65535")

@@ -1,0 +1,290 @@
+"""The guard's policy: what it watches, whom it sheds, within which bounds. TOML, validated whole.
+
+The policy is the `[guard]` table of `surgewatch.toml`, or of the file given with `--policy FILE`.
+Every setting is checked before the guard starts; a bad one is refused with a message that names it
+(`guard.tiers.free.floor: ...`), and the command exits 2. A misspelt name is refused, never ignored.
+`DEFAULT_POLICY` is the policy used when there is no `[guard]` table; it is documented line by line.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from collectors.config import ConfigError
+from quotas.model import QuotaError, parse_spec, validate_tier
+
+GuardMode = Literal["propose", "auto"]
+MODES: tuple[GuardMode, ...] = ("propose", "auto")
+SIGNALS = ("util_pct", "temp_c", "temp_max_c", "throttled_pct", "reject_pct")
+
+DEFAULT_POLICY = """\
+[guard]
+# propose: proposals appear in every console (a: accept, x: dismiss) and nothing is written;
+# auto: the guard applies them itself, as temporary overrides under its own name (guard@HOST)
+mode = "propose"
+# who is shed first: the first tier in this order that is above its floor takes the next step
+order = ["free", "plus"]
+# tiers the guard never touches, whatever the signals say
+protect = ["pro", "team", "enterprise"]
+# seconds between two steps of the guard (any tier); also how long a tier an operator changed is left alone
+cooldown_s = 10
+# at most this many steps (sheds and give-backs) in any hour; then it only watches
+max_changes_per_hour = 30
+# every signal below its release level for this long before one step of capacity is given back
+hold_s = 20
+# a step given back raises the tier's limit by this share (at least 1): finer than the sheds, so it
+# creeps back to what the fleet can carry instead of swinging
+give_back_pct = 25
+# each step is a temporary override of this length: if the guard dies, the tier falls back by itself
+override_s = 600
+# the what-if looks at this many minutes of the tier's admitted requests
+preview_minutes = 5
+# each step sheds at least this share of the fleet's admitted load (a pegged signal hides its excess)...
+min_shed_pct = 15
+# ... and at most this share
+max_shed_pct = 40
+# freeze (act on nothing) when more than this share of GPUs is stale or lost
+freeze_stale_gpu_pct = 25
+# freeze when the traffic figures are older than this (seconds)
+max_traffic_age_s = 5
+# GPU readings older than this count as stale (seconds; nodes are scraped every 5 s by default)
+max_gpu_age_s = 15
+# how often the loop looks (seconds)
+interval_s = 1
+# how long a proposal stays up when nobody accepts or dismisses it (seconds)
+proposal_ttl_s = 120
+
+# the signals: a step is taken when one is above its target for sustain_s seconds; capacity is given
+# back when all are below their release level for hold_s
+[guard.signals]
+# the fleet's mean GPU utilization (%)
+util_pct = { target = 95, release = 80, sustain_s = 5 }
+# the fleet's mean GPU temperature (degrees C; idle: what it reads with no load)
+temp_c = { target = 80, release = 76, sustain_s = 3, idle = 30 }
+# the share of GPUs throttling for heat or power (%)
+throttled_pct = { target = 10, release = 2, sustain_s = 3 }
+# optional: a tier's rejection rate (%), e.g. a paid tier refused by its tier cap
+# reject_pct = { tier = "pro", target = 5, release = 1, sustain_s = 10 }
+
+# per tier in the order: the floor it never goes below and the largest step it may take at once
+[guard.tiers]
+free = { floor = "1/1d", step_pct = 50 }
+plus = { floor = "50/1d", step_pct = 25 }
+"""
+
+_TOP = {
+    "mode", "order", "protect", "cooldown_s", "max_changes_per_hour", "hold_s", "override_s", "preview_minutes",
+    "min_shed_pct", "max_shed_pct", "freeze_stale_gpu_pct", "max_traffic_age_s", "max_gpu_age_s", "interval_s",
+    "proposal_ttl_s", "signals", "tiers", "give_back_pct",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRule:
+    """One watched signal: above `target` for `sustain_s` triggers a step; below `release` allows give-back.
+    `idle` is the signal's value with no load (the excess is measured from it); `tier` for `reject_pct`."""
+
+    name: str
+    target: float
+    release: float
+    sustain_s: float
+    idle: float = 0.0
+    tier: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TierRule:
+    """A sheddable tier: its floor (per-user limit per window) and the largest step, in % of its limit."""
+
+    tier: str
+    floor_limit: int
+    floor_window_s: int
+    step_pct: float
+
+    def floor_in(self, window_s: int) -> int:
+        """The floor as a limit in `window_s` (a 1/1d floor is 1 in a day, 0 in an hour: at least 1 then)."""
+        if window_s == self.floor_window_s:
+            return self.floor_limit
+        return max(1 if self.floor_limit else 0, -(-self.floor_limit * window_s // self.floor_window_s))
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    mode: GuardMode
+    order: tuple[str, ...]
+    protect: tuple[str, ...]
+    tiers: dict[str, TierRule]
+    signals: tuple[SignalRule, ...]
+    cooldown_s: float = 10.0
+    max_changes_per_hour: int = 30
+    hold_s: float = 20.0
+    give_back_pct: float = 25.0
+    override_s: int = 600
+    preview_minutes: int = 5
+    min_shed_pct: float = 15.0
+    max_shed_pct: float = 40.0
+    freeze_stale_gpu_pct: float = 25.0
+    max_traffic_age_s: float = 5.0
+    max_gpu_age_s: float = 15.0
+    interval_s: float = 1.0
+    proposal_ttl_s: int = 120
+
+
+def _num(d: dict[str, Any], key: str, where: str, lo: float, hi: float, default: float | None = None) -> float:
+    if key not in d:
+        if default is None:
+            raise ConfigError(f"{where}.{key}: missing (a number from {lo:g} to {hi:g})")
+        return default
+    v = d[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+        raise ConfigError(f"{where}.{key}: {v!r} is not a number from {lo:g} to {hi:g}")
+    return float(v)
+
+
+def _names(d: dict[str, Any], key: str, where: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    v = d.get(key, list(default))
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise ConfigError(f"{where}.{key}: a list of tier names, e.g. [\"free\", \"plus\"]")
+    for x in v:
+        try:
+            validate_tier(x)
+        except QuotaError as e:
+            raise ConfigError(f"{where}.{key}: {e}") from None
+    if len(set(v)) != len(v):
+        raise ConfigError(f"{where}.{key}: a tier appears twice")
+    return tuple(v)
+
+
+def _unknown(d: dict[str, Any], allowed: set[str], where: str) -> None:
+    extra = sorted(set(d) - allowed)
+    if extra:
+        raise ConfigError(f"{where}: unknown setting {extra[0]!r} (known: {', '.join(sorted(allowed))})")
+
+
+def _signal(name: str, v: Any, where: str) -> SignalRule:
+    if name not in SIGNALS:
+        raise ConfigError(f"{where}: unknown signal {name!r} (known: {', '.join(SIGNALS)})")
+    if not isinstance(v, dict):
+        raise ConfigError(f"{where}.{name}: a table such as {{ target = 90, release = 80, sustain_s = 5 }}")
+    _unknown(v, {"target", "release", "sustain_s", "idle", "tier"}, f"{where}.{name}")
+    hi = 150.0 if name.startswith("temp") else 100.0
+    target = _num(v, "target", f"{where}.{name}", 0, hi)
+    release = _num(v, "release", f"{where}.{name}", 0, hi, target)
+    if release > target:
+        raise ConfigError(f"{where}.{name}.release: {release:g} is above the target {target:g}")
+    idle = _num(v, "idle", f"{where}.{name}", 0, hi, 30.0 if name.startswith("temp") else 0.0)
+    if idle >= release and release > 0:
+        raise ConfigError(f"{where}.{name}.idle: {idle:g} must be below the release level {release:g}")
+    tier = v.get("tier")
+    if name == "reject_pct":
+        if not isinstance(tier, str):
+            raise ConfigError(f"{where}.{name}.tier: which tier's rejection rate, e.g. tier = \"pro\"")
+        try:
+            validate_tier(tier)
+        except QuotaError as e:
+            raise ConfigError(f"{where}.{name}.tier: {e}") from None
+    elif tier is not None:
+        raise ConfigError(f"{where}.{name}.tier: only reject_pct names a tier")
+    return SignalRule(name, target, release, _num(v, "sustain_s", f"{where}.{name}", 0, 3600), idle, tier)
+
+
+def _tier(name: str, v: Any, where: str) -> TierRule:
+    if not isinstance(v, dict):
+        raise ConfigError(f"{where}.{name}: a table such as {{ floor = \"1/1d\", step_pct = 50 }}")
+    _unknown(v, {"floor", "step_pct"}, f"{where}.{name}")
+    floor = v.get("floor")
+    if not isinstance(floor, str):
+        raise ConfigError(f"{where}.{name}.floor: missing (LIMIT/WINDOW, e.g. \"1/1d\")")
+    try:
+        limit, window_s = parse_spec(floor)
+    except QuotaError as e:
+        raise ConfigError(f"{where}.{name}.floor: {e}") from None
+    return TierRule(name, limit, window_s, _num(v, "step_pct", f"{where}.{name}", 1, 90, 50.0))
+
+
+def parse_policy(table: Any, *, source: str = "guard") -> Policy:
+    """The policy from a `[guard]` table; ConfigError naming the first bad setting."""
+    w = source
+    if not isinstance(table, dict):
+        raise ConfigError(f"{w}: a table of settings")
+    _unknown(table, _TOP, w)
+    mode = table.get("mode", "propose")
+    if mode not in MODES:
+        raise ConfigError(f"{w}.mode: {mode!r} is not 'propose' or 'auto'")
+    order = _names(table, "order", w, ("free", "plus"))
+    protect = _names(table, "protect", w, ())
+    both = sorted(set(order) & set(protect))
+    if both:
+        raise ConfigError(f"{w}.protect: tier {both[0]!r} is also in guard.order: a protected tier is never shed")
+    if not order:
+        raise ConfigError(f"{w}.order: at least one tier to shed")
+    tiers_t = table.get("tiers", {})
+    if not isinstance(tiers_t, dict):
+        raise ConfigError(f"{w}.tiers: a table, one entry per tier in guard.order")
+    tiers = {n: _tier(n, v, f"{w}.tiers") for n, v in tiers_t.items()}
+    for n in order:
+        if n not in tiers:
+            raise ConfigError(f"{w}.tiers.{n}: missing: every tier in guard.order needs a floor")
+    for n in tiers:
+        if n not in order:
+            raise ConfigError(f"{w}.tiers.{n}: not in guard.order (order: {', '.join(order)})")
+    sig_t = table.get("signals", {})
+    if not isinstance(sig_t, dict) or not sig_t:
+        raise ConfigError(f"{w}.signals: at least one signal, e.g. throttled_pct = {{ target = 10, sustain_s = 5 }}")
+    signals = tuple(_signal(n, v, f"{w}.signals") for n, v in sig_t.items())
+    min_shed = _num(table, "min_shed_pct", w, 1, 90, 15.0)
+    max_shed = _num(table, "max_shed_pct", w, 1, 90, 40.0)
+    if min_shed > max_shed:
+        raise ConfigError(f"{w}.min_shed_pct: {min_shed:g} is above max_shed_pct {max_shed:g}")
+    return Policy(
+        mode=mode, order=order, protect=protect, tiers=tiers, signals=signals,
+        cooldown_s=_num(table, "cooldown_s", w, 0, 86400, 10.0),
+        max_changes_per_hour=int(_num(table, "max_changes_per_hour", w, 1, 3600, 30)),
+        hold_s=_num(table, "hold_s", w, 0, 86400, 20.0),
+        give_back_pct=_num(table, "give_back_pct", w, 1, 1000, 25.0),
+        override_s=int(_num(table, "override_s", w, 1, 31 * 86400, 600)),
+        preview_minutes=int(_num(table, "preview_minutes", w, 1, 60, 5)),
+        min_shed_pct=min_shed, max_shed_pct=max_shed,
+        freeze_stale_gpu_pct=_num(table, "freeze_stale_gpu_pct", w, 0, 100, 25.0),
+        max_traffic_age_s=_num(table, "max_traffic_age_s", w, 0.5, 3600, 5.0),
+        max_gpu_age_s=_num(table, "max_gpu_age_s", w, 0.5, 3600, 15.0),
+        interval_s=_num(table, "interval_s", w, 0.1, 60, 1.0),
+        proposal_ttl_s=int(_num(table, "proposal_ttl_s", w, 1, 86400, 120)),
+    )
+
+
+def default_policy() -> Policy:
+    return parse_policy(tomllib.loads(DEFAULT_POLICY)["guard"])
+
+
+def over_default(table: Any) -> Any:
+    """A `[guard]` table with the built-in values for what it does not set: `signals` and `tiers`, when
+    given, replace the built-in ones whole (an `order` without `tiers` keeps the built-in floors of its tiers)."""
+    if not isinstance(table, dict):
+        return table
+    base = tomllib.loads(DEFAULT_POLICY)["guard"]
+    merged = {**base, **table}
+    if "order" in table and "tiers" not in table and isinstance(table["order"], list):
+        merged["tiers"] = {k: v for k, v in base["tiers"].items() if k in table["order"]}
+    return merged
+
+
+def load_policy(path: str | None, file: dict[str, Any] | None = None) -> Policy:
+    """`--policy FILE` (a TOML file with a `[guard]` table), else the `[guard]` table of the config file
+    (`file`, already read), else the default policy; a table sets what it names over the default."""
+    if path is not None:
+        try:
+            doc = tomllib.loads(Path(path).read_text())
+        except OSError as e:
+            raise ConfigError(f"--policy {path}: cannot read it ({e.strerror or e})") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"--policy {path}: not TOML ({e})") from None
+        if "guard" not in doc:
+            raise ConfigError(f"--policy {path}: no [guard] table (see `surgewatch guard --print-policy`)")
+        return parse_policy(over_default(doc["guard"]))
+    if file and "guard" in file:
+        return parse_policy(over_default(file["guard"]))
+    return default_policy()

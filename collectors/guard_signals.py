@@ -1,0 +1,181 @@
+"""What the guard sees: fleet and traffic figures from the collectors' readings, or why it must not act.
+
+`observe()` turns the same readings the console renders (local GPUs, fleet, Redis traffic) into one
+immutable `Observation`. It is `frozen` (with the reason, in the operator's words) when the data
+cannot be trusted: too many GPUs stale or lost, Redis not ok or the traffic source failing, traffic
+figures older than a few seconds. `Sustain` tracks how long each signal has been above its target
+(and below its release level), so one hot second does nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from collectors.guard_policy import Policy, SignalRule
+from collectors.runner import Reading
+from collectors.samples import FleetSample, GpuSample, GpusSample, TierTraffic, TrafficSample
+
+# Clock-event reasons that are a GPU choosing to slow down for a good reason, not a problem (the same
+# set as the console's tui.model.BENIGN_THROTTLE, which a data layer may not import)
+BENIGN_THROTTLE = frozenset(
+    {"idle", "gpu_idle", "applications_clocks", "app_clocks", "sync_boost", "display_clocks", "none"}
+)
+
+
+def throttling(gpu: GpuSample) -> bool:
+    return any(r not in BENIGN_THROTTLE for r in gpu.throttle)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """The fleet and the tiers at `at` (the guard's clock). `frozen` is why nothing may be done, or None."""
+
+    at: float
+    frozen: str | None
+    gpus: int = 0
+    stale_gpus: int = 0
+    values: dict[str, float] = field(default_factory=dict)  # signal name -> value (reject_pct per its tier)
+    tiers: dict[str, TierTraffic] = field(default_factory=dict)
+
+    def admitted_rps(self) -> float:
+        return sum(t.accepted_rps for t in self.tiers.values())
+
+
+def _gpus(gpus: Reading[Any] | None, fleet: Reading[Any] | None, now: float, max_age_s: float
+          ) -> tuple[list[GpuSample], int]:
+    """The fresh GPUs, and how many more are known but stale or lost."""
+    fresh: list[GpuSample] = []
+    stale = 0
+    if gpus is not None and isinstance(gpus.sample, GpusSample) and gpus.sample.status == "ok":
+        old = (gpus.age_s(now) or 0.0) > max_age_s
+        for g in gpus.sample.gpus:
+            if old or g.status != "ok":
+                stale += 1
+            else:
+                fresh.append(g)
+    if fleet is not None and isinstance(fleet.sample, FleetSample):
+        old = (fleet.age_s(now) or 0.0) > max_age_s
+        for node in fleet.sample.nodes:
+            node_old = old or node.status != "up" or now - node.taken_at > max_age_s
+            for g in node.gpus:
+                if node_old or g.status != "ok":
+                    stale += 1
+                else:
+                    fresh.append(g)
+    return fresh, stale
+
+
+def observe(
+    policy: Policy,
+    *,
+    now: float,
+    traffic: Reading[Any] | None,
+    fleet: Reading[Any] | None = None,
+    gpus: Reading[Any] | None = None,
+) -> Observation:
+    """One look at the readings. Frozen, with the reason, unless every figure can be trusted."""
+    fresh, stale = _gpus(gpus, fleet, now, policy.max_gpu_age_s)
+    total = len(fresh) + stale
+    tiers: dict[str, TierTraffic] = {}
+    sample = traffic.sample if traffic is not None else None
+    if isinstance(sample, TrafficSample):
+        tiers = {t.tier: t for t in sample.tiers}
+    values: dict[str, float] = {}
+    if fresh:
+        values["util_pct"] = sum(g.util_pct or 0.0 for g in fresh) / len(fresh)
+        temps = [g.temp_c for g in fresh if g.temp_c is not None]
+        if temps:
+            values["temp_c"] = sum(temps) / len(temps)
+            values["temp_max_c"] = max(temps)
+        values["throttled_pct"] = 100.0 * sum(1 for g in fresh if throttling(g)) / len(fresh)
+    for rule in policy.signals:
+        if rule.name == "reject_pct" and rule.tier in tiers:
+            t = tiers[rule.tier]
+            offered = t.accepted_rps + t.rejected_rps
+            values["reject_pct"] = 100.0 * t.rejected_rps / offered if offered else 0.0
+
+    def frozen(why: str) -> Observation:
+        return Observation(now, why, total, stale, values, tiers)
+
+    if traffic is None or traffic.sample is None:
+        return frozen("no traffic figures from Redis yet" if traffic is None or traffic.error is None
+                      else f"the traffic source fails: {traffic.error}")
+    if traffic.error is not None:
+        return frozen(f"the traffic source fails: {traffic.error}")
+    assert isinstance(sample, TrafficSample)
+    if sample.redis.status != "ok":
+        return frozen(f"Redis is not ok: {sample.redis.status}" + (f" ({sample.redis.error})" if sample.redis.error
+                                                                   else ""))
+    age = traffic.age_s(now) or 0.0
+    if age > policy.max_traffic_age_s:
+        return frozen(f"the traffic figures are {age:.0f} s old (more than {policy.max_traffic_age_s:g} s)")
+    if total == 0:
+        return frozen("no GPU figures (no node answers and no local GPU)")
+    share = 100.0 * stale / total
+    if share > policy.freeze_stale_gpu_pct:
+        return frozen(f"{share:.0f} % of GPUs ({stale} of {total}) are stale or lost "
+                      f"(more than {policy.freeze_stale_gpu_pct:g} %)")
+    missing = [r.name for r in policy.signals if r.name not in values and r.name != "reject_pct"]
+    if missing:
+        return frozen(f"no value for signal {missing[0]} (the GPUs do not report it)")
+    return Observation(now, None, total, stale, values, tiers)
+
+
+UNIT = {"util_pct": " %", "temp_c": " °C", "temp_max_c": " °C", "throttled_pct": " %", "reject_pct": " %"}
+
+
+def describe(rule: SignalRule) -> str:
+    what = {
+        "util_pct": "fleet utilization", "temp_c": "fleet temperature", "temp_max_c": "hottest GPU",
+        "throttled_pct": "fleet throttling", "reject_pct": f"{rule.tier} rejections",
+    }
+    return what[rule.name]
+
+
+def fmt(rule: SignalRule, value: float) -> str:
+    digits = 1 if rule.name.startswith("temp") else 0
+    return f"{value:.{digits}f}{UNIT[rule.name]}"
+
+
+@dataclass
+class Sustain:
+    """Since when each signal has been above its target, and since when all have been below release."""
+
+    above_since: dict[str, float] = field(default_factory=dict)
+    calm_since: float | None = None
+
+    def update(self, policy: Policy, obs: Observation) -> None:
+        calm = True
+        for rule in policy.signals:
+            v = obs.values.get(rule.name)
+            if v is None:
+                self.above_since.pop(rule.name, None)
+                continue
+            if v > rule.target:
+                self.above_since.setdefault(rule.name, obs.at)
+            else:
+                self.above_since.pop(rule.name, None)
+            if v > rule.release:
+                calm = False
+        if calm:
+            if self.calm_since is None:
+                self.calm_since = obs.at
+        else:
+            self.calm_since = None
+
+    def reset(self) -> None:
+        self.above_since.clear()
+        self.calm_since = None
+
+    def exceeded(self, policy: Policy, obs: Observation) -> list[tuple[SignalRule, float, float]]:
+        """(rule, value, seconds above target) of the signals above target for their sustain time."""
+        out = []
+        for rule in policy.signals:
+            since = self.above_since.get(rule.name)
+            if since is not None and obs.at - since >= rule.sustain_s:
+                out.append((rule, obs.values[rule.name], obs.at - since))
+        return out
+
+    def calm_for(self, obs: Observation) -> float:
+        return 0.0 if self.calm_since is None else obs.at - self.calm_since
