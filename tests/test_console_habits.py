@@ -176,10 +176,11 @@ async def test_every_screen_renders_with_no_color(monkeypatch: Any, store: Any) 
 
 async def test_wall_mode_cycles_panels_without_edit() -> None:
     """--wall: big Digits KPIs, the panels cycle by themselves, and there is no edit binding."""
-    from textual.widgets import Digits, TabbedContent
+    from textual.widgets import TabbedContent
 
     async with frozen_session((200, 60), wall=True, read_only=True, wall_cycle_s=0.2) as (app, pilot):
-        assert len(app.overview.query(Digits)) == 4
+        assert len(app.overview.query("WallKpis Digits")) == 4
+        assert len(app.overview.query("WallTiers Digits")) == 5  # every tier's rejection %
         seen: set[str] = set()
         # queried afresh each time: a recompose (a late resize) replaces the TabbedContent
         await wait_until(pilot, lambda: seen.add(app.overview.query_one(TabbedContent).active) or len(seen) >= 3,

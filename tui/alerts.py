@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from collectors.samples import FleetSample, NodeSample, TrafficSample
 from quotas.model import Quota, format_duration
-from tui.model import GpuRow, is_throttled, node_label
+from tui.model import GpuRow, node_label
 from tui.thresholds import Thresholds
+
+if TYPE_CHECKING:
+    from tui.incidents import ThrottleIncident
 
 Severity = Literal["info", "warn", "crit"]
 NOT_SCRAPED = "not scraped yet"
@@ -25,77 +28,41 @@ class Event:
     severity: Severity
     kind: str  # throttle, xid, gpu_lost, node_down, node_up, reject_spike, shadow, quota, source
     text: str
-
-
-MAX_NODE_LINES = 3  # more nodes than this starting to throttle at once make one fleet-wide line
-THROTTLE_QUIET_S = 120.0  # a GPU flapping in and out of power-cap throttling is one story, not one per flap
+    incident: str = ""  # an ongoing condition's id: each update replaces the previous one (tui.incidents)
+    ongoing: bool = False  # the incident is still going on: shown pinned, updated in place
 
 
 def gpu_events(
     prev: Mapping[str, GpuRow],
     rows: Iterable[GpuRow],
     now: float,
-    last_throttled: dict[str, float] | None = None,
+    throttling: ThrottleIncident | None = None,
 ) -> list[Event]:
-    """Throttling that starts, new XID errors, GPUs that become lost. A first sight of a GPU is not news.
+    """New XID errors and GPUs that become lost (a line each: rare, and each one matters), and the
+    fleet's throttling as one incident (tui.incidents). A first sight of a GPU is not news; an ongoing
+    condition is. `throttling` is the incident kept by the caller across calls; without one, a new one
+    seeded from `prev` says whether throttling started between the two."""
+    from tui.incidents import ThrottleIncident
 
-    XID and lost GPUs get a line each (rare, and each one matters). Throttling comes in waves across a
-    hot fleet, so it is grouped: one line per node, or one line for the fleet when many nodes start at
-    once, so a surge does not flush a node-down or a quota change out of the panel. With
-    `last_throttled` (GPU key -> when it was last seen throttling, kept by the caller across calls and
-    updated here), a GPU that throttled within THROTTLE_QUIET_S is not announced again.
-    """
+    rows = list(rows)
     out: list[Event] = []
-    starts: dict[str, list[GpuRow]] = {}
     for row in rows:
         old = prev.get(row.key)
         if old is None or row.stale or row.placeholder:
             continue
         g, o = row.gpu, old.gpu
         if g is o:
-            # the same sample (a re-scrape of an unchanged page): nothing new, but a GPU still
-            # throttling stays "recently throttled" for the debounce
-            if last_throttled is not None and is_throttled(g):
-                last_throttled[row.key] = now
-            continue
+            continue  # the same sample (a re-scrape of an unchanged page): nothing new
         where = f"{row.node} gpu{g.index}"
         if g.status == "lost" and o.status != "lost":
             out.append(Event(now, "crit", "gpu_lost", f"{where} lost (fell off the bus or driver error)"))
             continue
         if g.xid is not None and g.xid != o.xid:
             out.append(Event(now, "crit", "xid", f"{where} XID {g.xid}"))
-        if is_throttled(g):
-            quiet = last_throttled is not None and now - last_throttled.get(row.key, -1e18) < THROTTLE_QUIET_S
-            if not is_throttled(o) and not quiet:
-                starts.setdefault(row.node, []).append(row)
-            if last_throttled is not None:
-                last_throttled[row.key] = now
-    return out + throttle_events(starts, now)
-
-
-def throttle_events(starts: Mapping[str, list[GpuRow]], now: float) -> list[Event]:
-    """Group the GPUs that started throttling in one reading: per node, or fleet-wide."""
-    def severity(group: Iterable[GpuRow]) -> Severity:
-        hard = any("thermal" in r or "hw" in r for row in group for r in row.gpu.throttle)
-        return "crit" if hard else "warn"
-
-    def reasons(group: Iterable[GpuRow]) -> str:
-        counts: dict[str, int] = {}
-        for row in group:
-            for r in row.gpu.throttle:
-                counts[r] = counts.get(r, 0) + 1
-        return ", ".join(f"{r} {n}" if n > 1 else r for r, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-
-    if len(starts) > MAX_NODE_LINES:
-        every = [row for group in starts.values() for row in group]
-        text = f"{len(every)} GPUs on {len(starts)} nodes started throttling: {reasons(every)}"
-        return [Event(now, severity(every), "throttle", text)]
-    out = []
-    for node, group in starts.items():
-        gpus = ",".join(str(row.gpu.index) for row in group)
-        label = "gpu" if len(group) == 1 else "gpus"
-        out.append(Event(now, severity(group), "throttle", f"{node} {label} {gpus} throttling: {reasons(group)}"))
-    return out
+    if throttling is None:
+        throttling = ThrottleIncident()
+        throttling.update(prev.values(), now)
+    return out + throttling.update(rows, now)
 
 
 def node_events(prev: FleetSample | None, cur: FleetSample, now: float) -> list[Event]:

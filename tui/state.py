@@ -14,6 +14,7 @@ from collectors.samples import FleetSample, GpusSample, RedisHealth, Source, Tra
 from quotas.errors import ErrorKind
 from quotas.model import Quota
 from tui.alerts import Event, gpu_events, node_events, traffic_events
+from tui.incidents import ThrottleIncident, keep_latest
 from tui.model import GpuRow, GpuRowCache, Kpis, build_gpu_rows, compute_kpis, format_age
 from tui.redis_alerts import TrafficWatch, redis_events
 from tui.thresholds import Thresholds
@@ -69,12 +70,15 @@ class ConsoleState:
         self._traffic_watch = TrafficWatch()
         self.events: list[Event] = []
         self.subscription_error: SourceError | None = None
-        self._last_throttled: dict[str, float] = {}  # GPU key -> last seen throttling (event debounce)
+        self._throttling = ThrottleIncident()  # the fleet's throttling as one incident (tui.incidents)
 
     def _remember(self, events: list[Event]) -> list[Event]:
-        self.events.extend(events)
-        del self.events[:-500]
+        keep_latest(self.events, events, 500)  # an incident's update replaces its previous entry
         return events
+
+    def ongoing(self) -> list[Event]:
+        """The incidents still going on (throttling), oldest first: pinned above the events."""
+        return [e for e in self.events if e.ongoing]
 
     def apply(self, source: Source, reading: Reading[Any]) -> list[Event]:
         """Take a new reading of `source`; return the events it causes (also kept in `events`)."""
@@ -90,7 +94,7 @@ class ConsoleState:
         if source in (Source.GPUS, Source.FLEET):
             before = {r.key: r for r in self.rows}
             self.rows = self.build_rows()
-            out += gpu_events(before, self.rows, now, self._last_throttled)
+            out += gpu_events(before, self.rows, now, self._throttling)
         if source == Source.FLEET and isinstance(reading.sample, FleetSample):
             old = prev.sample if prev is not None and isinstance(prev.sample, FleetSample) else None
             if reading.sample is not old:

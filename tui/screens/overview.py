@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -9,21 +11,26 @@ from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Static, TabbedContent, TabPane
+from textual.widgets import Header, Input, Static, TabbedContent, TabPane
 
 from collectors.samples import Source
 from tui.state import ConsoleState
-from tui.widgets.events_log import EventLog
+from tui.widgets.events_log import EventLog, IncidentBar
+from tui.widgets.fit_footer import FitFooter
 from tui.widgets.gpu_table import GpuTable
 from tui.widgets.guard_panel import GuardPanel
 from tui.widgets.heatmap import HeatLegend, HeatMap
 from tui.widgets.kpis import KpiStrip, WallKpis
 from tui.widgets.status import Banner, HostLine, host_text
-from tui.widgets.tiers import TierPanel
+from tui.widgets.summary import Summary, SummaryData
+from tui.widgets.tiers import TierOrder, TierPanel
+from tui.widgets.wall import CycleLine, WallTiers
 
 COMPACT_WIDTH = 120  # below this (or COMPACT_HEIGHT) panels become tabs
 COMPACT_HEIGHT = 34
 PANELS = ("gpus", "heat", "tiers", "events")
+NO_REDIS_SHORT = "No Redis configured: GPUs and host only; --redis URL shows tiers, quotas."
+PANEL_NAMES = {"summary": "Overview", "gpus": "GPUs", "heat": "Heat map", "tiers": "Tiers", "events": "Events"}
 
 
 class OverviewScreen(Screen[None]):
@@ -43,6 +50,11 @@ class OverviewScreen(Screen[None]):
     OverviewScreen TabbedContent { height: 1fr; }
     OverviewScreen TabPane { padding: 0; }
     OverviewScreen.-wall KpiStrip { display: none; }
+    OverviewScreen.-compact Tabs { height: 1; }
+    OverviewScreen.-compact Tabs Underline { display: none; }
+    OverviewScreen.-compact Tab.-active { text-style: bold reverse; }
+    OverviewScreen.-compact HostLine { height: 1; }
+    OverviewScreen #event-box { height: 1fr; }
     """
 
     BINDINGS = [
@@ -51,7 +63,17 @@ class OverviewScreen(Screen[None]):
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("s", "sort", "Sort"),
         Binding("t", "toggle_heat", "Heat: temp/util"),
+        # wall mode only (check_action): the cycle and the panels by hand; nothing else
+        Binding("space", "pause_cycle", "Pause/resume cycle", priority=True),
+        Binding("left", "panel(-1)", "Previous panel", show=False, priority=True),
+        Binding("right", "panel(1)", "Next panel", show=False, priority=True),
     ]
+    WALL_ACTIONS = ("pause_cycle", "panel")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in self.WALL_ACTIONS:
+            return self.wall
+        return True
 
     AUTO_FOCUS = "#gpus"
 
@@ -64,30 +86,40 @@ class OverviewScreen(Screen[None]):
         self.wall = wall
         self.heat_metric = "temp"
         self._table_view: tuple[str | None, bool, str] = (None, False, "")
+        self.tier_order = TierOrder()  # one fixed order for the tier table, the overview tab and the wall
+        self.cycle_paused = False
+        self._cycled_at: float | None = None
 
     # ----- layout
     def compose(self) -> ComposeResult:
         th = self.state.thresholds
         if not self.is_mounted:  # first compose: pick the layout now rather than recompose at once
             self.set_reactive(OverviewScreen.compact, self._is_compact(self.app.size.width, self.app.size.height))
+        # the overview tab first at small sizes: focus its tab strip, not the GPU table in another tab
+        self.AUTO_FOCUS = "#tabs Tabs" if self.panels[0] == "summary" else "#gpus"  # type: ignore[misc]
         yield Header()
         yield Banner(id="banner")
         if self.wall:
             yield WallKpis(th, id="kpis")
+            yield WallTiers(th, self.tier_order, id="wall-tiers")
+            yield CycleLine("", id="cycle")
         else:
             yield KpiStrip(th, id="kpis")
         yield HostLine(id="host")
         yield GuardPanel(id="guard")
         if self.compact or self.wall:
-            with TabbedContent(id="tabs", initial="tab-gpus"):
+            with TabbedContent(id="tabs", initial=f"tab-{self.panels[0]}"):
+                if "summary" in self.panels:
+                    with TabPane("Overview", id="tab-summary"):
+                        yield Summary(th, self.tier_order, id="summary")
                 with TabPane("GPUs", id="tab-gpus"):
                     yield from self._gpu_panel()
                 with TabPane("Heat map", id="tab-heat"):
                     yield from self._heat_panel()
                 with TabPane("Tiers", id="tab-tiers"):
-                    yield TierPanel(th, self.state.clock, id="tiers")
+                    yield TierPanel(th, self.state.clock, self.tier_order, id="tiers")
                 with TabPane("Events", id="tab-events"):
-                    yield EventLog(id="events")
+                    yield from self._event_panel()
         else:
             with Horizontal(id="body"):
                 with Vertical(id="left"):
@@ -100,11 +132,21 @@ class OverviewScreen(Screen[None]):
                 with Vertical(id="right"):
                     with Vertical(id="tier-panel", classes="panel") as p:
                         p.border_title = "Tiers (15 min)"
-                        yield TierPanel(th, self.state.clock, id="tiers")
+                        yield TierPanel(th, self.state.clock, self.tier_order, id="tiers")
                     with Vertical(id="event-panel", classes="panel") as p:
                         p.border_title = "Events"
-                        yield EventLog(id="events")
-        yield Footer()
+                        yield from self._event_panel()
+        yield FitFooter()
+
+    @property
+    def panels(self) -> tuple[str, ...]:
+        """The tabs, in order: an overview tab first at small sizes (not on a wall, which shows its KPIs)."""
+        return PANELS if self.wall or not self.compact else ("summary", *PANELS)
+
+    def _event_panel(self) -> ComposeResult:
+        with Vertical(id="event-box"):
+            yield IncidentBar(id="incidents")
+            yield EventLog(id="events")
 
     def _gpu_panel(self) -> ComposeResult:
         column, reverse, text = self._table_view
@@ -124,6 +166,8 @@ class OverviewScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.set_class(self.wall, "-wall")
+        self.set_class(self.compact, "-compact")
+        self._fit_title()
         self.show_all()
 
     def on_resize(self) -> None:
@@ -134,13 +178,28 @@ class OverviewScreen(Screen[None]):
                 t = tables.first()
                 self._table_view = (t.sort_column, t.sort_reverse, t.filter_text)
             self.compact = compact
+        self._fit_title()
+
+    def _fit_title(self) -> None:
+        """At small sizes the header shows the subtitle's parts that fit whole (`?` shows all of it), so an
+        address is never cut mid-way; at large sizes the app's subtitle as it is."""
+        full = self.app.sub_title
+        room = self.size.width - len(self.app.title) - 22  # the header's icon, clock space and separator
+        parts, shown = full.split(" · "), list[str]()
+        for part in parts:
+            if len(" · ".join([*shown, part, "? shows all"])) > room:
+                break
+            shown.append(part)
+        short = full if len(full) <= room else " · ".join([*shown, "? shows all"])
+        self.sub_title = short if short != full else None
 
     @staticmethod
     def _is_compact(width: int, height: int) -> bool:
         return width < COMPACT_WIDTH or height < COMPACT_HEIGHT
 
-    def watch_compact(self) -> None:
+    def watch_compact(self, compact: bool) -> None:
         # after a recompose the new widgets start empty: fill them from the state
+        self.set_class(compact, "-compact")
         self.call_after_refresh(self.show_all)
 
     # ----- rendering
@@ -149,6 +208,7 @@ class OverviewScreen(Screen[None]):
         logs = self.query(EventLog)  # absent for a moment mid-recompose: show() copes the same way
         if logs:
             logs.first().add(self.state.events)
+        self._show_incidents()
 
     def show(self, sources: tuple[Source, ...] = tuple(Source)) -> None:
         """Push the state into the widgets; `sources` limits the work to what changed."""
@@ -159,7 +219,10 @@ class OverviewScreen(Screen[None]):
 
     def _show(self, sources: tuple[Source, ...]) -> None:
         st = self.state
-        self.query_one("#banner", Banner).message = st.banner()
+        level, text = st.banner()
+        if self.compact and not st.redis_configured:
+            text = NO_REDIS_SHORT  # one line at 80 columns; the overview tab says the rest
+        self.query_one("#banner", Banner).message = (level, text)
         self.query_one("#kpis").kpis = st.kpis()  # type: ignore[attr-defined]
         if Source.HOST in sources:
             sample, age, err = st.source_status(Source.HOST)
@@ -176,13 +239,49 @@ class OverviewScreen(Screen[None]):
         if Source.TRAFFIC in sources:
             panel = self.query_one(TierPanel)
             _, age, _ = st.source_status(Source.TRAFFIC)
-            panel.show(quotas=dict(st.quotas), traffic=st.traffic, stale=age is not None or st.redis_error is not None,
+            stale = age is not None or st.redis_error is not None
+            panel.show(quotas=dict(st.quotas), traffic=st.traffic, stale=stale,
                        note=st.banner()[1] if not st.redis_configured else "")
+            for wall_tiers in self.query(WallTiers):
+                wall_tiers.show(dict(st.quotas), st.traffic, stale)
+        self._show_summary()
+        self._show_cycle()
+
+    def _show_summary(self) -> None:
+        found = self.query(Summary)
+        if not found:
+            return
+        st = self.state
+        _, age, _ = st.source_status(Source.TRAFFIC)
+        found.first().show(SummaryData(
+            rows=st.rows, quotas=dict(st.quotas), traffic=st.traffic,
+            traffic_stale=age is not None or st.redis_error is not None, redis_configured=st.redis_configured,
+            gpu_note=st.gpu_note(), events=st.events[-50:] + [e for e in st.events[:-50] if e.ongoing],
+            now=st.clock(),
+        ))
+
+    def _show_incidents(self) -> None:
+        for bar in self.query(IncidentBar):
+            bar.show(self.state.ongoing())
+
+    def _show_cycle(self) -> None:
+        found = self.query(CycleLine)
+        tabs = self._ready_tabs()
+        if not found or tabs is None:
+            return
+        ids = [f"tab-{p}" for p in self.panels]
+        i = ids.index(tabs.active) if tabs.active in ids else 0
+        left = None
+        if self._cycled_at is not None and not self.cycle_paused:
+            left = getattr(self.app, "_wall_cycle_s", 10.0) - (time.monotonic() - self._cycled_at)
+        found.first().show(PANEL_NAMES[self.panels[i]], i + 1, len(ids), self.cycle_paused, left)
 
     def add_events(self, events: list) -> None:
         logs = self.query(EventLog)
         if events and logs:
             logs.first().add(events)
+        if any(e.incident for e in events):
+            self._show_incidents()
 
     @property
     def selected_tier(self) -> str | None:
@@ -203,8 +302,9 @@ class OverviewScreen(Screen[None]):
         # do, and setting `active` then raises (no such tab, or no such pane in its switcher): a wall
         # console on a slow box died of this on its first cycle. Both must be complete.
         # (queries, never `tab_count`: that raises while the strip itself is not there yet)
-        ready = (tabs.is_mounted and len(tabs.query("#tabs-list > ContentTab")) == len(PANELS)
-                 and len(tabs.query("ContentSwitcher > TabPane")) == len(PANELS))
+        n = len(self.panels)
+        ready = (tabs.is_mounted and len(tabs.query("#tabs-list > ContentTab")) == n
+                 and len(tabs.query("ContentSwitcher > TabPane")) == n)
         return tabs if ready else None
 
     def _show_tab(self, pane_id: str) -> None:
@@ -218,11 +318,25 @@ class OverviewScreen(Screen[None]):
         self._show_tab("tab-tiers")
         self.query_one("#tier-table").focus()
 
-    def cycle_panel(self) -> None:
-        """Wall mode: show the next tab (skipped while the tabs are still mounting)."""
+    def cycle_panel(self, step: int = 1, *, by_timer: bool = True) -> None:
+        """Wall mode: show the next tab (skipped while the tabs are still mounting, or paused)."""
+        if by_timer:
+            self._cycled_at = time.monotonic()
+            if self.cycle_paused:
+                return
         if tabs := self._ready_tabs():
-            ids = [f"tab-{p}" for p in PANELS]
-            self._show_tab(ids[(ids.index(tabs.active) + 1) % len(ids)] if tabs.active in ids else ids[0])
+            ids = [f"tab-{p}" for p in self.panels]
+            self._show_tab(ids[(ids.index(tabs.active) + step) % len(ids)] if tabs.active in ids else ids[0])
+        self._show_cycle()
+
+    def action_pause_cycle(self) -> None:
+        """Wall mode: stop (or restart) the panel cycle; the cycle line says it is paused."""
+        self.cycle_paused = not self.cycle_paused
+        self._show_cycle()
+
+    def action_panel(self, step: int) -> None:
+        """Wall mode: the previous or next panel by hand."""
+        self.cycle_panel(step, by_timer=False)
 
     # ----- actions
     def action_filter(self) -> None:

@@ -1,11 +1,11 @@
-"""The events panel: newest last, coloured by severity, bounded."""
+"""The events panel: ongoing incidents pinned on top, then the log (newest last), coloured by severity."""
 
 from __future__ import annotations
 
 import time
 
 from rich.text import Text
-from textual.widgets import RichLog
+from textual.widgets import RichLog, Static
 
 from tui.alerts import Event
 
@@ -14,10 +14,35 @@ SEVERITY_STYLE = {"info": "cyan", "warn": "yellow", "crit": "bold red"}
 
 def event_line(e: Event) -> Text:
     t = Text()
-    t.append(time.strftime("%H:%M:%SZ ", time.gmtime(e.at)), style="dim")
+    if e.ongoing:  # still going on: its line says since when; the time of its last update is no news
+        t.append("▶ ongoing ", style=SEVERITY_STYLE.get(e.severity, ""))
+    else:
+        t.append(time.strftime("%H:%M:%SZ ", time.gmtime(e.at)), style="dim")
     t.append(f"{e.severity:<4} ", style=SEVERITY_STYLE.get(e.severity, ""))
     t.append(e.text)
     return t
+
+
+class IncidentBar(Static):
+    """The incidents still going on, one line each, updated in place above the log; hidden when none."""
+
+    DEFAULT_CSS = """
+    IncidentBar { height: auto; max-height: 4; display: none; padding: 0 0 0 0; }
+    IncidentBar.-shown { display: block; }
+    """
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__("", **kwargs)  # type: ignore[arg-type]
+        self.texts: list[str] = []  # plain text of the lines shown, for tests and the wall screen
+
+    def show(self, ongoing: list[Event]) -> None:
+        lines = [event_line(e) for e in ongoing]
+        texts = [t.plain for t in lines]
+        if texts == self.texts:
+            return
+        self.texts = texts
+        self.set_class(bool(lines), "-shown")
+        self.update(Text("\n").join(lines), layout=True)
 
 
 class EventLog(RichLog):
@@ -30,7 +55,10 @@ class EventLog(RichLog):
         self.texts: list[str] = []  # plain text of what was shown, for tests and the wall screen
 
     def add(self, events: list[Event]) -> None:
+        """Log `events`; an ongoing incident is not logged (IncidentBar shows it) until it ends."""
         for e in events:
+            if e.ongoing:
+                continue
             self.texts.append(event_line(e).plain)
             self.write(event_line(e))
         del self.texts[:-500]

@@ -17,44 +17,74 @@ def _num(v: float | None, fmt: str = "{:.0f}", unit: str = "") -> str:
     return "n/a" if v is None else fmt.format(v) + unit
 
 
-def kpi_text(k: Kpis, th: Thresholds) -> Text:
-    """The strip as styled text; wraps by group on narrow terminals."""
-    t = Text()
+def kpi_groups(k: Kpis, th: Thresholds) -> list[Text]:
+    """The strip's groups, each kept whole on screen: GPUs, temperatures and power, traffic, data age."""
+    groups: list[Text] = []
 
-    def add(label: str, value: str, style: str = "") -> None:
+    def group() -> Text:
+        groups.append(Text())
+        return groups[-1]
+
+    def add(t: Text, label: str, value: str, style: str = "") -> None:
+        if t:
+            t.append("  ")
         t.append(f"{label} ", style="dim")
         t.append(value, style=style or "bold")
-        t.append("  ")
 
-    add("GPUs", str(k.gpus))
-    add("ok", str(k.healthy), OK if k.gpus and k.healthy == k.gpus else "bold")
-    add("hot", str(k.hot), BAD if k.hot else DIM)
-    add("throttled", str(k.throttled), WARN if k.throttled else DIM)
-    add("lost", str(k.lost), BAD if k.lost else DIM)
+    g = group()
+    add(g, "GPUs", str(k.gpus))
+    add(g, "ok", str(k.healthy), OK if k.gpus and k.healthy == k.gpus else "bold")
+    add(g, "hot", str(k.hot), BAD if k.hot else DIM)
+    add(g, "throttled", str(k.throttled), WARN if k.throttled else DIM)
+    add(g, "lost", str(k.lost), BAD if k.lost else DIM)
     if k.gpuless_nodes:
-        add("no-GPU nodes", str(k.gpuless_nodes), WARN)
+        add(g, "no-GPU nodes", str(k.gpuless_nodes), WARN)
     if k.ignored_values:
-        add("ignored values", str(k.ignored_values), WARN)
-    t.append("│ ", style="dim")
+        add(g, "ignored values", str(k.ignored_values), WARN)
+    g = group()
     add(
+        g,
         "util",
         "n/a" if k.util_max_pct is None else f"{_num(k.util_mean_pct)}/{_num(k.util_max_pct)}%",
         th.util_style(k.util_max_pct),
     )
     add(
+        g,
         "temp",
         "n/a" if k.temp_max_c is None else f"{_num(k.temp_mean_c)}/{_num(k.temp_max_c)}°C",
         th.temp_style(k.temp_max_c),
     )
-    add("power", _power(k.power_w))
-    t.append("│ ", style="dim")
-    add("req/s", _num(k.rps, "{:,.0f}"))
-    add("rejected", _num(k.reject_pct, "{:.1f}", "%"), th.reject_style(k.reject_pct))
-    t.append("│ ", style="dim")
+    add(g, "power", _power(k.power_w))
+    g = group()
+    add(g, "req/s", _num(k.rps, "{:,.0f}"))
+    add(g, "rejected", _num(k.reject_pct, "{:.1f}", "%"), th.reject_style(k.reject_pct))
+    g = group()
     age_style = WARN if k.oldest_age_s is not None and k.oldest_age_s > th.stale_after_s else DIM
-    add("oldest data", format_age(k.oldest_age_s) if k.oldest_age_s is not None else "n/a", age_style)
-    t.rstrip()
-    return t
+    add(g, "oldest data", format_age(k.oldest_age_s) if k.oldest_age_s is not None else "n/a", age_style)
+    return groups
+
+
+PACK_ORDER = (0, 2, 1, 3)  # when the strip needs two lines: the GPUs and the traffic first
+SEP = " │ "
+
+
+def kpi_text(k: Kpis, th: Thresholds, width: int | None = None) -> Text:
+    """The strip as styled text: one line when it fits `width`, else whole groups packed into lines
+    (the GPUs and the traffic first), so no group is ever wrapped by the terminal."""
+    groups = kpi_groups(k, th)
+    one = Text(SEP, style="dim").join(groups)
+    if width is None or one.cell_len <= width:
+        return one
+    lines: list[list[Text]] = []
+    for i in PACK_ORDER:
+        g = groups[i]
+        for line in lines:
+            if sum(x.cell_len for x in line) + len(SEP) * len(line) + g.cell_len <= width:
+                line.append(g)
+                break
+        else:
+            lines.append([g])
+    return Text("\n").join(Text(SEP, style="dim").join(line) for line in lines)
 
 
 def _power(w: float | None) -> str:
@@ -82,18 +112,17 @@ class KpiStrip(Static):
         self.thresholds = thresholds
 
     def render(self) -> Text:
-        return kpi_text(self.kpis, self.thresholds)
+        return kpi_text(self.kpis, self.thresholds, max(1, self.size.width - 2))
 
     def watch_kpis(self, kpis: Kpis) -> None:
-        # a layout pass costs far more than a repaint: ask for one only when the strip wraps differently
-        lines = _line_count(kpi_text(kpis, self.thresholds), self.size.width - 2)
+        # a layout pass costs far more than a repaint: ask for one only when the strip packs differently
+        lines = len(kpi_text(kpis, self.thresholds, max(1, self.size.width - 2)).split())
         if lines != self._lines:
             self._lines = lines
             self.refresh(layout=True)
 
-
-def _line_count(text: Text, width: int) -> int:
-    return -(-text.cell_len // max(1, width))
+    def on_resize(self) -> None:
+        self.watch_kpis(self.kpis)
 
 
 class WallKpis(Widget):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
@@ -27,6 +27,23 @@ COLUMNS = (
 )
 WIDTHS = {"state": 8, "acc": 7, "rej": 7, "pct": 5}  # update_cell does not widen a column; NO QUOTA fits
 SHORT_REASON = {"user_quota": "quota", "tier_cap": "cap", "paused": "paused"}
+
+
+class TierOrder:
+    """A fixed, meaningful order of tiers: by quota size (requests per second the quota allows), as each
+    tier was first seen, so `free, plus, pro, team, enterprise` read smallest to largest and a quota cut
+    during a surge never moves rows under the operator's cursor. Tiers never seen with a quota go last."""
+
+    def __init__(self) -> None:
+        self._rank: dict[str, float] = {}
+
+    def sort(self, names: Iterable[str], quotas: Mapping[str, Quota | None]) -> list[str]:
+        for name in names:
+            q = quotas.get(name)
+            if name not in self._rank and q is not None:
+                self._rank[name] = q.limit / q.window_s
+        inf = float("inf")
+        return sorted(set(names), key=lambda n: (self._rank.get(n, inf), n))
 
 
 def rate_fmt(rps: float) -> str:
@@ -133,7 +150,7 @@ class TierSpark(Horizontal):
 
     DEFAULT_CSS = """
     TierSpark { height: 1; }
-    TierSpark > Label { width: 16; }
+    TierSpark > Label { width: 20; }
     TierSpark > Sparkline { width: 1fr; }
     TierSpark > Sparkline > .sparkline--max-color { color: $error; }
     TierSpark > Sparkline > .sparkline--min-color { color: $success; }
@@ -142,15 +159,18 @@ class TierSpark(Horizontal):
     history: reactive[tuple[float, ...]] = reactive((), repaint=False)
     """Requests per second (accepted + rejected), oldest first, at most 15 minutes."""
 
-    def __init__(self, tier: str, **kwargs: object) -> None:
+    def __init__(self, tier: str, label_width: int = 20, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.tier = tier
+        self.label_width = label_width
         self._label = ""
         self.source: TierTraffic | None = None  # the traffic the history was taken from
         self.end_s = 0  # epoch second of the history's last value (0: unknown, buckets slide)
 
     def compose(self) -> ComposeResult:
-        yield Label(self.tier, classes="tier-name")
+        label = Label(self.tier, classes="tier-name")
+        label.styles.width = self.label_width
+        yield label
         yield Sparkline([], summary_function=max)
 
     def watch_history(self, history: tuple[float, ...]) -> None:
@@ -163,7 +183,7 @@ class TierSpark(Horizontal):
             if data != spark.data:  # the same bars: no repaint
                 spark.data = data
             peak = max(history) if history else 0.0
-            label = f"{self.tier[:8]} {peak:,.0f}/s"
+            label = f"{self.tier} {peak:,.0f}/s"  # the whole name: the panel sizes the labels to the longest
             if label != self._label:
                 self._label = label
                 self.query_one(Label).update(label, layout=False)  # fixed width
@@ -223,10 +243,14 @@ class TierPanel(Widget):
     note: reactive[str] = reactive("")
     """A line under the table, e.g. how to get traffic when no Redis is configured."""
 
-    def __init__(self, thresholds: Thresholds, clock: Callable[[], float] = time.time, **kwargs: object) -> None:
+    def __init__(
+        self, thresholds: Thresholds, clock: Callable[[], float] = time.time, order: TierOrder | None = None,
+        **kwargs: object,
+    ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.thresholds = thresholds
         self.clock = clock
+        self.order = order or TierOrder()
 
     def compose(self) -> ComposeResult:
         yield TierTable(id="tier-table")
@@ -263,7 +287,9 @@ class TierPanel(Widget):
             return
         now = self.clock()
         by_tier = {t.tier: t for t in self.traffic.tiers} if self.traffic else {}
-        names = sorted(set(by_tier) | set(self.quotas))
+        quotas = {n: self.quotas.get(n) or (t.quota if (t := by_tier.get(n)) else None)
+                  for n in set(by_tier) | set(self.quotas)}
+        names = self.order.sort(quotas, quotas)
         rows = {}
         for name in names:
             t = by_tier.get(name)
@@ -274,10 +300,14 @@ class TierPanel(Widget):
         if not sparks.is_attached:
             return  # being built or torn down (a quit, a resize into tabs): on_mount draws them
         have = {s.tier: s for s in sparks.query(TierSpark)}
+        label_w = max((len(n) for n in names), default=0) + 9  # " 12,345/s": no name cut mid-word
         for name in names:
             if name not in have:
-                have[name] = TierSpark(name)
+                have[name] = TierSpark(name, label_w)
                 sparks.mount(have[name])
+            for label in have[name].query(Label):
+                if label.styles.width is None or label.styles.width.value != label_w:
+                    label.styles.width = label_w
             t = by_tier.get(name)
             if t is not None and have[name].source is not t:
                 have[name].source = t

@@ -1,0 +1,93 @@
+"""Wall mode's own widgets: every tier's rejection % in large coloured digits, and the panel cycle's state."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widget import Widget
+from textual.widgets import Digits, Label, Static
+
+from collectors.samples import TrafficSample
+from quotas.model import Quota
+from tui.thresholds import BAD, OK, WARN, Thresholds
+from tui.widgets.tiers import TierOrder
+
+MAX_WALL_TIERS = 8
+STYLE_CLASS = {OK: "ok", WARN: "warn", BAD: "bad"}
+
+
+def reject_pct(rejected: float, accepted: float) -> float | None:
+    total = rejected + accepted
+    return 100.0 * rejected / total if total > 0 else None
+
+
+class WallTiers(Widget):
+    """One box per tier (at most 8, in the tier order): its name and rejection % in Digits, coloured by
+    the thresholds (green, yellow, red), dimmed with a `?` when the traffic is stale."""
+
+    DEFAULT_CSS = """
+    WallTiers { height: auto; layout: horizontal; }
+    WallTiers > Vertical { width: 1fr; height: auto; border: heavy $primary 60%; padding: 0 1; }
+    WallTiers Label { text-style: bold; }
+    WallTiers Digits { width: auto; }
+    WallTiers .ok { color: $success; }
+    WallTiers .warn { color: $warning; }
+    WallTiers .bad { color: $error; }
+    WallTiers .stale { color: $text-muted; }
+    """
+
+    def __init__(self, thresholds: Thresholds, order: TierOrder, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.thresholds = thresholds
+        self.order = order
+        self._names: list[str] = []
+        self._digits: dict[str, Digits] = {}
+
+    def show(self, quotas: Mapping[str, Quota | None], traffic: TrafficSample | None, stale: bool) -> None:
+        by_tier = {t.tier: t for t in traffic.tiers} if traffic else {}
+        known = {n: quotas.get(n) or (t.quota if (t := by_tier.get(n)) else None) for n in set(quotas) | set(by_tier)}
+        names = self.order.sort(known, known)[:MAX_WALL_TIERS]
+        if names != self._names:
+            self._names = names
+            self.remove_children()
+            self._digits = {n: Digits("-") for n in names}
+            self.mount_all([Vertical(Label(f"{n} rejected"), self._digits[n]) for n in names])
+        for name in names:
+            t = by_tier.get(name)
+            pct = reject_pct(t.rejected_rps, t.accepted_rps) if t else None
+            digits = self._digits[name]
+            digits.update("-" if pct is None else f"{pct:.0f}%" if pct >= 10 else f"{pct:.1f}%")
+            cls = "stale" if stale else STYLE_CLASS.get(self.thresholds.reject_style(pct), "")
+            for c in ("ok", "warn", "bad", "stale"):
+                digits.set_class(c == cls, c)
+
+    def compose(self) -> ComposeResult:
+        yield from ()
+
+
+class CycleLine(Static):
+    """Which panel the wall shows and whether the cycle runs: a paused wall must not pass for a live one."""
+
+    DEFAULT_CSS = """
+    CycleLine { height: 1; padding: 0 1; background: $boost; }
+    CycleLine.-paused { background: $warning 40%; text-style: bold; }
+    """
+
+    def show(self, panel: str, index: int, count: int, paused: bool, next_in_s: float | None) -> None:
+        t = Text()
+        if paused:
+            t.append(f"⏸ CYCLE PAUSED on {panel} ({index}/{count})", style="bold")
+            t.append("  · space resumes · ← → other panels")
+        else:
+            t.append(f"▶ {panel} ({index}/{count})", style="bold")
+            if next_in_s is not None:
+                t.append(f"  · next panel in {max(0, round(next_in_s))} s")
+            t.append("  · space pauses")
+        self.set_class(paused, "-paused")
+        self.update(t)
+
+
+__all__ = ["CycleLine", "WallTiers"]
