@@ -69,10 +69,12 @@ def row_cells(row: GpuRow, th: Thresholds) -> list[Cell]:
 
 
 def node_cells(row: GpuRow) -> list[Cell]:
-    """A node with no GPU to show: its name, its state and why, across the row."""
+    """A node with no GPU to show: its name, why (in the model's column, wide enough for "up, no GPU
+    series"; a long error is cut there and read in full in the events) and its state."""
     style = STATUS_STYLE.get(row.status, "")
-    cells = [Cell(row.node, STALE if row.stale else "", row.node), Cell("-", "dim", -1),
-             Cell(row.status, style, row.status), Cell(row.note, style, row.note)]
+    note = row.note.removeprefix("down: ")  # the status column says down
+    cells = [Cell(row.node, STALE if row.stale else "", row.node), Cell(note, style, -1),
+             Cell(row.status, style, row.status)]
     return cells + [Cell("", "", None) for _ in COLUMNS[len(cells):]]
 
 
