@@ -154,9 +154,42 @@ local function num(n)
   return v
 end
 
+-- A batch (sw_check_many) sums its counter increments in `pending` (key -> field -> n) and writes each
+-- once at its end (flush_pending): a batch of fresh users otherwise pays a write per counter per request.
+-- nil outside a batch: counters are written at once.
+local pending
+
 local function hbump(key, field, n)
+  local p = pending
+  if p then
+    local f = p[key]
+    if not f then
+      f = {}
+      p[key] = f
+    end
+    f[field] = (f[field] or 0) + n
+    return
+  end
   if redis.call('HINCRBY', key, field, num(n)) == n then
     redis.call('EXPIRE', key, COUNTER_TTL_S)
+  end
+end
+
+-- What a batch has counted so far and not written yet (the tier cap reads the stored count plus this).
+local function pending_count(key, field)
+  local f = pending and pending[key]
+  return (f and f[field]) or 0
+end
+
+local function flush_pending()
+  local p = pending
+  pending = nil
+  if p then
+    for key, fields in pairs(p) do
+      for field, n in pairs(fields) do
+        hbump(key, field, n)
+      end
+    end
   end
 end
 

@@ -95,17 +95,24 @@ local function decide_one(qk, user, cost, cs, tm, m)
           rr = rr * RR_KEEP
           m.rr = (rr >= 0.001 and rr) or 0
         end
-        if rc('HINCRBY', ck, m.f_acc, cs) == cost then
-          rc('EXPIRE', ck, COUNTER_TTL_S)
-        end
-        if after > 1 then
-          if cost == 1 and after <= RANK_EXACT_MAX then
-            local rk = m.rk
-            if rc('HINCRBY', rk, NUM[after] or num(after), '1') == 1 then
-              rc('EXPIRE', rk, COUNTER_TTL_S)
-            end
-          else
+        if pending then
+          hbump(ck, m.f_acc, cost)
+          if after > 1 then
             ranks(m.rk, after, cost)
+          end
+        else
+          if rc('HINCRBY', ck, m.f_acc, cs) == cost then
+            rc('EXPIRE', ck, COUNTER_TTL_S)
+          end
+          if after > 1 then
+            if cost == 1 and after <= RANK_EXACT_MAX then
+              local rk = m.rk
+              if rc('HINCRBY', rk, NUM[after] or num(after), '1') == 1 then
+                rc('EXPIRE', rk, COUNTER_TTL_S)
+              end
+            else
+              ranks(m.rk, after, cost)
+            end
           end
         end
         -- an admission's reply (sw_check_many's one string) differs only in `remaining`: each is built
@@ -136,16 +143,14 @@ local function decide_one(qk, user, cost, cs, tm, m)
     code = 4
   elseif used + cost > limit then
     code = 2
-  elseif m.cap and tonumber(rc('HGET', ck, m.f_acc) or '0') + cost > m.cap then
+  elseif m.cap and tonumber(rc('HGET', ck, m.f_acc) or '0') + pending_count(ck, m.f_acc) + cost > m.cap then
     code = 3
   end
   if code ~= 0 and not m.shadow then
     if code == 2 then
       m.rr = m.rr + (1 - m.rr) * (1 - RR_KEEP)
     end
-    if rc('HINCRBY', ck, m.f_refused[code], cs) == cost then
-      rc('EXPIRE', ck, COUNTER_TTL_S)
-    end
+    hbump(ck, m.f_refused[code], cost)
     -- retry_after in whole ms, from the ms of this second (the batch path and the store use the same
     -- ms-precision time): to the window's end, to the next second, or to the override's end
     local us = tonumber(tm[2])
@@ -196,6 +201,7 @@ local function decide_one(qk, user, cost, cs, tm, m)
 end
 
 local function check(keys, args)
+  pending = nil -- a batch that died in a script error must not leave its sink behind
   local qk, user, cost = keys[1], args[1], tonumber(args[2])
   if not valid_cost(cost) then
     return redis.error_reply('ERR surgewatch: cost must be a whole number from 1 to ' .. MAX_LIMIT)
@@ -215,6 +221,7 @@ end
 -- -> one string of integers separated by spaces: "LIMIT CODE1 REMAINING1 RETRY_MS1 CODE2 ..." (LIMIT -1:
 -- unknown tier; codes as in REASONS). A string, not an array: clients parse it in one split.
 local function check_many(keys, args)
+  pending = nil -- a batch that died in a script error must not leave its sink behind
   if #args == 2 then
     -- one decision (what Limiter.check sends): the straight-line path and a one-string reply, which is
     -- cheaper to build on the server and to parse in a client than sw_check's array
@@ -256,19 +263,23 @@ local function check_many(keys, args)
       return redis.error_reply('ERR surgewatch: empty user or bad cost in pair ' .. i)
     end
   end
-  -- the batch: one decision after another at one instant, each by the same rule as a single call
+  -- the batch: one decision after another at one instant, each by the same rule as a single call, the
+  -- counters summed and written once at the end
   local qk, tm, m = keys[1], redis.call('TIME'), nil
   local out = {'-1'}
+  pending = {}
   for i = 1, n do
     local cost = tonumber(args[2 * i])
     local code, remaining, ms, limit, reply
     code, remaining, ms, limit, reply, m = decide_one(qk, args[2 * i - 1], cost, num(cost), tm, m)
     if not code then
+      flush_pending() -- the decisions made so far stand, and so do their counts
       return remaining
     end
     out[1] = num(limit)
     out[i + 1] = num(code) .. ' ' .. num(remaining) .. ' ' .. num(ms)
   end
+  flush_pending()
   return table.concat(out, ' ')
 end
 
