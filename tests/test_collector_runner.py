@@ -22,7 +22,7 @@ class Scripted:
 
     name = "scripted"
 
-    def __init__(self, script: list[object], clock: Clock) -> None:
+    def __init__(self, script: list[int | str | BaseException], clock: Clock) -> None:
         self.script, self.clock, self.closed = list(script), clock, False
 
     async def poll(self) -> Sample:
@@ -31,10 +31,16 @@ class Scripted:
             await asyncio.sleep(3600)
         if isinstance(step, BaseException):
             raise step
-        return Sample(self.clock(), int(step))  # type: ignore[arg-type]
+        return Sample(self.clock(), int(step))
 
     async def aclose(self) -> None:
         self.closed = True
+
+
+def value(reading: Reading[Sample]) -> int:
+    """The value of a reading's last good sample (there must be one)."""
+    assert reading.sample is not None
+    return reading.sample.value
 
 
 class Clock:
@@ -52,13 +58,13 @@ async def test_failures_keep_last_sample_and_back_off_capped() -> None:
     r = Runner(c, interval_s=1.0, timeout_s=1.0, backoff_max_s=5.0, clock=clock)
     assert isinstance(c, Collector)
     ok = await r.poll_once()
-    assert (ok.sample.value, ok.error, ok.failures, ok.next_poll_at) == (1, None, 0, 1001.0)
+    assert (value(ok), ok.error, ok.failures, ok.next_poll_at) == (1, None, 0, 1001.0)
     delays = []
     for _ in range(4):
         clock.t += 10
         bad = await r.poll_once()
         delays.append(bad.next_poll_at - clock.t)
-        assert bad.sample.value == 1 and bad.sampled_at == 1000.0
+        assert value(bad) == 1 and bad.sampled_at == 1000.0
     assert delays == [1.0, 2.0, 4.0, 5.0]
     assert (
         bad.failures == 4 and bad.error == SourceError(ErrorKind.ERROR, "ValueError: x") and bad.age_s(clock.t) == 40.0
@@ -66,7 +72,7 @@ async def test_failures_keep_last_sample_and_back_off_capped() -> None:
     assert r.backoff_s(3) == 4.0
     clock.t += 10
     good = await r.poll_once()
-    assert (good.sample.value, good.error, good.failures, good.age_s(clock.t)) == (2, None, 0, 0.0)
+    assert (value(good), good.error, good.failures, good.age_s(clock.t)) == (2, None, 0, 0.0)
 
 
 async def test_empty_error_message_names_the_type() -> None:
@@ -92,9 +98,9 @@ async def test_timeout_is_an_error_not_a_hang() -> None:
 async def test_run_survives_failing_handlers_and_collectors() -> None:
     """run() keeps polling through collector errors and a handler that raises; only cancellation stops it."""
     c = Scripted([1, OSError("down"), 2, 3, 4, 5, 6], Clock())
-    seen: list[Reading] = []
+    seen: list[Reading[Sample]] = []
 
-    async def handler(reading: Reading) -> None:
+    async def handler(reading: Reading[Sample]) -> None:
         seen.append(reading)
         if len(seen) == 1:
             raise RuntimeError("bug in a widget")
@@ -109,7 +115,7 @@ async def test_run_survives_failing_handlers_and_collectors() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert [x.error for x in seen[:3]] == [None, SourceError(ErrorKind.UNREACHABLE, "OSError: down"), None]
-    assert [x.sample.value for x in seen[:4]] == [1, 1, 2, 3]
+    assert [value(x) for x in seen[:4]] == [1, 1, 2, 3]
 
 
 def test_rejects_bad_intervals() -> None:

@@ -182,9 +182,13 @@ async def test_wall_mode_cycles_panels_without_edit() -> None:
         assert len(app.overview.query("WallKpis Digits")) == 4
         assert len(app.overview.query("WallTiers Digits")) == 5  # every tier's rejection %
         seen: set[str] = set()
-        # queried afresh each time: a recompose (a late resize) replaces the TabbedContent
-        await wait_until(pilot, lambda: seen.add(app.overview.query_one(TabbedContent).active) or len(seen) >= 3,
-                         what="cycling")
+
+        def cycled() -> bool:
+            # queried afresh each time: a recompose (a late resize) replaces the TabbedContent
+            seen.add(app.overview.query_one(TabbedContent).active)
+            return len(seen) >= 3
+
+        await wait_until(pilot, cycled, what="cycling")
         # (no key presses here: Pilot waits for the screen to settle, and a 0.2 s cycle never lets it)
         assert "e" not in app.screen.active_bindings and app.read_only
 

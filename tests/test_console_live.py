@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
-from textual.widgets import DataTable
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Input
 
 from collectors.config import Settings
 from quotas.limiter import Limiter
@@ -20,6 +21,7 @@ from tui.screens.editor import QuotaEditor
 from tui.screens.history import HistoryScreen
 from tui.screens.refused import RefusedScreen
 from tui.testing import MetricsNode, multiply_page, screen_text, wait_until
+from tui.widgets.events_log import EventLog
 from tui.widgets.tiers import TierPanel
 
 
@@ -49,12 +51,17 @@ def tiers_text(app: SurgewatchApp) -> str:
     return screen_text(app)
 
 
+def event_texts(app: SurgewatchApp) -> list[str]:
+    """The lines of the overview's events panel (the widget's own list, so it keeps growing)."""
+    return app.overview.query_one("#events", EventLog).texts
+
+
 def notes(app: SurgewatchApp) -> list[str]:
     """The messages of the notifications (toasts) the app raised so far."""
     return [str(n.message) for n in app._notifications]
 
 
-async def open_editor(pilot, app: SurgewatchApp, tier: str) -> QuotaEditor:  # type: ignore[no-untyped-def]
+async def open_editor(pilot: Pilot[int], app: SurgewatchApp, tier: str) -> QuotaEditor:
     """Keys an operator presses: e (jumps to the tier list), arrows to the tier, e again."""
     await wait_until(pilot, lambda: tier in app.state.quotas, what=f"tier {tier} loaded")
     await pilot.press("e")
@@ -68,7 +75,7 @@ async def open_editor(pilot, app: SurgewatchApp, tier: str) -> QuotaEditor:  # t
     return await wait_until(pilot, lambda: isinstance(app.screen, QuotaEditor) and app.screen, what="editor")
 
 
-async def type_into(pilot, field: str, text: str) -> None:  # type: ignore[no-untyped-def]
+async def type_into(pilot: Pilot[int], field: str, text: str) -> None:
     """Focus a field by clicking it, clear it, type."""
     await pilot.click(f"#{field}")
     await pilot.press("home", "ctrl+k", *list(text))
@@ -85,7 +92,7 @@ async def test_edit_flow_end_to_end(valkey: ValkeyProcess, store: QuotaStore, re
     app = make(valkey)
     async with app.run_test(size=size) as pilot:
         editor = await open_editor(pilot, app, "free")
-        assert editor.query_one("#spec").value == app.state.quotas["free"].spec  # prefilled
+        assert editor.query_one("#spec", Input).value == app.state.quotas["free"].spec  # prefilled
         await type_into(pilot, "spec", "3/1x")
         await wait_until(
             pilot, lambda: "invalid window" in str(editor.query_one("#error").render()), what="inline error"
@@ -97,14 +104,15 @@ async def test_edit_flow_end_to_end(valkey: ValkeyProcess, store: QuotaStore, re
                          what="what-if")
         assert "of 12 admitted requests, 8" in str(editor.query_one("#impact").render())
         before = await store.get("free")
+        assert before is not None
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: not isinstance(app.screen, QuotaEditor), what="editor closed")
         q = await store.get("free")
-        assert q is not None and q.spec == "2/1d" and q.version == before.version + 1  # type: ignore[union-attr]
+        assert q is not None and q.spec == "2/1d" and q.version == before.version + 1
         (entry,) = await store.history("free", count=1)
-        assert (entry.actor, entry.reason, entry.new.spec) == ("tester", "surge", "2/1d")  # type: ignore[union-attr]
+        assert entry.new is not None and (entry.actor, entry.reason, entry.new.spec) == ("tester", "surge", "2/1d")
         await wait_until(pilot, lambda: "by tester" in screen_text(app) or "by tester" in "\n".join(
-            app.overview.query_one("#events").texts), what="audit event shown")
+            event_texts(app)), what="audit event shown")
         assert app.state.quotas["free"].spec == "2/1d"
         if size == (200, 60):
             assert "2/1d" in screen_text(app)
@@ -129,10 +137,11 @@ async def test_conflict_flow_names_who_and_reloads(valkey: ValkeyProcess, store:
         await wait_until(
             pilot, lambda: "changed by bob" in str(editor.query_one("#conflict").render()), what="conflict"
         )
-        assert (await store.get("pro")).limit == 99  # type: ignore[union-attr]  # nothing overwritten
+        pro = await store.get("pro")
+        assert pro is not None and pro.limit == 99  # nothing overwritten
         await pilot.click("#reload")
         await wait_until(pilot, lambda: editor.quota.version == v + 1, what="reloaded")
-        assert editor.query_one("#spec").value == "99/1m"
+        assert editor.query_one("#spec", Input).value == "99/1m"
         await type_into(pilot, "spec", "10/1m")
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: not isinstance(app.screen, QuotaEditor), what="applied")
@@ -147,6 +156,7 @@ async def test_edit_refused_by_a_full_server_says_why_and_changes_nothing(
     async with app.run_test(size=(120, 40)) as pilot:
         editor = await open_editor(pilot, app, "free")
         before = await store.get("free")
+        assert before is not None
         await type_into(pilot, "spec", "3/1d")
         await redis_client.config_set("maxmemory-policy", "noeviction")
         await redis_client.config_set("maxmemory", "1")
@@ -162,7 +172,7 @@ async def test_edit_refused_by_a_full_server_says_why_and_changes_nothing(
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: not isinstance(app.screen, QuotaEditor), what="applied")
         q = await store.get("free")
-        assert q is not None and q.spec == "3/1d" and q.version == before.version + 1  # type: ignore[union-attr]
+        assert q is not None and q.spec == "3/1d" and q.version == before.version + 1
 
 
 async def test_read_only_with_acl_viewer(
@@ -203,7 +213,7 @@ async def test_external_change_appears(valkey: ValkeyProcess, store: QuotaStore)
         await store.set("team", QuotaSpec(7, 3600, 40), actor="carol", reason="load test", expect_version=v)
         await wait_until(pilot, lambda: app.state.quotas["team"].version == v + 1, timeout=5.0, what="change pushed")
         await wait_until(pilot, lambda: "7/1h" in screen_text(app), timeout=5.0, what="on screen")
-        assert any("by carol" in t and "(load test)" in t for t in app.overview.query_one("#events").texts)
+        assert any("by carol" in t and "(load test)" in t for t in event_texts(app))
 
 
 async def test_hand_edited_quota_shows_broken_until_set(valkey: ValkeyProcess, store: QuotaStore,
@@ -215,14 +225,14 @@ async def test_hand_edited_quota_shows_broken_until_set(valkey: ValkeyProcess, s
         await redis_client.hset("surgewatch:{team}:quota", "limit", "5")  # no version, no audit, no event
         await wait_until(pilot, lambda: re.search(r"\bteam +BROKEN\b", screen_text(app)), timeout=5.0,
                          what="tier shown broken")
-        events = app.overview.query_one("#events").texts
+        events = event_texts(app)
         assert sum("tier team quota unreadable" in t and "edited outside surgewatch" in t for t in events) == 1
         v = app.state.quotas["team"].version
         await store.set("team", QuotaSpec(5, 3600), actor="carol", reason="the edit, done properly")
         await wait_until(pilot, lambda: re.search(r"\bteam +active\b", screen_text(app)), timeout=5.0,
                          what="tier repaired")
         assert app.state.quotas["team"].version == v + 1
-        assert any("tier team quota readable again" in t for t in app.overview.query_one("#events").texts)
+        assert any("tier team quota readable again" in t for t in event_texts(app))
 
 
 async def test_lost_change_feed_shows_in_the_banner(valkey: ValkeyProcess, store: QuotaStore) -> None:
@@ -321,7 +331,7 @@ async def test_node_going_down_and_back(valkey: ValkeyProcess, store: QuotaStore
         await wait_until(pilot, lambda: label in screen_text(app) and "0 L4" in screen_text(app), what="rows drawn")
         node.stop()
         await wait_until(pilot, lambda: all(r.status == "down" for r in app.state.rows), timeout=10, what="down")
-        events = app.overview.query_one("#events").texts
+        events = event_texts(app)
         await wait_until(pilot, lambda: any(f"node {label} down" in t for t in events), what="down event")
         await wait_until(pilot, lambda: "down " in screen_text(app), what="status with its age")
         first = max(r.age_s or 0 for r in app.state.rows)

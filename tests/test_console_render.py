@@ -7,20 +7,23 @@ from typing import Any
 
 from rich.style import Style
 
+from collectors.runner import Reading
+from collectors.samples import Source
 from tui.testing import frozen_readings, frozen_session, load_frozen, screen_text, settle
 from tui.widgets.gpu_table import GpuTable
 from tui.widgets.heatmap import HeatMap
 
 
-def hotter(readings: dict[str, Any], node: int, gpu: int, temp: float) -> dict[str, Any]:
+def hotter(readings: dict[Source, Reading[Any]], node: int, gpu: int, temp: float) -> dict[Source, Reading[Any]]:
     """The frozen readings with one fleet GPU at `temp` (a new node sample, as a new scrape gives)."""
-    fleet = readings["fleet"]
+    fleet = readings[Source.FLEET]
+    assert fleet.sample is not None
     nodes = list(fleet.sample.nodes)
     gpus = list(nodes[node].gpus)
     gpus[gpu] = dataclasses.replace(gpus[gpu], temp_c=temp)
     nodes[node] = dataclasses.replace(nodes[node], gpus=tuple(gpus))
     sample = dataclasses.replace(fleet.sample, nodes=tuple(nodes))
-    return {"fleet": dataclasses.replace(fleet, sample=sample)}
+    return {Source.FLEET: dataclasses.replace(fleet, sample=sample)}
 
 
 async def test_changed_gpu_rerenders_only_its_row() -> None:
@@ -34,7 +37,7 @@ async def test_changed_gpu_rerenders_only_its_row() -> None:
             rendered.append(str(row_key.value))
             return render_row(row_key, *args, **kwargs)
 
-        table._render_line_in_row = spy  # type: ignore[method-assign]
+        table._render_line_in_row = spy
         load_frozen(app, hotter(frozen_readings(), 0, 3, 97.0))
         await settle(pilot)
         key = app.state.rows[[r.gpu.temp_c for r in app.state.rows].index(97.0)].key

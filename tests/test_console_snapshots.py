@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from textual.widgets import Input
 
+from collectors.samples import Source
 from tui.app import SurgewatchApp
 from tui.testing import frozen_app as _frozen_app
 from tui.testing import frozen_readings, load_frozen, settle
@@ -20,7 +21,7 @@ def frozen_app(redis_url: str | None = "redis://:hunter2@10.0.0.9:6379/0", **set
 async def fill(pilot: Any) -> None:
     readings = frozen_readings()
     if not pilot.app.settings.redis_url:
-        del readings["traffic"]  # no Redis, no traffic source
+        del readings[Source.TRAFFIC]  # no Redis, no traffic source
     load_frozen(pilot.app, readings)
     await settle(pilot)
     for inp in pilot.app.screen.query(Input):

@@ -6,27 +6,35 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
+from textual.pilot import Pilot
 
 from collectors.config import Settings
 from quotas.store import QuotaStore
 from sim.runner import WorldThread
 from sim.valkey import port_open
 from sim.world import DemoConfig, Tick
+from tui.app import SurgewatchApp
 from tui.demo_cmd import demo_app
 
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "demo.svg"
 
 
-async def wait_for(pilot, cond: Callable[[], bool], timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+async def wait_for(pilot: Pilot[int], cond: Callable[[], bool], timeout_s: float, what: str) -> None:
     """Let the app run until `cond()` holds; fail naming `what` after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while not cond():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await pilot.pause(0.1)
+
+
+def console(world: WorldThread) -> SurgewatchApp:
+    """The demo's console: demo_app is typed App[int], and what it returns is create_app's SurgewatchApp."""
+    return cast(SurgewatchApp, demo_app(world, Settings()))
 
 
 def free_reject_ratio(ticks: list[Tick]) -> float:
@@ -49,7 +57,7 @@ async def test_operator_cuts_the_free_tier_with_keys_and_the_world_reacts(monkey
     redis_port = world.valkey.port
     client = aioredis.Redis.from_url(world.redis_url, socket_timeout=5)
     try:
-        app = demo_app(world, Settings())
+        app = console(world)
         async with app.run_test(size=(200, 60)) as pilot:
             assert world.redis_url in app.sub_title
             await wait_for(
@@ -114,7 +122,7 @@ async def test_demo_console_shows_scraped_nodes_and_quit_stops_the_world() -> No
     world.start()
     ports = [world.valkey.port] + [int(u.rsplit(":", 1)[1].split("/")[0]) for u in world.node_urls]
     try:
-        app = demo_app(world, Settings())
+        app = console(world)
         async with app.run_test(size=(80, 24)) as pilot:
             await wait_for(pilot, lambda: len(app.state.rows) == 4, 15, "4 GPUs from 2 nodes")
             assert {r.node for r in app.state.rows} == {urlsplit(u).netloc for u in world.node_urls}

@@ -173,8 +173,9 @@ async def test_sweep_marks_each_bad_node_and_never_waits_for_the_hanging_one(nod
         ok = by[nodes["ok"].url]
         assert (ok.status, ok.error, len(ok.gpus), ok.gpus[0].temp_c) == ("up", None, 1, 31)
         assert ok.latency_ms is not None and ok.latency_ms >= 0
-        assert by[nodes["500"].url].status == "down" and by[nodes["500"].url].error.startswith("HTTP 500")
-        assert by[nodes["garbage"].url].error.startswith("not Prometheus text")
+        down, garbage = by[nodes["500"].url], by[nodes["garbage"].url]
+        assert down.status == "down" and down.error is not None and down.error.startswith("HTTP 500")
+        assert garbage.error is not None and garbage.error.startswith("not Prometheus text")
         # the sweep came back while the hanging node was still in flight
         assert by[nodes["hang"].url].error == "not scraped yet"
         await asyncio.sleep(1.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -183,9 +184,9 @@ async def test_unknown_tier_refused_and_counted_in_its_own_counters(
     await limiter.record("nosuch", "blocked")
     new = set(await redis_client.keys("*")) - before
     assert len(new) == 1, new
-    key: bytes = new.pop()
+    key = cast(bytes, new.pop())  # decode_responses off: bytes
     assert key.startswith(b"surgewatch:{nosuch}:c:")
-    fields: dict[bytes, bytes] = await redis_client.hgetall(key)  # type: ignore[assignment]  # decode_responses off
+    fields = cast(dict[bytes, bytes], await redis_client.hgetall(key))  # decode_responses off: bytes
     assert sum(int(v) for f, v in fields.items() if f.endswith(b":unknown_tier")) == 5
     assert set(fields) <= {f for f in fields if f.endswith(b":unknown_tier")}  # nothing counted as blocked
     assert 0 < await redis_client.ttl(key) <= COUNTER_TTL_S

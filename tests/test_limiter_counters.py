@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from typing import cast
 
 import pytest
 import redis.asyncio as aioredis
+from redis.typing import EncodableT, FieldT
 
 from quotas.keys import AUDIT_MAXLEN, COUNTER_TTL_S, Keys
 from quotas.library import library_source
@@ -21,7 +23,8 @@ async def counters(client: aioredis.Redis, tier: str, kind: str = "c") -> Counte
     """Sum every `P{T}:c:M` (or `:r:M`) hash of the tier by outcome (or rank bucket)."""
     total: Counter[str] = Counter()
     async for key in client.scan_iter(match=f"surgewatch:{{{tier}}}:{kind}:*"):
-        for field, value in (await client.hgetall(key)).items():
+        # decode_responses is off: fields and values are bytes
+        for field, value in cast(dict[bytes, bytes], await client.hgetall(key)).items():
             f = field.decode()
             if f == "about":  # what the hash holds, in words: see test_counter_hashes_are_hash_tables
                 continue
@@ -64,7 +67,7 @@ async def test_counter_keys_expire_and_fields_are_seconds(store: QuotaStore, red
     for k in keys:
         assert 3600 < await redis_client.ttl(k) <= COUNTER_TTL_S
     (ck,) = [k for k in keys if b":c:" in k]
-    for field in await redis_client.hkeys(ck):
+    for field in cast(list[bytes], await redis_client.hkeys(ck)):  # decode_responses off: bytes
         if field == b"about":
             continue
         s, outcome = field.decode().split(":")
@@ -146,12 +149,12 @@ async def write_counters(client: aioredis.Redis, tier: str, minute: int, accepte
                          ranks: dict[int, int] | None = None) -> None:
     """Counter (and rank) hashes of one minute as the limiter writes them: `S:outcome` and rank-bucket fields."""
     k = Keys()
-    fields: dict[str, int | str] = {f"{s}:accepted": n for s, n in accepted.items()}
+    fields: dict[FieldT, EncodableT] = {f"{s}:accepted": n for s, n in accepted.items()}
     fields |= {f"{s}:user_quota": 99 for s in accepted}  # refusals are not admitted requests: never counted
     fields["about"] = "outcome counters per second (README)"
     await client.hset(k.counters(tier, minute), mapping=fields)
     if ranks:
-        rank_fields: dict[str, int | str] = {str(b): n for b, n in ranks.items()}
+        rank_fields: dict[FieldT, EncodableT] = {str(b): n for b, n in ranks.items()}
         await client.hset(k.ranks(tier, minute), mapping={"about": "rank buckets (README)", **rank_fields})
 
 
@@ -248,7 +251,9 @@ async def test_single_and_batch_paths_agree_on_random_traffic(store: QuotaStore,
     for tier in ("pro", "team"):  # usage is what was admitted, whichever way the limiter read and counted it
         usage: Counter[str] = Counter()
         async for key in redis_client.scan_iter(match=f"surgewatch:{{{tier}}}:u:*"):
-            usage[key.decode().rsplit(":", 1)[1]] += int(await redis_client.get(key))
+            used = await redis_client.get(key)
+            assert used is not None, key
+            usage[key.decode().rsplit(":", 1)[1]] += int(used)
         assert usage == admitted
 
 

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -37,12 +38,12 @@ def console(valkey: ValkeyProcess, *, read_only: bool = False) -> SurgewatchApp:
     return create_app(settings, sources=("traffic",), actor="tester")
 
 
-def snapshot(url: str) -> dict:  # type: ignore[type-arg]
+def snapshot(url: str) -> dict[str, Any]:
     """`surgewatch snapshot --json --no-local` against the server, as a script would run it."""
     out = subprocess.run([sys.executable, "-m", "tui.cli", "--redis", url, "snapshot", "--json", "--no-local"],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)  # type: ignore[no-any-return]
+    return json.loads(out.stdout)
 
 
 def events(app: SurgewatchApp) -> str:
@@ -186,6 +187,7 @@ async def test_persistence_error_is_named(valkey: ValkeyProcess, store: QuotaSto
     """A background save that fails (a directory where its file must go) is MISCONF: named on screen and in
     snapshot, and the limiter's writes are refused (fail_open decides)."""
     dbfile = (await redis_client.config_get("dbfilename"))["dbfilename"]
+    assert dbfile is not None
     (valkey.data_dir / dbfile).mkdir()  # the save's final rename onto it fails, whoever runs the server
     await redis_client.config_set("save", "3600 1")
     await redis_client.bgsave()

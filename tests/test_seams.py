@@ -109,4 +109,4 @@ def test_unknown_name_is_an_attribute_error() -> None:
     import quotas
 
     with pytest.raises(AttributeError, match="no attribute 'Limitr'"):
-        _ = quotas.Limitr  # type: ignore[attr-defined]  # the point: a misspelt name
+        _ = quotas.Limitr  # the point: a misspelt name (mypy allows it: quotas has a module __getattr__)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
 
 import pynvml
 import redis.asyncio as aioredis
@@ -115,7 +116,7 @@ async def test_cli_json_exit_0_with_subcommand_options(valkey: ValkeyProcess, re
     assert doc["tiers"][0]["tier"] == "free"
 
 
-async def test_cli_global_options_and_node_file(tmp_path, valkey: ValkeyProcess) -> None:  # type: ignore[no-untyped-def]
+async def test_cli_global_options_and_node_file(tmp_path: Path, valkey: ValkeyProcess) -> None:
     """Global --redis before the subcommand and `--nodes @FILE` with comments work; the table prints."""
     node = await LoopbackNode().start()
     nodes_file = tmp_path / "nodes.txt"

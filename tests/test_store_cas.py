@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import cast
 
 import redis.asyncio as aioredis
 
@@ -67,7 +68,8 @@ async def test_two_processes_cas_no_update_lost(valkey: ValkeyProcess, redis_cli
     assert final is not None
     assert final.version == base.version + successes
     assert final.limit == successes  # every success saw the previous one's value: no lost update
-    entries = await redis_client.xrange(Keys().audit("free"))
+    # decode_responses is off (bytes), and XRANGE answers a list, never nil
+    entries = cast(list[tuple[bytes, dict[bytes, bytes]]], await redis_client.xrange(Keys().audit("free")))
     mine = [e for e in entries if e[1][b"actor"].startswith(b"proc")]
     assert len(mine) == successes
     assert sorted(int(f[b"version"]) for _, f in mine) == list(range(base.version + 1, final.version + 1))

@@ -168,8 +168,9 @@ async def test_exact_counts_from_the_real_limiter(redis_client: aioredis.Redis) 
     }
     assert f.accepted_rps == 1.5 and f.rejected_rps == 1.2
     assert f.quota is not None and f.quota.spec == "3/1d" and f.quota.version >= 2
-    assert (by["pro"].accepted_1m, by["pro"].rejected_1m, by["pro"].quota.tier_cap_rps) == (12, 0, 1000)
-    assert by["team"].rejected_by_reason_1m["paused"] == 6 and by["team"].quota.paused
+    pt, tt = by["pro"], by["team"]
+    assert pt.quota is not None and (pt.accepted_1m, pt.rejected_1m, pt.quota.tier_cap_rps) == (12, 0, 1000)
+    assert tt.quota is not None and tt.rejected_by_reason_1m["paused"] == 6 and tt.quota.paused
     assert by["enterprise"].accepted_1m == 0 and sum(f.accepted_history) == 15
 
 

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from collectors.runner import Reading
-from collectors.samples import FleetSample, GpuSample, GpusSample, NodeSample, TierTraffic, TrafficSample
+from collectors.runner import Reading, SourceError
+from collectors.samples import (
+    FleetSample,
+    GpuSample,
+    GpusSample,
+    NodeSample,
+    NodeStatus,
+    TierTraffic,
+    TrafficSample,
+)
+from quotas.errors import ErrorKind
 from quotas.model import Quota
 from tui.alerts import audit_event, gpu_events, node_events, quota_text, traffic_events
 from tui.model import GpuRowCache, build_gpu_rows, compute_kpis, format_age, node_label
@@ -13,12 +22,12 @@ TH = Thresholds()
 URL = "http://127.0.0.1:9401/metrics"
 
 
-def reading(name: str, sample: object, at: float, error: str | None = None) -> Reading:
+def reading(name: str, sample: object, at: float, error: SourceError | None = None) -> Reading:
     return Reading(name, sample, at, error, 1 if error else 0, at + 1)
 
 
-def node(status: str, gpus: tuple[GpuSample, ...], at: float = 100.0, error: str | None = None) -> NodeSample:
-    return NodeSample(URL, status, error, 1.0 if status == "up" else None, at, at, gpus)  # type: ignore[arg-type]
+def node(status: NodeStatus, gpus: tuple[GpuSample, ...], at: float = 100.0, error: str | None = None) -> NodeSample:
+    return NodeSample(URL, status, error, 1.0 if status == "up" else None, at, at, gpus)
 
 
 def test_format_age_and_node_label() -> None:
@@ -39,7 +48,8 @@ def test_rows_are_stale_when_their_source_fails_and_status_words() -> None:
         GpuSample("local", 1, throttle=("gpu_idle",)),
         GpuSample("local", 2, status="lost"),
     )
-    rows = build_gpu_rows(reading("gpu", GpusSample(100.0, gpus), 100.0, "timed out"), None, 130.0, TH)
+    timed_out = SourceError(ErrorKind.TIMEOUT, "timed out")
+    rows = build_gpu_rows(reading("gpu", GpusSample(100.0, gpus), 100.0, timed_out), None, 130.0, TH)
     assert [r.stale for r in rows] == [True, True, True]
     assert rows[0].age_s == 30.0
     assert [r.status for r in rows] == ["stale", "stale", "lost"]
@@ -136,7 +146,9 @@ def test_thresholds_override_and_reject_unknown() -> None:
 
 def test_an_unchanged_page_gives_the_same_row_objects() -> None:
     """A node re-scraped with the same GPU samples keeps its row objects; new samples or a down node don't."""
-    def rows(at: float, gpus: tuple[GpuSample, ...], status: str = "up", cache: GpuRowCache | None = None) -> tuple:
+    def rows(
+        at: float, gpus: tuple[GpuSample, ...], status: NodeStatus = "up", cache: GpuRowCache | None = None
+    ) -> tuple:
         n = node(status, gpus, at if status == "up" else 100.0, None if status == "up" else "cannot connect")
         return build_gpu_rows(None, reading("fleet", FleetSample(at, (n,)), at), at, TH, cache)
 
