@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +64,7 @@ async def quota_events(
     *,
     backoff_s: float = 0.2,
     max_backoff_s: float = 5.0,
-) -> AsyncIterator[QuotaEvent]:
+) -> AsyncGenerator[QuotaEvent, None]:
     """Yield quota events forever, reconnecting with backoff; `resubscribed` after every (re)connect.
 
     Pass a URL or a zero-argument factory returning a `redis.asyncio.Redis` (one server of a cluster works:

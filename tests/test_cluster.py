@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import cast
 
 import pytest
 import redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from quotas.keys import Keys
 from quotas.library import library_version
@@ -17,6 +18,18 @@ from quotas.store import SEED_TIERS, QuotaStore
 from sim.valkey import ValkeyProcess, free_port
 
 SLOTS = [(0, 5460), (5461, 10922), (10923, 16383)]
+
+
+def owner(rc: RedisCluster, key: str) -> ClusterNode:
+    """The master that serves a key's slot (an initialized client knows every slot)."""
+    node = rc.get_node_from_key(key)
+    assert node is not None, f"no node serves {key}"
+    return node
+
+
+def port_of(node: ClusterNode) -> int:
+    """A node's port: an int from CLUSTER SLOTS (the stubs allow str for a node built by hand)."""
+    return cast(int, node.port)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +74,7 @@ async def rc(cluster: list[ValkeyProcess]) -> AsyncIterator[RedisCluster]:
 async def test_tiers_spread_over_masters(rc: RedisCluster) -> None:
     """The seeded tiers' hash tags land on more than one master, so the test exercises real routing."""
     slots = {rc.keyslot(Keys().quota(t)) for t in SEED_TIERS}
-    owners = {rc.get_node_from_key(Keys().quota(t)).name for t in SEED_TIERS}
+    owners = {owner(rc, Keys().quota(t)).name for t in SEED_TIERS}
     assert len(slots) == len(SEED_TIERS) and len(owners) >= 2
 
 
@@ -87,11 +100,11 @@ async def test_store_and_limiter_on_cluster(rc: RedisCluster, cluster: list[Valk
 async def test_cluster_master_lost_library_is_reloaded(rc: RedisCluster, cluster: list[ValkeyProcess]) -> None:
     """A master that lost the library (FUNCTION FLUSH) gets it back from the next check by itself."""
     await QuotaStore(rc).init()
-    node = rc.get_node_from_key(Keys().quota("pro"))
-    with redis.Redis(host=node.host, port=node.port) as c:
+    node = owner(rc, Keys().quota("pro"))
+    with redis.Redis(host=node.host, port=port_of(node)) as c:
         c.function_flush()
     assert (await Limiter(rc).check("pro", "u")).allowed
-    with redis.Redis(host=node.host, port=node.port) as c:
+    with redis.Redis(host=node.host, port=port_of(node)) as c:
         assert c.fcall_ro("sw_version", 0) == library_version()
 
 
@@ -114,8 +127,8 @@ async def test_events_reach_a_subscriber_on_any_node(rc: RedisCluster, cluster: 
 
     store = QuotaStore(rc)
     await store.init()
-    owner = rc.get_node_from_key(Keys().quota("free")).port
-    other = next(n for n in cluster if n.port != owner)
+    owner_port = port_of(owner(rc, Keys().quota("free")))
+    other = next(n for n in cluster if n.port != owner_port)
     events = quota_events(lambda: aioredis.Redis(host=other.host, port=other.port))
     try:
         assert (await asyncio.wait_for(anext(events), 5)).kind == "resubscribed"
