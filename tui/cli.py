@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     from collectors import commands as collectors_cli
     from collectors import record_cmd
     from quotas import commands as quotas_cli
-    from tui import demo_cmd, guard_cmd, replay_cmd
+    from tui import demo_cmd, guard_cmd, replay_cmd, serve_cmd
 
     p = argparse.ArgumentParser(
         prog="surgewatch",
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     record_cmd.register(sub)
     replay_cmd.register(sub)
     guard_cmd.register(sub)
+    serve_cmd.register(sub)
     return p
 
 

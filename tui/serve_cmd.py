@@ -1,0 +1,103 @@
+"""`surgewatch serve`: options, the checks that refuse a bad or unsafe start (exit 2), then the server."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import signal
+import sys
+from urllib.parse import urlsplit
+
+from collectors.config import Settings
+
+TOKEN_ENV = "SURGEWATCH_SERVE_TOKEN"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `serve` to the `surgewatch` parser."""
+    p = sub.add_parser(
+        "serve",
+        help="serve the wall console to browsers (read-only, one collection for every viewer)",
+        description=(
+            "Serve the wall console (read-only, large KPIs, cycling panels) to browsers. The global options "
+            "(--redis, --nodes, --prometheus, ...) say what it watches; it collects once for every viewer."
+        ),
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    p.add_argument("--token", metavar="TOKEN", help=f"login token (else {TOKEN_ENV}); without one, loopback only")
+    p.add_argument("--public-url", metavar="URL", help="the address browsers use (behind a proxy or tunnel)")
+    p.add_argument("--max-viewers", type=int, default=20, metavar="N", help="viewers at once (default 20)")
+    p.add_argument("--size", default="160x48", metavar="COLSxROWS", help="the wall's size in cells (default 160x48)")
+    p.add_argument("--insecure-no-token", action="store_true",
+                   help="allow a non-loopback --host without a token (anyone who can reach it can watch)")
+    p.set_defaults(func=run)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        cols, rows = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"invalid --size {text!r}: COLSxROWS, e.g. 160x48") from None
+    if not (40 <= cols <= 400 and 12 <= rows <= 200):
+        raise ValueError(f"invalid --size {text!r}: from 40x12 to 400x200")
+    return cols, rows
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from tui.serve import ServeOptions
+
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    try:
+        if not 1 <= args.port <= 65535:
+            raise ValueError(f"invalid --port {args.port}: from 1 to 65535")
+        if args.max_viewers < 1:
+            raise ValueError(f"invalid --max-viewers {args.max_viewers}: at least 1")
+        if args.public_url is not None and urlsplit(args.public_url).scheme not in ("http", "https"):
+            raise ValueError(f"invalid --public-url {args.public_url!r}: an http:// or https:// URL")
+        if not is_loopback(args.host) and token is None and not args.insecure_no_token:
+            raise ValueError(f"refusing to serve on {args.host} without a token: give --token (or {TOKEN_ENV}), "
+                             "or --insecure-no-token to let anyone who can reach it watch")
+        options = ServeOptions(args.host, args.port, token, args.public_url, args.max_viewers, parse_size(args.size))
+    except ValueError as e:
+        print(f"surgewatch serve: {e}", file=sys.stderr)
+        return 2
+    return serve(settings, options)
+
+
+def serve(settings: Settings, options: object) -> int:
+    import asyncio
+
+    from tui.serve import ServeOptions, WallServer
+
+    assert isinstance(options, ServeOptions)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    server = WallServer(settings, options)
+    where = options.public_url or f"http://{options.host}:{options.port}/"
+    login = " (login: open it once with ?token=TOKEN, or send Authorization: Bearer)" if options.token else ""
+    print(f"surgewatch serve: the wall console on {where}{login}", file=sys.stderr, flush=True)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await server.run(stop=stop)
+
+    try:
+        asyncio.run(main())
+    except OSError as e:  # the port is taken, the address is not ours
+        print(f"surgewatch serve: cannot listen on {options.host}:{options.port}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    return 0
