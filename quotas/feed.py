@@ -8,6 +8,7 @@ after which a consumer must re-read every quota (messages published while it was
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import random
@@ -15,14 +16,15 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError
 
-from quotas.errors import ErrorKind, redact
+from quotas.errors import AuthFailed, ErrorKind, Unreachable, redact
 from quotas.keys import DEFAULT_PREFIX, Keys
 from quotas.library import UNREACHABLE_ERRORS
 
 log = logging.getLogger(__name__)
+# a lost link, or a client that could not be opened (quotas.connect names it Unreachable or AuthFailed)
+_LOST: tuple[type[BaseException], ...] = (*UNREACHABLE_ERRORS, Unreachable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +53,12 @@ def parse_event(data: Any) -> QuotaEvent | None:
 def _factory(source: str | Callable[[], Any]) -> Callable[[], Any]:
     if callable(source):
         return source
-    url = source
-    # health checks make a silently dead link fail within seconds instead of never
-    return lambda: aioredis.Redis.from_url(
-        url, socket_connect_timeout=2, socket_keepalive=True, health_check_interval=5
-    )
+    from quotas.connect import Connector
+
+    # any URL form (one server, a cluster, Sentinel); health checks make a silently dead link fail
+    # within seconds instead of never
+    connector = Connector(source, socket_connect_timeout=2, socket_keepalive=True, health_check_interval=5)
+    return connector.subscriber
 
 
 async def quota_events(
@@ -67,20 +70,26 @@ async def quota_events(
 ) -> AsyncGenerator[QuotaEvent, None]:
     """Yield quota events forever, reconnecting with backoff; `resubscribed` after every (re)connect.
 
-    Pass a URL or a zero-argument factory returning a `redis.asyncio.Redis` (one server of a cluster works:
-    PUBLISH reaches every node). Cancel the consuming task to stop. One `disconnected` event is yielded per
+    Pass a URL or a zero-argument factory returning a `redis.asyncio.Redis` or an awaitable of one
+    (`quotas.connect.Connector.subscriber`). On a cluster one node's client is enough: in Valkey and
+    Redis a PUBLISH on any node reaches the subscribers of every node (the cluster bus carries it).
+    Cancel the consuming task to stop. One `disconnected` event is yielded per
     outage (not per retry), so a console can say its change feed is down."""
     channel = Keys(prefix).events
     make = _factory(url_or_client_factory)
     delay = backoff_s
     announce = True  # the next failure starts an outage worth reporting
     while True:
-        client = make()
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        client: Any = None
+        pubsub: Any = None
         lost: str | None = None
         lost_kind = ErrorKind.UNREACHABLE
         try:
             async with asyncio.timeout(5):
+                client = make()
+                if inspect.isawaitable(client):  # quotas.connect.Connector.subscriber: may connect first
+                    client = await client
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
                 await pubsub.subscribe(channel)
             delay = backoff_s
             announce = True
@@ -92,14 +101,17 @@ async def quota_events(
                 ev = parse_event(msg.get("data"))
                 if ev is not None:
                     yield ev
-        except UNREACHABLE_ERRORS as e:
+        except _LOST as e:
             lost = redact(str(e)) or type(e).__name__
-            lost_kind = ErrorKind.AUTH_FAILED if isinstance(e, AuthenticationError) else ErrorKind.UNREACHABLE
+            auth = isinstance(e, (AuthenticationError, AuthFailed))
+            lost_kind = ErrorKind.AUTH_FAILED if auth else ErrorKind.UNREACHABLE
             log.warning("quota events: connection lost (%s); reconnecting in %.1f s", lost, delay)
         finally:
             try:
-                await pubsub.aclose()
-                await client.aclose()
+                if pubsub is not None:
+                    await pubsub.aclose()
+                if client is not None:
+                    await client.aclose()
             except Exception:  # already broken: nothing to release
                 pass
         if lost is not None and announce:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -20,12 +19,13 @@ from collectors.runner import SourceError, classify
 from collectors.samples import Source
 from quotas.errors import ErrorKind
 from tui.alerts import Event, audit_event
+from tui.failover import RedisLink, header_masters
 from tui.messages import QuotaChanged, QuotasLoaded, QuotasRestored, SubscriptionChanged, _Sampled
 from tui.screens.editor import QuotaEditor
 from tui.screens.help import HelpScreen
 from tui.screens.history import HistoryScreen
 from tui.screens.overview import EditableOverviewScreen, OverviewScreen
-from tui.sources import Factory, SourceSpec, plan, redis_client
+from tui.sources import Factory, SourceSpec, plan, redis_connector
 from tui.state import ConsoleState
 from tui.thresholds import Thresholds
 from tui.widgets.events_log import EventLog
@@ -33,7 +33,7 @@ from tui.widgets.events_log import EventLog
 RESTART_MAX_S = 30.0
 
 
-class SurgewatchApp(App[int]):
+class SurgewatchApp(RedisLink, App[int]):
     """GPU health, per-tier traffic and live quotas in one terminal."""
 
     TITLE = "surgewatch"
@@ -80,15 +80,18 @@ class SurgewatchApp(App[int]):
         self._restarts: dict[str, int] = {}
         self._audit_seen: set[str] = set()
         self._dirty: set[Source] = set()
-        self.client: Any = None
+        self.client: Any = None  # opened by the first worker that needs it (self.connector): then the store
         self.store: Any = None
+        self.connector: Any = None
+        self._masters: list[str] = []
         self.sub_title = subtitle if subtitle is not None else self._default_subtitle()
         if settings.wall:
             self.theme = "textual-dark"
 
     def _default_subtitle(self) -> str:
         s = self.settings
-        parts = [f"redis {s.redis_url_shown}" if s.redis_url else "no redis"]
+        parts = [f"redis {s.redis_url_shown}{header_masters(s.redis_url, self._masters)}" if s.redis_url
+                 else "no redis"]
         if s.nodes:
             parts.append(f"{len(s.nodes)} nodes")
         if s.prometheus:
@@ -100,10 +103,7 @@ class SurgewatchApp(App[int]):
     # ----- lifecycle
     def on_mount(self) -> None:
         if self.settings.redis_url:
-            from quotas.store import QuotaStore
-
-            self.client = redis_client(self.settings.redis_url)
-            self.store = QuotaStore(self.client, prefix=self.settings.prefix, timeout_s=3.0)
+            self.connector = redis_connector(self.settings)
         if self.replay is not None:
             from tui.screens.replay import ReplayOverviewScreen
 
@@ -114,11 +114,11 @@ class SurgewatchApp(App[int]):
         self.push_screen(self.overview)
         if self.replay is not None:
             self.replay.attach(self)
-        for spec in plan(self.settings, self.client, self._factories):
+        for spec in plan(self.settings, self.connector, self._factories):
             if spec.name in self._wanted:
                 self._specs[spec.name] = spec
                 self.start_source(spec.name)
-        if self._subscribe and self.store is not None:
+        if self._subscribe and self.connector is not None:
             self.run_worker(self._quota_events(), name="quota-events", group="quota-events", exit_on_error=False)
         if self._tick_s:
             self.set_interval(self._tick_s, self._tick)
@@ -128,9 +128,8 @@ class SurgewatchApp(App[int]):
     async def on_unmount(self) -> None:
         if self.recorder is not None:
             self.recorder.close()  # writes the last batch (at most half a second of readings)
-        if self.client is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.client.aclose(), 2)
+        if self.connector is not None:
+            await self.connector.aclose()
 
     def start_source(self, name: Source) -> None:
         self.run_worker(self._run_source(self._specs[name]), name=name, group=name, exit_on_error=False)
@@ -140,6 +139,9 @@ class SurgewatchApp(App[int]):
         from collectors.runner import Runner
 
         collector = spec.make()
+        window = getattr(collector, "window", None)
+        if window is not None:
+            self.fleet_window = window  # the GPU table's filter asks a large fleet for its nodes
         try:
             if hasattr(collector, "backfill"):
                 try:
@@ -183,6 +185,8 @@ class SurgewatchApp(App[int]):
         source = message.source
         if self.recorder is not None:
             self.recorder.reading(source, message.reading)
+        if source == Source.TRAFFIC:
+            self._traffic_masters(message.reading)
         events = self.state.apply(source, message.reading)
         self.overview.add_events(events)
         if self._tick_s:
@@ -205,11 +209,11 @@ class SurgewatchApp(App[int]):
         """Supervised subscription: every change (here or anywhere) reaches the screen within a second."""
         from quotas.feed import quota_events
 
-        url = self.settings.redis_url
-        assert url is not None and self.store is not None
+        assert self.connector is not None
         first = True
-        async for ev in quota_events(lambda: redis_client(url), self.settings.prefix):
+        async for ev in quota_events(self.connector.subscriber, self.settings.prefix):
             try:
+                await self.open_store()
                 if ev.kind == "disconnected":
                     kind = ev.error_kind or ErrorKind.UNREACHABLE
                     lost = SourceError(kind, f"quota change feed lost: {ev.error}")
@@ -264,15 +268,14 @@ class SurgewatchApp(App[int]):
         if self.read_only:
             self.notify("read-only console: quotas cannot be changed here", severity="warning")
             return
-        if self.store is None:
-            self.notify("No Redis configured: give --redis URL to see and change quotas.", severity="warning")
-            return
-        refusal = self.state.edit_refusal()
+        refusal = self.state.edit_refusal() if self.connector is not None else None
         if refusal:
             from tui.screens.refused import RefusedScreen
 
             self.notify(f"Edit refused: {refusal}.", severity="error")
             self.push_screen(RefusedScreen(f"Edit refused: {refusal}."))
+            return
+        if self._store_missing("see and change quotas"):
             return
         if tier is None and not self.overview.tiers_focused:
             # never guess which tier an operator meant: take them to the tier list first
@@ -297,8 +300,10 @@ class SurgewatchApp(App[int]):
 
     def action_restore(self) -> None:
         """Offer to write back the quotas this console last saw (Redis came back empty, or tiers lost theirs)."""
-        if self.read_only or self.store is None:
+        if self.read_only or self.connector is None:
             self.notify("read-only console: restore with `surgewatch quota import FILE`", severity="warning")
+            return
+        if self._store_missing("restore quotas"):
             return
         quotas = self.state.restorable()
         if not quotas:
@@ -356,8 +361,7 @@ class SurgewatchApp(App[int]):
         dismiss(self)
 
     def action_history(self) -> None:
-        if self.store is None:
-            self.notify("No Redis configured: there is no quota history to show.", severity="warning")
+        if self._store_missing("show the quota history"):
             return
         # the selected tier's history from the tier list; every tier's from anywhere else
         tier = self.overview.selected_tier if self.overview.tiers_focused else None
@@ -373,6 +377,8 @@ class SurgewatchApp(App[int]):
                     (b.key_display or self.get_key_display(b), b.description or b.action)
                 )
         note = "Read-only: no edit keys." if self.read_only else ""
+        # the header's whole subtitle (a small terminal shows only what fits): e.g. the demo's join command
+        note = "\n".join(filter(None, [self.sub_title, note]))
         self.push_screen(HelpScreen(shown + rest, note))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:

@@ -27,17 +27,59 @@ class SourceSpec:
     backoff_max_s: float = 30.0
 
 
+# the console's client options: short timeouts so a dead server shows as stale within seconds
+CONSOLE_OPTIONS: dict[str, Any] = {
+    "socket_timeout": 2.0, "socket_connect_timeout": 2.0, "health_check_interval": 5, "socket_keepalive": True,
+}
+
+
 def redis_client(url: str) -> Any:
-    """The console's one Redis client: short timeouts so a dead server shows as stale within seconds."""
+    """A plain client on one server with the console's options (no cluster detection: `redis_connector`)."""
     import redis.asyncio as aioredis
 
-    return aioredis.Redis.from_url(
-        url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=5, socket_keepalive=True
-    )
+    return aioredis.Redis.from_url(url, **CONSOLE_OPTIONS)
+
+
+def redis_connector(settings: Settings) -> Any:
+    """The console's Redis: one server, a cluster (detected, or --redis-cluster) or Sentinel, opened on
+    first use by whichever worker needs it first (quotas.connect.Connector)."""
+    from quotas.connect import Connector
+
+    assert settings.redis_url
+    return Connector(settings.redis_url, force_cluster=settings.redis_cluster, prefix=settings.prefix,
+                     **CONSOLE_OPTIONS)
+
+
+class Connected:
+    """A collector built once its client is open: until then each poll tries to open it, so a Redis
+    that is down at start is a failing source (the banner, retries) like one lost later."""
+
+    def __init__(self, connector: Any, make: Callable[[Any], Collector[Any]], name: str) -> None:
+        self.connector = connector
+        self.make = make
+        self.name = name
+        self._inner: Any = None
+
+    async def _collector(self) -> Any:
+        if self._inner is None:
+            self._inner = self.make(await self.connector.client())
+        return self._inner
+
+    async def backfill(self) -> Any:
+        inner = await self._collector()
+        return await inner.backfill()
+
+    async def poll(self) -> Any:
+        return await (await self._collector()).poll()
+
+    async def aclose(self) -> None:
+        if self._inner is not None:
+            await self._inner.aclose()
 
 
 def plan(settings: Settings, client: Any | None, overrides: dict[Source, Factory] | None = None) -> list[SourceSpec]:
-    """The sources for these settings. `overrides` replaces a source's factory (tests: fake NVML)."""
+    """The sources for these settings. `client`: a Redis client, or a `redis_connector` (opened on first
+    use). `overrides` replaces a source's factory (tests: fake NVML)."""
     overrides = overrides or {}
     iv = settings.interval_s
 
@@ -56,18 +98,27 @@ def plan(settings: Settings, client: Any | None, overrides: dict[Source, Factory
 
         if settings.prometheus:
             from collectors.prometheus import PrometheusFleetCollector
+            from collectors.prometheus_window import FleetWindow
+            from tui.model import throttled_reasons
+            from tui.thresholds import Thresholds
 
             # Prometheus' values change at its scrape interval: asked no faster than nodes are scraped,
-            # and a poll waits at most 1 s for a refresh still running (skipped, not queued)
+            # and a poll waits at most 1 s for a refresh still running (skipped, not queued); a large
+            # fleet is read through aggregates and the worst nodes (the console's rules for hot/throttled)
+            th = Thresholds.from_mapping(settings.thresholds)
             return PrometheusFleetCollector(
                 settings.prometheus, lookback_s=settings.prometheus_lookback_s,
                 min_interval_s=settings.node_interval_s, wait_s=1.0,
+                window=FleetWindow(hot_c=th.temp_hot_c, throttled=throttled_reasons),
             )
         return FleetCollector(list(settings.nodes), timeout_s=2.0, min_interval_s=settings.node_interval_s)
 
     def traffic() -> Collector[Any]:
         from collectors.traffic import TrafficCollector
+        from quotas.connect import Connector
 
+        if isinstance(client, Connector):
+            return Connected(client, lambda c: TrafficCollector(c, prefix=settings.prefix), "traffic")
         return TrafficCollector(client, prefix=settings.prefix)
 
     def spec(source: Source, make: Factory, timeout_s: float, backoff_max_s: float = 30.0) -> SourceSpec:
