@@ -113,15 +113,14 @@ async def test_flushed_redis_is_restored_from_the_console(valkey: ValkeyProcess,
     async with app.run_test(size=(160, 50)) as pilot:
         await wait_until(pilot, lambda: app.state.quotas.get("free") and app.state.quotas["free"].limit == 3,
                          what="tiers loaded")
-        await redis_client.flushall()
-        await store.init()  # the library only: a gateway's next call reloads it too; tiers come from init...
-        await redis_client.flushall()  # ...so empty it again: nothing at all, as after a restart
+        await redis_client.flushall()  # every key gone, as after a restart without persistence
         await wait_until(pilot, lambda: len(app.state.missing) == 5, what="every tier missing")
         await wait_until(pilot, lambda: "Press r" in banner(app), what="restore offered")
         await pilot.press("r")
         screen = await wait_until(pilot, lambda: isinstance(app.screen, RestoreScreen) and app.screen, what="restore")
         assert [q.tier for q in screen.quotas] == ["enterprise", "free", "plus", "pro", "team"]
-        assert "3/1d" in screen_text(app) and "restored by tester" in screen_text(app)
+        await wait_until(pilot, lambda: "3/1d" in screen_text(app) and "restored by tester" in screen_text(app),
+                         what="the plan and its audit reason on screen")
         assert await redis_client.keys("*") == []  # nothing written before the confirmation
         await pilot.press("y")
         await wait_until(pilot, lambda: not isinstance(app.screen, RestoreScreen), what="restored")
