@@ -31,6 +31,13 @@ the same code runs on Redis Cluster. Keys (prefix `P`, default `surgewatch:`):
 | `Ptiers`                     | set    | the registry of tier names                                    |
 | `Pevents` (channel)          | pubsub | one JSON message per accepted change: {"tier", "version",     |
 |                              |        | "actor", "kind"}                                              |
+| `P{T}:proposal`              | string | the guard's proposal for tier T (JSON: id, kind, spec,        |
+|                              |        | old_spec, for_s, version read, reason, actor, at, state       |
+|                              |        | open/accepted/dismissed, by); expires after proposal_ttl_s    |
+|                              |        | (collectors/guard_board.py)                                   |
+| `Pguard:status`              | string | the running guard's status (JSON: actor, mode, state, why,    |
+|                              |        | values); expires a few intervals after its last look          |
+| `Pguard:events` (channel)    | pubsub | one JSON message per proposal made, accepted or dismissed     |
 """
 
 from __future__ import annotations

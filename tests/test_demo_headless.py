@@ -51,7 +51,7 @@ def test_output_is_one_object_per_second_with_the_contract_keys(surge: list[dict
     """Exactly one JSON object per simulated second, t = 1..N, with the documented keys and every tier."""
     assert [r["t"] for r in surge] == list(range(1, 101))
     for r in surge:
-        assert set(r) == {"t", "tiers", "gpu_util_mean", "gpu_temp_mean", "gpu_temp_max", "throttled"}
+        assert set(r) == {"t", "tiers", "gpu_util_mean", "gpu_temp_mean", "gpu_temp_max", "throttled", "quota_changes"}
         assert set(r["tiers"]) == {"free", "plus", "pro", "team", "enterprise"}
         for t in r["tiers"].values():
             assert set(t) == {"offered_rps", "accepted_rps", "rejected_rps"}
@@ -106,8 +106,29 @@ def test_same_seed_gives_the_same_run_and_another_seed_does_not() -> None:
     b = demo(*args, "--seed", "5")
     c = demo(*args, "--seed", "6")
     assert a.returncode == b.returncode == c.returncode == 0, a.stderr + b.stderr + c.stderr
-    assert a.stdout == b.stdout
-    assert a.stdout != c.stdout
+    assert without_wall_times(a.stdout) == without_wall_times(b.stdout)
+    assert without_wall_times(a.stdout) != without_wall_times(c.stdout)
+
+
+def without_wall_times(stdout: str) -> list[dict[str, Any]]:
+    """The rows with the quota changes' server times (when the store wrote them) left out."""
+    rows = [json.loads(ln) for ln in stdout.splitlines()]
+    for r in rows:
+        for c in r["quota_changes"]:
+            c["new"].pop("updated_at")
+            c["new"].pop("expires_at")
+    return rows
+
+
+def test_the_scheduled_cut_is_in_the_timeline_at_its_second(surge: list[dict[str, Any]]) -> None:
+    """The --quota-change shows in the row of its second only, as `quota list --json` shows the quota."""
+    changed = [r for r in surge if r["quota_changes"]]
+    assert [r["t"] for r in changed] == [CUT_AT]
+    (c,) = changed[0]["quota_changes"]
+    assert c["tier"] == "free" and c["actor"] == "demo-operator" and "scheduled change" in c["reason"]
+    assert set(c["new"]) == {"tier", "limit", "window_s", "tier_cap_rps", "paused", "mode", "expires_at", "version",
+                             "updated_by", "updated_at"}
+    assert (c["new"]["limit"], c["new"]["window_s"], c["new"]["expires_at"]) == (3, 86400, None)
 
 
 def _valkey_pids(port: int) -> list[int]:

@@ -52,14 +52,13 @@ class GuardPanel(Static):
 
     def on_mount(self) -> None:
         app: Any = self.app
-        client = getattr(app, "client", None)
-        if client is not None and getattr(app, "replay", None) is None:
-            self.run_worker(self._watch(app, client), group="guard-board", exclusive=True, exit_on_error=False)
+        if app.settings.redis_url and getattr(app, "replay", None) is None:
+            self.run_worker(self._watch(app), group="guard-board", exclusive=True, exit_on_error=False)
 
-    async def _watch(self, app: Any, client: Any) -> None:
-        board = Board(client, app.settings.prefix)
+    async def _watch(self, app: Any) -> None:
         while True:
             try:
+                board = Board(await _redis(app), app.settings.prefix)
                 status = await board.status()
                 tiers = sorted(app.state.quotas)
                 self.post_message(GuardRead(status, await board.proposals(tiers)))
@@ -109,6 +108,18 @@ class GuardPanel(Static):
         self.update(t)
 
 
+async def _redis(app: Any) -> Any:
+    """The console's Redis client (opened by its connector on first use, where the console has one)."""
+    connector = getattr(app, "connector", None)
+    return await connector.client() if connector is not None else app.client
+
+
+async def _store(app: Any) -> Any:
+    if app.store is None and hasattr(app, "open_store"):
+        return await app.open_store()
+    return app.store
+
+
 def _panel(app: Any) -> GuardPanel | None:
     found = app.screen.query(GuardPanel)
     return found.first() if found else None
@@ -116,7 +127,7 @@ def _panel(app: Any) -> GuardPanel | None:
 
 def _refused(app: Any, what: str) -> Proposal | None:
     """The open proposal, or None after telling the operator why it cannot be answered here."""
-    if app.read_only or app.store is None:
+    if app.read_only or not app.settings.redis_url:
         app.notify(f"read-only console: proposals cannot be {what} here", severity="warning")
         return None
     panel = _panel(app)
@@ -145,7 +156,7 @@ def accept(app: Any) -> None:
         from quotas.errors import Conflict
 
         try:
-            q = await Board(app.client, app.settings.prefix).accept(app.store, p, actor)
+            q = await Board(await _redis(app), app.settings.prefix).accept(await _store(app), p, actor)
         except Conflict as e:
             msg = ProposalAnswered(f"Not applied: {e}; the proposal is withdrawn.", False)
         except Exception as e:
@@ -171,7 +182,7 @@ def dismiss(app: Any) -> None:
 
     async def work() -> None:
         try:
-            await Board(app.client, app.settings.prefix).dismiss(p, actor)
+            await Board(await _redis(app), app.settings.prefix).dismiss(p, actor)
         except Exception as e:
             msg = ProposalAnswered(f"Not dismissed: {classify(e).message}", False)
         else:

@@ -1,0 +1,97 @@
+"""`surgewatch guard` as a process on the demo's world (real nodes' /metrics, real Redis): killed mid-surge,
+its overrides expire and the tiers fall back by themselves; bad policies exit 2 before anything is read."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from quotas.codec import EXPIRED_BY
+from quotas.store import QuotaStore
+from tests.conftest import ROOT
+
+SURGEWATCH = [sys.executable, "-m", "tui.cli"]
+SHORT_POLICY = """
+[guard]
+mode = "auto"
+override_s = 4
+cooldown_s = 60
+[guard.signals]
+util_pct = { target = 90, release = 80, sustain_s = 2 }
+"""
+
+
+async def until(predicate: Callable[[], Awaitable[Any]], timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)
+
+
+async def test_a_guard_killed_mid_surge_leaves_overrides_that_expire_by_themselves(tmp_path: Path) -> None:
+    """The guard sheds free under its own name for 4 s; after SIGKILL nobody renews it and free is 20/1d again."""
+    world = subprocess.Popen([*SURGEWATCH, "demo", "--headless", "--duration", "120", "--seed", "3"], cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    guard = None
+    try:
+        assert world.stderr is not None
+        joined = world.stderr.readline()  # "... join with: surgewatch --redis URL --nodes @FILE"
+        url, nodes = joined.split("--redis ")[1].split(" --nodes ")
+        policy = tmp_path / "policy.toml"
+        policy.write_text(SHORT_POLICY)
+        guard = subprocess.Popen([*SURGEWATCH, "--redis", url, "--nodes", nodes.strip(), "guard", "--policy",
+                                  str(policy)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        client = aioredis.Redis.from_url(url, socket_timeout=5)
+        store = QuotaStore(client)
+        try:
+            async def shed() -> object:
+                q = await store.get("free")
+                return q is not None and q.updated_by.startswith("guard@") and q
+
+            q = await until(shed, 60, "the guard's override")
+            assert q.limit < 20 and q.expires_at is not None
+            guard.send_signal(signal.SIGKILL)
+            guard.wait(10)
+
+            async def fell_back() -> object:
+                q = await store.get("free")
+                return q is not None and q.updated_by == EXPIRED_BY and q
+
+            back = await until(fell_back, 30, "the override's expiry")
+            assert (back.limit, back.window_s, back.expires_at) == (20, 86400, None)
+            kinds = [(e.actor.split("@")[0], e.kind) for e in reversed(await store.history("free", count=10))]
+            assert ("guard", "set") in kinds and kinds[-1] == ("surgewatch (override expired)", "expired")
+        finally:
+            await client.aclose()
+    finally:
+        for p in (guard, world):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+@pytest.mark.parametrize(("policy", "message"), [
+    ("[guard]\ncooldown = 3\n", "guard: unknown setting 'cooldown'"),
+    ("[guard.tiers]\nfree = { floor = \"none\" }\nplus = { floor = \"1/1d\" }\n", "guard.tiers.free.floor"),
+    ("cooldown_s = 3\n", "no [guard] table"),
+    ("[guard\n", "not TOML"),
+])
+def test_a_bad_policy_exits_2_naming_the_setting(tmp_path: Path, policy: str, message: str) -> None:
+    """Exit 2 and a message naming the setting; nothing is started."""
+    f = tmp_path / "p.toml"
+    f.write_text(policy)
+    out = subprocess.run([*SURGEWATCH, "--redis", "redis://127.0.0.1:1/0", "guard", "--policy", str(f)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and message in out.stderr and out.stdout == ""
