@@ -58,8 +58,8 @@ SERIES = [
 ]
 
 
-def _answers(nodes: int, gpus: int, period: int, wanted: set[str] | None) -> tuple[bytes, bytes]:
-    """(query answer, targets answer) as Prometheus writes them, for one scrape period."""
+def _answers(nodes: int, gpus: int, period: int, wanted: set[str] | None) -> tuple[bytes, bytes, list[Any]]:
+    """(query answer, targets answer, the answer's result list) as Prometheus writes them, for one period."""
     rng = random.Random(period)
     ts = period * SCRAPE_S
     result: list[dict[str, Any]] = []
@@ -83,7 +83,74 @@ def _answers(nodes: int, gpus: int, period: int, wanted: set[str] | None) -> tup
                 result.append({"metric": {"__name__": name, **labels}, "value": [ts, f"{v:.6g}"]})
     q = json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}}).encode()
     t = json.dumps({"status": "success", "data": {"activeTargets": targets, "droppedTargets": []}}).encode()
-    return q, t
+    return q, t, result
+
+
+def _vector(result: list[Any]) -> bytes:
+    return json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}}).encode()
+
+
+_BY_GPU_CACHE: dict[int, Any] = {}
+
+
+def _by_gpu(result: list[Any]) -> dict[str, dict[tuple[str, str], dict[str, float]]]:
+    """The period's values by instance and GPU, computed once per period (as Prometheus' index is
+    built at ingestion, not per query)."""
+    hit = _BY_GPU_CACHE.get(id(result))
+    if hit is not None:
+        return hit
+    by_inst: dict[str, dict[tuple[str, str], dict[str, float]]] = {}
+    for item in result:
+        m = item["metric"]
+        if m["__name__"] == "up":
+            continue
+        gpu = by_inst.setdefault(m["instance"], {}).setdefault((m["gpu"], m["UUID"]), {})
+        gpu[m["__name__"]] = float(item["value"][1])
+    _BY_GPU_CACHE.clear()
+    _BY_GPU_CACHE[id(result)] = by_inst
+    return by_inst
+
+
+def answer_query(query: str, result: list[Any]) -> bytes | None:
+    """The answers Prometheus gives to the windowed console's queries (collectors.prometheus_window),
+    computed from the same series; None for a query this fake does not evaluate (the selector)."""
+    import re
+
+    from collectors.prometheus_window import AGG_LABEL, counts_query
+
+    ts = result[0]["value"][0] if result else 0
+    by_inst = _by_gpu(result)
+
+    def vec(metric: dict[str, str], v: float) -> dict[str, Any]:
+        return {"metric": metric, "value": [ts, f"{v:.6g}"]}
+
+    if query == counts_query():
+        return _vector([vec({"instance": i, "job": "gpu"}, len(g)) for i, g in by_inst.items()])
+    if query == "up":
+        return _vector([r for r in result if r["metric"]["__name__"] == "up"])
+    temps = {i: [g["DCGM_FI_DEV_GPU_TEMP"] for g in gs.values()] for i, gs in by_inst.items()}
+    if query.startswith("label_replace(count("):
+        hot = float(re.search(r'>= ([0-9.]+)\), "' + AGG_LABEL + '", "hot"', query).group(1))  # type: ignore[union-attr]
+        t = [v for vs in temps.values() for v in vs]
+        u = [g["DCGM_FI_DEV_GPU_UTIL"] for gs in by_inst.values() for g in gs.values()]
+        p = [g["DCGM_FI_DEV_POWER_USAGE"] for gs in by_inst.values() for g in gs.values()]
+        named = {"util_n": len(u), "util_mean": sum(u) / len(u), "util_max": max(u), "temp_n": len(t),
+                 "temp_mean": sum(t) / len(t), "temp_max": max(t), "power": sum(p),
+                 "hot": sum(1 for v in t if v >= hot), "xid": 0}
+        return _vector([vec({AGG_LABEL: k}, v) for k, v in named.items() if k != "xid"])
+    if query.startswith('count_values("mask"'):
+        return _vector([])  # no throttle series in the L4 capture
+    if query.startswith("count(group by"):
+        hot = float(re.search(r"\) >= ([0-9.]+)\)", query).group(1))  # type: ignore[union-attr]
+        return _vector([vec({}, sum(1 for vs in temps.values() for v in vs if v >= hot))])
+    if query.startswith("topk("):
+        k = int(query[5:query.index(",")])
+        worst = sorted(temps, key=lambda i: max(temps[i]), reverse=True)[:k]
+        return _vector([vec({"instance": i}, max(temps[i])) for i in worst])
+    if 'instance=~"' in query:
+        wanted = set(query.split('instance=~"', 1)[1].split('"', 1)[0].replace("\\", "").split("|"))
+        return _vector([r for r in result if r["metric"]["instance"] in wanted and r["metric"]["__name__"] != "up"])
+    return None
 
 
 def fake_prometheus(nodes: int, gpus: int, port_file: str) -> None:
@@ -96,8 +163,9 @@ def fake_prometheus(nodes: int, gpus: int, port_file: str) -> None:
     def render() -> None:
         period = int(time.time() // SCRAPE_S)
         if state.get("period") != period:
-            q, t = _answers(nodes, gpus, period, wanted)
-            state.update(period=period, query=q, targets=t)
+            q, t, result = _answers(nodes, gpus, period, wanted)
+            _by_gpu(result)
+            state.update(period=period, query=q, targets=t, result=result)
 
     render()
 
@@ -118,10 +186,11 @@ def fake_prometheus(nodes: int, gpus: int, port_file: str) -> None:
             else:
                 self._send(state["query"])  # type: ignore[arg-type]
 
-        def do_POST(self) -> None:  # history queries: nothing is down here
+        def do_POST(self) -> None:  # the windowed console's queries; history queries: nothing is down here
             n = int(self.headers.get("Content-Length") or 0)
-            parse_qs(self.rfile.read(n).decode())
-            self._send(b'{"status":"success","data":{"resultType":"vector","result":[]}}')
+            query = (parse_qs(self.rfile.read(n).decode()).get("query") or [""])[0]
+            body = answer_query(query, state["result"])  # type: ignore[arg-type]
+            self._send(body or b'{"status":"success","data":{"resultType":"vector","result":[]}}')
 
         def log_message(self, format: str, *args: object) -> None:
             pass
@@ -138,15 +207,20 @@ def fake_prometheus(nodes: int, gpus: int, port_file: str) -> None:
     server.serve_forever()
 
 
-async def one_refresh(url: str, rounds: int = 5) -> tuple[float, float, int, int]:
-    """(median wall s, median CPU s, GPUs, answer bytes) of one full refresh in this process."""
+async def one_refresh(url: str, rounds: int = 5, *, windowed: bool = False) -> tuple[float, float, int, int]:
+    """(median wall s, median CPU s, GPUs built, answer bytes) of one refresh in this process: every GPU
+    (as a one-shot snapshot), or `windowed` as the console does it (aggregates and the worst nodes)."""
     import httpx
 
     from collectors.prometheus import PrometheusFleetCollector
+    from collectors.prometheus_window import FleetWindow
+    from tui.model import throttled_reasons
+    from tui.thresholds import Thresholds
 
     walls, cpus, gpus = [], [], 0
     for _ in range(rounds):
-        c = PrometheusFleetCollector(url, timeout_s=30)
+        window = FleetWindow(hot_c=Thresholds().temp_hot_c, throttled=throttled_reasons) if windowed else None
+        c = PrometheusFleetCollector(url, timeout_s=30, window=window)
         try:
             t0, c0 = time.perf_counter(), time.process_time()
             s = await c.poll()
@@ -203,7 +277,10 @@ def main() -> int:
         print(f"setup: fake Prometheus, {a.nodes} targets x {a.gpus} GPUs = {gpus} GPUs, values moving every "
               f"{SCRAPE_S:g} s", flush=True)
         wall, cpu, got, size = asyncio.run(one_refresh(url))
-        print(f"one refresh in-process (query, decode, build {got} GPUs; {size / 1e6:.1f} MB answer): "
+        print(f"one refresh in-process, every GPU (query, decode, build {got} GPUs; {size / 1e6:.1f} MB answer): "
+              f"{wall:.2f} s wall, {cpu:.2f} s CPU (median of 5)", flush=True)
+        wall, cpu, got, _ = asyncio.run(one_refresh(url, windowed=True))
+        print(f"one refresh in-process, windowed as the console (aggregates of {gpus} GPUs, {got} GPUs built): "
               f"{wall:.2f} s wall, {cpu:.2f} s CPU (median of 5)", flush=True)
         s_wall, s_rss, s_gpus = snapshot_once(url)
         print(f"snapshot --prometheus: {s_wall:.2f} s wall, {s_rss:.0f} MB peak RSS, {s_gpus} GPUs", flush=True)

@@ -9,6 +9,10 @@ the ones that are down too, even when this process never saw them up:
   (`last_over_time(...[LOOKBACK])`, once per outage) and the time it was last up;
 - a target never up within the lookback is listed down with no GPUs and the reason.
 
+A fleet larger than a console can show (the console's `window`, see collectors.prometheus_window) is
+read through aggregation queries: the fleet's figures, every node's GPU count, and only the worst
+nodes' (and the operator's) series in full. A one-shot snapshot (no window) lists every GPU.
+
 A refresh runs as one task: decoding the answer and building the samples (the heavy part: tens of
 megabytes of JSON for a large fleet) happen in a worker thread, and a poll that finds the previous
 refresh still running returns the last sample instead of queuing another (skipped, not queued).
@@ -29,7 +33,21 @@ import httpx
 from collectors.dcgm import PROMQL_SELECTOR, USED_METRICS
 from collectors.fleet import _stale, make_client, scrape_error
 from collectors.nodes import redact_url
-from collectors.samples import FleetSample, NodeSample
+from collectors.prometheus_window import (
+    FleetWindow,
+    counts_query,
+    masks_query,
+    read_counts,
+    read_instances,
+    read_masks,
+    read_summary,
+    series_query,
+    summary_query,
+    throttled_masks,
+    unhealthy_query,
+    worst_query,
+)
+from collectors.samples import FleetSample, FleetSummary, NodeSample
 from collectors.series import Series, dedupe_uuids, read_series
 
 DOWN = "target down in prometheus"
@@ -132,10 +150,13 @@ class PrometheusFleetCollector:
         wait_s: float | None = None,
         client: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
+        window: FleetWindow | None = None,
     ) -> None:
         """`min_interval_s`: Prometheus is not asked more often (its values change at its scrape
         interval); `wait_s`: how long a poll waits for a refresh before returning the last sample
-        (None: until it is done, as a one-shot snapshot wants)."""
+        (None: until it is done, as a one-shot snapshot wants); `window`: what a console shows of a
+        large fleet (None: every GPU)."""
+        self.window = window
         self.base_url = base_url.rstrip("/")
         self.shown = redact_url(self.base_url) or self.base_url
         self.timeout_s = timeout_s
@@ -191,29 +212,64 @@ class PrometheusFleetCollector:
             raise RuntimeError(f"query failed ({err or 'unexpected answer'})")
         return doc.get("data", {}).get("result", [])
 
+    async def _windowed(self, w: FleetWindow) -> tuple[Any, FleetSummary, set[str]] | None:
+        """(grouped values, summary, nodes not fetched) for a fleet larger than the
+        window; None for a smaller one (fetched whole)."""
+        counts_a, up_a, summary_a, masks_a = await asyncio.gather(
+            self._query(counts_query()), self._query("up"), self._query(summary_query(w.hot_c)),
+            self._query(masks_query()),
+        )
+        gpus, jobs = read_counts(counts_a)
+        total = sum(gpus.values())
+        if total <= w.above_gpus:
+            return None
+        masks = read_masks(masks_a)
+        thr = throttled_masks(masks, w.throttled)
+        unhealthy_a, worst_a = await asyncio.gather(
+            self._query(unhealthy_query(w.hot_c, thr)), self._query(worst_query(w.nodes, thr)))
+        shown = set(read_instances(worst_a)) & set(gpus)
+        focus = w.focus.strip().lower()
+        if focus:
+            shown |= set([i for i in sorted(gpus) if focus in i.lower()][: w.focus_max_nodes])
+        series: dict[str, list[Series]] = {}
+        stamp: dict[str, float] = {}
+        if shown:
+            r = await self._client.post(f"{self.base_url}/api/v1/query", data={"query": series_query(shown)})
+            r.raise_for_status()
+            series, _, stamp, _ = await asyncio.to_thread(self._decode, r.content)
+        _, up, _, _ = group_result(up_a)
+        summary = read_summary(summary_a, total, masks, thr, unhealthy_a, len(shown))
+        skip = {i for i, n in gpus.items() if n > 0 and i not in shown and up.get(i, True)}
+        return (series, up, stamp, jobs), summary, skip
+
     async def _refresh(self) -> FleetSample:
         try:
             async with asyncio.timeout(max(self.timeout_s, 1.0) * 4):
                 t0 = time.perf_counter()
-                targets_r: httpx.Response | BaseException
-                values_r: httpx.Response | BaseException
-                targets_r, values_r = await asyncio.gather(
-                    self._get("/api/v1/targets", {"state": "active"}),
-                    self._get("/api/v1/query", {"query": f"{PROMQL_SELECTOR} or up"}),
-                    return_exceptions=True,
-                )
-                if isinstance(values_r, BaseException):
-                    raise values_r
+                targets_t = asyncio.ensure_future(self._get("/api/v1/targets", {"state": "active"}))
+                windowed = None
+                summary: FleetSummary | None = None
+                skip: set[str] = set()
+                try:
+                    if self.window is not None:
+                        windowed = await self._windowed(self.window)
+                    if windowed is None:
+                        values_r = await self._get("/api/v1/query", {"query": f"{PROMQL_SELECTOR} or up"})
+                        # the answer for a large fleet is tens of MB: decode and group it off the event loop
+                        grouped = await asyncio.to_thread(self._decode, values_r.content)
+                    else:
+                        grouped, summary, skip = windowed
+                finally:
+                    targets_r: httpx.Response | BaseException
+                    (targets_r,) = await asyncio.gather(targets_t, return_exceptions=True)
                 latency_ms = (time.perf_counter() - t0) * 1000
                 targets = {} if isinstance(targets_r, BaseException) else read_targets(targets_r.json())
-                # the answer for a large fleet is tens of MB: decode and group it off the event loop
-                grouped = await asyncio.to_thread(self._decode, values_r.content)
                 down = self._down_without_history(targets, grouped)
                 if down:
                     await self._fetch_history(down)
         except Exception as e:
             raise RuntimeError(f"prometheus {self.shown}: {scrape_error(e, self.timeout_s)}") from e
-        return await asyncio.to_thread(self._sample, targets, grouped, latency_ms)
+        return await asyncio.to_thread(self._sample, targets, grouped, latency_ms, summary, skip)
 
     @staticmethod
     def _decode(body: bytes) -> Any:
@@ -264,12 +320,18 @@ class PrometheusFleetCollector:
                                   checked_at=now, gpus=_stale(parsed.gpus), warnings=parsed.warnings)
             self._history[inst] = (node, at)
 
-    def _sample(self, targets: dict[str, Target], grouped: Any, latency_ms: float) -> FleetSample:
+    def _sample(self, targets: dict[str, Target], grouped: Any, latency_ms: float,
+                summary: FleetSummary | None = None, skip: set[str] | None = None) -> FleetSample:
+        """`skip`: nodes up with GPUs that this (windowed) refresh did not fetch: counted in `summary`."""
         series, up, stamp, _ = grouped
         now = self._clock()
+        skip = skip or set()
+        for inst in skip & set(self._known):
+            del self._known[inst]
         listed = set(series) | set(self._known)
         listed |= {i for i, t in targets.items() if self._is_gpu_job(t.job)}
         listed |= {i for i, ok in up.items() if not ok and i in self._history}
+        listed -= skip
         for inst in sorted(listed):
             t = targets.get(inst)
             is_up = up.get(inst, t.up if t is not None else True) and (t is None or t.up)
@@ -293,7 +355,7 @@ class PrometheusFleetCollector:
             self._known[inst] = replace(prev, status="down", error=reason, latency_ms=None, checked_at=now,
                                         gpus=_stale(prev.gpus))
         nodes = dedupe_uuids(tuple(self._known[k] for k in sorted(self._known)))
-        return FleetSample(taken_at=now, nodes=nodes, source="prometheus")
+        return FleetSample(taken_at=now, nodes=nodes, source="prometheus", summary=summary)
 
     async def aclose(self) -> None:
         if self._task is not None:

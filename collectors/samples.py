@@ -161,12 +161,34 @@ class NodeSample:
 
 
 @dataclass(frozen=True, slots=True)
+class FleetSummary:
+    """A large fleet's figures computed by Prometheus (aggregation queries) over every GPU that is up,
+    where the sample's nodes hold only the GPUs the console shows (the worst nodes, the ones asked
+    for) and the nodes that are down. Counts are GPUs; means and sums skip n/a and out-of-range values."""
+
+    gpus: int
+    healthy: int  # not hot, not throttled, no XID
+    hot: int
+    throttled: int
+    xid: int
+    util_n: int = 0  # GPUs with a utilization value (the mean's weight)
+    util_mean_pct: float | None = None
+    util_max_pct: float | None = None
+    temp_n: int = 0
+    temp_mean_c: float | None = None
+    temp_max_c: float | None = None
+    power_w: float | None = None
+    shown_nodes: int = 0  # nodes fetched in full this refresh
+
+
+@dataclass(frozen=True, slots=True)
 class FleetSample:
     """Every configured node after one sweep."""
 
     taken_at: float
     nodes: tuple[NodeSample, ...] = ()
     source: Literal["scrape", "prometheus"] = "scrape"
+    summary: FleetSummary | None = None  # Prometheus window mode: the fleet's figures (see FleetSummary)
 
 
 TierState = Literal["active", "paused", "override", "broken", "no_quota"]

@@ -6,12 +6,20 @@ without an app, and widgets stay render-only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 from collectors.runner import Reading
-from collectors.samples import FleetSample, GpuSample, GpusSample, MigInstance, NodeSample, TrafficSample
+from collectors.samples import (
+    FleetSample,
+    FleetSummary,
+    GpuSample,
+    GpusSample,
+    MigInstance,
+    NodeSample,
+    TrafficSample,
+)
 from tui.thresholds import Thresholds
 
 # Clock-event reasons that are a GPU choosing to slow down for a good reason, not a problem.
@@ -78,9 +86,14 @@ def near_full(m: MigInstance) -> bool:
     return pct is not None and pct >= MIG_MEM_NEAR_PCT
 
 
+def throttled_reasons(reasons: tuple[str, ...]) -> bool:
+    """Whether these clock-event reasons make a GPU throttled (any reason that is not benign)."""
+    return any(r not in BENIGN_THROTTLE for r in reasons)
+
+
 def is_throttled(gpu: GpuSample) -> bool:
     # most GPUs most of the time have no reason at all: skip the generator (called per GPU per second)
-    return bool(gpu.throttle) and any(r not in BENIGN_THROTTLE for r in gpu.throttle)
+    return bool(gpu.throttle) and throttled_reasons(gpu.throttle)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +225,11 @@ def compute_kpis(
         rows = tuple(r for r in rows if not r.placeholder)
     fleet = next((r.sample for r in readings if isinstance(r.sample, FleetSample)), None)
     ignored = sum(len(n.warnings) for n in fleet.nodes) if fleet is not None else 0
+    summary = fleet.summary if fleet is not None else None
+    if summary is not None:
+        # Prometheus computed the figures of every GPU that is up: the rows of up nodes are a few of
+        # those; local GPUs and down nodes' last-known GPUs are not in it
+        rows = tuple(r for r in rows if r.key.startswith("local#") or r.status == "down")
     live = [r.gpu for r in rows if r.gpu.status != "lost"]
     utils = [g.util_pct for g in live if g.util_pct is not None]
     temps = [g.temp_c for g in live if g.temp_c is not None]
@@ -224,7 +242,7 @@ def compute_kpis(
         rps = acc + rej
         reject = 100.0 * rej / rps if rps > 0 else 0.0
     ages = [a for a in (r.age_s(now) for r in readings if r.sample is not None) if a is not None]
-    return Kpis(
+    k = Kpis(
         gpus=len(rows),
         healthy=sum(1 for r in rows if r.status == "ok"),
         gpuless_nodes=placeholders,
@@ -240,4 +258,24 @@ def compute_kpis(
         rps=rps,
         reject_pct=reject,
         oldest_age_s=max(ages) if ages else None,
+    )
+    return k if summary is None else _with_summary(k, len(utils), len(temps), summary)
+
+
+def _with_summary(k: Kpis, util_n: int, temp_n: int, s: FleetSummary) -> Kpis:
+    """The KPIs of the rows outside a Prometheus summary (local GPUs, down nodes) merged with it."""
+    def mean(a: float | None, na: int, b: float | None, nb: int) -> float | None:
+        na, nb = (na if a is not None else 0), (nb if b is not None else 0)
+        return ((a or 0.0) * na + (b or 0.0) * nb) / (na + nb) if na + nb else None
+
+    def top(a: float | None, b: float | None) -> float | None:
+        return max((v for v in (a, b) if v is not None), default=None)
+
+    return replace(
+        k, gpus=k.gpus + s.gpus, healthy=k.healthy + s.healthy, hot=k.hot + s.hot, throttled=k.throttled + s.throttled,
+        util_mean_pct=mean(k.util_mean_pct, util_n, s.util_mean_pct, s.util_n),
+        util_max_pct=top(k.util_max_pct, s.util_max_pct),
+        temp_mean_c=mean(k.temp_mean_c, temp_n, s.temp_mean_c, s.temp_n),
+        temp_max_c=top(k.temp_max_c, s.temp_max_c),
+        power_w=None if k.power_w is None and s.power_w is None else (k.power_w or 0.0) + (s.power_w or 0.0),
     )

@@ -135,6 +135,11 @@ class GpuTable(LiveTable):
         self._sync(rows)
 
     def watch_filter_text(self) -> None:
+        window = getattr(self.app, "fleet_window", None) if self.is_mounted else None
+        if window is not None:
+            # a fleet too large to fetch whole (Prometheus mode): the next refresh fetches the nodes
+            # whose name holds the filter text, so filtering for a node finds it
+            window.focus = self.filter_text
         self._sync(self.gpu_rows)
 
     def _sync(self, rows: tuple[GpuRow, ...]) -> None:
