@@ -66,6 +66,7 @@ class ConsoleState:
         self.quotas: dict[str, Quota] = {}
         self.last_known: dict[str, Quota] = {}  # the newest quota seen of every tier, kept when it vanishes
         self.last_known_at = 0.0  # when a quota was last seen
+        self._vanished: dict[str, Quota] = {}  # missing tier -> the quota it had when it went missing
         self.missing: dict[str, float] = {}  # tiers whose quota is gone (no_quota) -> since when (epoch s)
         self._traffic_watch = TrafficWatch()
         self.events: list[Event] = []
@@ -109,8 +110,7 @@ class ConsoleState:
                     if t.quota is not None:
                         self.merge_quota(t.quota)
                     elif t.state == "no_quota":
-                        self.missing.setdefault(t.tier, now)
-                        self.quotas.pop(t.tier, None)
+                        self._went_missing(t.tier, now)
         return self._remember(out)
 
     def build_rows(self) -> tuple[GpuRow, ...]:
@@ -132,17 +132,27 @@ class ConsoleState:
         cur = self.quotas.get(q.tier)
         if cur is not None and cur.version > q.version:
             return False
-        known = self.last_known.get(q.tier)
-        if q.tier in self.missing and known is not None and q.version <= known.version and (
-            q.updated_at <= known.updated_at
+        gone = self._vanished.get(q.tier)
+        if q.tier in self.missing and gone is not None and q.version <= gone.version and (
+            q.updated_at <= gone.updated_at
         ):
             return False  # read before the quota vanished (a slow reply): the tier is still without one
         self.quotas[q.tier] = q
         self.missing.pop(q.tier, None)
+        self._vanished.pop(q.tier, None)
+        known = self.last_known.get(q.tier)
         if known is None or known.version <= q.version or known.updated_at <= q.updated_at:
             self.last_known[q.tier] = q
         self.last_known_at = self.clock()
         return cur != q
+
+    def _went_missing(self, tier: str, now: float) -> None:
+        """The tier's quota is gone: remember since when, and which quota vanished (a slower reply read
+        before it vanished must not bring it back)."""
+        self.missing.setdefault(tier, now)
+        vanished = self.quotas.pop(tier, None) or self.last_known.get(tier)
+        if vanished is not None:
+            self._vanished.setdefault(tier, vanished)
 
     @property
     def last_change_at(self) -> float:
@@ -157,7 +167,7 @@ class ConsoleState:
         """After a (re)subscription: the store's list is the truth (a tier may be gone: it is missing then)."""
         now = self.clock()
         for gone in set(self.quotas) - {q.tier for q in quotas}:
-            self.missing.setdefault(gone, now)
+            self._went_missing(gone, now)
         self.quotas = {}
         for q in quotas:
             self.merge_quota(q)

@@ -25,7 +25,7 @@ COLUMNS = (
     ("tier", "tier"), ("state", "state"), ("mode", "mode"), ("quota", "quota"), ("acc", "ok/s"),
     ("rej", "rej/s"), ("pct", "rej%"), ("why", "rejected by"), ("cap", "cap/s"), ("ver", "v"),
 )
-WIDTHS = {"state": 8, "acc": 7, "rej": 7, "pct": 5}  # update_cell does not widen a column; NO QUOTA fits
+WIDTHS = {"state": 14, "acc": 7, "rej": 7, "pct": 5}  # update_cell does not widen: NO QUOTA and "override 1h30m" fit
 SHORT_REASON = {"user_quota": "quota", "tier_cap": "cap", "paused": "paused"}
 
 
