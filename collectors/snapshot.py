@@ -1,7 +1,7 @@
 """`surgewatch snapshot`: every configured collector once, as JSON for scripts or a readable table.
 
 The JSON shape is a contract (see the issue): top-level `taken_at`, `host`, `errors`, `nodes`, `gpus`,
-`tiers` (each with its `state`: active, paused, override, broken, no_quota), `redis` (`{"status",
+`tiers` (each with its `state`: active, paused, override, broken, no_quota, and its `master`), `redis` (`{"status",
 "error"}`, null without a Redis URL). A failing source never fails the snapshot: its message lands in
 `errors` under its name.
 """
@@ -110,6 +110,7 @@ def tiers_json(t: TrafficSample) -> list[dict[str, Any]]:
                 "accepted_1m": tt.accepted_1m,
                 "rejected_1m": tt.rejected_1m,
                 "rejected_by_reason_1m": dict(tt.rejected_by_reason_1m),
+                "master": tt.master or None,  # host:port serving the tier (cluster, Sentinel); null: one server
             }
         )
     return out

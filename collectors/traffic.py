@@ -105,7 +105,7 @@ class TrafficCollector:
         self._state: dict[str, _Tier] = {}
         self._unreadable: dict[str, str] = {}  # tier -> why its quota is unreadable, as last logged
         self._cluster = is_cluster(client)
-        self._down: set[str] = set()  # this poll's cluster primaries that did not answer
+        self._down: dict[str, str] = {}  # this poll's cluster primaries that did not answer -> why
         self._shown: dict[str, TierTraffic] = {}  # each tier as last read, kept while its shard is away
         self.round_trips = 0
 
@@ -135,6 +135,8 @@ class TrafficCollector:
         except BusyLoadingError as e:  # redis-py raises LOADING as a connection error: it is not one
             raise Unavailable(f"Redis at {describe(self.client)} is loading its data set: {e}", "LOADING") from e
         except UNREACHABLE_ERRORS as e:
+            if self._down:  # a primary already named as silent took the whole pipeline down: name it
+                raise Unavailable("; also ".join(self._down.values()), "CLUSTERDOWN") from e
             raise unreachable(self.client, e, 0) from e
         t1 = self._clock()
         self.round_trips += 1
@@ -176,7 +178,9 @@ class TrafficCollector:
             clock, info = res
             if clock is not None:
                 clocks.append(clock)
-            self._problems.extend((k, f"Redis cluster node {node.name}: {m}") for k, m in from_info(info))
+            # a primary turned replica is a failover the client has not followed yet: its next MOVED does
+            self._problems.extend((k, f"Redis cluster node {node.name}: {m}") for k, m in from_info(info)
+                                  if k != ErrorKind.READ_ONLY_REPLICA)
         if not clocks:
             first = next(r for r in results if isinstance(r, BaseException))
             raise unreachable(self.client, first, NODE_TIMEOUT_S)
@@ -186,14 +190,14 @@ class TrafficCollector:
         """Name a cluster primary that does not answer, and the tiers it serves, once per poll."""
         if name in self._down:
             return
-        self._down.add(name)
         tiers = sorted(t for t in self._known if self.master(t) == name)
         whose = f" (master of tier{'s' if len(tiers) > 1 else ''} {', '.join(tiers)})" if tiers else ""
         why = " ".join(str(err).split()) or f"no answer within {NODE_TIMEOUT_S:g} s"
-        self._problems.append((ErrorKind.UNAVAILABLE, (
+        self._down[name] = (
             f"Redis cluster node {name}{whose} does not answer ({why}): a failover to its replica may be "
             "under way; gateways' decisions for those tiers fail until it ends (fail_open decides)"
-        )))
+        )
+        self._problems.append((ErrorKind.UNAVAILABLE, self._down[name]))
 
     def master(self, tier: str) -> str:
         """host:port of the master serving `tier` as this client knows it ("" for a single server)."""
@@ -284,7 +288,7 @@ class TrafficCollector:
 
     async def _poll(self, new_tier_span: int) -> TrafficSample:
         self._problems = []
-        self._down = set()
+        self._down = {}
         if self._registry is None or self._skew is None:
             await self._bootstrap()
         assert self._skew is not None and self._registry is not None

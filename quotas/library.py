@@ -71,7 +71,12 @@ def broken_from(exc: ResponseError, tier: str) -> BrokenQuota | None:
 
 def describe(client: Client) -> str:
     """host:port of a client, for error messages (never the password)."""
-    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
+    pool = getattr(client, "connection_pool", None)
+    service = getattr(pool, "service_name", None)
+    if service:  # a Sentinel-managed client: the service, and the master it last found
+        addr = getattr(pool, "master_address", None)
+        return f"Sentinel service {service} (master {f'{addr[0]}:{addr[1]}' if addr else 'not found yet'})"
+    kwargs = getattr(pool, "connection_kwargs", None)
     if kwargs:
         if kwargs.get("path"):
             return str(kwargs["path"])

@@ -67,7 +67,7 @@ class Cluster:
         """The node that serves `slot` now (as the running nodes agree)."""
         live = next(n for n in self.nodes if n.running)
         with self.client(live) as c:
-            for lo, hi, (host, port, *_), *_ in c.execute_command("CLUSTER", "SLOTS"):
+            for lo, hi, (_host, port, *_), *_ in c.execute_command("CLUSTER", "SLOTS"):
                 if lo <= slot <= hi:
                     return next(n for n in self.nodes if n.port == int(port))
         raise AssertionError(f"slot {slot} is not served")

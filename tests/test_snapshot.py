@@ -18,7 +18,8 @@ from tests.fakenvml import FakeGpu, FakeNvml
 from tests.test_fleet_collector import LoopbackNode
 
 TIER_KEYS = {"tier", "limit", "window_s", "tier_cap_rps", "paused", "mode", "version", "accepted_rps",
-             "rejected_rps", "accepted_1m", "rejected_1m", "rejected_by_reason_1m", "state", "quota_error"}
+             "rejected_rps", "accepted_1m", "rejected_1m", "rejected_by_reason_1m", "state", "quota_error",
+             "master"}
 
 
 async def _seed(r: aioredis.Redis) -> None:

@@ -83,15 +83,16 @@ class SurgewatchApp(RedisLink, App[int]):
         self.client: Any = None  # opened by the first worker that needs it (self.connector): then the store
         self.store: Any = None
         self.connector: Any = None
-        self._masters: list[str] = []
+        self._masters: list[str] = []  # what the header names (tui.failover.RedisLink)
+        self._primaries = 0
         self.sub_title = subtitle if subtitle is not None else self._default_subtitle()
         if settings.wall:
             self.theme = "textual-dark"
 
     def _default_subtitle(self) -> str:
         s = self.settings
-        parts = [f"redis {s.redis_url_shown}{header_masters(s.redis_url, self._masters)}" if s.redis_url
-                 else "no redis"]
+        shown = f"redis {s.redis_url_shown}{header_masters(s.redis_url, self._masters, self._primaries)}"
+        parts = [shown if s.redis_url else "no redis"]
         if s.nodes:
             parts.append(f"{len(s.nodes)} nodes")
         if s.prometheus:

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from collectors.samples import TierTraffic, TrafficSample
+from quotas.connect import is_cluster
 from tui.alerts import Event
 
 
@@ -31,11 +32,11 @@ def masters(tiers: Iterable[TierTraffic]) -> list[str]:
     return sorted({t.master for t in tiers if t.master})
 
 
-def header_masters(url: str, masters: list[str]) -> str:
+def header_masters(url: str | None, masters: list[str], primaries: int = 0) -> str:
     """What the header adds after the Redis URL: Sentinel's current master, or a cluster's size."""
-    if len(masters) == 1 and "+sentinel://" in url:
+    if len(masters) == 1 and "+sentinel://" in (url or ""):
         return f" · master {masters[0]}"  # it moves on a failover: the header follows
-    return f" · cluster of {len(masters)} masters" if len(masters) > 1 else ""
+    return f" · cluster of {primaries} masters" if primaries else ""
 
 
 class RedisLink:
@@ -51,8 +52,10 @@ class RedisLink:
             return
         self._events(master_moves(prev, sample, self.clock()))
         now = masters(sample.tiers)
-        if now != self._masters:
-            self._masters = now
+        client: Any = self.connector.resolved if self.connector is not None else None
+        primaries = len(client.get_primaries()) if is_cluster(client) else 0
+        if (now, primaries) != (self._masters, self._primaries):
+            self._masters, self._primaries = now, primaries
             self.sub_title = self._default_subtitle()
 
     async def open_store(self: Any) -> Any:
