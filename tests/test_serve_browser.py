@@ -16,18 +16,24 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import playwright  # noqa: F401  # in the test extra: a missing Playwright is a failure, not a skip
 import pytest
 
 from sim.valkey import ValkeyProcess, port_open
 from tui.testing import MetricsNode, multiply_page
 
-pytest.importorskip("playwright")
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
 PAGE = (Path(__file__).parent / "fixtures" / "dcgm-exporter-V100.prom").read_text()
 TOKEN = "wall-sekret-42"
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="apt-get install chromium")
+
+
+@pytest.fixture(autouse=True)
+def chromium_installed() -> None:
+    """Debian's Chromium is required (`apt-get install chromium`, as .ci/run does): fail, never skip."""
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run installs it)")
 
 
 def free_port() -> int:
