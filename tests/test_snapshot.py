@@ -27,7 +27,8 @@ async def _seed(r: aioredis.Redis) -> None:
     await r.sadd(k.tiers, "free")
     await r.hset(k.quota("free"), mapping={
         "limit": 3, "window_s": 86400, "tier_cap_rps": "", "paused": 0, "mode": "shadow", "expires_at": "",
-        "version": 9, "updated_by": "alice", "updated_at": 1_700_000_000, "prev": ""})
+        "version": 9, "updated_by": "alice", "updated_at": 1_700_000_000, "prev": "",
+        "enforced": "3|86400||0|shadow|"})  # what the limiter reads, written with the fields
     secs, _ = await r.time()
     sec = int(secs) - 3
     await r.hset(k.counters("free", sec // 60), mapping={f"{sec % 60}:accepted": 20, f"{sec % 60}:user_quota": 6})
