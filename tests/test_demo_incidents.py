@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from collectors.config import Settings
 from sim.runner import WorldThread
 from sim.world import DemoConfig, Tick
+from tui.app import SurgewatchApp
 from tui.demo_cmd import demo_app
 from tui.testing import wait_until
 from tui.widgets.events_log import EventLog, IncidentBar
@@ -16,7 +19,7 @@ async def test_a_minute_of_the_surge_holds_one_updating_throttling_incident() ->
     world = WorldThread(DemoConfig(nodes=8, gpus_per_node=4, seed=0, speed=4.0), on_tick=ticks.append)
     world.start()
     try:
-        app = demo_app(world, Settings())
+        app = cast(SurgewatchApp, demo_app(world, Settings()))
         async with app.run_test(size=(160, 48)) as pilot:
             await wait_until(pilot, lambda: any(e.kind == "throttle" for e in app.state.events), 60,
                              "the fleet to start throttling")
