@@ -184,7 +184,9 @@ async def _prometheus(url: str, lookback_s: float) -> FleetSample:
 async def _traffic(redis_url: str, prefix: str, redis_cluster: bool = False) -> TrafficSample:
     from collectors.traffic import TrafficCollector
     from quotas.connect import open_client
+    from quotas.tls_probe import refuse_tls_mismatch
 
+    await refuse_tls_mismatch(redis_url)  # named at once (in errors.traffic), not after a TLS timeout
     # one server, a cluster (detected, or --redis-cluster) or Sentinel: quotas.connect decides
     client = await open_client(
         redis_url, force_cluster=redis_cluster, prefix=prefix, socket_connect_timeout=2, socket_timeout=3

@@ -28,6 +28,14 @@ class Saved:
     spec: QuotaSpec
     expires_at: float | None = None
 
+    def same_as(self, other: Saved) -> bool:
+        """The same quota; expiries equal to the second (a backup writes them in whole seconds)."""
+        if (self.tier, self.spec) != (other.tier, other.spec):
+            return False
+        if self.expires_at is None or other.expires_at is None:
+            return self.expires_at is other.expires_at
+        return abs(self.expires_at - other.expires_at) < 1.0
+
     @classmethod
     def of(cls, q: Quota) -> Saved:
         return cls(q.tier, QuotaSpec(q.limit, q.window_s, q.tier_cap_rps, q.paused, q.mode), q.expires_at)
@@ -104,7 +112,7 @@ async def restore(
         if current is not None and only_missing:
             out.append(Outcome(s.tier, "skipped (exists)", current))
             continue
-        if current is not None and Saved.of(current) == s:
+        if current is not None and Saved.of(current).same_as(s):
             out.append(Outcome(s.tier, "unchanged", current))
             continue
         for_s = None

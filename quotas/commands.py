@@ -20,7 +20,6 @@ from typing import Any, Protocol
 from redis.exceptions import ResponseError
 
 from quotas.actor import default_actor
-from quotas.backup import Saved, parse_backup, restore
 from quotas.errors import AuthFailed, BadData, BrokenQuota, Conflict, Unavailable, UnknownTier, Unreachable, redact
 from quotas.library import unavailable
 from quotas.model import (
@@ -37,6 +36,7 @@ from quotas.model import (
     validate_reason,
     validate_tier,
 )
+from quotas.tls_probe import refuse_tls_mismatch
 
 
 class RedisSettings(Protocol):
@@ -93,6 +93,7 @@ def _run(
         client = None
         try:
             async with asyncio.timeout(DEADLINE_S):
+                await refuse_tls_mismatch(settings.redis_url or "")  # exit 2 at once, not a TLS timeout
                 client = await _client(settings, force_cluster=force_cluster)
                 return await fn(client, args, settings)
         except TimeoutError:
@@ -327,50 +328,6 @@ async def _pause_resume(client: Any, args: argparse.Namespace, settings: RedisSe
     return EXIT_OK
 
 
-async def _export(client: Any, args: argparse.Namespace, settings: RedisSettings) -> int:
-    store = _store(client, settings)
-    quotas = await store.list()
-    for tier, msg in store.broken.items():
-        _err(f"warning: not exported, tier {tier}: {msg}")
-    for tier in store.missing:
-        _err(f"warning: not exported, tier {tier}: it has no quota")
-    print(json.dumps([q.to_json() for q in quotas], indent=2))
-    return EXIT_ERROR if store.broken or store.missing else EXIT_OK
-
-
-def _read_backup(path: str) -> list[Saved]:
-    """The file (or `-`: standard input), parsed and validated whole before any connection."""
-    try:
-        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
-    except (OSError, UnicodeDecodeError) as e:
-        raise QuotaError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
-    return parse_backup(text, source=path if path != "-" else "standard input")
-
-
-async def _import(client: Any, args: argparse.Namespace, settings: RedisSettings) -> int:
-    store = _store(client, settings)
-    outcomes = await restore(
-        store, args.saved, actor=args.actor, reason=args.reason_text or f"imported from {args.file}",
-        only_missing=args.only_missing,
-    )
-    for o in outcomes:
-        shown = describe(o.quota) if o.quota is not None else ""
-        print(f"tier {o.tier}: {o.action}{': ' + shown if shown else ''}{' (' + o.detail + ')' if o.detail else ''}")
-    return EXIT_CONFLICT if any(o.action == "conflict" for o in outcomes) else EXIT_OK
-
-
-def _import_command(args: argparse.Namespace, settings: RedisSettings) -> int:
-    """Validate everything (file, actor, reason) before connecting: bad input writes nothing."""
-    try:
-        args.saved = _read_backup(args.file)
-        args.actor = validate_actor(args.as_name if args.as_name is not None else default_actor())
-        args.reason_text = validate_reason(args.reason)
-    except QuotaError as e:
-        _err(str(e))
-        return EXIT_BAD_INPUT
-    return _run(_import, args, settings)
-
-
 # ---- wiring -----------------------------------------------------------------------------------------
 
 
@@ -423,17 +380,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p_set.add_argument("--create", action="store_true", help="allow creating a tier that does not exist")
     p_set.set_defaults(func=_handler(_set, writes=True))
 
-    p_exp = qsub.add_parser("export", help="every tier's quota as JSON (the quota list --json objects): a backup")
-    p_exp.add_argument("--json", action="store_true", help="JSON (the only format; accepted for scripts)")
-    p_exp.set_defaults(func=_handler(_export))
+    from quotas.backup_cmd import register_backup
 
-    p_imp = qsub.add_parser("import", help="write the quotas of a backup (quota export output) through the store")
-    p_imp.add_argument("file", metavar="FILE", help="the backup, or - for standard input")
-    p_imp.add_argument("--only-missing", action="store_true", help="write only tiers that have no quota now")
-    p_imp.add_argument("--reason", default="", metavar="TEXT", help="why (default: 'imported from FILE')")
-    p_imp.add_argument("--as", dest="as_name", metavar="NAME", help="actor for the audit (default: login user)")
-    imp = _handler(_import, writes=True)
-    p_imp.set_defaults(func=lambda a, s: imp(a, s) if s.read_only else _import_command(a, s))
+    register_backup(qsub, _handler, _run)
 
     for name, what in (("pause", "refuse everyone in the tier"), ("resume", "undo pause")):
         p = qsub.add_parser(name, help=what)

@@ -101,3 +101,15 @@ def test_node_url_with_a_bad_port_names_the_url() -> None:
     out = sw("--nodes", "http://ops:s3cret@gpu-07:99999/metrics", "snapshot", "--json", "--no-local")
     assert out.returncode == 2
     assert "gpu-07:99999" in out.stderr and "port" in out.stderr and "s3cret" not in out.stderr
+
+
+def test_rediss_against_a_plain_text_server_names_tls_at_once(valkey: ValkeyProcess) -> None:
+    """rediss:// to a server speaking plain text: exit 2 naming TLS, before any timeout could run out."""
+    import time
+
+    started = time.monotonic()
+    out = sw("--redis", f"rediss://127.0.0.1:{valkey.port}/0", "quota", "list")
+    assert out.returncode == 2 and "TLS" in out.stderr and "redis://" in out.stderr
+    assert time.monotonic() - started < 60  # a hang guard, not a timing claim: the message is what counts
+    doc = sw("--redis", f"rediss://127.0.0.1:{valkey.port}/0", "snapshot", "--json", "--no-local")
+    assert "TLS" in doc.stdout
