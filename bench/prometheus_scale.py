@@ -130,7 +130,7 @@ def answer_query(query: str, result: list[Any]) -> bytes | None:
         return _vector([r for r in result if r["metric"]["__name__"] == "up"])
     temps = {i: [g["DCGM_FI_DEV_GPU_TEMP"] for g in gs.values()] for i, gs in by_inst.items()}
     if query.startswith("label_replace(count("):
-        hot = float(re.search(r'>= ([0-9.]+)\), "' + AGG_LABEL + '", "hot"', query).group(1))  # type: ignore[union-attr]
+        hot = float(re.search(r'>= ([0-9.]+)\), "' + AGG_LABEL + '", "hot"', query).group(1))  # type: ignore[union-attr]  # the fake Prometheus only receives the queries it builds itself
         t = [v for vs in temps.values() for v in vs]
         u = [g["DCGM_FI_DEV_GPU_UTIL"] for gs in by_inst.values() for g in gs.values()]
         p = [g["DCGM_FI_DEV_POWER_USAGE"] for gs in by_inst.values() for g in gs.values()]
@@ -141,7 +141,7 @@ def answer_query(query: str, result: list[Any]) -> bytes | None:
     if query.startswith('count_values("mask"'):
         return _vector([])  # no throttle series in the L4 capture
     if query.startswith("count(group by"):
-        hot = float(re.search(r"\) >= ([0-9.]+)\)", query).group(1))  # type: ignore[union-attr]
+        hot = float(re.search(r"\) >= ([0-9.]+)\)", query).group(1))  # type: ignore[union-attr]  # the fake Prometheus only receives the queries it builds itself
         return _vector([vec({}, sum(1 for vs in temps.values() for v in vs if v >= hot))])
     if query.startswith("topk("):
         k = int(query[5:query.index(",")])
@@ -182,14 +182,14 @@ def fake_prometheus(nodes: int, gpus: int, port_file: str) -> None:
         def do_GET(self) -> None:
             path = urlsplit(self.path).path
             if path == "/api/v1/targets":
-                self._send(state["targets"])  # type: ignore[arg-type]
+                self._send(state["targets"])  # type: ignore[arg-type]  # state holds bytes for these keys
             else:
-                self._send(state["query"])  # type: ignore[arg-type]
+                self._send(state["query"])  # type: ignore[arg-type]  # state holds bytes for these keys
 
         def do_POST(self) -> None:  # the windowed console's queries; history queries: nothing is down here
             n = int(self.headers.get("Content-Length") or 0)
             query = (parse_qs(self.rfile.read(n).decode()).get("query") or [""])[0]
-            body = answer_query(query, state["result"])  # type: ignore[arg-type]
+            body = answer_query(query, state["result"])  # type: ignore[arg-type]  # state holds the decoded series for this key
             self._send(body or b'{"status":"success","data":{"resultType":"vector","result":[]}}')
 
         def log_message(self, format: str, *args: object) -> None:

@@ -190,7 +190,7 @@ def main() -> None:
         t0 = time.perf_counter()
         state = recording.state_at(at)
         seeks.append(time.perf_counter() - t0)
-        assert len(state.readings[Source.FLEET].sample.nodes) == args.nodes  # type: ignore[union-attr]
+        assert len(state.readings[Source.FLEET].sample.nodes) == args.nodes  # type: ignore[union-attr]  # the fleet reading was recorded just above
     recording.close()
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "tui.cli", "replay", str(path), "--json", "--every", "60"],

@@ -70,7 +70,7 @@ class _Writer:
             cur = self.conn.execute("INSERT OR IGNORE INTO streams (name) VALUES (?)", (name,))
             sid = cur.lastrowid if cur.rowcount else self.conn.execute(
                 "SELECT id FROM streams WHERE name = ?", (name,)).fetchone()[0]
-            s = self.streams[name] = _Stream(int(sid))  # type: ignore[arg-type]
+            s = self.streams[name] = _Stream(int(sid))  # type: ignore[arg-type]  # sqlite3 rows are untyped: sid is an int column
         return s
 
     def put(self, name: str, at: float, value: Any) -> int:
@@ -86,7 +86,7 @@ class _Writer:
         cur = self.conn.execute(
             "INSERT INTO chunks (stream, at, base, data) VALUES (?, ?, ?, ?)", (s.id, at, base, data)
         )
-        row = int(cur.lastrowid)  # type: ignore[arg-type]
+        row = int(cur.lastrowid)  # type: ignore[arg-type]  # lastrowid is set after an INSERT
         if base is None:
             s.key_id, s.key_raw, s.key_at = row, raw[-32768:], at  # zlib's window: only the last 32 KiB help
         s.last_raw, s.last_id = raw, row

@@ -32,7 +32,7 @@ def _float(h: dict[str, str], k: str, tier: str, *, optional: bool = False) -> f
     if optional and v == "":
         return None
     try:
-        f = float(v)  # type: ignore[arg-type]
+        f = float(v)  # type: ignore[arg-type]  # v is a str or bytes from Redis; a bad one raises, which the caller reports
     except (TypeError, ValueError):
         raise BrokenQuota(tier, f"{k}={v!r}") from None
     if not 0 <= f < 1e11:
@@ -121,5 +121,5 @@ def effective(q: Quota, prev: dict[str, Any] | None, now: float) -> Quota:
             pass
     return Quota(
         tier=q.tier, expires_at=None, version=q.version + 1, updated_by=EXPIRED_BY,
-        updated_at=q.expires_at, **base,  # type: ignore[arg-type]
+        updated_at=q.expires_at, **base,  # type: ignore[arg-type]  # base holds exactly Quota's settable fields
     )

@@ -1,10 +1,10 @@
 """Connections the limiter keeps checked out of a redis.asyncio client's pool, for its hot path.
 
 redis-py 8 checks a connection out of the pool and back in for every command, with its observability
-hooks: about 30-40 us of Python per call on the development VM (bench/README.md), more than the server
-spends deciding. `Limiter.check` sends one pre-encoded command per decision on a connection it keeps
-instead. The connections still come from the client's pool, so its address, credentials, TLS, database,
-timeouts and `max_connections` apply; at most `keep` idle ones are kept, the rest go back after use.
+hooks: more Python per call than the server spends deciding (bench/README.md). `Limiter.check` sends
+one pre-encoded command per decision on a connection it keeps instead. The connections still come
+from the client's pool, so its address, credentials, TLS, database, timeouts and `max_connections`
+apply; at most `keep` idle ones are kept, the rest go back after use.
 
 This is the one module that uses redis-py below its client API: the names in `WIRE_INTERNALS` (written
 against redis-py 5 to 8; `pyproject.toml` bounds the version). Where a release lacks one, `pool_of`

@@ -207,7 +207,7 @@ async def test_hostile_tier_is_an_error_never_a_key(limiter: Limiter, redis_clie
 async def test_bad_user_or_cost_is_an_error(limiter: Limiter, store: QuotaStore, user: str, cost: object) -> None:
     """An empty or over-long user id, or a cost that is not a whole number >= 1, raises QuotaError."""
     with pytest.raises(QuotaError):
-        await limiter.check("free", user, cost)  # type: ignore[arg-type]
+        await limiter.check("free", user, cost)  # type: ignore[arg-type]  # the point: a bad cost type reaches validation
 
 
 async def test_cost_counts_against_the_quota(store: QuotaStore, limiter: Limiter, away_from_day_edges: float) -> None:

@@ -102,7 +102,7 @@ async def test_waiting_checks_time_out_and_fail_open_on_a_hung_server(
     strict = Limiter(redis_client, timeout_s=0.4)
     lenient = Limiter(redis_client, timeout_s=0.4, fail_open=True)
     assert (await strict.check("free", "u")).allowed and (await lenient.check("free", "u")).allowed
-    pid = valkey._proc.pid  # type: ignore[union-attr]
+    pid = valkey._proc.pid  # type: ignore[union-attr]  # the server was started by the fixture
     os.kill(pid, signal.SIGSTOP)
     try:
         async with asyncio.timeout(20):  # a hang guard: each check is bounded by its 0.4 s timeout

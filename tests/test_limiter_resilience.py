@@ -125,7 +125,7 @@ async def test_a_timed_out_check_never_hands_its_reply_to_the_next(valkey: Valke
     await store.set("free", QuotaSpec(3, DAY), actor="t")
     lim = Limiter(redis_client, timeout_s=0.3)
     assert (await lim.check("free", "u")).limit == 3
-    pid = valkey._proc.pid  # type: ignore[union-attr]
+    pid = valkey._proc.pid  # type: ignore[union-attr]  # the server was started by the fixture
     os.kill(pid, signal.SIGSTOP)
     try:
         with pytest.raises(Unreachable):

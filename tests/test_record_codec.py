@@ -38,7 +38,7 @@ def test_nested_classes_tuples_enums_and_errors_come_back_as_their_types() -> No
                       **({"warnings": (NodeWarning(3, "power_w", "range", "GPU 3: power out of range"),)}
                          if "warnings" in {f.name for f in dataclasses.fields(NodeSample)} else {}))
     err = SourceError(ErrorKind.AUTH_FAILED, "Redis refused the login")
-    quota = frozen_readings()[Source.TRAFFIC].sample.tiers[1].quota  # type: ignore[union-attr]
+    quota = frozen_readings()[Source.TRAFFIC].sample.tiers[1].quota  # type: ignore[union-attr]  # the frozen traffic has quotas
     entry = AuditEntry("1-0", "free", "alice@10.0.0.7", FROZEN_NOW, 8, quota, quota, "surge", "set", 123)
     d = Decoder()
     back = d.decode(NodeSample, through_json(node))

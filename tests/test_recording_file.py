@@ -72,7 +72,7 @@ def test_unchanged_values_are_not_rows_and_every_second_reads_back_exactly(tmp_p
         assert rec.state_at(FROZEN_NOW + k + 0.5).readings == fed[k]
     a = rec.state_at(FROZEN_NOW + 10).readings[Source.FLEET].sample
     b = rec.state_at(FROZEN_NOW + 11).readings[Source.FLEET].sample
-    assert a.nodes[2].gpus is b.nodes[2].gpus  # type: ignore[union-attr]
+    assert a.nodes[2].gpus is b.nodes[2].gpus  # type: ignore[union-attr]  # both samples hold nodes: recorded above
     assert rec.start == FROZEN_NOW and rec.end == FROZEN_NOW + 59
 
 

@@ -68,7 +68,7 @@ async def test_stale_write_conflicts_naming_who_and_when(store: QuotaStore, redi
     assert "alice" in str(e.value) and "version 2" in str(e.value) and "Z" in str(e.value)
     assert e.value.current is not None and e.value.current.version == 2
     assert await redis_client.xlen(K.audit("free")) == xlen
-    assert (await store.get("free")).limit == 3  # type: ignore[union-attr]
+    assert (await store.get("free")).limit == 3  # type: ignore[union-attr]  # the tier exists: just set
 
 
 async def test_unknown_tier_needs_create(store: QuotaStore, redis_client: aioredis.Redis) -> None:
@@ -260,7 +260,7 @@ async def test_works_with_decode_responses(valkey: ValkeyProcess) -> None:
         store = QuotaStore(client)
         await store.init()
         await store.set("free", QuotaSpec(1, DAY), actor="alice", reason="r")
-        assert (await store.get("free")).limit == 1  # type: ignore[union-attr]
+        assert (await store.get("free")).limit == 1  # type: ignore[union-attr]  # the tier exists: just set
         assert [e.actor for e in await store.history("free", count=1)] == ["alice"]
         lim = Limiter(client)
         assert [(d.allowed, d.reason) for d in await lim.check_many([("free", "u", 1)] * 2)] == [

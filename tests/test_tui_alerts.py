@@ -126,7 +126,7 @@ def test_audit_event_says_who_what_why() -> None:
     class Entry:
         id, tier, actor, at, version, reason = "1-0", "free", "alice", 5.0, 4, "surge"
 
-    Entry.old, Entry.new = old, new  # type: ignore[attr-defined]
+    Entry.old, Entry.new = old, new  # type: ignore[attr-defined]  # a stand-in audit entry class built for this test
     e = audit_event(Entry())
     assert e.text == "quota free v4 by alice: 10/1d -> 3/1d cap 50/s shadow (surge)"
     assert quota_text(None) == "none"

@@ -137,7 +137,7 @@ async def wait_until(pilot: Any, predicate: Callable[[], Any], timeout: float = 
 # ----- frozen data: the same fleet every time, for snapshot tests
 def _q(tier: str, limit: int, window_s: int, cap: int | None = None, *, paused: bool = False, mode: str = "enforce",
        expires_at: float | None = None, version: int = 1) -> Quota:
-    return Quota(tier, limit, window_s, cap, paused, mode, expires_at, version, "alice", FROZEN_NOW - 600)  # type: ignore[arg-type]
+    return Quota(tier, limit, window_s, cap, paused, mode, expires_at, version, "alice", FROZEN_NOW - 600)  # type: ignore[arg-type]  # frozen test data: mode is one of the Literal's values
 
 
 def frozen_readings(now: float = FROZEN_NOW, nodes: int = 4, gpus_per_node: int = 8) -> dict[Source, Reading[Any]]:

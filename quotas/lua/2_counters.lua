@@ -32,7 +32,7 @@ local function count_unknown(qk, n)
 end
 
 -- Redis keeps a small hash as a listpack, where finding a field is a scan: by the end of a busy minute
--- (60 seconds x a few outcomes) each HINCRBY on the counters took 1.2-2.7 us, against 0.2-0.35 us in a
+-- (60 seconds x a few outcomes) each HINCRBY on the counters cost several times what it costs in a
 -- hash table, and the limiter makes one or two per decision. A value longer than hash-max-listpack-value
 -- (64 bytes by default) turns a hash into a hash table for good, so each minute's counter hashes get one
 -- such field, `about`, saying what they hold; readers take only the fields they know. Done once per tier

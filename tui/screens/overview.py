@@ -96,7 +96,7 @@ class OverviewScreen(Screen[None]):
         if not self.is_mounted:  # first compose: pick the layout now rather than recompose at once
             self.set_reactive(OverviewScreen.compact, self._is_compact(self.app.size.width, self.app.size.height))
         # the overview tab first at small sizes: focus its tab strip, not the GPU table in another tab
-        self.AUTO_FOCUS = "#tabs Tabs" if self.panels[0] == "summary" else "#gpus"  # type: ignore[misc]
+        self.AUTO_FOCUS = "#tabs Tabs" if self.panels[0] == "summary" else "#gpus"  # type: ignore[misc]  # Textual declares it a ClassVar; the focus target depends on the layout picked
         yield Header()
         yield Banner(id="banner")
         if self.wall:
@@ -223,7 +223,7 @@ class OverviewScreen(Screen[None]):
         if self.compact and not st.redis_configured:
             text = NO_REDIS_SHORT  # one line at 80 columns; the overview tab says the rest
         self.query_one("#banner", Banner).message = (level, text)
-        self.query_one("#kpis").kpis = st.kpis()  # type: ignore[attr-defined]
+        self.query_one("#kpis").kpis = st.kpis()  # type: ignore[attr-defined]  # KpiStrip and WallKpis both have `kpis`; the query returns a Widget
         if Source.HOST in sources:
             sample, age, err = st.source_status(Source.HOST)
             self.query_one(HostLine).show(host_text(sample, age, err))

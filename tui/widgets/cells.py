@@ -27,7 +27,7 @@ class Cell:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Cell) and (self.text, self.style) == (other.text, other.style)
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # mutable cells compare by text and style, so they are unhashable on purpose
 
     def __str__(self) -> str:
         return self.text

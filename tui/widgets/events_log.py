@@ -32,7 +32,7 @@ class IncidentBar(Static):
     """
 
     def __init__(self, **kwargs: object) -> None:
-        super().__init__("", **kwargs)  # type: ignore[arg-type]
+        super().__init__("", **kwargs)  # type: ignore[arg-type]  # Textual's widget options, passed through as given
         self.texts: list[str] = []  # plain text of the lines shown, for tests and the wall screen
 
     def show(self, ongoing: list[Event]) -> None:
@@ -51,7 +51,7 @@ class EventLog(RichLog):
     DEFAULT_CSS = "EventLog { height: 1fr; }"
 
     def __init__(self, **kwargs: object) -> None:
-        super().__init__(max_lines=500, wrap=True, markup=False, highlight=False, **kwargs)  # type: ignore[arg-type]
+        super().__init__(max_lines=500, wrap=True, markup=False, highlight=False, **kwargs)  # type: ignore[arg-type]  # Textual's widget options, passed through as given
         self.texts: list[str] = []  # plain text of what was shown, for tests and the wall screen
 
     def add(self, events: list[Event]) -> None:

@@ -87,7 +87,7 @@ class HeatMap(ScrollView):
     """`temp` or `util`: what the colour means."""
 
     def __init__(self, thresholds: Thresholds, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(**kwargs)  # type: ignore[arg-type]  # Textual's widget options, passed through as given
         self.thresholds = thresholds
         self._lines: list[list[list[int]]] = []
         self._line_of: list[int] = []

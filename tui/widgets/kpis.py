@@ -108,7 +108,7 @@ class KpiStrip(Static):
     _lines = 0
 
     def __init__(self, thresholds: Thresholds, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(**kwargs)  # type: ignore[arg-type]  # Textual's widget options, passed through as given
         self.thresholds = thresholds
 
     def render(self) -> Text:
@@ -142,7 +142,7 @@ class WallKpis(Widget):
     FIELDS = (("ok-gpus", "GPUs OK / TOTAL"), ("temp", "MAX TEMP °C"), ("rps", "REQUESTS/S"), ("reject", "REJECTED %"))
 
     def __init__(self, thresholds: Thresholds, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(**kwargs)  # type: ignore[arg-type]  # Textual's widget options, passed through as given
         self.thresholds = thresholds
 
     def compose(self) -> ComposeResult:

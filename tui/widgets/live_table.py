@@ -73,13 +73,13 @@ class LiveTable(DataTable[Cell]):
     """A DataTable for live rows, whose `update_cell` re-renders only the row it changed.
 
     DataTable keys every render cache on a table-wide update counter, so one `update_cell` makes it
-    re-render every visible cell on the next frame (about 9 ms a second for the GPU table). Here
+    re-render every visible cell on the next frame (bench/README.md measures what that costs). Here
     `update_cell` leaves the counter alone: it evicts only that row's entries from the caches (which
     are indexed by row) and refreshes only that row's line. Anything that changes the structure (add,
     remove, sort, columns, resize) still goes through DataTable's own invalidation.
 
     `batch_updates()` groups many updates into one refresh: each call otherwise marks the widget dirty on its
-    own (~45 µs), which is most of the cost when a sweep changes a thousand GPUs.
+    own, which is most of the cost when a sweep changes a thousand GPUs.
 
     Textual measures new rows' widths when idle but may keep serving lines rendered with the old
     widths (seen as `127…` for a whole row); the table redraws once widths are known."""
@@ -171,10 +171,10 @@ class LiveTable(DataTable[Cell]):
             if index is None:
                 continue
             y = index + header
-            self._cell_render_cache.evict(rk)  # type: ignore[attr-defined]
-            self._row_render_cache.evict(rk)  # type: ignore[attr-defined]
-            self._row_renderable_cache.evict(index)  # type: ignore[attr-defined]
-            self._line_cache.evict(y)  # type: ignore[attr-defined]
+            self._cell_render_cache.evict(rk)  # type: ignore[attr-defined]  # RowIndexedLRU replaced DataTable's cache in __init__ (DATATABLE_INTERNALS)
+            self._row_render_cache.evict(rk)  # type: ignore[attr-defined]  # RowIndexedLRU replaced DataTable's cache in __init__ (DATATABLE_INTERNALS)
+            self._row_renderable_cache.evict(index)  # type: ignore[attr-defined]  # RowIndexedLRU replaced DataTable's cache in __init__ (DATATABLE_INTERNALS)
+            self._line_cache.evict(y)  # type: ignore[attr-defined]  # RowIndexedLRU replaced DataTable's cache in __init__ (DATATABLE_INTERNALS)
             if top <= y < bottom:
                 self.refresh(Region(0, y - self.scroll_offset.y, width, 1))
 

@@ -77,7 +77,7 @@ class Summary(Widget):
     DEFAULT_CSS = "Summary { height: 1fr; padding: 0 1; }"
 
     def __init__(self, thresholds: Thresholds, order: TierOrder, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(**kwargs)  # type: ignore[arg-type]  # Textual's widget options, passed through as given
         self.thresholds = thresholds
         self.order = order
         self.data = SummaryData()

@@ -40,7 +40,7 @@ class WallTiers(Widget):
     """
 
     def __init__(self, thresholds: Thresholds, order: TierOrder, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(**kwargs)  # type: ignore[arg-type]  # Textual's widget options, passed through as given
         self.thresholds = thresholds
         self.order = order
         self._names: list[str] = []
