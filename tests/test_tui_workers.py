@@ -10,6 +10,7 @@ from collectors.config import Settings
 from collectors.gpu import GpuCollector
 from collectors.samples import Source
 from quotas.model import QuotaError
+from tests.conftest import L4_CAPTURE
 from tests.fakenvml import FakeGpu, FakeNvml
 from tui.app import create_app
 from tui.screens.editor import parse_form
@@ -95,3 +96,20 @@ def test_misspelt_threshold_is_refused_before_the_screen(capsys: pytest.CaptureF
     assert run_console(Settings(thresholds={"temp_hoot_c": 70.0})) == 2
     err = capsys.readouterr().err
     assert "temp_hoot_c" in err and "temp_hot_c" in err
+
+
+async def test_no_local_gpus_beside_a_fleet_is_one_short_line() -> None:
+    """With remote nodes configured (the demo), the missing local NVML is one short line, not two."""
+    from tui.testing import MetricsNode, multiply_page
+
+    nv = FakeNvml(init_error=pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)
+    page = multiply_page(L4_CAPTURE.read_text(), 2)
+    with MetricsNode(page) as node:
+        app = create_app(Settings(interval_s=0.2, nodes=(node.url,), node_interval_s=0.3),
+                         sources=[Source.GPUS, Source.FLEET],
+                         collector_factories={Source.GPUS: lambda: GpuCollector(nvml=nv)})
+        async with app.run_test(size=(160, 40)) as pilot:
+            note = "local GPUs: no NVML library (remote nodes below)"
+            await wait_until(pilot, lambda: note in screen_text(app), what="short note")
+            assert "Give --nodes" not in screen_text(app)
+            assert sum(note in line for line in screen_text(app).splitlines()) == 1

@@ -44,6 +44,9 @@ HEALTH_HEADING = {
     "no_tiers": "REDIS HOLDS NO TIERS",
     "unavailable": "REDIS CANNOT DECIDE NOW",
 }
+# why there are no local GPUs, in a few words, where the fleet's GPUs fill the panel anyway
+LOCAL_GPU_SHORT = {"no_library": "no NVML library", "no_driver": "no NVIDIA driver", "no_gpus": "none",
+                   "error": "NVML failed"}
 # states in which a quota write would fail anyway: edits are refused up front
 WRITE_REFUSED = ("out_of_memory", "read_only_replica", "persistence_error", "loading", "unavailable")
 NO_REDIS_HINT = (
@@ -265,8 +268,10 @@ class ConsoleState:
         sample = r.sample if r is not None else None
         if not isinstance(sample, GpusSample) or sample.status == "ok":
             return ""
-        hint = "" if self.readings.get(Source.FLEET) else " Give --nodes or --prometheus to watch remote GPUs."
-        return f"local GPUs: {sample.message or sample.status}.{hint}"
+        if self.readings.get(Source.FLEET):
+            # the fleet is what this console watches (the demo, a GPU-less ops box): one short line
+            return f"local GPUs: {LOCAL_GPU_SHORT.get(sample.status, sample.status)} (remote nodes below)"
+        return f"local GPUs: {sample.message or sample.status}. Give --nodes or --prometheus to watch remote GPUs."
 
     def source_status(self, source: Source) -> tuple[Any, float | None, SourceError | None]:
         """(sample, stale age or None, error) of one source."""
