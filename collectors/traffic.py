@@ -36,7 +36,7 @@ from redis.exceptions import BusyLoadingError, ResponseError
 from collectors.redis_health import from_error, from_info, health
 from collectors.samples import TierTraffic, TrafficSample
 from quotas.codec import effective, quota_from_hash
-from quotas.connect import is_cluster, master_address
+from quotas.connect import ShardedPipeline, is_cluster, master_address
 from quotas.errors import BrokenQuota, ErrorKind, Unavailable
 from quotas.keys import DEFAULT_PREFIX, OUTCOMES, Keys
 from quotas.library import UNREACHABLE_ERRORS, describe, unavailable, unreachable
@@ -116,12 +116,13 @@ class TrafficCollector:
     def _pipeline(self, info: bool) -> Any:
         """A pipeline starting with TIME (and INFO) on one server; on a cluster, where redis-py refuses
         both in a pipeline, they go to every primary apart (`_cluster_meta`) and the pipeline holds only
-        keyed reads, which redis-py splits into one pipeline per shard."""
+        keyed reads, sent as one pipeline per shard (quotas.connect.ShardedPipeline)."""
+        if self._cluster:
+            return ShardedPipeline(self.client)
         pipe = self.client.pipeline(transaction=False)
-        if not self._cluster:
-            pipe.time()
-            if info:
-                pipe.info("persistence", "memory", "replication")
+        pipe.time()
+        if info:
+            pipe.info("persistence", "memory", "replication")
         return pipe
 
     async def _execute(self, pipe: Any, info: bool = False) -> tuple[float, list[Any]]:
@@ -291,6 +292,7 @@ class TrafficCollector:
         self._down = {}
         if self._registry is None or self._skew is None:
             await self._bootstrap()
+            self._problems, self._down = [], {}  # named again by the read below, with the tiers it finds
         assert self._skew is not None and self._registry is not None
         guess_last = math.floor(self._clock() + self._skew) - 1
         end = guess_last + _MARGIN_S

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis._parsers import AsyncCommandsParser
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.sentinel import Sentinel
@@ -34,7 +35,10 @@ from quotas.redis_url import Target, parse_target, shown
 
 DETECT_TIMEOUT_S = 3.0  # the cluster probe; the caller's own deadline bounds the rest
 
-__all__ = ["Connector", "Target", "is_cluster", "is_redirect", "master_address", "open_client", "parse_target", "shown"]
+__all__ = [
+    "Connector", "ShardedPipeline", "Target", "is_cluster", "is_redirect", "master_address", "open_client",
+    "parse_target", "shown",
+]
 
 def _node_kwargs(node_url: str, options: dict[str, Any]) -> tuple[ClusterNode, dict[str, Any]]:
     """A startup node and the connection options its URL gives (user, password, TLS, query options)."""
@@ -47,6 +51,25 @@ def _node_kwargs(node_url: str, options: dict[str, Any]) -> tuple[ClusterNode, d
     return node, {**parsed, **options}
 
 
+class _Commands(AsyncCommandsParser):
+    """redis-py reads the command table (COMMAND) from the first primary when it (re)initializes: one
+    that is down would make a cluster that lost a shard unusable for every new client. Any primary
+    that answers will do."""
+
+    def __init__(self, client: RedisCluster) -> None:
+        super().__init__()
+        self._client = client
+
+    async def initialize(self, node: Any = None) -> None:
+        candidates = [node, *self._client.get_primaries()] if node is not None else [None]
+        for i, n in enumerate(candidates):
+            try:
+                return await super().initialize(n)
+            except UNREACHABLE_ERRORS:
+                if i == len(candidates) - 1:
+                    raise
+
+
 def cluster_client(nodes: tuple[str, ...], **options: Any) -> RedisCluster:
     """redis-py's asyncio cluster client on these startup nodes, with the caller's options."""
     startup = []
@@ -55,7 +78,49 @@ def cluster_client(nodes: tuple[str, ...], **options: Any) -> RedisCluster:
         node, kw = _node_kwargs(n, options)
         startup.append(node)
         merged = merged or kw
-    return RedisCluster(startup_nodes=startup, **merged)
+    client = RedisCluster(startup_nodes=startup, **merged)
+    client.commands_parser = _Commands(client)
+    return client
+
+
+class ShardedPipeline:
+    """A pipeline of keyed reads on a cluster, sent as one pipeline per shard at once: a shard that does not
+    answer costs its own commands (each reply is then the error), never the others' (redis-py's single
+    cluster pipeline can fail whole). Same calls as a pipeline: `pipe.hgetall(key)`, `execute(...)`."""
+
+    def __init__(self, client: RedisCluster) -> None:
+        self.client = client
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    def __getattr__(self, method: str) -> Any:
+        def add(*args: Any, **kwargs: Any) -> ShardedPipeline:
+            self.calls.append((method, args, kwargs))
+            return self
+        return add
+
+    async def execute(self, raise_on_error: bool = False) -> list[Any]:
+        groups: dict[str, list[int]] = {}
+        for i, (_, args, _) in enumerate(self.calls):
+            node = self.client.get_node_from_key(args[0])
+            groups.setdefault(node.name if node is not None else "", []).append(i)
+
+        async def shard(indexes: list[int]) -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for i in indexes:
+                method, args, kwargs = self.calls[i]
+                getattr(pipe, method)(*args, **kwargs)
+            return list(await pipe.execute(raise_on_error=raise_on_error))
+
+        results = await asyncio.gather(*(shard(ix) for ix in groups.values()), return_exceptions=True)
+        replies: list[Any] = [None] * len(self.calls)
+        for indexes, got in zip(groups.values(), results, strict=True):
+            if isinstance(got, BaseException) and not isinstance(got, UNREACHABLE_ERRORS):
+                raise got
+            for j, i in enumerate(indexes):
+                replies[i] = got if isinstance(got, BaseException) else got[j]
+        if replies and all(isinstance(r, BaseException) for r in replies):
+            raise replies[0]  # no shard answered: the caller's outage
+        return replies
 
 
 class _SentinelRedis(aioredis.Redis):
@@ -147,6 +212,7 @@ class Connector:
                     await client.aclose()
                 raise
             return client
+
         if t.nodes[0].startswith("unix:"):
             return self._plain()
         probe = self._plain()

@@ -18,7 +18,7 @@ from redis.exceptions import ResponseError
 from quotas.codec import effective, quota_from_hash, quota_from_json
 from quotas.errors import BadData, BrokenQuota, Conflict, UnknownTier, Unreachable
 from quotas.keys import DEFAULT_PREFIX, Keys
-from quotas.library import bounded, fcall, installed_version, load_library, text
+from quotas.library import UNREACHABLE_ERRORS, bounded, fcall, installed_version, load_library, text, unreachable
 from quotas.model import (
     MAX_WINDOW_S,
     Quota,
@@ -129,7 +129,11 @@ class QuotaStore:
                 getattr(pipe, method)(key, **(kw[0] if kw else {}))
             return await pipe.execute(raise_on_error=False)
 
-        return await self._b(run)
+        replies = await self._b(run)
+        lost = next((r for r in replies if isinstance(r, UNREACHABLE_ERRORS)), None)
+        if lost is not None:  # a cluster shard that did not answer: an outage, never a broken key
+            raise unreachable(self.client, lost, self.timeout_s)
+        return list(replies)
 
     async def init(self) -> list[str]:
         """Load (or upgrade) the functions library and seed the default tiers where absent; returns tiers created."""

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -124,3 +125,25 @@ def test_sentinel_commands_and_snapshot(sentinel_group: SentinelGroup) -> None: 
         f"127.0.0.1:{sentinel_group.current_master()}"}
     code, _, err = cli("redis+sentinel://127.0.0.1:1/mymaster", "quota", "list")
     assert code == 4 and "unreachable" in err  # no Sentinel answers: an outage, within the deadline
+
+
+def test_tls_and_acl_users_reach_every_client_kind() -> None:
+    """rediss:// startup nodes and rediss+sentinel:// build TLS connections with the URL's user (the test
+    binary has no TLS, so this checks the clients built, not a handshake)."""
+    from redis.asyncio.connection import SSLConnection
+    from redis.asyncio.sentinel import SentinelManagedSSLConnection
+
+    from quotas.connect import cluster_client, sentinel_client
+    from quotas.redis_url import parse_target
+
+    rc = cluster_client(parse_target("rediss://alice:pw@a:7000,b:7001").nodes, socket_timeout=2)
+    kw: Any = rc.get_connection_kwargs()
+    assert issubclass(kw["connection_class"], SSLConnection) and (kw["username"], kw["password"]) == ("alice", "pw")
+    assert sorted(rc.nodes_manager.startup_nodes) == ["a:7000", "b:7001"]
+    sc: Any = sentinel_client(parse_target("rediss+sentinel://alice:pw@s1:26379,s2/mymaster/2"))
+    pool = sc.connection_pool
+    assert issubclass(pool.connection_class, SentinelManagedSSLConnection)
+    assert (pool.connection_kwargs["username"], pool.connection_kwargs["db"], pool.service_name) == ("alice", 2,
+                                                                                                    "mymaster")
+    assert [(s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"])
+            for s in sc.sentinels.sentinels] == [("s1", 26379), ("s2", 26379)]

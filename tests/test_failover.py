@@ -109,7 +109,7 @@ async def survive(url: str, failover: Callable[[], Awaitable[str]], banner: str 
         async with app.run_test(size=(160, 50)) as pilot:
             await wait_until(pilot, lambda: "free" in app.state.quotas and app.state.traffic is not None
                              and app.state.traffic.tiers, what="tiers shown", timeout=20)
-            old = next(x.master for x in app.state.traffic.tiers if x.tier == "free")  # type: ignore[union-attr]
+            old = next(x.master for x in app.state.traffic.tiers if x.tier == "free")  # type: ignore[union-attr]  # the traffic sample was awaited above
             tasks = [asyncio.create_task(_gateways(client, t, stop)), asyncio.create_task(_operator(store, t, stop)),
                      asyncio.create_task(_watch(app, banners, stop))]
             await wait_until(pilot, lambda: t.writes_ok >= 2 and t.closed_decisions >= 5, what="traffic", timeout=20)
@@ -180,3 +180,29 @@ async def test_sentinel_failover(sentinel_group: SentinelGroup) -> None:  # noqa
 
     header = await survive(g.url, failover, banner="Redis unreachable")
     assert header.endswith(f"· master 127.0.0.1:{g.replica.port}")
+
+
+async def test_a_shard_lost_for_good_costs_only_its_tiers(fresh_cluster: Cluster) -> None:  # noqa: F811
+    """free's master and its replica both killed (the rest of the cluster serving, full coverage off):
+    `quota list` is an outage (exit 4), never a broken quota; snapshot names the node and keeps every other tier."""
+    from tests.test_cluster_cli import cli
+
+    master = fresh_cluster.owner(FREE_SLOT)
+    replica = fresh_cluster.replica_of(master)
+    for n in fresh_cluster.nodes:
+        with fresh_cluster.client(n) as c:
+            c.config_set("cluster-require-full-coverage", "no")
+    start = next(n for n in fresh_cluster.masters if n is not master)
+    assert cli(start.url, "init")[0] == 0
+    kill(replica)
+    kill(master)
+    code, _, err = await asyncio.to_thread(cli, start.url, "quota", "list")
+    assert code == 4 and "unreachable" in err and "broken" not in err, err
+    code, out, err = await asyncio.to_thread(cli, start.url, "snapshot", "--json", "--no-local")
+    import json
+
+    doc = json.loads(out)
+    assert code == 0 and doc["redis"]["status"] == "unavailable", doc["redis"]
+    assert f"Redis cluster node {master.host}:{master.port} (master of tier" in doc["redis"]["error"]
+    shown = {t["tier"] for t in doc["tiers"]}
+    assert "free" not in shown and shown and all(t["state"] == "active" for t in doc["tiers"])
