@@ -391,7 +391,7 @@ class SurgewatchApp(RedisLink, App[int]):
         yield SystemCommand(
             "Heat map metric", "Colour the heat map by temperature or utilization", ov.action_toggle_heat
         )
-        if self.store is not None:
+        if self.connector is not None:  # Redis configured (the store opens with the first connection)
             yield SystemCommand("Quota history", "Audit history of the selected tier", self.action_history)
             if not self.read_only:
                 for tier in sorted(self.state.quotas):
