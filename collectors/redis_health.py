@@ -63,6 +63,10 @@ def from_info(info: Any) -> list[tuple[str, str]]:
 def from_error(reply: BaseException, key: str, what: str) -> tuple[str, str]:
     """(status, message) for an error reply to a command on `key`, which holds `what` (e.g. 'a set')."""
     text = " ".join(str(reply).split())
+    if type(reply).__name__ in ("MovedError", "AskError"):  # a cluster node read as one server: not a refusal
+        return ErrorKind.UNAVAILABLE, (
+            f"{key} lives on another Redis Cluster node ({text}): this Redis is part of a cluster; give "
+            "--redis-cluster (or several startup nodes) so every key is read where it lives")
     kind = CLASS_KIND.get(type(reply).__name__) or REPLY_KIND.get(text.split(" ", 1)[0].upper())
     if kind is not None:
         return kind, f"Redis answered {text!r}"

@@ -36,7 +36,7 @@ from redis.exceptions import BusyLoadingError, ResponseError
 from collectors.redis_health import from_error, from_info, health
 from collectors.samples import TierTraffic, TrafficSample
 from quotas.codec import effective, quota_from_hash
-from quotas.connect import ShardedPipeline, is_cluster, master_address
+from quotas.connect import ShardedPipeline, is_cluster, lost_midway, master_address
 from quotas.errors import BrokenQuota, ErrorKind, Unavailable
 from quotas.keys import DEFAULT_PREFIX, OUTCOMES, Keys
 from quotas.library import UNREACHABLE_ERRORS, describe, unavailable, unreachable
@@ -106,6 +106,7 @@ class TrafficCollector:
         self._unreadable: dict[str, str] = {}  # tier -> why its quota is unreadable, as last logged
         self._cluster = is_cluster(client)
         self._down: dict[str, str] = {}  # this poll's cluster primaries that did not answer -> why
+        self._registry_unread = False  # this poll's registry read failed (an error reply)
         self._shown: dict[str, TierTraffic] = {}  # each tier as last read, kept while its shard is away
         self.round_trips = 0
 
@@ -162,7 +163,7 @@ class TrafficCollector:
         async def one(node: Any) -> tuple[float | None, dict[str, Any] | None]:
             async with asyncio.timeout(NODE_TIMEOUT_S):
                 try:
-                    info = await self.client.info(*NODE_INFO, target_nodes=node)
+                    info = await lost_midway(self.client.info(*NODE_INFO, target_nodes=node))
                 except ResponseError:  # an ACL user without INFO: the clock alone
                     secs, usecs = await self.client.execute_command("TIME", target_nodes=node)
                     return int(secs) + int(usecs) / 1e6, None
@@ -213,6 +214,7 @@ class TrafficCollector:
         """The registry's tiers, or none (named as a problem) when its reply is an error."""
         if isinstance(reply, BaseException):
             self._problems.append(from_error(reply, self.keys.tiers, "a set"))
+            self._registry_unread = True  # not "no tiers": unknown
             return ()
         return self._legal(reply)
 
@@ -290,6 +292,7 @@ class TrafficCollector:
     async def _poll(self, new_tier_span: int) -> TrafficSample:
         self._problems = []
         self._down = {}
+        self._registry_unread = False
         if self._registry is None or self._skew is None:
             await self._bootstrap()
             self._problems, self._down = [], {}  # named again by the read below, with the tiers it finds
@@ -344,7 +347,7 @@ class TrafficCollector:
             shown = self._shown[tier] = self._tier(tier, quota, error, st)
             tiers.append(shown)
         self._registry = registry  # the next poll reads the registry as of this one
-        if not registry and not any(t.quota is not None or t.quota_error for t in tiers):
+        if not registry and not self._registry_unread and not any(t.quota is not None or t.quota_error for t in tiers):
             self._problems.append(("no_tiers", (
                 f"Redis answers but holds no tier at all (no {self.keys.tiers}): restarted empty or flushed? "
                 "Every gateway decision is refused as unknown_tier; restore the quotas "

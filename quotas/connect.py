@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import AskError, MovedError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from quotas.keys import DEFAULT_PREFIX, Keys
 from quotas.library import UNREACHABLE_ERRORS, unreachable
@@ -36,8 +38,16 @@ from quotas.redis_url import Target, parse_target, shown
 DETECT_TIMEOUT_S = 3.0  # the cluster probe; the caller's own deadline bounds the rest
 
 __all__ = [
-    "Connector", "ShardedPipeline", "Target", "is_cluster", "is_redirect", "master_address", "open_client",
-    "parse_target", "shown",
+    "Connector",
+    "ShardedPipeline",
+    "Target",
+    "is_cluster",
+    "is_redirect",
+    "lost_midway",
+    "master_address",
+    "open_client",
+    "parse_target",
+    "shown",
 ]
 
 def _node_kwargs(node_url: str, options: dict[str, Any]) -> tuple[ClusterNode, dict[str, Any]]:
@@ -52,9 +62,16 @@ def _node_kwargs(node_url: str, options: dict[str, Any]) -> tuple[ClusterNode, d
 
 
 class _Commands(AsyncCommandsParser):
-    """redis-py reads the command table (COMMAND) from the first primary when it (re)initializes: one
-    that is down would make a cluster that lost a shard unusable for every new client. Any primary
-    that answers will do."""
+    """redis-py's cluster key parser, with two fixes. It reads the command table (COMMAND) from the first
+    primary when it (re)initializes: one that is down would make a cluster that lost a shard unusable for
+    every new client; any primary that answers will do. And it asks that node for the keys of every FCALL
+    (COMMAND GETKEYS: a second round trip per limiter decision, and every FCALL failing while that node is
+    down); FCALL names its keys itself, as EVAL does, which redis-py parses locally."""
+
+    async def get_keys(self, *args: Any) -> Any:
+        if len(args) >= 3 and str(args[0]).upper() in ("FCALL", "FCALL_RO"):
+            return tuple(args[3:3 + int(args[2])]) or None  # FCALL name numkeys key ... arg ...
+        return await super().get_keys(*args)
 
     def __init__(self, client: RedisCluster) -> None:
         super().__init__()
@@ -83,6 +100,15 @@ def cluster_client(nodes: tuple[str, ...], **options: Any) -> RedisCluster:
     return client
 
 
+async def lost_midway(aw: Awaitable[Any]) -> Any:
+    """await `aw`; the AttributeError redis-py's cluster client raises when a failing node's connection is
+    closed under a command still using it (its writer gone) is the lost connection it stands for."""
+    try:
+        return await aw
+    except AttributeError as e:
+        raise RedisConnectionError(f"connection lost during a cluster failover ({e})") from e
+
+
 class ShardedPipeline:
     """A pipeline of keyed reads on a cluster, sent as one pipeline per shard at once: a shard that does not
     answer costs its own commands (each reply is then the error), never the others' (redis-py's single
@@ -109,7 +135,7 @@ class ShardedPipeline:
             for i in indexes:
                 method, args, kwargs = self.calls[i]
                 getattr(pipe, method)(*args, **kwargs)
-            return list(await pipe.execute(raise_on_error=raise_on_error))
+            return list(await lost_midway(pipe.execute(raise_on_error=raise_on_error)))
 
         results = await asyncio.gather(*(shard(ix) for ix in groups.values()), return_exceptions=True)
         replies: list[Any] = [None] * len(self.calls)

@@ -82,7 +82,7 @@ def describe(client: Client) -> str:
             return str(kwargs["path"])
         return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
     nodes = getattr(client, "startup_nodes", None) or {}
-    return ",".join(sorted(str(n) for n in nodes)) or "the Redis server"
+    return ",".join(sorted(getattr(n, "name", None) or str(n) for n in nodes)) or "the Redis server"
 
 
 # What a server says when it refuses the login; redis-py raises some of these as ConnectionError and

@@ -147,3 +147,21 @@ def test_tls_and_acl_users_reach_every_client_kind() -> None:
                                                                                                     "mymaster")
     assert [(s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"])
             for s in sc.sentinels.sentinels] == [("s1", 26379), ("s2", 26379)]
+
+
+async def test_a_plain_client_on_a_cluster_node_is_never_called_refused(empty: Cluster) -> None:
+    """A caller that reads a cluster node as one server (no detection) gets MOVED named as the cluster it is."""
+    import redis.asyncio as aioredis
+
+    from collectors.traffic import TrafficCollector
+
+    assert cli(empty.url, "init")[0] == 0
+    plain = aioredis.Redis.from_url(empty.url)
+    try:
+        sample = await TrafficCollector(plain).poll()
+    finally:
+        await plain.aclose()
+    assert sample.redis.status == "unavailable" and sample.redis.error is not None
+    assert "lives on another Redis Cluster node" in sample.redis.error
+    assert "the server refused" not in sample.redis.error
+    assert "no tier at all" not in sample.redis.error  # an unread registry is not an empty one
