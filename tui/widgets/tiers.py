@@ -160,7 +160,7 @@ class TierSpark(Horizontal):
     """Requests per second (accepted + rejected), oldest first, at most 15 minutes."""
 
     def __init__(self, tier: str, label_width: int = 20, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(**kwargs)  # type: ignore[arg-type]  # Textual's widget options, passed through as given
         self.tier = tier
         self.label_width = label_width
         self._label = ""
@@ -247,7 +247,7 @@ class TierPanel(Widget):
         self, thresholds: Thresholds, clock: Callable[[], float] = time.time, order: TierOrder | None = None,
         **kwargs: object,
     ) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(**kwargs)  # type: ignore[arg-type]  # Textual's widget options, passed through as given
         self.thresholds = thresholds
         self.clock = clock
         self.order = order or TierOrder()
