@@ -276,6 +276,11 @@ class SurgewatchApp(RedisLink, App[int]):
             self.notify(f"Edit refused: {refusal}.", severity="error")
             self.push_screen(RefusedScreen(f"Edit refused: {refusal}."))
             return
+        if self.store is None and self.connector is not None:
+            # Redis configured but no source has connected yet: connect now, then come back here
+            self.run_worker(self._store_then(partial(self.action_edit, tier)), group="open-store", exclusive=True,
+                            exit_on_error=False)
+            return
         if self._store_missing("see and change quotas"):
             return
         if tier is None and not self.overview.tiers_focused:
@@ -292,6 +297,15 @@ class SurgewatchApp(RedisLink, App[int]):
 
         actor = self._actor or default_actor()
         self.push_screen(QuotaEditor(self.store, quota, actor), self._edited)
+
+    async def _store_then(self, then: Callable[[], None]) -> None:
+        """Open the quota store (a worker: connecting is I/O), then run `then`; say why when it cannot."""
+        try:
+            await self.open_store()
+        except Exception as e:
+            self.notify(f"Cannot reach Redis to change quotas: {classify(e)}", severity="error")
+            return
+        then()
 
     def _edited(self, quota: Any) -> None:
         if quota is not None:
