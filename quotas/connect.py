@@ -50,6 +50,7 @@ __all__ = [
     "shown",
 ]
 
+
 def _node_kwargs(node_url: str, options: dict[str, Any]) -> tuple[ClusterNode, dict[str, Any]]:
     """A startup node and the connection options its URL gives (user, password, TLS, query options)."""
     parsed: dict[str, Any] = dict(parse_url(node_url))
