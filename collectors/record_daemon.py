@@ -76,23 +76,26 @@ class _Live:
         return out
 
 
-async def _quota_feed(settings: Settings, recorder: Recorder) -> None:
+async def _open(connector: Any, stop: Callable[[], bool]) -> Any:
+    """The client once Redis answers (a recorder started while Redis is down waits for it), None if stopped."""
+    while not stop():
+        try:
+            return await connector.client()
+        except Exception as e:  # unreachable, refused login: said once per try, then tried again
+            log.warning("recorder: Redis not reachable yet (%s); retrying", e)
+            await asyncio.sleep(2.0)
+    return None
+
+
+async def _quota_feed(settings: Settings, recorder: Recorder, connector: Any, client: Any) -> None:
     from quotas.feed import quota_events
     from quotas.store import QuotaStore
 
-    url = settings.redis_url
-    assert url is not None
-
-    def make() -> Any:
-        import redis.asyncio as aioredis
-
-        return aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
-
-    client = make()
     store = QuotaStore(client, prefix=settings.prefix, timeout_s=3.0, read_only=True)
     first = True
     try:
-        async for ev in quota_events(make, settings.prefix):
+        # one server, a cluster or Sentinel, as the console subscribes (quotas.connect)
+        async for ev in quota_events(connector.subscriber, settings.prefix):
             try:
                 if ev.kind == "disconnected":
                     kind = ev.error_kind or ErrorKind.UNREACHABLE
@@ -125,13 +128,18 @@ async def record(
     clock: Callable[[], float] = time.time,
 ) -> None:
     """Record until `stop()` is true (checked every 0.2 s) or the task is cancelled."""
-    client = None
+    client = connector = None
     if settings.redis_url:
-        import redis.asyncio as aioredis
+        from quotas.connect import Connector
 
-        # the console's client settings (tui/sources.py): short timeouts, so a dead server shows within seconds
-        client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0,
-                                         health_check_interval=5, socket_keepalive=True)
+        # the console's client settings (tui/sources.py): short timeouts, so a dead server shows within seconds;
+        # one server, a cluster (detected, or --redis-cluster) or Sentinel, as the console opens it
+        connector = Connector(settings.redis_url, force_cluster=settings.redis_cluster, prefix=settings.prefix,
+                              socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=5,
+                              socket_keepalive=True)
+        client = await _open(connector, stop)
+        if client is None:
+            return
     live = _Live()
     tasks: list[asyncio.Task[Any]] = []
     made = collectors_for(settings, client, local=local)
@@ -155,7 +163,7 @@ async def record(
     try:
         tasks = [asyncio.create_task(drive(*m)) for m in made]
         if settings.redis_url:
-            tasks.append(asyncio.create_task(_quota_feed(settings, recorder)))
+            tasks.append(asyncio.create_task(_quota_feed(settings, recorder, connector, client)))
         next_second = math.floor(clock()) + 1
         while not stop():
             await asyncio.sleep(0.2)
