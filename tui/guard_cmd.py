@@ -100,10 +100,21 @@ async def guard_loop(
     from collectors.runner import Reading, Runner
     from collectors.samples import Source
     from quotas.store import QuotaStore
-    from tui.sources import plan, redis_client
+    from tui.sources import plan, redis_connector
 
     assert settings.redis_url is not None
-    client = redis_client(settings.redis_url)
+    # one server, a cluster (detected, or --redis-cluster) or Sentinel, as the console opens it; a guard started
+    # while Redis is down waits for it (it could not act anyway: the freeze rule)
+    connector = redis_connector(settings)
+    while True:
+        try:
+            client = await connector.client()
+            break
+        except Exception as e:
+            say(f"guard: Redis not reachable yet ({e}); nothing is done until it is")
+            if stop is not None and stop.is_set():
+                return
+            await asyncio.sleep(2.0)
     store = QuotaStore(client, prefix=settings.prefix, timeout_s=3.0)
     readings: dict[Source, Reading[Any]] = {}
     tasks = []
