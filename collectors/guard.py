@@ -4,12 +4,16 @@ Each `step(observation)`:
 1. frozen data (`guard_signals.observe`) -> nothing is done, and the reason is logged and published;
 2. a tier an operator changed (an audit entry by anyone but this guard) is left alone for the cool-down;
 3. a signal above its target for its sustain time -> one step: the first tier of `order` above its
-   floor, at the highest limit the what-if (`QuotaStore.preview`) says refuses enough of its admitted
-   requests. Enough: the fleet's admitted load times the share to shed (the signal's excess over its
-   release level, measured from its idle value, bounded by min/max_shed_pct), divided by the tier's
-   own admitted rate. A step is at most `step_pct` of the tier's limit and never below its floor;
+   floor. The share of the fleet's admitted load to shed is the worst signal's excess
+   (`guard_signals.excess_share`, bounded by min/max_shed_pct); times the fleet's admitted rate it is the
+   reduction asked of the tier. With the limit lever: the highest per-user limit the what-if
+   (`QuotaStore.preview`) says refuses that share of the tier's admitted requests, at most `step_pct`
+   of its limit, never below its floor. With the cap lever (`guard_cap`): a tier cap of the tier's
+   admitted rate less that reduction, at most `step_pct` of the rate, never below `cap_floor_rps`; the
+   what-if says what it would have refused (nothing: no step);
 4. every signal below its release level for `hold_s` -> one step of capacity back (the last tier shed
-   first); the step that would reach the quota in force before the guard is not written: the override
+   first: its limit or cap up by give_back_pct); the step that would reach the quota in force before
+   the guard (or, for a cap, no longer bind the tier's offered rate) is not written: the override
    lapses by itself;
 5. (auto) the guard's overrides are renewed before they end while it still holds them.
 Steps are `cooldown_s` apart and at most `max_changes_per_hour`. In auto mode a step is a temporary
@@ -28,11 +32,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from collectors.guard_board import Board, Proposal, new_id
+from collectors.guard_cap import at_cap_floor, give_back_cap, label, shed_cap
 from collectors.guard_policy import GuardMode, Policy, SignalRule
-from collectors.guard_signals import Observation, Sustain, describe, fmt
+from collectors.guard_signals import Observation, Sustain, describe, excess_share, fmt, headroom_share
 from quotas.codec import EXPIRED_BY
 from quotas.errors import BrokenQuota, Conflict, Unreachable
-from quotas.model import Quota, QuotaError, QuotaSpec, format_duration, iso
+from quotas.model import Quota, QuotaError, QuotaSpec, iso
 
 log = logging.getLogger(__name__)
 SYSTEM_ACTORS = (EXPIRED_BY, "surgewatch init")
@@ -136,7 +141,7 @@ class Guard:
             recent = not first or self.wall() - q.updated_at < self.policy.cooldown_s
             if recent:
                 mem.held_until = obs.at + self.policy.cooldown_s
-                self.say(f"{tier} was changed by {q.updated_by} (now {q.spec}, version {q.version}): the guard "
+                self.say(f"{tier} was changed by {q.updated_by} (now {label(q)}, version {q.version}): the guard "
                          f"leaves it alone for {self.policy.cooldown_s:g} s")
 
     async def _read_proposals(self, obs: Observation) -> None:
@@ -150,7 +155,7 @@ class Guard:
             p = found.get(tier)
             if p is None or p.id != mine.id:
                 if mine.state == "open":
-                    self.say(f"proposal {mine.id} ({tier} -> {mine.spec.spec}) ended unanswered")
+                    self.say(f"proposal {mine.id} ({tier} -> {label(mine.spec)}) ended unanswered")
                 del self.proposals[tier]
             elif p.state != mine.state:
                 self.proposals[tier] = p
@@ -160,7 +165,7 @@ class Guard:
                              f"{self.policy.cooldown_s:g} s")
                 elif p.state == "accepted":
                     self.changes.append(obs.at)
-                    self.say(f"proposal {p.id} accepted by {p.by}: {tier} is {p.spec.spec} (version "
+                    self.say(f"proposal {p.id} accepted by {p.by}: {tier} is {label(p.spec)} (version "
                              f"{p.result_version})")
 
     # ----- bounds
@@ -184,11 +189,8 @@ class Guard:
         return True
 
     def _share(self, exceeded: list[tuple[SignalRule, float, float]]) -> float:
-        """The share of the fleet's admitted load to shed: the worst signal's excess over its release level."""
-        worst = 0.0
-        for rule, value, _ in exceeded:
-            span = value - rule.idle
-            worst = max(worst, (value - rule.release) / span if span > 0 else 1.0)
+        """The share of the fleet's admitted load to shed: the worst signal's excess (`excess_share`)."""
+        worst = max(excess_share(rule, value, self.policy) for rule, value, _ in exceeded)
         p = self.policy
         return min(p.max_shed_pct, max(p.min_shed_pct, 100.0 * worst)) / 100.0
 
@@ -212,27 +214,35 @@ class Guard:
             if q.paused:
                 skipped.append(f"{tier}: paused")
                 continue
-            floor = self.policy.tiers[tier].floor_in(q.window_s)
-            if q.limit <= floor:
-                skipped.append(f"{tier}: at its floor {q.spec}")
+            rule = self.policy.tiers[tier]
+            floor = rule.floor_in(q.window_s)
+            if q.limit <= floor if rule.lever == "limit" else at_cap_floor(q, rule):
+                skipped.append(f"{tier}: at its floor {label(q)}")
                 continue
             if t.accepted_rps <= 0:
                 skipped.append(f"{tier}: admits nothing")
                 continue
-            fraction = min(1.0, share * obs.admitted_rps() / t.accepted_rps)
-            step = self.policy.tiers[tier].step_pct / 100.0
-            lowest = min(q.limit - 1, max(floor, math.floor(q.limit * (1.0 - step))))
             try:
-                limit, impact = await self._search(tier, q, lowest, fraction)
+                if rule.lever == "cap":
+                    cap = shed_cap(q, rule, t.accepted_rps, share * obs.admitted_rps())
+                    if cap is None:
+                        skipped.append(f"{tier}: at its floor {label(q)}")
+                        continue
+                    spec = replace(q.settings(), tier_cap_rps=cap)
+                    impact = await self.store.preview(tier, spec, minutes=self.policy.preview_minutes)
+                else:
+                    fraction = min(1.0, share * obs.admitted_rps() / t.accepted_rps)
+                    lowest = min(q.limit - 1, max(floor, math.floor(q.limit * (1.0 - rule.step_pct / 100.0))))
+                    limit, impact = await self._search(tier, q, lowest, fraction)
+                    spec = replace(q.settings(), limit=limit)
             except (Unreachable, BrokenQuota, QuotaError, OSError) as e:
                 self._note("error", f"what-if of {tier} failed: {e}")
                 return
             if impact.would_refuse <= 0:
-                skipped.append(f"{tier}: {limit}/{format_duration(q.window_s)} would refuse nothing")
+                skipped.append(f"{tier}: {label(spec)} would refuse nothing")
                 continue
-            spec = replace(q.settings(), limit=limit)
             shadow = " (shadow mode: counted, not refused)" if q.mode == "shadow" else ""
-            reason = (f"{signals}; {spec.spec} would have refused {impact.would_refuse:,} of "
+            reason = (f"{signals}; {label(spec)} would have refused {impact.would_refuse:,} of "
                       f"{impact.total_admitted:,} {tier} requests in {self.policy.preview_minutes} min{shadow}")
             await self._act(obs, tier, q, spec, reason, "shed")
             return
@@ -274,32 +284,40 @@ class Guard:
             t = obs.tiers.get(tier)
             q = t.quota if t is not None else None
             mem = self._mem(tier)
-            if q is None or q.expires_at is None or not self._own(tier, q) or obs.at < mem.held_until:
+            if t is None or q is None or q.expires_at is None or not self._own(tier, q) or obs.at < mem.held_until:
                 continue
             if mem.lapsing:
                 continue
-            candidates.append((tier, q, mem))
+            candidates.append((tier, t, q, mem))
         if not candidates:
             self._note("watching", what)
             return
         if not self._may_step(obs, what):
             return
-        for tier, q, mem in candidates:
+        for tier, t, q, mem in candidates:
             original = mem.original or await self._recover_original(tier)
             mem.original = original
-            nxt = max(q.limit + 1, math.floor(q.limit * (1.0 + self.policy.give_back_pct / 100.0)))
-            if original is None or nxt >= original.limit or original.window_s != q.window_s:
+            pct = self.policy.give_back_pct
+            if self.policy.tiers[tier].lever == "cap":
+                room = headroom_share(self.policy, obs.values) * obs.admitted_rps()
+                cap = give_back_cap(q, original, t.accepted_rps + t.rejected_rps, pct, room)
+                spec = None if cap is None else replace(q.settings(), tier_cap_rps=cap)
+            else:
+                nxt = max(q.limit + 1, math.floor(q.limit * (1.0 + pct / 100.0)))
+                lapse = original is None or nxt >= original.limit or original.window_s != q.window_s
+                spec = None if lapse else replace(q.settings(), limit=nxt)
+            if spec is None:
                 mem.lapsing = True
-                back = f" (back to {original.spec})" if original is not None else ""
-                self.say(f"gives {tier} back: its override at {q.spec} lapses at {iso(q.expires_at)}{back}; {what}")
+                back = f" (back to {label(original)})" if original is not None else ""
+                self.say(f"gives {tier} back: its override at {label(q)} lapses at {iso(q.expires_at)}{back}; "
+                         f"{what}")
                 continue
-            spec = replace(q.settings(), limit=nxt)
             try:
                 impact = await self.store.preview(tier, spec, minutes=self.policy.preview_minutes)
             except (Unreachable, BrokenQuota, QuotaError, OSError) as e:
                 self._note("error", f"what-if of {tier} failed: {e}")
                 return
-            reason = (f"fleet {what}; gives {tier} back {q.spec} -> {spec.spec}, which would have refused "
+            reason = (f"fleet {what}; gives {tier} back {label(q)} -> {label(spec)}, which would have refused "
                       f"{impact.would_refuse:,} of {impact.total_admitted:,} {tier} requests in "
                       f"{self.policy.preview_minutes} min")
             await self._act(obs, tier, q, spec, reason, "give_back")
@@ -325,7 +343,7 @@ class Guard:
         mem = self._mem(tier)
         self.last_step_at = obs.at
         if self.dry_run:
-            self._note("dry run", f"would {verb} {tier}: {q.spec} -> {spec.spec} for {self.policy.override_s} s; "
+            self._note("dry run", f"would {verb} {tier}: {label(q)} -> {label(spec)} for {self.policy.override_s} s; "
                        f"{reason}")
             return
         if self.mode == "propose":
@@ -338,7 +356,7 @@ class Guard:
                     self._note("error", f"cannot publish the proposal: {e}")
                     return
             self.proposals[tier] = p
-            self._note("proposed", f"proposes {tier}: {q.spec} -> {spec.spec} ({p.id}); {reason}")
+            self._note("proposed", f"proposes {tier}: {label(q)} -> {label(spec)} ({p.id}); {reason}")
             return
         try:
             new = await self.store.set(tier, spec, actor=self.actor, reason=reason[:500], expect_version=q.version,
@@ -359,7 +377,7 @@ class Guard:
             mem.original = q.settings()
         mem.seen_version, mem.lapsing = new.version, False
         self.changes.append(obs.at)
-        self._note("acted", f"{verb} {tier}: {q.spec} -> {new.spec} until {iso(new.expires_at)} (version "
+        self._note("acted", f"{verb} {tier}: {label(q)} -> {label(new)} until {iso(new.expires_at)} (version "
                    f"{new.version}); {reason}")
 
     async def _renew(self, obs: Observation) -> None:
@@ -375,14 +393,14 @@ class Guard:
             try:
                 new = await self.store.set(tier, q.settings(), actor=self.actor, expect_version=q.version,
                                            for_s=self.policy.override_s,
-                                           reason=f"guard keeps {tier} at {q.spec} ({self._summary(obs)})"[:500])
+                                           reason=f"guard keeps {tier} at {label(q)} ({self._summary(obs)})"[:500])
             except Conflict:
                 continue  # someone changed it: the next look sees who
             except (Unreachable, BrokenQuota, QuotaError, OSError) as e:
                 self._note("error", f"cannot renew {tier}: {e}")
                 continue
             mem.seen_version = new.version
-            self.say(f"renewed {tier} at {new.spec} until {iso(new.expires_at)}")
+            self.say(f"renewed {tier} at {label(new)} until {iso(new.expires_at)}")
 
     async def _publish(self, obs: Observation) -> None:
         if self.board is None:

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from collectors.config import ConfigError
-from quotas.model import QuotaError, parse_spec, validate_tier
+from quotas.model import MAX_TIER_CAP_RPS, QuotaError, parse_spec, validate_tier
 
 GuardMode = Literal["propose", "auto"]
+Lever = Literal["limit", "cap"]  # what a step lowers: the per-user limit, or the tier cap (requests/s)
+LEVERS: tuple[Lever, ...] = ("limit", "cap")
 MODES: tuple[GuardMode, ...] = ("propose", "auto")
 SIGNALS = ("util_pct", "temp_c", "temp_max_c", "throttled_pct", "reject_pct")
 
@@ -29,23 +31,26 @@ mode = "propose"
 order = ["free", "plus"]
 # tiers the guard never touches, whatever the signals say
 protect = ["pro", "team", "enterprise"]
-# seconds between two steps of the guard (any tier); also how long a tier an operator changed is left alone
-cooldown_s = 10
+# seconds between two steps of the guard (any tier); also how long a tier an operator changed is left alone.
+# Heat lags load (a GPU's temperature takes tens of seconds to settle): a step needs time to show
+cooldown_s = 15
 # at most this many steps (sheds and give-backs) in any hour; then it only watches
 max_changes_per_hour = 30
 # every signal below its release level for this long before one step of capacity is given back
-hold_s = 20
-# a step given back raises the tier's limit by this share (at least 1): finer than the sheds, so it
-# creeps back to what the fleet can carry instead of swinging
+hold_s = 10
+# a step given back raises the tier's limit by this share (at least 1); a cap rises by the fleet's
+# headroom (how far utilization and temperature are below release), at most by this share
 give_back_pct = 25
 # each step is a temporary override of this length: if the guard dies, the tier falls back by itself
 override_s = 600
 # the what-if looks at this many minutes of the tier's admitted requests
 preview_minutes = 5
-# each step sheds at least this share of the fleet's admitted load (a pegged signal hides its excess)...
-min_shed_pct = 15
+# each step sheds at least this share of the fleet's admitted load...
+min_shed_pct = 3
 # ... and at most this share
 max_shed_pct = 40
+# the share to shed while utilization is pegged at 100 %: its excess (the queue behind it) is hidden
+pegged_shed_pct = 32
 # freeze (act on nothing) when more than this share of GPUs is stale or lost
 freeze_stale_gpu_pct = 25
 # freeze when the traffic figures are older than this (seconds)
@@ -60,25 +65,29 @@ proposal_ttl_s = 120
 # the signals: a step is taken when one is above its target for sustain_s seconds; capacity is given
 # back when all are below their release level for hold_s
 [guard.signals]
-# the fleet's mean GPU utilization (%)
-util_pct = { target = 95, release = 80, sustain_s = 5 }
+# the fleet's mean GPU utilization (%): busy is not harm, a queue that lasts is (sustain_s)
+util_pct = { target = 95, release = 88, sustain_s = 10 }
 # the fleet's mean GPU temperature (degrees C; idle: what it reads with no load)
-temp_c = { target = 80, release = 76, sustain_s = 3, idle = 30 }
+temp_c = { target = 80, release = 79, sustain_s = 3, idle = 30 }
 # the share of GPUs throttling for heat or power (%)
-throttled_pct = { target = 10, release = 2, sustain_s = 3 }
+throttled_pct = { target = 10, release = 6, sustain_s = 3 }
 # optional: a tier's rejection rate (%), e.g. a paid tier refused by its tier cap
 # reject_pct = { tier = "pro", target = 5, release = 1, sustain_s = 10 }
 
-# per tier in the order: the floor it never goes below and the largest step it may take at once
+# per tier in the order: the floor it never goes below and the largest step it may take at once (% of
+# its limit; with lever = "cap", % of its admitted rate). lever: what a step lowers, "limit" (the per-user
+# limit: heavy users first, coarse when each user sends a few requests) or "cap" (the tier cap, requests
+# per second: as fine as needed, light users refused alike; the per-user limit is kept, and the cap never
+# goes below cap_floor_rps)
 [guard.tiers]
-free = { floor = "1/1d", step_pct = 50 }
+free = { floor = "1/1d", step_pct = 50, lever = "cap", cap_floor_rps = 20 }
 plus = { floor = "50/1d", step_pct = 25 }
 """
 
 _TOP = {
     "mode", "order", "protect", "cooldown_s", "max_changes_per_hour", "hold_s", "override_s", "preview_minutes",
     "min_shed_pct", "max_shed_pct", "freeze_stale_gpu_pct", "max_traffic_age_s", "max_gpu_age_s", "interval_s",
-    "proposal_ttl_s", "signals", "tiers", "give_back_pct",
+    "proposal_ttl_s", "signals", "tiers", "give_back_pct", "pegged_shed_pct",
 }
 
 
@@ -97,12 +106,15 @@ class SignalRule:
 
 @dataclass(frozen=True, slots=True)
 class TierRule:
-    """A sheddable tier: its floor (per-user limit per window) and the largest step, in % of its limit."""
+    """A sheddable tier: its floor (per-user limit per window), the largest step (in % of its limit, or with
+    `lever = "cap"` of its admitted rate), and with the cap lever the tier cap it never goes below."""
 
     tier: str
     floor_limit: int
     floor_window_s: int
     step_pct: float
+    lever: Lever = "limit"
+    cap_floor_rps: int = 0
 
     def floor_in(self, window_s: int) -> int:
         """The floor as a limit in `window_s` (a 1/1d floor is 1 in a day, 0 in an hour: at least 1 then)."""
@@ -118,14 +130,15 @@ class Policy:
     protect: tuple[str, ...]
     tiers: dict[str, TierRule]
     signals: tuple[SignalRule, ...]
-    cooldown_s: float = 10.0
+    cooldown_s: float = 15.0
     max_changes_per_hour: int = 30
-    hold_s: float = 20.0
+    hold_s: float = 10.0
     give_back_pct: float = 25.0
     override_s: int = 600
     preview_minutes: int = 5
-    min_shed_pct: float = 15.0
+    min_shed_pct: float = 3.0
     max_shed_pct: float = 40.0
+    pegged_shed_pct: float = 32.0
     freeze_stale_gpu_pct: float = 25.0
     max_traffic_age_s: float = 5.0
     max_gpu_age_s: float = 15.0
@@ -194,7 +207,7 @@ def _signal(name: str, v: Any, where: str) -> SignalRule:
 def _tier(name: str, v: Any, where: str) -> TierRule:
     if not isinstance(v, dict):
         raise ConfigError(f"{where}.{name}: a table such as {{ floor = \"1/1d\", step_pct = 50 }}")
-    _unknown(v, {"floor", "step_pct"}, f"{where}.{name}")
+    _unknown(v, {"floor", "step_pct", "lever", "cap_floor_rps"}, f"{where}.{name}")
     floor = v.get("floor")
     if not isinstance(floor, str):
         raise ConfigError(f"{where}.{name}.floor: missing (LIMIT/WINDOW, e.g. \"1/1d\")")
@@ -202,7 +215,19 @@ def _tier(name: str, v: Any, where: str) -> TierRule:
         limit, window_s = parse_spec(floor)
     except QuotaError as e:
         raise ConfigError(f"{where}.{name}.floor: {e}") from None
-    return TierRule(name, limit, window_s, _num(v, "step_pct", f"{where}.{name}", 1, 90, 50.0))
+    lever = v.get("lever", "limit")
+    if lever not in LEVERS:
+        raise ConfigError(f"{where}.{name}.lever: {lever!r} is not 'limit' (the per-user limit) or 'cap' "
+                          "(the tier cap, requests per second)")
+    if lever == "cap" and "cap_floor_rps" not in v:
+        raise ConfigError(f"{where}.{name}.cap_floor_rps: missing: lever = \"cap\" needs the tier cap it never "
+                          "goes below (requests per second, e.g. 20)")
+    if lever == "limit" and "cap_floor_rps" in v:
+        raise ConfigError(f"{where}.{name}.cap_floor_rps: only lever = \"cap\" uses it")
+    cap_floor = int(_num(v, "cap_floor_rps", f"{where}.{name}", 1, MAX_TIER_CAP_RPS, 1))
+    if "cap_floor_rps" in v and not float(v["cap_floor_rps"]).is_integer():
+        raise ConfigError(f"{where}.{name}.cap_floor_rps: {v['cap_floor_rps']!r} is not a whole number")
+    return TierRule(name, limit, window_s, _num(v, "step_pct", f"{where}.{name}", 1, 90, 50.0), lever, cap_floor)
 
 
 def parse_policy(table: Any, *, source: str = "guard") -> Policy:
@@ -235,19 +260,20 @@ def parse_policy(table: Any, *, source: str = "guard") -> Policy:
     if not isinstance(sig_t, dict) or not sig_t:
         raise ConfigError(f"{w}.signals: at least one signal, e.g. throttled_pct = {{ target = 10, sustain_s = 5 }}")
     signals = tuple(_signal(n, v, f"{w}.signals") for n, v in sig_t.items())
-    min_shed = _num(table, "min_shed_pct", w, 1, 90, 15.0)
+    min_shed = _num(table, "min_shed_pct", w, 1, 90, 3.0)
     max_shed = _num(table, "max_shed_pct", w, 1, 90, 40.0)
     if min_shed > max_shed:
         raise ConfigError(f"{w}.min_shed_pct: {min_shed:g} is above max_shed_pct {max_shed:g}")
     return Policy(
         mode=mode, order=order, protect=protect, tiers=tiers, signals=signals,
-        cooldown_s=_num(table, "cooldown_s", w, 0, 86400, 10.0),
+        cooldown_s=_num(table, "cooldown_s", w, 0, 86400, 15.0),
         max_changes_per_hour=int(_num(table, "max_changes_per_hour", w, 1, 3600, 30)),
-        hold_s=_num(table, "hold_s", w, 0, 86400, 20.0),
+        hold_s=_num(table, "hold_s", w, 0, 86400, 10.0),
         give_back_pct=_num(table, "give_back_pct", w, 1, 1000, 25.0),
         override_s=int(_num(table, "override_s", w, 1, 31 * 86400, 600)),
         preview_minutes=int(_num(table, "preview_minutes", w, 1, 60, 5)),
         min_shed_pct=min_shed, max_shed_pct=max_shed,
+        pegged_shed_pct=_num(table, "pegged_shed_pct", w, 1, 90, 32.0),
         freeze_stale_gpu_pct=_num(table, "freeze_stale_gpu_pct", w, 0, 100, 25.0),
         max_traffic_age_s=_num(table, "max_traffic_age_s", w, 0.5, 3600, 5.0),
         max_gpu_age_s=_num(table, "max_gpu_age_s", w, 0.5, 3600, 15.0),

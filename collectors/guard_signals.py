@@ -13,14 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collectors.guard_policy import Policy, SignalRule
+from collectors.reasons import BENIGN_THROTTLE
 from collectors.runner import Reading
 from collectors.samples import FleetSample, GpuSample, GpusSample, TierTraffic, TrafficSample
-
-# Clock-event reasons that are a GPU choosing to slow down for a good reason, not a problem (the same
-# set as the console's tui.model.BENIGN_THROTTLE, which a data layer may not import)
-BENIGN_THROTTLE = frozenset(
-    {"idle", "gpu_idle", "applications_clocks", "app_clocks", "sync_boost", "display_clocks", "none"}
-)
 
 
 def throttling(gpu: GpuSample) -> bool:
@@ -120,6 +115,39 @@ def observe(
     if missing:
         return frozen(f"no value for signal {missing[0]} (the GPUs do not report it)")
     return Observation(now, None, total, stale, values, tiers)
+
+
+PEGGED_UTIL_PCT = 99.5  # a GPU that is this busy has a queue behind it: how much more is not visible
+
+
+def excess_share(rule: SignalRule, value: float, policy: Policy) -> float:
+    """The share of the fleet's admitted load a signal above its target asks to shed (0..1):
+    - utilization (load is proportional to it): (value - release) / value; pegged at 100 % it hides its
+      excess (the queue behind it), and the policy's `pegged_shed_pct` stands in;
+    - throttling (a share of the GPUs): the excess over release, in points, as a share of the load;
+    - temperatures: the excess over release as a share of the rise from idle (heat follows load);
+    - a tier's rejection rate: (value - release) / value."""
+    if rule.name == "util_pct" and value >= PEGGED_UTIL_PCT:
+        return policy.pegged_shed_pct / 100.0
+    if rule.name == "throttled_pct":
+        return max(0.0, value - rule.release) / 100.0
+    span = value - rule.idle
+    return (value - rule.release) / span if span > 0 else 1.0
+
+
+def headroom_share(policy: Policy, values: dict[str, float]) -> float:
+    """The share of the fleet's admitted load that could come back with every load signal still at or below its
+    release level: the smallest headroom of utilization ((release - value) / value) and the temperatures
+    ((release - value) / (value - idle)). Throttling is left out: none throttling says nothing of how far the
+    fleet is from it."""
+    room = []
+    for rule in policy.signals:
+        v = values.get(rule.name)
+        if v is None or rule.name not in ("util_pct", "temp_c", "temp_max_c"):
+            continue
+        span = v - rule.idle
+        room.append(max(0.0, rule.release - v) / span if span > 0 else 1.0)
+    return min(room) if room else 0.0
 
 
 UNIT = {"util_pct": " %", "temp_c": " °C", "temp_max_c": " °C", "throttled_pct": " %", "reject_pct": " %"}

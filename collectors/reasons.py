@@ -22,6 +22,12 @@ REASON_BITS: tuple[tuple[int, str], ...] = (
 REASON_NAMES: tuple[str, ...] = tuple(name for _, name in REASON_BITS)
 _BIT_OF = {name: bit for bit, name in REASON_BITS}
 
+# Reasons that are a GPU choosing to slow down for a good reason (idle, clocks an application or sync boost
+# asked for), not a problem: any other reason makes a GPU throttling, for the console and the guard alike
+BENIGN_THROTTLE = frozenset(
+    {"idle", "gpu_idle", "applications_clocks", "app_clocks", "sync_boost", "display_clocks", "none"}
+)
+
 
 def decode_reasons(mask: int | float | None) -> tuple[str, ...]:
     """Names of the set bits; unknown bits are ignored, None or a negative/NaN value gives ()."""

@@ -47,6 +47,10 @@ class SimGuard:
             board=Board(world.client, world.store.keys.prefix), clock=lambda: float(self.t),
             say=say or self._say,
         )
+        if world.config.speed != 1 and any(r.lever == "cap" for r in self.guard.policy.tiers.values()):
+            # the limiter counts a tier cap per second of the server's clock, not per simulated second
+            self.guard.say(f"at --speed {world.config.speed:g} a tier cap counts server seconds, not simulated "
+                           "ones: run at --speed 1 for caps that mean requests per simulated second")
 
     def _say(self, text: str) -> None:
         print(f"surgewatch demo: t={self.t}s guard: {text}", file=sys.stderr, flush=True)

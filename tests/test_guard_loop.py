@@ -23,9 +23,20 @@ ACTOR = "guard@test"
 PAID = ("plus", "pro", "team", "enterprise")
 
 
+# The policy these tests were written against: per-user limits only (the tier-cap lever, the built-in one for
+# free since, has its own tests in tests/test_guard_cap.py), utilization 95/80 % over 5 s, temperature 80/76 °C
+LIMIT_POLICY: dict[str, Any] = {
+    "tiers": {"free": {"floor": "1/1d", "step_pct": 50}, "plus": {"floor": "50/1d", "step_pct": 25}},
+    "signals": {"util_pct": {"target": 95, "release": 80, "sustain_s": 5},
+                "temp_c": {"target": 80, "release": 76, "sustain_s": 3, "idle": 30},
+                "throttled_pct": {"target": 10, "release": 2, "sustain_s": 3}},
+    "cooldown_s": 10, "hold_s": 20, "give_back_pct": 25, "min_shed_pct": 15, "max_shed_pct": 40, "pegged_shed_pct": 20,
+}
+
+
 def policy(**table: Any) -> Policy:
-    """The built-in policy with `table`'s settings over it (a 10 s cool-down, a 20 s hold by default)."""
-    return parse_policy(over_default(table))
+    """LIMIT_POLICY over the built-in one, with `table`'s settings over both."""
+    return parse_policy(over_default({**LIMIT_POLICY, **table}))
 
 
 async def surge_traffic(store: QuotaStore) -> None:

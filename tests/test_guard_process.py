@@ -41,7 +41,7 @@ async def until(predicate: Callable[[], Awaitable[Any]], timeout_s: float, what:
 
 
 async def test_a_guard_killed_mid_surge_leaves_overrides_that_expire_by_themselves(tmp_path: Path) -> None:
-    """The guard sheds free under its own name for 4 s; after SIGKILL nobody renews it and free is 20/1d again."""
+    """The guard caps free under its own name for 4 s; after SIGKILL nobody renews it and free is 20/1d again."""
     world = subprocess.Popen([*SURGEWATCH, "demo", "--headless", "--duration", "120", "--seed", "3"], cwd=ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     guard = None
@@ -61,7 +61,7 @@ async def test_a_guard_killed_mid_surge_leaves_overrides_that_expire_by_themselv
                 return q is not None and q.updated_by.startswith("guard@") and q
 
             q = await until(shed, 60, "the guard's override")
-            assert q.limit < 20 and q.expires_at is not None
+            assert q.tier_cap_rps is not None and q.expires_at is not None  # the built-in lever for free: a cap
             guard.send_signal(signal.SIGKILL)
             guard.wait(10)
 
@@ -70,7 +70,7 @@ async def test_a_guard_killed_mid_surge_leaves_overrides_that_expire_by_themselv
                 return q is not None and q.updated_by == EXPIRED_BY and q
 
             back = await until(fell_back, 30, "the override's expiry")
-            assert (back.limit, back.window_s, back.expires_at) == (20, 86400, None)
+            assert (back.limit, back.window_s, back.tier_cap_rps, back.expires_at) == (20, 86400, None, None)
             kinds = [(e.actor.split("@")[0], e.kind) for e in reversed(await store.history("free", count=10))]
             assert ("guard", "set") in kinds and kinds[-1] == ("surgewatch (override expired)", "expired")
         finally:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from collectors.reasons import BENIGN_THROTTLE
 from collectors.runner import Reading
 from collectors.samples import (
     FleetSample,
@@ -21,11 +22,6 @@ from collectors.samples import (
     TrafficSample,
 )
 from tui.thresholds import Thresholds
-
-# Clock-event reasons that are a GPU choosing to slow down for a good reason, not a problem.
-BENIGN_THROTTLE = frozenset(
-    {"idle", "gpu_idle", "applications_clocks", "app_clocks", "sync_boost", "display_clocks", "none"}
-)
 
 
 def format_age(seconds: float | None) -> str:

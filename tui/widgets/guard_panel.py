@@ -17,6 +17,7 @@ from textual.message import Message
 from textual.widgets import Static
 
 from collectors.guard_board import Board, Proposal
+from collectors.guard_cap import label
 from collectors.runner import classify
 from quotas.model import format_duration
 
@@ -101,7 +102,7 @@ class GuardPanel(Static):
         if p is not None:
             t.append("\n")
             t.append(f"PROPOSAL {p.id}: ", style="bold yellow")
-            t.append(f"{p.tier} {p.old_spec.spec} -> {p.spec.spec} for {format_duration(p.for_s)}", style="bold")
+            t.append(f"{p.tier} {label(p.old_spec)} -> {label(p.spec)} for {format_duration(p.for_s)}", style="bold")
             read_only = getattr(self.app, "read_only", True)
             t.append("  (read-only console)" if read_only else "  a: accept as yours · x: dismiss", style="dim")
             t.append(f"\n{p.reason}")
@@ -162,7 +163,7 @@ def accept(app: Any) -> None:
         except Exception as e:
             msg = ProposalAnswered(f"Not applied: {classify(e).message}; nothing was changed.", False)
         else:
-            msg = ProposalAnswered(f"tier {q.tier} is now {q.spec} for {format_duration(p.for_s)} "
+            msg = ProposalAnswered(f"tier {q.tier} is now {label(q)} for {format_duration(p.for_s)} "
                                    f"(version {q.version}, as {actor})", True)
         if panel is not None:
             panel.post_message(msg)
