@@ -83,3 +83,10 @@ def _isolated_config(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyte
     for var in list(os.environ):
         if var.startswith("SURGEWATCH_") or var == "REDIS_URL":
             monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def in_colour(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Snapshots are of the coloured screen: an operator's NO_COLOR (tests/check runs the suite with it too) is
+    set aside for them; the NO_COLOR screens have tests of their own (test_every_screen_renders_with_no_color)."""
+    monkeypatch.delenv("NO_COLOR", raising=False)

@@ -12,6 +12,8 @@ from tui.app import SurgewatchApp
 from tui.testing import frozen_app as _frozen_app
 from tui.testing import frozen_readings, load_frozen, settle
 
+pytestmark = pytest.mark.usefixtures("in_colour")  # snapshots are of the coloured screen
+
 
 def frozen_app(redis_url: str | None = "redis://:hunter2@10.0.0.9:6379/0", **settings: Any) -> SurgewatchApp:
     """The frozen app as the snapshots show it: a password in the URL (never shown) and no panel cycling."""

@@ -9,6 +9,8 @@ import pytest
 from collectors.samples import Source
 from tui.testing import frozen_app, frozen_readings, load_frozen, screen_text, settle
 
+pytestmark = pytest.mark.usefixtures("in_colour")  # snapshots are of the coloured screen
+
 COMBOS = {
     "gpus-and-redis": (True, True),
     "gpus-no-redis": (True, False),
