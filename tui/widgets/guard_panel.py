@@ -9,6 +9,7 @@ own change (their name, compare-and-set on the version the guard read), `x` dism
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,9 +144,9 @@ def _refused(app: Any, what: str) -> Proposal | None:
     return p
 
 
-def accept(app: Any) -> None:
-    """`a`: write the open proposal as the console's operator (their change: the guard leaves the tier be)."""
-    p = _refused(app, "accepted")
+def _answer(app: Any, what: str, answer: Callable[[Proposal, str], Awaitable[ProposalAnswered]]) -> None:
+    """Answer the open proposal as the console's operator, in a worker; the panel gets the outcome."""
+    p = _refused(app, what)
     if p is None:
         return
     from quotas.actor import default_actor
@@ -154,41 +155,39 @@ def accept(app: Any) -> None:
     panel = _panel(app)
 
     async def work() -> None:
+        msg = await answer(p, actor)
+        if panel is not None:
+            panel.post_message(msg)
+
+    app.run_worker(work(), group="guard-answer", exit_on_error=False)
+
+
+def accept(app: Any) -> None:
+    """`a`: write the open proposal as the console's operator (their change: the guard leaves the tier be)."""
+
+    async def write(p: Proposal, actor: str) -> ProposalAnswered:
         from quotas.errors import Conflict
 
         try:
             q = await Board(await _redis(app), app.settings.prefix).accept(await _store(app), p, actor)
         except Conflict as e:
-            msg = ProposalAnswered(f"Not applied: {e}; the proposal is withdrawn.", False)
+            return ProposalAnswered(f"Not applied: {e}; the proposal is withdrawn.", False)
         except Exception as e:
-            msg = ProposalAnswered(f"Not applied: {classify(e).message}; nothing was changed.", False)
-        else:
-            msg = ProposalAnswered(f"tier {q.tier} is now {label(q)} for {format_duration(p.for_s)} "
-                                   f"(version {q.version}, as {actor})", True)
-        if panel is not None:
-            panel.post_message(msg)
+            return ProposalAnswered(f"Not applied: {classify(e).message}; nothing was changed.", False)
+        return ProposalAnswered(f"tier {q.tier} is now {label(q)} for {format_duration(p.for_s)} "
+                                f"(version {q.version}, as {actor})", True)
 
-    app.run_worker(work(), group="guard-answer", exit_on_error=False)
+    _answer(app, "accepted", write)
 
 
 def dismiss(app: Any) -> None:
     """`x`: dismiss the open proposal (the guard leaves that tier alone for its cool-down)."""
-    p = _refused(app, "dismissed")
-    if p is None:
-        return
-    from quotas.actor import default_actor
 
-    actor = app._actor or default_actor()
-    panel = _panel(app)
-
-    async def work() -> None:
+    async def drop(p: Proposal, actor: str) -> ProposalAnswered:
         try:
             await Board(await _redis(app), app.settings.prefix).dismiss(p, actor)
         except Exception as e:
-            msg = ProposalAnswered(f"Not dismissed: {classify(e).message}", False)
-        else:
-            msg = ProposalAnswered(f"proposal {p.id} for {p.tier} dismissed", True)
-        if panel is not None:
-            panel.post_message(msg)
+            return ProposalAnswered(f"Not dismissed: {classify(e).message}", False)
+        return ProposalAnswered(f"proposal {p.id} for {p.tier} dismissed", True)
 
-    app.run_worker(work(), group="guard-answer", exit_on_error=False)
+    _answer(app, "dismissed", drop)
