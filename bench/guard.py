@@ -1,11 +1,15 @@
 """The guard against no action and the README's manual cut, side by side on the same simulated surge.
 
-    python bench/guard.py [--seed 7] [--duration 120] [--speed 1]
+    python bench/guard.py [--seed 7] [--duration 300] [--windows 120,180] [--speed 1] [--logs DIR]
 
 Each scenario is `surgewatch demo --headless --speed 1 --no-serve-nodes` with the same seed: no action;
 `--quota-change 60:free:3/1d` (the README's manual cut); `--guard auto` (the built-in policy). For each:
 seconds with more than 10 % of GPUs throttling, the peak GPU temperature, the free tier's admitted
-requests and the paid tiers' refused requests, then the issue's three targets for the guard.
+requests and the paid tiers' refused requests, then the issue's three targets for the guard. The same
+runs are also read up to each of `--windows` (their first N simulated seconds): the manual cut's gain
+is all at the start (free runs at its full daily limit into a throttling fleet for 60 s) and its cost
+comes after (3/1d holds free far below what the cooled fleet carries), so a short window and the whole
+surge tell different stories, and both are printed.
 
 Real time (`--speed 1`, the three scenarios side by side, each on its own Valkey): a tier cap is counted
 per second of the server's clock, so a run faster than real time would squeeze many simulated seconds
@@ -19,22 +23,27 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PAID = ("plus", "pro", "team", "enterprise")
 
 
-def start(seed: int, duration: int, speed: float, *extra: str) -> subprocess.Popen[str]:
+def start(seed: int, duration: int, speed: float, *extra: str, log: Path | None = None) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "tui.cli", "demo", "--headless", "--speed", f"{speed:g}", "--no-serve-nodes",
            "--seed", str(seed), "--duration", str(duration), *extra]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    err = subprocess.DEVNULL if log is None else log.open("w")  # the demo's stderr: the guard's log
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
 
 
-def measure(proc: subprocess.Popen[str], duration: int) -> dict[str, float]:
+def rows_of(proc: subprocess.Popen[str], duration: int) -> list[dict[str, Any]]:
     out, _ = proc.communicate(timeout=max(600, 3 * duration))
     if proc.returncode != 0:
         raise SystemExit(f"bench/guard.py: a scenario exited {proc.returncode}")
-    rows = [json.loads(ln) for ln in out.splitlines()]
+    return [json.loads(ln) for ln in out.splitlines()]
+
+
+def measure(rows: list[dict[str, Any]]) -> dict[str, float]:
     gpus = 128  # the demo's 16 nodes x 8 GPUs
     return {
         "throttling_s": sum(1 for r in rows if r["throttled"] > 0.10 * gpus),
@@ -45,25 +54,13 @@ def measure(proc: subprocess.Popen[str], duration: int) -> dict[str, float]:
     }
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--duration", type=int, default=120)
-    ap.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second (see above)")
-    args = ap.parse_args()
-    procs = {
-        "no action": start(args.seed, args.duration, args.speed),
-        "manual cut 60:free:3/1d": start(args.seed, args.duration, args.speed, "--quota-change", "60:free:3/1d"),
-        "guard auto (default policy)": start(args.seed, args.duration, args.speed, "--guard", "auto"),
-    }
-    runs = {name: measure(p, args.duration) for name, p in procs.items()}
-    print(f"seed {args.seed}, {args.duration} simulated s at speed {args.speed:g}, 128 GPUs")
+def report(runs: dict[str, dict[str, float]]) -> None:
     print(f"{'scenario':30} {'>10% throttling s':>18} {'peak °C':>8} {'free admitted':>14} {'paid refused':>13} "
           f"{'changes':>8}")
     for name, r in runs.items():
         print(f"{name:30} {r['throttling_s']:>18} {r['peak_temp_c']:>8.1f} {r['free_admitted']:>14,} "
               f"{r['paid_refused']:>13,} {r['changes']:>8}")
-    none, cut, g = runs["no action"], runs["manual cut 60:free:3/1d"], runs["guard auto (default policy)"]
+    none, cut, g = runs[NONE], runs[CUT], runs[GUARD]
     checks = [
         ("throttling seconds <= 1/3 of no action", g["throttling_s"] <= none["throttling_s"] / 3,
          f"{g['throttling_s']} vs {none['throttling_s'] / 3:.1f}"),
@@ -74,6 +71,40 @@ def main() -> int:
     ]
     for what, ok, figures in checks:
         print(f"{'met    ' if ok else 'MISSED '} {what}: {figures}")
+
+
+NONE, CUT, GUARD = "no action", "manual cut 60:free:3/1d", "guard auto (default policy)"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--duration", type=int, default=300)
+    ap.add_argument("--windows", default="120,180", help="also report the first N simulated seconds (comma-separated)")
+    ap.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second (see above)")
+    ap.add_argument("--logs", type=Path, help="a directory for each scenario's stderr (the guard's log)")
+    args = ap.parse_args()
+    try:
+        windows = sorted({int(w) for w in args.windows.split(",") if w.strip()} | {args.duration})
+    except ValueError:
+        ap.error(f"invalid --windows {args.windows!r}: seconds, comma-separated, e.g. 120,180")
+    if windows[0] < 1 or windows[-1] > args.duration:
+        ap.error(f"invalid --windows {args.windows!r}: each from 1 to --duration ({args.duration})")
+    if args.logs is not None:
+        args.logs.mkdir(parents=True, exist_ok=True)
+
+    def log(name: str) -> Path | None:
+        return None if args.logs is None else args.logs / f"seed{args.seed}-{name}.log"
+
+    procs = {
+        NONE: start(args.seed, args.duration, args.speed, log=log("none")),
+        CUT: start(args.seed, args.duration, args.speed, "--quota-change", "60:free:3/1d", log=log("cut")),
+        GUARD: start(args.seed, args.duration, args.speed, "--guard", "auto", log=log("guard")),
+    }
+    rows = {name: rows_of(p, args.duration) for name, p in procs.items()}
+    for w in windows:
+        print(f"\nseed {args.seed}, the first {w} of {args.duration} simulated s at speed {args.speed:g}, 128 GPUs")
+        report({name: measure([r for r in rs if r["t"] <= w]) for name, rs in rows.items()})
     return 0
 
 

@@ -299,7 +299,7 @@ class Guard:
             mem.original = original
             pct = self.policy.give_back_pct
             if self.policy.tiers[tier].lever == "cap":
-                room = headroom_share(self.policy, obs.values) * obs.admitted_rps()
+                room = headroom_share(self.policy, self.sustain.heading(self.policy, obs)) * obs.admitted_rps()
                 cap = give_back_cap(q, original, t.accepted_rps + t.rejected_rps, pct, room)
                 spec = None if cap is None else replace(q.settings(), tier_cap_rps=cap)
             else:

@@ -10,7 +10,8 @@ moves the tier's admitted rate by a large share); a tier cap is a rate, so it is
   evidence rather than the sizer: it sums the last minutes, ramp included, and a cap sized to refuse a
   share of those minutes would cut below what the fleet needs now;
 - give back: the cap rises by the fleet's headroom (`guard_signals.headroom_share`: how far the load
-  signals are below their release levels, times the fleet's admitted rate), at least 1 request/s and at
+  signals are below their release levels, a falling temperature read where it is heading
+  (`Sustain.heading`), times the fleet's admitted rate), at least 1 request/s and at
   most `give_back_pct` of the cap: big steps back from a deep cut on a cool fleet, small ones near the
   edge. The step that would reach the cap in force before the guard, or (an uncapped tier) the tier's
   offered rate, is not written: the override lapses by itself.

@@ -40,7 +40,11 @@ max_changes_per_hour = 30
 hold_s = 10
 # a step given back raises the tier's limit by this share (at least 1); a cap rises by the fleet's
 # headroom (how far utilization and temperature are below release), at most by this share
-give_back_pct = 25
+give_back_pct = 50
+# the GPUs' thermal time constant (seconds): a temperature lags its load by about this long, so a falling
+# one is read where it is heading (its value plus this times its slope over the last 5 s) when the
+# headroom of a give-back is sized; a rising one is read as it is. 0: always as it is
+thermal_tau_s = 12
 # each step is a temporary override of this length: if the guard dies, the tier falls back by itself
 override_s = 600
 # the what-if looks at this many minutes of the tier's admitted requests
@@ -87,7 +91,7 @@ plus = { floor = "50/1d", step_pct = 25 }
 _TOP = {
     "mode", "order", "protect", "cooldown_s", "max_changes_per_hour", "hold_s", "override_s", "preview_minutes",
     "min_shed_pct", "max_shed_pct", "freeze_stale_gpu_pct", "max_traffic_age_s", "max_gpu_age_s", "interval_s",
-    "proposal_ttl_s", "signals", "tiers", "give_back_pct", "pegged_shed_pct",
+    "proposal_ttl_s", "signals", "tiers", "give_back_pct", "pegged_shed_pct", "thermal_tau_s",
 }
 
 
@@ -133,7 +137,8 @@ class Policy:
     cooldown_s: float = 15.0
     max_changes_per_hour: int = 30
     hold_s: float = 10.0
-    give_back_pct: float = 25.0
+    give_back_pct: float = 50.0
+    thermal_tau_s: float = 12.0
     override_s: int = 600
     preview_minutes: int = 5
     min_shed_pct: float = 3.0
@@ -269,7 +274,8 @@ def parse_policy(table: Any, *, source: str = "guard") -> Policy:
         cooldown_s=_num(table, "cooldown_s", w, 0, 86400, 15.0),
         max_changes_per_hour=int(_num(table, "max_changes_per_hour", w, 1, 3600, 30)),
         hold_s=_num(table, "hold_s", w, 0, 86400, 10.0),
-        give_back_pct=_num(table, "give_back_pct", w, 1, 1000, 25.0),
+        give_back_pct=_num(table, "give_back_pct", w, 1, 1000, 50.0),
+        thermal_tau_s=_num(table, "thermal_tau_s", w, 0, 3600, 12.0),
         override_s=int(_num(table, "override_s", w, 1, 31 * 86400, 600)),
         preview_minutes=int(_num(table, "preview_minutes", w, 1, 60, 5)),
         min_shed_pct=min_shed, max_shed_pct=max_shed,

@@ -4,11 +4,12 @@
 immutable `Observation`. It is `frozen` (with the reason, in the operator's words) when the data
 cannot be trusted: too many GPUs stale or lost, Redis not ok or the traffic source failing, traffic
 figures older than a few seconds. `Sustain` tracks how long each signal has been above its target
-(and below its release level), so one hot second does nothing.
+(and below its release level), so one hot second does nothing, and where a falling temperature is heading.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,14 +167,43 @@ def fmt(rule: SignalRule, value: float) -> str:
     return f"{value:.{digits}f}{UNIT[rule.name]}"
 
 
+TEMPS = ("temp_c", "temp_max_c")
+SLOPE_SPAN_S = 5.0  # the slope of a temperature is read over this long: long enough to average out one noisy look
+
+
 @dataclass
 class Sustain:
-    """Since when each signal has been above its target, and since when all have been below release."""
+    """Since when each signal has been above its target, since when all have been below release, and the
+    recent temperatures (for `heading`)."""
 
     above_since: dict[str, float] = field(default_factory=dict)
     calm_since: float | None = None
+    temps: deque[tuple[float, dict[str, float]]] = field(default_factory=lambda: deque(maxlen=64))
+
+    def heading(self, policy: Policy, obs: Observation) -> dict[str, float]:
+        """`obs.values` with each falling temperature read where it is heading: a first-order lag settles at
+        its value plus the time constant (`thermal_tau_s`) times its slope; never below the signal's idle.
+        A rising temperature, or one without `SLOPE_SPAN_S` of history, is read as it is: the guard sheds on
+        what it sees and gives back on what the cooling already shows."""
+        values = dict(obs.values)
+        if policy.thermal_tau_s <= 0:
+            return values
+        old = [(at, v) for at, v in self.temps if obs.at - at >= SLOPE_SPAN_S]
+        if not old:
+            return values
+        at0, v0 = old[-1]
+        idle = {r.name: r.idle for r in policy.signals}
+        for name in TEMPS:
+            if name in values and name in v0:
+                slope = (values[name] - v0[name]) / (obs.at - at0)
+                if slope < 0:
+                    values[name] = max(idle.get(name, 0.0), values[name] + policy.thermal_tau_s * slope)
+        return values
 
     def update(self, policy: Policy, obs: Observation) -> None:
+        while self.temps and obs.at - self.temps[0][0] > 2 * SLOPE_SPAN_S:
+            self.temps.popleft()
+        self.temps.append((obs.at, {k: v for k, v in obs.values.items() if k in TEMPS}))
         calm = True
         for rule in policy.signals:
             v = obs.values.get(rule.name)
@@ -195,6 +225,7 @@ class Sustain:
     def reset(self) -> None:
         self.above_since.clear()
         self.calm_since = None
+        self.temps.clear()
 
     def exceeded(self, policy: Policy, obs: Observation) -> list[tuple[SignalRule, float, float]]:
         """(rule, value, seconds above target) of the signals above target for their sustain time."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -216,8 +217,16 @@ class World:
         duration_s: int | None = None,
         stop: asyncio.Event | None = None,
     ) -> None:
-        """Tick until `duration_s` simulated seconds passed or `stop` is set, paced by `config.speed`."""
+        """Tick until `duration_s` simulated seconds passed or `stop` is set, paced by `config.speed`.
+
+        In real time (`speed` 1) every tick after the first falls at the middle of a second of the wall clock,
+        which is the embedded server's: a tier cap is counted per second of that clock, so each simulated
+        second's decisions must share one of its seconds with no other tick. A tick that runs late (a busy
+        machine) moves the rest of the run back by whole seconds instead of catching up in a burst."""
         start = time.monotonic()
+        real_time = self.config.speed == 1
+        if real_time:
+            start += (0.5 - time.time() % 1.0) % 1.0
         while duration_s is None or self.t < duration_s:
             if stop is not None and stop.is_set():
                 return
@@ -229,6 +238,9 @@ class World:
                 await self.guard.after_tick(tick)  # its changes take effect in the next second
             if self.config.speed > 0:
                 delay = start + self.t / self.config.speed - time.monotonic()
+                if real_time and delay < 0:
+                    start += math.ceil(-delay)
+                    delay += math.ceil(-delay)
                 if stop is not None:
                     try:
                         await asyncio.wait_for(stop.wait(), max(0.0, delay))

@@ -92,11 +92,34 @@ async def test_near_the_release_levels_the_cap_comes_back_by_the_fleets_headroom
     for t in range(0, 4):
         await look(g, hot, t, util=100, temp=85)
     assert (await got(hot, "free")).tier_cap_rps == 100
-    for t in range(4, 9):
+    for t in range(4, 10):  # utilization above its release (not calm yet), the temperature settled at 78 °C
+        await look(g, hot, t, util=90, temp=78)
+    for t in range(10, 14):
         await look(g, hot, t, util=80, temp=78)
     (up,) = [e for e in await guard_entries(hot) if "gives free back" in e.reason]
     # (79 - 78) / (78 - 30) of the 290 requests/s the fleet admits: 6 more, where 25 % would be 25
     assert (up.old.tier_cap_rps, up.new.tier_cap_rps) == (100, 106)
+
+
+@pytest.mark.parametrize(("tau_s", "cap"), [(12, 133), (0, 113)])
+async def test_a_falling_temperature_is_read_where_it_is_heading_when_capacity_comes_back(
+        hot: QuotaStore, tau_s: int, cap: int) -> None:
+    """Cooling at 0.24 °C/s: the give-back sizes its headroom on 73.9 °C (76.8 + 12 x -0.24), not on 76.8 °C."""
+    signals = {"util_pct": {"target": 95, "release": 88, "sustain_s": 2},
+               "temp_c": {"target": 80, "release": 79, "sustain_s": 2, "idle": 30}}
+    g = Guard(hot, policy(cooldown_s=2, hold_s=3, min_shed_pct=90, max_shed_pct=90, give_back_pct=50,
+                          thermal_tau_s=tau_s, signals=signals, tiers=CAP_TIERS),
+              actor=ACTOR, mode="auto", say=lambda _: None)
+    for t in range(0, 4):
+        await look(g, hot, t, util=100, temp=85)
+    for t in range(4, 10):
+        await look(g, hot, t, util=90, temp=78)
+    for t in range(10, 14):  # calm from 10 s, the temperature falling 0.4 °C a look: 76.8 °C at 13 s
+        await look(g, hot, t, util=70, temp=78 - 0.4 * (t - 10))
+    (up,) = [e for e in await guard_entries(hot) if "gives free back" in e.reason]
+    # heading: the slope over 5 s is (76.8 - 78) / 5; (79 - 73.92) / (73.92 - 30) of 290/s = 33 more;
+    # read as it is: (79 - 76.8) / (76.8 - 30) of 290/s = 13 more (utilization leaves (88 - 70) / 70: more)
+    assert (up.old.tier_cap_rps, up.new.tier_cap_rps) == (100, cap)
 
 
 async def test_an_operators_cap_meanwhile_wins_and_the_conflict_is_not_retried(hot: QuotaStore) -> None:

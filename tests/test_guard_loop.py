@@ -218,6 +218,7 @@ def test_the_default_policy_parses_and_bad_settings_are_named() -> None:
         ({"signals": {"util_pct": {"target": 90, "release": 95, "sustain_s": 5}}}, "guard.signals.util_pct.release"),
         ({"signals": {"heat": {"target": 1}}}, "unknown signal 'heat'"),
         ({"mode": "yolo"}, "guard.mode"),
+        ({"thermal_tau_s": -1}, "guard.thermal_tau_s: -1 is not a number from 0 to 3600"),
         ({"order": ["free"], "tiers": {"free": {"floor": "1/1d"}, "gold": {"floor": "1/1d"}}}, "guard.tiers.gold"),
     ]:
         with pytest.raises(ConfigError, match=name):
