@@ -34,6 +34,7 @@ from sim.traffic import Population
 log = logging.getLogger(__name__)
 
 OPERATOR = "demo-operator"
+LATE_S = 0.3  # in real time, a tick this late still falls within its own second of the server's clock
 _CHANGE_RE = re.compile(r"^([0-9]{1,6}):([^:]+):(.+)$")
 
 
@@ -221,8 +222,8 @@ class World:
 
         In real time (`speed` 1) every tick after the first falls at the middle of a second of the wall clock,
         which is the embedded server's: a tier cap is counted per second of that clock, so each simulated
-        second's decisions must share one of its seconds with no other tick. A tick that runs late (a busy
-        machine) moves the rest of the run back by whole seconds instead of catching up in a burst."""
+        second's decisions must share one of its seconds with no other tick. A tick more than `LATE_S` late
+        (a busy machine) moves the rest of the run back by whole seconds instead of catching up in a burst."""
         start = time.monotonic()
         real_time = self.config.speed == 1
         if real_time:
@@ -238,7 +239,7 @@ class World:
                 await self.guard.after_tick(tick)  # its changes take effect in the next second
             if self.config.speed > 0:
                 delay = start + self.t / self.config.speed - time.monotonic()
-                if real_time and delay < 0:
+                if real_time and delay < -LATE_S:
                     start += math.ceil(-delay)
                     delay += math.ceil(-delay)
                 if stop is not None:
