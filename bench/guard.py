@@ -5,7 +5,8 @@
 Each scenario is `surgewatch demo --headless --speed 1 --no-serve-nodes` with the same seed: no action;
 `--quota-change 60:free:3/1d` (the README's manual cut); `--guard auto` (the built-in policy). For each:
 seconds with more than 10 % of GPUs throttling, the peak GPU temperature, the free tier's admitted
-requests and the paid tiers' refused requests, then the issue's three targets for the guard. The same
+requests and the paid tiers' refused requests, then the issue's three targets for the guard; beside them,
+the admitted requests (any tier) that timed out in the GPUs' queues (admitted, then never served). The same
 runs are also read up to each of `--windows` (their first N simulated seconds): the manual cut's gain
 is all at the start (free runs at its full daily limit into a throttling fleet for 60 s) and its cost
 comes after (3/1d holds free far below what the cooled fleet carries), so a short window and the whole
@@ -51,15 +52,16 @@ def measure(rows: list[dict[str, Any]]) -> dict[str, float]:
         "free_admitted": sum(r["tiers"]["free"]["accepted_rps"] for r in rows),
         "paid_refused": sum(r["tiers"][t]["rejected_rps"] for r in rows for t in PAID),
         "changes": sum(len(r["quota_changes"]) for r in rows),
+        "timed_out": sum(r.get("timed_out", 0) for r in rows),
     }
 
 
 def report(runs: dict[str, dict[str, float]]) -> None:
     print(f"{'scenario':30} {'>10% throttling s':>18} {'peak °C':>8} {'free admitted':>14} {'paid refused':>13} "
-          f"{'changes':>8}")
+          f"{'changes':>8} {'timed out':>10}")
     for name, r in runs.items():
         print(f"{name:30} {r['throttling_s']:>18} {r['peak_temp_c']:>8.1f} {r['free_admitted']:>14,} "
-              f"{r['paid_refused']:>13,} {r['changes']:>8}")
+              f"{r['paid_refused']:>13,} {r['changes']:>8} {r['timed_out']:>10,}")
     none, cut, g = runs[NONE], runs[CUT], runs[GUARD]
     checks = [
         ("throttling seconds <= 1/3 of no action", g["throttling_s"] <= none["throttling_s"] / 3,

@@ -13,7 +13,8 @@ their recovery point), then hold C2" is tried, with hindsight: the best free cou
 issue's throttling bound (a third of no action's seconds) and under a quarter less (the margin a
 controller that cannot see the future needs). No action and the manual cut are computed the same way, as
 the check that the restated rules are the limiter's: their figures must equal `bench/guard.py`'s to the
-request.
+request. Each figure comes with the admitted requests (any tier) that timed out in a GPU's queue: what a
+fleet pegged at 100 % does with what it was given beyond its capacity.
 """
 
 from __future__ import annotations
@@ -29,19 +30,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from quotas.store import SEED_TIERS
 from sim.fleet import Fleet
-from sim.traffic import Population
+from sim.traffic import GPU_S_PER_IMAGE, Population
 
 GPUS = 128  # the demo's 16 nodes x 8 GPUs
 # (free's per-user daily limit, free's cap in requests/s or None) for simulated second t
 Schedule = Callable[[int], tuple[int, int | None]]
 
 
-def run(seed: int, schedule: Schedule, duration: int) -> tuple[int, int]:
-    """(free admitted, seconds with more than 10 % of GPUs throttling) for one schedule."""
+def run(seed: int, schedule: Schedule, duration: int) -> tuple[int, int, int]:
+    """(free admitted, seconds with more than 10 % of GPUs throttling, admitted requests of any tier that timed
+    out in a GPU's queue) for one schedule."""
     population, fleet = Population(seed), Fleet.build(16, 8, seed)
     used: dict[tuple[str, str], int] = defaultdict(int)
     limits = {tier: limit for tier, (limit, _) in SEED_TIERS.items()}
     free = throttling = 0
+    timed_out_s = 0.0
     for t in range(1, duration + 1):
         free_limit, cap = schedule(t)
         limits["free"] = free_limit
@@ -55,8 +58,10 @@ def run(seed: int, schedule: Schedule, duration: int) -> tuple[int, int]:
             work_s += admitted * population.cost_s(tier)
             if tier == "free":
                 free += admitted
-        throttling += fleet.step(work_s).throttled > 0.10 * GPUS
-    return free, throttling
+        stats = fleet.step(work_s)
+        throttling += stats.throttled > 0.10 * GPUS
+        timed_out_s += stats.dropped_s
+    return free, throttling, round(timed_out_s / GPU_S_PER_IMAGE)
 
 
 def main() -> int:
@@ -68,25 +73,26 @@ def main() -> int:
     none = run(args.seed, lambda t: (20, None), d)
     cut = run(args.seed, lambda t: (3 if t >= 60 else 20, None), d)
     bound = none[1] / 3
-    best: dict[str, tuple[int, int, str]] = {}
+    best: dict[str, tuple[int, int, int, str]] = {}
     for t1, c1, hold, c2 in itertools.product((12, 16, 20, 24, 28, 32, 36, 40), (0, 40, 80, 120),
                                               (0, 10, 15, 20), (145, 150, 155, 160)):
         def schedule(t: int, t1: int = t1, c1: int = c1, hold: int = hold, c2: int = c2) -> tuple[int, int | None]:
             return 20, (None if t < t1 else c1 if t < t1 + hold else c2)
-        free, thr = run(args.seed, schedule, d)
+        free, thr, lost = run(args.seed, schedule, d)
         what = f"full until {t1} s, {c1}/s for {hold} s, then {c2}/s"
         for name, limit in (("bound", bound), ("margin", 0.75 * bound)):
-            if thr <= limit and free > best.get(name, (-1, 0, ""))[0]:
-                best[name] = (free, thr, what)
+            if thr <= limit and free > best.get(name, (-1, 0, 0, ""))[0]:
+                best[name] = (free, thr, lost, what)
     print(f"seed {args.seed}, the first {d} simulated s, 128 GPUs")
-    print(f"no action: {none[0]:,} free admitted, {none[1]} s over 10 % throttling")
-    print(f"manual cut 60:free:3/1d: {cut[0]:,} free admitted, {cut[1]} s over 10 % throttling")
+    print(f"no action: {none[0]:,} free admitted, {none[1]} s over 10 % throttling, {none[2]:,} admitted requests "
+          "timed out in the GPUs' queues")
+    print(f"manual cut 60:free:3/1d: {cut[0]:,} free admitted, {cut[1]} s over 10 % throttling, {cut[2]:,} timed out")
     for name, label in (("bound", f"<= {bound:.1f} s (a third of no action)"),
                         ("margin", f"<= {0.75 * bound:.1f} s (a quarter below it)")):
         if name in best:
-            free, thr, what = best[name]
+            free, thr, lost, what = best[name]
             print(f"best schedule with throttling {label}: {free:,} free ({free / cut[0]:.0%} of the manual cut), "
-                  f"{thr} s throttling: {what}")
+                  f"{thr} s throttling, {lost:,} timed out: {what}")
         else:
             print(f"no schedule keeps throttling {label}")
     return 0

@@ -29,7 +29,7 @@ from quotas.model import QuotaError, QuotaSpec, parse_spec, validate_tier
 from quotas.store import QuotaStore
 from sim.exporter import FleetServer
 from sim.fleet import Fleet, FleetStats
-from sim.traffic import Population
+from sim.traffic import GPU_S_PER_IMAGE, Population
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,8 @@ class Tick:
             "gpu_temp_mean": round(self.fleet.temp_mean_c, 1),
             "gpu_temp_max": round(self.fleet.temp_max_c, 1),
             "throttled": self.fleet.throttled,
+            # admitted requests (any tier) that waited past the gateway's timeout in a GPU's queue this second
+            "timed_out": round(self.fleet.dropped_s / GPU_S_PER_IMAGE),
             "quota_changes": list(self.quota_changes),
         }
 

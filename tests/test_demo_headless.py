@@ -51,11 +51,19 @@ def test_output_is_one_object_per_second_with_the_contract_keys(surge: list[dict
     """Exactly one JSON object per simulated second, t = 1..N, with the documented keys and every tier."""
     assert [r["t"] for r in surge] == list(range(1, 101))
     for r in surge:
-        assert set(r) == {"t", "tiers", "gpu_util_mean", "gpu_temp_mean", "gpu_temp_max", "throttled", "quota_changes"}
+        assert set(r) == {"t", "tiers", "gpu_util_mean", "gpu_temp_mean", "gpu_temp_max", "throttled", "timed_out",
+                          "quota_changes"}
         assert set(r["tiers"]) == {"free", "plus", "pro", "team", "enterprise"}
         for t in r["tiers"].values():
             assert set(t) == {"offered_rps", "accepted_rps", "rejected_rps"}
             assert t["accepted_rps"] + t["rejected_rps"] == t["offered_rps"]
+
+
+def test_a_pegged_fleet_times_out_what_it_was_admitted_beyond_its_capacity(surge: list[dict[str, Any]]) -> None:
+    """No request times out before the surge; with the fleet pegged, admitted requests time out every second."""
+    assert all(r["timed_out"] == 0 for r in window(surge, 1, 10))
+    late = window(surge, 38, CUT_AT - 1)  # the queues full: pegged since about 12 s
+    assert all(r["gpu_util_mean"] >= 99.5 and r["timed_out"] > 0 for r in late)
 
 
 def test_surge_builds_in_twenty_seconds_and_the_fleet_is_hot_by_thirty(surge: list[dict[str, Any]]) -> None:
