@@ -183,7 +183,7 @@ async def test_bad_arguments_are_refused_with_their_messages(store: QuotaStore) 
     assert longest.expires_at is not None and round(longest.expires_at - longest.updated_at) == MAX_WINDOW_S
 
 
-async def test_a_set_without_a_reason_is_audited_with_none_and_never_creates(store: QuotaStore) -> None:
+async def test_a_set_without_a_reason_audits_an_empty_one_and_never_creates(store: QuotaStore) -> None:
     """A set without `reason` writes an empty reason into the audit; a set of an unknown tier without `create` is
     refused, naming the tier and the option that creates it."""
     await store.set("free", QuotaSpec(7, DAY), actor="alice")
