@@ -187,20 +187,44 @@ async def fcall(client: Client, name: str, keys: Sequence[str], args: Sequence[A
     return await bounded(client, call, timeout_s)
 
 
+# where redis-py's writer-close race surfaces (redis/redis-py#3546, #4287; normalised upstream by PR #4217): a write
+# on a connection that another task or the event loop tore down meanwhile (a cluster node failing over) raises
+# AttributeError or TypeError from these frames instead of ConnectionError
+_WRITE_PATH = ("/redis/asyncio/connection.py", "/asyncio/streams.py", "/asyncio/selector_events.py",
+               "/asyncio/transports.py")
+
+
+def closed_writer(e: BaseException) -> bool:
+    """Is `e` redis-py's writer-close race (the connection was closed under a write), not a bug of ours?"""
+    if not isinstance(e, (AttributeError, TypeError)):
+        return False
+    tb, last = e.__traceback__, ""
+    while tb is not None:
+        last, tb = tb.tb_frame.f_code.co_filename, tb.tb_next
+    return last.replace("\\", "/").endswith(_WRITE_PATH)
+
+
 async def bounded(client: Client, make: Callable[[], Awaitable[Any]], timeout_s: float) -> Any:
     """Run `make()` within timeout_s; Unreachable if the server cannot be reached.
 
-    A connection the server closed (a restart, an idle timeout) is retried once on a fresh one: the
-    command never reached a live server, so nothing is counted twice in the usual case."""
+    A connection the server closed (a restart, an idle timeout), or closed under the write (`closed_writer`),
+    is retried once on a fresh one: the command never reached a live server, so nothing is counted twice in
+    the usual case."""
     try:
         async with asyncio.timeout(timeout_s):
             try:
                 return await make()
-            except RedisConnectionError:
+            except (RedisConnectionError, AttributeError, TypeError) as e:
+                if not isinstance(e, RedisConnectionError) and not closed_writer(e):
+                    raise
                 await asyncio.sleep(0.05)
                 return await make()
     except UNREACHABLE_ERRORS as e:
         raise unreachable(client, e, timeout_s) from e
+    except (AttributeError, TypeError) as e:
+        if not closed_writer(e):
+            raise
+        raise unreachable(client, RedisConnectionError(f"the connection closed under a write ({e})"), timeout_s) from e
 
 
 class Deadlines:
