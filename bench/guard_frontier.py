@@ -7,7 +7,8 @@ best possible shedding would have done on the same seed: it replays the same pop
 simulator's `Population` and `Fleet`, the same random draws) through the two rules of the limiter that
 matter here, restated in a few lines so that hundreds of schedules run in seconds instead of real time:
 each user's limit in its window (the windows are longer than the run; free's 20/1d, then 3/1d from 60 s
-for the manual cut) and free's tier cap counted per second. Every schedule of the family "admit free at
+for the manual cut) and free's tier cap counted per second (`admit` of `bench/guard_replay.py`, shared with the
+replay of the guard). Every schedule of the family "admit free at
 its full limit until T1, cap it at C1 for D seconds (to drain the queue and let the hot GPUs cool below
 their recovery point), then hold C2" is tried, with hindsight: the best free count is reported under the
 issue's throttling bound (a third of no action's seconds) and under a quarter less (the margin a
@@ -27,6 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from guard_replay import admit  # this directory: run as `python bench/guard_frontier.py`
 
 from quotas.store import SEED_TIERS
 from sim.fleet import Fleet
@@ -50,11 +53,7 @@ def run(seed: int, schedule: Schedule, duration: int) -> tuple[int, int, int]:
         limits["free"] = free_limit
         work_s = 0.0
         for tier, users in population.requests(t).items():
-            admitted = 0
-            for user in users:
-                if used[(tier, user)] < limits[tier] and (tier != "free" or cap is None or admitted < cap):
-                    used[(tier, user)] += 1
-                    admitted += 1
+            admitted = admit(used, tier, users, limits[tier], cap if tier == "free" else None)
             work_s += admitted * population.cost_s(tier)
             if tier == "free":
                 free += admitted

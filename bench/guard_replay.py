@@ -29,12 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from collectors.guard import Guard
 from collectors.guard_policy import load_policy
 from collectors.guard_signals import observe
-from collectors.reasons import decode_reasons
 from collectors.runner import Reading
-from collectors.samples import FleetSample, GpuSample, NodeSample, TierTraffic, TrafficSample
+from collectors.samples import TierTraffic, TrafficSample
 from quotas.model import Quota, QuotaSpec
 from quotas.store import SEED_TIERS
 from sim.fleet import Fleet
+from sim.guard_hook import RATE_WINDOW_S, fleet_sample
 from sim.traffic import Population
 
 GPUS = 128
@@ -44,6 +44,17 @@ GPUS = 128
 class Impact:
     would_refuse: int
     total_admitted: int
+
+
+def admit(used: dict[tuple[str, str], int], tier: str, users: list[str], limit: int, cap_rps: int | None) -> int:
+    """How many of one second's requests (`users`, in order) the limiter admits: each user up to `limit` in the
+    window (`used` counts admissions only: a refusal consumes no quota), and at most `cap_rps` in the second."""
+    admitted = 0
+    for user in users:
+        if used[(tier, user)] < limit and (cap_rps is None or admitted < cap_rps):
+            used[(tier, user)] += 1
+            admitted += 1
+    return admitted
 
 
 class MemoryStore:
@@ -82,7 +93,8 @@ async def replay(seed: int, duration: int, policy_path: str | None) -> tuple[int
     guard = Guard(store, load_policy(policy_path), actor="guard@replay", mode="auto", clock=lambda: clock[0],
                   wall=lambda: clock[0], say=lambda _: None)
     used: dict[tuple[str, str], int] = defaultdict(int)
-    last: deque[dict[str, tuple[int, int]]] = deque(maxlen=10)  # as the traffic collector: 10-s means
+    last: deque[dict[str, tuple[int, int]]] = deque(maxlen=RATE_WINDOW_S)  # as the traffic collector: 10-s means
+    down_since: dict[int, float] = {}
     free = throttling = 0
     caps: list[tuple[int, int | None]] = [(0, None)]
     for t in range(1, duration + 1):
@@ -90,30 +102,21 @@ async def replay(seed: int, duration: int, policy_path: str | None) -> tuple[int
         second: dict[str, tuple[int, int]] = {}
         work_s = 0.0
         for tier, users in population.requests(t).items():
-            q, admitted = store.quotas[tier], 0
-            for user in users:
-                if used[(tier, user)] < q.limit and (q.tier_cap_rps is None or admitted < q.tier_cap_rps):
-                    used[(tier, user)] += 1
-                    admitted += 1
+            q = store.quotas[tier]
+            admitted = admit(used, tier, users, q.limit, q.tier_cap_rps)
             second[tier] = (admitted, len(users) - admitted)
             store.admitted[tier].append(admitted)
             work_s += admitted * population.cost_s(tier)
         free += second["free"][0]
         throttling += fleet.step(work_s).throttled > 0.10 * GPUS
         last.append(second)
-        nodes = tuple(
-            NodeSample(f"http://{n.hostname}:9400/metrics", "up" if n.up else "down", None if n.up else "down", 1.0,
-                       clock[0], clock[0],
-                       tuple(GpuSample(node=f"http://{n.hostname}:9400/metrics", index=i, uuid=n.identities[i].uuid,
-                                       util_pct=s.util_pct, temp_c=s.temp_c, throttle=decode_reasons(s.throttle_mask),
-                                       status="ok" if n.up else "stale") for i, s in enumerate(n.gpus)))
-            for n in fleet.nodes)
+        fleet_now = fleet_sample(fleet, clock[0], down_since)
         tiers = tuple(TierTraffic(name, q, sum(s[name][0] for s in last) / len(last),
                                   sum(s[name][1] for s in last) / len(last)) for name, q in store.quotas.items())
         await guard.step(observe(
             guard.policy, now=clock[0],
             traffic=Reading("traffic", TrafficSample(clock[0], tiers), clock[0], None, 0, clock[0] + 1),
-            fleet=Reading("fleet", FleetSample(clock[0], nodes), clock[0], None, 0, clock[0] + 1)))
+            fleet=Reading("fleet", fleet_now, clock[0], None, 0, clock[0] + 1)))
         cap = store.quotas["free"].tier_cap_rps
         if cap != caps[-1][1]:
             caps.append((t, cap))

@@ -25,6 +25,7 @@ from collectors.samples import FleetSample, GpuSample, GpuStatus, NodeSample, Ti
 from quotas.errors import ErrorKind
 
 if TYPE_CHECKING:
+    from sim.fleet import Fleet
     from sim.world import Tick, World
 
 RATE_WINDOW_S = 10  # as the traffic collector: rates are means over the last 10 complete seconds
@@ -32,6 +33,28 @@ RATE_WINDOW_S = 10  # as the traffic collector: rates are means over the last 10
 
 def guard_actor() -> str:
     return f"guard@{socket.gethostname()}"
+
+
+def fleet_sample(fleet: Fleet, now: float, down_since: dict[int, float]) -> FleetSample:
+    """What the fleet collector would see of the simulated fleet at `now`: a node that is down shows its GPUs
+    stale, its reading as old as the outage (`down_since`, kept by the caller: node index -> when it went down)."""
+    nodes = []
+    for n in fleet.nodes:
+        if n.up:
+            down_since.pop(n.index, None)
+        else:
+            down_since.setdefault(n.index, now)
+        url = f"http://{n.hostname}:9400/metrics"
+        status: GpuStatus = "ok" if n.up else "stale"
+        gpus = tuple(
+            GpuSample(node=url, index=i, uuid=n.identities[i].uuid, util_pct=s.util_pct, temp_c=s.temp_c,
+                      throttle=decode_reasons(s.throttle_mask), status=status)
+            for i, s in enumerate(n.gpus)
+        )
+        taken = now if n.up else down_since[n.index]
+        nodes.append(NodeSample(url, "up" if n.up else "down", None if n.up else "cannot connect", 1.0,
+                                taken, now, gpus))
+    return FleetSample(now, tuple(nodes))
 
 
 class SimGuard:
@@ -56,24 +79,7 @@ class SimGuard:
         print(f"surgewatch demo: t={self.t}s guard: {text}", file=sys.stderr, flush=True)
 
     def _fleet(self) -> FleetSample:
-        now = float(self.t)
-        nodes = []
-        for n in self.world.fleet.nodes:
-            if n.up:
-                self.down_since.pop(n.index, None)
-            else:
-                self.down_since.setdefault(n.index, now)
-            url = f"http://{n.hostname}:9400/metrics"
-            status: GpuStatus = "ok" if n.up else "stale"
-            gpus = tuple(
-                GpuSample(node=url, index=i, uuid=n.identities[i].uuid, util_pct=s.util_pct, temp_c=s.temp_c,
-                          throttle=decode_reasons(s.throttle_mask), status=status)
-                for i, s in enumerate(n.gpus)
-            )
-            taken = now if n.up else self.down_since[n.index]
-            nodes.append(NodeSample(url, "up" if n.up else "down", None if n.up else "cannot connect", 1.0,
-                                    taken, now, gpus))
-        return FleetSample(now, tuple(nodes))
+        return fleet_sample(self.world.fleet, float(self.t), self.down_since)
 
     async def _traffic(self) -> Reading[TrafficSample]:
         now = float(self.t)
