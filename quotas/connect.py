@@ -27,7 +27,9 @@ import redis.asyncio as aioredis
 from redis._parsers import AsyncCommandsParser
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import SSLConnection, parse_url
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
 from redis.exceptions import AskError, MovedError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -223,13 +225,22 @@ class Connector:
         """The client once `client()` succeeded, else None."""
         return self._client
 
+    def _single(self) -> dict[str, Any]:
+        """The options of a one-server client (plain or Sentinel-managed): the caller's, and by default one
+        immediate retry on a fresh connection. A client built on a URL's pool gets no retry at all from
+        redis-py (its connections only see a `retry` passed in): after a Redis restart every pooled
+        connection is dead, and each of them would fail one command ("Connection closed by server"), so a
+        console would report the server lost again for each, just after saying it was back. The cluster
+        client keeps redis-py's own retries, which follow a failover."""
+        return {"retry": Retry(NoBackoff(), 1), **self.options}
+
     def _plain(self, **extra: Any) -> aioredis.Redis:
-        return aioredis.Redis.from_url(self.target.nodes[0], **{**self.options, **extra})
+        return aioredis.Redis.from_url(self.target.nodes[0], **{**self._single(), **extra})
 
     async def _open(self) -> Any:
         t = self.target
         if t.kind == "sentinel":
-            return sentinel_client(t, **self.options)
+            return sentinel_client(t, **self._single())
         if t.kind == "cluster" or self.force_cluster:
             client = cluster_client(t.nodes, **self.options)
             try:
@@ -271,7 +282,7 @@ class Connector:
         client = await self.client()
         if not is_cluster(client):
             if self.target.kind == "sentinel":
-                return sentinel_client(self.target, **self.options)
+                return sentinel_client(self.target, **self._single())
             return self._plain()
         nodes = client.get_nodes() or []
         node = nodes[self._next_node % len(nodes)]

@@ -265,6 +265,7 @@ async def test_redis_stopped_and_started(valkey: ValkeyProcess, store: QuotaStor
         assert any(n.startswith("Edit refused: ") for n in notes(app)), notes(app)
         assert isinstance(app.screen, RefusedScreen)  # it holds what the operator types on
         await pilot.press("escape")
+        assert not isinstance(app.screen, RefusedScreen)
         valkey.start()
         client = aioredis.Redis.from_url(valkey.url)
         fresh = QuotaStore(client)
@@ -276,6 +277,9 @@ async def test_redis_stopped_and_started(valkey: ValkeyProcess, store: QuotaStor
         await client.aclose()
         await pilot.press("e")  # Redis back: the same key opens the editor (the refusal was the outage's)
         await wait_until(pilot, lambda: isinstance(app.screen, QuotaEditor), what="editor once Redis is back")
+        texts = event_texts(app)
+        back = next(i for i, t in enumerate(texts) if "Redis traffic back" in t)
+        assert not [t for t in texts[back:] if "failing" in t], texts[back:]  # back means back: no dead pooled link
 
 
 async def test_refused_login_says_so_in_the_banner(valkey: ValkeyProcess) -> None:

@@ -212,3 +212,22 @@ async def test_incremental_polls_reread_incomplete_seconds(redis_client: aioredi
     for _ in range(2):  # the second poll must not count anything twice
         (t,) = (await c.poll()).tiers
         assert t.accepted_1m == 12 and sum(t.accepted_history) == 12
+
+
+async def test_the_first_poll_after_a_redis_restart_is_answered(valkey: ValkeyProcess) -> None:
+    """Redis restarted: every pooled connection is dead, yet the first poll once it is back is answered."""
+    from quotas.connect import open_client
+    from tui.sources import CONSOLE_OPTIONS
+
+    client = await open_client(valkey.url, **CONSOLE_OPTIONS)  # what the console opens
+    try:
+        await QuotaStore(client).init()
+        collector = TrafficCollector(client)
+        await asyncio.gather(*(client.ping() for _ in range(4)))  # several connections in the pool
+        await collector.poll()
+        valkey.stop()
+        valkey.start()
+        sample = await collector.poll()  # one dead connection each would have been one more "lost" here
+        assert sample.redis.status == "no_tiers"  # it answered: no persistence, so it came back empty
+    finally:
+        await client.aclose()

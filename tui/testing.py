@@ -122,6 +122,14 @@ def screen_text(app: Any) -> str:
     return "\n".join("".join(seg.text for seg in strip) for strip in strips)
 
 
+def _context(app: Any) -> str:
+    """The screen, the screen stack, what has focus and the toasts raised: what a failed wait needs to be read."""
+    notes = [str(n.message) for n in getattr(app, "_notifications", ())]
+    focused = app.screen.focused
+    return (f"{screen_text(app)}\nscreens: {[type(s).__name__ for s in app.screen_stack]}"
+            f"\nfocused: {focused!r}\nnotifications: {notes}")
+
+
 async def wait_until(pilot: Any, predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
     """Let the app run until `predicate()` is truthy; fail with the screen when it never is."""
     deadline = time.monotonic() + timeout
@@ -130,7 +138,7 @@ async def wait_until(pilot: Any, predicate: Callable[[], Any], timeout: float = 
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}\n{screen_text(pilot.app)}")
+            raise AssertionError(f"timed out waiting for {what or predicate}\n{_context(pilot.app)}")
         await pilot.pause(0.05)
 
 
