@@ -65,18 +65,16 @@ def _err(msg: str) -> None:
 
 async def _client(settings: RedisSettings, *, force_cluster: bool = False) -> Any:
     """The client the URL calls for (one server, a cluster detected or forced, Sentinel): quotas.connect."""
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-
-    from quotas.connect import open_client
+    from quotas.connect import open_client, retry_once
 
     url = settings.redis_url
     if not url:
         raise QuotaError("no Redis URL: pass --redis URL, or set SURGEWATCH_REDIS_URL or REDIS_URL")
     try:
+        # retry_once on a cluster too (not redis-py's backoff): a command runs under one deadline
         return await open_client(
             url, force_cluster=force_cluster or bool(getattr(settings, "redis_cluster", False)),
-            prefix=settings.prefix, socket_connect_timeout=3, socket_timeout=4, retry=Retry(NoBackoff(), 1),
+            prefix=settings.prefix, socket_connect_timeout=3, socket_timeout=4, retry=retry_once(),
         )
     except ValueError as e:
         raise QuotaError(f"invalid Redis URL {redact(url)!r}: {e}") from None

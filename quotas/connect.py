@@ -49,6 +49,7 @@ __all__ = [
     "master_address",
     "open_client",
     "parse_target",
+    "retry_once",
     "shown",
 ]
 
@@ -206,6 +207,12 @@ async def _cluster_enabled(client: aioredis.Redis, prefix: str) -> bool:
     return False
 
 
+def retry_once() -> Retry:
+    """One immediate retry on a fresh connection: a dead pooled connection costs no command (see
+    `Connector._single`); a server that is really gone fails on the second try at once."""
+    return Retry(NoBackoff(), 1)
+
+
 class Connector:
     """Opens the client a URL calls for, once: `await client()` detects (a cluster?) on first use and keeps
     the result; a failure raises Unreachable (AuthFailed) and the next call tries again."""
@@ -232,7 +239,7 @@ class Connector:
         connection is dead, and each of them would fail one command ("Connection closed by server"), so a
         console would report the server lost again for each, just after saying it was back. The cluster
         client keeps redis-py's own retries, which follow a failover."""
-        return {"retry": Retry(NoBackoff(), 1), **self.options}
+        return {"retry": retry_once(), **self.options}
 
     def _plain(self, **extra: Any) -> aioredis.Redis:
         return aioredis.Redis.from_url(self.target.nodes[0], **{**self._single(), **extra})

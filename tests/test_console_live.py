@@ -21,6 +21,7 @@ from tui.screens.editor import QuotaEditor
 from tui.screens.history import HistoryScreen
 from tui.screens.refused import RefusedScreen
 from tui.testing import MetricsNode, multiply_page, screen_text, wait_until
+from tui.testing import notifications as notes
 from tui.widgets.events_log import EventLog
 from tui.widgets.tiers import TierPanel
 
@@ -54,11 +55,6 @@ def tiers_text(app: SurgewatchApp) -> str:
 def event_texts(app: SurgewatchApp) -> list[str]:
     """The lines of the overview's events panel (the widget's own list, so it keeps growing)."""
     return app.overview.query_one("#events", EventLog).texts
-
-
-def notes(app: SurgewatchApp) -> list[str]:
-    """The messages of the notifications (toasts) the app raised so far."""
-    return [str(n.message) for n in app._notifications]
 
 
 async def open_editor(pilot: Pilot[int], app: SurgewatchApp, tier: str) -> QuotaEditor:
@@ -278,7 +274,8 @@ async def test_redis_stopped_and_started(valkey: ValkeyProcess, store: QuotaStor
         await pilot.press("e")  # Redis back: the same key opens the editor (the refusal was the outage's)
         await wait_until(pilot, lambda: isinstance(app.screen, QuotaEditor), what="editor once Redis is back")
         texts = event_texts(app)
-        back = next(i for i, t in enumerate(texts) if "Redis traffic back" in t)
+        back = next((i for i, t in enumerate(texts) if "Redis traffic back" in t), None)
+        assert back is not None, texts
         assert not [t for t in texts[back:] if "failing" in t], texts[back:]  # back means back: no dead pooled link
 
 

@@ -122,12 +122,16 @@ def screen_text(app: Any) -> str:
     return "\n".join("".join(seg.text for seg in strip) for strip in strips)
 
 
+def notifications(app: Any) -> list[str]:
+    """The messages of the toasts the app raised that are still up (Textual keeps them in a private list: none
+    read when a version renames it, and a test that needs one then fails on its own assertion)."""
+    return [str(n.message) for n in getattr(app, "_notifications", ())]
+
+
 def _context(app: Any) -> str:
     """The screen, the screen stack, what has focus and the toasts raised: what a failed wait needs to be read."""
-    notes = [str(n.message) for n in getattr(app, "_notifications", ())]
-    focused = app.screen.focused
     return (f"{screen_text(app)}\nscreens: {[type(s).__name__ for s in app.screen_stack]}"
-            f"\nfocused: {focused!r}\nnotifications: {notes}")
+            f"\nfocused: {app.screen.focused!r}\nnotifications: {notifications(app)}")
 
 
 async def wait_until(pilot: Any, predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
