@@ -118,9 +118,9 @@ async def make_traffic(url: str, rps: float) -> None:
 
 async def collectors_only(url: str, nodes_file: str) -> None:
     """The console's sources without the UI: what the collectors alone cost."""
-    from collectors.config import Settings, parse_nodes
     from collectors.runner import Runner
-    from tui.sources import plan, redis_client
+    from surgewatch.plan import plan, redis_client
+    from surgewatch.settings import Settings, parse_nodes
 
     settings = Settings(redis_url=url, nodes=tuple(parse_nodes("@" + nodes_file)), interval_s=1.0)
     client = redis_client(url)
@@ -237,9 +237,9 @@ def measure_process(args: list[str], seconds: float, warmup: float) -> tuple[flo
 
 async def ui_update_time(nodes: int, gpus: int, rounds: int = 20) -> tuple[float, float]:
     """Median ms of (a) the sample handler (state + widget updates) and (b) handler + repaint, 1,024 GPUs."""
-    from collectors.config import Settings
     from collectors.runner import Reading
     from collectors.samples import FleetSample, GpuSample, NodeSample
+    from surgewatch.settings import Settings
     from tui.app import create_app
     from tui.messages import FleetSampled
 

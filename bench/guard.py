@@ -31,7 +31,7 @@ PAID = ("plus", "pro", "team", "enterprise")
 
 
 def start(seed: int, duration: int, speed: float, *extra: str, log: Path | None = None) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "tui.cli", "demo", "--headless", "--speed", f"{speed:g}", "--no-serve-nodes",
+    cmd = [sys.executable, "-m", "surgewatch.cli", "demo", "--headless", "--speed", f"{speed:g}", "--no-serve-nodes",
            "--seed", str(seed), "--duration", str(duration), *extra]
     err = subprocess.DEVNULL if log is None else log.open("w")  # the demo's stderr: the guard's log
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)

@@ -2,7 +2,7 @@
 
     python bench/guard_replay.py [--seed 7] [--duration 120] [--policy FILE]
 
-`collectors.guard.Guard` (the real class, the built-in policy or `--policy`) looks after every simulated second
+`surgewatch.guard.loop.Guard` (the real class, the built-in policy or `--policy`) looks after every simulated second
 at the same figures `sim/guard_hook.py` gives it in the demo (the GPUs of the nodes that answer, each tier's
 10-s mean rates, its quota), on the simulator's own population and fleet; the limiter's two rules that matter
 here are restated in memory (each user's limit, the windows being longer than the run; a tier cap per
@@ -26,9 +26,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from collectors.guard import Guard
-from collectors.guard_policy import load_policy
-from collectors.guard_signals import observe
 from collectors.runner import Reading
 from collectors.samples import TierTraffic, TrafficSample
 from quotas.model import Quota, QuotaSpec
@@ -36,6 +33,9 @@ from quotas.store import SEED_TIERS
 from sim.fleet import Fleet
 from sim.guard_hook import RATE_WINDOW_S, fleet_sample
 from sim.traffic import Population
+from surgewatch.guard.loop import Guard
+from surgewatch.guard.policy import load_policy
+from surgewatch.guard.signals import observe
 
 GPUS = 128
 

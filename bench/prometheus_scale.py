@@ -214,8 +214,8 @@ async def one_refresh(url: str, rounds: int = 5, *, windowed: bool = False) -> t
 
     from collectors.prometheus import PrometheusFleetCollector
     from collectors.prometheus_window import FleetWindow
-    from tui.model import throttled_reasons
-    from tui.thresholds import Thresholds
+    from surgewatch.kpis import throttled_reasons
+    from surgewatch.thresholds import Thresholds
 
     walls, cpus, gpus = [], [], 0
     for _ in range(rounds):
@@ -237,7 +237,7 @@ async def one_refresh(url: str, rounds: int = 5, *, windowed: bool = False) -> t
 def snapshot_once(url: str) -> tuple[float, float, int]:
     """(wall s, peak RSS MB, GPUs) of `surgewatch snapshot --json --no-local --prometheus URL`."""
     t0 = time.perf_counter()
-    p = subprocess.run([PY, "-m", "tui.cli", "snapshot", "--json", "--no-local", "--prometheus", url],
+    p = subprocess.run([PY, "-m", "surgewatch.cli", "snapshot", "--json", "--no-local", "--prometheus", url],
                        capture_output=True, cwd=ROOT, check=False)
     wall = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -285,7 +285,7 @@ def main() -> int:
         s_wall, s_rss, s_gpus = snapshot_once(url)
         print(f"snapshot --prometheus: {s_wall:.2f} s wall, {s_rss:.0f} MB peak RSS, {s_gpus} GPUs", flush=True)
         env = {"SURGEWATCH_CONFIG": str(tmp / "none.toml")}
-        cmd = f"{PY} -m tui.cli --prometheus {url} --interval 1"
+        cmd = f"{PY} -m surgewatch.cli --prometheus {url} --interval 1"
         p_cpu, p_rss, screen = measure_in_tmux("prom", cmd, a.seconds, a.warmup, env)
         shown = "NVIDIA" in screen or " L4 " in screen
         print(f"console --prometheus (tmux 200x60): {p_cpu:.2f} % of one core, {p_rss:.1f} MB RSS "
@@ -298,7 +298,7 @@ def main() -> int:
             procs.append(servers)
             while not nodes_file.exists() or len(nodes_file.read_text().split()) < a.direct_nodes:
                 time.sleep(0.2)
-            cmd = f"{PY} -m tui.cli --nodes @{nodes_file} --interval 1"
+            cmd = f"{PY} -m surgewatch.cli --nodes @{nodes_file} --interval 1"
             d_cpu, d_rss, _ = measure_in_tmux("direct", cmd, a.seconds, a.warmup, env)
             print(f"console --nodes, {a.direct_nodes * a.gpus} GPUs direct (tmux 200x60): {d_cpu:.2f} % of one core, "
                   f"{d_rss:.1f} MB RSS", flush=True)

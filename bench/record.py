@@ -8,7 +8,7 @@ What runs (one process, a simulated clock, nothing on the network):
   every scrape (dcgm-exporter run with `-c 5000`: the worst case; the default 30 s refresh is cheaper),
   rounded as dcgm-exporter reports them; 5 live tiers at 1 Hz (rates and 15-minute histories moving
   every second); the host at 1 Hz; no local GPUs (a console off the GPU nodes);
-- the real `Recorder` (collectors/record_writer.py), flushed every simulated 0.5 s as its thread would
+- the real `Recorder` (surgewatch/recording/writer.py), flushed every simulated 0.5 s as its thread would
   be: its CPU is the enqueue calls plus the flushes (encoding, change detection, zlib, SQLite);
 - the peer in the same run: the same readings as gzip'd JSON lines (`dataclasses.asdict` of every
   reading, one line each, one gzip stream at level 6): file size and CPU;
@@ -37,9 +37,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from collectors.record_format import decompress  # noqa: E402
-from collectors.record_reader import Recording  # noqa: E402
-from collectors.record_writer import Recorder  # noqa: E402
 from collectors.runner import Reading  # noqa: E402
 from collectors.samples import (  # noqa: E402
     FleetSample,
@@ -52,6 +49,9 @@ from collectors.samples import (  # noqa: E402
     TrafficSample,
 )
 from quotas.model import Quota  # noqa: E402
+from surgewatch.recording.format import decompress  # noqa: E402
+from surgewatch.recording.reader import Recording  # noqa: E402
+from surgewatch.recording.writer import Recorder  # noqa: E402
 
 START = 1_780_000_000.0
 TIERS = {"free": 3, "plus": 200, "pro": 600, "team": 3000, "enterprise": 20000}
@@ -193,7 +193,7 @@ def main() -> None:
         assert len(state.readings[Source.FLEET].sample.nodes) == args.nodes  # type: ignore[union-attr]  # the fleet reading was recorded just above
     recording.close()
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "tui.cli", "replay", str(path), "--json", "--every", "60"],
+    out = subprocess.run([sys.executable, "-m", "surgewatch.cli", "replay", str(path), "--json", "--every", "60"],
                          cwd=ROOT, capture_output=True, text=True, check=True)
     json_wall = time.perf_counter() - t0
     docs = out.stdout.count("\n")

@@ -58,8 +58,8 @@ def main() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "tui.cli", "--nodes", ",".join(n.url for n in nodes), "serve", "--port", str(port),
-           "--token", TOKEN]
+    cmd = [sys.executable, "-m", "surgewatch.cli", "--nodes", ",".join(n.url for n in nodes), "serve",
+           "--port", str(port), "--token", TOKEN]
     serve = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              env={**os.environ, "SURGEWATCH_NODE_INTERVAL": "1"})
     try:

@@ -34,7 +34,7 @@ the same code runs on Redis Cluster. Keys (prefix `P`, default `surgewatch:`):
 | `P{T}:proposal`              | string | the guard's proposal for tier T (JSON: id, kind, spec,        |
 |                              |        | old_spec, for_s, version read, reason, actor, at, state       |
 |                              |        | open/accepted/dismissed, by); expires after proposal_ttl_s    |
-|                              |        | (collectors/guard_board.py)                                   |
+|                              |        | (surgewatch/guard/board.py)                                   |
 | `Pguard:status`              | string | the running guard's status (JSON: actor, mode, state, why,    |
 |                              |        | values); expires a few intervals after its last look          |
 | `Pguard:events` (channel)    | pubsub | one JSON message per proposal made, accepted or dismissed     |

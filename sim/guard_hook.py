@@ -1,4 +1,4 @@
-"""`demo --guard propose|auto`: the real guard (collectors.guard) on the simulated surge.
+"""`demo --guard propose|auto`: the real guard (surgewatch.guard.loop) on the simulated surge.
 
 After every simulated second the guard looks at what a console would see of that second: the GPUs of
 the nodes that answer (a node that is down shows its GPUs stale, as the fleet collector does), each
@@ -15,14 +15,14 @@ import sys
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from collectors.guard import Guard
-from collectors.guard_board import Board
-from collectors.guard_policy import GuardMode, Policy, default_policy
-from collectors.guard_signals import observe
 from collectors.reasons import decode_reasons
 from collectors.runner import Reading, SourceError
 from collectors.samples import FleetSample, GpuSample, GpuStatus, NodeSample, TierTraffic, TrafficSample
 from quotas.errors import ErrorKind
+from surgewatch.guard.board import Board
+from surgewatch.guard.loop import Guard
+from surgewatch.guard.policy import GuardMode, Policy, default_policy
+from surgewatch.guard.signals import observe
 
 if TYPE_CHECKING:
     from sim.fleet import Fleet

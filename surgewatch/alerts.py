@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from collectors.samples import FleetSample, NodeSample, TrafficSample
 from quotas.model import Quota, format_duration
-from tui.model import GpuRow, node_label
-from tui.thresholds import Thresholds
+from surgewatch.kpis import GpuRow, node_label
+from surgewatch.thresholds import Thresholds
 
 if TYPE_CHECKING:
-    from tui.incidents import ThrottleIncident
+    from surgewatch.incidents import ThrottleIncident
 
 Severity = Literal["info", "warn", "crit"]
 NOT_SCRAPED = "not scraped yet"
@@ -28,7 +28,7 @@ class Event:
     severity: Severity
     kind: str  # throttle, xid, gpu_lost, node_down, node_up, reject_spike, shadow, quota, source
     text: str
-    incident: str = ""  # an ongoing condition's id: each update replaces the previous one (tui.incidents)
+    incident: str = ""  # an ongoing condition's id: each update replaces the previous one (surgewatch.incidents)
     ongoing: bool = False  # the incident is still going on: shown pinned, updated in place
 
 
@@ -39,10 +39,10 @@ def gpu_events(
     throttling: ThrottleIncident | None = None,
 ) -> list[Event]:
     """New XID errors and GPUs that become lost (a line each: rare, and each one matters), and the
-    fleet's throttling as one incident (tui.incidents). A first sight of a GPU is not news; an ongoing
+    fleet's throttling as one incident (surgewatch.incidents). A first sight of a GPU is not news; an ongoing
     condition is. `throttling` is the incident kept by the caller across calls; without one, a new one
     seeded from `prev` says whether throttling started between the two."""
-    from tui.incidents import ThrottleIncident
+    from surgewatch.incidents import ThrottleIncident
 
     rows = list(rows)
     out: list[Event] = []

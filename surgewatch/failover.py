@@ -12,7 +12,7 @@ from typing import Any
 
 from collectors.samples import TierTraffic, TrafficSample
 from quotas.connect import is_cluster
-from tui.alerts import Event
+from surgewatch.alerts import Event
 
 
 def master_moves(prev: TrafficSample | None, cur: TrafficSample, now: float) -> list[Event]:

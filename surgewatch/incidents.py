@@ -13,8 +13,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from tui.alerts import Event, Severity
-from tui.model import GpuRow, format_age, is_throttled
+from surgewatch.alerts import Event, Severity
+from surgewatch.kpis import GpuRow, format_age, is_throttled
 
 END_QUIET_S = 30.0  # no GPU throttling for this long ends the incident: a fleet flapping at the cap is one story
 HARD_REASONS = ("thermal", "hw")  # a reason naming one of these is the hardware protecting itself: crit

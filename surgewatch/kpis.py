@@ -21,7 +21,7 @@ from collectors.samples import (
     NodeSample,
     TrafficSample,
 )
-from tui.thresholds import Thresholds
+from surgewatch.thresholds import Thresholds
 
 
 def format_age(seconds: float | None) -> str:

@@ -1,5 +1,6 @@
-"""Which collectors the console runs, built from the settings. Collectors are imported lazily so the
-console starts (and tests run) with any subset, and a missing optional part never stops the rest."""
+"""Which sources run for given settings: the one plan used by the console, `record`, `guard`, `serve` and
+`snapshot`. Collectors are imported lazily so a program starts (and tests run) with any subset, and a missing
+optional part never stops the rest. Textual-free: a front end maps each source to its own message."""
 
 from __future__ import annotations
 
@@ -7,10 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from collectors.config import Settings
 from collectors.runner import Collector
 from collectors.samples import Source
-from tui.messages import SAMPLED, _Sampled
+from surgewatch.settings import Settings
 
 Factory = Callable[[], Collector[Any]]
 
@@ -20,7 +20,6 @@ class SourceSpec:
     """One collector: how to build it, how often to poll it, which message carries its readings."""
 
     name: Source  # also the worker group
-    message: type[_Sampled]
     make: Factory
     interval_s: float
     timeout_s: float
@@ -99,8 +98,8 @@ def plan(settings: Settings, client: Any | None, overrides: dict[Source, Factory
         if settings.prometheus:
             from collectors.prometheus import PrometheusFleetCollector
             from collectors.prometheus_window import FleetWindow
-            from tui.model import throttled_reasons
-            from tui.thresholds import Thresholds
+            from surgewatch.kpis import throttled_reasons
+            from surgewatch.thresholds import Thresholds
 
             # Prometheus' values change at its scrape interval: asked no faster than nodes are scraped,
             # and a poll waits at most 1 s for a refresh still running (skipped, not queued); a large
@@ -122,7 +121,7 @@ def plan(settings: Settings, client: Any | None, overrides: dict[Source, Factory
         return TrafficCollector(client, prefix=settings.prefix)
 
     def spec(source: Source, make: Factory, timeout_s: float, backoff_max_s: float = 30.0) -> SourceSpec:
-        return SourceSpec(source, SAMPLED[source], overrides.get(source, make), iv, timeout_s, backoff_max_s)
+        return SourceSpec(source, overrides.get(source, make), iv, timeout_s, backoff_max_s)
 
     specs = [spec(Source.GPUS, gpu, max(2.0, iv)), spec(Source.HOST, host, max(2.0, iv))]
     if settings.nodes or settings.prometheus or Source.FLEET in overrides:

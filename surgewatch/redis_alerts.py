@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from collectors.samples import TrafficSample
-from tui.alerts import Event
-from tui.thresholds import Thresholds
+from surgewatch.alerts import Event
+from surgewatch.thresholds import Thresholds
 
 STOP_WINDOW_S = 5  # seconds of ~0 requests, after a real level, that make "traffic stopped"
 LEVEL_WINDOW_S = 60

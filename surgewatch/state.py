@@ -13,11 +13,11 @@ from collectors.runner import Reading, SourceError
 from collectors.samples import FleetSample, GpusSample, RedisHealth, Source, TrafficSample
 from quotas.errors import ErrorKind
 from quotas.model import Quota
-from tui.alerts import Event, gpu_events, node_events, traffic_events
-from tui.incidents import ThrottleIncident, keep_latest
-from tui.model import GpuRow, GpuRowCache, Kpis, build_gpu_rows, compute_kpis, format_age
-from tui.redis_alerts import TrafficWatch, redis_events
-from tui.thresholds import Thresholds
+from surgewatch.alerts import Event, gpu_events, node_events, traffic_events
+from surgewatch.incidents import ThrottleIncident, keep_latest
+from surgewatch.kpis import GpuRow, GpuRowCache, Kpis, build_gpu_rows, compute_kpis, format_age
+from surgewatch.redis_alerts import TrafficWatch, redis_events
+from surgewatch.thresholds import Thresholds
 
 SOURCE_LABEL = {
     Source.GPUS: "local GPUs (NVML)", Source.HOST: "local host", Source.FLEET: "fleet nodes",
@@ -74,7 +74,7 @@ class ConsoleState:
         self._traffic_watch = TrafficWatch()
         self.events: list[Event] = []
         self.subscription_error: SourceError | None = None
-        self._throttling = ThrottleIncident()  # the fleet's throttling as one incident (tui.incidents)
+        self._throttling = ThrottleIncident()  # the fleet's throttling as one incident (surgewatch.incidents)
 
     def _remember(self, events: list[Event]) -> list[Event]:
         keep_latest(self.events, events, 500)  # an incident's update replaces its previous entry

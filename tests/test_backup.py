@@ -18,7 +18,7 @@ from tests.conftest import ROOT
 
 def sw(url: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """The real `surgewatch` command line from this interpreter."""
-    return subprocess.run([sys.executable, "-m", "tui.cli", "--redis", url, *args], cwd=ROOT, input=stdin,
+    return subprocess.run([sys.executable, "-m", "surgewatch.cli", "--redis", url, *args], cwd=ROOT, input=stdin,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -15,7 +15,7 @@ from tests.conftest import ROOT
 def sw(*args: str) -> subprocess.CompletedProcess[str]:
     """Run the real `surgewatch` command line from this interpreter."""
     return subprocess.run(
-        [sys.executable, "-m", "tui.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "surgewatch.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
 
 

@@ -20,7 +20,7 @@ from tests.conftest import ROOT
 
 def cli(url: str, *argv: str, stdin: str | None = None, extra: tuple[str, ...] = ()) -> tuple[int, str, str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "tui.cli", "--redis", url, *extra, *argv], cwd=ROOT, input=stdin,
+        [sys.executable, "-m", "surgewatch.cli", "--redis", url, *extra, *argv], cwd=ROOT, input=stdin,
         capture_output=True, text=True, timeout=60,
     )
     return proc.returncode, proc.stdout, proc.stderr

@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from collectors.config import Settings
 from quotas.connect import open_client
 from quotas.model import QuotaSpec
 from quotas.store import QuotaStore
+from surgewatch.settings import Settings
 from tests.cluster_fixtures import Cluster, SentinelGroup, cluster, flush, sentinel_group  # noqa: F401
 from tui.app import create_app
 from tui.testing import screen_text, wait_until

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from collectors.config import ConfigError, config_path, resolve
-from tui.cli import main
+from surgewatch.cli import main
+from surgewatch.settings import ConfigError, config_path, resolve
 
 
 def write_toml(tmp_path: Path, text: str) -> dict[str, str]:

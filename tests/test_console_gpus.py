@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collectors.config import Settings
 from collectors.gpu import GpuCollector
+from surgewatch.settings import Settings
 from tests.fakenvml import FakeGpu, FakeNvml
 from tui.app import create_app
 from tui.testing import screen_text, wait_until

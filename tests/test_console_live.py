@@ -10,11 +10,11 @@ import redis.asyncio as aioredis
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input
 
-from collectors.config import Settings
 from quotas.limiter import Limiter
 from quotas.model import QuotaSpec
 from quotas.store import QuotaStore
 from sim.valkey import ValkeyProcess
+from surgewatch.settings import Settings
 from tests.conftest import L4_CAPTURE
 from tui.app import SurgewatchApp, create_app
 from tui.screens.editor import QuotaEditor

@@ -6,12 +6,12 @@ from __future__ import annotations
 import httpx
 
 from collectors.agent import Agent
-from collectors.config import Settings
+from surgewatch.kpis import NO_GPU_SERIES
+from surgewatch.settings import Settings
 from tests.conftest import FIXTURES, L4_CAPTURE
 from tests.fakenvml import FakeGpu, FakeNvml
 from tests.test_fleet_pages import HERE
 from tui.app import SurgewatchApp, create_app
-from tui.model import NO_GPU_SERIES
 from tui.screens.mig import MigInstancesScreen
 from tui.testing import MetricsNode, screen_text, wait_until
 from tui.widgets.events_log import EventLog

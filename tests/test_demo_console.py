@@ -13,13 +13,13 @@ import pytest
 import redis.asyncio as aioredis
 from textual.pilot import Pilot
 
-from collectors.config import Settings
 from quotas.store import QuotaStore
 from sim.runner import WorldThread
 from sim.valkey import port_open
 from sim.world import DemoConfig, Tick
+from surgewatch.cli.demo import demo_app
+from surgewatch.settings import Settings
 from tui.app import SurgewatchApp
-from tui.demo_cmd import demo_app
 
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "demo.svg"
 

@@ -47,7 +47,7 @@ def test_killed_demo_leaves_no_server(sig: signal.Signals) -> None:
     """A headless demo killed by `sig` takes its embedded Valkey with it: the port closes, no process is left."""
     port = free_port()
     demo = subprocess.Popen(
-        [sys.executable, "-m", "tui.cli", "demo", "--headless", "--duration", "600", "--redis-port", str(port)],
+        [sys.executable, "-m", "surgewatch.cli", "demo", "--headless", "--duration", "600", "--redis-port", str(port)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         # as in a terminal's session: a test run under nohup would hand the demo a SIGHUP it ignores
         preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),

@@ -14,7 +14,7 @@ import pytest
 from sim.valkey import free_port, port_open
 from tests.conftest import ROOT
 
-SURGEWATCH = [sys.executable, "-m", "tui.cli"]
+SURGEWATCH = [sys.executable, "-m", "surgewatch.cli"]
 PAID = ("plus", "pro", "team", "enterprise")
 CUT_AT = 45
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import cast
 
-from collectors.config import Settings
 from sim.runner import WorldThread
 from sim.world import DemoConfig, Tick
+from surgewatch.cli.demo import demo_app
+from surgewatch.settings import Settings
 from tui.app import SurgewatchApp
-from tui.demo_cmd import demo_app
 from tui.testing import wait_until
 from tui.widgets.events_log import EventLog, IncidentBar
 

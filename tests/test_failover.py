@@ -12,13 +12,13 @@ from typing import Any
 
 from redis.crc import key_slot
 
-from collectors.config import Settings
 from quotas.connect import open_client
 from quotas.errors import Conflict, Unreachable
 from quotas.keys import Keys
 from quotas.limiter import Limiter
 from quotas.model import QuotaSpec
 from quotas.store import QuotaStore
+from surgewatch.settings import Settings
 from tests.cluster_fixtures import Cluster, SentinelGroup, fresh_cluster, kill, sentinel_group, until  # noqa: F401
 from tui.app import SurgewatchApp, create_app
 from tui.testing import wait_until

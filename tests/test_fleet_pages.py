@@ -12,8 +12,8 @@ from collectors.dcgm import USED_METRICS, parse_page, parse_page_strict, parse_r
 from collectors.metrics import METRICS, READ
 from collectors.samples import GpuSample, NodeSample
 from collectors.series import dedupe_uuids
+from surgewatch.kpis import mig_summary, short_model
 from tests.conftest import FIXTURES
-from tui.model import mig_summary, short_model
 
 HERE = Path(__file__).parent / "fixtures"
 A30 = (FIXTURES / "dcgm-exporter-A30-MIG.prom").read_text() + (HERE / "dcgm-exporter-A30-MIG-fb.prom").read_text()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pynvml
 
-from collectors.config import Settings
 from collectors.gpu import GpuCollector, mig_profile
 from collectors.samples import GpuSample, MigInstance
-from collectors.snapshot import gpu_json
+from surgewatch.kpis import mig_summary
+from surgewatch.settings import Settings
+from surgewatch.snapshot import gpu_json
 from tests.fakenvml import FakeGpu, FakeMig, FakeNvml
 from tui.app import create_app
-from tui.model import mig_summary
 from tui.testing import screen_text, wait_until
 from tui.widgets.gpu_table import GpuTable
 

@@ -10,15 +10,15 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from collectors.config import ConfigError
-from collectors.guard import Guard
-from collectors.guard_policy import default_policy, over_default, parse_policy
-from collectors.guard_signals import observe
 from quotas.model import QuotaSpec
 from quotas.store import QuotaStore
 from sim.guard_hook import SimGuard
 from sim.valkey import ValkeyProcess
 from sim.world import DemoConfig, World
+from surgewatch.guard.loop import Guard
+from surgewatch.guard.policy import default_policy, over_default, parse_policy
+from surgewatch.guard.signals import observe
+from surgewatch.settings import ConfigError
 from tests.test_guard_loop import ACTOR, fleet, got, guard_entries, look, policy, surge_traffic, traffic
 
 CAP_TIERS = {"free": {"floor": "1/1d", "step_pct": 50, "lever": "cap", "cap_floor_rps": 40},
@@ -187,8 +187,8 @@ async def test_on_the_simulated_surge_the_limiter_holds_free_under_the_guards_ca
 async def test_a_cap_proposal_shows_the_cap_in_the_console_and_a_applies_it(
         valkey: ValkeyProcess, store: QuotaStore) -> None:
     """Propose mode with the cap lever: the Guard panel names the cap; `a` writes it as the operator's change."""
-    from collectors.config import Settings
-    from collectors.guard_board import Board
+    from surgewatch.guard.board import Board
+    from surgewatch.settings import Settings
     from tui.app import create_app
     from tui.testing import screen_text, wait_until
 

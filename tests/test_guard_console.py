@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from collectors.config import Settings
-from collectors.guard import Guard
-from collectors.guard_board import Board
 from quotas.store import QuotaStore
 from sim.valkey import ValkeyProcess
+from surgewatch.guard.board import Board
+from surgewatch.guard.loop import Guard
+from surgewatch.settings import Settings
 from tests.test_guard_loop import ACTOR, got, look, policy, surge_traffic
 from tui.app import SurgewatchApp, create_app
 from tui.testing import screen_text, wait_until

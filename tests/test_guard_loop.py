@@ -8,16 +8,16 @@ from typing import Any
 
 import pytest
 
-from collectors.guard import Guard
-from collectors.guard_board import Board
-from collectors.guard_policy import DEFAULT_POLICY, Policy, over_default, parse_policy
-from collectors.guard_signals import Observation, observe
 from collectors.runner import Reading, SourceError
 from collectors.samples import FleetSample, GpuSample, NodeSample, RedisHealth, TierTraffic, TrafficSample
 from quotas.errors import ErrorKind
 from quotas.limiter import Limiter
 from quotas.model import Quota, QuotaSpec
 from quotas.store import QuotaStore
+from surgewatch.guard.board import Board
+from surgewatch.guard.loop import Guard
+from surgewatch.guard.policy import DEFAULT_POLICY, Policy, over_default, parse_policy
+from surgewatch.guard.signals import Observation, observe
 
 ACTOR = "guard@test"
 PAID = ("plus", "pro", "team", "enterprise")
@@ -209,7 +209,7 @@ def test_the_default_policy_parses_and_bad_settings_are_named() -> None:
     """The shipped policy is valid; each bad setting is refused with its name."""
     d = parse_policy(tomllib.loads(DEFAULT_POLICY)["guard"])
     assert d.order == ("free", "plus") and "pro" in d.protect and d.mode == "propose"
-    from collectors.config import ConfigError
+    from surgewatch.settings import ConfigError
 
     for table, name in [
         ({"cooldown": 3}, "unknown setting 'cooldown'"),

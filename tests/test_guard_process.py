@@ -19,7 +19,7 @@ from quotas.codec import EXPIRED_BY
 from quotas.store import QuotaStore
 from tests.conftest import ROOT
 
-SURGEWATCH = [sys.executable, "-m", "tui.cli"]
+SURGEWATCH = [sys.executable, "-m", "surgewatch.cli"]
 SHORT_POLICY = """
 [guard]
 mode = "auto"

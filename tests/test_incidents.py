@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collectors.samples import GpuSample
-from tui.alerts import Event
-from tui.incidents import END_QUIET_S, ThrottleIncident, keep_latest
-from tui.model import GpuRow
+from surgewatch.alerts import Event
+from surgewatch.incidents import END_QUIET_S, ThrottleIncident, keep_latest
+from surgewatch.kpis import GpuRow
 
 
 def fleet(throttled: dict[int, tuple[str, ...]], nodes: int = 4, gpus: int = 4) -> list[GpuRow]:

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from collectors.config import Settings
-from collectors.snapshot import take_snapshot
 from sim.valkey import free_port
+from surgewatch.settings import Settings
+from surgewatch.snapshot import take_snapshot
 from tests.test_fleet_collector import LoopbackNode
 from tests.test_prometheus_mode import PrometheusServer
 from tui.app import create_app

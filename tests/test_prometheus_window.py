@@ -14,12 +14,12 @@ from collectors.prometheus import PrometheusFleetCollector
 from collectors.prometheus_window import FleetWindow
 from collectors.runner import Reading
 from collectors.samples import FleetSample, Source
+from surgewatch.kpis import Kpis, build_gpu_rows, compute_kpis, throttled_reasons
+from surgewatch.thresholds import Thresholds
 from tests.conftest import FIXTURES, L4_CAPTURE
 from tests.test_prometheus_mode import PrometheusServer
 from tests.test_prometheus_targets import _until_scraped
-from tui.model import Kpis, build_gpu_rows, compute_kpis, throttled_reasons
 from tui.testing import MetricsNode, multiply_page
-from tui.thresholds import Thresholds
 
 TH = Thresholds()
 L4 = L4_CAPTURE.read_text()

@@ -18,7 +18,7 @@ from tests.conftest import ROOT
 # the console script installed beside the running interpreter (a venv, tox, nox, a distribution's build), else
 # the same entry point through the interpreter: never a path guessed from the checkout
 _SCRIPT = Path(sys.executable).parent / "surgewatch"
-SURGEWATCH = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "tui.cli"]
+SURGEWATCH = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "surgewatch.cli"]
 QUOTA_KEYS = {"tier", "limit", "window_s", "tier_cap_rps", "paused", "mode", "expires_at", "version", "updated_by",
               "updated_at"}
 HANG_GUARD_S = 60  # no run may take this long; how fast it exits is not what these tests assert

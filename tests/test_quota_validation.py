@@ -1,5 +1,5 @@
 """The validation table: every hostile or malformed input is refused with exit 2, a message saying what is
-accepted, nothing written and no audit entry. Run through the real argparse wiring of quotas.commands."""
+accepted, nothing written and no audit entry. Run through the real argparse wiring of surgewatch.cli.quota."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quotas.commands import register
 from quotas.keys import DEFAULT_PREFIX
 from quotas.model import MAX_LIMIT, QuotaError, format_duration, parse_spec, parse_tier_cap
 from sim.valkey import ValkeyProcess
+from surgewatch.cli.quota import register
 
 HOSTILE_TIERS = ["fr}ee", "a b", "FREE ", "x" * 33, "frée", "免费", "", "free\n", "{free}", "free:x"]
 BAD_SPECS = [

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from collectors.record_codec import CLASSES, CodecError, Decoder, encode, schema
 from collectors.runner import Reading, SourceError
 from collectors.samples import GpuSample, MigInstance, NodeSample, NodeWarning, Source, TrafficSample
 from quotas.errors import ErrorKind
 from quotas.store import AuditEntry
+from surgewatch.recording.codec import CLASSES, CodecError, Decoder, encode, schema
 from tui.testing import FROZEN_NOW, frozen_readings
 
 

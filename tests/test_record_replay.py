@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from collectors.config import Settings
-from collectors.record_reader import Recording
 from sim.runner import WorldThread
 from sim.world import DemoConfig, QuotaChange
+from surgewatch.recording.reader import Recording
+from surgewatch.settings import Settings
 from tests.conftest import ROOT
 from tui.app import create_app
 from tui.replay import Player
@@ -27,7 +27,7 @@ from tui.screens.replay import GotoPrompt, clock_text
 from tui.testing import screen_text, wait_until
 from tui.widgets.events_log import EventLog
 
-SURGEWATCH = [sys.executable, "-m", "tui.cli"]
+SURGEWATCH = [sys.executable, "-m", "surgewatch.cli"]
 CUT_AT = 8
 GPUS = 2 * 4
 

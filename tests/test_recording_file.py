@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from collectors.record_reader import Recording
-from collectors.record_writer import Recorder
 from collectors.runner import Reading
 from collectors.samples import FleetSample, Source
+from surgewatch.recording.reader import Recording
+from surgewatch.recording.writer import Recorder
 from tests.conftest import ROOT
 from tui.testing import FROZEN_NOW, frozen_readings
 
-SURGEWATCH = [sys.executable, "-m", "tui.cli"]
+SURGEWATCH = [sys.executable, "-m", "surgewatch.cli"]
 
 
 def hotter(readings: dict[Source, Reading[Any]], k: int) -> dict[Source, Reading[Any]]:
@@ -148,7 +148,7 @@ def test_json_gives_one_document_per_second_or_every_s_with_snapshot_keys(tmp_pa
 
 async def test_the_console_records_what_it_renders_from(tmp_path: Path) -> None:
     """`surgewatch --record FILE`: the console's readings land in the file as it rendered them."""
-    from collectors.config import Settings
+    from surgewatch.settings import Settings
     from tui.app import create_app
     from tui.testing import load_frozen, settle
 

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from collectors.config import Settings
 from collectors.traffic import TrafficCollector
 from quotas.keys import Keys
 from quotas.limiter import Limiter
 from quotas.store import QuotaStore
 from sim.valkey import ValkeyProcess, free_port
+from surgewatch.settings import Settings
 from tests.conftest import ROOT, wait_away_from_window_edges
 from tui.app import SurgewatchApp, create_app
 from tui.screens.restore import RestoreScreen
@@ -40,7 +40,7 @@ def console(valkey: ValkeyProcess, *, read_only: bool = False) -> SurgewatchApp:
 
 def snapshot(url: str) -> dict[str, Any]:
     """`surgewatch snapshot --json --no-local` against the server, as a script would run it."""
-    out = subprocess.run([sys.executable, "-m", "tui.cli", "--redis", url, "snapshot", "--json", "--no-local"],
+    out = subprocess.run([sys.executable, "-m", "surgewatch.cli", "--redis", url, "snapshot", "--json", "--no-local"],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
@@ -96,7 +96,7 @@ async def test_deleted_quota_is_a_red_state_with_its_fix(valkey: ValkeyProcess, 
         assert "NO QUOTA for pro" in banner(app) and "Press r" in banner(app)
         await wait_until(pilot, lambda: app.overview.query_one(TierPanel).quotas.get("pro") is None,
                          what="the old 600/1h no longer shown")
-    out = subprocess.run([sys.executable, "-m", "tui.cli", "--redis", valkey.url, "quota", "list"],
+    out = subprocess.run([sys.executable, "-m", "surgewatch.cli", "--redis", valkey.url, "quota", "list"],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "no quota" in out.stdout and "unknown_tier" in out.stderr
     assert {t["tier"]: t["state"] for t in snapshot(valkey.url)["tiers"]}["pro"] == "no_quota"
@@ -212,7 +212,7 @@ async def test_wrong_type_registry_is_bad_data_not_unreachable(valkey: ValkeyPro
         assert "unreachable" not in banner(app).lower()
         assert "free" in screen_text(app) and "600/1h" in screen_text(app)  # the panel is not blanked
     for argv in (("quota", "list"), ("init",)):
-        out = subprocess.run([sys.executable, "-m", "tui.cli", "--redis", valkey.url, *argv],
+        out = subprocess.run([sys.executable, "-m", "surgewatch.cli", "--redis", valkey.url, *argv],
                              cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert out.returncode == 1 and "surgewatch:tiers is not a set" in out.stderr and "DEL" in out.stderr
     doc = snapshot(valkey.url)

@@ -43,7 +43,7 @@ def free_port() -> int:
 
 
 def surgewatch(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tui.cli", *args], capture_output=True, text=True, timeout=60,
+    return subprocess.run([sys.executable, "-m", "surgewatch.cli", *args], capture_output=True, text=True, timeout=60,
                           env={**os.environ, **env})
 
 
@@ -52,7 +52,7 @@ class Serve:
 
     def __init__(self, redis_url: str, node_url: str, *extra: str) -> None:
         self.port = free_port()
-        self.cmd = [sys.executable, "-m", "tui.cli", "--redis", redis_url, "--nodes", node_url, "serve",
+        self.cmd = [sys.executable, "-m", "surgewatch.cli", "--redis", redis_url, "--nodes", node_url, "serve",
                     "--port", str(self.port), "--token", TOKEN, "--size", "160x48", *extra]
         self.proc: subprocess.Popen[str] | None = None
         self.logs = ""

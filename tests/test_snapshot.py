@@ -10,9 +10,9 @@ from pathlib import Path
 import pynvml
 import redis.asyncio as aioredis
 
-from collectors.snapshot import GPU_KEYS, render_text, take_snapshot
 from quotas.keys import Keys
 from sim.valkey import ValkeyProcess, free_port
+from surgewatch.snapshot import GPU_KEYS, render_text, take_snapshot
 from tests.conftest import ROOT
 from tests.fakenvml import FakeGpu, FakeNvml
 from tests.test_fleet_collector import LoopbackNode
@@ -36,7 +36,7 @@ async def _seed(r: aioredis.Redis) -> None:
 
 async def _cli(*argv: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tui.cli", *argv, cwd=ROOT,
+        sys.executable, "-m", "surgewatch.cli", *argv, cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)

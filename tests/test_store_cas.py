@@ -75,11 +75,11 @@ async def test_two_processes_cas_no_update_lost(valkey: ValkeyProcess, redis_cli
     assert sorted(int(f[b"version"]) for _, f in mine) == list(range(base.version + 1, final.version + 1))
 
 
-# The real CLI entry point (tui.cli.main) in its own process, imported first, then run when told to: every
+# The real CLI entry point (surgewatch.cli.main) in its own process, imported first, then run when told to: every
 # process reads the quota before any writes, so all but one lose the compare-and-set and must retry.
 CLI = r"""
 import sys
-from tui.cli import main
+from surgewatch.cli import main
 print("ready", flush=True)
 sys.stdin.readline()
 sys.exit(main(sys.argv[1:]))

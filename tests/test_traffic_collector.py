@@ -217,7 +217,7 @@ async def test_incremental_polls_reread_incomplete_seconds(redis_client: aioredi
 async def test_the_first_poll_after_a_redis_restart_is_answered(valkey: ValkeyProcess) -> None:
     """Redis restarted: every pooled connection is dead, yet the first poll once it is back is answered."""
     from quotas.connect import open_client
-    from tui.sources import CONSOLE_OPTIONS
+    from surgewatch.plan import CONSOLE_OPTIONS
 
     client = await open_client(valkey.url, **CONSOLE_OPTIONS)  # what the console opens
     try:

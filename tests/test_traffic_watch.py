@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from collectors.config import Settings
 from collectors.samples import TierTraffic, TrafficSample
 from quotas.keys import Keys
 from quotas.store import QuotaStore
 from sim.valkey import ValkeyProcess
+from surgewatch.redis_alerts import TrafficWatch
+from surgewatch.settings import Settings
+from surgewatch.thresholds import Thresholds
 from tui.app import create_app
-from tui.redis_alerts import TrafficWatch
 from tui.testing import wait_until
-from tui.thresholds import Thresholds
 
 TH = Thresholds()
 

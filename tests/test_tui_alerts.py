@@ -14,9 +14,9 @@ from collectors.samples import (
 )
 from quotas.errors import ErrorKind
 from quotas.model import Quota
-from tui.alerts import audit_event, gpu_events, node_events, quota_text, traffic_events
-from tui.model import GpuRowCache, build_gpu_rows, compute_kpis, format_age, node_label
-from tui.thresholds import Thresholds
+from surgewatch.alerts import audit_event, gpu_events, node_events, quota_text, traffic_events
+from surgewatch.kpis import GpuRowCache, build_gpu_rows, compute_kpis, format_age, node_label
+from surgewatch.thresholds import Thresholds
 
 TH = Thresholds()
 URL = "http://127.0.0.1:9401/metrics"

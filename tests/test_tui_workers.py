@@ -6,10 +6,10 @@ import pynvml
 import pytest
 from textual.widgets import DataTable
 
-from collectors.config import Settings
 from collectors.gpu import GpuCollector
 from collectors.samples import Source
 from quotas.model import QuotaError
+from surgewatch.settings import Settings
 from tests.conftest import L4_CAPTURE
 from tests.fakenvml import FakeGpu, FakeNvml
 from tui.app import create_app

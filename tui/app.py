@@ -14,20 +14,20 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from collectors.config import Settings
 from collectors.runner import SourceError, classify
 from collectors.samples import Source
 from quotas.errors import ErrorKind
-from tui.alerts import Event, audit_event
-from tui.failover import RedisLink, header_masters
-from tui.messages import QuotaChanged, QuotasLoaded, QuotasRestored, SubscriptionChanged, _Sampled
+from surgewatch.alerts import Event, audit_event
+from surgewatch.failover import RedisLink, header_masters
+from surgewatch.plan import Factory, SourceSpec, plan, redis_connector
+from surgewatch.settings import Settings
+from surgewatch.state import ConsoleState
+from surgewatch.thresholds import Thresholds
+from tui.messages import SAMPLED, QuotaChanged, QuotasLoaded, QuotasRestored, SubscriptionChanged, _Sampled
 from tui.screens.editor import QuotaEditor
 from tui.screens.help import HelpScreen
 from tui.screens.history import HistoryScreen
 from tui.screens.overview import EditableOverviewScreen, OverviewScreen
-from tui.sources import Factory, SourceSpec, plan, redis_connector
-from tui.state import ConsoleState
-from tui.thresholds import Thresholds
 from tui.widgets.events_log import EventLog
 
 RESTART_MAX_S = 30.0
@@ -59,7 +59,7 @@ class SurgewatchApp(RedisLink, App[int]):
     ) -> None:
         super().__init__()
         self.settings = settings
-        self.recorder = recorder  # collectors.record_writer.Recorder: gets what the console renders from
+        self.recorder = recorder  # surgewatch.recording.writer.Recorder: gets what the console renders from
         self.replay = replay  # tui.replay.Player: feeds the console from a recording instead
         self.thresholds = Thresholds.from_mapping(settings.thresholds)
         self.clock = clock
@@ -83,7 +83,7 @@ class SurgewatchApp(RedisLink, App[int]):
         self.client: Any = None  # opened by the first worker that needs it (self.connector): then the store
         self.store: Any = None
         self.connector: Any = None
-        self._masters: list[str] = []  # what the header names (tui.failover.RedisLink)
+        self._masters: list[str] = []  # what the header names (surgewatch.failover.RedisLink)
         self._primaries = 0
         self.sub_title = subtitle if subtitle is not None else self._default_subtitle()
         if settings.wall:
@@ -151,7 +151,7 @@ class SurgewatchApp(RedisLink, App[int]):
                     self.log.warning(f"backfill of {spec.name} failed: {e}")
             runner = Runner(collector, interval_s=spec.interval_s, timeout_s=spec.timeout_s,
                             backoff_max_s=spec.backoff_max_s, clock=self.clock)
-            await runner.run(lambda r: self.post_message(spec.message(r)))
+            await runner.run(lambda r: self.post_message(SAMPLED[spec.name](r)))
         finally:
             close = getattr(collector, "aclose", None)
             if close is not None:
@@ -431,7 +431,7 @@ def run_console(settings: Settings, *, record: str | None = None, keep_s: float 
     recorder = None
     try:
         if record is not None:
-            from collectors.record_writer import Recorder
+            from surgewatch.recording.writer import Recorder
 
             recorder = Recorder(record, keep_s=keep_s)  # a RecordingError is a ValueError: exit 2 below
         app = create_app(settings, recorder=recorder)

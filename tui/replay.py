@@ -12,12 +12,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from collectors.record_format import RecordingError
-from collectors.record_json import parse_time
-from collectors.record_reader import Change, Recording
 from collectors.samples import Source
+from surgewatch.recording.documents import parse_time
+from surgewatch.recording.format import RecordingError
+from surgewatch.recording.reader import Change, Recording
+from surgewatch.state import ConsoleState
 from tui.messages import SAMPLED, QuotaChanged, QuotasLoaded, SubscriptionChanged
-from tui.state import ConsoleState
 
 SPEEDS = (1, 10, 60)
 TICK_S = 0.1  # how often playing advances (60x: 6 recorded seconds per tick)

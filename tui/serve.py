@@ -26,7 +26,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from aiohttp.abc import AbstractAccessLogger
 
-from collectors.config import Settings
+from surgewatch.settings import Settings
 from tui.serve_page import FULL_PAGE, LOGIN_PAGE, PAGE
 
 log = logging.getLogger("surgewatch.serve")

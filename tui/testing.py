@@ -225,7 +225,7 @@ def frozen_app(
     redis_url: str | None = "redis://127.0.0.1:1/0", *, wall_cycle_s: float | None = None, **settings: Any
 ) -> Any:
     """The real app with no live sources and a frozen clock: feed it with `load_frozen` (tests, snapshots)."""
-    from collectors.config import Settings
+    from surgewatch.settings import Settings
     from tui.app import create_app
 
     extra = {} if wall_cycle_s is None else {"wall_cycle_s": wall_cycle_s}

@@ -1,7 +1,7 @@
 """The `surgewatch` command: global options, then a subcommand; none opens the console.
 
-Each layer registers its own subcommands (`quotas.commands`, `collectors.commands`, `tui.demo_cmd`), so this
-module only wires them. It imports nothing heavy at start: `surgewatch quota list` must not pay for
+Each subcommand lives in its own module of this package (`quota`, `collect`, `demo`, ...) and registers
+itself, so this module only wires them. It imports nothing heavy at start: `surgewatch quota list` must not pay for
 Textual.
 """
 
@@ -11,14 +11,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from collectors.config import ConfigError, Settings, resolve
+from surgewatch.settings import ConfigError, Settings, resolve
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from collectors import commands as collectors_cli
-    from collectors import record_cmd
-    from quotas import commands as quotas_cli
-    from tui import demo_cmd, guard_cmd, replay_cmd, serve_cmd
+    from surgewatch.cli import collect as collectors_cli
+    from surgewatch.cli import demo as demo_cmd
+    from surgewatch.cli import guard as guard_cmd
+    from surgewatch.cli import quota as quotas_cli
+    from surgewatch.cli import record as record_cmd
+    from surgewatch.cli import replay as replay_cmd
+    from surgewatch.cli import serve as serve_cmd
 
     p = argparse.ArgumentParser(
         prog="surgewatch",

@@ -1,6 +1,6 @@
 """`surgewatch quota export` and `quota import FILE`: the CLI of quotas.backup.
 
-Wired into `quota` by quotas.commands (which owns connecting, the deadline and the exit codes).
+Wired into `quota` by surgewatch.cli.quota (which owns connecting, the deadline and the exit codes).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Any
 
 from quotas.actor import default_actor
 from quotas.backup import Saved, parse_backup, restore
-from quotas.commands import (  # quotas.commands imports this module only in register()
+from quotas.model import QuotaError, validate_actor, validate_reason
+from surgewatch.cli.quota import (  # surgewatch.cli.quota imports this module only in register()
     EXIT_BAD_INPUT,
     EXIT_CONFLICT,
     EXIT_ERROR,
@@ -22,7 +23,6 @@ from quotas.commands import (  # quotas.commands imports this module only in reg
     _store,
     describe,
 )
-from quotas.model import QuotaError, validate_actor, validate_reason
 
 
 async def _export(client: Any, args: argparse.Namespace, settings: Any) -> int:

@@ -1,6 +1,6 @@
 """`surgewatch agent` and `surgewatch snapshot`.
 
-Handlers take `(args, settings)` with the resolved `collectors.config.Settings`. The snapshot's own
+Handlers take `(args, settings)` with the resolved `surgewatch.settings.Settings`. The snapshot's own
 `--nodes/--redis/--prometheus` default to SUPPRESS and
 so never clobber the global options; when given after the subcommand they win.
 Exit codes: 0 ran (failing sources are reported in the output), 1 agent could not serve, 2 bad input.
@@ -14,8 +14,8 @@ import json
 import sys
 from urllib.parse import urlsplit
 
-from collectors.config import Settings
 from collectors.nodes import NodeListError, parse_nodes, redact_url
+from surgewatch.settings import Settings
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -76,7 +76,7 @@ def _check_url(url: str, what: str, schemes: tuple[str, ...]) -> str:
 
 
 def snapshot_command(args: argparse.Namespace, settings: Settings) -> int:
-    from collectors.snapshot import render_text, take_snapshot
+    from surgewatch.snapshot import render_text, take_snapshot
 
     try:
         raw_nodes = getattr(args, "nodes", None)

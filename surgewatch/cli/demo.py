@@ -16,7 +16,7 @@ from dataclasses import replace
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from collectors.config import Settings
+from surgewatch.settings import Settings
 
 if TYPE_CHECKING:
     from textual.app import App
@@ -75,10 +75,10 @@ def _sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from collectors.record_format import RecordingError
     from quotas.errors import Unreachable
     from quotas.model import QuotaError
     from sim.world import DemoConfig, QuotaChange
+    from surgewatch.recording.format import RecordingError
 
     try:
         changes = tuple(QuotaChange.parse(c) for c in args.quota_change)
@@ -159,8 +159,8 @@ def run_interactive(
     config: DemoConfig, settings: Settings, *, redis_port: int | None = None, record: str | None = None
 ) -> int:
     """Start the world, open the console on it, and stop everything when the console closes."""
-    from collectors.record_writer import Recorder
     from sim.runner import WorldThread
+    from surgewatch.recording.writer import Recorder
 
     recorder = Recorder(record) if record else None  # a bad FILE is refused before anything starts
     world = WorldThread(config, redis_port=redis_port)
@@ -188,10 +188,10 @@ def record_headless(
     import threading
     import time
 
-    from collectors.record_daemon import record as record_world
-    from collectors.record_writer import Recorder
     from sim.runner import WorldThread
     from sim.world import Tick
+    from surgewatch.recording.daemon import record as record_world
+    from surgewatch.recording.writer import Recorder
 
     recorder = Recorder(record)
     done = threading.Event()

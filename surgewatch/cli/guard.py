@@ -19,8 +19,8 @@ import sys
 import time
 from typing import Any
 
-from collectors.config import ConfigError, Settings, config_path, load_file
-from collectors.guard_policy import DEFAULT_POLICY, GuardMode, Policy, load_policy
+from surgewatch.guard.policy import DEFAULT_POLICY, GuardMode, Policy, load_policy
+from surgewatch.settings import ConfigError, Settings, config_path, load_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -94,13 +94,13 @@ async def guard_loop(
     stop: asyncio.Event | None = None, say: Any = _say, actor: str | None = None,
 ) -> None:
     """Run the collectors the console would run and one guard on them until `stop` is set."""
-    from collectors.guard import Guard
-    from collectors.guard_board import Board
-    from collectors.guard_signals import observe
     from collectors.runner import Reading, Runner
     from collectors.samples import Source
     from quotas.store import QuotaStore
-    from tui.sources import plan, redis_connector
+    from surgewatch.guard.board import Board
+    from surgewatch.guard.loop import Guard
+    from surgewatch.guard.signals import observe
+    from surgewatch.plan import plan, redis_connector
 
     assert settings.redis_url is not None
     # one server, a cluster (detected, or --redis-cluster) or Sentinel, as the console opens it; a guard started

@@ -3,7 +3,7 @@
 Exit codes (a contract): 0 done; 1 other server error (permission denied, broken stored quota);
 2 bad input (the message says what is wrong and what is accepted; nothing is written);
 3 version conflict; 4 server unreachable (answered within 10 s). Messages go to stderr, without passwords.
-Handlers take `(args, settings)`: any `RedisSettings` (the console's `collectors.config.Settings` is one;
+Handlers take `(args, settings)`: any `RedisSettings` (the console's `surgewatch.settings.Settings` is one;
 this layer imports neither the collectors nor the UI).
 """
 
@@ -378,7 +378,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p_set.add_argument("--create", action="store_true", help="allow creating a tier that does not exist")
     p_set.set_defaults(func=_handler(_set, writes=True))
 
-    from quotas.backup_cmd import register_backup
+    from surgewatch.cli.backup import register_backup
 
     register_backup(qsub, _handler, _run)
 

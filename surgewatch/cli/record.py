@@ -15,14 +15,14 @@ from collections.abc import Iterable
 from types import FrameType
 from typing import Any
 
-from collectors.config import Settings
-from collectors.record_format import RecordingError
+from surgewatch.recording.format import RecordingError
+from surgewatch.settings import Settings
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add `record` to the `surgewatch` parser (`replay` is tui/replay_cmd.py's: it opens the console)."""
+    """Add `record` to the `surgewatch` parser (`replay` is surgewatch/cli/replay.py's: it opens the console)."""
     r = sub.add_parser(
         "record",
         help="record every configured source and the quota changes into FILE, headless (a black box)",
@@ -45,7 +45,7 @@ def _err(msg: str) -> None:
 def parse_keep_s(text: str | None) -> float | None:
     if text is None:
         return None
-    from collectors.record_json import parse_duration_s
+    from surgewatch.recording.documents import parse_duration_s
 
     keep = parse_duration_s(text)
     if keep < 60:
@@ -58,8 +58,8 @@ def _sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def record_command(args: argparse.Namespace, settings: Settings) -> int:
-    from collectors.record_daemon import record
-    from collectors.record_writer import Recorder
+    from surgewatch.recording.daemon import record
+    from surgewatch.recording.writer import Recorder
 
     try:
         keep_s = parse_keep_s(args.keep)
@@ -85,8 +85,8 @@ def record_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def replay_headless(args: argparse.Namespace) -> int:
     """`replay FILE --info`, `--json [--from T] [--to T] [--every S]`, `--at T`."""
-    from collectors.record_json import document, documents, info, info_text, parse_every_s, parse_time
-    from collectors.record_reader import Recording
+    from surgewatch.recording.documents import document, documents, info, info_text, parse_every_s, parse_time
+    from surgewatch.recording.reader import Recording
 
     try:
         rec = Recording(args.file)

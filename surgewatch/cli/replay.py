@@ -1,12 +1,12 @@
 """`surgewatch replay FILE`: the console on a recording; `--json`, `--at` and `--info` print instead
-(collectors/record_cmd.py, without loading Textual)."""
+(surgewatch/cli/record.py, without loading Textual)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from collectors.config import Settings
+from surgewatch.settings import Settings
 
 EXIT_BAD_INPUT = 2
 
@@ -36,15 +36,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.json or args.at is not None or args.info:
-        from collectors.record_cmd import replay_headless
+        from surgewatch.cli.record import replay_headless
 
         return replay_headless(args)
     if args.start is not None or args.stop is not None or args.every is not None:
         print("surgewatch: --from, --to and --every go with --json", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from collectors.record_format import RecordingError
-    from collectors.record_json import parse_time
-    from collectors.record_reader import Recording
+    from surgewatch.recording.documents import parse_time
+    from surgewatch.recording.format import RecordingError
+    from surgewatch.recording.reader import Recording
     from tui.app import create_app
     from tui.replay import Player
 

@@ -10,7 +10,7 @@ import signal
 import sys
 from urllib.parse import urlsplit
 
-from collectors.config import Settings
+from surgewatch.settings import Settings
 
 TOKEN_ENV = "SURGEWATCH_SERVE_TOKEN"
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import math
 
-from collectors.guard_policy import TierRule
 from quotas.model import Quota, QuotaSpec
+from surgewatch.guard.policy import TierRule
 
 
 def label(q: Quota | QuotaSpec) -> str:

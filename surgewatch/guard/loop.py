@@ -31,13 +31,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from collectors.guard_board import Board, Proposal, new_id
-from collectors.guard_cap import at_cap_floor, give_back_cap, label, shed_cap
-from collectors.guard_policy import GuardMode, Policy, SignalRule
-from collectors.guard_signals import Observation, Sustain, describe, excess_share, fmt, headroom_share
 from quotas.codec import EXPIRED_BY
 from quotas.errors import BrokenQuota, Conflict, Unreachable
 from quotas.model import Quota, QuotaError, QuotaSpec, iso
+from surgewatch.guard.board import Board, Proposal, new_id
+from surgewatch.guard.cap import at_cap_floor, give_back_cap, label, shed_cap
+from surgewatch.guard.policy import GuardMode, Policy, SignalRule
+from surgewatch.guard.signals import Observation, Sustain, describe, excess_share, fmt, headroom_share
 
 log = logging.getLogger(__name__)
 SYSTEM_ACTORS = (EXPIRED_BY, "surgewatch init")

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from collectors.config import ConfigError
 from quotas.model import MAX_TIER_CAP_RPS, QuotaError, parse_spec, validate_tier
+from surgewatch.settings import ConfigError
 
 GuardMode = Literal["propose", "auto"]
 Lever = Literal["limit", "cap"]  # what a step lowers: the per-user limit, or the tier cap (requests/s)

@@ -13,10 +13,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from collectors.guard_policy import Policy, SignalRule
 from collectors.reasons import BENIGN_THROTTLE
 from collectors.runner import Reading
 from collectors.samples import FleetSample, GpuSample, GpusSample, TierTraffic, TrafficSample
+from surgewatch.guard.policy import Policy, SignalRule
 
 
 def throttling(gpu: GpuSample) -> bool:

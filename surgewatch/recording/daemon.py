@@ -1,6 +1,6 @@
 """`surgewatch record FILE`: every configured collector, the quota change feed, no UI, into a recording.
 
-The same collectors, intervals and timeouts as the console (`tui/sources.py`), each driven by a
+The same collectors, intervals and timeouts as the console (`surgewatch/plan.py`), each driven by a
 `Runner`; the quota feed as the console subscribes to it (the quota list after every (re)subscription,
 the audit entries and the quota of each change). With `on_second`, once a second it hands out the
 `snapshot --json` document of what it recorded up to that whole second, the same document
@@ -18,12 +18,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from collectors.config import Settings
-from collectors.record_json import document
-from collectors.record_writer import Recorder
 from collectors.runner import Collector, Reading, Runner, SourceError, classify
 from collectors.samples import Source
 from quotas.errors import ErrorKind
+from surgewatch.recording.documents import document
+from surgewatch.recording.writer import Recorder
+from surgewatch.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ async def record(
     if settings.redis_url:
         from quotas.connect import Connector
 
-        # the console's client settings (tui/sources.py): short timeouts, so a dead server shows within seconds;
+        # the console's client settings (surgewatch/plan.py): short timeouts, so a dead server shows within seconds;
         # one server, a cluster (detected, or --redis-cluster) or Sentinel, as the console opens it
         connector = Connector(settings.redis_url, force_cluster=settings.redis_cluster, prefix=settings.prefix,
                               socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=5,

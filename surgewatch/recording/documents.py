@@ -9,13 +9,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from collectors.nodes import redact_url
-from collectors.record_format import RecordingError
-from collectors.record_reader import Recording, State
 from collectors.runner import Reading
 from collectors.samples import FleetSample, GpusSample, HostSample, Source, TrafficSample
-from collectors.snapshot import gpu_json, host_json, tiers_json
 from quotas.errors import redact
 from quotas.model import format_duration, iso
+from surgewatch.recording.format import RecordingError
+from surgewatch.recording.reader import Recording, State
+from surgewatch.snapshot import gpu_json, host_json, tiers_json
 
 _REL_RE = re.compile(r"^([+-])((?:[0-9]{1,6}[smhd])+)$")
 _PART_RE = re.compile(r"([0-9]+)([smhd])")

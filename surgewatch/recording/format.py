@@ -2,7 +2,7 @@
 
 Tables (README "Recordings" documents the same):
 - `meta(key, value)`: `format` = "surgewatch-recording", `format_version`, `codec_version`, `schema` (JSON:
-  the field names of every recorded class, see collectors/record_codec.py), `created_at`, `host`,
+  the field names of every recorded class, see surgewatch/recording/codec.py), `created_at`, `host`,
   `keep_s`, `kept_from` (epoch s: older data was dropped by --keep), `last_at` (epoch s of the last
   reading received: the recording's end, even when nothing changed since the last row).
 - `streams(id, name)`: one per thing that changes on its own: `reading:gpus`, `reading:host`,

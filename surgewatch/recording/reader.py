@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from collectors.record_codec import CodecError, Decoder
-from collectors.record_format import TOP_STREAMS, RecordingError, decompress, open_for_reading
 from collectors.runner import Reading, SourceError
 from collectors.samples import (
     FleetSample,
@@ -28,6 +26,8 @@ from collectors.samples import (
 )
 from quotas.model import Quota
 from quotas.store import AuditEntry
+from surgewatch.recording.codec import CodecError, Decoder
+from surgewatch.recording.format import TOP_STREAMS, RecordingError, decompress, open_for_reading
 
 SAMPLE_CLASS: dict[Source, type] = {Source.GPUS: GpusSample, Source.HOST: HostSample}
 CACHE_ROWS = 8192  # decoded pages/tiers kept: an unchanged page is the same objects on every step (identity)

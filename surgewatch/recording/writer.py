@@ -21,8 +21,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from collectors.record_codec import CODEC_VERSION, encode, schema
-from collectors.record_format import (
+from collectors.runner import Reading, SourceError
+from collectors.samples import FleetSample, Source, TrafficSample
+from quotas.model import Quota
+from surgewatch.recording.codec import CODEC_VERSION, encode, schema
+from surgewatch.recording.format import (
     FORMAT,
     FORMAT_VERSION,
     KEYFRAME_S,
@@ -32,9 +35,6 @@ from collectors.record_format import (
     dumps,
     open_for_writing,
 )
-from collectors.runner import Reading, SourceError
-from collectors.samples import FleetSample, Source, TrafficSample
-from quotas.model import Quota
 
 log = logging.getLogger(__name__)
 

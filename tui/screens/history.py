@@ -11,7 +11,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
-from tui.alerts import quota_text
+from surgewatch.alerts import quota_text
 
 HISTORY_COUNT = 50
 

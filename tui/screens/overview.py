@@ -14,7 +14,7 @@ from textual.screen import Screen
 from textual.widgets import Header, Input, Static, TabbedContent, TabPane
 
 from collectors.samples import Source
-from tui.state import ConsoleState
+from surgewatch.state import ConsoleState
 from tui.widgets.events_log import EventLog, IncidentBar
 from tui.widgets.fit_footer import FitFooter
 from tui.widgets.gpu_table import GpuTable

@@ -7,7 +7,7 @@ import time
 from rich.text import Text
 from textual.widgets import RichLog, Static
 
-from tui.alerts import Event
+from surgewatch.alerts import Event
 
 SEVERITY_STYLE = {"info": "cyan", "warn": "yellow", "crit": "bold red"}
 

@@ -6,8 +6,8 @@ from textual.binding import Binding
 from textual.reactive import reactive
 from textual.widgets import DataTable
 
-from tui.model import GpuRow, format_age, mem_pct, mig_summary, near_full, short_model
-from tui.thresholds import BAD, OK, STALE, WARN, Thresholds
+from surgewatch.kpis import GpuRow, format_age, mem_pct, mig_summary, near_full, short_model
+from surgewatch.thresholds import BAD, OK, STALE, WARN, Thresholds
 from tui.widgets.cells import Cell, num_cell, sort_key
 from tui.widgets.live_table import LiveTable
 

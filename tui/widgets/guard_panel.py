@@ -1,7 +1,7 @@
 """The Guard panel: what `surgewatch guard` is doing and the proposal it makes, in every console.
 
 Hidden while no guard runs (its status key has lapsed) and nothing is proposed. The board is read by
-a worker once per console interval (collectors.guard_board: two round trips); results arrive as
+a worker once per console interval (surgewatch.guard.board: two round trips); results arrive as
 past-tense messages and the panel only renders them. `a` accepts the open proposal as the operator's
 own change (their name, compare-and-set on the version the guard read), `x` dismisses it.
 """
@@ -17,10 +17,10 @@ from rich.text import Text
 from textual.message import Message
 from textual.widgets import Static
 
-from collectors.guard_board import Board, Proposal
-from collectors.guard_cap import label
 from collectors.runner import classify
 from quotas.model import format_duration
+from surgewatch.guard.board import Board, Proposal
+from surgewatch.guard.cap import label
 
 
 @dataclass(eq=False)

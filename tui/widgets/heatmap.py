@@ -17,8 +17,8 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets import Static
 
-from tui.model import GpuRow
-from tui.thresholds import LOST_COLOUR, NA_COLOUR, TEMP_RAMP, UTIL_RAMP, Thresholds, ramp_colour
+from surgewatch.kpis import GpuRow
+from surgewatch.thresholds import LOST_COLOUR, NA_COLOUR, TEMP_RAMP, UTIL_RAMP, Thresholds, ramp_colour
 
 T = TypeVar("T")
 _STYLES: dict[str, Style] = {}

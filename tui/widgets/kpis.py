@@ -9,8 +9,8 @@ from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Digits, Label, Static
 
-from tui.model import Kpis, format_age
-from tui.thresholds import BAD, DIM, OK, WARN, Thresholds
+from surgewatch.kpis import Kpis, format_age
+from surgewatch.thresholds import BAD, DIM, OK, WARN, Thresholds
 
 
 def _num(v: float | None, fmt: str = "{:.0f}", unit: str = "") -> str:

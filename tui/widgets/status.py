@@ -7,7 +7,7 @@ from textual.reactive import reactive
 from textual.widgets import Static
 
 from collectors.samples import HostSample
-from tui.model import format_age
+from surgewatch.kpis import format_age
 
 
 class Banner(Static):

@@ -15,9 +15,9 @@ from textual.widget import Widget
 
 from collectors.samples import TrafficSample
 from quotas.model import Quota
-from tui.alerts import Event
-from tui.model import GpuRow, format_age, short_model
-from tui.thresholds import BAD, DIM, STALE, WARN, Thresholds
+from surgewatch.alerts import Event
+from surgewatch.kpis import GpuRow, format_age, short_model
+from surgewatch.thresholds import BAD, DIM, STALE, WARN, Thresholds
 from tui.widgets.events_log import event_line
 from tui.widgets.gpu_table import STATUS_STYLE
 from tui.widgets.tiers import TierOrder, tier_cells

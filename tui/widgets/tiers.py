@@ -13,8 +13,8 @@ from textual.widgets import Label, Sparkline, Static
 
 from collectors.samples import TierTraffic, TrafficSample
 from quotas.model import Quota, format_duration
-from tui.model import format_age
-from tui.thresholds import BAD, STALE, WARN, Thresholds
+from surgewatch.kpis import format_age
+from surgewatch.thresholds import BAD, STALE, WARN, Thresholds
 from tui.widgets.cells import Cell, num_cell
 from tui.widgets.live_table import LiveTable
 

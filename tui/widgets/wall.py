@@ -12,7 +12,7 @@ from textual.widgets import Digits, Label, Static
 
 from collectors.samples import TrafficSample
 from quotas.model import Quota
-from tui.thresholds import BAD, OK, WARN, Thresholds
+from surgewatch.thresholds import BAD, OK, WARN, Thresholds
 from tui.widgets.tiers import TierOrder
 
 MAX_WALL_TIERS = 8
