@@ -60,6 +60,10 @@ def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.2) -> bool:
         return False
 
 
+class PortTaken(RuntimeError):
+    """The server could not start on its ports (in use, or it exited at start)."""
+
+
 class ValkeyProcess:
     """One valkey-server process. No persistence unless asked; stop() always reaps it."""
 
@@ -69,11 +73,20 @@ class ValkeyProcess:
         *,
         host: str = "127.0.0.1",
         cluster: bool = False,
+        cluster_port: int | None = None,
         extra_args: list[str] | None = None,
+        start_attempts: int = 5,
     ) -> None:
         self.host = host
+        # A port we picked ourselves was only free when we looked: another process may take it before the
+        # server binds it. Such ports are picked again when the server dies at start (a port given to us, as
+        # a restart on the same port, is not: that failure is the caller's to see).
+        self._own_ports = port is None and (cluster_port is None or not cluster)
         self.port = port or free_port(host)
         self.cluster = cluster
+        # the cluster bus: explicit, since port + 10000 may be taken or past 65535 for a random free port
+        self.cluster_port = (cluster_port or free_port(host)) if cluster else None
+        self.start_attempts = max(1, start_attempts)
         self.extra_args = list(extra_args or [])
         self._dir = Path(tempfile.mkdtemp(prefix="surgewatch-valkey-"))
         self._proc: subprocess.Popen[bytes] | None = None
@@ -88,9 +101,24 @@ class ValkeyProcess:
         return f"redis://{self.host}:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> ValkeyProcess:
+        attempts = self.start_attempts if self._own_ports else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start_once(timeout)
+                self._own_ports = False  # once it has served on them, a restart keeps its ports
+                return self
+            except PortTaken:
+                if attempt == attempts:
+                    raise
+                self.port = free_port(self.host)
+                if self.cluster:
+                    self.cluster_port = free_port(self.host)
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> ValkeyProcess:
         if port_open(self.port, self.host):
             # otherwise the other listener would pass for our server while valkey-server exits at bind
-            raise RuntimeError(f"cannot start valkey-server on {self.host}:{self.port}: the port is in use")
+            raise PortTaken(f"cannot start valkey-server on {self.host}:{self.port}: the port is in use")
         args = [
             str(valkey_binary()),
             "--port", str(self.port),
@@ -103,7 +131,8 @@ class ValkeyProcess:
             "--logfile", str(self._dir / "valkey.log"),
         ]
         if self.cluster:
-            args += ["--cluster-enabled", "yes", "--cluster-config-file", str(self._dir / "nodes.conf")]
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", str(self._dir / "nodes.conf"),
+                     "--cluster-port", str(self.cluster_port)]
         args += self.extra_args
         # A new session so Ctrl+C in the demo's terminal reaches us, not the server, and we stop it in order;
         # and on Linux the kernel stops it when we die however we die (SIGKILL, a closed terminal's SIGHUP)
@@ -114,7 +143,10 @@ class ValkeyProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError(f"valkey-server exited at start: {self.log_tail()}")
+                # most often a port taken between our look and its bind (we do not read its words for that:
+                # a server that dies at start for another reason dies again on new ports, and the last try says why)
+                self._proc = None
+                raise PortTaken(f"valkey-server exited at start: {self.log_tail()}")
             if port_open(self.port, self.host):
                 return self
             time.sleep(0.02)

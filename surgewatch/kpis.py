@@ -213,6 +213,38 @@ def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+@dataclass(frozen=True, slots=True)
+class FleetFigures:
+    """The fleet's figures over a set of live GPUs, with a Prometheus summary merged in: the one
+    computation behind the console's KPI strip and what the guard sees. None: no GPU reports it."""
+
+    gpus: int = 0
+    hot: int = 0
+    throttled: int = 0
+    util_n: int = 0
+    util_mean_pct: float | None = None
+    util_max_pct: float | None = None
+    temp_n: int = 0
+    temp_mean_c: float | None = None
+    temp_max_c: float | None = None
+    power_w: float | None = None
+
+
+def fleet_figures(live: list[GpuSample], hot_c: float, summary: FleetSummary | None = None) -> FleetFigures:
+    """Figures of `live` GPUs, merged with `summary` (Prometheus' figures of every GPU that is up, which
+    `live` must then leave out: the local GPUs and the last-known GPUs of down nodes are not in it)."""
+    utils = [g.util_pct for g in live if g.util_pct is not None]
+    temps = [g.temp_c for g in live if g.temp_c is not None]
+    powers = [g.power_w for g in live if g.power_w is not None]
+    f = FleetFigures(
+        gpus=len(live), hot=sum(1 for t in temps if t >= hot_c), throttled=sum(1 for g in live if is_throttled(g)),
+        util_n=len(utils), util_mean_pct=_mean(utils), util_max_pct=max(utils) if utils else None,
+        temp_n=len(temps), temp_mean_c=_mean(temps), temp_max_c=max(temps) if temps else None,
+        power_w=sum(powers) if powers else None,
+    )
+    return f if summary is None else _with_summary(f, summary)
+
+
 def compute_kpis(
     rows: tuple[GpuRow, ...], traffic: Reading[Any] | None, readings: list[Reading[Any]], now: float, th: Thresholds
 ) -> Kpis:
@@ -227,10 +259,7 @@ def compute_kpis(
         # those; local GPUs and down nodes' last-known GPUs are not in it
         rows = tuple(r for r in rows if r.key.startswith("local#") or r.status == "down")
     live = [r.gpu for r in rows if r.gpu.status != "lost"]
-    utils = [g.util_pct for g in live if g.util_pct is not None]
-    temps = [g.temp_c for g in live if g.temp_c is not None]
-    powers = [g.power_w for g in live if g.power_w is not None]
-    hot = sum(1 for g in live if g.temp_c is not None and g.temp_c >= th.temp_hot_c)
+    f = fleet_figures(live, th.temp_hot_c, summary)
     rps = reject = None
     if traffic is not None and isinstance(traffic.sample, TrafficSample):
         acc = sum(t.accepted_rps for t in traffic.sample.tiers)
@@ -238,28 +267,27 @@ def compute_kpis(
         rps = acc + rej
         reject = 100.0 * rej / rps if rps > 0 else 0.0
     ages = [a for a in (r.age_s(now) for r in readings if r.sample is not None) if a is not None]
-    k = Kpis(
-        gpus=len(rows),
-        healthy=sum(1 for r in rows if r.status == "ok"),
+    return Kpis(
+        gpus=len(rows) + (summary.gpus if summary is not None else 0),
+        healthy=sum(1 for r in rows if r.status == "ok") + (summary.healthy if summary is not None else 0),
         gpuless_nodes=placeholders,
         ignored_values=ignored,
-        hot=hot,
-        throttled=sum(1 for g in live if is_throttled(g)),
+        hot=f.hot,
+        throttled=f.throttled,
         lost=sum(1 for r in rows if r.status == "lost"),
-        util_mean_pct=_mean(utils),
-        util_max_pct=max(utils) if utils else None,
-        temp_mean_c=_mean(temps),
-        temp_max_c=max(temps) if temps else None,
-        power_w=sum(powers) if powers else None,
+        util_mean_pct=f.util_mean_pct,
+        util_max_pct=f.util_max_pct,
+        temp_mean_c=f.temp_mean_c,
+        temp_max_c=f.temp_max_c,
+        power_w=f.power_w,
         rps=rps,
         reject_pct=reject,
         oldest_age_s=max(ages) if ages else None,
     )
-    return k if summary is None else _with_summary(k, len(utils), len(temps), summary)
 
 
-def _with_summary(k: Kpis, util_n: int, temp_n: int, s: FleetSummary) -> Kpis:
-    """The KPIs of the rows outside a Prometheus summary (local GPUs, down nodes) merged with it."""
+def _with_summary(f: FleetFigures, s: FleetSummary) -> FleetFigures:
+    """The figures of the GPUs outside a Prometheus summary (local GPUs, down nodes) merged with it."""
     def mean(a: float | None, na: int, b: float | None, nb: int) -> float | None:
         na, nb = (na if a is not None else 0), (nb if b is not None else 0)
         return ((a or 0.0) * na + (b or 0.0) * nb) / (na + nb) if na + nb else None
@@ -268,10 +296,10 @@ def _with_summary(k: Kpis, util_n: int, temp_n: int, s: FleetSummary) -> Kpis:
         return max((v for v in (a, b) if v is not None), default=None)
 
     return replace(
-        k, gpus=k.gpus + s.gpus, healthy=k.healthy + s.healthy, hot=k.hot + s.hot, throttled=k.throttled + s.throttled,
-        util_mean_pct=mean(k.util_mean_pct, util_n, s.util_mean_pct, s.util_n),
-        util_max_pct=top(k.util_max_pct, s.util_max_pct),
-        temp_mean_c=mean(k.temp_mean_c, temp_n, s.temp_mean_c, s.temp_n),
-        temp_max_c=top(k.temp_max_c, s.temp_max_c),
-        power_w=None if k.power_w is None and s.power_w is None else (k.power_w or 0.0) + (s.power_w or 0.0),
+        f, gpus=f.gpus + s.gpus, hot=f.hot + s.hot, throttled=f.throttled + s.throttled,
+        util_n=f.util_n + s.util_n, util_mean_pct=mean(f.util_mean_pct, f.util_n, s.util_mean_pct, s.util_n),
+        util_max_pct=top(f.util_max_pct, s.util_max_pct),
+        temp_n=f.temp_n + s.temp_n, temp_mean_c=mean(f.temp_mean_c, f.temp_n, s.temp_mean_c, s.temp_n),
+        temp_max_c=top(f.temp_max_c, s.temp_max_c),
+        power_w=None if f.power_w is None and s.power_w is None else (f.power_w or 0.0) + (s.power_w or 0.0),
     )

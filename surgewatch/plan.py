@@ -76,9 +76,11 @@ class Connected:
             await self._inner.aclose()
 
 
-def plan(settings: Settings, client: Any | None, overrides: dict[Source, Factory] | None = None) -> list[SourceSpec]:
+def plan(settings: Settings, client: Any | None, overrides: dict[Source, Factory] | None = None, *,
+         local: bool = True) -> list[SourceSpec]:
     """The sources for these settings. `client`: a Redis client, or a `redis_connector` (opened on first
-    use). `overrides` replaces a source's factory (tests: fake NVML)."""
+    use). `overrides` replaces a source's factory (tests: fake NVML). `local=False` leaves out this
+    machine's GPUs and host (`record --no-local`)."""
     overrides = overrides or {}
     iv = settings.interval_s
 
@@ -123,7 +125,7 @@ def plan(settings: Settings, client: Any | None, overrides: dict[Source, Factory
     def spec(source: Source, make: Factory, timeout_s: float, backoff_max_s: float = 30.0) -> SourceSpec:
         return SourceSpec(source, overrides.get(source, make), iv, timeout_s, backoff_max_s)
 
-    specs = [spec(Source.GPUS, gpu, max(2.0, iv)), spec(Source.HOST, host, max(2.0, iv))]
+    specs = [spec(Source.GPUS, gpu, max(2.0, iv)), spec(Source.HOST, host, max(2.0, iv))] if local else []
     if settings.nodes or settings.prometheus or Source.FLEET in overrides:
         # nodes are scraped no faster than node_interval_s by the collector itself; polling it at the
         # console's rate just picks up whichever nodes answered

@@ -23,18 +23,9 @@ SOURCE_LABEL = {
     Source.GPUS: "local GPUs (NVML)", Source.HOST: "local host", Source.FLEET: "fleet nodes",
     Source.TRAFFIC: "Redis traffic",
 }
-# what each kind of Redis failure is, in the operator's words (the banner's heading)
-REDIS_HEADING = {
-    ErrorKind.AUTH_FAILED: "Redis refused the login",
-    ErrorKind.OUT_OF_MEMORY: "Redis is out of memory",
-    ErrorKind.READ_ONLY_REPLICA: "Redis is a read-only replica",
-    ErrorKind.PERSISTENCE_ERROR: "Redis refuses writes (it cannot save to disk)",
-    ErrorKind.LOADING: "Redis is loading its data",
-    ErrorKind.UNAVAILABLE: "Redis cannot take calls now",
-    ErrorKind.BAD_DATA: "Redis holds bad data",
-    ErrorKind.ERROR: "Redis answered with an error",
-}
-# the server answers, but in a state where gateways' decisions fail or are refused (redis.status)
+# Redis's named states in the operator's words (the banner's heading): one table, whichever route says it
+# (a failing call's ErrorKind, or the traffic poll's redis.status: the same names), so one state never
+# reads two ways depending on which arrived first
 HEALTH_HEADING = {
     "out_of_memory": "REDIS OUT OF MEMORY",
     "read_only_replica": "REDIS IS A READ-ONLY REPLICA",
@@ -43,6 +34,11 @@ HEALTH_HEADING = {
     "bad_data": "BAD DATA IN REDIS",
     "no_tiers": "REDIS HOLDS NO TIERS",
     "unavailable": "REDIS CANNOT DECIDE NOW",
+}
+REDIS_HEADING: dict[str, str] = {
+    **HEALTH_HEADING,
+    ErrorKind.AUTH_FAILED: "Redis refused the login",
+    ErrorKind.ERROR: "Redis answered with an error",
 }
 # why there are no local GPUs, in a few words, where the fleet's GPUs fill the panel anyway
 LOCAL_GPU_SHORT = {"no_library": "no NVML library", "no_driver": "no NVIDIA driver", "no_gpus": "none",

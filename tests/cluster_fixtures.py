@@ -101,9 +101,8 @@ class Cluster:
 
 def start_cluster() -> Cluster:
     """Six cluster-enabled nodes: three masters with every slot, each with one synced replica."""
-    # explicit bus ports: port+10000 may be taken or past 65535 for a random free port
     args = ["--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--cluster-replica-validity-factor", "0"]
-    nodes = [ValkeyProcess(cluster=True, extra_args=["--cluster-port", str(free_port()), *args]) for _ in range(6)]
+    nodes = [ValkeyProcess(cluster=True, extra_args=args) for _ in range(6)]
     cluster = Cluster(nodes[:3], nodes[3:])
     try:
         for n in nodes:
@@ -112,8 +111,7 @@ def start_cluster() -> Cluster:
         for c, (lo, hi) in zip(clients, SLOTS, strict=False):
             c.execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)
         for n in nodes[1:]:
-            bus = int(n.extra_args[1])
-            clients[0].execute_command("CLUSTER", "MEET", n.host, n.port, bus)
+            clients[0].execute_command("CLUSTER", "MEET", n.host, n.port, n.cluster_port)
         until(lambda: all(c.cluster("info")["cluster_known_nodes"] == "6" for c in clients), "every node met")
         for master, replica in zip(clients[:3], clients[3:], strict=True):
             replica.execute_command("CLUSTER", "REPLICATE", master.execute_command("CLUSTER", "MYID"))

@@ -59,7 +59,9 @@ async def test_a_call_the_race_catches_twice_names_the_server_unreachable(
         await write_under_a_close(valkey)
         return await redis_client.ping()
 
-    with pytest.raises(Unreachable, match=rf"Redis at {valkey.host}:{valkey.port} .*connection closed under a write"):
+    # what matters is our classification and the server named; redis-py's own words vary by release
+    # (8.2 says "Connection closed by the server before write" where the race itself said otherwise)
+    with pytest.raises(Unreachable, match=rf"Redis at {valkey.host}:{valkey.port}\b"):
         await bounded(redis_client, call, 5.0)
 
 

@@ -15,7 +15,7 @@ from quotas.library import library_version
 from quotas.limiter import Limiter
 from quotas.model import QuotaSpec
 from quotas.store import SEED_TIERS, QuotaStore
-from sim.valkey import ValkeyProcess, free_port
+from sim.valkey import ValkeyProcess
 
 SLOTS = [(0, 5460), (5461, 10922), (10923, 16383)]
 
@@ -35,17 +35,15 @@ def port_of(node: ClusterNode) -> int:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[list[ValkeyProcess]]:
     """Three cluster-enabled masters joined with CLUSTER MEET and ADDSLOTSRANGE from redis-py."""
-    # explicit bus ports: port+10000 may be taken or past 65535 for a random free port
-    bus = [free_port() for _ in range(3)]
-    nodes = [ValkeyProcess(cluster=True, extra_args=["--cluster-port", str(b)]) for b in bus]
+    nodes = [ValkeyProcess(cluster=True) for _ in range(3)]
     try:
         for n in nodes:
             n.start()
         clients = [redis.Redis(host=n.host, port=n.port, socket_timeout=5) for n in nodes]
         for c, (lo, hi) in zip(clients, SLOTS, strict=True):
             c.execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)
-        for n, b in zip(nodes[1:], bus[1:], strict=True):
-            clients[0].execute_command("CLUSTER", "MEET", n.host, n.port, b)
+        for n in nodes[1:]:
+            clients[0].execute_command("CLUSTER", "MEET", n.host, n.port, n.cluster_port)
         deadline = time.monotonic() + 20
         while not all(c.cluster("info")["cluster_state"] == "ok" for c in clients):
             assert time.monotonic() < deadline, "cluster did not reach cluster_state:ok"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from collectors.runner import Reading, SourceError
 from collectors.samples import (
     FleetSample,
@@ -16,6 +18,7 @@ from quotas.errors import ErrorKind
 from quotas.model import Quota
 from surgewatch.alerts import audit_event, gpu_events, node_events, quota_text, traffic_events
 from surgewatch.kpis import GpuRowCache, build_gpu_rows, compute_kpis, format_age, node_label
+from surgewatch.state import HEALTH_HEADING, ConsoleState
 from surgewatch.thresholds import Thresholds
 
 TH = Thresholds()
@@ -161,3 +164,11 @@ def test_an_unchanged_page_gives_the_same_row_objects() -> None:
     assert c[0] is not b[0] and c[0].gpu.temp_c == 51.0
     down = rows(111.0, changed, "down", cache)
     assert [r.status for r in down] == ["down", "down"]
+
+
+@pytest.mark.parametrize("kind", [k for k in ErrorKind if k.value in HEALTH_HEADING])
+def test_a_redis_state_reads_the_same_whichever_route_reports_it(kind: ErrorKind) -> None:
+    """A failing call (the change feed) names a Redis state with the traffic poll's own words."""
+    state = ConsoleState(Thresholds(), lambda: 0.0, redis_configured=True)
+    state.subscription_error = SourceError(kind, "details")
+    assert state.banner()[1].startswith(HEALTH_HEADING[kind.value] + ": details")

@@ -18,8 +18,9 @@ from collectors.runner import SourceError, classify
 from collectors.samples import Source
 from quotas.errors import ErrorKind
 from surgewatch.alerts import Event, audit_event
-from surgewatch.failover import RedisLink, header_masters
-from surgewatch.plan import Factory, SourceSpec, plan, redis_connector
+from surgewatch.failover import header_masters, master_moves, masters
+from surgewatch.plan import Factory, SourceSpec, plan
+from surgewatch.session import Session
 from surgewatch.settings import Settings
 from surgewatch.state import ConsoleState
 from surgewatch.thresholds import Thresholds
@@ -33,7 +34,7 @@ from tui.widgets.events_log import EventLog
 RESTART_MAX_S = 30.0
 
 
-class SurgewatchApp(RedisLink, App[int]):
+class SurgewatchApp(App[int]):
     """GPU health, per-tier traffic and live quotas in one terminal."""
 
     TITLE = "surgewatch"
@@ -72,7 +73,6 @@ class SurgewatchApp(RedisLink, App[int]):
         )
         self._factories = collector_factories or {}
         self._subscribe = bool(settings.redis_url) if subscribe is None else subscribe
-        self._actor = actor
         self._wall_cycle_s = wall_cycle_s
         # the redraw period: the console's interval by default; None redraws on every reading (tests)
         self._tick_s = settings.interval_s if tick_s is not None and tick_s < 0 else tick_s
@@ -80,10 +80,9 @@ class SurgewatchApp(RedisLink, App[int]):
         self._restarts: dict[str, int] = {}
         self._audit_seen: set[str] = set()
         self._dirty: set[Source] = set()
-        self.client: Any = None  # opened by the first worker that needs it (self.connector): then the store
-        self.store: Any = None
-        self.connector: Any = None
-        self._masters: list[str] = []  # what the header names (surgewatch.failover.RedisLink)
+        # the Redis link, the store, the operator and read-only: the one thing that writes
+        self.session = Session(settings, actor=actor, read_only=self.read_only)
+        self._masters: list[str] = []  # what the header names (a failover moves them)
         self._primaries = 0
         self.sub_title = subtitle if subtitle is not None else self._default_subtitle()
         if settings.wall:
@@ -102,9 +101,15 @@ class SurgewatchApp(RedisLink, App[int]):
         return " · ".join(parts)
 
     # ----- lifecycle
+    @property
+    def connector(self) -> Any:
+        return self.session.connector
+
+    @property
+    def store(self) -> Any:
+        return self.session.store
+
     def on_mount(self) -> None:
-        if self.settings.redis_url:
-            self.connector = redis_connector(self.settings)
         if self.replay is not None:
             from tui.screens.replay import ReplayOverviewScreen
 
@@ -129,8 +134,7 @@ class SurgewatchApp(RedisLink, App[int]):
     async def on_unmount(self) -> None:
         if self.recorder is not None:
             self.recorder.close()  # writes the last batch (at most half a second of readings)
-        if self.connector is not None:
-            await self.connector.aclose()
+        await self.session.aclose()
 
     def start_source(self, name: Source) -> None:
         self.run_worker(self._run_source(self._specs[name]), name=name, group=name, exit_on_error=False)
@@ -214,20 +218,20 @@ class SurgewatchApp(RedisLink, App[int]):
         first = True
         async for ev in quota_events(self.connector.subscriber, self.settings.prefix):
             try:
-                await self.open_store()
+                store = await self.session.open_store()
                 if ev.kind == "disconnected":
                     kind = ev.error_kind or ErrorKind.UNREACHABLE
                     lost = SourceError(kind, f"quota change feed lost: {ev.error}")
                     self.post_message(SubscriptionChanged(False, lost))
                 elif ev.kind == "resubscribed":
                     self.post_message(SubscriptionChanged(True))
-                    self.post_message(QuotasLoaded(await self.store.list()))
+                    self.post_message(QuotasLoaded(await store.list()))
                     if first:  # the recent changes give the events panel context at start
-                        self.post_message(QuotaChanged("*", list(reversed(await self.store.history(None, 5)))))
+                        self.post_message(QuotaChanged("*", list(reversed(await store.history(None, 5)))))
                         first = False
                 elif ev.tier:
-                    q = await self.store.get(ev.tier)
-                    entries = await self.store.history(ev.tier, count=5)
+                    q = await store.get(ev.tier)
+                    entries = await store.history(ev.tier, count=5)
                     self.post_message(QuotaChanged(ev.tier, list(reversed(entries)), q))
             except asyncio.CancelledError:
                 raise
@@ -293,15 +297,12 @@ class SurgewatchApp(RedisLink, App[int]):
         if quota is None:
             self.notify(f"No quota known for tier {tier!r} yet.", severity="warning")
             return
-        from quotas.actor import default_actor
-
-        actor = self._actor or default_actor()
-        self.push_screen(QuotaEditor(self.store, quota, actor), self._edited)
+        self.push_screen(QuotaEditor(self.session, quota), self._edited)
 
     async def _store_then(self, then: Callable[[], None]) -> None:
         """Open the quota store (a worker: connecting is I/O), then run `then`; say why when it cannot."""
         try:
-            await self.open_store()
+            await self.session.open_store()
         except Exception as e:
             self.notify(f"Cannot reach Redis to change quotas: {classify(e)}", severity="error")
             return
@@ -328,25 +329,22 @@ class SurgewatchApp(RedisLink, App[int]):
         if refusal:
             self.notify(f"Restore refused: {refusal}.", severity="error")
             return
-        from quotas.actor import default_actor
         from tui.screens.restore import RestoreScreen, restore_reason
 
-        actor = self._actor or default_actor()
+        actor = self.session.actor
         reason = restore_reason(actor, self.state.last_known_at)
 
         def confirmed(ok: bool | None) -> None:
             if ok:
-                self.run_worker(self._restore(quotas, actor, reason), name="restore", group="restore",
+                self.run_worker(self._restore(quotas, reason), name="restore", group="restore",
                                 exit_on_error=False)
 
         self.push_screen(RestoreScreen(quotas, actor, reason), confirmed)
 
-    async def _restore(self, quotas: list[Any], actor: str, reason: str) -> None:
-        """Write the quotas back through the store (CAS, one audit entry each); the outcome as a message."""
-        from quotas.backup import Saved, restore
-
+    async def _restore(self, quotas: list[Any], reason: str) -> None:
+        """Write the quotas back through the session (CAS, one audit entry each); the outcome as a message."""
         try:
-            outcomes = await restore(self.store, [Saved.of(q) for q in quotas], actor=actor, reason=reason)
+            outcomes = await self.session.restore(quotas, reason=reason)
         except Exception as e:
             self.post_message(QuotasRestored([], classify(e)))
             return
@@ -374,6 +372,26 @@ class SurgewatchApp(RedisLink, App[int]):
         from tui.widgets.guard_panel import dismiss
 
         dismiss(self)
+
+    def _store_missing(self, what: str) -> bool:
+        """True (and says why) when there is no store to use: no Redis configured, or not connected yet."""
+        why = self.session.missing(what)
+        if why is not None:
+            self.notify(why, severity="warning")
+        return why is not None
+
+    def _traffic_masters(self, reading: Any) -> None:
+        """A failover seen in the readings: an event per tier whose master moved; the header's masters."""
+        self.session.adopt()  # the traffic worker opened the client first: the store shares it
+        sample, prev = reading.sample, self.state.traffic
+        if sample is None or sample is prev:
+            return
+        self._events(master_moves(prev, sample, self.clock()))
+        now = masters(sample.tiers)
+        primaries = self.session.primaries()
+        if (now, primaries) != (self._masters, self._primaries):
+            self._masters, self._primaries = now, primaries
+            self.sub_title = self._default_subtitle()
 
     def action_history(self) -> None:
         if self._store_missing("show the quota history"):

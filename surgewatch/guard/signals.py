@@ -9,18 +9,15 @@ figures older than a few seconds. `Sustain` tracks how long each signal has been
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from collectors.reasons import BENIGN_THROTTLE
 from collectors.runner import Reading
-from collectors.samples import FleetSample, GpuSample, GpusSample, TierTraffic, TrafficSample
+from collectors.samples import FleetSample, FleetSummary, GpuSample, GpusSample, TierTraffic, TrafficSample
 from surgewatch.guard.policy import Policy, SignalRule
-
-
-def throttling(gpu: GpuSample) -> bool:
-    return any(r not in BENIGN_THROTTLE for r in gpu.throttle)
+from surgewatch.kpis import fleet_figures
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +36,13 @@ class Observation:
 
 
 def _gpus(gpus: Reading[Any] | None, fleet: Reading[Any] | None, now: float, max_age_s: float
-          ) -> tuple[list[GpuSample], int]:
-    """The fresh GPUs, and how many more are known but stale or lost."""
+          ) -> tuple[list[GpuSample], int, FleetSummary | None]:
+    """The fresh GPUs, how many more are known but stale or lost, and a fresh Prometheus summary of the
+    GPUs that are up (a large fleet: its up nodes' GPUs in the sample are only the worst few, and the
+    summary stands for all of them; the console's figures read it the same way, surgewatch.kpis)."""
     fresh: list[GpuSample] = []
     stale = 0
+    summary: FleetSummary | None = None
     if gpus is not None and isinstance(gpus.sample, GpusSample) and gpus.sample.status == "ok":
         old = (gpus.age_s(now) or 0.0) > max_age_s
         for g in gpus.sample.gpus:
@@ -52,14 +52,22 @@ def _gpus(gpus: Reading[Any] | None, fleet: Reading[Any] | None, now: float, max
                 fresh.append(g)
     if fleet is not None and isinstance(fleet.sample, FleetSample):
         old = (fleet.age_s(now) or 0.0) > max_age_s
+        s = fleet.sample.summary
+        if s is not None:
+            if old:
+                stale += s.gpus
+            else:
+                summary = s
         for node in fleet.sample.nodes:
             node_old = old or node.status != "up" or now - node.taken_at > max_age_s
+            if s is not None and node.status == "up":
+                continue  # counted in the summary
             for g in node.gpus:
                 if node_old or g.status != "ok":
                     stale += 1
                 else:
                     fresh.append(g)
-    return fresh, stale
+    return fresh, stale, summary
 
 
 def observe(
@@ -71,20 +79,21 @@ def observe(
     gpus: Reading[Any] | None = None,
 ) -> Observation:
     """One look at the readings. Frozen, with the reason, unless every figure can be trusted."""
-    fresh, stale = _gpus(gpus, fleet, now, policy.max_gpu_age_s)
-    total = len(fresh) + stale
+    fresh, stale, summary = _gpus(gpus, fleet, now, policy.max_gpu_age_s)
+    figures = fleet_figures(fresh, math.inf, summary)  # the console's own figures (hot is the console's word)
+    total = figures.gpus + stale
     tiers: dict[str, TierTraffic] = {}
     sample = traffic.sample if traffic is not None else None
     if isinstance(sample, TrafficSample):
         tiers = {t.tier: t for t in sample.tiers}
     values: dict[str, float] = {}
-    if fresh:
-        values["util_pct"] = sum(g.util_pct or 0.0 for g in fresh) / len(fresh)
-        temps = [g.temp_c for g in fresh if g.temp_c is not None]
-        if temps:
-            values["temp_c"] = sum(temps) / len(temps)
-            values["temp_max_c"] = max(temps)
-        values["throttled_pct"] = 100.0 * sum(1 for g in fresh if throttling(g)) / len(fresh)
+    if figures.gpus:
+        if figures.util_mean_pct is not None:
+            values["util_pct"] = figures.util_mean_pct
+        if figures.temp_mean_c is not None and figures.temp_max_c is not None:
+            values["temp_c"] = figures.temp_mean_c
+            values["temp_max_c"] = figures.temp_max_c
+        values["throttled_pct"] = 100.0 * figures.throttled / figures.gpus
     for rule in policy.signals:
         if rule.name == "reject_pct" and rule.tier in tiers:
             t = tiers[rule.tier]

@@ -1,7 +1,7 @@
 """`surgewatch record FILE`: every configured collector, the quota change feed, no UI, into a recording.
 
-The same collectors, intervals and timeouts as the console (`surgewatch/plan.py`), each driven by a
-`Runner`; the quota feed as the console subscribes to it (the quota list after every (re)subscription,
+The console's own plan of sources (`surgewatch.plan`: the same collectors, options, intervals and timeouts),
+each driven by a `Runner`; the quota feed as the console subscribes to it (the quota list after every (re)subscription,
 the audit entries and the quota of each change). With `on_second`, once a second it hands out the
 `snapshot --json` document of what it recorded up to that whole second, the same document
 `replay FILE --json --at T` gives for that second (`--json`; the tests compare the two).
@@ -21,39 +21,12 @@ from typing import Any
 from collectors.runner import Collector, Reading, Runner, SourceError, classify
 from collectors.samples import Source
 from quotas.errors import ErrorKind
+from surgewatch.plan import SourceSpec, plan, redis_connector
 from surgewatch.recording.documents import document
 from surgewatch.recording.writer import Recorder
 from surgewatch.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-Planned = tuple[Source, Collector[Any], float, float]
-
-
-def collectors_for(settings: Settings, client: Any, *, local: bool) -> list[Planned]:
-    """(source, collector, interval_s, timeout_s) as the console plans them."""
-    iv = settings.interval_s
-    out: list[Planned] = []
-    if local:
-        from collectors.gpu import GpuCollector
-        from collectors.host import HostCollector
-
-        out += [(Source.GPUS, GpuCollector(), iv, max(2.0, iv)), (Source.HOST, HostCollector(), iv, max(2.0, iv))]
-    if settings.prometheus:
-        from collectors.fleet import PrometheusFleetCollector
-
-        out.append((Source.FLEET, PrometheusFleetCollector(settings.prometheus), iv, 3.0))
-    elif settings.nodes:
-        from collectors.fleet import FleetCollector
-
-        fleet = FleetCollector(list(settings.nodes), timeout_s=2.0, min_interval_s=settings.node_interval_s)
-        out.append((Source.FLEET, fleet, iv, 3.0))
-    if client is not None:
-        from collectors.traffic import TrafficCollector
-
-        out.append((Source.TRAFFIC, TrafficCollector(client, prefix=settings.prefix), iv, 2.5))
-    return out
 
 
 class _Live:
@@ -130,19 +103,14 @@ async def record(
     """Record until `stop()` is true (checked every 0.2 s) or the task is cancelled."""
     client = connector = None
     if settings.redis_url:
-        from quotas.connect import Connector
-
-        # the console's client settings (surgewatch/plan.py): short timeouts, so a dead server shows within seconds;
-        # one server, a cluster (detected, or --redis-cluster) or Sentinel, as the console opens it
-        connector = Connector(settings.redis_url, force_cluster=settings.redis_cluster, prefix=settings.prefix,
-                              socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=5,
-                              socket_keepalive=True)
+        # the console's client: short timeouts, one server, a cluster or Sentinel, as the console opens it
+        connector = redis_connector(settings)
         client = await _open(connector, stop)
         if client is None:
             return
     live = _Live()
     tasks: list[asyncio.Task[Any]] = []
-    made = collectors_for(settings, client, local=local)
+    made = [(spec, spec.make()) for spec in plan(settings, client, local=local)]
 
     def handler(source: Source) -> Callable[[Reading[Any]], None]:
         def on_reading(r: Reading[Any]) -> None:
@@ -151,17 +119,18 @@ async def record(
             recorder.reading(source, r, at=at)
         return on_reading
 
-    async def drive(source: Source, collector: Collector[Any], interval_s: float, timeout_s: float) -> None:
+    async def drive(spec: SourceSpec, collector: Collector[Any]) -> None:
         if hasattr(collector, "backfill"):
             try:
-                await asyncio.wait_for(collector.backfill(), timeout_s * 2)
+                await asyncio.wait_for(collector.backfill(), spec.timeout_s * 2)
             except Exception as e:
-                log.warning("backfill of %s failed: %s", source, e)
-        runner = Runner(collector, interval_s=interval_s, timeout_s=timeout_s, clock=clock)
-        await runner.run(handler(source))
+                log.warning("backfill of %s failed: %s", spec.name, e)
+        runner = Runner(collector, interval_s=spec.interval_s, timeout_s=spec.timeout_s,
+                        backoff_max_s=spec.backoff_max_s, clock=clock)
+        await runner.run(handler(spec.name))
 
     try:
-        tasks = [asyncio.create_task(drive(*m)) for m in made]
+        tasks = [asyncio.create_task(drive(spec, c)) for spec, c in made]
         if settings.redis_url:
             tasks.append(asyncio.create_task(_quota_feed(settings, recorder, connector, client)))
         next_second = math.floor(clock()) + 1
@@ -175,7 +144,7 @@ async def record(
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for _, c, _, _ in made:
+        for _, c in made:
             with contextlib.suppress(Exception):
                 await c.aclose()
         if client is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import on
 from textual.app import ComposeResult
@@ -12,9 +12,12 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static, Switch
 
-from quotas.errors import Conflict, Unreachable
-from quotas.library import unavailable
+from quotas.errors import Conflict
 from quotas.model import Quota, QuotaError, QuotaSpec, parse_duration, parse_spec, parse_tier_cap, validate_reason
+from quotas.outcomes import not_applied
+
+if TYPE_CHECKING:
+    from surgewatch.session import Session
 
 PREVIEW_MINUTES = 5
 
@@ -74,11 +77,10 @@ class QuotaEditor(ModalScreen[Quota | None]):
         Binding("ctrl+s", "apply", "Apply"),
     ]
 
-    def __init__(self, store: Any, quota: Quota, actor: str, *, preview_delay_s: float = 0.3) -> None:
+    def __init__(self, session: Session, quota: Quota, *, preview_delay_s: float = 0.3) -> None:
         super().__init__()
-        self.store = store
+        self.session = session  # the one writer: this screen only asks it
         self.quota = quota
-        self.actor = actor
         self.preview_delay_s = preview_delay_s
         self.request: EditRequest | None = None
         self._preview_timer: Any = None
@@ -158,7 +160,7 @@ class QuotaEditor(ModalScreen[Quota | None]):
     async def _preview(self, spec: QuotaSpec) -> None:
         label = self.query_one("#impact", Static)
         try:
-            impact = await self.store.preview(self.quota.tier, spec, minutes=PREVIEW_MINUTES)
+            impact = await self.session.preview(self.quota.tier, spec, minutes=PREVIEW_MINUTES)
         except Exception as e:
             label.update(f"What-if unavailable: {e}")
             return
@@ -177,10 +179,9 @@ class QuotaEditor(ModalScreen[Quota | None]):
     async def _apply(self, req: EditRequest) -> None:
         conflict = self.query_one("#conflict", Static)
         try:
-            q = await self.store.set(
+            q = await self.session.set_quota(
                 self.quota.tier,
                 req.spec,
-                actor=self.actor,
                 reason=req.reason,
                 expect_version=self.quota.version,
                 for_s=req.for_s,
@@ -190,17 +191,8 @@ class QuotaEditor(ModalScreen[Quota | None]):
             conflict.update(f"Not applied: {e}. Press 'Reload current' to start again from its quota.")
             self.query_one("#reload").add_class("-shown")
             return
-        except Unreachable as e:  # its message names the cause: no answer, a refused login
-            conflict.update(f"Not applied: {e}; nothing was changed.")
-        except OSError as e:
-            conflict.update(f"Not applied: Redis unreachable ({e}); nothing was changed.")
-        except QuotaError as e:
-            conflict.update(f"Not applied: {e}")
-        except Exception as e:
-            down = unavailable(None, e)  # out of memory, a read-only replica: refused before running
-            conflict.update(
-                f"Not applied: {down}; nothing was changed." if down else f"Not applied: {type(e).__name__}: {e}"
-            )
+        except Exception as e:  # the one mapping (quotas.outcomes): the same words as the CLI and the guard panel
+            conflict.update(not_applied(e))
         else:
             self.dismiss(q)
             return

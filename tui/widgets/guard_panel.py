@@ -19,6 +19,7 @@ from textual.widgets import Static
 
 from collectors.runner import classify
 from quotas.model import format_duration
+from quotas.outcomes import not_applied
 from surgewatch.guard.board import Board, Proposal
 from surgewatch.guard.cap import label
 
@@ -60,7 +61,7 @@ class GuardPanel(Static):
     async def _watch(self, app: Any) -> None:
         while True:
             try:
-                board = Board(await _redis(app), app.settings.prefix)
+                board = Board(await app.session.redis(), app.settings.prefix)
                 status = await board.status()
                 tiers = sorted(app.state.quotas)
                 self.post_message(GuardRead(status, await board.proposals(tiers)))
@@ -110,18 +111,6 @@ class GuardPanel(Static):
         self.update(t)
 
 
-async def _redis(app: Any) -> Any:
-    """The console's Redis client (opened by its connector on first use, where the console has one)."""
-    connector = getattr(app, "connector", None)
-    return await connector.client() if connector is not None else app.client
-
-
-async def _store(app: Any) -> Any:
-    if app.store is None and hasattr(app, "open_store"):
-        return await app.open_store()
-    return app.store
-
-
 def _panel(app: Any) -> GuardPanel | None:
     found = app.screen.query(GuardPanel)
     return found.first() if found else None
@@ -149,9 +138,7 @@ def _answer(app: Any, what: str, answer: Callable[[Proposal, str], Awaitable[Pro
     p = _refused(app, what)
     if p is None:
         return
-    from quotas.actor import default_actor
-
-    actor = app._actor or default_actor()
+    actor = app.session.actor
     panel = _panel(app)
 
     async def work() -> None:
@@ -169,11 +156,11 @@ def accept(app: Any) -> None:
         from quotas.errors import Conflict
 
         try:
-            q = await Board(await _redis(app), app.settings.prefix).accept(await _store(app), p, actor)
+            q = await app.session.accept(p)
         except Conflict as e:
             return ProposalAnswered(f"Not applied: {e}; the proposal is withdrawn.", False)
         except Exception as e:
-            return ProposalAnswered(f"Not applied: {classify(e).message}; nothing was changed.", False)
+            return ProposalAnswered(not_applied(e), False)
         return ProposalAnswered(f"tier {q.tier} is now {label(q)} for {format_duration(p.for_s)} "
                                 f"(version {q.version}, as {actor})", True)
 
@@ -185,7 +172,7 @@ def dismiss(app: Any) -> None:
 
     async def drop(p: Proposal, actor: str) -> ProposalAnswered:
         try:
-            await Board(await _redis(app), app.settings.prefix).dismiss(p, actor)
+            await app.session.dismiss(p)
         except Exception as e:
             return ProposalAnswered(f"Not dismissed: {classify(e).message}", False)
         return ProposalAnswered(f"proposal {p.id} for {p.tier} dismissed", True)
