@@ -160,6 +160,11 @@ class ValkeyProcess:
             return ""
 
     @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs (None when stopped)."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

@@ -104,8 +104,8 @@ async def test_hung_server_times_out_no_hang(valkey: ValkeyProcess, redis_client
     await QuotaStore(redis_client).init()
     lim = Limiter(redis_client, timeout_s=0.5)
     assert (await lim.check("free", "u")).allowed
-    assert valkey._proc is not None
-    pid = valkey._proc.pid
+    pid = valkey.pid
+    assert pid is not None
     os.kill(pid, signal.SIGSTOP)
     try:
         async with asyncio.timeout(30):  # a hang guard; the limiter's own deadline is what ends the call
@@ -125,7 +125,8 @@ async def test_a_timed_out_check_never_hands_its_reply_to_the_next(valkey: Valke
     await store.set("free", QuotaSpec(3, DAY), actor="t")
     lim = Limiter(redis_client, timeout_s=0.3)
     assert (await lim.check("free", "u")).limit == 3
-    pid = valkey._proc.pid  # type: ignore[union-attr]  # the server was started by the fixture
+    pid = valkey.pid
+    assert pid is not None  # the server was started by the fixture
     os.kill(pid, signal.SIGSTOP)
     try:
         with pytest.raises(Unreachable):

@@ -26,17 +26,23 @@ class PrometheusServer:
     def __init__(self, targets: list[str], workdir: Path) -> None:
         if PROMETHEUS is None:
             pytest.fail("the `prometheus` binary is not installed (apt-get install prometheus; .ci/run does it)")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         cfg = workdir / "prometheus.yml"
         quoted = ", ".join(f"'{t}'" for t in targets)
         cfg.write_text(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n"
             f"scrape_configs:\n  - job_name: gpu\n    static_configs:\n      - targets: [{quoted}]\n"
         )
+        self._cfg, self._workdir = cfg, workdir
         self.log = (workdir / "prometheus.log").open("wb")
+        self._start()
+
+    def _start(self) -> None:
+        assert PROMETHEUS is not None
+        # a port picked free may be taken before prometheus binds it: wait_targets starts it again on a new one
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={workdir / 'data'}",
+            [PROMETHEUS, f"--config.file={self._cfg}", f"--storage.tsdb.path={self._workdir / 'data'}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
@@ -45,8 +51,12 @@ class PrometheusServer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         async with httpx.AsyncClient(timeout=2) as c:
+            restarts = 3
             while loop.time() < deadline:
-                assert self.proc.poll() is None, "prometheus exited at start"
+                if self.proc.poll() is not None:
+                    assert restarts > 0, "prometheus exited at start, on several ports"
+                    restarts -= 1
+                    self._start()
                 try:
                     doc = (await c.get(f"{self.url}/api/v1/targets")).json()
                     up = [t for t in doc["data"]["activeTargets"] if t["health"] == "up"]

@@ -121,8 +121,8 @@ def test_unreachable_exits_4_and_redacts(tmp_path: object) -> None:
 
 def test_hung_server_exits_4(valkey: ValkeyProcess) -> None:
     """A server that accepts but never answers (SIGSTOP) still gets exit 4: the CLI ends by its own deadline."""
-    assert valkey._proc is not None
-    pid = valkey._proc.pid
+    pid = valkey.pid
+    assert pid is not None
     os.kill(pid, signal.SIGSTOP)
     try:
         r = sw(valkey.url, "quota", "set", "free", "3/1d")

@@ -1,5 +1,5 @@
-"""Tests written for surviving mutants of quotas/store.py (tests/README.md, "Mutation testing"): each names what
-it pins down."""
+"""The quota store's API contract: bounds, refusals with their messages, read-only, and what each call writes
+(first written for surviving mutants of quotas/store.py: tests/README.md)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,10 @@ async def _ended(store: QuotaStore, override: Quota) -> None:
     """Wait (hang guard: 30 s) until the server's clock has passed the override's end."""
     assert override.expires_at is not None
     async with asyncio.timeout(30):
-        while await store._now() < override.expires_at:
+        while True:
+            secs, usecs = await store.client.time()  # the server's clock, which ends overrides
+            if secs + usecs / 1e6 >= override.expires_at:
+                return
             await asyncio.sleep(0.05)
 
 

@@ -1,4 +1,5 @@
-"""Tests written for mutants that survived (tests/README.md, "Mutation testing"): each names what it pins down."""
+"""Details of the quota API: preview windows, audit entries as stored, pause/resume, the registry and history
+(first written for surviving mutants: tests/README.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Tests written for the surviving mutants of collectors/dcgm.py and collectors/series.py (tests/README.md,
-"Mutation testing"): whole warnings, exact error texts and both parsing paths, on real dcgm-exporter pages."""
+"""dcgm-exporter pages at their corners: intruding UUIDs, repeated series, missing labels and both parsing paths,
+on real pages (first written for surviving mutants of collectors/dcgm.py and series.py: tests/README.md)."""
 
 from __future__ import annotations
 
