@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from collectors.samples import TierTraffic, TrafficSample
 from surgewatch.alerts import Event
+from surgewatch.settings import Settings
 
 
 def master_moves(prev: TrafficSample | None, cur: TrafficSample, now: float) -> list[Event]:
@@ -35,3 +36,17 @@ def header_masters(url: str | None, masters: list[str], primaries: int = 0) -> s
     if len(masters) == 1 and "+sentinel://" in (url or ""):
         return f" · master {masters[0]}"  # it moves on a failover: the header follows
     return f" · cluster of {primaries} masters" if primaries else ""
+
+
+def subtitle(settings: Settings, masters: list[str], primaries: int, read_only: bool) -> str:
+    """The console's header: the Redis it talks to (and who serves it now), the fleet's sources, read-only."""
+    s = settings
+    shown = f"redis {s.redis_url_shown}{header_masters(s.redis_url, masters, primaries)}"
+    parts = [shown if s.redis_url else "no redis"]
+    if s.nodes:
+        parts.append(f"{len(s.nodes)} nodes")
+    if s.prometheus:
+        parts.append("prometheus")
+    if read_only:
+        parts.append("READ-ONLY" if not s.wall else "wall")
+    return " · ".join(parts)

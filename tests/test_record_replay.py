@@ -141,7 +141,7 @@ async def test_console_replay_steps_jumps_plays_and_shows_the_recorded_time(
         start = player.position
         await wait_until(pilot, lambda: "REPLAY" in screen_text(app) and clock_text(start) in screen_text(app),
                          what="the REPLAY banner with the start time")
-        assert app.read_only and app.store is None
+        assert app.read_only and app.session.store is None
         await pilot.press("right")
         assert player.position == start + 1 and not player.playing
         await wait_until(pilot, lambda: clock_text(start + 1) in screen_text(app), what="the time after one step")

@@ -18,7 +18,8 @@ from collectors.runner import SourceError, classify
 from collectors.samples import Source
 from quotas.errors import ErrorKind
 from surgewatch.alerts import Event, audit_event
-from surgewatch.failover import header_masters, master_moves, masters
+from surgewatch.failover import master_moves, masters
+from surgewatch.failover import subtitle as header_subtitle
 from surgewatch.plan import Factory, SourceSpec, plan
 from surgewatch.session import Session
 from surgewatch.settings import Settings
@@ -89,26 +90,9 @@ class SurgewatchApp(App[int]):
             self.theme = "textual-dark"
 
     def _default_subtitle(self) -> str:
-        s = self.settings
-        shown = f"redis {s.redis_url_shown}{header_masters(s.redis_url, self._masters, self._primaries)}"
-        parts = [shown if s.redis_url else "no redis"]
-        if s.nodes:
-            parts.append(f"{len(s.nodes)} nodes")
-        if s.prometheus:
-            parts.append("prometheus")
-        if self.read_only:
-            parts.append("READ-ONLY" if not s.wall else "wall")
-        return " · ".join(parts)
+        return header_subtitle(self.settings, self._masters, self._primaries, self.read_only)
 
     # ----- lifecycle
-    @property
-    def connector(self) -> Any:
-        return self.session.connector
-
-    @property
-    def store(self) -> Any:
-        return self.session.store
-
     def on_mount(self) -> None:
         if self.replay is not None:
             from tui.screens.replay import ReplayOverviewScreen
@@ -120,11 +104,11 @@ class SurgewatchApp(App[int]):
         self.push_screen(self.overview)
         if self.replay is not None:
             self.replay.attach(self)
-        for spec in plan(self.settings, self.connector, self._factories):
+        for spec in plan(self.settings, self.session.connector, self._factories):
             if spec.name in self._wanted:
                 self._specs[spec.name] = spec
                 self.start_source(spec.name)
-        if self._subscribe and self.connector is not None:
+        if self._subscribe and self.session.configured:
             self.run_worker(self._quota_events(), name="quota-events", group="quota-events", exit_on_error=False)
         if self._tick_s:
             self.set_interval(self._tick_s, self._tick)
@@ -214,9 +198,8 @@ class SurgewatchApp(App[int]):
         """Supervised subscription: every change (here or anywhere) reaches the screen within a second."""
         from quotas.feed import quota_events
 
-        assert self.connector is not None
         first = True
-        async for ev in quota_events(self.connector.subscriber, self.settings.prefix):
+        async for ev in quota_events(self.session.connector.subscriber, self.settings.prefix):
             try:
                 store = await self.session.open_store()
                 if ev.kind == "disconnected":
@@ -273,14 +256,14 @@ class SurgewatchApp(App[int]):
         if self.read_only:
             self.notify("read-only console: quotas cannot be changed here", severity="warning")
             return
-        refusal = self.state.edit_refusal() if self.connector is not None else None
+        refusal = self.state.edit_refusal() if self.session.configured else None
         if refusal:
             from tui.screens.refused import RefusedScreen
 
             self.notify(f"Edit refused: {refusal}.", severity="error")
             self.push_screen(RefusedScreen(f"Edit refused: {refusal}."))
             return
-        if self.store is None and self.connector is not None:
+        if self.session.store is None and self.session.configured:
             # Redis configured but no source has connected yet: connect now, then come back here
             self.run_worker(self._store_then(partial(self.action_edit, tier)), group="open-store", exclusive=True,
                             exit_on_error=False)
@@ -316,7 +299,7 @@ class SurgewatchApp(App[int]):
 
     def action_restore(self) -> None:
         """Offer to write back the quotas this console last saw (Redis came back empty, or tiers lost theirs)."""
-        if self.read_only or self.connector is None:
+        if self.read_only or not self.session.configured:
             self.notify("read-only console: restore with `surgewatch quota import FILE`", severity="warning")
             return
         if self._store_missing("restore quotas"):
@@ -398,7 +381,7 @@ class SurgewatchApp(App[int]):
             return
         # the selected tier's history from the tier list; every tier's from anywhere else
         tier = self.overview.selected_tier if self.overview.tiers_focused else None
-        self.push_screen(HistoryScreen(self.store, tier))
+        self.push_screen(HistoryScreen(self.session.store, tier))
 
     def action_help(self) -> None:
         shown: list[tuple[str, str]] = []
@@ -423,7 +406,7 @@ class SurgewatchApp(App[int]):
         yield SystemCommand(
             "Heat map metric", "Colour the heat map by temperature or utilization", ov.action_toggle_heat
         )
-        if self.connector is not None:  # Redis configured (the store opens with the first connection)
+        if self.session.configured:  # Redis configured (the store opens with the first connection)
             yield SystemCommand("Quota history", "Audit history of the selected tier", self.action_history)
             if not self.read_only:
                 for tier in sorted(self.state.quotas):
