@@ -414,18 +414,18 @@ def main() -> int:
                       "/tmp/glances-venv/bin/pip install glances`)")
             print("ratios (console / peer):")
             for mode, m in rows.items():
-                parts = [f"vs {name}: not measured ({not_measured(p)})" if not_measured(p) else
-                         f"vs {name}: CPU x{m.cpu_pct / p.cpu_pct if p.cpu_pct else float('nan'):.2f}, "
-                         f"RSS x{m.rss_mb / p.rss_mb:.2f}" for name, p in peers.items()]
+                parts = [f"vs {name}: not measured ({not_measured(peer)})" if not_measured(peer) else
+                         f"vs {name}: CPU x{m.cpu_pct / peer.cpu_pct if peer.cpu_pct else float('nan'):.2f}, "
+                         f"RSS x{m.rss_mb / peer.rss_mb:.2f}" for name, peer in peers.items()]
                 print(f"  {mode}: " + "; ".join(parts))
             measured = True
             for mode, m in rows.items():
                 ok, line = targets_line(mode, m)
                 print(line)
                 measured = measured and ok
-            for name, p in peers.items():
-                if not_measured(p):
-                    print(f"peer {name}: NOT MEASURED ({not_measured(p)})")
+            for name, peer in peers.items():
+                if not_measured(peer):
+                    print(f"peer {name}: NOT MEASURED ({not_measured(peer)})")
                     measured = False
             if not measured:
                 return 1
