@@ -219,7 +219,11 @@ class Tmux:
 
 def measure_in_tmux(name: str, command: str, seconds: float, warmup: float,
                     env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    t = Tmux(name, command, env)
+    try:
+        t = Tmux(name, command, env)
+    except subprocess.CalledProcessError:  # the program exited at once (not installed, bad option)
+        print(f"  {name}: `{command}` did not start in tmux: not measured")
+        return 0.0, 0.0, ""  # no RSS, no screen: not_measured() names it, the run fails
     try:
         cpu, rss = measure(t.pid, seconds, warmup)
         return cpu, rss, t.capture()
@@ -414,6 +418,9 @@ def main() -> int:
                       "/tmp/glances-venv/bin/pip install glances`)")
             print("ratios (console / peer):")
             for mode, m in rows.items():
+                if not_measured(m):
+                    print(f"  {mode}: the console was not measured: no ratio")
+                    continue
                 parts = [f"vs {name}: not measured ({not_measured(peer)})" if not_measured(peer) else
                          f"vs {name}: CPU x{m.cpu_pct / peer.cpu_pct if peer.cpu_pct else float('nan'):.2f}, "
                          f"RSS x{m.rss_mb / peer.rss_mb:.2f}" for name, peer in peers.items()]
