@@ -72,3 +72,27 @@ def test_the_commands_run_in_order_in_one_shell() -> None:
     assert re.search(r"\. \.venv/bin/activate && .*pip install .*&& surgewatch demo", install), install
     assert "tests/check" in first_block.split(install, 1)[1]  # the second command runs the checks
     assert all(argv[0] == "surgewatch" for argv in README_COMMANDS), [a[0] for a in README_COMMANDS]
+
+
+def svg_lines(svg: str) -> list[str]:
+    """The terminal lines of a Textual SVG screenshot: its text runs grouped by row, left to right."""
+    import html
+
+    rows: dict[float, list[tuple[float, str]]] = {}
+    for attrs, text in re.findall(r"<text([^>]*)>([^<]*)</text>", svg):
+        x, y = re.search(r'\bx="([\d.]+)"', attrs), re.search(r'\by="([\d.]+)"', attrs)
+        if x and y:
+            rows.setdefault(float(y.group(1)), []).append((float(x.group(1)), html.unescape(text).replace("\xa0", " ")))
+    return ["".join(t for _, t in sorted(runs)) for _, runs in sorted(rows.items())]
+
+
+def test_the_readme_picture_is_the_current_screen() -> None:
+    """docs/demo.svg (made by `surgewatch demo --screenshot docs/demo.svg`) shows today's console: the footer
+    starting q Quit, ? Help, e Edit quota; tiers in quota order; the fleet's throttling as one ongoing incident."""
+    assert "surgewatch demo --screenshot docs/demo.svg" in README
+    lines = svg_lines((ROOT / "docs" / "demo.svg").read_text())
+    assert lines[-1].strip().startswith("q Quit  ? Help  e Edit quota"), lines[-1]
+    tier_rows = [m.group(1) for line in lines for m in [re.search(r"│(free|plus|pro|team|enterprise) active", line)]
+                 if m]
+    assert tier_rows == ["free", "plus", "pro", "team", "enterprise"], tier_rows
+    assert sum("▶ ongoing" in line and "throttling:" in line for line in lines) == 1
