@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -218,7 +219,11 @@ class Tmux:
 
 def measure_in_tmux(name: str, command: str, seconds: float, warmup: float,
                     env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    t = Tmux(name, command, env)
+    try:
+        t = Tmux(name, command, env)
+    except subprocess.CalledProcessError:  # the program exited at once (not installed, bad option)
+        print(f"  {name}: `{command}` did not start in tmux: not measured")
+        return 0.0, 0.0, ""  # no RSS, no screen: not_measured() names it, the run fails
     try:
         cpu, rss = measure(t.pid, seconds, warmup)
         return cpu, rss, t.capture()
@@ -268,6 +273,37 @@ async def ui_update_time(nodes: int, gpus: int, rounds: int = 20) -> tuple[float
     return statistics.median(handler), statistics.median(total)
 
 
+@dataclass(frozen=True)
+class Measured:
+    """One program's figures over the measured seconds; `showed` is False when its screen lacked what it
+    must show (the console: the fleet's GPU count)."""
+
+    cpu_pct: float
+    rss_mb: float
+    showed: bool = True
+
+
+def not_measured(m: Measured) -> str | None:
+    """Why `m` is no measurement (None when it is one). A process that was gone when sampling began leaves
+    no RSS and no CPU; a console that never showed the fleet measured an idle screen, not the console at work:
+    either would read as "0.00 %" and meet any CPU target."""
+    if m.rss_mb <= 0:
+        return "the process was not running while it was measured"
+    if not m.showed:
+        return "its screen never showed the fleet"
+    return None
+
+
+def targets_line(mode: str, m: Measured) -> tuple[bool, str]:
+    """(measured, the line printed): a target is only ever "met" by a measurement that happened."""
+    why = not_measured(m)
+    if why is not None:
+        return False, f"targets ({mode}): NOT MEASURED ({why}): no target judged"
+    cpu, rss = m.cpu_pct, m.rss_mb
+    return True, (f"targets ({mode}): CPU <= 5 % of one core: {'met' if cpu <= 5 else 'NOT met'} ({cpu:.2f} %); "
+                  f"RSS <= 150 MB: {'met' if rss <= 150 else 'NOT met'} ({rss:.1f} MB)")
+
+
 PAGE_MODES = {  # --pages: how often the node pages' values change
     "exporter": ("node pages refreshed every 30 s (dcgm-exporter's default)", REFRESH_S),
     "every-scrape": ("node pages changing on every scrape", 0.0),
@@ -302,6 +338,10 @@ def main() -> int:
     if not shutil.which("tmux"):
         print("tmux is not installed: this benchmark measures the console in a real terminal (tmux)")
         return 1
+    if not CAPTURE.exists():
+        print(f"{CAPTURE} is missing (the shared fixtures beside the checkout): the nodes have no page to "
+              "serve, nothing can be measured")
+        return 1
 
     from quotas.store import QuotaStore
     from sim.valkey import ValkeyProcess
@@ -335,7 +375,7 @@ def main() -> int:
                   f"{a.warmup:.0f} s warm-up (console, collectors and peers alike)")
             venv_sw = ROOT / ".venv" / "bin" / "surgewatch"
             sw = str(venv_sw) if venv_sw.exists() else "surgewatch"
-            rows: dict[str, tuple[float, float]] = {}
+            rows: dict[str, Measured] = {}
             for mode in modes:
                 label, refresh_s = PAGE_MODES[mode]
                 nodes_file = tmp / f"nodes-{mode}.txt"
@@ -345,6 +385,9 @@ def main() -> int:
                         if nodes_file.exists() and len(nodes_file.read_text().split()) == a.nodes:
                             break
                         time.sleep(0.1)
+                    else:
+                        print(f"{label}: the {a.nodes} node servers did not start within 20 s: not measured")
+                        return 1
                     print(f"{label}:")
                     cmd = f"{sw} --redis {vk.url} --nodes @{nodes_file} --interval 1"
                     cpu, rss, screen = measure_in_tmux("console", cmd, a.seconds, a.warmup)
@@ -356,7 +399,7 @@ def main() -> int:
                     print(f"    collectors alone (no UI): {ccpu:5.2f} % of one core, {crss:6.1f} MB RSS")
                     print(f"    shares: collectors {ccpu:.2f} %, UI {max(0.0, cpu - ccpu):.2f} % "
                           f"({100 * max(0.0, cpu - ccpu) / cpu if cpu else 0:.0f} % of the console's CPU)")
-                    rows[mode] = (cpu, rss)
+                    rows[mode] = Measured(cpu, rss, shown)
                 finally:
                     stop(nodes)
             h, t = asyncio.run(ui_update_time(a.nodes, a.gpus))
@@ -365,23 +408,34 @@ def main() -> int:
             bcpu, brss, _ = measure_in_tmux("bare", f"{PY} {__file__} --role bare", a.seconds, a.warmup)
             print(f"bare Textual DataTable 512x8 at 1 Hz: {bcpu:5.2f} % of one core, {brss:6.1f} MB RSS")
             glances = Path("/tmp/glances-venv/bin/glances")
-            peers: dict[str, tuple[float, float]] = {"bare DataTable": (bcpu, brss)}
+            peers: dict[str, Measured] = {"bare DataTable": Measured(bcpu, brss)}
             if glances.exists():
                 gcpu, grss, _ = measure_in_tmux("glances", f"{glances} -t 1", a.seconds, a.warmup)
                 print(f"glances -t 1 (one host): {gcpu:5.2f} % of one core, {grss:6.1f} MB RSS")
-                peers["glances"] = (gcpu, grss)
+                peers["glances"] = Measured(gcpu, grss)
             else:
                 print("glances: not measured (install it with `python3 -m venv /tmp/glances-venv && "
                       "/tmp/glances-venv/bin/pip install glances`)")
             print("ratios (console / peer):")
-            for mode, (cpu, rss) in rows.items():
-                parts = [f"vs {name}: CPU x{cpu / pc if pc else float('nan'):.2f}, RSS x{rss / pr:.2f}"
-                         for name, (pc, pr) in peers.items()]
+            for mode, m in rows.items():
+                if not_measured(m):
+                    print(f"  {mode}: the console was not measured: no ratio")
+                    continue
+                parts = [f"vs {name}: not measured ({not_measured(peer)})" if not_measured(peer) else
+                         f"vs {name}: CPU x{m.cpu_pct / peer.cpu_pct if peer.cpu_pct else float('nan'):.2f}, "
+                         f"RSS x{m.rss_mb / peer.rss_mb:.2f}" for name, peer in peers.items()]
                 print(f"  {mode}: " + "; ".join(parts))
-            for mode, (cpu, rss) in rows.items():
-                print(f"targets ({mode}): CPU <= 5 % of one core: {'met' if cpu <= 5 else 'NOT met'} "
-                      f"({cpu:.2f} %); "
-                      f"RSS <= 150 MB: {'met' if rss <= 150 else 'NOT met'} ({rss:.1f} MB)")
+            measured = True
+            for mode, m in rows.items():
+                ok, line = targets_line(mode, m)
+                print(line)
+                measured = measured and ok
+            for name, peer in peers.items():
+                if not_measured(peer):
+                    print(f"peer {name}: NOT MEASURED ({not_measured(peer)})")
+                    measured = False
+            if not measured:
+                return 1
         finally:
             for p in helpers:
                 stop(p)

@@ -145,6 +145,8 @@ def measure(name: str, url: str, ports: list[int], tiers: list[str], procs: int,
     usec, cpu1, calls = server_stats(ports)
     per_tier = {t: sum(r[t] for r in results) for t in tiers}
     total = sum(per_tier.values())
+    if total == 0:  # no decision came back: a rate of 0/s would be a claim about the limiter, not a measurement
+        raise SystemExit(f"bench/limiter_cluster.py: {name}: no decision was made in {seconds:g} s: not measured")
     return {"name": name, "total": total, "rate": total / seconds, "per_tier": {t: n / seconds for t, n in
             per_tier.items()}, "us": usec / max(total, 1), "cpu_us": (cpu1 - cpu0) / max(total, 1),
             "batch": total / max(calls, 1)}

@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -248,6 +249,16 @@ def snapshot_once(url: str) -> tuple[float, float, int]:
     return wall, rss, gpus
 
 
+def wait_for(ready: Callable[[], bool], timeout_s: float = 30.0) -> bool:
+    """Poll `ready` until it holds or `timeout_s` passes: a helper that died must fail the run, not hang it."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if ready():
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--role", default="")
@@ -262,7 +273,7 @@ def main() -> int:
     if a.role == "prometheus":
         fake_prometheus(a.nodes, a.gpus, a.port_file)
         return 0
-    from console import measure_in_tmux  # bench/console.py
+    from console import Measured, measure_in_tmux, not_measured  # bench/console.py
 
     tmp = Path(tempfile.mkdtemp(prefix="swpromscale-"))
     port_file = tmp / "port"
@@ -270,8 +281,10 @@ def main() -> int:
                              "--port-file", str(port_file)])
     procs = [fake]
     try:
-        while not port_file.exists() or not port_file.read_text():
-            time.sleep(0.2)
+        if not wait_for(lambda: port_file.exists() and bool(port_file.read_text())):
+            print("the fake Prometheus did not start within 30 s: nothing measured")
+            return 1
+        failed: list[str] = []
         url = f"http://127.0.0.1:{port_file.read_text()}"
         gpus = a.nodes * a.gpus
         print(f"setup: fake Prometheus, {a.nodes} targets x {a.gpus} GPUs = {gpus} GPUs, values moving every "
@@ -284,26 +297,37 @@ def main() -> int:
               f"{wall:.2f} s wall, {cpu:.2f} s CPU (median of 5)", flush=True)
         s_wall, s_rss, s_gpus = snapshot_once(url)
         print(f"snapshot --prometheus: {s_wall:.2f} s wall, {s_rss:.0f} MB peak RSS, {s_gpus} GPUs", flush=True)
+        if s_gpus != gpus:
+            failed.append(f"snapshot --prometheus read {s_gpus} GPUs of {gpus}")
         env = {"SURGEWATCH_CONFIG": str(tmp / "none.toml")}
         cmd = f"{PY} -m surgewatch.cli --prometheus {url} --interval 1"
         p_cpu, p_rss, screen = measure_in_tmux("prom", cmd, a.seconds, a.warmup, env)
         shown = "NVIDIA" in screen or " L4 " in screen
         print(f"console --prometheus (tmux 200x60): {p_cpu:.2f} % of one core, {p_rss:.1f} MB RSS "
               f"(GPU rows on screen: {'yes' if shown else 'no'})", flush=True)
+        why = not_measured(Measured(p_cpu, p_rss, shown))
+        if why:
+            failed.append(f"console --prometheus: {why}")
         if not a.skip_direct:
             nodes_file = tmp / "nodes.txt"
             servers = subprocess.Popen([PY, str(ROOT / "bench" / "console.py"), "--role", "nodes", "--nodes",
                                         str(a.direct_nodes), "--gpus", str(a.gpus), "--arg", str(nodes_file),
                                         "--arg", "30"], cwd=ROOT)
             procs.append(servers)
-            while not nodes_file.exists() or len(nodes_file.read_text().split()) < a.direct_nodes:
-                time.sleep(0.2)
+            if not wait_for(lambda: nodes_file.exists() and len(nodes_file.read_text().split()) >= a.direct_nodes):
+                print(f"the {a.direct_nodes} node servers did not start within 30 s: the direct console not measured")
+                return 1
             cmd = f"{PY} -m surgewatch.cli --nodes @{nodes_file} --interval 1"
-            d_cpu, d_rss, _ = measure_in_tmux("direct", cmd, a.seconds, a.warmup, env)
+            d_cpu, d_rss, d_screen = measure_in_tmux("direct", cmd, a.seconds, a.warmup, env)
+            why = not_measured(Measured(d_cpu, d_rss, "NVIDIA" in d_screen or " L4 " in d_screen))
+            if why:
+                failed.append(f"console --nodes: {why}")
             print(f"console --nodes, {a.direct_nodes * a.gpus} GPUs direct (tmux 200x60): {d_cpu:.2f} % of one core, "
                   f"{d_rss:.1f} MB RSS", flush=True)
             print(f"ratio CPU prometheus/direct: x{p_cpu / max(d_cpu, 0.01):.2f}")
-        return 0
+        for what in failed:
+            print(f"NOT MEASURED: {what}")
+        return 1 if failed else 0
     finally:
         for p in procs:
             p.terminate()

@@ -34,21 +34,20 @@ def write_nodes_file(valkey: ValkeyProcess, urls: list[str]) -> Path:
     return path
 
 
+def join_command(redis_url: str, nodes_file: Path | None) -> str:
+    """The command a second terminal runs to see this world: its Redis and, when it serves nodes, their list
+    (without --nodes that console would show the tiers and no fleet)."""
+    return f"surgewatch --redis {redis_url}" + (f" --nodes @{nodes_file}" if nodes_file is not None else "")
+
+
 async def _headless(config: DemoConfig, valkey: ValkeyProcess, duration_s: int, out: IO[str], err: IO[str]) -> None:
     client = _client(valkey.url)
     world: World | None = None
     try:
         world = await World.create(config, client)
-        if world.node_urls:
-            nodes = write_nodes_file(valkey, world.node_urls)
-            print(
-                f"surgewatch demo: {len(world.node_urls)} nodes; join with: "
-                f"surgewatch --redis {valkey.url} --nodes @{nodes}",
-                file=err,
-                flush=True,
-            )
-        else:
-            print(f"surgewatch demo: join with: surgewatch --redis {valkey.url}", file=err, flush=True)
+        nodes = write_nodes_file(valkey, world.node_urls) if world.node_urls else None
+        served = f"{len(world.node_urls)} nodes; " if world.node_urls else ""
+        print(f"surgewatch demo: {served}join with: {join_command(valkey.url, nodes)}", file=err, flush=True)
 
         def emit(tick: Tick) -> None:
             out.write(json.dumps(tick.to_json(), separators=(", ", ": ")) + "\n")

@@ -9,6 +9,7 @@ shows ongoing ones pinned above the log (tui/widgets/events_log.py).
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -110,7 +111,7 @@ def keep_latest(events: list[Event], new: Iterable[Event], limit: int = 500) -> 
                 if events[i].incident == e.incident:
                     del events[i]
                     break
-        events.append(e)
+        bisect.insort(events, e, key=lambda x: x.at)  # time order: older news can arrive late (audit history)
     del events[:-limit]
 
 

@@ -27,7 +27,7 @@ from surgewatch.state import ConsoleState
 from surgewatch.thresholds import Thresholds
 from tui.messages import SAMPLED, QuotaChanged, QuotasLoaded, QuotasRestored, SubscriptionChanged, _Sampled
 from tui.screens.editor import QuotaEditor
-from tui.screens.help import HelpScreen
+from tui.screens.help import HelpScreen, help_keys
 from tui.screens.history import HistoryScreen
 from tui.screens.overview import EditableOverviewScreen, OverviewScreen
 from tui.widgets.events_log import EventLog
@@ -384,18 +384,10 @@ class SurgewatchApp(App[int]):
         self.push_screen(HistoryScreen(self.session.store, tier))
 
     def action_help(self) -> None:
-        shown: list[tuple[str, str]] = []
-        rest: list[tuple[str, str]] = []
-        for _, b, _enabled, _ in self.screen.active_bindings.values():
-            if b.show or b.description:
-                # the footer's keys (quit, edit, history, ...) first, then the focused widget's own keys
-                (shown if b.show else rest).append(
-                    (b.key_display or self.get_key_display(b), b.description or b.action)
-                )
         note = "Read-only: no edit keys." if self.read_only else ""
         # the header's whole subtitle (a small terminal shows only what fits): e.g. the demo's join command
         note = "\n".join(filter(None, [self.sub_title, note]))
-        self.push_screen(HelpScreen(shown + rest, note))
+        self.push_screen(HelpScreen(help_keys(self.screen, self), note))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

@@ -3,6 +3,9 @@
 Each subcommand lives in its own module of this package (`quota`, `collect`, `demo`, ...) and registers
 itself, so this module only wires them. It imports nothing heavy at start: `surgewatch quota list` must not pay for
 Textual.
+
+The global options are accepted on either side of the subcommand (`surgewatch --redis URL quota list` and
+`surgewatch quota list --redis URL`): they are declared once here and copied onto every subcommand's parser.
 """
 
 from __future__ import annotations
@@ -10,8 +13,48 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from surgewatch.settings import ConfigError, Settings, resolve
+
+# (flags, add_argument keywords) of every global option: the one list both positions are built from
+_GLOBAL_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
+    (("--redis",), dict(
+        metavar="URL", help="Redis URL (else SURGEWATCH_REDIS_URL, else REDIS_URL, else the config file)",
+    )),
+    (("--redis-cluster",), dict(
+        action="store_true", help="the Redis URL names a Redis Cluster: use the cluster client without detecting it",
+    )),
+    (("--nodes",), dict(metavar="URLS|@FILE", help="comma-separated /metrics URLs, or @FILE with one URL a line")),
+    (("--prometheus",), dict(
+        metavar="URL", help="read the fleet from a Prometheus server's HTTP API instead of scraping",
+    )),
+    (("--prometheus-lookback",), dict(
+        metavar="DURATION", help="how far back Prometheus' history is read for a target that is down (default 1h)",
+    )),
+    (("--interval",), dict(metavar="SECONDS", type=float, help="refresh interval of the console (default 1)")),
+    (("--read-only",), dict(action="store_true", help="no edit bindings; nothing is written")),
+    (("--wall",), dict(action="store_true", help="wall-screen mode: read-only, large KPIs, cycles panels")),
+    (("--record",), dict(metavar="FILE", help="record what the console shows into FILE (see `replay`)")),
+)
+
+
+def _add_globals_after(parser: argparse.ArgumentParser) -> None:
+    """Accept the global options after the subcommand too, on `parser` and every parser below it.
+
+    default=SUPPRESS leaves the value given before the subcommand (or the top-level default) in place unless the
+    option is repeated after it. An option the subcommand declares itself (snapshot's --redis, demo's --nodes N)
+    keeps its own meaning: it is not overridden.
+    """
+    group = parser.add_argument_group("global options (also accepted before the command)")
+    for flags, kwargs in _GLOBAL_OPTIONS:
+        if any(flag in parser._option_string_actions for flag in flags):
+            continue
+        group.add_argument(*flags, **{**kwargs, "default": argparse.SUPPRESS})
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_globals_after(child)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,26 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="surgewatch",
         description="Console for GPU inference fleets under a surge: GPU health, per-tier traffic, live quotas.",
+        epilog="Global options may also follow the command: `surgewatch quota list --redis URL`.",
     )
-    p.add_argument(
-        "--redis", metavar="URL", help="Redis URL (else SURGEWATCH_REDIS_URL, else REDIS_URL, else the config file)"
-    )
-    p.add_argument(
-        "--redis-cluster", action="store_true",
-        help="the Redis URL names a Redis Cluster: use the cluster client without detecting it",
-    )
-    p.add_argument("--nodes", metavar="URLS|@FILE", help="comma-separated /metrics URLs, or @FILE with one URL a line")
-    p.add_argument(
-        "--prometheus", metavar="URL", help="read the fleet from a Prometheus server's HTTP API instead of scraping"
-    )
-    p.add_argument(
-        "--prometheus-lookback", metavar="DURATION",
-        help="how far back Prometheus' history is read for a target that is down (default 1h)",
-    )
-    p.add_argument("--interval", metavar="SECONDS", type=float, help="refresh interval of the console (default 1)")
-    p.add_argument("--read-only", action="store_true", help="no edit bindings; nothing is written")
-    p.add_argument("--wall", action="store_true", help="wall-screen mode: read-only, large KPIs, cycles panels")
-    p.add_argument("--record", metavar="FILE", help="record what the console shows into FILE (see `replay`)")
+    for flags, kwargs in _GLOBAL_OPTIONS:
+        p.add_argument(*flags, **kwargs)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     quotas_cli.register(sub)
     collectors_cli.register(sub)
@@ -54,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay_cmd.register(sub)
     guard_cmd.register(sub)
     serve_cmd.register(sub)
+    for child in sub.choices.values():
+        _add_globals_after(child)
     return p
 
 

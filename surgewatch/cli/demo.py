@@ -139,16 +139,20 @@ def demo_settings(settings: Settings, redis_url: str, node_urls: list[str]) -> S
     return replace(settings, redis_url=redis_url, nodes=tuple(node_urls), node_interval_s=DEMO_NODE_INTERVAL_S)
 
 
-def demo_subtitle(redis_url: str) -> str:
-    """What the console's header says: where the world is and how a second terminal joins it."""
-    return f"demo · Redis {redis_url} · join: surgewatch --redis {redis_url} · cut: quota set free 3/1d"
+def demo_subtitle(world: WorldThread) -> str:
+    """What the console's header says: where the world is and how a second terminal joins it (with the
+    nodes' file: a console given only the Redis URL would show no fleet)."""
+    from sim.runner import join_command
+
+    return (f"demo · Redis {world.redis_url} · join: {join_command(world.redis_url, world.nodes_file)} · "
+            "cut: quota set free 3/1d")
 
 
 def demo_app(world: WorldThread, settings: Settings, recorder: Any = None) -> App[int]:
     """The console on a started world: the one app factory, pointed at the world's Redis and nodes."""
     from tui.app import create_app
 
-    app = create_app(demo_settings(settings, world.redis_url, world.node_urls), subtitle=demo_subtitle(world.redis_url),
+    app = create_app(demo_settings(settings, world.redis_url, world.node_urls), subtitle=demo_subtitle(world),
                      recorder=recorder)
     # Textual only hints at q on Ctrl+C; the demo promises that Ctrl+C ends it (an Input still copies with it)
     app.action_help_quit = app.action_quit  # type: ignore[method-assign,assignment]  # sync slot, async action: Textual awaits either
@@ -188,7 +192,7 @@ def record_headless(
     import threading
     import time
 
-    from sim.runner import WorldThread
+    from sim.runner import WorldThread, join_command
     from sim.world import Tick
     from surgewatch.recording.daemon import record as record_world
     from surgewatch.recording.writer import Recorder
@@ -211,8 +215,8 @@ def record_headless(
     world = WorldThread(config, redis_port=redis_port, on_tick=on_tick)
     try:
         world.start()
-        print(f"surgewatch demo: recording into {record}; join with: surgewatch --redis {world.redis_url}",
-              file=sys.stderr, flush=True)
+        print(f"surgewatch demo: recording into {record}; join with: "
+              f"{join_command(world.redis_url, world.nodes_file)}", file=sys.stderr, flush=True)
         asyncio.run(record_world(demo_settings(settings, world.redis_url, world.node_urls), recorder, stop=over))
     finally:
         world.stop()

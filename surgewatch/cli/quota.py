@@ -355,7 +355,11 @@ def _actor_options(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `init` and `quota ...` to the `surgewatch` parser."""
-    p_init = sub.add_parser("init", help="load the functions library and seed the default tiers where absent")
+    p_init = sub.add_parser(
+        "init", help="load the functions library and seed the default tiers where absent",
+        description="Load (or replace with the shipped copy) the limiter's functions library in Redis and create "
+        "the seed tiers that do not exist yet. Tiers that exist are left as they are: safe to run again.",
+    )
     p_init.set_defaults(func=_handler(_init, writes=True))
 
     p_quota = sub.add_parser("quota", help="list, change, pause and audit per-tier quotas")

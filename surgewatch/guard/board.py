@@ -5,7 +5,7 @@ Keys (prefix `P`, see quotas/keys.py and the README's key schema):
   tier T: the quota it proposes, the version it was computed against, the reason and the preview;
   `state` is `open`, then `accepted` (by whom, the version written) or `dismissed` (by whom);
 - `Pguard:status` (string, JSON, expires a few intervals after the guard's last look): who runs it,
-  its mode and what it is doing (`watching`, `frozen` with the reason, `cooling`, ...);
+  its mode and what it is doing (`watching`, `frozen` with the reason, `waiting` for its step interval, ...);
 - `Pguard:events` (pub/sub channel): one JSON message per proposal made, accepted or dismissed.
 
 Accepting a proposal writes it through the store as the operator's own change (their name, a

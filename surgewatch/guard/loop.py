@@ -16,7 +16,9 @@ Each `step(observation)`:
    the guard (or, for a cap, no longer bind the tier's offered rate) is not written: the override
    lapses by itself;
 5. (auto) the guard's overrides are renewed before they end while it still holds them.
-Steps are `cooldown_s` apart and at most `max_changes_per_hour`. In auto mode a step is a temporary
+Steps are `cooldown_s` apart (an accepted proposal counts as a step when the guard sees it accepted) and at
+most `max_changes_per_hour`. An open proposal whose reason no longer holds (a shed while no signal is above
+its target, a give-back while a signal is above release) is withdrawn. In auto mode a step is a temporary
 override (`for_s`), compare-and-set on the version read; a Conflict is never retried: the next look
 re-reads and decides again. In propose mode nothing is written: the step is published as a proposal.
 """
@@ -96,6 +98,8 @@ class Guard:
         if self.board is not None and self.mode == "propose" and not self.dry_run:
             await self._read_proposals(obs)
         self._track(obs)
+        if self.board is not None and self.mode == "propose" and not self.dry_run:
+            await self._withdraw_stale(obs)
         exceeded = self.sustain.exceeded(self.policy, obs)
         if exceeded:
             await self._shed(obs, exceeded)
@@ -165,8 +169,32 @@ class Guard:
                              f"{self.policy.cooldown_s:g} s")
                 elif p.state == "accepted":
                     self.changes.append(obs.at)
+                    self.last_step_at = obs.at  # the operator took the step now: the step interval runs from here
                     self.say(f"proposal {p.id} accepted by {p.by}: {tier} is {label(p.spec)} (version "
                              f"{p.result_version})")
+
+    async def _withdraw_stale(self, obs: Observation) -> None:
+        """Withdraw this guard's open proposals whose reason no longer holds: a shed while no signal is above
+        its target any more, a give-back while a signal is above its release level again. An operator must
+        never be asked to accept a step for a fleet the guard itself reports as fine (or as hot again)."""
+        assert self.board is not None
+        above = [r for r in self.policy.signals if r.name in self.sustain.above_since]
+        for tier, p in list(self.proposals.items()):
+            if p.state != "open":
+                continue
+            if p.kind == "shed" and not above:
+                gone = "no signal is above its target now (" + self._summary(obs) + ")"
+            elif p.kind == "give_back" and self.sustain.calm_since is None:
+                gone = "a signal is above its release level again (" + self._summary(obs) + ")"
+            else:
+                continue
+            try:
+                await self.board.withdraw(tier)
+            except Exception as e:  # still open on the board: the next look tries again
+                log.warning("cannot withdraw proposal %s: %s", p.id, e)
+                continue
+            del self.proposals[tier]
+            self.say(f"proposal {p.id} ({tier} -> {label(p.spec)}) withdrawn: {gone}")
 
     # ----- bounds
     def _budget_left(self, now: float) -> int:
@@ -177,7 +205,9 @@ class Guard:
     def _may_step(self, obs: Observation, what: str) -> bool:
         if obs.at - self.last_step_at < self.policy.cooldown_s:
             left = self.policy.cooldown_s - (obs.at - self.last_step_at)
-            self._note("cooling", f"{what}; next step possible in {left:.0f} s")
+            # "waiting", not "cooling": the word is about the guard's step interval, and next to a hot fleet
+            # "cooling" read as a claim about the GPUs
+            self._note("waiting", f"{what}; next step possible in {left:.0f} s")
             return False
         if self._budget_left(obs.at) <= 0:
             self._note("budget", f"{what}; {self.policy.max_changes_per_hour} changes in the last hour: "

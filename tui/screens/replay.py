@@ -74,6 +74,9 @@ class ReplayOverviewScreen(OverviewScreen):
     """Read-only overview with the replay controls."""
 
     BINDINGS = [
+        # the quota history is read from Redis, which a replay has none of: h is taken off (the recording's
+        # quota changes are in the events panel, at their time) instead of answering "No Redis configured"
+        Binding("h", "history", "History", show=False),
         Binding("space", "replay_toggle", "Play/pause", priority=True),
         Binding("left", "replay_step(-1)", "-1s", key_display="←", priority=True),
         Binding("right", "replay_step(1)", "+1s", key_display="→", priority=True),
@@ -84,6 +87,13 @@ class ReplayOverviewScreen(OverviewScreen):
         Binding("2", "replay_speed(10)", f"10{TIMES}", show=False),
         Binding("3", "replay_speed(60)", f"60{TIMES}", show=False),
     ]
+
+    NOT_IN_REPLAY = ("history",)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in self.NOT_IN_REPLAY:
+            return False  # neither in the footer nor run
+        return super().check_action(action, parameters)
 
     def __init__(self, state: Any, player: Any) -> None:
         super().__init__(state)

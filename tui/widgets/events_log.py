@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Self
 
 from rich.text import Text
 from textual.widgets import RichLog, Static
@@ -53,12 +54,26 @@ class EventLog(RichLog):
     def __init__(self, **kwargs: object) -> None:
         super().__init__(max_lines=500, wrap=True, markup=False, highlight=False, **kwargs)  # type: ignore[arg-type]  # Textual's widget options, passed through as given
         self.texts: list[str] = []  # plain text of what was shown, for tests and the wall screen
+        self.shown: list[Event] = []  # the events logged, oldest first (texts are their lines)
 
     def add(self, events: list[Event]) -> None:
-        """Log `events`; an ongoing incident is not logged (IncidentBar shows it) until it ends."""
-        for e in events:
-            if e.ongoing:
-                continue
+        """Log `events` in time order; an ongoing incident is not logged (IncidentBar shows it) until it ends."""
+        logged = [e for e in events if not e.ongoing]
+        if not logged:
+            return
+        if self.shown and min(e.at for e in logged) < self.shown[-1].at:
+            # older news arriving late (a console's first audit history, a replay's quota change inside a
+            # played step): the log is append-only, so it is written again in time order
+            merged = sorted([*self.shown, *logged], key=lambda e: e.at)  # stable: one instant keeps its order
+            self.clear()
+            logged = merged
+        for e in logged:
+            self.shown.append(e)
             self.texts.append(event_line(e).plain)
             self.write(event_line(e))
-        del self.texts[:-500]
+        del self.texts[:-500], self.shown[:-500]
+
+    def clear(self) -> Self:
+        self.shown.clear()
+        self.texts.clear()
+        return super().clear()
