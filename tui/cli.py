@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     from collectors import commands as collectors_cli
     from collectors import record_cmd
     from quotas import commands as quotas_cli
+    from surgewatch.cli import rls as rls_cli
     from tui import demo_cmd, guard_cmd, replay_cmd, serve_cmd
 
     p = argparse.ArgumentParser(
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay_cmd.register(sub)
     guard_cmd.register(sub)
     serve_cmd.register(sub)
+    rls_cli.register(sub)
     return p
 
 
