@@ -39,7 +39,8 @@ from quotas.keys import DEFAULT_PREFIX
 from quotas.model import QuotaError, validate_redis_url, validate_tier
 
 __all__ = [
-    "ConfigError", "RlsSettings", "Settings", "config_path", "load_file", "parse_lookback", "parse_nodes", "redact_url", "resolve",
+    "ConfigError", "RlsSettings", "Settings", "config_path", "load_file", "parse_lookback", "parse_nodes",
+    "redact_url", "resolve",
 ]
 
 
@@ -110,7 +111,8 @@ def _rls_table(table: Any) -> RlsSettings:
             raise ConfigError(f"invalid [rls] {key}: a non-empty string of at most 128 characters")
     open_ = table.get("fail_open", False)
     try:
-        for tier in ([table["default_tier"]] if "default_tier" in table else []) + ([] if open_ is False or open_ is True else open_):
+        named = [table["default_tier"]] if "default_tier" in table else []
+        for tier in named + ([] if isinstance(open_, bool) else open_):
             validate_tier(tier)
     except QuotaError as e:
         raise ConfigError(f"[rls]: {e}") from None

@@ -119,7 +119,8 @@ async def test_redis_down_each_tier_follows_its_fail_open_policy(http: httpx.Asy
     free = await http.post("/v1/images", headers=who("free", "ed"))
     pro = await http.post("/v1/images", headers=who("pro", "ed"))
     assert (free.status_code, free.headers["x-surgewatch-reason"]) == (200, "fail_open")
-    assert (pro.status_code, pro.headers["x-surgewatch-reason"], pro.headers["retry-after"]) == (429, "unavailable", "1")
+    assert (pro.status_code, pro.headers["x-surgewatch-reason"]) == (429, "unavailable")
+    assert pro.headers["retry-after"] == "1"
 
 
 async def test_callables_choose_tier_user_and_cost(store: QuotaStore, redis_client: aioredis.Redis,

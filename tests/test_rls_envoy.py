@@ -41,9 +41,8 @@ async def upstream() -> AsyncIterator[tuple[int, Counter[str]]]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    assert site._server is not None  # the asyncio server, bound to the port the kernel picked
     try:
-        yield site._server.sockets[0].getsockname()[1], reached
+        yield runner.addresses[0][1], reached  # the port the kernel picked
     finally:
         await runner.cleanup()
 

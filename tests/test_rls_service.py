@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -19,6 +21,8 @@ from quotas.model import QuotaSpec
 from quotas.rls.gate import Gate
 from quotas.rls.server import SERVICE_NAME, Mapping, serve
 from quotas.store import QuotaStore
+from sim.valkey import ValkeyProcess
+from tests.conftest import ROOT
 
 DAY = 86400
 OK, OVER = rls_pb2.RateLimitResponse.OK, rls_pb2.RateLimitResponse.OVER_LIMIT
@@ -155,3 +159,20 @@ async def test_metrics_count_decisions_by_outcome(rls: Service, store: QuotaStor
     assert 'surgewatch_rls_decisions_total{outcome="unknown_tier"} 1.0' in page
     assert 'surgewatch_rls_decisions_total{outcome="fail_open"} 0.0' in page
     assert "surgewatch_rls_request_seconds_count 4.0" in page
+
+
+def test_console_commands_and_middleware_never_import_grpc(valkey: ValkeyProcess, store: QuotaStore) -> None:
+    """`surgewatch quota list`, `surgewatch --help` and `import quotas.asgi` load neither grpcio nor xds-protos."""
+    code = (
+        "import contextlib, io, sys\n"
+        "from tui import cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    assert cli.main(['--redis', {valkey.url!r}, 'quota', 'list']) == 0\n"
+        "    with contextlib.suppress(SystemExit):\n"
+        "        cli.main(['--help'])\n"
+        "import quotas.asgi\n"
+        "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in ('grpc', 'grpc_health', 'envoy'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ""

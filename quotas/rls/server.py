@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import grpc
 from aiohttp import web
+from envoy.extensions.common.ratelimit.v3.ratelimit_pb2 import RateLimitDescriptor
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -77,7 +78,7 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
         self.mapping = mapping
         self.metrics = metrics
 
-    async def ShouldRateLimit(  # noqa: N802  (the gRPC method's name)
+    async def ShouldRateLimit(  # the gRPC method's name
         self, request: rls_pb2.RateLimitRequest, context: grpc.aio.ServicerContext
     ) -> rls_pb2.RateLimitResponse:
         start = time.perf_counter()
@@ -94,15 +95,15 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
         finally:
             self.metrics.latency.observe(time.perf_counter() - start)
 
-    async def _decide(self, descriptor: object, cost: int) -> Verdict:
+    async def _decide(self, descriptor: RateLimitDescriptor, cost: int) -> Verdict:
         tier = user = None
-        for entry in descriptor.entries:  # type: ignore[attr-defined]  # a RateLimitDescriptor
+        for entry in descriptor.entries:
             if entry.key == self.mapping.tier_key:
                 tier = entry.value
             elif entry.key == self.mapping.user_key:
                 user = entry.value
-        if descriptor.HasField("hits_addend"):  # type: ignore[attr-defined]
-            cost = descriptor.hits_addend.value or cost  # type: ignore[attr-defined]
+        if descriptor.HasField("hits_addend"):
+            cost = descriptor.hits_addend.value or cost
         return await self.gate.decide(tier, user, cost)
 
     @staticmethod
@@ -143,9 +144,7 @@ async def metrics_site(metrics: Metrics, host: str, port: int) -> tuple[web.AppR
     except BaseException:
         await runner.cleanup()
         raise
-    server = site._server  # aiohttp keeps the asyncio server here; the bound port when asked for 0
-    bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else port
-    return runner, int(bound)
+    return runner, int(runner.addresses[0][1])  # the port bound, when asked for 0
 
 
 async def serve(gate: Gate, *, host: str, port: int, metrics_port: int, domain: str, mapping: Mapping,
