@@ -1,7 +1,7 @@
 """Benchmark: `surgewatch rls` against a grpcio servicer that answers OK without deciding, and Envoy with its
 rate limit filter against the same Envoy without it. Same machine, same run.
 
-    .venv/bin/python bench/rls.py [--seconds 5] [--inflight 64] [--rate 500] [--http-seconds 8]
+    .venv/bin/python bench/rls.py [--seconds 5] [--inflight 64] [--rate 500] [--http-seconds 6] [--pairs 3]
 
 1. Decisions/s: one `surgewatch rls` process (the real command, on its own Valkey, `bench` tier admitting
    every request of 1,000 users), called from this process by a grpcio asyncio client with `--inflight`
@@ -89,8 +89,11 @@ def spawn(mode: str) -> tuple[subprocess.Popen[str], int]:
 
 # ---- 1. decisions per second ---------------------------------------------------------------------------
 def cpu_s(pid: int) -> float:
-    t = psutil.Process(pid).cpu_times()
-    return t.user + t.system
+    if pid == 0:  # the whole machine: every core's busy time (what other sessions use included)
+        m = psutil.cpu_times()
+        return m.user + m.system + m.nice + getattr(m, "irq", 0) + getattr(m, "softirq", 0)
+    p = psutil.Process(pid).cpu_times()
+    return p.user + p.system
 
 
 async def grpc_load(port: int, seconds: float, inflight: int, pids: dict[str, int]) -> dict[str, float]:
@@ -185,34 +188,43 @@ async def main(args: argparse.Namespace) -> int:
         me = os.getpid()
         print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (shared with other sessions)")
         print(f"\n1. ShouldRateLimit, {args.inflight} in flight, {args.seconds:g} s each, client in this process")
-        print("| server | calls/s | server CPU us/call | Valkey CPU us/call | server CPU % | client CPU % | errors |")
-        print("|---|---|---|---|---|---|---|")
-        results = {}
-        for name in ("surgewatch rls", "no-op servicer", "surgewatch rls ", "no-op servicer "):
-            if name.startswith("surgewatch"):
-                with RlsProcess(valkey.url) as rls:
-                    assert rls._proc is not None
-                    r = await grpc_load(rls.port, args.seconds, args.inflight,
-                                        {"server": rls._proc.pid, "valkey": valkey._proc.pid, "client": me})
-            else:
-                proc, port = spawn("--noop")
-                try:
-                    r = await grpc_load(port, args.seconds, args.inflight,
-                                        {"server": proc.pid, "valkey": valkey._proc.pid, "client": me})
-                finally:
-                    proc.kill()
-                    proc.wait()
-            results.setdefault(name.strip(), []).append(r)
-            failed |= r["calls"] == 0 or r["errors"] > 0
-            print(f"| {name.strip()} | {r['calls_s']:,.0f} | {r['server_us_per_call']:.0f} | "
-                  f"{r['valkey_us_per_call']:.1f} | {r['server_cpu_pct']:.0f} | {r['client_cpu_pct']:.0f} | "
-                  f"{r['errors']} |")
-        best = {k: max(v, key=lambda r: r["calls_s"]) for k, v in results.items()}
-        rls_r, noop_r = best["surgewatch rls"], best["no-op servicer"]
-        ratio = rls_r["server_us_per_call"] / noop_r["server_us_per_call"]
-        print(f"\nbest of 2: {rls_r['calls_s']:,.0f} decisions/s (target >= 5,000: "
-              f"{'met' if rls_r['calls_s'] >= 5000 else 'NOT met'}); server CPU per decision {ratio:.2f}x the "
-              f"no-op's (target <= 1.5x: {'met' if ratio <= 1.5 else 'NOT met'})")
+        print("| server | calls/s | server CPU us/call | Valkey CPU us/call | server CPU % | client CPU % "
+              "| machine CPU % (of 200) | errors |")
+        print("|---|---|---|---|---|---|---|---|")
+        results: dict[str, list[dict[str, float]]] = {"rls": [], "noop": []}
+        for _ in range(args.pairs):
+            for name in ("rls", "noop"):
+                if name == "rls":
+                    with RlsProcess(valkey.url) as rls:
+                        assert rls._proc is not None
+                        r = await grpc_load(rls.port, args.seconds, args.inflight, {
+                            "server": rls._proc.pid, "valkey": valkey._proc.pid, "client": me, "machine": 0})
+                else:
+                    proc, port = spawn("--noop")
+                    try:
+                        r = await grpc_load(port, args.seconds, args.inflight, {
+                            "server": proc.pid, "valkey": valkey._proc.pid, "client": me, "machine": 0})
+                    finally:
+                        proc.kill()
+                        proc.wait()
+                results[name].append(r)
+                failed |= r["calls"] == 0 or r["errors"] > 0
+                print(f"| {'surgewatch rls' if name == 'rls' else 'no-op servicer'} | {r['calls_s']:,.0f} | "
+                      f"{r['server_us_per_call']:.0f} | {r['valkey_us_per_call']:.1f} | {r['server_cpu_pct']:.0f} | "
+                      f"{r['client_cpu_pct']:.0f} | {r['machine_cpu_pct']:.0f} | {r['errors']} |")
+        rate = statistics.median(r["calls_s"] for r in results["rls"])
+        noop_rate = statistics.median(r["calls_s"] for r in results["noop"])
+        ratio = statistics.median(a["server_us_per_call"] / b["server_us_per_call"]
+                                  for a, b in zip(results["rls"], results["noop"], strict=True))
+        per_core = 1e6 / statistics.median(r["server_us_per_call"] for r in results["rls"])
+        print(f"\nmedian of {args.pairs}: surgewatch rls {rate:,.0f} decisions/s, the no-op {noop_rate:,.0f} calls/s "
+              f"(target >= 5,000: {'met' if rate >= 5000 else 'NOT met'}); one core's worth of the service's CPU "
+              f"decides {per_core:,.0f}/s; server CPU per decision {ratio:.2f}x the no-op's (median of the pairs' "
+              f"ratios; target <= 1.5x: {'met' if ratio <= 1.5 else 'NOT met'})")
+        busy = statistics.median(r["machine_cpu_pct"] for rs in results.values() for r in rs)
+        if busy >= 180:
+            print(f"saturated: the machine (median {busy:.0f} % of 200 busy, this bench and other sessions); "
+                  "a server below 100 % of a core was waiting for a core, not for work")
 
         print(f"\n2. Through Envoy at {args.rate:g} requests/s for {args.http_seconds:g} s (latency from the "
               "scheduled start; first 10 % dropped)")
@@ -222,7 +234,7 @@ async def main(args: argparse.Namespace) -> int:
         lat: dict[bool, list[dict[str, float]]] = {True: [], False: []}
         try:
             with RlsProcess(valkey.url) as rls:
-                for with_filter in (False, True, False, True):
+                for with_filter in (False, True) * args.pairs:
                     config = site_config(upstream_port=up_port, rls_port=rls.port, rate_limit=with_filter)
                     with EnvoyProcess(config) as envoy:
                         r = await http_load(envoy.port, args.rate, args.http_seconds)
@@ -234,10 +246,14 @@ async def main(args: argparse.Namespace) -> int:
         finally:
             upstream.kill()
             upstream.wait()
-        add50 = statistics.median(r["p50_ms"] for r in lat[True]) - statistics.median(r["p50_ms"] for r in lat[False])
-        add99 = statistics.median(r["p99_ms"] for r in lat[True]) - statistics.median(r["p99_ms"] for r in lat[False])
-        print(f"\nthe filter adds {add50:.2f} ms at p50 and {add99:.2f} ms at p99 (median of 2 pairs; target <= 3 ms "
-              f"at p99: {'met' if add99 <= 3 else 'NOT met'})")
+        add50 = statistics.median(a["p50_ms"] - b["p50_ms"] for a, b in zip(lat[True], lat[False], strict=True))
+        add99 = statistics.median(a["p99_ms"] - b["p99_ms"] for a, b in zip(lat[True], lat[False], strict=True))
+        late = max(r["late_p99_ms"] for rs in lat.values() for r in rs)
+        verdict = "met" if add99 <= 3 else "NOT met"
+        if late > 1.0:  # requests went out late: the generator (or the machine under it) was the bottleneck
+            verdict = f"undetermined: the generator sent 1 % of requests {late:.1f} ms late or more"
+        print(f"\nthe filter adds {add50:.2f} ms at p50 and {add99:.2f} ms at p99 (median of {args.pairs} pairs' "
+              f"differences; target <= 3 ms at p99: {verdict})")
     if failed:
         print("a run could not measure (no calls, errors, or requests not all answered 200)", file=sys.stderr)
     return 1 if failed else 0
@@ -253,5 +269,6 @@ if __name__ == "__main__":
         p.add_argument("--seconds", type=float, default=5.0)
         p.add_argument("--inflight", type=int, default=64)
         p.add_argument("--rate", type=float, default=500.0)
-        p.add_argument("--http-seconds", type=float, default=8.0)
+        p.add_argument("--http-seconds", type=float, default=6.0)
+        p.add_argument("--pairs", type=int, default=3, help="alternating runs of each peer (default 3)")
         sys.exit(asyncio.run(main(p.parse_args())))
