@@ -66,9 +66,14 @@ async def _main(server: Any, args: argparse.Namespace, settings: Settings) -> in
     from quotas.model import QuotaError
     from quotas.rls.gate import Gate
 
-    stop = asyncio.get_running_loop().create_future()
+    stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def on_signal() -> None:
+        if not stop.done():
+            stop.set_result(None)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        asyncio.get_running_loop().add_signal_handler(sig, on_signal)
     try:
         client = await open_client(settings.redis_url or "", prefix=settings.prefix,
                                    force_cluster=settings.redis_cluster, socket_connect_timeout=1,
