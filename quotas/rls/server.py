@@ -88,7 +88,10 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                     f"unknown domain {request.domain[:64]!r}: this service answers {self.domain!r}")
             cost = request.hits_addend or 1
-            verdicts = await asyncio.gather(*(self._decide(d, cost) for d in request.descriptors))
+            if len(request.descriptors) == 1:  # Envoy's usual request: no task to gather
+                verdicts = [await self._decide(request.descriptors[0], cost)]
+            else:
+                verdicts = list(await asyncio.gather(*(self._decide(d, cost) for d in request.descriptors)))
             for v in verdicts:
                 self.metrics.count(v.outcome)
             return self._answer(verdicts)
