@@ -63,3 +63,34 @@ def test_sigterm_stops_it_cleanly(store: QuotaStore, valkey: ValkeyProcess) -> N
 def test_the_readme_quotes_the_tested_envoy_config_verbatim() -> None:
     """The README's Envoy configuration is docs/envoy-rls.yaml, byte for byte: what the tests run."""
     assert "```yaml\n" + SITE_CONFIG.read_text() + "```" in (ROOT / "README.md").read_text()
+
+
+def test_the_rls_table_is_read_from_the_config_file() -> None:
+    """[rls] keys land in Settings.rls; fail_open takes a list of tiers or true."""
+    from collectors.config import RlsSettings, resolve
+
+    table = {"tier_key": "plan", "user_key": "account", "default_tier": "free", "fail_open": ["free", "pro"]}
+    assert resolve(env={}, file={"rls": table}).rls == RlsSettings("plan", "account", "free", "anonymous",
+                                                                   ("free", "pro"))
+    assert resolve(env={}, file={"rls": {"fail_open": True}}).rls.fail_open is True
+    assert resolve(env={}, file={}).rls == RlsSettings()
+
+
+async def test_the_descriptor_keys_come_from_the_rls_table(store: QuotaStore, valkey: ValkeyProcess) -> None:
+    """With tier_key = "plan" and user_key = "account", those entries decide; a `tier` entry means nothing."""
+    import grpc
+    from envoy.extensions.common.ratelimit.v3.ratelimit_pb2 import RateLimitDescriptor
+    from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+
+    def ask(**entries: str) -> rls_pb2.RateLimitRequest:
+        d = RateLimitDescriptor(entries=[RateLimitDescriptor.Entry(key=k, value=v) for k, v in entries.items()])
+        return rls_pb2.RateLimitRequest(domain="surgewatch", descriptors=[d])
+
+    with RlsProcess(valkey.url, '[rls]\ntier_key = "plan"\nuser_key = "account"\n') as process:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{process.port}") as channel:
+            stub = rls_pb2_grpc.RateLimitServiceStub(channel)
+            mapped = await stub.ShouldRateLimit(ask(plan="free", account="ann"), timeout=5)
+            unmapped = await stub.ShouldRateLimit(ask(tier="free", user="ann"), timeout=5)
+    assert mapped.overall_code == rls_pb2.RateLimitResponse.OK
+    assert {h.key: h.value for h in mapped.response_headers_to_add}["x-surgewatch-reason"] == "ok"
+    assert {h.key: h.value for h in unmapped.response_headers_to_add}["x-surgewatch-reason"] == "unknown_tier"

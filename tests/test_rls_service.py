@@ -176,3 +176,18 @@ def test_console_commands_and_middleware_never_import_grpc(valkey: ValkeyProcess
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
+
+
+async def test_a_request_without_tier_or_user_gets_the_configured_defaults(
+    store: QuotaStore, redis_client: aioredis.Redis, away_from_day_edges: float
+) -> None:
+    """default_tier and default_user from [rls]: such requests share the default user's quota in that tier."""
+    await store.set("free", QuotaSpec(2, DAY), actor="t")
+    gate = Gate(redis_client, default_tier="free", default_user="anonymous")
+    try:
+        verdicts = [await gate.decide(None, None) for _ in range(3)]
+        named = await gate.decide("free", "anonymous")
+    finally:
+        await gate.aclose()
+    assert [(v.tier, v.outcome) for v in verdicts] == [("free", "ok"), ("free", "ok"), ("free", "user_quota")]
+    assert named.outcome == "user_quota"  # the very same quota as the requests that named nobody
