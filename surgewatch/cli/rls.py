@@ -29,6 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8081, help="gRPC port (default 8081, as envoyproxy/ratelimit; 0: any)")
     p.add_argument("--metrics-port", type=int, default=6070, help="/metrics port (default 6070; 0: any)")
     p.add_argument("--domain", default="surgewatch", help="the rate limit domain answered (default surgewatch)")
+    p.add_argument(
+        "--redis-timeout", type=float, default=0.25, metavar="SECONDS",
+        help="how long a decision waits for Redis before the tier's fail-open policy decides (default 0.25; keep "
+        "it below Envoy's rate limit timeout, or Envoy's failure_mode_deny decides instead)",
+    )
     p.set_defaults(func=rls_command)
 
 
@@ -43,6 +48,9 @@ def rls_command(args: argparse.Namespace, settings: Settings) -> int:
         if not 0 <= getattr(args, name) <= 65535:
             _err(f"invalid --{name.replace('_', '-')} {getattr(args, name)}: a port from 0 to 65535")
             return EXIT_BAD_INPUT
+    if not 0.01 <= args.redis_timeout <= 10:
+        _err(f"invalid --redis-timeout {args.redis_timeout:g}: from 0.01 to 10 seconds")
+        return EXIT_BAD_INPUT
     if not args.domain or len(args.domain) > 128:
         _err("invalid --domain: 1 to 128 characters")
         return EXIT_BAD_INPUT
@@ -86,7 +94,7 @@ async def _main(server: Any, args: argparse.Namespace, settings: Settings) -> in
         return EXIT_BAD_INPUT
     rls = settings.rls
     gate = Gate(client, prefix=settings.prefix, fail_open=rls.fail_open, default_tier=rls.default_tier,
-                default_user=rls.default_user)
+                default_user=rls.default_user, timeout_s=args.redis_timeout)
 
     def ready(grpc_port: int, metrics_port: int) -> None:
         # one line a supervisor (or a test that asked for port 0) can read
