@@ -14,6 +14,13 @@ The file lives in `$XDG_CONFIG_HOME/surgewatch/surgewatch.toml` (default `~/.con
     temp_hot_c = 80
     util_busy_pct = 90
     reject_spike_pct = 20
+
+    [rls]                     # surgewatch rls: Envoy's descriptors -> tier and user
+    tier_key = "tier"
+    user_key = "user"
+    default_tier = "free"     # a request without a tier (else: refused as unknown_tier)
+    default_user = "anonymous"
+    fail_open = ["free"]      # tiers admitted while Redis cannot decide (true: all; default: none)
 """
 
 from __future__ import annotations
@@ -29,10 +36,11 @@ from typing import Any
 from collectors.nodes import NodeListError, redact_url
 from collectors.nodes import parse_nodes as _parse_nodes
 from quotas.keys import DEFAULT_PREFIX
-from quotas.model import QuotaError, validate_redis_url
+from quotas.model import QuotaError, validate_redis_url, validate_tier
 
 __all__ = [
-    "ConfigError", "Settings", "config_path", "load_file", "parse_lookback", "parse_nodes", "redact_url", "resolve",
+    "ConfigError", "RlsSettings", "Settings", "config_path", "load_file", "parse_lookback", "parse_nodes",
+    "redact_url", "resolve",
 ]
 
 
@@ -78,6 +86,44 @@ def parse_nodes(value: str | list[str] | None) -> list[str]:
 
 
 @dataclass(frozen=True)
+class RlsSettings:
+    """The [rls] table: how `surgewatch rls` reads Envoy's descriptors, and each tier's fail-open policy."""
+
+    tier_key: str = "tier"
+    user_key: str = "user"
+    default_tier: str | None = None
+    default_user: str = "anonymous"
+    fail_open: bool | tuple[str, ...] = False  # True: every tier; a tuple: those tiers
+
+
+def _rls_table(table: Any) -> RlsSettings:
+    """Read [rls]; a misspelt key or a value of the wrong kind is a ConfigError naming it (exit 2)."""
+    if not isinstance(table, dict):
+        raise ConfigError("invalid [rls]: a table (see README, At a real site)")
+    known = {f for f in RlsSettings.__dataclass_fields__}
+    for key, value in table.items():
+        if key not in known:
+            raise ConfigError(f"unknown key {key!r} in [rls]: the keys are {', '.join(sorted(known))}")
+        if key == "fail_open":
+            if not isinstance(value, bool) and not (isinstance(value, list) and all(isinstance(t, str) for t in value)):
+                raise ConfigError("invalid [rls] fail_open: true, false or a list of tier names")
+        elif not isinstance(value, str) or not value or len(value) > 128:
+            raise ConfigError(f"invalid [rls] {key}: a non-empty string of at most 128 characters")
+    open_ = table.get("fail_open", False)
+    try:
+        named = [table["default_tier"]] if "default_tier" in table else []
+        for tier in named + ([] if isinstance(open_, bool) else open_):
+            validate_tier(tier)
+    except QuotaError as e:
+        raise ConfigError(f"[rls]: {e}") from None
+    return RlsSettings(
+        tier_key=table.get("tier_key", "tier"), user_key=table.get("user_key", "user"),
+        default_tier=table.get("default_tier"), default_user=table.get("default_user", "anonymous"),
+        fail_open=open_ if isinstance(open_, bool) else tuple(open_),
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Resolved settings. `redis_url` may hold a password: show `redis_url_shown` instead."""
 
@@ -92,6 +138,7 @@ class Settings:
     wall: bool = False
     thresholds: dict[str, float] = field(default_factory=dict)
     redis_cluster: bool = False  # --redis-cluster: the cluster client without detecting (quotas.connect)
+    rls: RlsSettings = field(default_factory=RlsSettings)  # the [rls] table (surgewatch rls)
 
     @property
     def redis_url_shown(self) -> str | None:
@@ -170,4 +217,5 @@ def resolve(
         thresholds={str(k): float(v) for k, v in thresholds.items()},
         redis_cluster=redis_cluster or env.get("SURGEWATCH_REDIS_CLUSTER", "").lower() in ("1", "true", "yes")
         or file.get("redis_cluster") is True,
+        rls=_rls_table(file.get("rls", {})),
     )

@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     from surgewatch.cli import quota as quotas_cli
     from surgewatch.cli import record as record_cmd
     from surgewatch.cli import replay as replay_cmd
+    from surgewatch.cli import rls as rls_cmd
     from surgewatch.cli import serve as serve_cmd
 
     p = argparse.ArgumentParser(
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay_cmd.register(sub)
     guard_cmd.register(sub)
     serve_cmd.register(sub)
+    rls_cmd.register(sub)
     for child in sub.choices.values():
         _add_globals_after(child)
     return p
