@@ -89,6 +89,19 @@ class Keys:
     def usage(self, tier: str, window_s: int, window_index: int, user: str) -> str:
         return f"{self.tag(tier)}:u:{window_s}:{window_index}:{user}"
 
+    def guard_proposal(self, tier: str) -> str:
+        """The guard's open proposal for a tier (in the tier's slot, beside its quota)."""
+        return f"{self.tag(tier)}:proposal"
+
+    @property
+    def guard_status(self) -> str:
+        return f"{self.prefix}guard:status"
+
+    @property
+    def guard_events(self) -> str:
+        """The channel on which the guard announces proposals and what became of them."""
+        return f"{self.prefix}guard:events"
+
     @property
     def tiers(self) -> str:
         return f"{self.prefix}tiers"

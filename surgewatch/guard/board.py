@@ -72,15 +72,15 @@ class Board:
         self.keys = Keys(prefix)
 
     def proposal_key(self, tier: str) -> str:
-        return f"{self.keys.tag(tier)}:proposal"
+        return self.keys.guard_proposal(tier)
 
     @property
     def status_key(self) -> str:
-        return f"{self.keys.prefix}guard:status"
+        return self.keys.guard_status
 
     @property
     def channel(self) -> str:
-        return f"{self.keys.prefix}guard:events"
+        return self.keys.guard_events
 
     async def _t(self, aw: Any) -> Any:
         async with asyncio.timeout(TIMEOUT_S):
