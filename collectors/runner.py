@@ -134,7 +134,12 @@ class Runner(Generic[S]):
         except asyncio.CancelledError:
             raise
         except TimeoutError:
-            error = SourceError(ErrorKind.TIMEOUT, f"timed out after {self.timeout_s:g} s")
+            # what the cut-off poll had already found (a cluster node that does not answer, by name) is the
+            # cause an operator needs; "timed out" alone would hide it
+            found = getattr(self.collector, "found_before_timeout", None)
+            why = found() if callable(found) else None
+            cut = f"timed out after {self.timeout_s:g} s"
+            error = SourceError(ErrorKind.TIMEOUT, f"{cut}: {why}" if why else cut)
         except Exception as e:  # a source's failure is data, not a crash
             error = classify(e)
         else:

@@ -201,6 +201,10 @@ class TrafficCollector:
         )
         self._problems.append((ErrorKind.UNAVAILABLE, self._down[name]))
 
+    def found_before_timeout(self) -> str | None:
+        """The cluster primaries this poll found silent before the runner cut it off (collectors.runner)."""
+        return "; also ".join(self._down.values()) or None
+
     def master(self, tier: str) -> str:
         """host:port of the master serving `tier` as this client knows it ("" for a single server)."""
         if self._cluster:

@@ -95,6 +95,21 @@ async def test_timeout_is_an_error_not_a_hang() -> None:
     assert reading.error == SourceError(ErrorKind.TIMEOUT, "timed out after 0.05 s") and reading.failures == 1
 
 
+async def test_a_poll_cut_off_by_its_timeout_names_what_it_had_found() -> None:
+    """A poll cut off at the timeout keeps the cause it had found (a silent cluster node) in its error."""
+    clock = Clock()
+
+    class Naming(Scripted):
+        def found_before_timeout(self) -> str:
+            return "Redis cluster node 10.0.0.7:7001 (master of tier free) does not answer"
+
+    r = Runner(Naming(["hang"], clock), interval_s=1, timeout_s=0.05, clock=clock)
+    reading = await r.poll_once()
+    assert reading.error == SourceError(
+        ErrorKind.TIMEOUT,
+        "timed out after 0.05 s: Redis cluster node 10.0.0.7:7001 (master of tier free) does not answer")
+
+
 async def test_run_survives_failing_handlers_and_collectors() -> None:
     """run() keeps polling through collector errors and a handler that raises; only cancellation stops it."""
     c = Scripted([1, OSError("down"), 2, 3, 4, 5, 6], Clock())
