@@ -26,11 +26,13 @@ from surgewatch.settings import Settings
 from surgewatch.state import ConsoleState
 from surgewatch.thresholds import Thresholds
 from tui.messages import SAMPLED, QuotaChanged, QuotasLoaded, QuotasRestored, SubscriptionChanged, _Sampled
+from tui.operator import OperatorRequests
 from tui.screens.editor import QuotaEditor
 from tui.screens.help import HelpScreen, help_keys
 from tui.screens.history import HistoryScreen
 from tui.screens.overview import EditableOverviewScreen, OverviewScreen
 from tui.widgets.events_log import EventLog
+from tui.widgets.guard_panel import GuardPanel
 
 RESTART_MAX_S = 30.0
 
@@ -83,6 +85,7 @@ class SurgewatchApp(App[int]):
         self._dirty: set[Source] = set()
         # the Redis link, the store, the operator and read-only: the one thing that writes
         self.session = Session(settings, actor=actor, read_only=self.read_only)
+        self.requests = OperatorRequests(self)  # the operator's requests, through the session
         self._masters: list[str] = []  # what the header names (a failover moves them)
         self._primaries = 0
         self.sub_title = subtitle if subtitle is not None else self._default_subtitle()
@@ -108,6 +111,8 @@ class SurgewatchApp(App[int]):
             if spec.name in self._wanted:
                 self._specs[spec.name] = spec
                 self.start_source(spec.name)
+        if self.session.configured and self.replay is None:
+            self.run_worker(self.requests.watch_guard(), group="guard-board", exclusive=True, exit_on_error=False)
         if self._subscribe and self.session.configured:
             self.run_worker(self._quota_events(), name="quota-events", group="quota-events", exit_on_error=False)
         if self._tick_s:
@@ -297,64 +302,19 @@ class SurgewatchApp(App[int]):
             self.overview.show((Source.TRAFFIC,))
             self.notify(f"tier {quota.tier} is now {quota.spec} (version {quota.version})")
 
+    # ----- what the operator asks, done through the session (tui.operator)
     def action_restore(self) -> None:
         """Offer to write back the quotas this console last saw (Redis came back empty, or tiers lost theirs)."""
-        if self.read_only or not self.session.configured:
-            self.notify("read-only console: restore with `surgewatch quota import FILE`", severity="warning")
-            return
-        if self._store_missing("restore quotas"):
-            return
-        quotas = self.state.restorable()
-        if not quotas:
-            self.notify("Nothing to restore: every tier this console knows has its quota.")
-            return
-        refusal = self.state.edit_refusal()
-        if refusal:
-            self.notify(f"Restore refused: {refusal}.", severity="error")
-            return
-        from tui.screens.restore import RestoreScreen, restore_reason
-
-        actor = self.session.actor
-        reason = restore_reason(actor, self.state.last_known_at)
-
-        def confirmed(ok: bool | None) -> None:
-            if ok:
-                self.run_worker(self._restore(quotas, reason), name="restore", group="restore",
-                                exit_on_error=False)
-
-        self.push_screen(RestoreScreen(quotas, actor, reason), confirmed)
-
-    async def _restore(self, quotas: list[Any], reason: str) -> None:
-        """Write the quotas back through the session (CAS, one audit entry each); the outcome as a message."""
-        try:
-            outcomes = await self.session.restore(quotas, reason=reason)
-        except Exception as e:
-            self.post_message(QuotasRestored([], classify(e)))
-            return
-        self.post_message(QuotasRestored(outcomes, None))
+        self.requests.restore()
 
     def on_quotas_restored(self, message: QuotasRestored) -> None:
-        if message.error is not None:
-            self.notify(f"Not restored: {message.error}; nothing was changed.", severity="error")
-            return
-        done = [o for o in message.outcomes if o.action == "written"]
-        for o in done:
-            self.state.merge_quota(o.quota)
-        left = [f"{o.tier} ({o.action})" for o in message.outcomes if o.action != "written"]
-        self.overview.show((Source.TRAFFIC,))
-        text = f"restored {len(done)} tier(s)" + (f"; not written: {', '.join(left)}" if left else "")
-        self.notify(text, severity="warning" if left else "information")
+        self.requests.restored(message)
 
-    def action_guard_accept(self) -> None:
-        """Accept the guard's open proposal as this console's operator (tui/widgets/guard_panel.py)."""
-        from tui.widgets.guard_panel import accept
+    def on_guard_panel_accept_requested(self, message: GuardPanel.AcceptRequested) -> None:
+        self.requests.answer_guard(message.proposal, accept=True, panel=message.panel)
 
-        accept(self)
-
-    def action_guard_dismiss(self) -> None:
-        from tui.widgets.guard_panel import dismiss
-
-        dismiss(self)
+    def on_guard_panel_dismiss_requested(self, message: GuardPanel.DismissRequested) -> None:
+        self.requests.answer_guard(message.proposal, accept=False, panel=message.panel)
 
     def _store_missing(self, what: str) -> bool:
         """True (and says why) when there is no store to use: no Redis configured, or not connected yet."""

@@ -36,6 +36,8 @@ PANEL_NAMES = {"summary": "Overview", "gpus": "GPUs", "heat": "Heat map", "tiers
 class OverviewScreen(Screen[None]):
     """The main screen. Render-only: `show(state)` pushes the latest state into the widgets."""
 
+    EDITABLE = False  # a reader's screen: no edit keys, and the panels offer none
+
     DEFAULT_CSS = """
     OverviewScreen .panel { border: round $primary 50%; border-title-color: $text; height: 1fr; }
     OverviewScreen .panel:focus-within { border: round $accent; }
@@ -106,7 +108,7 @@ class OverviewScreen(Screen[None]):
         else:
             yield KpiStrip(th, id="kpis")
         yield HostLine(id="host")
-        yield GuardPanel(id="guard")
+        yield GuardPanel(id="guard", read_only=not self.EDITABLE)
         if self.compact or self.wall:
             with TabbedContent(id="tabs", initial=f"tab-{self.panels[0]}"):
                 if "summary" in self.panels:
@@ -376,6 +378,11 @@ class OverviewScreen(Screen[None]):
 class EditableOverviewScreen(OverviewScreen):
     """The overview with the edit binding; read-only and wall modes use OverviewScreen, which has none."""
 
+    EDITABLE = True
     BINDINGS = [Binding("e", "app.edit", "Edit quota"), Binding("r", "app.restore", "Restore quotas", show=False),
-                Binding("a", "app.guard_accept", "Accept guard proposal", show=False),
-                Binding("x", "app.guard_dismiss", "Dismiss guard proposal", show=False)]
+                Binding("a", "guard_answer(True)", "Accept guard proposal", show=False),
+                Binding("x", "guard_answer(False)", "Dismiss guard proposal", show=False)]
+
+    def action_guard_answer(self, accept: bool) -> None:
+        """The guard panel asks for its open proposal to be answered (the app does it, through its session)."""
+        self.query_one(GuardPanel).request_answer(accept=accept)

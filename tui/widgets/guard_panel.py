@@ -1,15 +1,14 @@
 """The Guard panel: what `surgewatch guard` is doing and the proposal it makes, in every console.
 
-Hidden while no guard runs (its status key has lapsed) and nothing is proposed. The board is read by
-a worker once per console interval (surgewatch.guard.board: two round trips); results arrive as
-past-tense messages and the panel only renders them. `a` accepts the open proposal as the operator's
-own change (their name, compare-and-set on the version the guard read), `x` dismisses it.
+Hidden while no guard runs (its status key has lapsed) and nothing is proposed. The console reads the
+board once per interval (tui.operator; surgewatch.guard.board: two round trips) and hands it here as a
+past-tense message: the panel only renders. What the operator asks is posted as a nested message
+(`AcceptRequested`: `a`, the operator's own change under their name, compare-and-set on the version the
+guard read; `DismissRequested`: `x`); the app answers it through its session and tells the panel.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,10 +16,8 @@ from rich.text import Text
 from textual.message import Message
 from textual.widgets import Static
 
-from collectors.runner import classify
 from quotas.model import format_duration
-from quotas.outcomes import not_applied
-from surgewatch.guard.board import Board, Proposal
+from surgewatch.guard.board import Proposal
 from surgewatch.guard.cap import label
 
 
@@ -47,29 +44,34 @@ class GuardPanel(Static):
     GuardPanel.-shown { display: block; }
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, read_only: bool = True, **kwargs: Any) -> None:
         super().__init__("", **kwargs)
+        self.read_only = read_only  # says which keys to offer; the app refuses a reader's request anyway
         self.status: dict[str, Any] | None = None
         self.proposals: dict[str, Proposal] = {}
         self.error: str | None = None
 
-    def on_mount(self) -> None:
-        app: Any = self.app
-        if app.settings.redis_url and getattr(app, "replay", None) is None:
-            self.run_worker(self._watch(app), group="guard-board", exclusive=True, exit_on_error=False)
+    @dataclass(eq=False)
+    class AcceptRequested(Message):
+        """The operator asks to accept `proposal` as their own change."""
 
-    async def _watch(self, app: Any) -> None:
-        while True:
-            try:
-                board = Board(await app.session.redis(), app.settings.prefix)
-                status = await board.status()
-                tiers = sorted(app.state.quotas)
-                self.post_message(GuardRead(status, await board.proposals(tiers)))
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # Redis trouble is the banner's business; the panel says it cannot see
-                self.post_message(GuardRead(None, {}, classify(e).message))
-            await asyncio.sleep(app.settings.interval_s)
+        panel: GuardPanel
+        proposal: Proposal
+
+    @dataclass(eq=False)
+    class DismissRequested(Message):
+        """The operator asks to dismiss `proposal`."""
+
+        panel: GuardPanel
+        proposal: Proposal
+
+    def request_answer(self, *, accept: bool) -> None:
+        """`a` / `x`: ask for the open proposal to be accepted or dismissed (the app decides whether it may be)."""
+        p = self.open_proposal
+        if p is None:
+            self.app.notify("No guard proposal is open.", severity="warning")
+            return
+        self.post_message(self.AcceptRequested(self, p) if accept else self.DismissRequested(self, p))
 
     @property
     def open_proposal(self) -> Proposal | None:
@@ -105,76 +107,7 @@ class GuardPanel(Static):
             t.append("\n")
             t.append(f"PROPOSAL {p.id}: ", style="bold yellow")
             t.append(f"{p.tier} {label(p.old_spec)} -> {label(p.spec)} for {format_duration(p.for_s)}", style="bold")
-            read_only = getattr(self.app, "read_only", True)
+            read_only = self.read_only
             t.append("  (read-only console)" if read_only else "  a: accept as yours · x: dismiss", style="dim")
             t.append(f"\n{p.reason}")
         self.update(t)
-
-
-def _panel(app: Any) -> GuardPanel | None:
-    found = app.screen.query(GuardPanel)
-    return found.first() if found else None
-
-
-def _refused(app: Any, what: str) -> Proposal | None:
-    """The open proposal, or None after telling the operator why it cannot be answered here."""
-    if app.read_only or not app.settings.redis_url:
-        app.notify(f"read-only console: proposals cannot be {what} here", severity="warning")
-        return None
-    panel = _panel(app)
-    p = panel.open_proposal if panel is not None else None
-    if p is None:
-        app.notify("No guard proposal is open.", severity="warning")
-        return None
-    refusal = app.state.edit_refusal()
-    if refusal:
-        app.notify(f"Not {what}: {refusal}.", severity="error")
-        return None
-    return p
-
-
-def _answer(app: Any, what: str, answer: Callable[[Proposal, str], Awaitable[ProposalAnswered]]) -> None:
-    """Answer the open proposal as the console's operator, in a worker; the panel gets the outcome."""
-    p = _refused(app, what)
-    if p is None:
-        return
-    actor = app.session.actor
-    panel = _panel(app)
-
-    async def work() -> None:
-        msg = await answer(p, actor)
-        if panel is not None:
-            panel.post_message(msg)
-
-    app.run_worker(work(), group="guard-answer", exit_on_error=False)
-
-
-def accept(app: Any) -> None:
-    """`a`: write the open proposal as the console's operator (their change: the guard leaves the tier be)."""
-
-    async def write(p: Proposal, actor: str) -> ProposalAnswered:
-        from quotas.errors import Conflict
-
-        try:
-            q = await app.session.accept(p)
-        except Conflict as e:
-            return ProposalAnswered(f"Not applied: {e}; the proposal is withdrawn.", False)
-        except Exception as e:
-            return ProposalAnswered(not_applied(e), False)
-        return ProposalAnswered(f"tier {q.tier} is now {label(q)} for {format_duration(p.for_s)} "
-                                f"(version {q.version}, as {actor})", True)
-
-    _answer(app, "accepted", write)
-
-
-def dismiss(app: Any) -> None:
-    """`x`: dismiss the open proposal (the guard leaves that tier alone for its cool-down)."""
-
-    async def drop(p: Proposal, actor: str) -> ProposalAnswered:
-        try:
-            await app.session.dismiss(p)
-        except Exception as e:
-            return ProposalAnswered(f"Not dismissed: {classify(e).message}", False)
-        return ProposalAnswered(f"proposal {p.id} for {p.tier} dismissed", True)
-
-    _answer(app, "dismissed", drop)
