@@ -212,6 +212,14 @@ class ConsoleState:
             return self._health_banner()
         now = self.clock()
         r = self.readings.get(Source.TRAFFIC)
+        if (r is not None and r.error is None and r.sample is not None and err is self.subscription_error
+                and err.kind in (ErrorKind.UNREACHABLE, ErrorKind.TIMEOUT)):
+            # the server answers the traffic poll: only the change feed is down, and the server's own state
+            # (empty after a restart, out of memory...) is still the operator's to see
+            health = self._health_banner()[1]
+            return ("error", f"QUOTA CHANGES NOT RECEIVED: {err.message.rstrip('.')}. Redis answers the traffic "
+                    "poll; the change feed reconnects by itself, and a change made elsewhere may show late until "
+                    "it does. Edits are refused until it is back." + (f" {health}" if health else ""))
         retry = ""
         if r is not None and r.error:
             retry = f" Retrying in {format_age(max(0.0, r.next_poll_at - now))}."

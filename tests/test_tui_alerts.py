@@ -172,3 +172,16 @@ def test_a_redis_state_reads_the_same_whichever_route_reports_it(kind: ErrorKind
     state = ConsoleState(Thresholds(), lambda: 0.0, redis_configured=True)
     state.subscription_error = SourceError(kind, "details")
     assert state.banner()[1].startswith(HEALTH_HEADING[kind.value] + ": details")
+
+
+def test_a_lost_change_feed_while_redis_answers_is_not_called_an_outage() -> None:
+    """Redis back empty, the feed not yet resubscribed: the banner says the feed is down and that Redis holds no tiers."""
+    from collectors.samples import RedisHealth, Source, TrafficSample
+
+    state = ConsoleState(Thresholds(), lambda: 100.0, redis_configured=True)
+    empty = TrafficSample(99.0, (), RedisHealth("no_tiers", "Redis answers but holds no tier at all"))
+    state.apply(Source.TRAFFIC, Reading("traffic", empty, 99.0, None, 0, 101.0))
+    state.subscription_error = SourceError(ErrorKind.UNREACHABLE, "quota change feed lost: Error 111 connecting")
+    level, text = state.banner()
+    assert level == "error" and text.startswith("QUOTA CHANGES NOT RECEIVED: quota change feed lost")
+    assert "REDIS HOLDS NO TIERS" in text and "Redis unreachable" not in text
