@@ -13,7 +13,7 @@ from rich.text import Text
 from collectors.samples import Source
 from quotas.store import AuditEntry
 from tui.messages import QuotaChanged
-from tui.testing import FROZEN_NOW, _q, frozen_readings, frozen_session, screen_text, settle, wait_until
+from tui.testing import FROZEN_NOW, _q, frozen_readings, frozen_session, region_text, settle, wait_until
 from tui.widgets.events_log import EventLog
 from tui.widgets.status import HostLine, host_groups
 from tui.widgets.wrap import pack_groups, wrap_plain, wrap_text
@@ -60,13 +60,6 @@ def test_groups_are_packed_whole_or_left_out_whole(groups: list[str], width: int
     assert not groups or lines[0].startswith(groups[0])
 
 
-def panel_rows(app: Any, widget: Any) -> list[str]:
-    """The rows of the screen inside `widget`'s region, as the terminal shows them."""
-    region = widget.content_region
-    rows = screen_text(app).splitlines()[region.y: region.y + region.height]
-    return [row[region.x: region.x + region.width].rstrip() for row in rows]
-
-
 def letters(text: str) -> str:
     return "".join(text.split())
 
@@ -87,7 +80,7 @@ async def show_long_quota_changes(app: Any, pilot: Any) -> EventLog:
 
 
 def assert_every_event_whole(app: Any, log: EventLog) -> None:
-    rows = panel_rows(app, log)
+    rows = region_text(app, log)
     shown = letters("".join(rows))
     for text in log.texts:
         assert letters(text) in shown, (text, rows)
@@ -118,7 +111,7 @@ async def test_host_line_ends_between_groups(size: tuple[int, int]) -> None:
     host_sample = frozen_readings()[Source.HOST].sample
     async with frozen_session(size) as (app, _pilot):
         host = app.overview.query_one(HostLine)
-        rows = panel_rows(app, host)
+        rows = region_text(app, host)
         shown = " ".join(rows)
         groups = [g.plain for g in host_groups(host_sample, None, None)]
         assert groups[0] in shown  # the name and the CPU always
