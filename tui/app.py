@@ -24,6 +24,7 @@ from surgewatch.settings import Settings
 from surgewatch.state import ConsoleState
 from surgewatch.thresholds import Thresholds
 from tui.messages import SAMPLED, QuotaChanged, QuotasLoaded, QuotasRestored, SubscriptionChanged, _Sampled
+from tui.no_color import NoColorTheme
 from tui.screens.editor import QuotaEditor
 from tui.screens.help import HelpScreen
 from tui.screens.history import HistoryScreen
@@ -33,7 +34,7 @@ from tui.widgets.events_log import EventLog
 RESTART_MAX_S = 30.0
 
 
-class SurgewatchApp(RedisLink, App[int]):
+class SurgewatchApp(NoColorTheme, RedisLink, App[int]):
     """GPU health, per-tier traffic and live quotas in one terminal."""
 
     TITLE = "surgewatch"
