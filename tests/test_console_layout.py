@@ -85,3 +85,29 @@ async def test_columns_come_back_when_the_terminal_widens() -> None:
         await wait_until(pilot, lambda: "power" in table.shown_columns, what="wider table")
         await settle(pilot)
         assert table.max_scroll_x == 0 and table.row_count == len(app.state.rows)
+
+
+async def test_worst_first_follows_new_temperatures() -> None:
+    """When the cooler of two throttled GPUs turns the hotter one, the next reading swaps their rows on screen."""
+    from dataclasses import replace
+
+    from collectors.samples import Source
+    from tui.testing import frozen_readings, load_frozen
+
+    async with frozen_session((200, 60)) as (app, pilot):
+        table = app.overview.query_one(GpuTable)
+
+        def throttled_rows() -> list[str]:
+            return [row for row in region_text(app, table) if " throttled " in row]
+
+        before = throttled_rows()
+        assert len(before) == 2 and "74°C" in before[0] and "58°C" in before[1]
+        readings = frozen_readings(app.clock())
+        fleet = readings[Source.FLEET].sample
+        nodes = tuple(replace(n, gpus=tuple(replace(g, temp_c=76.0) if g.throttle and g.temp_c == 58.0 else g
+                                            for g in n.gpus)) for n in fleet.nodes)
+        readings[Source.FLEET] = replace(readings[Source.FLEET], sample=replace(fleet, nodes=nodes))
+        load_frozen(app, readings)
+        await wait_until(pilot, lambda: "76°C" in " ".join(throttled_rows()), what="the new temperature")
+        after = throttled_rows()
+        assert "76°C" in after[0] and "74°C" in after[1], after

@@ -32,6 +32,7 @@ COLUMN_SPECS = (
     Column("dram", "dram", keep=12, most=4),
 )
 COLUMNS: tuple[tuple[str, str], ...] = tuple((c.key, c.label) for c in COLUMN_SPECS)
+COLUMN_INDEX = {key: i for i, (key, _) in enumerate(COLUMNS)}
 STATUS_STYLE = {"ok": OK, "hot": BAD, "throttled": WARN, "xid": BAD, "lost": "bold magenta", "down": BAD, "stale": WARN,
                 "mig-full": BAD, "no-gpus": WARN}
 
@@ -172,6 +173,11 @@ class GpuTable(FittedTable):
                 added = True
             else:
                 diff = self.changed(cells, old)
+                sort_col = COLUMN_INDEX[self.sorted_by]
+                if cells[sort_col].value != old[sort_col].value and self.sorted_by in self.shown_columns:
+                    # DataTable sorts by the cells it holds: the sort value changed (a hotter GPU) under the
+                    # same text ("throttled"), so the cell is replaced too
+                    diff[self.sorted_by] = cells[sort_col]
                 self._shown[key] = cells
                 if diff:
                     self.update_row(key, diff)
@@ -191,7 +197,7 @@ class GpuTable(FittedTable):
         if not self._shown:
             return
         column, reverse = self.sorted_by, self.sort_reverse if self.sort_column else False
-        col = [k for k, _ in COLUMNS].index(column)
+        col = COLUMN_INDEX[column]
         current = self.shown_keys
         wanted = sorted(current, key=lambda k: sort_key(self._shown[k][col]), reverse=reverse)
         if only_if_moved and wanted == current:
