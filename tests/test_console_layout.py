@@ -104,6 +104,7 @@ async def test_worst_first_follows_new_temperatures() -> None:
         assert len(before) == 2 and "74°C" in before[0] and "58°C" in before[1]
         readings = frozen_readings(app.clock())
         fleet = readings[Source.FLEET].sample
+        assert fleet is not None
         nodes = tuple(replace(n, gpus=tuple(replace(g, temp_c=76.0) if g.throttle and g.temp_c == 58.0 else g
                                             for g in n.gpus)) for n in fleet.nodes)
         readings[Source.FLEET] = replace(readings[Source.FLEET], sample=replace(fleet, nodes=nodes))
