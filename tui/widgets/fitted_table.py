@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
+from rich.cells import cell_len
 from textual import events
 
 from tui.widgets.cells import Cell
@@ -52,6 +53,12 @@ class FittedTable(LiveTable):
     def fit_cell(self, column: Shown, cell: Cell) -> Cell:
         """`cell` written for `column`'s width: as it is, unless a subclass can say it shorter (Column.shrinks)."""
         return cell
+
+    def outgrown(self, cells: Sequence[Cell]) -> bool:
+        """True if a shown value of this row is wider than its column and the column may grow: plan again."""
+        specs = self.COLUMN_SPECS
+        return any(cell_len(cells[i].text) > s.width and s.width < specs[i].most
+                   for s, i in zip(self.plan, self._index, strict=True))
 
     def refit(self, *, force: bool = False) -> bool:
         """Plan the columns again (`force`: widths from the values now, as after a resize; else widths only

@@ -155,7 +155,7 @@ class GpuTable(FittedTable):
             self.remove_row(key)
             del self._shown[key]
             del self._shown_rows[key]
-        added = changed = False
+        added = changed = grown = False
         for key, row in wanted.items():
             prev = self._shown_rows.get(key)
             if prev is row:
@@ -167,6 +167,7 @@ class GpuTable(FittedTable):
             changed = True
             cells = row_cells(row, th)
             old = self._shown.get(key)
+            grown = grown or self.outgrown(cells)  # a wider value: the columns are planned again below
             if old is None:
                 self._shown[key] = cells
                 self.add_row(*self.shown_cells(cells), key=key)
@@ -181,7 +182,7 @@ class GpuTable(FittedTable):
                 self._shown[key] = cells
                 if diff:
                     self.update_row(key, diff)
-        if (added or changed) and self.refit():
+        if grown and self.refit():
             added = True  # rebuilt for wider values: sorted again below
         if added:
             self._apply_sort()
