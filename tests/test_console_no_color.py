@@ -145,3 +145,27 @@ async def test_colour_is_kept_without_no_color(in_colour: None) -> None:
         assert style.color is not None and not style.reverse
         r, g, b = rgb(style.color)
         assert r > 2 * max(g, b)
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_dialogs_read_under_no_color(monkeypatch: Any, size: tuple[int, int]) -> None:
+    """NO_COLOR=1: the refused-edit, restore and MIG-instances dialogs read in legible greys."""
+    from tui.screens.mig import MigInstancesScreen
+    from tui.screens.refused import RefusedScreen
+    from tui.screens.restore import RestoreScreen
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    async with frozen_session(size) as (app, pilot):
+        dialogs = [
+            RefusedScreen("Edit refused: Redis unreachable (connection refused)."),
+            RestoreScreen(list(app.state.quotas.values()), "alice", "Redis came back empty"),
+            MigInstancesScreen("node-7 GPU 0 H100: 3 of 7 slices",
+                               ["GI 1   1g.10gb    mem 9800/10240 MiB   95.7%  util 88%  NEAR ITS MEMORY LIMIT"]),
+        ]
+        for dialog in dialogs:
+            app.push_screen(dialog)
+            await wait_until(pilot, lambda d=dialog: app.screen is d, what=type(dialog).__name__)
+            await settle(pilot)
+            assert_legible_greys(app, f"{type(dialog).__name__} {size}")
+            app.pop_screen()
+            await settle(pilot)
