@@ -163,8 +163,8 @@ async def test_dialogs_read_under_no_color(monkeypatch: Any, size: tuple[int, in
                                ["GI 1   1g.10gb    mem 9800/10240 MiB   95.7%  util 88%  NEAR ITS MEMORY LIMIT"]),
         ]
         for dialog in dialogs:
-            app.push_screen(dialog)
-            await wait_until(pilot, lambda d=dialog: app.screen is d, what=type(dialog).__name__)
+            await app.push_screen(dialog)  # waits until the dialog is mounted
+            assert app.screen is dialog
             await settle(pilot)
             assert_legible_greys(app, f"{type(dialog).__name__} {size}")
             app.pop_screen()
