@@ -120,3 +120,23 @@ async def test_host_line_ends_between_groups(size: tuple[int, int]) -> None:
             assert g in shown or head not in shown.split(), (g, rows)
         if size[0] >= 120:
             assert all(g in shown for g in groups), rows  # wide enough for all of it
+
+
+async def test_ongoing_incidents_beyond_their_room_are_counted_not_cut() -> None:
+    """More ongoing incidents than the bar above the log holds: whole ones are shown and a last line counts the rest."""
+    from surgewatch.alerts import Event
+    from tui.widgets.events_log import IncidentBar
+
+    async with frozen_session((120, 40)) as (app, pilot):
+        bar = app.overview.query_one(IncidentBar)
+        incidents = [Event(FROZEN_NOW, "crit", "node_down", f"node 10.0.9.{i}:9400 down since 20:26:40Z: "
+                           "connection refused by the exporter after three retries", incident=f"down-{i}", ongoing=True)
+                     for i in range(5)]
+        bar.show(incidents)
+        await settle(pilot)
+        rows = [row for row in region_text(app, bar) if row]
+        assert len(rows) <= IncidentBar.MAX_LINES and rows[-1].startswith("… ")
+        shown = [i for i in range(5) if f"10.0.9.{i}:9400" in " ".join(rows)]
+        assert rows[-1].startswith(f"… {5 - len(shown)} more ongoing incidents")
+        for i in shown:  # each one shown is whole
+            assert letters(incidents[i].text) in letters("".join(rows))

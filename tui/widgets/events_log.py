@@ -32,9 +32,10 @@ class IncidentBar(Static):
     """The incidents still going on, one line each, updated in place above the log; hidden when none."""
 
     DEFAULT_CSS = """
-    IncidentBar { height: auto; max-height: 4; display: none; padding: 0 0 0 0; }
+    IncidentBar { height: auto; display: none; padding: 0 0 0 0; }
     IncidentBar.-shown { display: block; }
     """
+    MAX_LINES = 6  # the log below keeps its room; past this a last line says how much is not shown
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__("", **kwargs)  # type: ignore[arg-type]  # Textual's widget options, passed through as given
@@ -52,7 +53,19 @@ class IncidentBar(Static):
         self.refresh(layout=True)
 
     def _wrapped(self, width: int) -> list[Text]:
-        return [piece for line in self._lines for piece in wrap_text(line, width)]
+        """The incidents wrapped whole, as many as fit MAX_LINES; never cut silently: a last line counts the
+        incidents left out."""
+        wrapped = [wrap_text(line, width) for line in self._lines]
+        if sum(len(w) for w in wrapped) <= self.MAX_LINES:
+            return [piece for w in wrapped for piece in w]
+        out: list[Text] = []
+        for i, w in enumerate(wrapped):
+            if len(out) + len(w) > self.MAX_LINES - 1:
+                left = len(wrapped) - i
+                more = Text(f"… {left} more ongoing incident{'s' if left != 1 else ''}", style="bold")
+                return [*out, *wrap_text(more, width)]
+            out.extend(w)
+        return out
 
     def render(self) -> Text:
         return Text("\n").join(self._wrapped(max(1, self.content_size.width)))
