@@ -125,6 +125,19 @@ def gpu_status(gpu: GpuSample, stale: bool, node_down: bool, th: Thresholds) -> 
     return "ok"
 
 
+# Worst first (the console's default GPU order, the summary's too); a status not listed (ok) sorts last.
+STATUS_RANK = {"lost": 0, "down": 1, "stale": 2, "xid": 3, "throttled": 4, "hot": 5, "mig-full": 6, "no-gpus": 7}
+
+
+def severity_key(row: GpuRow) -> tuple[int, float, str, int, str]:
+    """The one GPU order, worst first: by status severity, then hotter first, by the whole degrees shown (a
+    tenth of a degree does not move rows under the operator's eyes, nor re-sort a thousand of them). The GPUs
+    of a down or stale node keep together in index order (their temperatures are last-known, not news)."""
+    rank = STATUS_RANK.get(row.status, len(STATUS_RANK))
+    grouped = row.placeholder or row.status in ("down", "stale")
+    return (rank, 0.0 if grouped else -float(round(row.gpu.temp_c or 0.0)), row.node, row.gpu.index, row.key)
+
+
 class GpuRowCache:
     """Reuses a node's GpuRow objects while its GPU samples, staleness and shown age are unchanged.
 

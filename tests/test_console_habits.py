@@ -1,8 +1,7 @@
-"""Terminal habits on frozen data: sort, filter, resize into tabs, heat-map metric, help, palette, NO_COLOR."""
+"""Terminal habits on frozen data: sort, filter, resize into tabs, heat-map metric, help, palette (NO_COLOR has
+tests/test_console_no_color.py)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from textual.command import CommandPalette
 
@@ -104,74 +103,6 @@ async def test_palette_offers_edit_only_when_writable() -> None:
             await pilot.press("ctrl+p")
             await wait_until(pilot, lambda: isinstance(app.screen, CommandPalette), what="palette")
             await pilot.press("escape")
-
-
-def assert_monochrome(app: Any, where: str) -> None:
-    """The whole screen, rendered as the terminal gets it (every widget's strips through NO_COLOR's filter),
-    holds greys only."""
-    import re
-
-    chrome = {"#ff5f57", "#febc2e", "#28c840", "#c5c8c6"}  # the SVG window buttons and default text
-    colours = set(re.findall(r"#[0-9a-f]{6}", app.export_screenshot().lower())) - chrome
-    assert colours, where
-    coloured = [c for c in colours if not c[1:3] == c[3:5] == c[5:7]]
-    assert not coloured, (where, coloured)
-
-
-async def test_no_color_is_honoured(monkeypatch: Any) -> None:
-    """With NO_COLOR set the console renders without colours (Textual's colour system is off)."""
-    monkeypatch.setenv("NO_COLOR", "1")
-    async with frozen_session((80, 24)) as (app, _pilot):
-        assert app.no_color
-        assert_monochrome(app, "overview at 80x24")
-
-
-async def test_every_screen_renders_with_no_color(monkeypatch: Any, store: Any) -> None:
-    """NO_COLOR=1: the overview side by side and as tabs (each tab), the heat map by both metrics, the wall,
-    help, the palette, the quota editor with its what-if and the history all render, in greys only."""
-    from textual.widgets import TabbedContent
-
-    from tui.screens.editor import QuotaEditor
-    from tui.screens.history import HistoryScreen
-
-    monkeypatch.setenv("NO_COLOR", "1")
-    url = f"redis://127.0.0.1:{store.client.connection_pool.connection_kwargs['port']}/0"  # a real, seeded Valkey
-    async with frozen_session((200, 60), redis_url=url) as (app, pilot):
-        assert app.no_color
-        assert_monochrome(app, "overview 200x60")
-        await pilot.press("t")
-        await settle(pilot)
-        assert_monochrome(app, "heat map by utilization")
-        await pilot.press("question_mark")
-        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
-        assert_monochrome(app, "help")
-        await pilot.press("escape")
-        await pilot.press("ctrl+p")
-        await wait_until(pilot, lambda: isinstance(app.screen, CommandPalette), what="palette")
-        await settle(pilot)
-        assert_monochrome(app, "palette")
-        await pilot.press("escape")
-        await wait_until(pilot, lambda: not isinstance(app.screen, CommandPalette), what="palette closed")
-        app.action_edit("free")
-        editor = await wait_until(pilot, lambda: isinstance(app.screen, QuotaEditor) and app.screen, what="editor")
-        await wait_until(pilot, lambda: editor.query("#impact") and str(editor.query_one("#impact").render()).strip(),
-                         what="what-if")
-        assert_monochrome(app, "editor")
-        await pilot.press("escape")
-        await wait_until(pilot, lambda: not isinstance(app.screen, QuotaEditor), what="editor closed")
-        app.action_history()
-        await wait_until(pilot, lambda: isinstance(app.screen, HistoryScreen), what="history")
-        await settle(pilot)
-        assert_monochrome(app, "history")
-        await pilot.press("escape")
-        await pilot.resize_terminal(80, 24)
-        await wait_until(pilot, lambda: app.overview.query("#tabs"), what="tabs")
-        for tab in ("tab-gpus", "tab-heat", "tab-tiers", "tab-events"):
-            app.overview.query_one(TabbedContent).active = tab
-            await settle(pilot)
-            assert_monochrome(app, f"80x24 {tab}")
-    async with frozen_session((200, 60), wall=True, read_only=True, wall_cycle_s=3600) as (app, pilot):
-        assert_monochrome(app, "wall")
 
 
 async def test_wall_mode_cycles_panels_without_edit() -> None:

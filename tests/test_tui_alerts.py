@@ -175,7 +175,7 @@ def test_a_redis_state_reads_the_same_whichever_route_reports_it(kind: ErrorKind
 
 
 def test_a_lost_change_feed_while_redis_answers_is_not_called_an_outage() -> None:
-    """Redis back empty, the feed not yet resubscribed: the banner says the feed is down and that Redis holds no tiers."""
+    """Redis back empty, the feed not yet resubscribed: the banner names the feed and that Redis holds no tiers."""
     from collectors.samples import RedisHealth, Source, TrafficSample
 
     state = ConsoleState(Thresholds(), lambda: 100.0, redis_configured=True)

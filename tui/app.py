@@ -26,6 +26,7 @@ from surgewatch.settings import Settings
 from surgewatch.state import ConsoleState
 from surgewatch.thresholds import Thresholds
 from tui.messages import SAMPLED, QuotaChanged, QuotasLoaded, QuotasRestored, SubscriptionChanged, _Sampled
+from tui.no_color import NoColorTheme
 from tui.operator import OperatorRequests
 from tui.screens.editor import QuotaEditor
 from tui.screens.help import HelpScreen, help_keys
@@ -37,7 +38,7 @@ from tui.widgets.guard_panel import GuardPanel
 RESTART_MAX_S = 30.0
 
 
-class SurgewatchApp(App[int]):
+class SurgewatchApp(NoColorTheme, App[int]):
     """GPU health, per-tier traffic and live quotas in one terminal."""
 
     TITLE = "surgewatch"

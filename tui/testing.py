@@ -122,6 +122,13 @@ def screen_text(app: Any) -> str:
     return "\n".join("".join(seg.text for seg in strip) for strip in strips)
 
 
+def region_text(app: Any, widget: Any) -> list[str]:
+    """The rows of the screen inside `widget`'s content region, as the terminal shows them (right-trimmed)."""
+    region = widget.content_region
+    rows = screen_text(app).splitlines()[region.y: region.y + region.height]
+    return [row[region.x: region.x + region.width].rstrip() for row in rows]
+
+
 def notifications(app: Any) -> list[str]:
     """The messages of the toasts the app raised that are still up (Textual keeps them in a private list: none
     read when a version renames it, and a test that needs one then fails on its own assertion)."""

@@ -21,7 +21,7 @@ from tui.widgets.gpu_table import GpuTable
 from tui.widgets.guard_panel import GuardPanel
 from tui.widgets.heatmap import HeatLegend, HeatMap
 from tui.widgets.kpis import KpiStrip, WallKpis
-from tui.widgets.status import Banner, HostLine, host_text
+from tui.widgets.status import Banner, HostLine, host_groups
 from tui.widgets.summary import Summary, SummaryData
 from tui.widgets.tiers import TierOrder, TierPanel
 from tui.widgets.wall import CycleLine, WallTiers
@@ -55,7 +55,6 @@ class OverviewScreen(Screen[None]):
     OverviewScreen.-compact Tabs { height: 1; }
     OverviewScreen.-compact Tabs Underline { display: none; }
     OverviewScreen.-compact Tab.-active { text-style: bold reverse; }
-    OverviewScreen.-compact HostLine { height: 1; }
     OverviewScreen #event-box { height: 1fr; }
     """
 
@@ -107,7 +106,7 @@ class OverviewScreen(Screen[None]):
             yield CycleLine("", id="cycle")
         else:
             yield KpiStrip(th, id="kpis")
-        yield HostLine(id="host")
+        yield HostLine(max_lines=1 if self.compact else 2, id="host")  # one line in the small layout
         yield GuardPanel(id="guard", read_only=not self.EDITABLE)
         if self.compact or self.wall:
             with TabbedContent(id="tabs", initial=f"tab-{self.panels[0]}"):
@@ -228,7 +227,7 @@ class OverviewScreen(Screen[None]):
         self.query_one("#kpis").kpis = st.kpis()  # type: ignore[attr-defined]  # KpiStrip and WallKpis both have `kpis`; the query returns a Widget
         if Source.HOST in sources:
             sample, age, err = st.source_status(Source.HOST)
-            self.query_one(HostLine).show(host_text(sample, age, err))
+            self.query_one(HostLine).show(host_groups(sample, age, err))
         if Source.GPUS in sources or Source.FLEET in sources:
             note = self.query_one("#gpu-note", Static)
             text = st.gpu_note()

@@ -6,31 +6,33 @@ from textual.binding import Binding
 from textual.reactive import reactive
 from textual.widgets import DataTable
 
-from surgewatch.kpis import GpuRow, format_age, mem_pct, mig_summary, near_full, short_model
+from surgewatch.kpis import GpuRow, format_age, mem_pct, mig_summary, near_full, severity_key, short_model
 from surgewatch.thresholds import BAD, OK, STALE, WARN, Thresholds
 from tui.widgets.cells import Cell, num_cell, sort_key
-from tui.widgets.live_table import LiveTable
+from tui.widgets.columns import Column, Shown
+from tui.widgets.fitted_table import FittedTable
 
-COLUMNS: tuple[tuple[str, str], ...] = (
-    ("node", "node"),
-    ("gpu", "gpu"),
-    ("status", "status"),
-    ("util", "util"),
-    ("temp", "temp"),
-    ("mem", "mem GiB"),
-    ("power", "W"),
-    ("clock", "SM MHz"),
-    ("tensor", "tensor"),
-    ("dram", "dram"),
-    ("mig", "MIG"),
-    ("throttle", "throttle"),
-    ("xid", "xid"),
+# In display order, what an operator acts on first: a GPU's status, temperature, utilization and throttling
+# (and an XID) come right after its name and stay on screen at any size (keep 0-6); the rest is shown as
+# room allows (tui.widgets.columns). `most` is the widest a value is drawn: longer ones end in an ellipsis
+# in their own column, so no value (a long throttle list, a long model name) pushes the others away.
+COLUMN_SPECS = (
+    Column("node", "node", keep=0, most=21, least=6),
+    Column("gpu", "gpu", keep=1, most=17),
+    Column("status", "status", keep=2, most=12, least=6),
+    Column("temp", "temp", keep=3, most=5),
+    Column("util", "util", keep=4, most=4),
+    Column("throttle", "throttle", keep=5, most=18, short="thr"),
+    Column("xid", "xid", keep=6, most=4),
+    Column("mem", "mem GiB", keep=7, most=9, short="GiB"),
+    Column("power", "W", keep=8, most=4),
+    Column("mig", "MIG", keep=9, most=16),
+    Column("clock", "SM MHz", keep=10, most=6, short="MHz"),
+    Column("tensor", "tensor", keep=11, most=6, short="tens"),
+    Column("dram", "dram", keep=12, most=4),
 )
-# Every column has a width: update_cell does not widen a column, and a cell wider than its column is
-# cut with an ellipsis in its own column, so no value (a long throttle list, a long model name) pushes
-# the columns after it off a 200-column screen. The widths sum to 150 cells with DataTable's padding.
-WIDTHS = {"node": 21, "gpu": 17, "status": 12, "util": 4, "temp": 5, "mem": 9, "power": 4, "clock": 6,
-          "tensor": 6, "dram": 4, "mig": 16, "throttle": 18, "xid": 4}
+COLUMNS: tuple[tuple[str, str], ...] = tuple((c.key, c.label) for c in COLUMN_SPECS)
+COLUMN_INDEX = {key: i for i, (key, _) in enumerate(COLUMNS)}
 STATUS_STYLE = {"ok": OK, "hot": BAD, "throttled": WARN, "xid": BAD, "lost": "bold magenta", "down": BAD, "stale": WARN,
                 "mig-full": BAD, "no-gpus": WARN}
 
@@ -51,20 +53,21 @@ def row_cells(row: GpuRow, th: Thresholds) -> list[Cell]:
     name = short_model(g.name)
     mig = mig_summary(g.mig)
     full = g.mig is not None and any(near_full(m) for m in g.mig)
-    return [
+    return [  # in COLUMN_SPECS order
         Cell(row.node, dim or "", row.node),
         Cell(f"{g.index} {name}".rstrip(), dim or "", g.index),
-        Cell(status, STATUS_STYLE.get(row.status, ""), row.status),
-        num_cell(g.util_pct, "{:.0f}", dim or th.util_style(g.util_pct), "%"),
+        # sorting by status sorts worst first (surgewatch.kpis.severity_key), not by the word
+        Cell(status, STATUS_STYLE.get(row.status, ""), severity_key(row)),
         num_cell(g.temp_c, "{:.0f}", dim or th.temp_style(g.temp_c), "°C"),
+        num_cell(g.util_pct, "{:.0f}", dim or th.util_style(g.util_pct), "%"),
+        Cell(",".join(g.throttle) or "-", dim or (WARN if g.throttle else "dim"), ",".join(g.throttle)),
+        Cell(str(g.xid) if g.xid is not None else "-", dim or (BAD if g.xid is not None else "dim"), g.xid),
         mem or Cell("n/a", "dim"),
         num_cell(g.power_w, "{:.0f}", dim or ""),
+        Cell(mig or "-", dim or (BAD if full else "" if mig else "dim"), mig),
         num_cell(g.sm_clock_mhz, "{:.0f}", dim or ""),
         num_cell(g.tensor_active_pct, "{:.0f}", dim or "", "%"),
         num_cell(g.dram_active_pct, "{:.0f}", dim or "", "%"),
-        Cell(mig or "-", dim or (BAD if full else "" if mig else "dim"), mig),
-        Cell(",".join(g.throttle) or "-", dim or (WARN if g.throttle else "dim"), ",".join(g.throttle)),
-        Cell(str(g.xid) if g.xid is not None else "-", dim or (BAD if g.xid is not None else "dim"), g.xid),
     ]
 
 
@@ -74,7 +77,7 @@ def node_cells(row: GpuRow) -> list[Cell]:
     style = STATUS_STYLE.get(row.status, "")
     note = row.note.removeprefix("down: ")  # the status column says down
     cells = [Cell(row.node, STALE if row.stale else "", row.node), Cell(note, style, -1),
-             Cell(row.status, style, row.status)]
+             Cell(row.status, style, severity_key(row))]
     return cells + [Cell("", "", None) for _ in COLUMNS[len(cells):]]
 
 
@@ -94,12 +97,13 @@ def _f(v: float | None, fmt: str = "{:.0f}") -> str:
     return "n/a" if v is None else fmt.format(v)
 
 
-class GpuTable(LiveTable):
+class GpuTable(FittedTable):
     """Every GPU of the fleet. Rows keep their keys across ticks: only changed cells are updated."""
 
     DEFAULT_CSS = """
-    GpuTable { height: 1fr; }
+    GpuTable { height: 1fr; scrollbar-size-vertical: 1; }
     """
+    COLUMN_SPECS = COLUMN_SPECS
 
     BINDINGS = [
         Binding("s", "sort_next", "Sort", tooltip="Sort by the next column (again: reverse)"),
@@ -111,19 +115,13 @@ class GpuTable(LiveTable):
     filter_text: reactive[str] = reactive("")
     """Case-insensitive text a row must contain (node, model, status, throttle reason) to be shown."""
     sort_column: reactive[str | None] = reactive(None)
-    """The column key rows are sorted by, None for fleet order."""
+    """The column key rows are sorted by; None for the default, worst first (by status)."""
     sort_reverse: reactive[bool] = reactive(False)
 
     def __init__(self, thresholds: Thresholds, **kwargs: object) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self.thresholds = thresholds
-        self._shown: dict[str, list[Cell]] = {}
         self._shown_rows: dict[str, GpuRow] = {}
-
-    def on_mount(self) -> None:
-        for key, label in COLUMNS:
-            # update_cell does not widen a column: give the ones whose text grows a fixed width
-            self.add_column(label, key=key, width=WIDTHS.get(key))
 
     @staticmethod
     def _matches(row: GpuRow, f: str) -> bool:
@@ -157,7 +155,7 @@ class GpuTable(LiveTable):
             self.remove_row(key)
             del self._shown[key]
             del self._shown_rows[key]
-        added = changed = False
+        added = changed = grown = False
         for key, row in wanted.items():
             prev = self._shown_rows.get(key)
             if prev is row:
@@ -169,30 +167,52 @@ class GpuTable(LiveTable):
             changed = True
             cells = row_cells(row, th)
             old = self._shown.get(key)
+            grown = grown or self.outgrown(cells)  # a wider value: the columns are planned again below
             if old is None:
-                self.add_row(*cells, key=key)
+                self._shown[key] = cells
+                self.add_row(*self.shown_cells(cells), key=key)
                 added = True
             else:
-                diff = {col: new for (col, _), new, prev in zip(COLUMNS, cells, old, strict=False) if new != prev}
+                diff = self.changed(cells, old)
+                sort_col = COLUMN_INDEX[self.sorted_by]
+                if cells[sort_col].value != old[sort_col].value and self.sorted_by in self.shown_columns:
+                    # DataTable sorts by the cells it holds: the sort value changed (a hotter GPU) under the
+                    # same text ("throttled"), so the cell is replaced too
+                    diff[self.sorted_by] = cells[sort_col]
+                self._shown[key] = cells
                 if diff:
                     self.update_row(key, diff)
-            self._shown[key] = cells
+        if grown and self.refit():
+            added = True  # rebuilt for wider values: sorted again below
         if added:
             self._apply_sort()
-        elif self.sort_column is not None and changed:
+        elif changed:
             self._apply_sort(only_if_moved=True)
 
+    @property
+    def sorted_by(self) -> str:
+        """The column rows are sorted by now: the operator's, or status (worst first) by default."""
+        return self.sort_column or "status"
+
     def _apply_sort(self, *, only_if_moved: bool = False) -> None:
-        if self.sort_column is None or not self._shown:
+        if not self._shown:
             return
-        if only_if_moved:
-            # a sort re-renders the whole table: skip it when the new values leave the order as it is
-            col = [k for k, _ in COLUMNS].index(self.sort_column)
-            current = self.shown_keys
-            wanted = sorted(current, key=lambda k: sort_key(self._shown[k][col]), reverse=self.sort_reverse)
-            if wanted == current:
-                return
-        self.sort(self.sort_column, key=sort_key, reverse=self.sort_reverse)
+        column, reverse = self.sorted_by, self.sort_reverse if self.sort_column else False
+        col = COLUMN_INDEX[column]
+        current = self.shown_keys
+        wanted = sorted(current, key=lambda k: sort_key(self._shown[k][col]), reverse=reverse)
+        if only_if_moved and wanted == current:
+            return  # a sort re-renders the whole table: skip it when the new values leave the order as it is
+        if column in self.shown_columns:
+            self.sort(column, key=sort_key, reverse=reverse)
+        else:  # sorted by a column this width leaves out: the rows are laid out again in that order
+            self.clear()
+            for key in wanted:
+                self.add_row(*self.shown_cells(self._shown[key]), key=key)
+
+    def _rebuild(self, plan: tuple[Shown, ...]) -> None:
+        super()._rebuild(plan)
+        self._apply_sort()
 
     def watch_sort_column(self) -> None:
         self._apply_sort()

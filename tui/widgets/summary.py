@@ -16,15 +16,13 @@ from textual.widget import Widget
 from collectors.samples import TrafficSample
 from quotas.model import Quota
 from surgewatch.alerts import Event
-from surgewatch.kpis import GpuRow, format_age, short_model
+from surgewatch.kpis import GpuRow, format_age, severity_key, short_model
 from surgewatch.thresholds import BAD, DIM, STALE, WARN, Thresholds
 from tui.widgets.events_log import event_line
 from tui.widgets.gpu_table import STATUS_STYLE
-from tui.widgets.tiers import TierOrder, tier_cells
+from tui.widgets.tiers import TierOrder, fit_pairs, tier_cells
 
 MAX_TIERS = 8
-# worst first; a status not listed sorts with ok
-STATUS_RANK = {"lost": 0, "down": 1, "stale": 2, "xid": 3, "throttled": 4, "hot": 5, "mig-full": 6, "no-gpus": 7}
 TIER_COLS = (("tier", 10), ("state", 14), ("mode", 7), ("quota", 10), ("ok/s", 7), ("rej/s", 7), ("rej%", 5))
 TIER_CELLS = (0, 1, 2, 3, 4, 5, 6)  # tier_cells' columns shown, in TIER_COLS order; 7 (rejected by) fills the rest
 RIGHT = {"ok/s", "rej/s", "rej%"}
@@ -41,20 +39,19 @@ def fit(text: str, width: int) -> str:
 
 
 def worst_gpus(rows: Iterable[GpuRow]) -> list[GpuRow | tuple[str, list[GpuRow]]]:
-    """Rows worst first; the GPUs of a node that is down or stale as one (node, rows) item."""
-    by_node: dict[str, list[GpuRow]] = {}
-    single: list[GpuRow] = []
-    for r in rows:
+    """Rows worst first (surgewatch.kpis.severity_key); the GPUs of a node that is down or stale as one
+    (node, rows) item, where its first GPU would be."""
+    out: list[GpuRow | tuple[str, list[GpuRow]]] = []
+    groups: dict[str, list[GpuRow]] = {}
+    for r in sorted(rows, key=severity_key):
         if r.status in ("down", "stale") or r.placeholder:
-            by_node.setdefault(r.node, []).append(r)
+            if r.node not in groups:
+                groups[r.node] = []
+                out.append((r.node, groups[r.node]))
+            groups[r.node].append(r)
         else:
-            single.append(r)
-    items: list[tuple[tuple[int, float, str], GpuRow | tuple[str, list[GpuRow]]]] = []
-    for node, group in by_node.items():
-        items.append(((STATUS_RANK.get(group[0].status, 8), 0.0, node), (node, group)))
-    for r in single:
-        items.append(((STATUS_RANK.get(r.status, 8), -(r.gpu.temp_c or 0.0), r.key), r))
-    return [item for _, item in sorted(items, key=lambda kv: kv[0])]
+            out.append(r)
+    return out
 
 
 @dataclass
@@ -141,7 +138,8 @@ def tier_lines(d: SummaryData, th: Thresholds, order: TierOrder, width: int) -> 
             line.append(" ")
         why = cells[7]
         if width - used >= 4 and why.text != "-":
-            line.append(fit(why.text, width - used), style=why.style)
+            # whole "reason rate" pairs that fit, then "+N": never a reason without its number
+            line.append(fit(fit_pairs(why.value, width - used), width - used), style=why.style)
         line.rstrip()
         out.append(line)
     if len(shown) < len(names):

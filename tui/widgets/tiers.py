@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from rich.cells import cell_len
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.reactive import reactive
@@ -16,16 +17,28 @@ from quotas.model import Quota, format_duration
 from surgewatch.kpis import format_age
 from surgewatch.thresholds import BAD, STALE, WARN, Thresholds
 from tui.widgets.cells import Cell, num_cell
-from tui.widgets.live_table import LiveTable
+from tui.widgets.columns import Column, Shown
+from tui.widgets.fitted_table import FittedTable
 
 HISTORY_S = 900  # 15 minutes of per-second history
-# What an operator must see first comes first: at 80 columns (SSH) the table ends inside "rejected by",
-# so a paused tier, a shadow tier and the quota in force are never scrolled off to the right.
-COLUMNS = (
-    ("tier", "tier"), ("state", "state"), ("mode", "mode"), ("quota", "quota"), ("acc", "ok/s"),
-    ("rej", "rej/s"), ("pct", "rej%"), ("why", "rejected by"), ("cap", "cap/s"), ("ver", "v"),
+# In display order. What an operator acts on stays on screen at any size (keep 0-3): a tier's refusals per
+# second, their share and who refused them with how many ("quota 5"); then its state (PAUSED, NO QUOTA,
+# an override), its mode (shadow), the quota in force and the accepted rate; the rest as room allows
+# (tui.widgets.columns). The rejected-by column is narrowed (whole pairs, then "+N") before any is dropped.
+COLUMN_SPECS = (
+    Column("tier", "tier", keep=0, most=16, least=4),
+    Column("state", "state", keep=4, most=14),
+    Column("mode", "mode", keep=5, most=7),
+    Column("quota", "quota", keep=6, most=12),
+    Column("acc", "ok/s", keep=7, most=7),
+    Column("rej", "rej/s", keep=1, most=7),
+    Column("pct", "rej%", keep=2, most=5),
+    Column("why", "rejected by", keep=3, most=24, short="by", least=12, shrinks=True),
+    Column("cap", "cap/s", keep=8, most=6, short="cap"),
+    Column("ver", "v", keep=9, most=4),
 )
-WIDTHS = {"state": 14, "acc": 7, "rej": 7, "pct": 5}  # update_cell does not widen: NO QUOTA and "override 1h30m" fit
+COLUMNS = tuple((c.key, c.label) for c in COLUMN_SPECS)
+WHY_MOST = 24  # the rejected-by text holds whole "reason rate" pairs up to this many cells, then "+N"
 SHORT_REASON = {"user_quota": "quota", "tier_cap": "cap", "paused": "paused"}
 
 
@@ -64,21 +77,34 @@ def state_text(q: Quota | None, now: float, error: str = "") -> tuple[str, str]:
     return "active", ""
 
 
+def why_pairs(t: TierTraffic) -> tuple[str, ...]:
+    """Who refused how much, the most first: ("quota 160", "cap 28.2"), then what shadow mode let through."""
+    pairs = [f"{SHORT_REASON.get(k, k)} {v:{'.1f' if v < 100 else '.0f'}}"
+             for k, v in sorted(t.rejected_by_reason_rps.items(), key=lambda kv: (-kv[1], kv[0])) if v > 0]
+    if t.shadow_rps > 0:
+        pairs.append(f"shadow {t.shadow_rps:.1f}")
+    return tuple(pairs)
+
+
+def fit_pairs(pairs: Sequence[str], most: int = WHY_MOST) -> str:
+    """Whole "reason rate" pairs up to `most` cells, then "+N" for the pairs left out: never a reason cut
+    from its number. The first pair is always whole (the biggest reason)."""
+    shown: list[str] = []
+    for i, pair in enumerate(pairs):
+        rest = len(pairs) - i - 1
+        if shown and len(" ".join([*shown, pair])) + (len(f" +{rest}") if rest else 0) > most:
+            return " ".join([*shown, f"+{len(pairs) - i}"])
+        shown.append(pair)
+    return " ".join(shown)
+
+
 def tier_cells(
     t: TierTraffic | None, q: Quota | None, tier: str, th: Thresholds, stale: bool, now: float
 ) -> list[Cell]:
     dim = STALE if stale else None
     total = (t.accepted_rps + t.rejected_rps) if t else 0.0
     pct = (100.0 * t.rejected_rps / total if total > 0 else 0.0) if t else None
-    why = ""
-    if t is not None:
-        why = " ".join(
-            f"{SHORT_REASON.get(k, k)} {v:{'.1f' if v < 100 else '.0f'}}"
-            for k, v in sorted(t.rejected_by_reason_rps.items())
-            if v > 0
-        )
-        if t.shadow_rps > 0:
-            why = (why + f" shadow {t.shadow_rps:.1f}").strip()
+    why = why_pairs(t) if t is not None else ()
     state, state_style = state_text(q, now, t.quota_error if t else "")
     return [  # in COLUMNS order
         Cell(tier, dim or "bold", tier),
@@ -96,7 +122,7 @@ def tier_cells(
             dim or ("" if not t or not t.rejected_rps else WARN),
         ),
         num_cell(pct, "{:.1f}" if pct is not None and pct < 10 else "{:.0f}", dim or th.reject_style(pct), "%"),
-        Cell(why or "-", dim or "dim", why),
+        Cell(fit_pairs(why) or "-", dim or "dim", why),  # the pairs: written again for a narrower column
         Cell(
             str(q.tier_cap_rps) if q and q.tier_cap_rps is not None else "-", dim or "", q.tier_cap_rps if q else None
         ),
@@ -104,18 +130,19 @@ def tier_cells(
     ]
 
 
-class TierTable(LiveTable):
+class TierTable(FittedTable):
     """One row per tier, keyed by tier name; cells update in place."""
 
-    DEFAULT_CSS = "TierTable { height: auto; max-height: 12; }"
+    DEFAULT_CSS = "TierTable { height: auto; max-height: 12; scrollbar-size-vertical: 1; }"
+    COLUMN_SPECS = COLUMN_SPECS
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(cursor_type="row", **kwargs)
-        self._shown: dict[str, list[Cell]] = {}
 
-    def on_mount(self) -> None:
-        for key, label in COLUMNS:
-            self.add_column(label, key=key, width=WIDTHS.get(key))
+    def fit_cell(self, column: Shown, cell: Cell) -> Cell:
+        if column.key == "why" and isinstance(cell.value, tuple) and cell.value and cell_len(cell.text) > column.width:
+            return Cell(fit_pairs(cell.value, column.width), cell.style, cell.value)
+        return cell
 
     def sync(self, rows: dict[str, list[Cell]]) -> None:
         with self.batch_updates():
@@ -127,13 +154,12 @@ class TierTable(LiveTable):
             del self._shown[key]
         for key, cells in rows.items():
             old = self._shown.get(key)
-            if old is None:
-                self.add_row(*cells, key=key)
-            else:
-                diff = {col: new for (col, _), new, prev in zip(COLUMNS, cells, old, strict=False) if new != prev}
-                if diff:
-                    self.update_row(key, diff)
             self._shown[key] = cells
+            if old is None:
+                self.add_row(*self.shown_cells(cells), key=key)
+            elif diff := self.changed(cells, old):
+                self.update_row(key, diff)
+        self.refit()
 
     @property
     def selected_tier(self) -> str | None:
