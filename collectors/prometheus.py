@@ -49,6 +49,7 @@ from collectors.prometheus_window import (
 )
 from collectors.samples import FleetSample, FleetSummary, NodeSample
 from collectors.series import Series, dedupe_uuids, read_series
+from quotas.safe import safe
 
 DOWN = "target down in prometheus"
 METRIC_LABEL = "surgewatch_metric"
@@ -103,8 +104,9 @@ def read_targets(doc: Any) -> dict[str, Target]:
         try:
             labels = t["labels"]
             inst = str(labels["instance"])
+            # lastError quotes what the exporter served: outside text, made visible here
             out[inst] = Target(inst, str(labels.get("job", "")), t.get("health") == "up",
-                               " ".join(str(t.get("lastError") or "").split())[:160])
+                               safe(" ".join(str(t.get("lastError") or "").split()), 160))
         except (KeyError, TypeError, AttributeError):
             continue
     return out
@@ -316,7 +318,7 @@ class PrometheusFleetCollector:
             node = None
             if inst in series:
                 parsed = read_series(inst, series[inst])
-                node = NodeSample(url=inst, status="down", error=DOWN, latency_ms=None, taken_at=at or now,
+                node = NodeSample(url=safe(inst), status="down", error=DOWN, latency_ms=None, taken_at=at or now,
                                   checked_at=now, gpus=_stale(parsed.gpus), warnings=parsed.warnings)
             self._history[inst] = (node, at)
 
@@ -338,7 +340,7 @@ class PrometheusFleetCollector:
             if inst in series and is_up:
                 parsed = read_series(inst, series[inst])
                 self._known[inst] = NodeSample(
-                    url=inst, status="up", error=None, latency_ms=round(latency_ms, 2),
+                    url=safe(inst), status="up", error=None, latency_ms=round(latency_ms, 2),
                     taken_at=stamp.get(inst, now), checked_at=now, gpus=parsed.gpus, warnings=parsed.warnings,
                 )
                 continue
@@ -349,7 +351,7 @@ class PrometheusFleetCollector:
                 prev = hist
                 if prev is None:
                     never = f"never up in the last {self.lookback}" if at is None else "no GPU series in its history"
-                    self._known[inst] = NodeSample(url=inst, status="down", error=f"{reason} ({never})",
+                    self._known[inst] = NodeSample(url=safe(inst), status="down", error=f"{reason} ({never})",
                                                    latency_ms=None, taken_at=now, checked_at=now)
                     continue
             self._known[inst] = replace(prev, status="down", error=reason, latency_ms=None, checked_at=now,

@@ -32,6 +32,7 @@ from collectors.samples import (
     mig_memory_mib,
     slice_weighted,
 )
+from quotas.safe import safe, safe_opt
 
 RawValue = float | str  # a str is a value that did not parse, kept for the warning
 Series = tuple[str, Mapping[str, str], RawValue]
@@ -85,13 +86,14 @@ class _Reader:
         if g is None:
             owner = self.index_owner.get(index)
             if owner is not None:  # another UUID already holds this index: refuse, never last-win
-                self.warn(index, "uuid", "duplicate", f"GPU {index}: a second GPU ({key}) under its index, ignored")
+                self.warn(index, "uuid", "duplicate",
+                          f"GPU {index}: a second GPU ({safe(key, 80)}) under its index, ignored")
                 return
             g = self.gpus[key] = _Gpu(index, labels)
             self.index_owner[index] = key
         gi = _gi(labels)
         if gi is not None and gi not in g.instances:
-            g.instances[gi] = _Values(profile=labels.get("GPU_I_PROFILE", ""))
+            g.instances[gi] = _Values(profile=safe(labels.get("GPU_I_PROFILE", ""), 40))
         v = self._value(g.index, spec, raw)
         if v is None:
             return
@@ -112,8 +114,8 @@ class _Reader:
     def _value(self, index: int, spec: MetricSpec, raw: RawValue) -> float | None:
         fld = spec.field or spec.name
         if isinstance(raw, str):
-            shown = " ".join(raw.split())[:40]
-            self.warn(index, fld, "unparsable", f"GPU {index}: {spec.label} unreadable ({shown!r}), n/a")
+            shown = safe(" ".join(raw.split()), 40)
+            self.warn(index, fld, "unparsable", f"GPU {index}: {spec.label} unreadable ('{shown}'), n/a")
             return None
         if math.isnan(raw) or is_blank(raw):
             return None
@@ -190,8 +192,10 @@ def _build(node: str, g: _Gpu) -> GpuSample:
     if f.get("xid") == 0:  # dcgm-exporter's XID gauge is 0 until an XID happens
         f["xid"] = None
     labels = g.labels
+    # exporter labels are outside text: made visible here, where they become a sample every view shows
     return GpuSample(
-        node=node, index=g.index, uuid=labels.get("UUID") or None, name=labels.get("modelName") or None,
+        node=node, index=g.index, uuid=safe_opt(labels.get("UUID") or None),
+        name=safe_opt(labels.get("modelName") or None),
         throttle=decode_reasons(dev.get("_reasons")), mig=mig, **f,
     )
 
