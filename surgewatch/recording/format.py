@@ -16,7 +16,9 @@ Tables (README "Recordings" documents the same):
   few numbers, so the delta is a fraction of the keyframe). A keyframe is at most KEYFRAME_S older than
   the rows that use it, so seeking decodes at most two values per stream.
 - `audit(id, at, tier, actor, data)`: quota changes (the audit entries the console received), `at`
-  when received, `data` the compressed AuditEntry.
+  when received, `data` the compressed AuditEntry. A row is keyed by (tier, id): a stream entry id is
+  unique within its tier's stream only, and tiers changed in the same millisecond (`init`, an import,
+  the guard) share one. Files written before keep a table keyed by id alone, rebuilt on append.
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ KEYFRAME_S = 60.0  # a delta's keyframe is never older than this: bounds seek wo
 TOP_STREAMS = ("reading:gpus", "reading:host", "reading:fleet", "reading:traffic", "quotas", "subscription")
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
+AUDIT_TABLE_SQL = """CREATE TABLE IF NOT EXISTS audit (
+    id TEXT NOT NULL, at REAL NOT NULL, tier TEXT NOT NULL, actor TEXT NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (tier, id)
+)"""
+AUDIT_INDEX_SQL = "CREATE INDEX IF NOT EXISTS audit_by_at ON audit (at)"
+AUDIT_SQL = f"{AUDIT_TABLE_SQL};\n{AUDIT_INDEX_SQL};\n"
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS streams (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
@@ -41,11 +49,7 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 CREATE INDEX IF NOT EXISTS chunks_by_stream ON chunks (stream, at);
 CREATE INDEX IF NOT EXISTS chunks_by_at ON chunks (at);
-CREATE TABLE IF NOT EXISTS audit (
-    id TEXT PRIMARY KEY, at REAL NOT NULL, tier TEXT NOT NULL, actor TEXT NOT NULL, data BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_by_at ON audit (at);
-"""
+""" + AUDIT_SQL
 
 
 class RecordingError(ValueError):
@@ -133,6 +137,24 @@ def open_for_reading(path: str | Path) -> tuple[sqlite3.Connection, dict[str, st
     return conn, meta
 
 
+def _old_audit_keys(conn: sqlite3.Connection) -> bool:
+    """True when the audit table is keyed by entry id alone (files written before (tier, id))."""
+    info = conn.execute("PRAGMA table_info(audit)").fetchall()
+    return [str(r[1]) for r in info if r[5]] == ["id"]
+
+
+def _rekey_audit(conn: sqlite3.Connection) -> None:
+    """Rebuild an audit table keyed by id alone under (tier, id), in one transaction."""
+    conn.execute("BEGIN")
+    conn.execute("ALTER TABLE audit RENAME TO audit_by_id")
+    conn.execute("DROP INDEX IF EXISTS audit_by_at")
+    conn.execute(AUDIT_TABLE_SQL)
+    conn.execute(AUDIT_INDEX_SQL)
+    conn.execute("INSERT OR IGNORE INTO audit SELECT id, at, tier, actor, data FROM audit_by_id")
+    conn.execute("DROP TABLE audit_by_id")
+    conn.execute("COMMIT")
+
+
 def open_for_writing(path: str | Path, meta: dict[str, str]) -> sqlite3.Connection:
     """A connection for the recorder: a new file, or an existing recording to append to."""
     p = Path(path)
@@ -149,6 +171,8 @@ def open_for_writing(path: str | Path, meta: dict[str, str]) -> sqlite3.Connecti
         conn.execute("PRAGMA journal_mode = WAL")
         # WAL + NORMAL: a killed process loses nothing committed (only a power cut may lose the last commits)
         conn.execute("PRAGMA synchronous = NORMAL")
+        if existing and _old_audit_keys(conn):
+            _rekey_audit(conn)
         conn.executescript(SCHEMA_SQL)
         if not existing:
             conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(meta.items()))
