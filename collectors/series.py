@@ -1,10 +1,11 @@
 """Series (name, labels, value) of one node -> its GPUs, with MIG instances and the page's warnings.
 
 The rules, in the order they apply to each series:
-- a series with no `gpu` label is skipped; a GPU is its UUID (else its `gpu` index), so every series
-  of one physical GPU lands on one GpuSample, MIG or not;
+- a series with no `gpu` label is skipped (a node-level series); one whose `gpu` is not an index is
+  skipped with a warning; a GPU is its UUID (else its `gpu` index), so every series of one physical
+  GPU lands on one GpuSample, MIG or not;
 - a value that did not parse costs that field of that GPU (n/a) and a warning, never the node;
-- NaN and DCGM's blank sentinels are n/a; a value outside its unit's plausible range is n/a and a
+- NaN is n/a and a warning; DCGM's blank sentinels are n/a; a value outside its unit's plausible range is n/a and a
   warning (`collectors.metrics.RANGE_OF_UNIT`);
 - MIG (`GPU_I_ID` labels): memory and activity fields are the instance's own; device fields
   (temperature, power, clocks, errors) are repeated by every instance, sampled at slightly different
@@ -79,7 +80,9 @@ class _Reader:
             return
         try:
             index = int(gpu_label)
-        except ValueError:
+        except ValueError:  # the series cannot be placed on a GPU: named, never dropped in silence
+            self.warn(None, "gpu", "unparsable",
+                      f"series with gpu=\"{safe(gpu_label, 40)}\" (not a GPU index) ignored: {spec.label or name}")
             return
         key = labels.get("UUID") or f"#{index}"
         g = self.gpus.get(key)
@@ -114,10 +117,13 @@ class _Reader:
     def _value(self, index: int, spec: MetricSpec, raw: RawValue) -> float | None:
         fld = spec.field or spec.name
         if isinstance(raw, str):
-            shown = safe(" ".join(raw.split()), 40)
+            shown = safe(" ".join(raw.split())[:40], 160)
             self.warn(index, fld, "unparsable", f"GPU {index}: {spec.label} unreadable ('{shown}'), n/a")
             return None
-        if math.isnan(raw) or is_blank(raw):
+        if math.isnan(raw):  # a NaN is no reading: n/a, and said (a zero would be a claim)
+            self.warn(index, fld, "unparsable", f"GPU {index}: {spec.label} is NaN (no reading), n/a")
+            return None
+        if is_blank(raw):
             return None
         if not in_range(spec, raw):
             self.warn(index, fld, "range", f"GPU {index}: {spec.label} {raw:g} {spec.unit} out of range, ignored")
