@@ -131,14 +131,16 @@ def test_bad_times_are_refused_with_exit_2(tmp_path: Path, args: list[str], word
 
 
 def test_json_gives_one_document_per_second_or_every_s_with_snapshot_keys(tmp_path: Path) -> None:
-    """--json: one document per recorded second, `taken_at` the recorded time; --every 10; --at exactly one."""
+    """--json: one document per recorded second with snapshot's keys (`redis` too), `taken_at` the recorded
+    time; --every 10; --at exactly one."""
     import json
 
     path = tmp_path / "r.sqlite"
     record(path, 30)
     every_s = [json.loads(x) for x in replay(str(path), "--json").stdout.splitlines()]
     assert len(every_s) == 30
-    assert {tuple(d) for d in every_s} == {("taken_at", "host", "errors", "nodes", "gpus", "tiers")}
+    assert {tuple(d) for d in every_s} == {("taken_at", "host", "errors", "nodes", "gpus", "tiers", "redis")}
+    assert {json.dumps(d["redis"]) for d in every_s} == {'{"status": "ok", "error": null}'}  # as snapshot --json
     tens = [json.loads(x) for x in replay(str(path), "--json", "--every", "10").stdout.splitlines()]
     assert [d["taken_at"] for d in tens] == [every_s[0]["taken_at"], every_s[10]["taken_at"], every_s[20]["taken_at"]]
     (one,) = [json.loads(x) for x in replay(str(path), "--at", "+5s").stdout.splitlines()]
