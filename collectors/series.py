@@ -221,38 +221,57 @@ def _host(url: str) -> str:
     return urlsplit(url).netloc.rsplit("@", 1)[-1] or url
 
 
+def _live(n: NodeSample, g: GpuSample) -> bool:
+    return n.status == "up" and g.status != "stale"
+
+
 def dedupe_uuids(nodes: tuple[NodeSample, ...]) -> tuple[NodeSample, ...]:
-    """A GPU UUID on two nodes (one exporter scraped under two names) is counted once, on the first node
-    in order; both nodes carry a warning naming the other. Unchanged nodes are returned as they are."""
-    first: dict[str, tuple[int, int]] = {}  # uuid -> (node position, GPU index)
-    dup: dict[int, list[tuple[int, str, int]]] = {}  # later node position -> [(GPU index, uuid, first node)]
+    """A GPU UUID on two nodes is counted once. Where one copy is live and another is a down node's
+    last-known copy, the GPU moved (a pod with a new IP, an exporter re-pointed): it is live where it is
+    live, and the old address drops it and says where it went (its error reads `moved to ADDR` once all its
+    GPUs did). Two live copies (one exporter scraped under two names) are counted on the first node in order,
+    and both nodes carry a warning naming the other. Unchanged nodes are returned as they are."""
+    copies: dict[str, list[tuple[int, GpuSample]]] = {}  # uuid -> [(node position, GPU)], one per node
     for pos, n in enumerate(nodes):
         for g in n.gpus:
-            if g.uuid is None:
-                continue
-            seen = first.get(g.uuid)
-            if seen is None:
-                first[g.uuid] = (pos, g.index)
-            elif seen[0] != pos:
-                dup.setdefault(pos, []).append((g.index, g.uuid, seen[0]))
-    if not dup:
-        return nodes
+            if g.uuid is not None:
+                held = copies.setdefault(g.uuid, [])
+                if not held or held[-1][0] != pos:
+                    held.append((pos, g))
     extra: dict[int, list[NodeWarning]] = {}
     drop: dict[int, set[str]] = {}
-    for pos, items in dup.items():
-        for index, uuid, at in items:
-            here, there = _host(nodes[pos].url), _host(nodes[at].url)
-            extra.setdefault(pos, []).append(NodeWarning(
-                index, "uuid", "uuid", f"GPU {index} ({uuid}) is also on {there}: counted once, there"))
-            extra.setdefault(at, []).append(NodeWarning(
-                first[uuid][1], "uuid", "uuid", f"GPU {first[uuid][1]} ({uuid}) is also reported by {here}"))
+    moved_to: dict[int, set[str]] = {}  # old node position -> the addresses its GPUs went to
+    for uuid, held in copies.items():
+        if len(held) < 2:
+            continue
+        live = [(p, g) for p, g in held if _live(nodes[p], g)]
+        at, owner = (live or held)[0]
+        there = _host(nodes[at].url)
+        for pos, g in held:
+            if pos == at:
+                continue
             drop.setdefault(pos, set()).add(uuid)
+            if live and not _live(nodes[pos], g):
+                extra.setdefault(pos, []).append(NodeWarning(
+                    g.index, "uuid", "uuid", f"GPU {g.index} ({uuid}) moved to {there}: live there"))
+                moved_to.setdefault(pos, set()).add(there)
+                continue
+            here = _host(nodes[pos].url)
+            extra.setdefault(pos, []).append(NodeWarning(
+                g.index, "uuid", "uuid", f"GPU {g.index} ({uuid}) is also on {there}: counted once, there"))
+            extra.setdefault(at, []).append(NodeWarning(
+                owner.index, "uuid", "uuid", f"GPU {owner.index} ({uuid}) is also reported by {here}"))
+    if not extra:
+        return nodes
     out = []
     for pos, n in enumerate(nodes):
         if pos not in extra:
             out.append(n)
             continue
         gone = drop.get(pos, set())
-        out.append(replace(n, gpus=tuple(g for g in n.gpus if g.uuid not in gone),
-                           warnings=n.warnings + tuple(extra[pos])))
+        gpus = tuple(g for g in n.gpus if g.uuid not in gone)
+        error = n.error
+        if pos in moved_to and not gpus:  # every GPU of the old address is live elsewhere: say where
+            error = f"moved to {', '.join(sorted(moved_to[pos]))}" + (f" ({n.error})" if n.error else "")
+        out.append(replace(n, gpus=gpus, error=error, warnings=n.warnings + tuple(extra[pos])))
     return tuple(out)
