@@ -13,6 +13,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from collectors.fleet import FleetCollector
+from collectors.prometheus import read_targets
 from collectors.runner import Runner
 from collectors.samples import Source
 from quotas.keys import Keys
@@ -61,7 +62,11 @@ async def _hostile_audit(r: aioredis.Redis) -> None:
     now_ms = int(time.time() * 1000)
     await r.xadd(k.audit("plus"), {"actor": HOSTILE, "at": str(now_ms), "tier": "plus", "version": "2", "old": "",
                                    "new": "", "reason": f"why {HOSTILE}", "kind": "set", "at_us": str(now_ms * 1000)})
+    await r.xadd(k.audit("pro"), {"actor": "ops", "at": str(now_ms), "tier": f"pro{HOSTILE}", "version": "2",
+                                  "old": "", "new": "", "reason": "renamed by hand", "kind": "set",
+                                  "at_us": str(now_ms * 1000 + 1)})
     await r.publish(k.events, json.dumps({"tier": "plus", "version": 2, "actor": HOSTILE, "kind": "set"}))
+    await r.publish(k.events, json.dumps({"tier": "pro", "version": 2, "actor": "ops", "kind": "set"}))
 
 
 async def test_console_shows_hostile_labels_errors_and_audit_entries_visibly(
@@ -78,8 +83,34 @@ async def test_console_shows_hostile_labels_errors_and_audit_entries_visibly(
             await wait_until(pilot, lambda: "plus" in app.state.quotas, what="quotas loaded")
             await _hostile_audit(redis_client)
             await wait_until(pilot, lambda: "why A\\x1b]2;PWNED" in screen_text(app), what="the audit entry shown")
+            await wait_until(pilot, lambda: "quota proA\\x1b]2;PWNED" in screen_text(app), what="the tier shown")
             assert_clean(screen_text(app))
             assert "A\\x1b]2;PWNED" in screen_text(app)
+
+
+async def test_quota_history_table_and_json_show_hostile_audit_entries_visibly(
+    valkey: ValkeyProcess, redis_client: aioredis.Redis
+) -> None:
+    """`quota history`: an actor, a reason and a tier XADDed by hand come out in their visible form."""
+    await QuotaStore(redis_client).init()
+    await _hostile_audit(redis_client)
+    code, table, err = await _cli("--redis", valkey.url, "quota", "history")
+    assert code == 0, err
+    assert_clean(table + err)
+    assert "why A\\x1b]2;PWNED" in table and "proA\\x1b]2;PWNED" in table
+    code, out, err = await _cli("--redis", valkey.url, "quota", "history", "--json")
+    assert code == 0, err
+    entries = json.loads(out)
+    assert_clean(json.dumps(entries, ensure_ascii=False))
+    assert SHOWN in {e["actor"] for e in entries} and f"pro{SHOWN}" in {e["tier"] for e in entries}
+
+
+def test_prometheus_last_error_is_made_visible_where_it_enters() -> None:
+    """A target's `lastError` (Prometheus quotes what the exporter served) is read in its visible form."""
+    doc = {"status": "success", "data": {"activeTargets": [
+        {"labels": {"instance": "10.0.0.5:9400", "job": "gpu"}, "health": "down", "lastError": f"bad {HOSTILE}"}]}}
+    (target,) = read_targets(doc).values()
+    assert target.last_error == f"bad {SHOWN}"
 
 
 async def _cli(*argv: str) -> tuple[int, str, str]:
