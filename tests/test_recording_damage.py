@@ -27,9 +27,10 @@ def docs(out: str) -> list[dict[str, Any]]:
     return [json.loads(x) for x in out.splitlines()]
 
 
-def record(path: Path, *, copy_live_to: Path | None = None) -> None:
+def record(path: Path, *, copy_live_to: Path | None = None, checkpoint_at: int | None = None) -> None:
     """30 recorded seconds, one commit each (a GPU warming a degree a second); `copy_live_to`: a copy of the
-    file and its write-ahead log taken while the recorder still holds them (what a crash leaves)."""
+    file and its write-ahead log taken while the recorder still holds them (what a crash leaves);
+    `checkpoint_at`: the second after which the log is checkpointed and restarted (older frames stay behind)."""
     now = [FROZEN_NOW]
     base = frozen_readings()
     rec = Recorder(path, clock=lambda: now[0], flush_s=3600)
@@ -39,6 +40,9 @@ def record(path: Path, *, copy_live_to: Path | None = None) -> None:
             for source, r in hotter(base, k).items():
                 rec.reading(source, r)
             rec.flush()
+            if k == checkpoint_at:  # another connection checkpoints: the next commit restarts the log at its start
+                with sqlite3.connect(path) as other:
+                    other.execute("PRAGMA wal_checkpoint(PASSIVE)")
         if copy_live_to is not None:
             shutil.copy(path, copy_live_to)
             shutil.copy(f"{path}-wal", f"{copy_live_to}-wal")
@@ -134,3 +138,12 @@ def test_a_damaged_write_ahead_log_replays_its_intact_part_and_names_the_frame(t
     proc = replay(str(copy), "--json")
     _assert_intact_prefix(proc, whole)
     assert "fails its checksum" in proc.stderr or "is damaged" in proc.stderr
+
+
+def test_a_restarted_log_with_stale_frames_behind_is_whole(tmp_path: Path) -> None:
+    """A log restarted after a checkpoint keeps older frames past its end (stale by design): not damage."""
+    path, copy = tmp_path / "r.sqlite", tmp_path / "crashed.sqlite"
+    record(path, copy_live_to=copy, checkpoint_at=20)
+    proc = replay(str(copy), "--json")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert len(docs(proc.stdout)) == SECONDS

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 import struct
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ WAL_MAGIC = (0x377F0682, 0x377F0683)  # checksums little- or big-endian words
 WAL_HEADER = 32
 FRAME_HEADER = 24
 SHOWN_ROWS = 3  # damaged rows named in a message; the count says how many more
+RECHECKS, RECHECK_S = 3, 0.2  # a log that looks cut is read again: a live recorder may be mid-frame
 
 
 def chunk_crc(row: int, stream: int, at: float, base: int | None, data: bytes) -> int:
@@ -142,15 +144,30 @@ def _later_frames(blob: bytes, start: int, whole: int, size: int, salt1: int, sa
     return n
 
 
+def _stamp(wal: Path) -> tuple[int, int]:
+    try:
+        st = wal.stat()
+    except FileNotFoundError:
+        return (0, 0)
+    return (st.st_size, st.st_mtime_ns)
+
+
 def wal_damage(path: Path, intact_end: float) -> str | None:
     """A sentence naming a log that does not replay whole and the seconds it costs; None when it does."""
     wal = Path(f"{path}-wal")
-    report = read_wal(wal)
-    if report.why is None:
-        return None
+    for _ in range(RECHECKS):
+        before = _stamp(wal)
+        report = read_wal(wal)
+        if report.why is None:
+            return None
+        time.sleep(RECHECK_S)
+        if _stamp(wal) == before:
+            break  # the log did not change: the damage is real, not a frame being written by a live recorder
+    else:
+        return None  # a recorder is still writing it: judged once it stops
     lost = max(0, report.frames - report.replayed)
     last_write = wal.stat().st_mtime
     until = f" to about {iso(last_write)} (the log's last write)" if last_write > intact_end + 1 else ""
+    intact = f"intact up to {iso(intact_end)}; the seconds after it" if intact_end > 0 else "intact nowhere; all"
     return (f"{wal}: the write-ahead log does not replay whole: {report.why}; {lost} of {report.frames} "
-            f"frame(s) lost. The recording is intact up to {iso(intact_end)}; the seconds after it{until} "
-            "are missing")
+            f"frame(s) lost. The recording is {intact}{until} are missing")
