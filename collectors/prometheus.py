@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -41,16 +42,19 @@ from collectors.prometheus_window import (
     read_instances,
     read_masks,
     read_summary,
+    read_where,
     series_query,
     summary_query,
     throttled_masks,
     unhealthy_query,
+    where_query,
     worst_query,
 )
 from collectors.samples import FleetSample, FleetSummary, NodeSample
-from collectors.series import Series, dedupe_uuids, read_series
+from collectors.series import Series, dedupe_uuids, mark_moved, read_series
 from quotas.safe import safe
 
+log = logging.getLogger(__name__)
 DOWN = "target down in prometheus"
 METRIC_LABEL = "surgewatch_metric"
 
@@ -271,7 +275,23 @@ class PrometheusFleetCollector:
                     await self._fetch_history(down)
         except Exception as e:
             raise RuntimeError(f"prometheus {self.shown}: {scrape_error(e, self.timeout_s)}") from e
-        return await asyncio.to_thread(self._sample, targets, grouped, latency_ms, summary, skip)
+        sample = await asyncio.to_thread(self._sample, targets, grouped, latency_ms, summary, skip)
+        return sample if summary is None else await self._moved(sample)
+
+    async def _moved(self, sample: FleetSample) -> FleetSample:
+        """Windowed: down nodes' last-known GPUs that are live at an address not fetched in full moved there
+        (dedupe_uuids sees only the GPUs the sample holds). Asked only when a down node holds GPUs."""
+        stale = {g.uuid for n in sample.nodes if n.status == "down" for g in n.gpus if g.uuid is not None}
+        if not stale:
+            return sample
+        try:
+            async with asyncio.timeout(max(self.timeout_s, 1.0)):
+                live_at = read_where(await self._query(where_query(stale)))
+        except Exception as e:  # the down nodes keep their last-known GPUs, as without this question
+            log.warning("prometheus %s: where are the GPUs of down nodes: %s", self.shown,
+                        scrape_error(e, self.timeout_s))
+            return sample
+        return replace(sample, nodes=mark_moved(sample.nodes, live_at))
 
     @staticmethod
     def _decode(body: bytes) -> Any:

@@ -252,8 +252,7 @@ def dedupe_uuids(nodes: tuple[NodeSample, ...]) -> tuple[NodeSample, ...]:
                 continue
             drop.setdefault(pos, set()).add(uuid)
             if live and not _live(nodes[pos], g):
-                extra.setdefault(pos, []).append(NodeWarning(
-                    g.index, "uuid", "uuid", f"GPU {g.index} ({uuid}) moved to {there}: live there"))
+                extra.setdefault(pos, []).append(_moved_warning(g, uuid, there))
                 moved_to.setdefault(pos, set()).add(there)
                 continue
             here = _host(nodes[pos].url)
@@ -268,10 +267,34 @@ def dedupe_uuids(nodes: tuple[NodeSample, ...]) -> tuple[NodeSample, ...]:
         if pos not in extra:
             out.append(n)
             continue
-        gone = drop.get(pos, set())
-        gpus = tuple(g for g in n.gpus if g.uuid not in gone)
-        error = n.error
-        if pos in moved_to and not gpus:  # every GPU of the old address is live elsewhere: say where
-            error = f"moved to {', '.join(sorted(moved_to[pos]))}" + (f" ({n.error})" if n.error else "")
-        out.append(replace(n, gpus=gpus, error=error, warnings=n.warnings + tuple(extra[pos])))
+        out.append(_without(n, drop.get(pos, set()), extra[pos], moved_to.get(pos, set())))
+    return tuple(out)
+
+
+def _moved_warning(g: GpuSample, uuid: str, there: str) -> NodeWarning:
+    return NodeWarning(g.index, "uuid", "uuid", f"GPU {g.index} ({uuid}) moved to {there}: live there")
+
+
+def _without(n: NodeSample, gone: set[str], warnings: list[NodeWarning], moved_to: set[str]) -> NodeSample:
+    """`n` without the GPUs `gone`, with `warnings`; its error names where they went once every GPU did."""
+    gpus = tuple(g for g in n.gpus if g.uuid not in gone)
+    error = n.error
+    if moved_to and not gpus:
+        error = f"moved to {', '.join(sorted(moved_to))}" + (f" ({n.error})" if n.error else "")
+    return replace(n, gpus=gpus, error=error, warnings=n.warnings + tuple(warnings))
+
+
+def mark_moved(nodes: tuple[NodeSample, ...], live_at: Mapping[str, str]) -> tuple[NodeSample, ...]:
+    """Down nodes' last-known GPUs whose UUID is live at another address (`live_at`: UUID -> address, from a
+    source that sees GPUs the sample does not hold, e.g. Prometheus' current series) moved there: dropped
+    and named, as dedupe_uuids does for copies the sample holds."""
+    out = []
+    for n in nodes:
+        moved = {g.uuid: _host(live_at[g.uuid]) for g in n.gpus
+                 if n.status == "down" and g.uuid is not None and g.uuid in live_at and live_at[g.uuid] != n.url}
+        if not moved:
+            out.append(n)
+            continue
+        warnings = [_moved_warning(g, g.uuid, moved[g.uuid]) for g in n.gpus if g.uuid in moved]
+        out.append(_without(n, set(moved), warnings, set(moved.values())))
     return tuple(out)

@@ -6,11 +6,13 @@ SIGHUP)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from collectors.prometheus import PrometheusFleetCollector
+from collectors.prometheus_window import FleetWindow
 from collectors.samples import FleetSample
 from surgewatch.settings import Settings
 from tests.conftest import L4_CAPTURE
@@ -88,3 +90,37 @@ async def test_prometheus_mode_gpus_that_moved_after_a_sighup_are_live_at_the_ne
     assert all(g.status == "ok" for g in gpus)
     old_node = next(n for n in sample.nodes if n.url == addr(old))
     assert old_node.gpus == () and {w.kind for w in old_node.warnings} == {"uuid"}
+
+
+def at_temp(page: str, temp_c: int) -> str:
+    return re.sub(r"^(DCGM_FI_DEV_GPU_TEMP\{[^}]*\}) \S+", rf"\g<1> {temp_c}", page, flags=re.M)
+
+
+async def test_windowed_prometheus_mode_counts_gpus_that_moved_to_an_unfetched_target_once(tmp_path: Path) -> None:
+    """A large-fleet window fetches only the worst node in full: OLD (hottest, shown) moves to NEW (cool, not
+    fetched); OLD says `moved to NEW` with no GPUs left, and the fleet's GPU count stays 4, not 6."""
+    page = two_gpus()
+    other = at_temp(page.replace('UUID="GPU-0000', 'UUID="GPU-cccc'), 70)
+    with MetricsNode(at_temp(page, 90)) as old, MetricsNode(at_temp(page, 50)) as new, MetricsNode(other) as warm:
+        prom = PrometheusServer([addr(old), addr(warm)], tmp_path)
+        coll = PrometheusFleetCollector(prom.url, timeout_s=2.0, window=FleetWindow(above_gpus=1, nodes=1))
+        try:
+            await prom.wait_targets(2)
+            await _poll_until(coll, lambda s: s.summary is not None and s.summary.gpus == 2 * GPUS and any(
+                n.url == addr(old) and n.status == "up" and len(n.gpus) == GPUS for n in s.nodes))
+            old.stop()
+            cfg = tmp_path / "prometheus.yml"
+            cfg.write_text(cfg.read_text().replace(addr(old), addr(new)))
+            prom.proc.send_signal(signal.SIGHUP)
+
+            def moved(s: FleetSample) -> bool:
+                by = {n.url: n for n in s.nodes}
+                return addr(old) in by and (by[addr(old)].error or "").startswith(f"moved to {addr(new)}") \
+                    and s.summary is not None and s.summary.gpus == 2 * GPUS
+            sample = await _poll_until(coll, moved)
+        finally:
+            await coll.aclose()
+            prom.stop()
+    assert addr(new) not in {n.url for n in sample.nodes}  # counted by Prometheus, not fetched in full
+    down_gpus = sum(len(n.gpus) for n in sample.nodes if n.status == "down")
+    assert sample.summary is not None and sample.summary.gpus + down_gpus == 2 * GPUS
