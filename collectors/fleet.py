@@ -27,12 +27,17 @@ from collectors.nodes import redact_url
 from collectors.runner import describe_error
 from collectors.samples import FleetSample, GpuSample, NodeSample
 from collectors.series import ParsedNode, dedupe_uuids
+from quotas.safe import safe
 
 MAX_PAGE_BYTES = 8 * 1024 * 1024  # a node serving more than this is broken, not a GPU server
 
 
 def scrape_error(exc: BaseException, timeout_s: float) -> str:
-    """A short, credential-free reason for a status column."""
+    """A short, credential-free reason for a status column; what a server said is made visible (quotas.safe)."""
+    return safe(_scrape_error(exc, timeout_s), 160)
+
+
+def _scrape_error(exc: BaseException, timeout_s: float) -> str:
     if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
         return f"timed out after {timeout_s:g} s"
     if isinstance(exc, httpx.HTTPStatusError):
@@ -122,7 +127,7 @@ class FleetCollector:
         now = clock()
         self._nodes: list[_Node] = []
         for url in dict.fromkeys(urls):
-            shown = redact_url(url) or url
+            shown = safe(redact_url(url) or url)
             first = NodeSample(
                 url=shown, status="down", error="not scraped yet", latency_ms=None, taken_at=now, checked_at=now
             )

@@ -26,7 +26,7 @@ MetricType = Literal["gauge", "counter"]
 RANGE_OF_UNIT: dict[str, tuple[float, float]] = {
     "%": (0.0, 100.0),
     "ratio": (0.0, 1.0),
-    "C": (-40.0, 150.0),
+    "C": (0.0, 150.0),  # a powered GPU is never below freezing: a negative reading is a broken sensor or exporter
     "W": (0.0, 5000.0),
     "MiB": (0.0, 1024.0 * 1024.0),  # 1 TiB
     "MHz": (0.0, 10_000.0),

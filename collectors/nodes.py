@@ -37,11 +37,14 @@ def redact_url(url: str | None) -> str | None:
 def parse_nodes(value: str | Sequence[str] | None) -> list[str]:
     """`--nodes` takes comma-separated URLs or `@FILE` with one URL a line ('#' starts a comment).
 
-    A URL without a path gets `/metrics`, as dcgm-exporter serves it there. Duplicates are dropped.
+    A URL without a path gets `/metrics`, as dcgm-exporter serves it there. Duplicates are dropped. A value
+    that names no node (`''`, a file of comments) is refused: an empty watch must never look like a calm one.
     """
     if value is None:
         return []
+    given = ""  # a flag, a variable or a file the operator named: it must name a node
     if isinstance(value, str):
+        given = f"node list {value[1:]}" if value.startswith("@") else "--nodes"
         if value.startswith("@"):
             path = Path(value[1:])
             try:
@@ -76,4 +79,8 @@ def parse_nodes(value: str | Sequence[str] | None) -> list[str]:
             u = urlunsplit((p.scheme, p.netloc, "/metrics", p.query, p.fragment))
         if u not in urls:
             urls.append(u)
+    if given and not urls:
+        raise NodeListError(
+            f"{given} names no node (empty, or only comments): give one or more URLs, e.g. http://gpu-01:9400/metrics"
+        )
     return urls

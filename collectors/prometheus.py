@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -41,15 +42,19 @@ from collectors.prometheus_window import (
     read_instances,
     read_masks,
     read_summary,
+    read_where,
     series_query,
     summary_query,
     throttled_masks,
     unhealthy_query,
+    where_query,
     worst_query,
 )
 from collectors.samples import FleetSample, FleetSummary, NodeSample
-from collectors.series import Series, dedupe_uuids, read_series
+from collectors.series import Series, dedupe_uuids, mark_moved, read_series
+from quotas.safe import safe
 
+log = logging.getLogger(__name__)
 DOWN = "target down in prometheus"
 METRIC_LABEL = "surgewatch_metric"
 
@@ -103,8 +108,9 @@ def read_targets(doc: Any) -> dict[str, Target]:
         try:
             labels = t["labels"]
             inst = str(labels["instance"])
+            # lastError quotes what the exporter served: outside text, made visible here
             out[inst] = Target(inst, str(labels.get("job", "")), t.get("health") == "up",
-                               " ".join(str(t.get("lastError") or "").split())[:160])
+                               safe(" ".join(str(t.get("lastError") or "").split()), 160))
         except (KeyError, TypeError, AttributeError):
             continue
     return out
@@ -269,7 +275,23 @@ class PrometheusFleetCollector:
                     await self._fetch_history(down)
         except Exception as e:
             raise RuntimeError(f"prometheus {self.shown}: {scrape_error(e, self.timeout_s)}") from e
-        return await asyncio.to_thread(self._sample, targets, grouped, latency_ms, summary, skip)
+        sample = await asyncio.to_thread(self._sample, targets, grouped, latency_ms, summary, skip)
+        return sample if summary is None else await self._moved(sample)
+
+    async def _moved(self, sample: FleetSample) -> FleetSample:
+        """Windowed: down nodes' last-known GPUs that are live at an address not fetched in full moved there
+        (dedupe_uuids sees only the GPUs the sample holds). Asked only when a down node holds GPUs."""
+        stale = {g.uuid for n in sample.nodes if n.status == "down" for g in n.gpus if g.uuid is not None}
+        if not stale:
+            return sample
+        try:
+            async with asyncio.timeout(max(self.timeout_s, 1.0)):
+                live_at = read_where(await self._query(where_query(stale)))
+        except Exception as e:  # the down nodes keep their last-known GPUs, as without this question
+            log.warning("prometheus %s: where are the GPUs of down nodes: %s", self.shown,
+                        scrape_error(e, self.timeout_s))
+            return sample
+        return replace(sample, nodes=mark_moved(sample.nodes, live_at))
 
     @staticmethod
     def _decode(body: bytes) -> Any:
@@ -316,7 +338,7 @@ class PrometheusFleetCollector:
             node = None
             if inst in series:
                 parsed = read_series(inst, series[inst])
-                node = NodeSample(url=inst, status="down", error=DOWN, latency_ms=None, taken_at=at or now,
+                node = NodeSample(url=safe(inst), status="down", error=DOWN, latency_ms=None, taken_at=at or now,
                                   checked_at=now, gpus=_stale(parsed.gpus), warnings=parsed.warnings)
             self._history[inst] = (node, at)
 
@@ -338,7 +360,7 @@ class PrometheusFleetCollector:
             if inst in series and is_up:
                 parsed = read_series(inst, series[inst])
                 self._known[inst] = NodeSample(
-                    url=inst, status="up", error=None, latency_ms=round(latency_ms, 2),
+                    url=safe(inst), status="up", error=None, latency_ms=round(latency_ms, 2),
                     taken_at=stamp.get(inst, now), checked_at=now, gpus=parsed.gpus, warnings=parsed.warnings,
                 )
                 continue
@@ -349,7 +371,7 @@ class PrometheusFleetCollector:
                 prev = hist
                 if prev is None:
                     never = f"never up in the last {self.lookback}" if at is None else "no GPU series in its history"
-                    self._known[inst] = NodeSample(url=inst, status="down", error=f"{reason} ({never})",
+                    self._known[inst] = NodeSample(url=safe(inst), status="down", error=f"{reason} ({never})",
                                                    latency_ms=None, taken_at=now, checked_at=now)
                     continue
             self._known[inst] = replace(prev, status="down", error=reason, latency_ms=None, checked_at=now,

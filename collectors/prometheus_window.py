@@ -69,6 +69,25 @@ def counts_query() -> str:
     return f"count by (instance, job) (group by ({_BY_GPU}, job) ({sel}))"
 
 
+def where_query(uuids: Iterable[str]) -> str:
+    """Where these GPUs are live now: one series per (instance, UUID) among the current GPU series (a down
+    node's last-known GPUs may be live at another address that the window does not fetch in full)."""
+    sel = '{__name__=~"' + "|".join(USED_METRICS) + f'", UUID=~"{_regex(uuids)}"}}'
+    return f"group by (instance, UUID) ({sel})"
+
+
+def read_where(result: Any) -> dict[str, str]:
+    """UUID -> the instance it is live at (the first by name when several), from where_query's answer."""
+    out: dict[str, str] = {}
+    for item in result if isinstance(result, list) else ():
+        m = item.get("metric") if isinstance(item, dict) else None
+        if isinstance(m, dict) and "UUID" in m and "instance" in m:
+            uuid, inst = str(m["UUID"]), str(m["instance"])
+            if uuid not in out or inst < out[uuid]:
+                out[uuid] = inst
+    return out
+
+
 def _named(name: str, expr: str) -> str:
     return f'label_replace({expr}, "{AGG_LABEL}", "{name}", "", "")'
 

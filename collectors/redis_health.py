@@ -12,6 +12,7 @@ from typing import Any
 
 from collectors.samples import RedisHealth
 from quotas.errors import ErrorKind
+from quotas.safe import safe
 
 # the more a state stops decisions, the earlier it is named when several hold at once
 SEVERITY = (
@@ -62,7 +63,7 @@ def from_info(info: Any) -> list[tuple[str, str]]:
 
 def from_error(reply: BaseException, key: str, what: str) -> tuple[str, str]:
     """(status, message) for an error reply to a command on `key`, which holds `what` (e.g. 'a set')."""
-    text = " ".join(str(reply).split())
+    text = safe(" ".join(str(reply).split()), 300)  # the server's words: made visible, never interpreted
     if type(reply).__name__ in ("MovedError", "AskError"):  # a cluster node read as one server: not a refusal
         return ErrorKind.UNAVAILABLE, (
             f"{key} lives on another Redis Cluster node ({text}): this Redis is part of a cluster; give "

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from quotas.errors import ErrorKind
+from quotas.safe import safe
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def classify(exc: BaseException) -> SourceError:
             kind = ErrorKind.ERROR
     # our own typed errors say what happened in their message; anything else is named by its type too
     typed = isinstance(getattr(exc, "kind", None), ErrorKind) and str(exc)
-    return SourceError(kind, " ".join(str(exc).split()) if typed else describe_error(exc))
+    return SourceError(kind, safe(" ".join(str(exc).split()), 300) if typed else describe_error(exc))
 
 
 def _is_transport_error(exc: BaseException) -> bool:
@@ -90,8 +91,9 @@ class Reading(Generic[S]):
 
 
 def describe_error(exc: BaseException) -> str:
-    """One line for a status bar: the exception's type when its message is empty."""
-    text = " ".join(str(exc).split())
+    """One line for a status bar: the exception's type when its message is empty. The message is often
+    a server's words (an error reply, an HTTP reason), so it is made visible (quotas.safe), never raw."""
+    text = safe(" ".join(str(exc).split()), 300)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

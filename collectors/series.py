@@ -1,10 +1,11 @@
 """Series (name, labels, value) of one node -> its GPUs, with MIG instances and the page's warnings.
 
 The rules, in the order they apply to each series:
-- a series with no `gpu` label is skipped; a GPU is its UUID (else its `gpu` index), so every series
-  of one physical GPU lands on one GpuSample, MIG or not;
+- a series with no `gpu` label is skipped (a node-level series); one whose `gpu` is not an index is
+  skipped with a warning; a GPU is its UUID (else its `gpu` index), so every series of one physical
+  GPU lands on one GpuSample, MIG or not;
 - a value that did not parse costs that field of that GPU (n/a) and a warning, never the node;
-- NaN and DCGM's blank sentinels are n/a; a value outside its unit's plausible range is n/a and a
+- NaN is n/a and a warning; DCGM's blank sentinels are n/a; a value outside its unit's plausible range is n/a and a
   warning (`collectors.metrics.RANGE_OF_UNIT`);
 - MIG (`GPU_I_ID` labels): memory and activity fields are the instance's own; device fields
   (temperature, power, clocks, errors) are repeated by every instance, sampled at slightly different
@@ -32,6 +33,7 @@ from collectors.samples import (
     mig_memory_mib,
     slice_weighted,
 )
+from quotas.safe import safe, safe_opt
 
 RawValue = float | str  # a str is a value that did not parse, kept for the warning
 Series = tuple[str, Mapping[str, str], RawValue]
@@ -78,20 +80,23 @@ class _Reader:
             return
         try:
             index = int(gpu_label)
-        except ValueError:
+        except ValueError:  # the series cannot be placed on a GPU: named, never dropped in silence
+            self.warn(None, "gpu", "unparsable",
+                      f"series with gpu=\"{safe(gpu_label, 40)}\" (not a GPU index) ignored: {spec.label or name}")
             return
         key = labels.get("UUID") or f"#{index}"
         g = self.gpus.get(key)
         if g is None:
             owner = self.index_owner.get(index)
             if owner is not None:  # another UUID already holds this index: refuse, never last-win
-                self.warn(index, "uuid", "duplicate", f"GPU {index}: a second GPU ({key}) under its index, ignored")
+                self.warn(index, "uuid", "duplicate",
+                          f"GPU {index}: a second GPU ({safe(key, 80)}) under its index, ignored")
                 return
             g = self.gpus[key] = _Gpu(index, labels)
             self.index_owner[index] = key
         gi = _gi(labels)
         if gi is not None and gi not in g.instances:
-            g.instances[gi] = _Values(profile=labels.get("GPU_I_PROFILE", ""))
+            g.instances[gi] = _Values(profile=safe(labels.get("GPU_I_PROFILE", ""), 40))
         v = self._value(g.index, spec, raw)
         if v is None:
             return
@@ -112,10 +117,13 @@ class _Reader:
     def _value(self, index: int, spec: MetricSpec, raw: RawValue) -> float | None:
         fld = spec.field or spec.name
         if isinstance(raw, str):
-            shown = " ".join(raw.split())[:40]
-            self.warn(index, fld, "unparsable", f"GPU {index}: {spec.label} unreadable ({shown!r}), n/a")
+            shown = safe(" ".join(raw.split())[:40], 160)
+            self.warn(index, fld, "unparsable", f"GPU {index}: {spec.label} unreadable ('{shown}'), n/a")
             return None
-        if math.isnan(raw) or is_blank(raw):
+        if math.isnan(raw):  # a NaN is no reading: n/a, and said (a zero would be a claim)
+            self.warn(index, fld, "unparsable", f"GPU {index}: {spec.label} is NaN (no reading), n/a")
+            return None
+        if is_blank(raw):
             return None
         if not in_range(spec, raw):
             self.warn(index, fld, "range", f"GPU {index}: {spec.label} {raw:g} {spec.unit} out of range, ignored")
@@ -190,8 +198,10 @@ def _build(node: str, g: _Gpu) -> GpuSample:
     if f.get("xid") == 0:  # dcgm-exporter's XID gauge is 0 until an XID happens
         f["xid"] = None
     labels = g.labels
+    # exporter labels are outside text: made visible here, where they become a sample every view shows
     return GpuSample(
-        node=node, index=g.index, uuid=labels.get("UUID") or None, name=labels.get("modelName") or None,
+        node=node, index=g.index, uuid=safe_opt(labels.get("UUID") or None),
+        name=safe_opt(labels.get("modelName") or None),
         throttle=decode_reasons(dev.get("_reasons")), mig=mig, **f,
     )
 
@@ -211,38 +221,80 @@ def _host(url: str) -> str:
     return urlsplit(url).netloc.rsplit("@", 1)[-1] or url
 
 
+def _live(n: NodeSample, g: GpuSample) -> bool:
+    return n.status == "up" and g.status != "stale"
+
+
 def dedupe_uuids(nodes: tuple[NodeSample, ...]) -> tuple[NodeSample, ...]:
-    """A GPU UUID on two nodes (one exporter scraped under two names) is counted once, on the first node
-    in order; both nodes carry a warning naming the other. Unchanged nodes are returned as they are."""
-    first: dict[str, tuple[int, int]] = {}  # uuid -> (node position, GPU index)
-    dup: dict[int, list[tuple[int, str, int]]] = {}  # later node position -> [(GPU index, uuid, first node)]
+    """A GPU UUID on two nodes is counted once. Where one copy is live and another is a down node's
+    last-known copy, the GPU moved (a pod with a new IP, an exporter re-pointed): it is live where it is
+    live, and the old address drops it and says where it went (its error reads `moved to ADDR` once all its
+    GPUs did). Two live copies (one exporter scraped under two names) are counted on the first node in order,
+    and both nodes carry a warning naming the other. Unchanged nodes are returned as they are."""
+    copies: dict[str, list[tuple[int, GpuSample]]] = {}  # uuid -> [(node position, GPU)], one per node
     for pos, n in enumerate(nodes):
         for g in n.gpus:
-            if g.uuid is None:
-                continue
-            seen = first.get(g.uuid)
-            if seen is None:
-                first[g.uuid] = (pos, g.index)
-            elif seen[0] != pos:
-                dup.setdefault(pos, []).append((g.index, g.uuid, seen[0]))
-    if not dup:
-        return nodes
+            if g.uuid is not None:
+                held = copies.setdefault(g.uuid, [])
+                if not held or held[-1][0] != pos:
+                    held.append((pos, g))
     extra: dict[int, list[NodeWarning]] = {}
     drop: dict[int, set[str]] = {}
-    for pos, items in dup.items():
-        for index, uuid, at in items:
-            here, there = _host(nodes[pos].url), _host(nodes[at].url)
-            extra.setdefault(pos, []).append(NodeWarning(
-                index, "uuid", "uuid", f"GPU {index} ({uuid}) is also on {there}: counted once, there"))
-            extra.setdefault(at, []).append(NodeWarning(
-                first[uuid][1], "uuid", "uuid", f"GPU {first[uuid][1]} ({uuid}) is also reported by {here}"))
+    moved_to: dict[int, set[str]] = {}  # old node position -> the addresses its GPUs went to
+    for uuid, held in copies.items():
+        if len(held) < 2:
+            continue
+        live = [(p, g) for p, g in held if _live(nodes[p], g)]
+        at, owner = (live or held)[0]
+        there = _host(nodes[at].url)
+        for pos, g in held:
+            if pos == at:
+                continue
             drop.setdefault(pos, set()).add(uuid)
+            if live and not _live(nodes[pos], g):
+                extra.setdefault(pos, []).append(_moved_warning(g, uuid, there))
+                moved_to.setdefault(pos, set()).add(there)
+                continue
+            here = _host(nodes[pos].url)
+            extra.setdefault(pos, []).append(NodeWarning(
+                g.index, "uuid", "uuid", f"GPU {g.index} ({uuid}) is also on {there}: counted once, there"))
+            extra.setdefault(at, []).append(NodeWarning(
+                owner.index, "uuid", "uuid", f"GPU {owner.index} ({uuid}) is also reported by {here}"))
+    if not extra:
+        return nodes
     out = []
     for pos, n in enumerate(nodes):
         if pos not in extra:
             out.append(n)
             continue
-        gone = drop.get(pos, set())
-        out.append(replace(n, gpus=tuple(g for g in n.gpus if g.uuid not in gone),
-                           warnings=n.warnings + tuple(extra[pos])))
+        out.append(_without(n, drop.get(pos, set()), extra[pos], moved_to.get(pos, set())))
+    return tuple(out)
+
+
+def _moved_warning(g: GpuSample, uuid: str, there: str) -> NodeWarning:
+    return NodeWarning(g.index, "uuid", "uuid", f"GPU {g.index} ({uuid}) moved to {there}: live there")
+
+
+def _without(n: NodeSample, gone: set[str], warnings: list[NodeWarning], moved_to: set[str]) -> NodeSample:
+    """`n` without the GPUs `gone`, with `warnings`; its error names where they went once every GPU did."""
+    gpus = tuple(g for g in n.gpus if g.uuid not in gone)
+    error = n.error
+    if moved_to and not gpus:
+        error = f"moved to {', '.join(sorted(moved_to))}" + (f" ({n.error})" if n.error else "")
+    return replace(n, gpus=gpus, error=error, warnings=n.warnings + tuple(warnings))
+
+
+def mark_moved(nodes: tuple[NodeSample, ...], live_at: Mapping[str, str]) -> tuple[NodeSample, ...]:
+    """Down nodes' last-known GPUs whose UUID is live at another address (`live_at`: UUID -> address, from a
+    source that sees GPUs the sample does not hold, e.g. Prometheus' current series) moved there: dropped
+    and named, as dedupe_uuids does for copies the sample holds."""
+    out = []
+    for n in nodes:
+        moved = {g.uuid: _host(live_at[g.uuid]) for g in n.gpus
+                 if n.status == "down" and g.uuid is not None and g.uuid in live_at and live_at[g.uuid] != n.url}
+        if not moved:
+            out.append(n)
+            continue
+        warnings = [_moved_warning(g, g.uuid, moved[g.uuid]) for g in n.gpus if g.uuid in moved]
+        out.append(_without(n, set(moved), warnings, set(moved.values())))
     return tuple(out)

@@ -10,6 +10,7 @@ from typing import Any
 
 from quotas.errors import BrokenQuota
 from quotas.model import MAX_LIMIT, MAX_TIER_CAP_RPS, MAX_WINDOW_S, MIN_WINDOW_S, MODES, Quota
+from quotas.safe import safe
 
 EXPIRED_BY = "surgewatch (override expired)"
 # what the hash's `enforced` field joins with '|', in this order (keys.py documents it)
@@ -63,7 +64,7 @@ def quota_from_hash(tier: str, raw: dict[Any, Any]) -> tuple[Quota, dict[str, An
         mode=mode,
         expires_at=_float(h, "expires_at", tier, optional=True),
         version=_int(h, "version", 0, 10**12, tier),
-        updated_by=h.get("updated_by", ""),
+        updated_by=safe(h.get("updated_by", "")),  # anyone who can write Redis writes this: outside text
         updated_at=_float(h, "updated_at", tier) or 0.0,
     )
     enforced = h.get("enforced")
@@ -94,11 +95,11 @@ def quota_from_json(value: Any) -> Quota | None:
         cap = d.get("tier_cap_rps")
         exp = d.get("expires_at")
         return Quota(
-            tier=str(d["tier"]), limit=int(d["limit"]), window_s=int(d["window_s"]),
+            tier=safe(d["tier"]), limit=int(d["limit"]), window_s=int(d["window_s"]),
             tier_cap_rps=None if cap is None else int(cap), paused=bool(d["paused"]),
             mode="shadow" if d.get("mode") == "shadow" else "enforce",
             expires_at=None if exp is None else float(exp), version=int(d["version"]),
-            updated_by=str(d.get("updated_by", "")), updated_at=float(d.get("updated_at") or 0.0),
+            updated_by=safe(d.get("updated_by", "")), updated_at=float(d.get("updated_at") or 0.0),
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         return None

@@ -6,6 +6,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from quotas.model import _CRED_RE, QuotaError, iso
+from quotas.safe import safe
 
 if TYPE_CHECKING:
     from quotas.model import Quota
@@ -67,12 +68,13 @@ class Conflict(Exception):
 
 
 class Unreachable(Exception):
-    """The Redis server could not be reached or did not answer in time. The message has no password."""
+    """The Redis server could not be reached or did not answer in time. The message has no password, and
+    what the server said in it is made visible, never interpreted (quotas.safe)."""
 
     kind = ErrorKind.UNREACHABLE
 
     def __init__(self, message: str) -> None:
-        super().__init__(redact(message))
+        super().__init__(safe(redact(message), 400))
 
 
 class Unavailable(Unreachable):
@@ -112,7 +114,7 @@ class BrokenQuota(Exception):
 
     def __init__(self, tier: str, what: str) -> None:
         self.tier = tier
-        self.what = what
+        self.what = what = safe(what, 300)  # quotes what Redis holds: outside text
         super().__init__(
             f"the stored quota of tier {tier!r} is broken ({what}); repair it with "
             f"`surgewatch quota set {tier} LIMIT/WINDOW`"

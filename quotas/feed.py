@@ -21,6 +21,7 @@ from redis.exceptions import AuthenticationError
 from quotas.errors import AuthFailed, ErrorKind, Unreachable, redact
 from quotas.keys import DEFAULT_PREFIX, Keys
 from quotas.library import UNREACHABLE_ERRORS
+from quotas.safe import safe
 
 log = logging.getLogger(__name__)
 # a lost link, or a client that could not be opened (quotas.connect names it Unreachable or AuthFailed)
@@ -45,7 +46,7 @@ def parse_event(data: Any) -> QuotaEvent | None:
     """A channel message -> QuotaEvent; junk (someone PUBLISHing garbage) -> None."""
     try:
         d = json.loads(data.decode() if isinstance(data, bytes) else data)
-        return QuotaEvent(str(d["kind"]), str(d["tier"]), int(d["version"]), str(d.get("actor", "")))
+        return QuotaEvent(safe(d["kind"], 40), safe(d["tier"]), int(d["version"]), safe(d.get("actor", "")))
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
 

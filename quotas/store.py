@@ -30,6 +30,7 @@ from quotas.model import (
     validate_tier,
 )
 from quotas.preview import Impact, impact_from
+from quotas.safe import safe
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +91,10 @@ def _entry(tier: str, entry_id: Any, fields: dict[Any, Any]) -> AuditEntry:
         at_us = int(f.get("at_us") or at * 1e6)
     except ValueError:
         at, version, at_us = 0.0, 0, 0
-    return AuditEntry(
-        id=text(entry_id), tier=f.get("tier", tier), actor=f.get("actor", ""), at=at, version=version,
-        old=quota_from_json(f.get("old")), new=quota_from_json(f.get("new")), reason=f.get("reason", ""),
-        kind=f.get("kind", "set"), at_us=at_us,
+    return AuditEntry(  # the stream's fields are outside text (anyone may XADD): made visible (quotas.safe)
+        id=text(entry_id), tier=safe(f.get("tier", tier)), actor=safe(f.get("actor", "")), at=at, version=version,
+        old=quota_from_json(f.get("old")), new=quota_from_json(f.get("new")), reason=safe(f.get("reason", ""), 400),
+        kind=safe(f.get("kind", "set"), 40), at_us=at_us,
     )
 
 

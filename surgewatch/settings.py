@@ -174,7 +174,9 @@ def resolve(
     file = load_file(config_path(env)) if file is None else file
 
     redis_url = redis or env.get("SURGEWATCH_REDIS_URL") or env.get("REDIS_URL") or file.get("redis_url")
-    node_value: str | list[str] | None = nodes or env.get("SURGEWATCH_NODES") or file.get("nodes")
+    # `--nodes ''` is given (and refused as naming no node), not absent
+    node_value: str | list[str] | None = (
+        nodes if nodes is not None else env.get("SURGEWATCH_NODES") or file.get("nodes"))
     prom = prometheus or env.get("SURGEWATCH_PROMETHEUS") or file.get("prometheus")
     prefix = env.get("SURGEWATCH_PREFIX") or file.get("prefix") or DEFAULT_PREFIX
     raw_interval: Any = (

@@ -71,6 +71,17 @@ def test_parse_nodes_refuses_bad_entries(bad: str) -> None:
         parse_nodes(bad)
 
 
+def test_a_node_list_naming_no_node_is_refused(tmp_path: Path) -> None:
+    """`--nodes ''`, a blank list and a comments-only @FILE say they name no node; an unset value is no list."""
+    f = tmp_path / "comments.txt"
+    f.write_text("# the fleet moved to Prometheus\n\n   # nothing here\n")
+    for value, where in (("", "--nodes"), (" , ,", "--nodes"), (f"@{f}", f"node list {f}")):
+        with pytest.raises(NodeListError, match="names no node") as e:
+            parse_nodes(value)
+        assert str(e.value).startswith(where)
+    assert parse_nodes(None) == [] and parse_nodes([]) == []
+
+
 def test_redact_url_hides_passwords() -> None:
     """Passwords never survive redaction; URLs without credentials are unchanged."""
     assert redact_url("redis://:s3cret@h:6379/0") == "redis://:***@h:6379/0"

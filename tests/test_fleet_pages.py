@@ -13,7 +13,7 @@ from collectors.metrics import METRICS, READ
 from collectors.samples import GpuSample, NodeSample
 from collectors.series import dedupe_uuids
 from surgewatch.kpis import mig_summary, short_model
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, L4_CAPTURE
 
 HERE = Path(__file__).parent / "fixtures"
 A30 = (FIXTURES / "dcgm-exporter-A30-MIG.prom").read_text() + (HERE / "dcgm-exporter-A30-MIG-fb.prom").read_text()
@@ -163,6 +163,26 @@ def test_one_metric_table_for_parser_agent_and_simulator() -> None:
     assert {m.name: m.type for m in METRICS}["DCGM_FI_DEV_PCIE_REPLAY_COUNTER"] == "counter"
 
 
+def test_nan_a_temperature_below_freezing_and_a_gpu_label_not_an_index_are_named() -> None:
+    """On the real L4 capture: a NaN temperature, -5 °C and `gpu="zero"` each cost their value with a warning
+    that says so; nothing is dropped in silence, on both parsing paths."""
+    page = L4_CAPTURE.read_text()
+    temp = next(ln for ln in page.splitlines() if ln.startswith("DCGM_FI_DEV_GPU_TEMP{"))
+    power = next(ln for ln in page.splitlines() if ln.startswith("DCGM_FI_DEV_POWER_USAGE{"))
+    for bad, words in ((" NaN", "GPU 0: temperature is NaN (no reading), n/a"),
+                       (" -5", "GPU 0: temperature -5 C out of range, ignored")):
+        text = page.replace(temp, temp.rsplit(" ", 1)[0] + bad)
+        r = parse_report(text, "n")
+        (g,) = r.gpus
+        assert g.temp_c is None and words in [w.text for w in r.warnings]
+        assert parse_page_strict(text, "n") == r.gpus
+    zero = power.replace('gpu="0"', 'gpu="zero"')
+    r = parse_report(page.replace(power, power + "\n" + zero), "n")
+    assert r.gpus[0].power_w is not None
+    (w,) = [w for w in r.warnings if w.field == "gpu"]
+    assert w.kind == "unparsable" and 'gpu="zero"' in w.text and "power" in w.text
+
+
 # ----- Hypothesis: both parsing paths agree, and nothing implausible ever reaches a GPU
 _BAD = ["NaN", "+Inf", "-Inf", "1e308", "-5", "1e20", "9223372036854775808", "140737488355328.0",
         str(0x7FFFFFF0), "ERROR - FAILED TO CONVERT TO STRING", "0x1F"]
@@ -197,7 +217,7 @@ def test_messy_pages_parse_alike_and_stay_within_bounds(text: str) -> None:
         for v in (g.util_pct, g.mem_util_pct, g.fan_pct, g.tensor_active_pct, g.dram_active_pct):
             assert v is None or 0 <= v <= 100
         assert g.power_w is None or 0 <= g.power_w <= 5000
-        assert g.temp_c is None or -40 <= g.temp_c <= 150
+        assert g.temp_c is None or 0 <= g.temp_c <= 150
         assert g.mem_used_mib is None or 0 <= g.mem_used_mib <= 3 * 1024 * 1024  # 3 instances of <= 1 TiB
         assert g.xid is None or 0 < g.xid < 2**31
         for m in g.mig or ():

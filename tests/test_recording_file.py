@@ -131,14 +131,16 @@ def test_bad_times_are_refused_with_exit_2(tmp_path: Path, args: list[str], word
 
 
 def test_json_gives_one_document_per_second_or_every_s_with_snapshot_keys(tmp_path: Path) -> None:
-    """--json: one document per recorded second, `taken_at` the recorded time; --every 10; --at exactly one."""
+    """--json: one document per recorded second with snapshot's keys (`redis` too), `taken_at` the recorded
+    time; --every 10; --at exactly one."""
     import json
 
     path = tmp_path / "r.sqlite"
     record(path, 30)
     every_s = [json.loads(x) for x in replay(str(path), "--json").stdout.splitlines()]
     assert len(every_s) == 30
-    assert {tuple(d) for d in every_s} == {("taken_at", "host", "errors", "nodes", "gpus", "tiers")}
+    assert {tuple(d) for d in every_s} == {("taken_at", "host", "errors", "nodes", "gpus", "tiers", "redis")}
+    assert {json.dumps(d["redis"]) for d in every_s} == {'{"status": "ok", "error": null}'}  # as snapshot --json
     tens = [json.loads(x) for x in replay(str(path), "--json", "--every", "10").stdout.splitlines()]
     assert [d["taken_at"] for d in tens] == [every_s[0]["taken_at"], every_s[10]["taken_at"], every_s[20]["taken_at"]]
     (one,) = [json.loads(x) for x in replay(str(path), "--at", "+5s").stdout.splitlines()]
@@ -162,3 +164,36 @@ async def test_the_console_records_what_it_renders_from(tmp_path: Path) -> None:
         assert len(app.state.rows) == 34
     rec = Recording(path)  # the app closed the recorder when it ended
     assert rec.state_at(FROZEN_NOW).readings == readings
+
+
+def test_a_recording_written_before_tier_keyed_audit_rows_is_rekeyed_on_append(tmp_path: Path) -> None:
+    """A file whose audit table is keyed by entry id alone and has no checksums (as written before): appending
+    two tiers' entries of one id keeps both, the old rows still read back, and the file verifies."""
+    from quotas.store import AuditEntry
+
+    path = tmp_path / "old.sqlite"
+    record(path, 5)
+    with sqlite3.connect(path) as conn:  # the schema as it was
+        conn.execute("DROP TABLE audit")
+        conn.execute("CREATE TABLE audit (id TEXT PRIMARY KEY, at REAL NOT NULL, tier TEXT NOT NULL, "
+                     "actor TEXT NOT NULL, data BLOB NOT NULL)")
+        conn.execute("ALTER TABLE chunks DROP COLUMN crc")
+    before = Recording(path)
+    old_state = before.state_at(FROZEN_NOW + 4).readings
+    before.close()
+
+    def entry(tier: str) -> AuditEntry:
+        return AuditEntry(id="1796621551562-0", tier=tier, actor="surgewatch init", at=FROZEN_NOW + 6, version=1,
+                          old=None, new=None, reason="seed default quota")
+
+    rec = Recorder(path, clock=lambda: FROZEN_NOW + 6, flush_s=0.01)
+    try:
+        rec.quota_changed([entry("plus"), entry("pro")])
+    finally:
+        rec.close()
+    after = Recording(path)
+    try:
+        assert sorted(e.tier for _, e in after.audit()) == ["plus", "pro"]
+        assert after.state_at(FROZEN_NOW + 4).readings == old_state
+    finally:
+        after.close()

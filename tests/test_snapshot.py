@@ -139,3 +139,13 @@ async def test_cli_bad_input_exits_2() -> None:
     assert code == 2 and "cannot read node list" in err
     code, _, err = await _cli("snapshot", "--no-local", "--redis", "mysql://u:topsecret@h/0")
     assert code == 2 and "topsecret" not in err and "redis" in err
+
+
+async def test_a_node_list_naming_no_node_exits_2(tmp_path: Path) -> None:
+    """`--nodes ''` (global or the subcommand's) and a comments-only @FILE exit 2 saying no node is named."""
+    comments = tmp_path / "nodes.txt"
+    comments.write_text("# gpu-01 retired\n\n")
+    for argv in (("--nodes", "", "snapshot", "--no-local"), ("snapshot", "--no-local", "--nodes", ""),
+                 ("--nodes", f"@{comments}", "snapshot", "--no-local")):
+        code, out, err = await _cli(*argv)
+        assert code == 2 and "names no node" in err and out == "", argv

@@ -82,7 +82,7 @@ class SurgewatchApp(NoColorTheme, App[int]):
         self._tick_s = settings.interval_s if tick_s is not None and tick_s < 0 else tick_s
         self._specs: dict[Source, SourceSpec] = {}
         self._restarts: dict[str, int] = {}
-        self._audit_seen: set[str] = set()
+        self._audit_seen: set[tuple[str, str]] = set()  # (tier, entry id): tiers written in one ms share an id
         self._dirty: set[Source] = set()
         # the Redis link, the store, the operator and read-only: the one thing that writes
         self.session = Session(settings, actor=actor, read_only=self.read_only)
@@ -245,8 +245,8 @@ class SurgewatchApp(NoColorTheme, App[int]):
             self.recorder.quota_changed(message.entries, message.quota)
         if message.quota is not None:
             self.state.merge_quota(message.quota)
-        fresh = [e for e in message.entries if e.id not in self._audit_seen]
-        self._audit_seen.update(e.id for e in fresh)
+        fresh = [e for e in message.entries if (e.tier, e.id) not in self._audit_seen]
+        self._audit_seen.update((e.tier, e.id) for e in fresh)
         self._events([audit_event(e) for e in fresh])
         self.overview.show((Source.TRAFFIC,))
 

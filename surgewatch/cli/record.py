@@ -1,7 +1,8 @@
 """`surgewatch record FILE` and the headless parts of `surgewatch replay FILE` (`--json`, `--at`, `--info`).
 
-Exit codes: 0 done; 2 bad input (a file that is not a readable recording, a bad --at/--from/--to/--every/
---keep), with a message saying what is wrong; 130 interrupted.
+Exit codes: 0 done; 2 bad input (a file that is not a readable recording, a damaged one: nothing printed; a
+bad --at/--from/--to/--every/--keep), with a message saying what is wrong, or a write-ahead log that did not
+replay whole (the intact part printed, then the missing seconds named); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -83,6 +84,16 @@ def record_command(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _damaged(damage: str | None) -> int:
+    """What was printed is the intact part, exact; a log that did not replay whole is named, and exit 2 tells
+    a script that the recording is not whole."""
+    if damage is None:
+        return EXIT_OK
+    sys.stdout.flush()
+    _err(damage)
+    return EXIT_BAD_INPUT
+
+
 def replay_headless(args: argparse.Namespace) -> int:
     """`replay FILE --info`, `--json [--from T] [--to T] [--every S]`, `--at T`."""
     from surgewatch.recording.documents import document, documents, info, info_text, parse_every_s, parse_time
@@ -97,7 +108,7 @@ def replay_headless(args: argparse.Namespace) -> int:
         if args.info:
             d = info(rec)
             sys.stdout.write(json.dumps(d) + "\n" if args.json else info_text(d))
-            return EXIT_OK
+            return _damaged(rec.damage)
         if args.at is not None:
             if args.start is not None or args.stop is not None or args.every is not None:
                 raise RecordingError("--at prints one document: it takes no --from, --to or --every")
@@ -113,7 +124,7 @@ def replay_headless(args: argparse.Namespace) -> int:
         for doc in docs:
             sys.stdout.write(json.dumps(doc) + "\n")
         sys.stdout.flush()
-        return EXIT_OK
+        return _damaged(rec.damage)
     except RecordingError as e:
         _err(str(e))
         return EXIT_BAD_INPUT

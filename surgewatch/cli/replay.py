@@ -52,11 +52,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         rec = Recording(args.file)
         start = None if args.start_at is None else parse_time(args.start_at, rec.start, rec.end, what="--start-at")
         player = Player(rec, start_at=start, speed=args.speed)
-        app = create_app(settings, replay=player, subtitle=f"replay of {args.file} · read-only")
+        damaged = " · DAMAGED: seconds after the write-ahead log's damage are missing" if rec.damage else ""
+        app = create_app(settings, replay=player, subtitle=f"replay of {args.file} · read-only{damaged}")
     except (RecordingError, ValueError) as e:
         print(f"surgewatch: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        return int(app.run() or 0)
+        code = int(app.run() or 0)
     finally:
         rec.close()
+    if rec.damage:
+        print(f"surgewatch: {rec.damage}", file=sys.stderr)
+    return code

@@ -15,7 +15,7 @@ from quotas.errors import redact
 from quotas.model import format_duration, iso
 from surgewatch.recording.format import RecordingError
 from surgewatch.recording.reader import Recording, State
-from surgewatch.snapshot import gpu_json, host_json, tiers_json
+from surgewatch.snapshot import gpu_json, host_json, redis_json, tiers_json
 
 _REL_RE = re.compile(r"^([+-])((?:[0-9]{1,6}[smhd])+)$")
 _PART_RE = re.compile(r"([0-9]+)([smhd])")
@@ -60,12 +60,17 @@ def document(at: float, readings: Mapping[Source, Reading[Any]]) -> dict[str, An
         if h.error:
             errors["host"] = redact(h.error.message)
     t = readings.get(Source.TRAFFIC)
+    redis: dict[str, Any] | None = None  # as `snapshot --json`: None when no Redis was configured (recorded)
     if t is not None:
         if isinstance(t.sample, TrafficSample):
             tiers = tiers_json(t.sample)
         if t.error:
             errors["traffic"] = redact(t.error.message)
-    return {"taken_at": iso(at), "host": host, "errors": errors, "nodes": nodes, "gpus": gpus, "tiers": tiers}
+        # a failed poll names why Redis gave no state, as snapshot does; else the server's named state
+        traffic = t.sample if isinstance(t.sample, TrafficSample) and t.error is None else None
+        redis = redis_json(traffic, errors.get("traffic"), t.error.kind if t.error else None)
+    return {"taken_at": iso(at), "host": host, "errors": errors, "nodes": nodes, "gpus": gpus, "tiers": tiers,
+            "redis": redis}
 
 
 def parse_duration_s(text: str) -> int:
@@ -158,6 +163,7 @@ def info(rec: Recording) -> dict[str, Any]:
         "size_bytes": rec.size_bytes(),
         "rows": int(rec._q("SELECT count(*) FROM chunks").fetchone()[0]),
         "kept_from": iso(float(rec.meta["kept_from"])) if rec.meta.get("kept_from") else None,
+        "damage": rec.damage,
     }
 
 
@@ -172,6 +178,8 @@ def info_text(d: dict[str, Any]) -> str:
         f"tiers: {', '.join(d['tiers']) or 'none'}",
         f"quota changes: {len(d['quota_changes'])}",
     ]
+    if d.get("damage"):
+        out.insert(1, f"DAMAGED: {d['damage']}")
     for c in d["quota_changes"]:
         out.append(f"  {c['at']}  {c['tier']} v{c['version']} by {c['actor']}: {c['old'] or '-'} -> "
                    f"{c['new'] or '-'} ({c['reason'] or 'no reason given'})")

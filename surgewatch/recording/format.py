@@ -9,14 +9,17 @@ Tables (README "Recordings" documents the same):
   `reading:fleet`, `reading:traffic`, `quotas`, `subscription` (the top-level streams: the state at a time
   is the latest row of each), `page:URL` (a node's GPUs) and `tier:NAME` (one tier's traffic), which the
   fleet and traffic rows reference by row id.
-- `chunks(id, stream, at, base, data)`: a new value of a stream, written only when it differs from the
+- `chunks(id, stream, at, base, data, crc)`: a new value of a stream, written only when it differs from the
   stream's previous one. `at` is the recorder's wall clock (epoch s). `data` is zlib-compressed JSON;
   with `base` NULL it is a keyframe, else it was compressed with the raw bytes of keyframe `base` as
   zlib's preset dictionary (a node page or a tier's 15-minute history differs from its keyframe by a
   few numbers, so the delta is a fraction of the keyframe). A keyframe is at most KEYFRAME_S older than
-  the rows that use it, so seeking decodes at most two values per stream.
-- `audit(id, at, tier, actor, data)`: quota changes (the audit entries the console received), `at`
-  when received, `data` the compressed AuditEntry.
+  the rows that use it, so seeking decodes at most two values per stream. `crc` is a CRC-32 of the row
+  (surgewatch/recording/verify.py): a reader refuses a row that fails it (NULL in files written before).
+- `audit(id, at, tier, actor, data, crc)`: quota changes (the audit entries the console received), `at`
+  when received, `data` the compressed AuditEntry. A row is keyed by (tier, id): a stream entry id is
+  unique within its tier's stream only, and tiers changed in the same millisecond (`init`, an import,
+  the guard) share one. Files written before keep a table keyed by id alone, rebuilt on append.
 """
 
 from __future__ import annotations
@@ -33,19 +36,21 @@ KEYFRAME_S = 60.0  # a delta's keyframe is never older than this: bounds seek wo
 TOP_STREAMS = ("reading:gpus", "reading:host", "reading:fleet", "reading:traffic", "quotas", "subscription")
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
+AUDIT_TABLE_SQL = """CREATE TABLE IF NOT EXISTS audit (
+    id TEXT NOT NULL, at REAL NOT NULL, tier TEXT NOT NULL, actor TEXT NOT NULL, data BLOB NOT NULL, crc INTEGER,
+    PRIMARY KEY (tier, id)
+)"""
+AUDIT_INDEX_SQL = "CREATE INDEX IF NOT EXISTS audit_by_at ON audit (at)"
+AUDIT_SQL = f"{AUDIT_TABLE_SQL};\n{AUDIT_INDEX_SQL};\n"
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS streams (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS chunks (
-    id INTEGER PRIMARY KEY, stream INTEGER NOT NULL, at REAL NOT NULL, base INTEGER, data BLOB NOT NULL
+    id INTEGER PRIMARY KEY, stream INTEGER NOT NULL, at REAL NOT NULL, base INTEGER, data BLOB NOT NULL, crc INTEGER
 );
 CREATE INDEX IF NOT EXISTS chunks_by_stream ON chunks (stream, at);
 CREATE INDEX IF NOT EXISTS chunks_by_at ON chunks (at);
-CREATE TABLE IF NOT EXISTS audit (
-    id TEXT PRIMARY KEY, at REAL NOT NULL, tier TEXT NOT NULL, actor TEXT NOT NULL, data BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_by_at ON audit (at);
-"""
+""" + AUDIT_SQL
 
 
 class RecordingError(ValueError):
@@ -133,6 +138,29 @@ def open_for_reading(path: str | Path) -> tuple[sqlite3.Connection, dict[str, st
     return conn, meta
 
 
+def has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
+    return any(str(r[1]) == column for r in conn.execute(f"PRAGMA table_info({table})"))
+
+
+def _old_audit_keys(conn: sqlite3.Connection) -> bool:
+    """True when the audit table is keyed by entry id alone (files written before (tier, id))."""
+    info = conn.execute("PRAGMA table_info(audit)").fetchall()
+    return [str(r[1]) for r in info if r[5]] == ["id"]
+
+
+def _rekey_audit(conn: sqlite3.Connection) -> None:
+    """Rebuild an audit table keyed by id alone under (tier, id), in one transaction."""
+    conn.execute("BEGIN")
+    conn.execute("ALTER TABLE audit RENAME TO audit_by_id")
+    conn.execute("DROP INDEX IF EXISTS audit_by_at")
+    conn.execute(AUDIT_TABLE_SQL)
+    conn.execute(AUDIT_INDEX_SQL)
+    conn.execute("INSERT OR IGNORE INTO audit (id, at, tier, actor, data) SELECT id, at, tier, actor, data "
+                 "FROM audit_by_id")
+    conn.execute("DROP TABLE audit_by_id")
+    conn.execute("COMMIT")
+
+
 def open_for_writing(path: str | Path, meta: dict[str, str]) -> sqlite3.Connection:
     """A connection for the recorder: a new file, or an existing recording to append to."""
     p = Path(path)
@@ -149,6 +177,12 @@ def open_for_writing(path: str | Path, meta: dict[str, str]) -> sqlite3.Connecti
         conn.execute("PRAGMA journal_mode = WAL")
         # WAL + NORMAL: a killed process loses nothing committed (only a power cut may lose the last commits)
         conn.execute("PRAGMA synchronous = NORMAL")
+        if existing and _old_audit_keys(conn):
+            _rekey_audit(conn)
+        if existing and not has_column(conn, "chunks", "crc"):  # rows written before checksums keep NULL
+            conn.execute("ALTER TABLE chunks ADD COLUMN crc INTEGER")
+        if existing and not has_column(conn, "audit", "crc"):
+            conn.execute("ALTER TABLE audit ADD COLUMN crc INTEGER")
         conn.executescript(SCHEMA_SQL)
         if not existing:
             conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(meta.items()))

@@ -28,6 +28,7 @@ from quotas.model import Quota
 from quotas.store import AuditEntry
 from surgewatch.recording.codec import CodecError, Decoder
 from surgewatch.recording.format import TOP_STREAMS, RecordingError, decompress, open_for_reading
+from surgewatch.recording.verify import check_file, wal_damage
 
 SAMPLE_CLASS: dict[Source, type] = {Source.GPUS: GpusSample, Source.HOST: HostSample}
 CACHE_ROWS = 8192  # decoded pages/tiers kept: an unchanged page is the same objects on every step (identity)
@@ -61,6 +62,14 @@ class Recording:
         self.path = Path(path)
         self._conn, self.meta = open_for_reading(self.path)
         try:
+            check_file(self._conn, self.path)  # nothing is replayed from a damaged file
+        except sqlite3.DatabaseError as e:
+            self._conn.close()
+            raise RecordingError(f"{self.path}: damaged recording ({e})") from None
+        except RecordingError:
+            self._conn.close()
+            raise
+        try:
             self.decoder = Decoder(json.loads(self.meta.get("schema", "{}")))
             self.stream_ids = {str(n): int(i) for i, n in self._conn.execute("SELECT id, name FROM streams")}
         except (ValueError, sqlite3.DatabaseError) as e:
@@ -71,10 +80,13 @@ class Recording:
         self._rows: OrderedDict[int, Any] = OrderedDict()
         first, last = self._q("SELECT min(at), max(at) FROM chunks").fetchone()
         if first is None:
-            raise RecordingError(f"{self.path}: the recording holds no data yet")
+            lost = wal_damage(self.path, 0.0)  # a log damaged at its first commit leaves nothing: say so
+            raise RecordingError(f"{self.path}: the recording holds no data yet" + (f" ({lost})" if lost else ""))
         kept = self.meta.get("kept_from")
         self.start = max(float(first), float(kept)) if kept else float(first)
         self.end = max(float(last), float(self.meta.get("last_at") or last))
+        self.damage = wal_damage(self.path, self.end)
+        """A write-ahead log that does not replay whole, and the seconds it costs (None: it replays whole)."""
 
     def close(self) -> None:
         self._conn.close()

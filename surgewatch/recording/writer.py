@@ -35,6 +35,7 @@ from surgewatch.recording.format import (
     dumps,
     open_for_writing,
 )
+from surgewatch.recording.verify import audit_crc, chunk_crc
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class _Writer:
         self.page_cache: dict[str, tuple[Any, int]] = {}  # node URL -> (its GPUs tuple, page row id)
         self.node_cache: dict[str, tuple[Any, list[Any]]] = {}  # node URL -> (NodeSample, encoded header)
         self.tier_cache: dict[str, tuple[Any, int]] = {}
+        self._next_row: int | None = None
 
     def stream(self, name: str) -> _Stream:
         s = self.streams.get(name)
@@ -72,6 +74,15 @@ class _Writer:
                 "SELECT id FROM streams WHERE name = ?", (name,)).fetchone()[0]
             s = self.streams[name] = _Stream(int(sid))  # type: ignore[arg-type]  # sqlite3 rows are untyped: sid is an int column
         return s
+
+    def next_row(self) -> int:
+        if self._next_row is None:
+            self._next_row = int(self.conn.execute("SELECT coalesce(max(id), 0) + 1 FROM chunks").fetchone()[0])
+        return self._next_row
+
+    def forget_rows(self) -> None:
+        """After a rollback: the next row id is read again from the file."""
+        self._next_row = None
 
     def put(self, name: str, at: float, value: Any) -> int:
         """Write `value` as the stream's new value unless it equals the previous one; its row id."""
@@ -83,10 +94,11 @@ class _Writer:
             data, base = compress(raw), None
         else:
             data, base = compress(raw, s.key_raw), s.key_id
-        cur = self.conn.execute(
-            "INSERT INTO chunks (stream, at, base, data) VALUES (?, ?, ?, ?)", (s.id, at, base, data)
-        )
-        row = int(cur.lastrowid)  # type: ignore[arg-type]  # lastrowid is set after an INSERT
+        # the row id is chosen here, so the checksum covers it (a flipped id must not move a value)
+        row = self.next_row()
+        self.conn.execute("INSERT INTO chunks (id, stream, at, base, data, crc) VALUES (?, ?, ?, ?, ?, ?)",
+                          (row, s.id, at, base, data, chunk_crc(row, s.id, at, base, data)))
+        self._next_row = row + 1
         if base is None:
             s.key_id, s.key_raw, s.key_at = row, raw[-32768:], at  # zlib's window: only the last 32 KiB help
         s.last_raw, s.last_id = raw, row
@@ -135,10 +147,12 @@ class _Writer:
         return row
 
     def audit(self, at: float, entries: Iterable[Any]) -> None:
+        rows = []
+        for e in entries:
+            data = compress(dumps(encode(e)))
+            rows.append((e.id, at, e.tier, e.actor, data, audit_crc(e.tier, e.id, at, e.actor, data)))
         self.conn.executemany(
-            "INSERT OR IGNORE INTO audit (id, at, tier, actor, data) VALUES (?, ?, ?, ?, ?)",
-            [(e.id, at, e.tier, e.actor, compress(dumps(encode(e)))) for e in entries],
-        )
+            "INSERT OR IGNORE INTO audit (id, at, tier, actor, data, crc) VALUES (?, ?, ?, ?, ?, ?)", rows)
 
     def prune(self, cutoff: float) -> int:
         """Drop rows older than `cutoff`, keeping the state at `cutoff`: each top-level stream's last row
@@ -273,6 +287,7 @@ class Recorder:
             log.exception("%s", self.error)
             if w.conn.in_transaction:
                 w.conn.execute("ROLLBACK")
+            w.forget_rows()
 
     def _write(self, kind: str, at: float, item: Any) -> None:
         w = self._writer
