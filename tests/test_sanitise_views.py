@@ -9,6 +9,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -82,10 +83,20 @@ async def test_console_shows_hostile_labels_errors_and_audit_entries_visibly(
                              what="the label and the garbage node's error shown")
             await wait_until(pilot, lambda: "plus" in app.state.quotas, what="quotas loaded")
             await _hostile_audit(redis_client)
-            await wait_until(pilot, lambda: "why A\\x1b]2;PWNED" in screen_text(app), what="the audit entry shown")
-            await wait_until(pilot, lambda: "quota proA\\x1b]2;PWNED" in screen_text(app), what="the tier shown")
+            # the events panel wraps its lines: read the lines it shows, joined as the operator reads them
+            await wait_until(pilot, lambda: any("why A\\x1b]2;PWNED" in t for t in _events(app)),
+                             what="the audit entry shown")
+            await wait_until(pilot, lambda: any("quota proA\\x1b]2;PWNED" in t for t in _events(app)),
+                             what="the tier shown")
             assert_clean(screen_text(app))
             assert "A\\x1b]2;PWNED" in screen_text(app)
+
+
+def _events(app: Any) -> list[str]:
+    """The events panel's lines, whole (the widget's own text of what it shows)."""
+    from tui.widgets.events_log import EventLog
+
+    return list(app.overview.query_one("#events", EventLog).texts)
 
 
 async def test_quota_history_table_and_json_show_hostile_audit_entries_visibly(
