@@ -267,7 +267,8 @@ async def test_redis_stopped_and_started(valkey: ValkeyProcess, store: QuotaStor
         client = aioredis.Redis.from_url(valkey.url)
         fresh = QuotaStore(client)
         await fresh.init()  # no persistence: the restarted server is empty until seeded again
-        await wait_until(pilot, lambda: "Redis unreachable" not in screen_text(app), timeout=20, what="recovered")
+        # recovered: the traffic poll and the change feed both back (a feed still down refuses edits, and says so)
+        await wait_until(pilot, lambda: not app.state.banner()[1], timeout=20, what="recovered")
         await fresh.set("free", QuotaSpec(1, 86400), actor="dave", reason="after restart", expect_version=1)
         await wait_until(pilot, lambda: app.state.quotas.get("free") and app.state.quotas["free"].limit == 1,
                          timeout=10, what="resubscribed and re-read")

@@ -34,6 +34,7 @@ from tui.screens.history import HistoryScreen
 from tui.screens.overview import EditableOverviewScreen, OverviewScreen
 from tui.widgets.events_log import EventLog
 from tui.widgets.guard_panel import GuardPanel
+from tui.widgets.tiers import TierPanel
 
 RESTART_MAX_S = 30.0
 
@@ -288,6 +289,9 @@ class SurgewatchApp(NoColorTheme, App[int]):
             return
         self.push_screen(QuotaEditor(self.session, quota), self._edited)
 
+    def on_tier_panel_edit_requested(self, message: TierPanel.EditRequested) -> None:
+        self.action_edit(message.tier)
+
     async def _store_then(self, then: Callable[[], None]) -> None:
         """Open the quota store (a worker: connecting is I/O), then run `then`; say why when it cannot."""
         try:
@@ -298,9 +302,8 @@ class SurgewatchApp(NoColorTheme, App[int]):
         then()
 
     def _edited(self, quota: Any) -> None:
+        # the state takes the new quota from the change feed, as every console does (one route): here, a word
         if quota is not None:
-            self.state.merge_quota(quota)
-            self.overview.show((Source.TRAFFIC,))
             self.notify(f"tier {quota.tier} is now {quota.spec} (version {quota.version})")
 
     # ----- what the operator asks, done through the session (tui.operator)

@@ -12,7 +12,6 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from collectors.runner import classify
-from collectors.samples import Source
 from quotas.errors import Conflict
 from quotas.model import format_duration
 from quotas.outcomes import not_applied
@@ -75,11 +74,9 @@ class OperatorRequests:
         if message.error is not None:
             app.notify(f"Not restored: {message.error}; nothing was changed.", severity="error")
             return
+        # what was written reaches the state by the change feed, as any change does (one route)
         done = [o for o in message.outcomes if o.action == "written"]
-        for o in done:
-            app.state.merge_quota(o.quota)
         left = [f"{o.tier} ({o.action})" for o in message.outcomes if o.action != "written"]
-        app.overview.show((Source.TRAFFIC,))
         text = f"restored {len(done)} tier(s)" + (f"; not written: {', '.join(left)}" if left else "")
         app.notify(text, severity="warning" if left else "information")
 

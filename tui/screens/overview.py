@@ -378,9 +378,17 @@ class EditableOverviewScreen(OverviewScreen):
     """The overview with the edit binding; read-only and wall modes use OverviewScreen, which has none."""
 
     EDITABLE = True
-    BINDINGS = [Binding("e", "app.edit", "Edit quota"), Binding("r", "app.restore", "Restore quotas", show=False),
+    BINDINGS = [Binding("e", "edit_quota", "Edit quota"), Binding("r", "app.restore", "Restore quotas", show=False),
                 Binding("a", "guard_answer(True)", "Accept guard proposal", show=False),
                 Binding("x", "guard_answer(False)", "Dismiss guard proposal", show=False)]
+
+    def action_edit_quota(self) -> None:
+        """The tier panel asks for its chosen tier's editor (the app opens it, or says why not)."""
+        panels = self.query(TierPanel)
+        if panels:
+            panels.first().request_edit()
+        else:  # a layout without the tier panel mounted yet: the app takes the operator there
+            self.post_message(TierPanel.EditRequested(None))
 
     def action_guard_answer(self, accept: bool) -> None:
         """The guard panel asks for its open proposal to be answered (the app does it, through its session)."""

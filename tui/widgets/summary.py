@@ -110,7 +110,7 @@ def tier_lines(d: SummaryData, th: Thresholds, order: TierOrder, width: int) -> 
         return [Text(fit("Tiers: no Redis configured: --redis URL (or REDIS_URL) shows tiers and quotas", width),
                      style="dim")]
     by_tier = {t.tier: t for t in d.traffic.tiers} if d.traffic else {}
-    quotas = {n: d.quotas.get(n) or (t.quota if (t := by_tier.get(n)) else None) for n in set(by_tier) | set(d.quotas)}
+    quotas = {n: d.quotas.get(n) for n in set(by_tier) | set(d.quotas)}  # the state's quotas, the one route
     names = order.sort(quotas, quotas)
     if not names:
         return [Text("Tiers: waiting for the first traffic poll", style=WARN if d.traffic_stale else DIM)]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from rich.cells import cell_len
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Label, Sparkline, Static
@@ -263,7 +265,7 @@ class TierPanel(Widget):
     traffic: reactive[TrafficSample | None] = reactive(None, always_update=True, repaint=False)
     """The latest traffic sample (may be last-known when Redis is failing)."""
     quotas: reactive[dict[str, Quota]] = reactive(dict, always_update=True, repaint=False)
-    """Current quotas by tier: the freshest of the traffic poll and the quota events."""
+    """Current quotas by tier, as the state holds them (surgewatch.state: the one route a quota takes)."""
     stale: reactive[bool] = reactive(False, repaint=False)
     """True when the traffic source is failing: every value is dimmed."""
     note: reactive[str] = reactive("")
@@ -313,13 +315,12 @@ class TierPanel(Widget):
             return
         now = self.clock()
         by_tier = {t.tier: t for t in self.traffic.tiers} if self.traffic else {}
-        quotas = {n: self.quotas.get(n) or (t.quota if (t := by_tier.get(n)) else None)
-                  for n in set(by_tier) | set(self.quotas)}
+        quotas = {n: self.quotas.get(n) for n in set(by_tier) | set(self.quotas)}
         names = self.order.sort(quotas, quotas)
         rows = {}
         for name in names:
             t = by_tier.get(name)
-            q = self.quotas.get(name) or (t.quota if t else None)
+            q = self.quotas.get(name)  # the state's: a quota it dropped (gone, older) is not shown
             rows[name] = tier_cells(t, q, name, self.thresholds, self.stale, now)
         self.query_one(TierTable).sync(rows)
         sparks = self.query_one("#sparks", VerticalScroll)
@@ -346,3 +347,15 @@ class TierPanel(Widget):
     @property
     def selected_tier(self) -> str | None:
         return self.query_one(TierTable).selected_tier
+
+    @dataclass(eq=False)
+    class EditRequested(Message):
+        """The operator asks to edit a tier's quota: the row chosen in the focused table, else None (the app
+        never guesses: it takes them to the table first)."""
+
+        tier: str | None
+
+    def request_edit(self) -> None:
+        """`e`: ask for the chosen tier's editor (the app decides whether it may open, and opens it)."""
+        table = self.query_one(TierTable)
+        self.post_message(self.EditRequested(table.selected_tier if table.has_focus else None))

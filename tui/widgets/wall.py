@@ -48,7 +48,7 @@ class WallTiers(Widget):
 
     def show(self, quotas: Mapping[str, Quota | None], traffic: TrafficSample | None, stale: bool) -> None:
         by_tier = {t.tier: t for t in traffic.tiers} if traffic else {}
-        known = {n: quotas.get(n) or (t.quota if (t := by_tier.get(n)) else None) for n in set(quotas) | set(by_tier)}
+        known = {n: quotas.get(n) for n in set(quotas) | set(by_tier)}  # the state's quotas only
         names = self.order.sort(known, known)[:MAX_WALL_TIERS]
         if names != self._names:
             self._names = names
