@@ -45,19 +45,40 @@ async def test_tier_refusals_and_who_refused_are_on_screen(size: tuple[int, int]
         assert "1.2%" in pro and "quota 1.2" in pro, rows
 
 
+def with_model(app: Any, model: str) -> None:
+    """Feed the frozen fleet again with every GPU named `model` (H100s' long name is what crowded them out)."""
+    from dataclasses import replace
+
+    from collectors.samples import Source
+    from tui.testing import frozen_readings, load_frozen
+
+    readings = frozen_readings(app.clock())
+    fleet = readings[Source.FLEET].sample
+    assert fleet is not None
+    nodes = tuple(replace(n, gpus=tuple(replace(g, name=model) for g in n.gpus)) for n in fleet.nodes)
+    readings[Source.FLEET] = replace(readings[Source.FLEET], sample=replace(fleet, nodes=nodes))
+    load_frozen(app, readings)
+
+
+@pytest.mark.parametrize("model", ["NVIDIA L4", "NVIDIA H100 80GB HBM3"])
 @pytest.mark.parametrize("size", SIZES)
-async def test_gpu_status_temperature_util_and_throttle_are_on_screen(size: tuple[int, int]) -> None:
-    """The GPU table draws node, status, temp, util and throttle for every GPU row, unscrolled."""
+async def test_gpu_status_temperature_util_and_throttle_are_on_screen(size: tuple[int, int], model: str) -> None:
+    """The GPU table draws node, status, temp, util and throttle for every GPU row, unscrolled, short or long model."""
     async with frozen_session(size) as (app, pilot):
+        with_model(app, model)
         await show_tab(app, pilot, "tab-gpus")
         table = app.overview.query_one(GpuTable)
+        await wait_until(pilot, lambda: any("H100" in str(c) or "L4" in str(c) for c in table.get_row_at(0)),
+                         what="the model shown")
+        await settle(pilot)
         assert table.max_scroll_x == 0
         assert {"node", "status", "temp", "util", "throttle"} <= set(table.shown_columns)
         rows = region_text(app, table)
         head = rows[0].split()
         assert head[:5] == ["node", "gpu", "status", "temp", "util"] and head[5] in ("throttle", "thr"), rows
-        throttled = [row.split() for row in rows if "throttled" in row.split()]
-        assert throttled and all(r[4].endswith("°C") and r[5].endswith("%") and r[6] == "thermal" for r in throttled)
+        throttled = [row.split("throttled")[1].split() for row in rows if " throttled " in row]
+        assert len(throttled) == 2, rows
+        assert all(r[0].endswith("°C") and r[1].endswith("%") and r[2] == "thermal" for r in throttled), rows
 
 
 @pytest.mark.parametrize("size", [(80, 24), (200, 60)])

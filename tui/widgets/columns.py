@@ -3,9 +3,11 @@
 A table that is wider than its panel hides its right-hand columns behind horizontal scrolling, and what an
 operator acts on (a tier's refusals, a GPU's status, temperature and throttling) was scrolled off at 120x40.
 Each column says how much it matters (`keep`, 0 first) and how wide its values can be; the plan keeps the
-display order and, when the columns do not all fit, first shortens the headers, then leaves out the columns
-that matter least, one at a time, until the rest fit. Widths follow the values shown (between the header and
-`most` cells), so short values do not waste the room another column needs.
+display order and, when the columns do not all fit, shortens the headers and takes the columns in order of
+importance, each if it fits in what is left (a narrow, less important one may still fit where a wide one did
+not); a column whose values can be written shorter is narrowed to make room for an essential one. Widths
+follow the values shown (between the header and `most` cells), so short values do not waste the room another
+column needs.
 """
 
 from __future__ import annotations
@@ -50,13 +52,14 @@ def value_widths(columns: Sequence[Column], rows: Iterable[Sequence[str]]) -> di
 
 
 def plan_columns(
-    columns: Sequence[Column], room: int, values: Mapping[str, int], padding: int = 1
+    columns: Sequence[Column], room: int, values: Mapping[str, int], padding: int = 1, essential: int = 0
 ) -> tuple[Shown, ...]:
     """The columns that fit `room` cells, in display order, with their headers and widths.
 
     `values` is each column's widest value (value_widths). All columns with full headers when they fit; else
-    short headers, columns that can be written shorter narrowed, and the columns that matter least left out
-    until the rest fit. The column that matters most is always shown (cut by the table if even it does not fit)."""
+    short headers, and the columns taken in order of importance, each if it fits in what is left. Columns
+    whose values can be written shorter are narrowed only to make room for an essential column (`keep` up to
+    `essential`), never for a lesser one. The column that matters most is always shown."""
     def width(c: Column, label: str) -> int:
         return max(c.least, cell_len(label), min(c.most, values.get(c.key, c.most)))
 
@@ -71,16 +74,11 @@ def plan_columns(
         return sum(width(c, label(c, short)) - max(c.least, cell_len(label(c, short))) for c in cols if c.shrinks)
 
     short = total(columns, short=False) > room
-    kept = list(columns)
-    dropped: list[Column] = []
-    for c in sorted(columns, key=lambda c: c.keep, reverse=True)[:-1]:
-        if total(kept, short) - slack(kept, short) <= room:
-            break
-        kept.remove(c)
-        dropped.append(c)
-    for c in reversed(dropped):  # room left by a wide column dropped: a narrower, less important one may fit
+    kept: list[Column] = []
+    for c in sorted(columns, key=lambda c: c.keep):
         trial = [k for k in columns if k in kept or k is c]
-        if total(trial, short) - slack(trial, short) <= room:
+        need = total(trial, short) - (slack(trial, short) if c.keep <= essential else 0)
+        if need <= room or not kept:
             kept = trial
     over = total(kept, short) - room
     shown = []

@@ -22,6 +22,7 @@ class FittedTable(LiveTable):
     """A live table whose columns are planned for its width. Subclasses set `COLUMN_SPECS`."""
 
     COLUMN_SPECS: ClassVar[tuple[Column, ...]] = ()
+    ESSENTIAL: ClassVar[int] = 0  # columns with `keep` up to this are worth narrowing a shrinkable column for
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)
@@ -69,7 +70,7 @@ class FittedTable(LiveTable):
             values = {k: max(v, self._widths.get(k, 0)) for k, v in values.items()}
         self._widths = values
         room = self.room if self.size.width else 10_000  # not laid out yet: all of them, planned again on resize
-        plan = plan_columns(specs, room, values, self.cell_padding)
+        plan = plan_columns(specs, room, values, self.cell_padding, self.ESSENTIAL)
         if plan == self.plan:
             return False
         self._rebuild(plan)

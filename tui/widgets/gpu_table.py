@@ -18,7 +18,7 @@ from tui.widgets.fitted_table import FittedTable
 # in their own column, so no value (a long throttle list, a long model name) pushes the others away.
 COLUMN_SPECS = (
     Column("node", "node", keep=0, most=21, least=6),
-    Column("gpu", "gpu", keep=1, most=17),
+    Column("gpu", "gpu", keep=1, most=17, least=3, shrinks=True),  # narrowed to its index ("0 …") before a column goes
     Column("status", "status", keep=2, most=12, least=6),
     Column("temp", "temp", keep=3, most=5),
     Column("util", "util", keep=4, most=4),
@@ -104,6 +104,7 @@ class GpuTable(FittedTable):
     GpuTable { height: 1fr; scrollbar-size-vertical: 1; }
     """
     COLUMN_SPECS = COLUMN_SPECS
+    ESSENTIAL = 5  # node, gpu, status, temp, util, throttle: the model name is cut to keep them
 
     BINDINGS = [
         Binding("s", "sort_next", "Sort", tooltip="Sort by the next column (again: reverse)"),

@@ -137,6 +137,7 @@ class TierTable(FittedTable):
 
     DEFAULT_CSS = "TierTable { height: auto; max-height: 12; scrollbar-size-vertical: 1; }"
     COLUMN_SPECS = COLUMN_SPECS
+    ESSENTIAL = 6  # through the quota: the rejected-by pairs are written shorter ("+N") to keep them
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(cursor_type="row", **kwargs)
