@@ -67,7 +67,10 @@ class RedisLink:
         from quotas.store import QuotaStore
 
         if self.store is None:
-            self.client, self.store = client, QuotaStore(client, prefix=self.settings.prefix, timeout_s=3.0)
+            # a --read-only or --wall console (and `serve`, which runs one) is a reader: its store never writes,
+            # not even the fallback of an override that is due (the limiter or the next change writes that)
+            self.client, self.store = client, QuotaStore(client, prefix=self.settings.prefix, timeout_s=3.0,
+                                                         read_only=self.read_only)
 
     def _store_missing(self: Any, what: str) -> bool:
         """True (and says why) when there is no store to use: no Redis configured, or not connected yet."""
