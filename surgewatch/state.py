@@ -43,12 +43,14 @@ HEALTH_HEADING = {
     "bad_data": "BAD DATA IN REDIS",
     "no_tiers": "REDIS HOLDS NO TIERS",
     "unavailable": "REDIS CANNOT DECIDE NOW",
+    "writes_paused": "REDIS HOLDS WRITES (PAUSED)",
+    "library_missing": "LIMITER LIBRARY MISSING",
 }
 # why there are no local GPUs, in a few words, where the fleet's GPUs fill the panel anyway
 LOCAL_GPU_SHORT = {"no_library": "no NVML library", "no_driver": "no NVIDIA driver", "no_gpus": "none",
                    "error": "NVML failed"}
 # states in which a quota write would fail anyway: edits are refused up front
-WRITE_REFUSED = ("out_of_memory", "read_only_replica", "persistence_error", "loading", "unavailable")
+WRITE_REFUSED = ("out_of_memory", "read_only_replica", "persistence_error", "loading", "unavailable", "writes_paused")
 NO_REDIS_HINT = (
     "No Redis configured: monitoring this host and its GPUs only. For per-tier traffic and quotas pass "
     "--redis URL (or set REDIS_URL); `surgewatch demo` shows everything."

@@ -11,6 +11,7 @@ import pynvml
 import redis.asyncio as aioredis
 
 from quotas.keys import Keys
+from quotas.library import load_library
 from sim.valkey import ValkeyProcess, free_port
 from surgewatch.snapshot import GPU_KEYS, render_text, take_snapshot
 from tests.conftest import ROOT
@@ -24,6 +25,7 @@ TIER_KEYS = {"tier", "limit", "window_s", "tier_cap_rps", "paused", "mode", "ver
 
 async def _seed(r: aioredis.Redis) -> None:
     k = Keys()
+    await load_library(r)  # what gateways call: without it the snapshot names library_missing
     await r.sadd(k.tiers, "free")
     await r.hset(k.quota("free"), mapping={
         "limit": 3, "window_s": 86400, "tier_cap_rps": "", "paused": 0, "mode": "shadow", "expires_at": "",
