@@ -97,13 +97,21 @@ def _entry(tier: str, entry_id: Any, fields: dict[Any, Any]) -> AuditEntry:
     )
 
 
+MAX_TIERS = 10_000
+"""Tiers in all, by default: no sane deployment meets it, and a console, a guard and a poll read every tier;
+a change that would create one more is refused (QuotaError, exit 2), naming the bound."""
+
+
 class QuotaStore:
     """The control plane's read/write API over one Redis (or Redis Cluster) client."""
 
     def __init__(
-        self, client: Any, *, prefix: str = DEFAULT_PREFIX, timeout_s: float = 5.0, read_only: bool = False
+        self, client: Any, *, prefix: str = DEFAULT_PREFIX, timeout_s: float = 5.0, read_only: bool = False,
+        max_tiers: int = MAX_TIERS,
     ) -> None:
         self.client = client
+        self.max_tiers = max_tiers
+        """The most tiers the registry may hold: creating one more is refused (`check_room`)."""
         self.read_only = read_only
         """Never write, not even an expired override's fallback (the console's --read-only)."""
         self.keys = Keys(prefix)
@@ -197,6 +205,23 @@ class QuotaStore:
             ) from None
         return {text(m) for m in members}
 
+    async def check_room(self, tiers: builtins.list[str]) -> None:
+        """QuotaError (nothing written) when creating those of `tiers` the registry lacks would take it past
+        `max_tiers`."""
+        try:
+            stored = await self._b(lambda: self.client.scard(self.keys.tiers))
+        except ResponseError:
+            stored = None  # not a set: registry() below names it (BadData)
+        if stored is not None and stored + len(tiers) <= self.max_tiers:
+            return  # one SCARD per create in the common case: room whatever the registry holds
+        registry = await self.registry()
+        new = set(tiers) - registry
+        if new and len(registry) + len(new) > self.max_tiers:
+            raise QuotaError(
+                f"refused: {len(new):,} new tier{'s' if len(new) != 1 else ''} on top of the {len(registry):,} "
+                f"stored would pass the bound of {self.max_tiers:,} tiers in all (SURGEWATCH_MAX_TIERS raises it); "
+                "nothing written")
+
     async def list(self) -> list[Quota]:
         """All tiers' quotas, sorted by tier; unreadable ones are skipped, logged and kept in `self.broken`;
         registered tiers without a quota are kept in `self.missing`."""
@@ -267,6 +292,7 @@ class QuotaStore:
         if spec is not None and not isinstance(spec, QuotaSpec):
             raise QuotaError("invalid quota: a QuotaSpec is expected")
         if create:
+            await self.check_room([tier])
             # the registry lives outside the tier's hash slot, so it cannot join the atomic call
             await self._b(lambda: self.client.sadd(self.keys.tiers, tier))
         s = spec or QuotaSpec(0, 1)

@@ -207,20 +207,22 @@ class SurgewatchApp(RedisLink, App[int]):
         self.overview.show(tuple(dirty))
 
     async def _quota_events(self) -> None:
-        """Supervised subscription: every change (here or anywhere) reaches the screen within a second."""
-        from quotas.feed import quota_events
+        """Supervised subscription: every change (here or anywhere) reaches the screen within a second; a storm
+        costs at most one re-read per tier per second, or one of all (quotas.feed.coalesced), never a backlog."""
+        from quotas.feed import coalesced, quota_events
 
         assert self.connector is not None
         first = True
-        async for ev in quota_events(self.connector.subscriber, self.settings.prefix):
+        async for ev in coalesced(quota_events(self.connector.subscriber, self.settings.prefix)):
             try:
                 await self.open_store()
                 if ev.kind == "disconnected":
                     kind = ev.error_kind or ErrorKind.UNREACHABLE
                     lost = SourceError(kind, f"quota change feed lost: {ev.error}")
                     self.post_message(SubscriptionChanged(False, lost))
-                elif ev.kind == "resubscribed":
-                    self.post_message(SubscriptionChanged(True))
+                elif ev.kind in ("resubscribed", "reread"):
+                    if ev.kind == "resubscribed":
+                        self.post_message(SubscriptionChanged(True))
                     self.post_message(QuotasLoaded(await self.store.list()))
                     if first:  # the recent changes give the events panel context at start
                         self.post_message(QuotaChanged("*", list(reversed(await self.store.history(None, 5)))))

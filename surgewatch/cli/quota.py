@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import sys
 from collections.abc import Awaitable, Callable
@@ -144,11 +145,24 @@ def _run(
         return EXIT_ERROR
 
 
+def bound(env_name: str, default: int, given: int | None = None) -> int:
+    """A bound on tiers: the flag, else the environment variable, else the default; QuotaError (exit 2) when
+    it is not a whole number from 1."""
+    raw: Any = given if given is not None else os.environ.get(env_name) or default
+    try:
+        n = int(raw)
+    except (TypeError, ValueError):
+        raise QuotaError(f"invalid {env_name} {raw!r}: a whole number of tiers from 1") from None
+    if n < 1:
+        raise QuotaError(f"invalid bound {n} ({env_name}): a whole number of tiers from 1")
+    return n
+
+
 def _store(client: Any, settings: RedisSettings) -> Any:
-    from quotas.store import QuotaStore
+    from quotas.store import MAX_TIERS, QuotaStore
 
     try:
-        return QuotaStore(client, prefix=settings.prefix)
+        return QuotaStore(client, prefix=settings.prefix, max_tiers=bound("SURGEWATCH_MAX_TIERS", MAX_TIERS))
     except ValueError as e:
         raise QuotaError(str(e)) from None
 
