@@ -8,6 +8,7 @@ read-only ACL user can list and get (an expired override is shown as its fallbac
 from __future__ import annotations
 
 import builtins
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -68,15 +69,19 @@ class AuditEntry:
     reason: str
     kind: str = "set"  # set, pause, resume, expired
     at_us: int = 0  # server microseconds: orders entries of different tiers written in the same ms
+    old_broken: dict[str, Any] | None = None
+    """What stood before a repair, when it was no quota: {"broken": why, "type": ..., "raw": ...} as the library
+    recorded it (old is then None)."""
 
     def to_json(self) -> dict[str, Any]:
-        """The public JSON shape (`surgewatch quota history --json`): a contract, keep keys stable."""
+        """The public JSON shape (`surgewatch quota history --json`): a contract, keep keys stable. `old` is the
+        quota object, the broken value a repair replaced (`{"broken", "type", "raw"}`), or null (a new tier)."""
         return {
             "tier": self.tier,
             "actor": self.actor,
             "at": iso(self.at),
             "version": self.version,
-            "old": self.old.to_json() if self.old else None,
+            "old": self.old.to_json() if self.old else self.old_broken,
             "new": self.new.to_json() if self.new else None,
             "reason": self.reason,
         }
@@ -90,11 +95,23 @@ def _entry(tier: str, entry_id: Any, fields: dict[Any, Any]) -> AuditEntry:
         at_us = int(f.get("at_us") or at * 1e6)
     except ValueError:
         at, version, at_us = 0.0, 0, 0
+    old = quota_from_json(f.get("old"))
     return AuditEntry(
         id=text(entry_id), tier=f.get("tier", tier), actor=f.get("actor", ""), at=at, version=version,
-        old=quota_from_json(f.get("old")), new=quota_from_json(f.get("new")), reason=f.get("reason", ""),
-        kind=f.get("kind", "set"), at_us=at_us,
+        old=old, new=quota_from_json(f.get("new")), reason=f.get("reason", ""),
+        kind=f.get("kind", "set"), at_us=at_us, old_broken=None if old is not None else _broken(f.get("old")),
     )
+
+
+def _broken(value: str | None) -> dict[str, Any] | None:
+    """The library's record of a broken value (`{"broken": why, "type", "raw"}`), or None."""
+    try:
+        d = json.loads(value or "")
+    except ValueError:
+        return None
+    if not isinstance(d, dict) or not isinstance(d.get("broken"), str):
+        return None
+    return {"broken": d["broken"], "type": d.get("type"), "raw": d.get("raw")}
 
 
 MAX_TIERS = 10_000

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from collectors.samples import FleetSample, NodeSample, TrafficSample
-from quotas.model import Quota, format_duration
+from quotas.model import Quota
 from surgewatch.kpis import GpuRow, node_label
 from surgewatch.thresholds import Thresholds
 
@@ -131,7 +131,7 @@ def quota_text(q: Quota | None) -> str:
     """`3/1d cap 50/s shadow paused until 14:00Z`: one quota, the way the tier panel writes it."""
     if q is None:
         return "none"
-    parts = [f"{q.limit}/{format_duration(q.window_s)}"]
+    parts = [q.spec]  # quotas.model.quota_text: the one way a quota is written
     if q.tier_cap_rps is not None:
         parts.append(f"cap {q.tier_cap_rps}/s")
     if q.mode == "shadow":

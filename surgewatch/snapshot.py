@@ -17,7 +17,7 @@ from collectors.nodes import redact_url
 from collectors.runner import classify, describe_error
 from collectors.samples import FleetSample, GpuSample, GpusSample, HostSample, NodeSample, TrafficSample
 from quotas.errors import ErrorKind, redact
-from quotas.model import iso
+from quotas.model import iso, quota_size, quota_text, sorted_tiers
 
 GPU_KEYS = (
     "node",
@@ -91,8 +91,11 @@ def host_json(h: HostSample) -> dict[str, Any]:
 
 
 def tiers_json(t: TrafficSample) -> list[dict[str, Any]]:
+    """Every tier in the console's order (quotas.model.sorted_tiers: by quota size, smallest first)."""
+    by_name = {tt.tier: tt for tt in t.tiers}
     out = []
-    for tt in t.tiers:
+    for name in sorted_tiers(by_name, lambda n: quota_size(by_name[n].quota)):
+        tt = by_name[name]
         q = tt.quota
         out.append(
             {
@@ -315,7 +318,7 @@ def render_text(doc: dict[str, Any]) -> str:
     if doc["tiers"]:
         rows = []
         for t in doc["tiers"]:
-            quota = "n/a" if t["limit"] is None else f"{t['limit']}/{t['window_s']}s"
+            quota = "n/a" if t["limit"] is None else quota_text(t["limit"], t["window_s"])
             flags = t["state"].upper().replace("_", " ") if t["state"] in ("no_quota", "broken") else t["state"]
             flags += " shadow" if t["mode"] == "shadow" else ""
             reasons = " ".join(f"{k}={v}" for k, v in t["rejected_by_reason_1m"].items() if v)

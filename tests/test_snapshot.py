@@ -83,7 +83,7 @@ async def test_snapshot_document_with_every_source(valkey: ValkeyProcess, redis_
     assert (tier["state"], tier["quota_error"], doc["redis"]) == ("active", None, {"status": "ok", "error": None})
     json.dumps(doc)  # serialisable as is
     text = render_text(doc)
-    assert "NVIDIA L4" in text and "free" in text and "3/86400s" in text and "cannot connect" in text
+    assert "NVIDIA L4" in text and "free" in text and "3/1d" in text and "86400s" not in text and "cannot connect" in text
 
 
 async def test_no_local_and_failing_sources_are_reported_not_fatal() -> None:
