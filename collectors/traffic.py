@@ -35,10 +35,11 @@ from redis.exceptions import BusyLoadingError, ResponseError
 
 from collectors.redis_health import from_error, from_info, from_library, health
 from collectors.samples import TierTraffic, TrafficSample
+from collectors.unknown_tiers import unknown_tiers
 from quotas.codec import effective, quota_from_hash
 from quotas.connect import ShardedPipeline, is_cluster, lost_midway, master_address
 from quotas.errors import BrokenQuota, ErrorKind, Unavailable
-from quotas.keys import DEFAULT_PREFIX, LIBRARY_NAME, OUTCOMES, Keys
+from quotas.keys import DEFAULT_PREFIX, LIBRARY_NAME, OUTCOMES, UNKNOWN_BUCKET_S, Keys
 from quotas.library import UNREACHABLE_ERRORS, describe, unavailable, unreachable
 from quotas.model import TIER_RE, Quota
 
@@ -114,6 +115,7 @@ class TrafficCollector:
         self._down: dict[str, str] = {}  # this poll's cluster primaries that did not answer -> why
         self._registry_unread = False  # this poll's registry read failed (an error reply)
         self._first_read: dict[str, int] = {}  # this poll's first second read, per tier
+        self._unknown_read: dict[int, Any] = {}  # this poll's `Punknown:B` replies, per bucket
         self._shown: dict[str, TierTraffic] = {}  # each tier as last read, kept while its shard is away
         self.round_trips = 0
 
@@ -275,7 +277,12 @@ class TrafficCollector:
                     pipe.hgetall(key)  # only the fields that exist: a quiet minute costs nothing
                 else:
                     pipe.hmget(key, [f"{s % 60}:{o}" for s in secs for o in OUTCOMES])
+        buckets = list(range((end - COUNT_WINDOW_S) // UNKNOWN_BUCKET_S, end // UNKNOWN_BUCKET_S + 1))
+        for b in buckets:  # the names gateways asked for without a quota (last): a misspelt tier is seen
+            pipe.zrange(self.keys.unknown(b), 0, -1, withscores=True)
         server, replies = await self._execute(pipe, info=True)
+        self._unknown_read = dict(zip(buckets, replies[len(replies) - len(buckets):], strict=True))
+        replies = replies[:len(replies) - len(buckets)]
         per_tier: dict[str, Any] = {}
         i = 1
         for tier, plan in plans.items():
@@ -385,7 +392,9 @@ class TrafficCollector:
                 "Every gateway decision is refused as unknown_tier; restore the quotas "
                 "(surgewatch quota import FILE, or the console's offer) or run surgewatch init"
             )))
-        return TrafficSample(taken_at=server, tiers=tuple(tiers), redis=health(self._problems))
+        return TrafficSample(taken_at=server, tiers=tuple(tiers), redis=health(self._problems),
+                             unknown_tiers=unknown_tiers(self._unknown_read, last,
+                                                         {t.tier for t in tiers if t.quota is not None}))
 
     # -- arithmetic ----------------------------------------------------------------------------
     def _absorb(self, tier: str, rows: dict[int, dict[str, int]], last: int, first: int) -> _Tier:

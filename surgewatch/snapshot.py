@@ -2,7 +2,8 @@
 
 The JSON shape is a contract (see the issue): top-level `taken_at`, `host`, `errors`, `nodes`, `gpus`,
 `tiers` (each with its `state`: active, paused, override, broken, no_quota, and its `master`), `redis` (`{"status",
-"error"}`, null without a Redis URL). A failing source never fails the snapshot: its message lands in
+"error"}`, null without a Redis URL), `unknown_tiers` (names gateways ask for without a quota: `tier`,
+`refused_rps`, `refused_1m`, `message`). A failing source never fails the snapshot: its message lands in
 `errors` under its name.
 """
 
@@ -254,6 +255,10 @@ async def take_snapshot(
         "gpus": gpus,
         "tiers": tiers_json(traffic) if isinstance(traffic, TrafficSample) else [],
         "redis": redis_json(traffic, errors.get("traffic"), kinds.get("traffic")) if redis_url else None,
+        # names gateways ask for that have no quota (a misspelt tier): every request refused as unknown_tier
+        "unknown_tiers": [{"tier": u.name, "refused_rps": u.refused_rps, "refused_1m": u.refused_1m,
+                           "message": u.message()} for u in traffic.unknown_tiers]
+        if isinstance(traffic, TrafficSample) else [],
     }
 
 
@@ -338,6 +343,9 @@ def render_text(doc: dict[str, Any]) -> str:
             "",
             *_table(rows, ["TIER", "QUOTA", "STATE", "ACC/S", "REJ/S", "ACC 1M", "REJ 1M", "REJECTED BY REASON (1M)"]),
         ]
+    if doc.get("unknown_tiers"):
+        out += ["", "UNKNOWN TIERS (requests refused as unknown_tier):",
+                *(f"  {u['message']}" for u in doc["unknown_tiers"])]
     redis = doc.get("redis")
     if redis and redis["status"] != "ok":
         out += ["", f"REDIS {redis['status'].upper()}: {redis['error'] or ''}"]

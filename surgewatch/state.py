@@ -242,6 +242,9 @@ class ConsoleState:
                 f"NO QUOTA for {tiers}: every gateway request for {'it' if len(self.missing) == 1 else 'them'} "
                 "is refused as unknown_tier."
             )
+        unknown = self.traffic.unknown_tiers if self.traffic else ()
+        if unknown:  # a misspelt tier: gateways refused by nobody's choice (quotas/keys.py Punknown:B)
+            parts.append(f"UNKNOWN TIER: {'; '.join(u.message() for u in unknown[:3])}.")
         broken = sorted(t.tier for t in (self.traffic.tiers if self.traffic else ()) if t.state == "broken")
         if broken and (health is None or health.status != "bad_data"):
             parts.append(

@@ -7,7 +7,7 @@
 -- built from that key's `P{TIER}` tag, so they share its hash slot and the library runs on Redis Cluster.
 -- Time is the server's TIME, so every gateway agrees on windows and seconds.
 
-local LIB_VERSION = 4
+local LIB_VERSION = 5  -- 5: unknown tiers counted by name (Punknown:B)
 local COUNTER_TTL_S = 3900      -- keys.COUNTER_TTL_S
 local AUDIT_MAXLEN = 10000      -- keys.AUDIT_MAXLEN
 local RANK_EXACT_MAX = 16       -- keys.RANK_EXACT_MAX: ranks counted one by one, then power-of-two buckets
@@ -19,6 +19,10 @@ local OK_REPLIES_MAX = 1024     -- admissions' replies kept per tier, for remain
 local READ_FIRST_AT = 0.4
 local RR_KEEP = 0.9375
 local PAUSED_RETRY_S = 60       -- what a refused client is told when nobody knows when it will reopen
+local UNKNOWN_BUCKET_S = 10     -- keys.UNKNOWN_BUCKET_S: names of tiers without a quota, counted per 10 s
+local UNKNOWN_KEEP = 16         -- keys.UNKNOWN_KEEP: the names counted most in a bucket are kept, no more
+local UNKNOWN_NAME_MAX = 64     -- keys.UNKNOWN_NAME_MAX: bytes of a name kept
+local UNKNOWN_TTL_S = 180       -- keys.UNKNOWN_TTL_S
 local MAX_LIMIT = 1000000000
 local MAX_WINDOW_S = 31 * 86400
 local EXPIRED_BY = 'surgewatch (override expired)'
