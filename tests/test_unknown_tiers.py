@@ -13,6 +13,7 @@ from quotas.store import QuotaStore
 from sim.valkey import ValkeyProcess
 from surgewatch.settings import Settings
 from surgewatch.snapshot import render_text, take_snapshot
+from tests.cluster_fixtures import Cluster, cluster, flush  # noqa: F401  # the module's cluster fixture
 from tests.test_rules_once import lua_number
 from tui.app import create_app
 from tui.testing import screen_text, wait_until
@@ -105,3 +106,20 @@ async def test_the_names_kept_are_bounded_to_the_most_refused(store: QuotaStore,
     assert all(len(n) <= keys.UNKNOWN_NAME_MAX for names in kept for n in names)
     for k in buckets:
         assert 0 < await redis_client.ttl(k) <= keys.UNKNOWN_TTL_S
+
+
+async def test_on_a_cluster_an_unknown_tier_is_still_decided(cluster: Cluster) -> None:  # noqa: F811
+    """On Redis Cluster the name bucket lives in another slot: the library's write of it is refused, yet every
+    decision for an unknown name stands (unknown_tier) and known tiers are decided as ever."""
+    from quotas.connect import open_client
+
+    flush(cluster)
+    client = await open_client(cluster.url)
+    lim = Limiter(client)
+    try:
+        await QuotaStore(client).init()
+        assert [d.reason for d in await lim.check_many([("fre", "u", 1), ("free", "u", 1)])] == ["unknown_tier", "ok"]
+        assert (await lim.check("fre", "u")).reason == "unknown_tier"
+    finally:
+        await lim.aclose()
+        await client.aclose()
