@@ -8,6 +8,7 @@ import itertools
 import json
 import time
 from pathlib import Path
+from typing import cast
 
 import redis.asyncio as aioredis
 
@@ -32,7 +33,7 @@ def _backup(n: int, first: int = 0) -> str:
 
 async def _written(r: aioredis.Redis) -> tuple[set[bytes], list[bytes]]:
     """The registry and every key: what an import could have written."""
-    return await r.smembers(K.tiers), sorted(await r.keys("*"))
+    return {cast(bytes, m) for m in await r.smembers(K.tiers)}, sorted(cast(bytes, k) for k in await r.keys("*"))
 
 
 async def test_an_import_over_the_tiers_per_import_bound_is_refused_whole(

@@ -82,7 +82,7 @@ async def due(store: QuotaStore, redis_client: aioredis.Redis) -> AsyncIterator[
     """free's override is due and nobody has expired it yet; yields free's stored version."""
     await _due(store)
     version = await redis_client.hget(K.quota("free"), "version")
-    assert version is not None
+    assert isinstance(version, bytes)  # decode_responses off
     yield version
 
 
