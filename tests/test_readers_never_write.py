@@ -26,7 +26,14 @@ from tui.testing import wait_until
 K = Keys()
 DAY = 86400
 # not flagged `write` by COMMAND INFO, but they change what others see: a script may write, a message is sent
-ALSO_WRITES = {"fcall", "eval", "evalsha", "publish", "spublish", "function", "script"}
+ALSO_WRITES = {"fcall", "eval", "evalsha", "publish", "spublish", "function load", "function delete",
+               "function flush", "function restore", "script load", "script flush"}
+
+
+def _name(command: str) -> str:
+    """A MONITOR line's command name, lower case, with its subcommand for FUNCTION and SCRIPT."""
+    words = [w.strip('"').lower() for w in command.split(" ", 2)]
+    return " ".join(words[:2]) if words[0] in ("function", "script") and len(words) > 1 else words[0]
 
 
 async def _due(store: QuotaStore, tier: str = "free") -> None:
@@ -67,14 +74,14 @@ class Monitor:
 
     async def writes(self, admin: aioredis.Redis) -> list[str]:
         """The commands seen that write (COMMAND INFO's `write` flag) or may write (scripts, PUBLISH)."""
-        names = sorted({c.split(" ", 1)[0].strip('"').lower() for c in self.commands if c})
+        names = sorted({_name(c) for c in self.commands if c and " " not in _name(c)})
         flagged: set[str] = set()
         for name in names:
             reply = await admin.execute_command("COMMAND", "INFO", name)
             flags = reply.get(name, {}).get("flags", []) if isinstance(reply, dict) else (reply[0] or [[]] * 3)[2]
             if "write" in {f.decode() if isinstance(f, bytes) else str(f) for f in flags}:
                 flagged.add(name)
-        return [c for c in self.commands if c and c.split(" ", 1)[0].strip('"').lower() in flagged | ALSO_WRITES]
+        return [c for c in self.commands if c and _name(c) in flagged | ALSO_WRITES]
 
 
 @pytest.fixture
