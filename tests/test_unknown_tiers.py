@@ -17,6 +17,7 @@ from tests.cluster_fixtures import Cluster, cluster, flush  # noqa: F401  # the 
 from tests.test_rules_once import lua_number
 from tui.app import create_app
 from tui.testing import screen_text, wait_until
+from tui.widgets.events_log import EventLog
 
 K = Keys()
 ODD = ["fre", "Free", "", "x" * 10_240, "ünïcödé", "a{b}", "\x1b]2;PWNED\x07", "free ", "y" * 300, "a" * 33]
@@ -88,6 +89,8 @@ async def test_a_misspelt_tier_is_named_in_snapshot_and_the_console(
     async with app.run_test(size=(200, 60)) as pilot:
         await wait_until(pilot, lambda: "gateways ask for tier 'fre'" in " ".join(screen_text(app).split()),
                          what="the unknown tier named", timeout=20)
+        events = app.overview.query_one("#events", EventLog).texts
+        assert sum("gateways ask for tier 'fre'" in e for e in events) == 1  # one event when it starts
 
 
 async def test_the_names_kept_are_bounded_to_the_most_refused(store: QuotaStore, redis_client: aioredis.Redis) -> None:
