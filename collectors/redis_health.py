@@ -1,13 +1,13 @@
 """What state the Redis server is in, named: read from the replies of the traffic poll's own round trip.
 
-The poll adds one `INFO persistence memory replication clients` and one `FUNCTION LIST LIBRARYNAME surgewatch`
-to its pipeline (read commands; an ACL user without them gets `ok` with the parts it could not learn left out,
-never an error). Error replies to the poll's other commands are named too: a key of the wrong type is
-`bad_data` with the key and the fix, and a server that answers `LOADING`, `OOM`, `READONLY` or `MISCONF` is
+The poll adds one `INFO persistence memory replication clients` to its pipeline (a read command; an ACL user
+without it gets `ok` with the parts it could not learn left out, never an error). Error replies to the poll's
+other commands are named too: a key of the wrong type is `bad_data` with the key and the fix, and a server that answers `LOADING`, `OOM`, `READONLY` or `MISCONF` is
 that state. Two states no error reply shows, because the poll itself only reads: `writes_paused` (CLIENT PAUSE
 WRITE or a failover holds every write, so every limiter decision waits: INFO's `paused_actions`, Valkey 8+ and
 Redis 7.4+) and `library_missing` (FUNCTION FLUSH, or a server restarted without the library: every gateway
-FCALL fails with "Function not found").
+FCALL fails with "Function not found"): INFO memory's `number_of_libraries` is 0 (FUNCTION LIST would name the
+library, but a `+@read` user may not run it; a server holding another library and not ours is not seen).
 """
 
 from __future__ import annotations
@@ -71,23 +71,17 @@ def from_info(info: Any) -> list[tuple[str, str]]:
                     f"Redis holds every write ({PAUSED_WHY.get(why, why or 'paused')}{left}): each limiter decision "
                     "writes, so gateways get no answer within their timeout and fail open or closed per their "
                     "setting until it ends (CLIENT UNPAUSE ends it at once)"))
+    if info.get("number_of_libraries") is not None and _int(info.get("number_of_libraries")) == 0:
+        out.append((LIBRARY_MISSING,
+                    "the limiter library 'surgewatch' is not loaded (FUNCTION FLUSH, or a restart without it): every "
+                    "gateway FCALL fails with 'Function not found' until someone loads it; `surgewatch init` reloads "
+                    "it (quotas are kept; a Python Limiter also reloads it on its next call)"))
     if str(info.get("role", "master")) in ("slave", "replica"):
         primary = f"{info.get('master_host', '?')}:{info.get('master_port', '?')}"
         out.append((ErrorKind.READ_ONLY_REPLICA,
                     f"this Redis is a read-only replica of {primary}: decisions, which write, fail there; "
                     "point the gateways and this console at the primary"))
     return out
-
-
-def from_library(reply: Any, library: str) -> list[tuple[str, str]]:
-    """(status, message) when FUNCTION LIST LIBRARYNAME `library` shows the limiter library missing; [] when it
-    is there or the reply says nothing (an error: an ACL user without FUNCTION LIST learns nothing)."""
-    if isinstance(reply, BaseException) or not isinstance(reply, list) or reply:
-        return []
-    return [(LIBRARY_MISSING,
-             f"the limiter library {library!r} is not loaded (FUNCTION FLUSH, or a restart without it): every "
-             "gateway FCALL fails with 'Function not found' until someone loads it; `surgewatch init` reloads it "
-             "(quotas are kept; a Python Limiter also reloads it on its next call)")]
 
 
 def from_error(reply: BaseException, key: str, what: str) -> tuple[str, str]:

@@ -33,13 +33,13 @@ from typing import Any
 
 from redis.exceptions import BusyLoadingError, ResponseError
 
-from collectors.redis_health import from_error, from_info, from_library, health
+from collectors.redis_health import from_error, from_info, health
 from collectors.samples import TierTraffic, TrafficSample
 from collectors.unknown_tiers import unknown_tiers
 from quotas.codec import effective, quota_from_hash
 from quotas.connect import ShardedPipeline, is_cluster, lost_midway, master_address
 from quotas.errors import BrokenQuota, ErrorKind, Unavailable
-from quotas.keys import DEFAULT_PREFIX, LIBRARY_NAME, OUTCOMES, UNKNOWN_BUCKET_S, Keys
+from quotas.keys import DEFAULT_PREFIX, OUTCOMES, UNKNOWN_BUCKET_S, Keys
 from quotas.library import UNREACHABLE_ERRORS, describe, unavailable, unreachable
 from quotas.model import TIER_RE, Quota
 
@@ -133,7 +133,6 @@ class TrafficCollector:
         pipe.time()
         if info:
             pipe.info(*HEALTH_INFO)
-            pipe.execute_command("FUNCTION", "LIST", "LIBRARYNAME", LIBRARY_NAME)
         return pipe
 
     async def _execute(self, pipe: Any, info: bool = False) -> tuple[float, list[Any]]:
@@ -158,11 +157,9 @@ class TrafficCollector:
                 raise down or replies[0]
             secs, usecs = replies[0]
             server = int(secs) + int(usecs) / 1e6
-            if info:  # an ACL user may not run INFO or FUNCTION LIST: unknown, never a problem
-                if not isinstance(replies[1], BaseException):
-                    self._problems.extend(from_info(replies[1]))
-                self._problems.extend(from_library(replies[2], LIBRARY_NAME))
-            replies = replies[3 if info else 1:]
+            if info and not isinstance(replies[1], BaseException):  # an ACL user may not run INFO: unknown
+                self._problems.extend(from_info(replies[1]))
+            replies = replies[2 if info else 1:]
         self._skew = server - (t0 + t1) / 2
         return server, list(replies)
 
@@ -179,14 +176,6 @@ class TrafficCollector:
                 except ResponseError:  # an ACL user without INFO: the clock alone
                     secs, usecs = await self.client.execute_command("TIME", target_nodes=node)
                     return int(secs) + int(usecs) / 1e6, None
-                try:  # the library is per primary: one that lost it fails its tiers' decisions
-                    libs = await lost_midway(self.client.execute_command(
-                        "FUNCTION", "LIST", "LIBRARYNAME", LIBRARY_NAME, target_nodes=node))
-                except ResponseError:  # an ACL user without FUNCTION LIST: unknown
-                    libs = None
-            if isinstance(libs, list):
-                self._problems.extend((k, f"Redis cluster node {node.name}: {m}")
-                                      for k, m in from_library(libs, LIBRARY_NAME))
             return int(info.get("server_time_usec", 0)) / 1e6 or None, info
 
         results = await asyncio.gather(*(one(n) for n in nodes), return_exceptions=True)
