@@ -2,12 +2,13 @@
 
 The poll adds one `INFO persistence memory replication clients` to its pipeline (a read command; an ACL user
 without it gets `ok` with the parts it could not learn left out, never an error). Error replies to the poll's
-other commands are named too: a key of the wrong type is `bad_data` with the key and the fix, and a server that answers `LOADING`, `OOM`, `READONLY` or `MISCONF` is
-that state. Two states no error reply shows, because the poll itself only reads: `writes_paused` (CLIENT PAUSE
-WRITE or a failover holds every write, so every limiter decision waits: INFO's `paused_actions`, Valkey 8+ and
-Redis 7.4+) and `library_missing` (FUNCTION FLUSH, or a server restarted without the library: every gateway
-FCALL fails with "Function not found"): INFO memory's `number_of_libraries` is 0 (FUNCTION LIST would name the
-library, but a `+@read` user may not run it; a server holding another library and not ours is not seen).
+other commands are named too: a key of the wrong type is `bad_data` with the key and the fix, and a server
+that answers `LOADING`, `OOM`, `READONLY` or `MISCONF` is that state. Two states no error reply shows, because
+the poll itself only reads: `writes_paused` (CLIENT PAUSE WRITE or a failover holds every write, so every
+limiter decision waits: INFO's `paused_actions`, Valkey 8+ and Redis 7.4+) and `library_missing` (FUNCTION
+FLUSH, or a restart without the library: every gateway FCALL fails with "Function not found"): INFO memory's
+`number_of_libraries` is 0 (FUNCTION LIST would name the library, but a `+@read` user may not run it; a server
+holding another library and not ours is not seen).
 """
 
 from __future__ import annotations
