@@ -5,6 +5,7 @@ reading of a due override is exactly what the library's expiry writes."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,23 @@ async def test_snapshot_and_record_write_nothing_while_an_override_is_due(
     assert await mon.writes(redis_client) == []
     assert await redis_client.hget(K.quota("free"), "version") == due
     assert await store.history("free", count=50) == history
+
+
+async def test_read_only_quota_commands_write_nothing_while_an_override_is_due(
+    valkey: ValkeyProcess, store: QuotaStore, redis_client: aioredis.Redis, due: bytes
+) -> None:
+    """`surgewatch --read-only quota list / export / history` show free's fallback and MONITOR sees no write."""
+    from tests.test_quota_cli import sw
+
+    async with Monitor(valkey) as mon:
+        listed = await asyncio.to_thread(sw, valkey.url, "--read-only", "quota", "list", "--json")
+        exported = await asyncio.to_thread(sw, valkey.url, "--read-only", "quota", "export")
+        await asyncio.to_thread(sw, valkey.url, "--read-only", "quota", "history", "free")
+    for r in (listed, exported):
+        (free,) = [q for q in json.loads(r.stdout) if q["tier"] == "free"]
+        assert (free["limit"], free["expires_at"]) == (20, None)
+    assert await mon.writes(redis_client) == []
+    assert await redis_client.hget(K.quota("free"), "version") == due
 
 
 @pytest.mark.parametrize(

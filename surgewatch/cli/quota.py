@@ -165,7 +165,9 @@ def _store(client: Any, settings: RedisSettings) -> Any:
     from quotas.store import MAX_TIERS, QuotaStore
 
     try:
-        return QuotaStore(client, prefix=settings.prefix, max_tiers=bound("SURGEWATCH_MAX_TIERS", MAX_TIERS))
+        # --read-only: a reader, whose reads never write (not even a due override's expiry)
+        return QuotaStore(client, prefix=settings.prefix, max_tiers=bound("SURGEWATCH_MAX_TIERS", MAX_TIERS),
+                          read_only=bool(settings.read_only))
     except ValueError as e:
         raise QuotaError(str(e)) from None
 
