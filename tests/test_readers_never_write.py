@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from quotas.codec import effective, quota_from_hash
+from quotas.codec import effective, quota_from_hash, quota_from_json
 from quotas.keys import Keys
 from quotas.model import QuotaSpec
 from quotas.store import QuotaStore
@@ -180,14 +180,18 @@ async def test_read_only_quota_commands_write_nothing_while_an_override_is_due(
 async def test_a_due_override_reads_as_what_the_library_writes_when_it_expires(
     store: QuotaStore, redis_client: aioredis.Redis, before: QuotaSpec
 ) -> None:
-    """The one expiry rule, pinned: the Python reading of a due override (codec.effective) equals the quota the
-    library stores when a writer expires it (sw_set's expiry), for plain, capped/shadow and paused fallbacks."""
+    """The one expiry rule, pinned: the Python reading of a due override (codec.effective) equals the library's
+    read-only answer (FCALL_RO sw_peek, flagged no-writes: nothing stored) and the quota the library stores when a
+    writer expires it, for plain, capped/shadow and paused fallbacks."""
     await store.set("pro", before, actor="t")
     await store.set("pro", QuotaSpec(2, 3600), actor="t", for_s=600)  # stacked: still falls back to `before`
     await _due(store, "pro")
     raw = await redis_client.hgetall(K.quota("pro"))
     q, prev = quota_from_hash("pro", raw)
     read = effective(q, prev, await store._now())
+    status, body = await redis_client.fcall_ro("sw_peek", 1, K.quota("pro"))
+    assert status == b"ok" and quota_from_json(body) == read
+    assert await redis_client.hgetall(K.quota("pro")) == raw  # peeking wrote nothing
     written = await store.get("pro")  # a writer: persists the expiry through the library
     assert await redis_client.hget(K.quota("pro"), "expires_at") == b""  # the library wrote it
     assert read == written

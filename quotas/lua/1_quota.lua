@@ -166,12 +166,9 @@ local function audit(tag, tier, prefix, t, actor, version, old, new, reason, kin
     cjson.encode({tier = tier, version = version, actor = actor, kind = kind}))
 end
 
--- A temporary override whose time has come reverts to the quota it replaced, atomically, audited.
-local function expire_if_due(qk, q, t)
-  if not q.expires_at or t < q.expires_at then
-    return q
-  end
-  local tag, tier, prefix = split_key(qk)
+-- What a temporary override falls back to once its time has come (the one rule: the writers' expiry below and
+-- sw_peek's read-only view use it; quotas/codec.py `effective` is pinned to it by tests/test_readers_never_write.py).
+local function fallback_of(q)
   local ok, p = pcall(cjson.decode, q.prev)
   local new = {
     limit = q.limit, window_s = q.window_s, tier_cap_rps = q.tier_cap_rps, paused = q.paused,
@@ -189,7 +186,34 @@ local function expire_if_due(qk, q, t)
   new.version = q.version + 1
   new.updated_by = EXPIRED_BY
   new.updated_at = q.expires_at
+  return new
+end
+
+-- A temporary override whose time has come reverts to the quota it replaced, atomically, audited.
+local function expire_if_due(qk, q, t)
+  if not q.expires_at or t < q.expires_at then
+    return q
+  end
+  local tag, tier, prefix = split_key(qk)
+  local new = fallback_of(q)
   write_quota(qk, new)
   audit(tag, tier, prefix, t, EXPIRED_BY, new.version, q, new, 'temporary override expired', 'expired')
   return new
+end
+
+-- peek: KEYS[1] quota key -> as get, but never writes (flagged no-writes: FCALL_RO, a replica, a read-only
+-- user's path): a due override is answered as what it falls back to, which the next writer stores.
+local function peek(keys, args)
+  local q, err = read_quota(keys[1])
+  if not q then
+    if err == 'missing' then
+      return {'unknown', ''}
+    end
+    return {'broken', err}
+  end
+  local _, tier = split_key(keys[1])
+  if q.expires_at and now() >= q.expires_at then
+    q = fallback_of(q)
+  end
+  return {'ok', quota_json(tier, q)}
 end
