@@ -341,7 +341,9 @@ async def run_all(url: str, n: int, batch: int, repeat: int = 1, pairs: int = 0)
                                   "redis.register_function('sw_bench_spin', function(k, a) local x = 0 "
                                   "for i = 1, tonumber(a[1]) do x = x + i end return '600 0 599 0' end)",
                                   replace=True)
-        head = lim._hot_key(TIER).replace(b"$13\r\nsw_check_many", b"$13\r\nsw_bench_noop")
+        hot = lim._hot_key(TIER)
+        assert hot is not None, "the bench tier is a legal name"
+        head = hot.replace(b"$13\r\nsw_check_many", b"$13\r\nsw_bench_noop")
 
         def noop(i: int) -> Awaitable[object]:
             u = user(i).encode()

@@ -1,9 +1,14 @@
 """What state the Redis server is in, named: read from the replies of the traffic poll's own round trip.
 
-The poll adds one `INFO persistence memory replication` to its pipeline (a read command; an ACL user
-without it gets `ok` with the parts it could not learn left out, never an error). Error replies to the
-poll's other commands are named too: a key of the wrong type is `bad_data` with the key and the fix,
-and a server that answers `LOADING`, `OOM`, `READONLY` or `MISCONF` is that state.
+The poll adds one `INFO persistence memory replication clients` to its pipeline (a read command; an ACL user
+without it gets `ok` with the parts it could not learn left out, never an error). Error replies to the poll's
+other commands are named too: a key of the wrong type is `bad_data` with the key and the fix, and a server
+that answers `LOADING`, `OOM`, `READONLY` or `MISCONF` is that state. Two states no error reply shows, because
+the poll itself only reads: `writes_paused` (CLIENT PAUSE WRITE or a failover holds every write, so every
+limiter decision waits: INFO's `paused_actions`, Valkey 8+ and Redis 7.4+) and `library_missing` (FUNCTION
+FLUSH, or a restart without the library: every gateway FCALL fails with "Function not found"): INFO memory's
+`number_of_libraries` is 0 (FUNCTION LIST would name the library, but a `+@read` user may not run it; a server
+holding another library and not ours is not seen).
 """
 
 from __future__ import annotations
@@ -14,11 +19,17 @@ from collectors.samples import RedisHealth
 from quotas.errors import ErrorKind
 from quotas.safe import safe
 
-# the more a state stops decisions, the earlier it is named when several hold at once
+WRITES_PAUSED = "writes_paused"
+LIBRARY_MISSING = "library_missing"
+# the more a state stops decisions, the earlier it is named when several hold at once; a server that came back
+# empty lost its library too: "no tiers" is named first (`surgewatch init` or an import fixes both)
 SEVERITY = (
     ErrorKind.LOADING, ErrorKind.OUT_OF_MEMORY, ErrorKind.PERSISTENCE_ERROR, ErrorKind.READ_ONLY_REPLICA,
-    ErrorKind.UNAVAILABLE, ErrorKind.BAD_DATA, "no_tiers",
+    WRITES_PAUSED, "no_tiers", LIBRARY_MISSING, ErrorKind.UNAVAILABLE, ErrorKind.BAD_DATA,
 )
+# INFO's paused_reason, in the operator's words
+PAUSED_WHY = {"client_pause": "CLIENT PAUSE WRITE", "failover_in_progress": "a FAILOVER under way",
+              "shutdown_in_progress": "a SHUTDOWN under way"}
 REPLY_KIND = {"LOADING": ErrorKind.LOADING, "OOM": ErrorKind.OUT_OF_MEMORY, "MISCONF": ErrorKind.PERSISTENCE_ERROR,
               "READONLY": ErrorKind.READ_ONLY_REPLICA, "BUSY": ErrorKind.UNAVAILABLE,
               "MASTERDOWN": ErrorKind.UNAVAILABLE, "CLUSTERDOWN": ErrorKind.UNAVAILABLE}
@@ -53,6 +64,20 @@ def from_info(info: Any) -> list[tuple[str, str]]:
                     "Redis cannot save its data to disk (MISCONF) and refuses writes: every limiter decision "
                     "fails, and gateways fail open or closed per their setting; fix the disk or the RDB/AOF "
                     "settings (see the server's log)"))
+    actions = str(info.get("paused_actions", "none"))
+    if actions in ("write", "all"):
+        why = str(info.get("paused_reason", ""))
+        left_ms = _int(info.get("paused_timeout_milliseconds"))
+        left = f", {left_ms / 1000:.0f} s left" if left_ms else ""
+        out.append((WRITES_PAUSED,
+                    f"Redis holds every write ({PAUSED_WHY.get(why, why or 'paused')}{left}): each limiter decision "
+                    "writes, so gateways get no answer within their timeout and fail open or closed per their "
+                    "setting until it ends (CLIENT UNPAUSE ends it at once)"))
+    if info.get("number_of_libraries") is not None and _int(info.get("number_of_libraries")) == 0:
+        out.append((LIBRARY_MISSING,
+                    "the limiter library 'surgewatch' is not loaded (FUNCTION FLUSH, or a restart without it): every "
+                    "gateway FCALL fails with 'Function not found' until someone loads it; `surgewatch init` reloads "
+                    "it (quotas are kept; a Python Limiter also reloads it on its next call)"))
     if str(info.get("role", "master")) in ("slave", "replica"):
         primary = f"{info.get('master_host', '?')}:{info.get('master_port', '?')}"
         out.append((ErrorKind.READ_ONLY_REPLICA,

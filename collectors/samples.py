@@ -241,9 +241,26 @@ class RedisHealth:
 
 
 @dataclass(frozen=True, slots=True)
+class UnknownTier:
+    """A tier name gateways ask for that has no quota (a misspelt `fre`): every request refused as unknown_tier.
+    `name` is as sent (at most 64 bytes: show it through the sanitiser)."""
+
+    name: str
+    refused_rps: float  # over the last complete 10 s
+    refused_1m: int
+
+    def message(self) -> str:
+        """What the console and `snapshot` say of it."""
+        return (f"gateways ask for tier {self.name!r}, which has no quota: {self.refused_rps:g}/s refused "
+                f"({self.refused_1m} in the last minute)")
+
+
+@dataclass(frozen=True, slots=True)
 class TrafficSample:
     """Every tier after one Redis poll."""
 
     taken_at: float
     tiers: tuple[TierTraffic, ...] = ()
     redis: RedisHealth = field(default_factory=RedisHealth)
+    unknown_tiers: tuple[UnknownTier, ...] = ()
+    """Names gateways ask for that have no quota (quotas/keys.py `Punknown:B`), most refused first."""

@@ -35,10 +35,11 @@ from redis.exceptions import BusyLoadingError, ResponseError
 
 from collectors.redis_health import from_error, from_info, health
 from collectors.samples import TierTraffic, TrafficSample
+from collectors.unknown_tiers import unknown_tiers
 from quotas.codec import effective, quota_from_hash
 from quotas.connect import ShardedPipeline, is_cluster, lost_midway, master_address
 from quotas.errors import BrokenQuota, ErrorKind, Unavailable
-from quotas.keys import DEFAULT_PREFIX, OUTCOMES, Keys
+from quotas.keys import DEFAULT_PREFIX, OUTCOMES, UNKNOWN_BUCKET_S, Keys
 from quotas.library import UNREACHABLE_ERRORS, describe, unavailable, unreachable
 from quotas.model import TIER_RE, Quota
 
@@ -48,9 +49,15 @@ REJECTED_OUTCOMES = ("user_quota", "tier_cap", "paused", "blocked", "unknown_tie
 BY_REASON = ("user_quota", "tier_cap", "paused", "blocked", "unknown_tier", "error")
 RATE_WINDOW_S = 10
 COUNT_WINDOW_S = 60
+# a minute read for more seconds than this is read whole (HGETALL: the fields that exist) instead of by field
+# (HMGET of every second x outcome, each a reply even when absent): a backfill of 1,000 quiet tiers
+# otherwise asks for 7.2 million fields at once (780 MiB of replies in the console, bench/console_tiers.py)
+WHOLE_MINUTE_AT = 15
 _MARGIN_S = 2  # tolerated error of our estimate of the server's clock between two polls
 NODE_TIMEOUT_S = 1.5  # one cluster primary's INFO: a dead one costs its tiers, never the whole poll
-NODE_INFO = ("server", "persistence", "memory", "replication")  # server: its clock (server_time_usec)
+# server: its clock (server_time_usec); clients: writes paused (paused_actions)
+NODE_INFO = ("server", "persistence", "memory", "replication", "clients")
+HEALTH_INFO = ("persistence", "memory", "replication", "clients")
 
 
 def _s(v: Any) -> str:
@@ -107,6 +114,8 @@ class TrafficCollector:
         self._cluster = is_cluster(client)
         self._down: dict[str, str] = {}  # this poll's cluster primaries that did not answer -> why
         self._registry_unread = False  # this poll's registry read failed (an error reply)
+        self._first_read: dict[str, int] = {}  # this poll's first second read, per tier
+        self._unknown_read: dict[int, Any] = {}  # this poll's `Punknown:B` replies, per bucket
         self._shown: dict[str, TierTraffic] = {}  # each tier as last read, kept while its shard is away
         self.round_trips = 0
 
@@ -123,7 +132,7 @@ class TrafficCollector:
         pipe = self.client.pipeline(transaction=False)
         pipe.time()
         if info:
-            pipe.info("persistence", "memory", "replication")
+            pipe.info(*HEALTH_INFO)
         return pipe
 
     async def _execute(self, pipe: Any, info: bool = False) -> tuple[float, list[Any]]:
@@ -254,9 +263,19 @@ class TrafficCollector:
         for tier, first in since.items():
             pipe.hgetall(self.keys.quota(tier))
             plans[tier] = self._plan(tier, first, end)
+            if plans[tier]:  # the first second this poll read of the tier (its rows hold only counted ones)
+                self._first_read[tier] = min(self._first_read.get(tier, first), first)
             for key, secs in plans[tier]:
-                pipe.hmget(key, [f"{s % 60}:{o}" for s in secs for o in OUTCOMES])
+                if len(secs) > WHOLE_MINUTE_AT:
+                    pipe.hgetall(key)  # only the fields that exist: a quiet minute costs nothing
+                else:
+                    pipe.hmget(key, [f"{s % 60}:{o}" for s in secs for o in OUTCOMES])
+        buckets = list(range((end - COUNT_WINDOW_S) // UNKNOWN_BUCKET_S, end // UNKNOWN_BUCKET_S + 1))
+        for b in buckets:  # the names gateways asked for without a quota (last): a misspelt tier is seen
+            pipe.zrange(self.keys.unknown(b), 0, -1, withscores=True)
         server, replies = await self._execute(pipe, info=True)
+        self._unknown_read = dict(zip(buckets, replies[len(replies) - len(buckets):], strict=True))
+        replies = replies[:len(replies) - len(buckets)]
         per_tier: dict[str, Any] = {}
         i = 1
         for tier, plan in plans.items():
@@ -274,10 +293,18 @@ class TrafficCollector:
                     reply = [None] * (len(secs) * len(OUTCOMES))
                 if lost:
                     continue
-                values = iter(reply)
-                for s in secs:
-                    row = {o: _n(next(values)) for o in OUTCOMES}
-                    rows[s] = row
+                # a second with no count is left out (read as zeros): a quiet tier's backfill holds no rows
+                if isinstance(reply, dict):  # HGETALL of the whole minute
+                    fields = {_s(k): v for k, v in reply.items()}
+                    for s in secs:
+                        if any(f"{s % 60}:{o}" in fields for o in OUTCOMES):
+                            rows[s] = {o: _n(fields.get(f"{s % 60}:{o}")) for o in OUTCOMES}
+                    continue
+                values = list(reply)
+                for j, s in enumerate(secs):
+                    got = values[j * len(OUTCOMES):(j + 1) * len(OUTCOMES)]
+                    if any(v is not None for v in got):
+                        rows[s] = {o: _n(v) for o, v in zip(OUTCOMES, got, strict=True)}
             if lost:
                 err = next(r for r in (quota_raw, *replies[i - len(plan):i]) if isinstance(r, UNREACHABLE_ERRORS))
                 self._node_down(self.master(tier) or "?", err)
@@ -297,6 +324,7 @@ class TrafficCollector:
         self._problems = []
         self._down = {}
         self._registry_unread = False
+        self._first_read = {}
         if self._registry is None or self._skew is None:
             await self._bootstrap()
             self._problems, self._down = [], {}  # named again by the read below, with the tiers it finds
@@ -335,7 +363,7 @@ class TrafficCollector:
                     tiers.append(replace(self._shown[tier], master=self.master(tier)))
                 continue
             quota_raw, rows = per_tier[tier]
-            st = self._absorb(tier, rows, last)
+            st = self._absorb(tier, rows, last, self._first_read.get(tier, last + 1))
             if isinstance(quota_raw, BaseException):
                 status, why = from_error(quota_raw, self.keys.quota(tier), "a hash")
                 self._problems.append((status, why))
@@ -357,20 +385,23 @@ class TrafficCollector:
                 "Every gateway decision is refused as unknown_tier; restore the quotas "
                 "(surgewatch quota import FILE, or the console's offer) or run surgewatch init"
             )))
-        return TrafficSample(taken_at=server, tiers=tuple(tiers), redis=health(self._problems))
+        return TrafficSample(taken_at=server, tiers=tuple(tiers), redis=health(self._problems),
+                             unknown_tiers=unknown_tiers(self._unknown_read, last,
+                                                         {t.tier for t in tiers if t.quota is not None}))
 
     # -- arithmetic ----------------------------------------------------------------------------
-    def _absorb(self, tier: str, rows: dict[int, dict[str, int]], last: int) -> _Tier:
-        """Append complete seconds up to `last`; later seconds were read too early and are dropped."""
+    def _absorb(self, tier: str, rows: dict[int, dict[str, int]], last: int, first: int) -> _Tier:
+        """Append complete seconds `first`..`last` (`rows` holds those with a count); later seconds were read
+        too early and are dropped."""
         st = self._state.get(tier)
-        first = min(rows) if rows else last + 1
         if st is None or st.last < first - 1:  # new tier, or a gap we could not read: start afresh
             st = _Tier(last=first - 1, accepted=[0] * self.history_s, rejected=[0] * self.history_s)
             self._state[tier] = st
         empty = dict.fromkeys(OUTCOMES, 0)
         for s in range(st.last + 1, last + 1):
             row = rows.get(s, empty)
-            st.rows[s] = row
+            if row is not empty:
+                st.rows[s] = row
             st.accepted.append(row["accepted"])
             st.rejected.append(sum(row[o] for o in REJECTED_OUTCOMES))
         st.last = max(st.last, last)

@@ -18,6 +18,9 @@ from quotas.errors import BrokenQuota, Conflict
 from quotas.model import MAX_WINDOW_S, Quota, QuotaError, QuotaSpec, validate_tier
 
 FIELDS = ("tier", "limit", "window_s", "tier_cap_rps", "paused", "mode", "expires_at")
+MAX_IMPORT_TIERS = 1_000
+"""Tiers one import may hold by default: no sane deployment has this many (five tiers is typical); a bigger
+file is refused whole before anything is written (`quota import --max-tiers N` raises it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,14 +55,22 @@ def _iso_to_epoch(value: Any, where: str) -> float | None:
         raise QuotaError(f"{where}: expires_at {value!r} is not an ISO 8601 time") from None
 
 
-def parse_backup(text: str, *, source: str = "the file") -> list[Saved]:
-    """The quotas of a backup, every entry validated; QuotaError (exit 2) naming the first bad one."""
+def parse_backup(text: str, *, source: str = "the file", max_tiers: int = MAX_IMPORT_TIERS) -> list[Saved]:
+    """The quotas of a backup, every entry validated; QuotaError (exit 2) naming the first bad one, or the bound
+    it breaks: more than `max_tiers` entries, or JSON nested deeper than Python's parser goes (a backup is a
+    list of flat objects: two levels)."""
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise QuotaError(f"{source} is not JSON ({e.msg} at line {e.lineno}): expected `quota export` output") from None
+    except RecursionError:
+        raise QuotaError(f"{source} nests JSON deeper than a backup ever does (a backup is a list of flat "
+                         "objects): refused, nothing written") from None
     if not isinstance(doc, list):
         raise QuotaError(f"{source} is not a list of quotas: expected `quota export` output")
+    if len(doc) > max_tiers:
+        raise QuotaError(f"{source} holds {len(doc):,} entries, over the bound of {max_tiers:,} tiers per import "
+                         "(--max-tiers N raises it): refused, nothing written")
     out: list[Saved] = []
     seen: set[str] = set()
     for i, d in enumerate(doc, 1):
@@ -102,6 +113,7 @@ async def restore(
 ) -> list[Outcome]:
     """Write each saved quota through the store (CAS against what was read); one Outcome per tier."""
     now = time.time() if now is None else now
+    await store.check_room([s.tier for s in saved])  # the bound of tiers in all, before anything is written
     out: list[Outcome] = []
     for s in saved:
         try:

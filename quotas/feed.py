@@ -8,6 +8,7 @@ after which a consumer must re-read every quota (messages published while it was
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
@@ -31,7 +32,8 @@ _LOST: tuple[type[BaseException], ...] = (*UNREACHABLE_ERRORS, Unreachable)
 @dataclass(frozen=True, slots=True)
 class QuotaEvent:
     """One event: kind `set`, `pause`, `resume`, `expired` (a change of `tier` to `version` by `actor`),
-    `resubscribed` (after every (re)connect: re-read all quotas), or `disconnected` (the link is down,
+    `resubscribed` (after every (re)connect: re-read all quotas), `reread` (from `coalesced`: too many tiers
+    changed at once to follow one by one, re-read all quotas), or `disconnected` (the link is down,
     `error` says why; changes made meanwhile arrive only through the re-read after `resubscribed`)."""
 
     kind: str
@@ -120,3 +122,115 @@ async def quota_events(
             yield QuotaEvent("disconnected", error=lost, error_kind=lost_kind)
         await asyncio.sleep(delay * (0.5 + random.random()))
         delay = min(delay * 2, max_backoff_s)
+
+
+# ---- coalescing: a storm of change events becomes at most one re-read per tier per second ------------------
+
+REREAD_GAP_S = 1.0  # the least time between two re-reads of one tier
+MAX_PENDING_TIERS = 1024  # more tiers waiting than this: one full re-read (`reread`) instead of one per tier
+
+
+class Coalescer:
+    """What a consumer should re-read, and when: the first change of a tier goes through at once, later ones
+    within `gap_s` are held and go through as one when the gap is over (the newest of them: a re-read shows
+    the latest version anyway). `resubscribed` and `disconnected` go through at once and in order. Memory is
+    bounded: with more than `max_tiers` tiers held, they are dropped for one `reread` event (re-read all)."""
+
+    def __init__(self, *, gap_s: float = REREAD_GAP_S, max_tiers: int = MAX_PENDING_TIERS,
+                 clock: Callable[[], float] | None = None) -> None:
+        import time
+
+        self.gap_s = gap_s
+        self.max_tiers = max_tiers
+        self.clock = clock or time.monotonic
+        self._sent: dict[str, float] = {}  # tier -> when its last event went through
+        self._held: dict[str, QuotaEvent] = {}  # tier -> its newest held event
+        self._ready: list[QuotaEvent] = []  # to go through now, in order (bounded: see offer)
+
+    def offer(self, ev: QuotaEvent) -> None:
+        """Take one event from the channel."""
+        now = self.clock()
+        if ev.tier is None or ev.kind in ("resubscribed", "disconnected"):
+            if ev.kind == "resubscribed":  # a full re-read follows: what is held is part of it
+                self._held.clear()
+                self._ready = [e for e in self._ready if e.tier is None]
+            if not self._ready or self._ready[-1] != ev:
+                self._ready.append(ev)
+            return
+        last = self._sent.get(ev.tier)
+        if ev.tier in self._held or (last is not None and now - last < self.gap_s):
+            self._held[ev.tier] = ev
+            if len(self._held) > self.max_tiers:
+                self._held.clear()
+                self._ready = [e for e in self._ready if e.tier is None]
+                self._ready.append(QuotaEvent("reread"))
+            return
+        if any(e.tier == ev.tier for e in self._ready):
+            return  # already going through: that re-read shows this change too
+        self._ready.append(ev)
+        if len(self._ready) > self.max_tiers:  # a consumer that does not take them: one full re-read
+            self._ready = [*[e for e in self._ready if e.tier is None][-4:], QuotaEvent("reread")]
+
+    def take(self) -> list[QuotaEvent]:
+        """The events to act on now (the held ones whose gap is over included), in order."""
+        now = self.clock()
+        for tier, ev in list(self._held.items()):
+            if now - self._sent.get(tier, -self.gap_s) >= self.gap_s:
+                del self._held[tier]
+                self._ready.append(ev)
+        out, self._ready = self._ready, []
+        for ev in out:
+            if ev.tier is not None:
+                self._sent[ev.tier] = now
+        if len(self._sent) > 4 * self.max_tiers:  # forget tiers whose gap is long over
+            self._sent = {t: at for t, at in self._sent.items() if now - at < self.gap_s}
+        return out
+
+    def wait_s(self) -> float | None:
+        """Seconds until a held event is due (None: nothing held)."""
+        if not self._held:
+            return None
+        now = self.clock()
+        return max(0.0, min(self._sent.get(t, now) + self.gap_s - now for t in self._held))
+
+
+async def coalesced(events: AsyncGenerator[QuotaEvent, None], coalescer: Coalescer | None = None,
+                    ) -> AsyncGenerator[QuotaEvent, None]:
+    """`events` (e.g. `quota_events(...)`) read as fast as they come, yielded coalesced (see `Coalescer`): a
+    consumer that re-reads per event does at most one re-read per tier per `gap_s`, whatever the storm."""
+    c = coalescer or Coalescer()
+    wake = asyncio.Event()
+    done: list[BaseException | None] = []
+
+    async def pump() -> None:
+        try:
+            async for ev in events:
+                c.offer(ev)
+                wake.set()
+            done.append(None)
+        except Exception as e:  # handed to the consumer below
+            done.append(e)
+        finally:
+            wake.set()
+
+    reader = asyncio.create_task(pump())
+    try:
+        while True:
+            wake.clear()  # before taking: an event offered while we yield sets it again
+            for ev in c.take():
+                yield ev
+            if wake.is_set():
+                continue
+            if done and c.wait_s() is None:
+                if done[0] is not None:
+                    raise done[0]
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(c.wait_s()):  # None: until the next event
+                    await wake.wait()
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reader
+        with contextlib.suppress(Exception):
+            await events.aclose()

@@ -29,6 +29,11 @@ the same code runs on Redis Cluster. Keys (prefix `P`, default `surgewatch:`):
 | `P{T}:audit`                 | stream | audit entries: actor, at (epoch ms), tier, version, old, new  |
 |                              |        | (quota JSON or ""), reason; MAXLEN ~ AUDIT_MAXLEN             |
 | `Ptiers`                     | set    | the registry of tier names                                    |
+| `Punknown:B`                 | zset   | names gateways asked for that have no quota, in 10-second     |
+|                              |        | bucket B (= now // 10): member the name (first 64 bytes),     |
+|                              |        | score the requests refused as unknown_tier; the 16 names      |
+|                              |        | counted most are kept; expires after 180 s (not written on    |
+|                              |        | Redis Cluster: another slot than the tier's)                  |
 | `Pevents` (channel)          | pubsub | one JSON message per accepted change: {"tier", "version",     |
 |                              |        | "actor", "kind"}                                              |
 | `P{T}:proposal`              | string | the guard's proposal for tier T (JSON: id, kind, spec,        |
@@ -49,6 +54,11 @@ AUDIT_MAXLEN = 10_000
 OUTCOMES = ("accepted", "user_quota", "tier_cap", "paused", "shadow", "blocked", "error", "unknown_tier")
 REJECT_REASONS = ("user_quota", "tier_cap", "paused")
 RANK_EXACT_MAX = 16
+UNKNOWN_BUCKET_S = 10  # `Punknown:B`: names of tiers without a quota, counted per 10-second bucket
+UNKNOWN_KEEP = 16  # names kept per bucket (the most counted)
+UNKNOWN_NAME_MAX = 64  # bytes of a name kept
+UNKNOWN_TTL_S = 180
+UNKNOWN_SEND_MAX = 256  # bytes of a name the tier rule refuses that the Python limiter still sends (and counts)
 
 
 def rank_bucket(rank: int) -> int:
@@ -59,6 +69,19 @@ def rank_bucket(rank: int) -> int:
     while b < rank:
         b *= 2
     return b
+
+
+def odd_key(keys: Keys, tier: object) -> str | None:
+    """The quota key a gateway would FCALL for a name the tier rule (`quotas.model.validate_tier`) refuses, so the
+    Python limiter decides and counts it as the library does theirs; None when no key can hold it (not a string,
+    empty, braces, over UNKNOWN_SEND_MAX bytes)."""
+    if not isinstance(tier, str) or "{" in tier or "}" in tier:
+        return None
+    try:
+        size = len(tier.encode("utf-8"))
+    except UnicodeEncodeError:
+        return None
+    return keys.quota(tier) if 0 < size <= UNKNOWN_SEND_MAX else None
 
 
 class Keys:
@@ -105,6 +128,9 @@ class Keys:
     @property
     def tiers(self) -> str:
         return f"{self.prefix}tiers"
+
+    def unknown(self, bucket: int) -> str:
+        return f"{self.prefix}unknown:{bucket}"
 
     @property
     def events(self) -> str:

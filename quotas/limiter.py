@@ -17,7 +17,9 @@ Semantics (the library decides, see quotas/lua/):
 - Order of refusals: `paused`, then `user_quota`, then `tier_cap` (requests per second, tier-wide).
 - `shadow` mode admits what enforce would refuse, returns reason `shadow` and counts it as accepted and
   shadow; it consumes usage like an admitted request.
-- `unknown_tier`: refused, counted nowhere (no keys are created for arbitrary names).
+- `unknown_tier`: refused, counted in the name's counter hash and by name in `Punknown:B` (quotas/keys.py). Any
+  tier string gets a decision, never an exception: one the tier rule refuses (`Free`) is decided as a gateway's
+  FCALL is; one no key holds (empty, braces, > keys.UNKNOWN_SEND_MAX bytes) gets `UNKNOWN_TIER`, as the library's.
 - Unreachable server: `Unreachable` after `timeout_s`, or with `fail_open=True` an admitting
   `Decision(True, "ok", ...)` and a logged warning naming the tier (one line per tier per 10 s). The same
   holds for a server that answers but cannot decide (`Unavailable`: out of memory under `noeviction`, a
@@ -38,7 +40,7 @@ from redis.exceptions import ResponseError
 
 from quotas.errors import Unreachable
 from quotas.held import HeldConnections
-from quotas.keys import DEFAULT_PREFIX, Keys
+from quotas.keys import DEFAULT_PREFIX, Keys, odd_key
 from quotas.library import (
     UNREACHABLE_ERRORS,
     Deadlines,
@@ -92,6 +94,9 @@ BATCH_CHUNK = 2000  # requests per sw_check_many call: bounds one call's time on
 
 
 FAIL_OPEN = Decision(True, "ok", 0, 0.0, None)
+UNKNOWN_RETRY_S = 60.0  # the library's PAUSED_RETRY_S: what it tells a request for a tier without a quota
+UNKNOWN_TIER = Decision(False, "unknown_tier", 0, UNKNOWN_RETRY_S, None)
+"""The library's answer for a tier without a quota (code 5, limit -1), given here to names no key can hold."""
 
 
 def _batch_decisions(reply: bytes | str) -> list[Decision]:
@@ -138,9 +143,17 @@ class Limiter:
         self._lanes: dict[str, _Lane] = {}  # validated tier -> its lane (bounded like the key caches)
 
     def _key(self, tier: str) -> str:
+        """The tier's quota key; for a name the tier rule refuses, the key a gateway would use (not cached), or
+        QuotaError when no key can hold it (the callers answer UNKNOWN_TIER)."""
         key = self._quota_keys.get(tier)
         if key is None:
-            key = self.keys.quota(validate_tier(tier))
+            try:
+                key = self.keys.quota(validate_tier(tier))
+            except QuotaError:
+                odd = odd_key(self.keys, tier)
+                if odd is None:
+                    raise
+                return odd
             if len(self._quota_keys) < 10_000:
                 self._quota_keys[tier] = key
         return key
@@ -152,13 +165,16 @@ class Limiter:
             self._last_warned[tier] = now
             log.warning("limiter failing open for tier %s: %s", tier, exc)
 
-    def _hot_key(self, tier: str) -> bytes:
-        """`FCALL sw_check_many 1 KEY` as RESP, the start of the tier's every check."""
+    def _hot_key(self, tier: str) -> bytes | None:
+        """`FCALL sw_check_many 1 KEY` as RESP, the start of the tier's every check (None: no key holds the name)."""
         head = self._hot_keys.get(tier)
         if head is None:
-            key = self._key(tier).encode()
+            try:
+                key = self._key(tier).encode()
+            except QuotaError:
+                return None
             head = b"*6\r\n$5\r\nFCALL\r\n$13\r\nsw_check_many\r\n$1\r\n1\r\n$%d\r\n%s\r\n" % (len(key), key)
-            if len(self._hot_keys) < 10_000:
+            if len(self._hot_keys) < 10_000 and tier in self._quota_keys:  # a flood of odd names is not kept
                 self._hot_keys[tier] = head
         return head
 
@@ -183,6 +199,8 @@ class Limiter:
             validate_user(user)
         if cost.__class__ is not int or not 0 < cost <= MAX_LIMIT:
             validate_cost(cost)
+        if head is None:  # no key can hold the name: the library's answer, without a call
+            return UNKNOWN_TIER
         if not self._coalesce:
             return await self._check_one(tier, head, raw_user, cost)
         lane = self._lanes.get(tier) or self._lane(tier)
@@ -203,7 +221,7 @@ class Limiter:
 
     def _lane(self, tier: str) -> _Lane:
         lane = _Lane()
-        if len(self._lanes) < 10_000:
+        if len(self._lanes) < 10_000 and tier in self._quota_keys:
             self._lanes[tier] = lane
         return lane
 
@@ -290,6 +308,7 @@ class Limiter:
         self, tier: str, batch: list[tuple[bytes, int, asyncio.Future[Decision]]]
     ) -> list[Decision]:
         head = self._hot_keys.get(tier) or self._hot_key(tier)
+        assert head is not None, "a batch is only of a tier check() found a key for"
         args: list[Any] = []
         for u, c, _ in batch:
             args += (u, c)
@@ -325,13 +344,18 @@ class Limiter:
         Requests of one tier are decided in order by one `sw_check_many` call per tier (per 2,000), at one
         instant of the server clock. A broken quota raises BrokenQuota after the whole batch was decided."""
         by_tier: dict[str, list[int]] = {}
+        unknown: list[int] = []  # names no key can hold: the library's answer, without a call
         for i, (tier, user, cost) in enumerate(requests):
-            self._key(tier)
             validate_user(user)
             validate_cost(cost)
+            try:
+                self._key(tier)
+            except QuotaError:
+                unknown.append(i)
+                continue
             by_tier.setdefault(tier, []).append(i)
-        if not requests:
-            return []
+        if not by_tier:
+            return [UNKNOWN_TIER] * len(requests)
         calls: list[tuple[str, list[int]]] = []
         for tier, idx in by_tier.items():
             calls += [(tier, idx[j : j + BATCH_CHUNK]) for j in range(0, len(idx), BATCH_CHUNK)]
@@ -341,9 +365,11 @@ class Limiter:
             if self.fail_open:
                 for tier in by_tier:
                     self._warn_open(tier, e)
-                return [FAIL_OPEN] * len(requests)
+                return [UNKNOWN_TIER if i in unknown else FAIL_OPEN for i in range(len(requests))]
             raise
         out: list[Decision | None] = [None] * len(requests)
+        for i in unknown:
+            out[i] = UNKNOWN_TIER
         error: Exception | None = None
         for (tier, idx), reply in zip(calls, replies, strict=False):
             if isinstance(reply, ResponseError):
@@ -390,11 +416,17 @@ class Limiter:
         return await bounded(self.client, run, self.timeout_s)
 
     async def record(self, tier: str, outcome: str, count: int = 1) -> None:
-        """Count `count` requests of `tier` that the gateway ended itself: `blocked` (content filter) or `error`."""
-        self._key(tier)
+        """Count `count` requests of `tier` that the gateway ended itself: `blocked` (content filter) or `error`.
+        A tier without a quota counts nothing (as in the library), whatever its name."""
+        try:
+            self._key(tier)
+        except QuotaError:
+            tier = ""  # no key can hold it: nothing to count, once the outcome and count are checked
         if outcome not in RECORDABLE:
             raise QuotaError(f"invalid outcome {outcome!r}: one of {', '.join(RECORDABLE)}")
         validate_cost(count)
+        if not tier:
+            return
         try:
             try:
                 await fcall(self.client, "sw_record", [self._key(tier)], [outcome, count], timeout_s=self.timeout_s)

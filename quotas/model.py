@@ -7,6 +7,7 @@ exactly the same inputs with exactly the same words.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -65,6 +66,24 @@ def format_duration(seconds: int) -> str:
         if seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def quota_text(limit: int, window_s: int) -> str:
+    """A quota as text, everywhere one is shown: `LIMIT/WINDOW` as operators write it (`50/1d`, never
+    `50/86400s`)."""
+    return f"{limit}/{format_duration(window_s)}"
+
+
+def quota_size(q: Quota | None) -> float:
+    """How much a quota allows (requests per second, limit / window): what tiers are ordered by, smallest first;
+    a tier without a readable quota ranks after all."""
+    return q.limit / q.window_s if q is not None else float("inf")
+
+
+def sorted_tiers(names: Iterable[str], size: Callable[[str], float]) -> list[str]:
+    """The one tier order (the console's tier panel, `quota list`, `snapshot`): by `size(tier)` (`quota_size` of
+    its quota), smallest first, ties by name."""
+    return sorted(set(names), key=lambda n: (size(n), n))
 
 
 def parse_limit(text: str) -> int:
@@ -181,7 +200,7 @@ class QuotaSpec:
     @property
     def spec(self) -> str:
         """`LIMIT/WINDOW`, as operators write it."""
-        return f"{self.limit}/{format_duration(self.window_s)}"
+        return quota_text(self.limit, self.window_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +220,7 @@ class Quota:
 
     @property
     def spec(self) -> str:
-        return f"{self.limit}/{format_duration(self.window_s)}"
+        return quota_text(self.limit, self.window_s)
 
     def settings(self) -> QuotaSpec:
         return QuotaSpec(self.limit, self.window_s, self.tier_cap_rps, self.paused, self.mode)

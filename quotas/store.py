@@ -8,6 +8,7 @@ read-only ACL user can list and get (an expired override is shown as its fallbac
 from __future__ import annotations
 
 import builtins
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -69,15 +70,19 @@ class AuditEntry:
     reason: str
     kind: str = "set"  # set, pause, resume, expired
     at_us: int = 0  # server microseconds: orders entries of different tiers written in the same ms
+    old_broken: dict[str, Any] | None = None
+    """What stood before a repair, when it was no quota: {"broken": why, "type": ..., "raw": ...} as the library
+    recorded it (old is then None)."""
 
     def to_json(self) -> dict[str, Any]:
-        """The public JSON shape (`surgewatch quota history --json`): a contract, keep keys stable."""
+        """The public JSON shape (`surgewatch quota history --json`): a contract, keep keys stable. `old` is the
+        quota object, the broken value a repair replaced (`{"broken", "type", "raw"}`), or null (a new tier)."""
         return {
             "tier": self.tier,
             "actor": self.actor,
             "at": iso(self.at),
             "version": self.version,
-            "old": self.old.to_json() if self.old else None,
+            "old": self.old.to_json() if self.old else self.old_broken,
             "new": self.new.to_json() if self.new else None,
             "reason": self.reason,
         }
@@ -91,20 +96,40 @@ def _entry(tier: str, entry_id: Any, fields: dict[Any, Any]) -> AuditEntry:
         at_us = int(f.get("at_us") or at * 1e6)
     except ValueError:
         at, version, at_us = 0.0, 0, 0
+    old = quota_from_json(f.get("old"))
     return AuditEntry(  # the stream's fields are outside text (anyone may XADD): made visible (quotas.safe)
         id=text(entry_id), tier=safe(f.get("tier", tier)), actor=safe(f.get("actor", "")), at=at, version=version,
-        old=quota_from_json(f.get("old")), new=quota_from_json(f.get("new")), reason=safe(f.get("reason", ""), 400),
-        kind=safe(f.get("kind", "set"), 40), at_us=at_us,
+        old=old, new=quota_from_json(f.get("new")), reason=safe(f.get("reason", ""), 400),
+        kind=safe(f.get("kind", "set"), 40), at_us=at_us, old_broken=None if old is not None else _broken(f.get("old")),
     )
+
+
+def _broken(value: str | None) -> dict[str, Any] | None:
+    """The library's record of a broken value (`{"broken": why, "type", "raw"}`), or None."""
+    try:
+        d = json.loads(value or "")
+    except ValueError:
+        return None
+    if not isinstance(d, dict) or not isinstance(d.get("broken"), str):
+        return None
+    return {"broken": d["broken"], "type": d.get("type"), "raw": d.get("raw")}
+
+
+MAX_TIERS = 10_000
+"""Tiers in all, by default: no sane deployment meets it, and a console, a guard and a poll read every tier;
+a change that would create one more is refused (QuotaError, exit 2), naming the bound."""
 
 
 class QuotaStore:
     """The control plane's read/write API over one Redis (or Redis Cluster) client."""
 
     def __init__(
-        self, client: Any, *, prefix: str = DEFAULT_PREFIX, timeout_s: float = 5.0, read_only: bool = False
+        self, client: Any, *, prefix: str = DEFAULT_PREFIX, timeout_s: float = 5.0, read_only: bool = False,
+        max_tiers: int = MAX_TIERS,
     ) -> None:
         self.client = client
+        self.max_tiers = max_tiers
+        """The most tiers the registry may hold: creating one more is refused (`check_room`)."""
         self.read_only = read_only
         """Never write, not even an expired override's fallback (the console's --read-only)."""
         self.keys = Keys(prefix)
@@ -198,6 +223,23 @@ class QuotaStore:
             ) from None
         return {text(m) for m in members}
 
+    async def check_room(self, tiers: builtins.list[str]) -> None:
+        """QuotaError (nothing written) when creating those of `tiers` the registry lacks would take it past
+        `max_tiers`."""
+        try:
+            stored = await self._b(lambda: self.client.scard(self.keys.tiers))
+        except ResponseError:
+            stored = None  # not a set: registry() below names it (BadData)
+        if stored is not None and stored + len(tiers) <= self.max_tiers:
+            return  # one SCARD per create in the common case: room whatever the registry holds
+        registry = await self.registry()
+        new = set(tiers) - registry
+        if new and len(registry) + len(new) > self.max_tiers:
+            raise QuotaError(
+                f"refused: {len(new):,} new tier{'s' if len(new) != 1 else ''} on top of the {len(registry):,} "
+                f"stored would pass the bound of {self.max_tiers:,} tiers in all (SURGEWATCH_MAX_TIERS raises it); "
+                "nothing written")
+
     async def list(self) -> list[Quota]:
         """All tiers' quotas, sorted by tier; unreadable ones are skipped, logged and kept in `self.broken`;
         registered tiers without a quota are kept in `self.missing`."""
@@ -268,6 +310,7 @@ class QuotaStore:
         if spec is not None and not isinstance(spec, QuotaSpec):
             raise QuotaError("invalid quota: a QuotaSpec is expected")
         if create:
+            await self.check_room([tier])
             # the registry lives outside the tier's hash slot, so it cannot join the atomic call
             await self._b(lambda: self.client.sadd(self.keys.tiers, tier))
         s = spec or QuotaSpec(0, 1)

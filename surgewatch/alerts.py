@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from collectors.samples import FleetSample, NodeSample, TrafficSample
-from quotas.model import Quota, format_duration
+from quotas.model import Quota
 from surgewatch.kpis import GpuRow, node_label
 from surgewatch.thresholds import Thresholds
 
@@ -105,8 +105,9 @@ def warning_events(old: NodeSample | None, n: NodeSample, now: float) -> list[Ev
 
 
 def traffic_events(prev: TrafficSample | None, cur: TrafficSample, th: Thresholds, now: float) -> list[Event]:
-    """A tier's rejection % crossing the spike threshold, shadow-mode hits starting, and a tier's stored
-    quota becoming unreadable (junk, or fields edited outside surgewatch) or readable again."""
+    """A tier's rejection % crossing the spike threshold, shadow-mode hits starting, a tier's stored
+    quota becoming unreadable (junk, or fields edited outside surgewatch) or readable again, and gateways
+    starting to ask for a tier name that has no quota (a misspelt tier)."""
     before = {t.tier: t for t in prev.tiers} if prev is not None else {}
     out: list[Event] = []
     for t in cur.tiers:
@@ -124,6 +125,8 @@ def traffic_events(prev: TrafficSample | None, cur: TrafficSample, th: Threshold
             out.append(Event(now, "crit", "quota_broken", f"tier {t.tier} quota unreadable: {t.quota_error}"))
         elif o is not None and o.quota_error and not t.quota_error:
             out.append(Event(now, "info", "quota_broken", f"tier {t.tier} quota readable again"))
+    seen = {u.name for u in prev.unknown_tiers} if prev is not None else set()
+    out += [Event(now, "warn", "unknown_tier", u.message()) for u in cur.unknown_tiers if u.name not in seen]
     return out
 
 
@@ -131,7 +134,7 @@ def quota_text(q: Quota | None) -> str:
     """`3/1d cap 50/s shadow paused until 14:00Z`: one quota, the way the tier panel writes it."""
     if q is None:
         return "none"
-    parts = [f"{q.limit}/{format_duration(q.window_s)}"]
+    parts = [q.spec]  # quotas.model.quota_text: the one way a quota is written
     if q.tier_cap_rps is not None:
         parts.append(f"cap {q.tier_cap_rps}/s")
     if q.mode == "shadow":

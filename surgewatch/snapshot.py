@@ -2,7 +2,8 @@
 
 The JSON shape is a contract (see the issue): top-level `taken_at`, `host`, `errors`, `nodes`, `gpus`,
 `tiers` (each with its `state`: active, paused, override, broken, no_quota, and its `master`), `redis` (`{"status",
-"error"}`, null without a Redis URL). A failing source never fails the snapshot: its message lands in
+"error"}`, null without a Redis URL), `unknown_tiers` (names gateways ask for without a quota: `tier`,
+`refused_rps`, `refused_1m`, `message`). A failing source never fails the snapshot: its message lands in
 `errors` under its name.
 """
 
@@ -17,7 +18,7 @@ from collectors.nodes import redact_url
 from collectors.runner import classify, describe_error
 from collectors.samples import FleetSample, GpuSample, GpusSample, HostSample, NodeSample, TrafficSample
 from quotas.errors import ErrorKind, redact
-from quotas.model import iso
+from quotas.model import iso, quota_size, quota_text, sorted_tiers
 
 GPU_KEYS = (
     "node",
@@ -91,8 +92,11 @@ def host_json(h: HostSample) -> dict[str, Any]:
 
 
 def tiers_json(t: TrafficSample) -> list[dict[str, Any]]:
+    """Every tier in the console's order (quotas.model.sorted_tiers: by quota size, smallest first)."""
+    by_name = {tt.tier: tt for tt in t.tiers}
     out = []
-    for tt in t.tiers:
+    for name in sorted_tiers(by_name, lambda n: quota_size(by_name[n].quota)):
+        tt = by_name[name]
         q = tt.quota
         out.append(
             {
@@ -251,6 +255,10 @@ async def take_snapshot(
         "gpus": gpus,
         "tiers": tiers_json(traffic) if isinstance(traffic, TrafficSample) else [],
         "redis": redis_json(traffic, errors.get("traffic"), kinds.get("traffic")) if redis_url else None,
+        # names gateways ask for that have no quota (a misspelt tier): every request refused as unknown_tier
+        "unknown_tiers": [{"tier": u.name, "refused_rps": u.refused_rps, "refused_1m": u.refused_1m,
+                           "message": u.message()} for u in traffic.unknown_tiers]
+        if isinstance(traffic, TrafficSample) else [],
     }
 
 
@@ -315,7 +323,7 @@ def render_text(doc: dict[str, Any]) -> str:
     if doc["tiers"]:
         rows = []
         for t in doc["tiers"]:
-            quota = "n/a" if t["limit"] is None else f"{t['limit']}/{t['window_s']}s"
+            quota = "n/a" if t["limit"] is None else quota_text(t["limit"], t["window_s"])
             flags = t["state"].upper().replace("_", " ") if t["state"] in ("no_quota", "broken") else t["state"]
             flags += " shadow" if t["mode"] == "shadow" else ""
             reasons = " ".join(f"{k}={v}" for k, v in t["rejected_by_reason_1m"].items() if v)
@@ -335,6 +343,9 @@ def render_text(doc: dict[str, Any]) -> str:
             "",
             *_table(rows, ["TIER", "QUOTA", "STATE", "ACC/S", "REJ/S", "ACC 1M", "REJ 1M", "REJECTED BY REASON (1M)"]),
         ]
+    if doc.get("unknown_tiers"):
+        out += ["", "UNKNOWN TIERS (requests refused as unknown_tier):",
+                *(f"  {u['message']}" for u in doc["unknown_tiers"])]
     redis = doc.get("redis")
     if redis and redis["status"] != "ok":
         out += ["", f"REDIS {redis['status'].upper()}: {redis['error'] or ''}"]

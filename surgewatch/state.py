@@ -34,6 +34,8 @@ HEALTH_HEADING = {
     "bad_data": "BAD DATA IN REDIS",
     "no_tiers": "REDIS HOLDS NO TIERS",
     "unavailable": "REDIS CANNOT DECIDE NOW",
+    "writes_paused": "REDIS HOLDS WRITES (PAUSED)",
+    "library_missing": "LIMITER LIBRARY MISSING",
 }
 REDIS_HEADING: dict[str, str] = {
     **HEALTH_HEADING,
@@ -44,7 +46,7 @@ REDIS_HEADING: dict[str, str] = {
 LOCAL_GPU_SHORT = {"no_library": "no NVML library", "no_driver": "no NVIDIA driver", "no_gpus": "none",
                    "error": "NVML failed"}
 # states in which a quota write would fail anyway: edits are refused up front
-WRITE_REFUSED = ("out_of_memory", "read_only_replica", "persistence_error", "loading", "unavailable")
+WRITE_REFUSED = ("out_of_memory", "read_only_replica", "persistence_error", "loading", "unavailable", "writes_paused")
 NO_REDIS_HINT = (
     "No Redis configured: monitoring this host and its GPUs only. For per-tier traffic and quotas pass "
     "--redis URL (or set REDIS_URL); `surgewatch demo` shows everything."
@@ -244,6 +246,9 @@ class ConsoleState:
                 f"NO QUOTA for {tiers}: every gateway request for {'it' if len(self.missing) == 1 else 'them'} "
                 "is refused as unknown_tier."
             )
+        unknown = self.traffic.unknown_tiers if self.traffic else ()
+        if unknown:  # a misspelt tier: gateways refused by nobody's choice (quotas/keys.py Punknown:B)
+            parts.append(f"UNKNOWN TIER: {'; '.join(u.message() for u in unknown[:3])}.")
         broken = sorted(t.tier for t in (self.traffic.tiers if self.traffic else ()) if t.state == "broken")
         if broken and (health is None or health.status != "bad_data"):
             parts.append(

@@ -44,7 +44,7 @@ def test_init_and_every_quota_command_on_one_node_url(empty: Cluster) -> None:
             assert c.fcall_ro("sw_version", 0) == library_version()
     code, out, err = cli(url, "quota", "list", "--json")
     assert code == 0, err
-    assert [q["tier"] for q in json.loads(out)] == ["enterprise", "free", "plus", "pro", "team"]
+    assert [q["tier"] for q in json.loads(out)] == ["free", "plus", "pro", "team", "enterprise"]  # by quota size
     code, out, err = cli(url, "quota", "set", "free", "3/1d", "--reason", "surge", "--as", "alice")
     assert (code, err) == (0, "") and out.startswith("set free 3/1d cap none enforce v2 by alice")
     assert cli(url, "quota", "pause", "pro", "--as", "bob")[0] == 0

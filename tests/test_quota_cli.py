@@ -41,7 +41,7 @@ def test_operator_session(valkey: ValkeyProcess) -> None:
     assert "exists, left as is" in sw(url, "init").stdout
 
     listed = json.loads(sw(url, "quota", "list", "--json").stdout)
-    assert [q["tier"] for q in listed] == ["enterprise", "free", "plus", "pro", "team"]
+    assert [q["tier"] for q in listed] == ["free", "plus", "pro", "team", "enterprise"]  # the console's order
     assert all(set(q) == QUOTA_KEYS | {"state"} and q["state"] == "active" for q in listed)
     free = next(q for q in listed if q["tier"] == "free")
     assert (free["limit"], free["window_s"], free["tier_cap_rps"], free["expires_at"], free["version"]) == (
@@ -141,18 +141,27 @@ def test_bad_input_exit_2_through_console_script(valkey: ValkeyProcess, argv: li
 
 
 def test_broken_tier_warned_in_list(valkey: ValkeyProcess) -> None:
-    """A tier with junk in Redis is skipped by `quota list` with a warning, and `quota set` repairs it."""
+    """A tier with junk in Redis is listed as BROKEN by `quota list` (exit 1, why on stderr), and `quota set` repairs
+    it; `quota history --json` then shows the broken value the repair replaced as `old`."""
     import redis
 
     assert sw(valkey.url, "init").returncode == 0
     with redis.Redis.from_url(valkey.url) as c:
         c.hset("surgewatch:{free}:quota", "window_s", "forever")
     r = sw(valkey.url, "quota", "list")
-    assert r.returncode == 0 and "skipped tier free" in r.stderr and "window_s" in r.stderr
-    assert "free" not in r.stdout
+    assert r.returncode == 1 and "tier free is BROKEN" in r.stderr and "window_s" in r.stderr
+    (row,) = [line for line in r.stdout.splitlines() if line.startswith("free ")]
+    assert row.split()[:3] == ["free", "BROKEN", "-"]
+    listed = json.loads(sw(valkey.url, "quota", "list", "--json").stdout)
+    assert [(q["tier"], q["state"]) for q in listed][-1] == ("free", "broken")
+    assert "window_s" in listed[-1]["quota_error"]
     assert sw(valkey.url, "quota", "pause", "free").returncode == 1
     assert sw(valkey.url, "quota", "set", "free", "3/1d").returncode == 0
-    assert "free" in sw(valkey.url, "quota", "list").stdout
+    r = sw(valkey.url, "quota", "list")
+    assert r.returncode == 0 and "BROKEN" not in r.stdout and "free" in r.stdout
+    (repair,) = json.loads(sw(valkey.url, "quota", "history", "free", "--count", "1", "--json").stdout)
+    assert repair["old"]["broken"] == "window_s=forever" and repair["old"]["raw"]["window_s"] == "forever"
+    assert "(broken: window_s=forever) -> free 3/1d" in sw(valkey.url, "quota", "history", "free").stdout
 
 
 def test_refused_login_exits_1_without_the_password() -> None:
@@ -185,3 +194,33 @@ def test_out_of_memory_set_exits_1_and_writes_nothing(valkey: ValkeyProcess) -> 
     free = next(q for q in json.loads(sw(valkey.url, "quota", "list", "--json").stdout) if q["tier"] == "free")
     assert free["version"] == 1 and free["limit"] != 3
     assert len(json.loads(sw(valkey.url, "quota", "history", "--count", "100", "--json").stdout)) == 5
+
+
+def test_setting_a_quota_to_its_current_value_says_unchanged_and_writes_nothing(valkey: ValkeyProcess) -> None:
+    """`quota set free 3/1d` twice: the second says unchanged (exit 0), no new version and no audit entry; a
+    different cap or the end of an override is a change."""
+    assert sw(valkey.url, "init").returncode == 0
+    assert sw(valkey.url, "quota", "set", "free", "3/1d").returncode == 0
+    r = sw(valkey.url, "quota", "set", "free", "3/1d")
+    assert r.returncode == 0 and r.stdout.startswith("unchanged free 3/1d") and "v2" in r.stdout
+    assert len(json.loads(sw(valkey.url, "quota", "history", "free", "--json").stdout)) == 2
+    assert "v3" in sw(valkey.url, "quota", "set", "free", "3/1d", "--tier-cap", "9").stdout
+    assert "v4" in sw(valkey.url, "quota", "set", "free", "5/1d", "--for", "1h").stdout
+    assert "v5" in sw(valkey.url, "quota", "set", "free", "5/1d").stdout  # the override made permanent: a change
+
+
+def test_quota_list_sorts_as_the_console_and_writes_windows_as_written(valkey: ValkeyProcess) -> None:
+    """`quota list` orders tiers by quota size like the console's tier panel (TierOrder), and writes `50/1d`."""
+    from quotas.model import QuotaSpec, quota_size
+    from tui.widgets.tiers import TierOrder
+
+    assert sw(valkey.url, "init").returncode == 0
+    assert sw(valkey.url, "quota", "set", "aaa", "50/1d", "--create").returncode == 0
+    table = sw(valkey.url, "quota", "list").stdout.splitlines()[1:]
+    listed = [q["tier"] for q in json.loads(sw(valkey.url, "quota", "list", "--json").stdout)]
+    assert [line.split()[0] for line in table] == listed
+    quotas = {q["tier"]: QuotaSpec(q["limit"], q["window_s"]) for q in json.loads(
+        sw(valkey.url, "quota", "list", "--json").stdout)}
+    assert listed == TierOrder().sort(quotas, quotas)  # type: ignore[arg-type]  # a spec has limit and window_s
+    assert listed.index("aaa") == 1 and quota_size(quotas["aaa"]) > quota_size(quotas["free"])  # type: ignore[arg-type]
+    assert any(line.split()[:3] == ["aaa", "active", "50/1d"] for line in table)

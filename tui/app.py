@@ -202,19 +202,21 @@ class SurgewatchApp(NoColorTheme, App[int]):
         self.overview.show(tuple(dirty))
 
     async def _quota_events(self) -> None:
-        """Supervised subscription: every change (here or anywhere) reaches the screen within a second."""
-        from quotas.feed import quota_events
+        """Supervised subscription: every change (here or anywhere) reaches the screen within a second; a storm
+        costs at most one re-read per tier per second, or one of all (quotas.feed.coalesced), never a backlog."""
+        from quotas.feed import coalesced, quota_events
 
         first = True
-        async for ev in quota_events(self.session.connector.subscriber, self.settings.prefix):
+        async for ev in coalesced(quota_events(self.session.connector.subscriber, self.settings.prefix)):
             try:
                 store = await self.session.open_store()
                 if ev.kind == "disconnected":
                     kind = ev.error_kind or ErrorKind.UNREACHABLE
                     lost = SourceError(kind, f"quota change feed lost: {ev.error}")
                     self.post_message(SubscriptionChanged(False, lost))
-                elif ev.kind == "resubscribed":
-                    self.post_message(SubscriptionChanged(True))
+                elif ev.kind in ("resubscribed", "reread"):
+                    if ev.kind == "resubscribed":
+                        self.post_message(SubscriptionChanged(True))
                     self.post_message(QuotasLoaded(await store.list()))
                     if first:  # the recent changes give the events panel context at start
                         self.post_message(QuotaChanged("*", list(reversed(await store.history(None, 5)))))

@@ -7,7 +7,7 @@
 -- built from that key's `P{TIER}` tag, so they share its hash slot and the library runs on Redis Cluster.
 -- Time is the server's TIME, so every gateway agrees on windows and seconds.
 
-local LIB_VERSION = 4
+local LIB_VERSION = 5  -- 5: unknown tiers counted by name (Punknown:B)
 local COUNTER_TTL_S = 3900      -- keys.COUNTER_TTL_S
 local AUDIT_MAXLEN = 10000      -- keys.AUDIT_MAXLEN
 local RANK_EXACT_MAX = 16       -- keys.RANK_EXACT_MAX: ranks counted one by one, then power-of-two buckets
@@ -19,6 +19,10 @@ local OK_REPLIES_MAX = 1024     -- admissions' replies kept per tier, for remain
 local READ_FIRST_AT = 0.4
 local RR_KEEP = 0.9375
 local PAUSED_RETRY_S = 60       -- what a refused client is told when nobody knows when it will reopen
+local UNKNOWN_BUCKET_S = 10     -- keys.UNKNOWN_BUCKET_S: names of tiers without a quota, counted per 10 s
+local UNKNOWN_KEEP = 16         -- keys.UNKNOWN_KEEP: the names counted most in a bucket are kept, no more
+local UNKNOWN_NAME_MAX = 64     -- keys.UNKNOWN_NAME_MAX: bytes of a name kept
+local UNKNOWN_TTL_S = 180       -- keys.UNKNOWN_TTL_S
 local MAX_LIMIT = 1000000000
 local MAX_WINDOW_S = 31 * 86400
 local EXPIRED_BY = 'surgewatch (override expired)'
@@ -162,12 +166,9 @@ local function audit(tag, tier, prefix, t, actor, version, old, new, reason, kin
     cjson.encode({tier = tier, version = version, actor = actor, kind = kind}))
 end
 
--- A temporary override whose time has come reverts to the quota it replaced, atomically, audited.
-local function expire_if_due(qk, q, t)
-  if not q.expires_at or t < q.expires_at then
-    return q
-  end
-  local tag, tier, prefix = split_key(qk)
+-- What a temporary override falls back to once its time has come (the one rule: the writers' expiry below and
+-- sw_peek's read-only view use it; quotas/codec.py `effective` is pinned to it by tests/test_readers_never_write.py).
+local function fallback_of(q)
   local ok, p = pcall(cjson.decode, q.prev)
   local new = {
     limit = q.limit, window_s = q.window_s, tier_cap_rps = q.tier_cap_rps, paused = q.paused,
@@ -185,7 +186,34 @@ local function expire_if_due(qk, q, t)
   new.version = q.version + 1
   new.updated_by = EXPIRED_BY
   new.updated_at = q.expires_at
+  return new
+end
+
+-- A temporary override whose time has come reverts to the quota it replaced, atomically, audited.
+local function expire_if_due(qk, q, t)
+  if not q.expires_at or t < q.expires_at then
+    return q
+  end
+  local tag, tier, prefix = split_key(qk)
+  local new = fallback_of(q)
   write_quota(qk, new)
   audit(tag, tier, prefix, t, EXPIRED_BY, new.version, q, new, 'temporary override expired', 'expired')
   return new
+end
+
+-- peek: KEYS[1] quota key -> as get, but never writes (flagged no-writes: FCALL_RO, a replica, a read-only
+-- user's path): a due override is answered as what it falls back to, which the next writer stores.
+local function peek(keys, args)
+  local q, err = read_quota(keys[1])
+  if not q then
+    if err == 'missing' then
+      return {'unknown', ''}
+    end
+    return {'broken', err}
+  end
+  local _, tier = split_key(keys[1])
+  if q.expires_at and now() >= q.expires_at then
+    q = fallback_of(q)
+  end
+  return {'ok', quota_json(tier, q)}
 end

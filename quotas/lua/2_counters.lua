@@ -22,13 +22,28 @@ end
 -- counted like any outcome, in the tier's own counter hash: a gateway refused by nobody's choice must show
 -- on the console. Same slot as the quota key; the hash expires like every counter hash, so a flood of
 -- made-up tier names costs bounded memory.
+-- The name is also counted in `Punknown:B` (B = 10-second bucket), a sorted set of the names gateways asked for
+-- that have no quota, so a misspelt tier (`fre`) is seen by name: capped to the UNKNOWN_KEEP names counted most
+-- in the bucket (a flood of made-up names costs bounded memory), names cut at UNKNOWN_NAME_MAX bytes, expiring
+-- after UNKNOWN_TTL_S. That key is outside the tier's slot: on Redis Cluster the server refuses it (pcall: the
+-- decision stands, only the name is not kept); one server and Sentinel keep it.
 local function count_unknown(qk, n)
-  local tag = string.match(qk, '^(.*{[^{}]+}):quota$')
-  if not tag then
+  local prefix, tier = string.match(qk, '^(.*){([^{}]+)}:quota$')
+  if not prefix then
     return
   end
+  local tag = prefix .. '{' .. tier .. '}'
   local sec = tonumber(redis.call('TIME')[1])
   bump(tag .. ':c:' .. math.floor(sec / 60), (sec % 60) .. ':unknown_tier', n)
+  local zk = prefix .. 'unknown:' .. math.floor(sec / UNKNOWN_BUCKET_S)
+  local ok = redis.pcall('ZINCRBY', zk, n, string.sub(tier, 1, UNKNOWN_NAME_MAX))
+  if type(ok) == 'table' and ok.err then
+    return
+  end
+  if redis.call('ZCARD', zk) > UNKNOWN_KEEP then
+    redis.call('ZREMRANGEBYRANK', zk, 0, -(UNKNOWN_KEEP + 1))
+  end
+  redis.call('EXPIRE', zk, UNKNOWN_TTL_S)
 end
 
 -- Redis keeps a small hash as a listpack, where finding a field is a scan: by the end of a busy minute

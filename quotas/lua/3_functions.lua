@@ -438,6 +438,7 @@ end
 
 redis.register_function{function_name = 'sw_version', callback = function() return LIB_VERSION end,
   flags = {'no-writes'}}
+redis.register_function{function_name = 'sw_peek', callback = peek, flags = {'no-writes'}}
 redis.register_function('sw_check', check)
 redis.register_function('sw_check_many', check_many)
 redis.register_function('sw_record', record)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from quotas.actor import default_actor
-from quotas.backup import Saved, parse_backup, restore
+from quotas.backup import MAX_IMPORT_TIERS, Saved, parse_backup, restore
 from quotas.model import QuotaError, validate_actor, validate_reason
 from surgewatch.cli.quota import (  # surgewatch.cli.quota imports this module only in register()
     EXIT_BAD_INPUT,
@@ -21,6 +21,7 @@ from surgewatch.cli.quota import (  # surgewatch.cli.quota imports this module o
     EXIT_OK,
     _err,
     _store,
+    bound,
     describe,
 )
 
@@ -36,13 +37,13 @@ async def _export(client: Any, args: argparse.Namespace, settings: Any) -> int:
     return EXIT_ERROR if store.broken or store.missing else EXIT_OK
 
 
-def _read_backup(path: str) -> list[Saved]:
+def _read_backup(path: str, max_tiers: int) -> list[Saved]:
     """The file (or `-`: standard input), parsed and validated whole before any connection."""
     try:
         text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
     except (OSError, UnicodeDecodeError) as e:
         raise QuotaError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
-    return parse_backup(text, source=path if path != "-" else "standard input")
+    return parse_backup(text, source=path if path != "-" else "standard input", max_tiers=max_tiers)
 
 
 async def _import(client: Any, args: argparse.Namespace, settings: Any) -> int:
@@ -60,7 +61,7 @@ async def _import(client: Any, args: argparse.Namespace, settings: Any) -> int:
 def _import_command(args: argparse.Namespace, settings: Any, run: Callable[..., int]) -> int:
     """Validate everything (file, actor, reason) before connecting: bad input writes nothing."""
     try:
-        args.saved = _read_backup(args.file)
+        args.saved = _read_backup(args.file, bound("SURGEWATCH_MAX_IMPORT_TIERS", MAX_IMPORT_TIERS, args.max_tiers))
         args.actor = validate_actor(args.as_name if args.as_name is not None else default_actor())
         args.reason_text = validate_reason(args.reason)
     except QuotaError as e:
@@ -81,5 +82,8 @@ def register_backup(qsub: Any, handler: Callable[..., Any], run: Callable[..., i
     p_imp.add_argument("--only-missing", action="store_true", help="write only tiers that have no quota now")
     p_imp.add_argument("--reason", default="", metavar="TEXT", help="why (default: 'imported from FILE')")
     p_imp.add_argument("--as", dest="as_name", metavar="NAME", help="actor for the audit (default: login user)")
+    p_imp.add_argument("--max-tiers", type=int, metavar="N",
+                       help=f"refuse a file of more than N tiers (default {MAX_IMPORT_TIERS:,}, or "
+                            "SURGEWATCH_MAX_IMPORT_TIERS); tiers in all are bounded by SURGEWATCH_MAX_TIERS (10,000)")
     imp = handler(_import, writes=True)
     p_imp.set_defaults(func=lambda a, s: imp(a, s) if s.read_only else _import_command(a, s, run))

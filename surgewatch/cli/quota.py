@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import sys
 from collections.abc import Awaitable, Callable
@@ -23,15 +24,18 @@ from quotas.actor import default_actor
 from quotas.errors import AuthFailed, BadData, BrokenQuota, Conflict, Unavailable, UnknownTier, Unreachable, redact
 from quotas.library import unavailable
 from quotas.model import (
+    TIER_RE,
     Mode,
     Quota,
     QuotaError,
     QuotaSpec,
-    format_duration,
     iso,
     parse_duration,
     parse_spec,
     parse_tier_cap,
+    quota_size,
+    quota_text,
+    sorted_tiers,
     validate_actor,
     validate_reason,
     validate_tier,
@@ -144,11 +148,26 @@ def _run(
         return EXIT_ERROR
 
 
+def bound(env_name: str, default: int, given: int | None = None) -> int:
+    """A bound on tiers: the flag, else the environment variable, else the default; QuotaError (exit 2) when
+    it is not a whole number from 1."""
+    raw: Any = given if given is not None else os.environ.get(env_name) or default
+    try:
+        n = int(raw)
+    except (TypeError, ValueError):
+        raise QuotaError(f"invalid {env_name} {raw!r}: a whole number of tiers from 1") from None
+    if n < 1:
+        raise QuotaError(f"invalid bound {n} ({env_name}): a whole number of tiers from 1")
+    return n
+
+
 def _store(client: Any, settings: RedisSettings) -> Any:
-    from quotas.store import QuotaStore
+    from quotas.store import MAX_TIERS, QuotaStore
 
     try:
-        return QuotaStore(client, prefix=settings.prefix)
+        # --read-only: a reader, whose reads never write (not even a due override's expiry)
+        return QuotaStore(client, prefix=settings.prefix, max_tiers=bound("SURGEWATCH_MAX_TIERS", MAX_TIERS),
+                          read_only=bool(settings.read_only))
     except ValueError as e:
         raise QuotaError(str(e)) from None
 
@@ -180,7 +199,7 @@ async def _init(client: Any, args: argparse.Namespace, settings: RedisSettings) 
         print(f"functions library surgewatch v{now} was loaded already: replaced by the shipped copy")
     for tier, (limit, window_s) in SEED_TIERS.items():
         if tier in created:
-            print(f"tier {tier}: {limit}/{format_duration(window_s)} created")
+            print(f"tier {tier}: {quota_text(limit, window_s)} created")
             continue
         try:
             stored = await store.get(tier)
@@ -199,26 +218,32 @@ async def _list(client: Any, args: argparse.Namespace, settings: RedisSettings) 
     store = _store(client, settings)
     quotas = await store.list()
     for tier, msg in store.broken.items():
-        _err(f"warning: skipped tier {tier}: {msg}")
+        _err(f"tier {tier} is BROKEN (listed as broken, exit 1): {msg}")
     for tier in store.missing:
         _err(
             f"tier {tier} has NO QUOTA: every gateway request for it is refused as unknown_tier; fix: "
             f"surgewatch quota set {tier} LIMIT/WINDOW --create, or surgewatch quota import FILE"
         )
-    code = EXIT_ERROR if store.missing else EXIT_OK
+    code = EXIT_ERROR if store.missing or store.broken else EXIT_OK
     if not quotas and not store.missing and not store.broken:
         _err(
             "Redis holds no tier at all (restarted empty, or flushed?): every gateway request is refused as "
             "unknown_tier; restore: surgewatch quota import FILE (a quota export), or surgewatch init"
         )
         code = EXIT_ERROR
+    by_tier = {q.tier: q for q in quotas}
+    order = {t: i for i, t in enumerate(sorted_tiers([*by_tier, *store.missing, *store.broken],
+                                                     lambda t: quota_size(by_tier.get(t))))}
     if args.json:
         listed = [{**q.to_json(), "state": quota_state(q)} for q in quotas]
         listed += [{"tier": t, "state": "no_quota"} for t in store.missing]
-        print(json.dumps(sorted(listed, key=lambda d: d["tier"]), indent=2))
+        listed += [{"tier": t, "state": "broken", "quota_error": msg} for t, msg in store.broken.items()]
+        print(json.dumps(sorted(listed, key=lambda d: order[d["tier"]]), indent=2))
         return code
     rows = [("TIER", "STATE", "QUOTA", "CAP/S", "MODE", "PAUSED", "EXPIRES", "VERSION", "UPDATED BY", "UPDATED AT")]
     rows += [(t, "no quota", "-", "-", "-", "-", "-", "-", "-", "-") for t in store.missing]
+    rows += [(t if TIER_RE.fullmatch(t) else repr(t[:40]), "BROKEN", "-", "-", "-", "-", "-", "-", "-", "-")
+             for t in store.broken]
     for q in quotas:
         rows.append(
             (
@@ -234,7 +259,7 @@ async def _list(client: Any, args: argparse.Namespace, settings: RedisSettings) 
                 iso(q.updated_at) or "-",
             )
         )
-    header, body = rows[0], sorted(rows[1:])
+    header, body = rows[0], sorted(rows[1:], key=lambda r: order.get(r[0], len(order)))  # the console's order
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for r in (header, *body):
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
@@ -255,7 +280,7 @@ async def _history(client: Any, args: argparse.Namespace, settings: RedisSetting
         print(json.dumps([e.to_json() for e in entries], indent=2))
         return EXIT_OK
     for e in entries:
-        old = describe(e.old) if e.old else "(new tier)"
+        old = describe(e.old) if e.old else f"(broken: {e.old_broken['broken']})" if e.old_broken else "(new tier)"
         new = describe(e.new) if e.new else "(none)"
         why = f"  reason: {e.reason}" if e.reason else ""
         print(f"{iso(e.at)}  {e.tier}  v{e.version}  {e.actor}  {e.kind}: {old} -> {new}{why}")
@@ -297,6 +322,10 @@ async def _set(client: Any, args: argparse.Namespace, settings: RedisSettings) -
             current.paused if current else False,
             mode or (current.mode if current else "enforce"),
         )
+        if (current is not None and current.settings() == spec and for_s is None and current.expires_at is None
+                and args.expect_version in (None, current.version)):
+            print(f"unchanged {describe(current)}: already so, nothing written")  # no new version, no audit
+            return EXIT_OK
         expect = args.expect_version
         if expect is None and current is not None:
             expect = current.version  # keep the kept fields exactly as read: CAS, retried below

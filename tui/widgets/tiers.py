@@ -15,7 +15,7 @@ from textual.widget import Widget
 from textual.widgets import Label, Sparkline, Static
 
 from collectors.samples import TierTraffic, TrafficSample
-from quotas.model import Quota, format_duration
+from quotas.model import Quota, quota_size, quota_text, sorted_tiers
 from surgewatch.kpis import format_age
 from surgewatch.thresholds import BAD, STALE, WARN, Thresholds
 from tui.widgets.cells import Cell, num_cell
@@ -56,9 +56,9 @@ class TierOrder:
         for name in names:
             q = quotas.get(name)
             if name not in self._rank and q is not None:
-                self._rank[name] = q.limit / q.window_s
+                self._rank[name] = quota_size(q)
         inf = float("inf")
-        return sorted(set(names), key=lambda n: (self._rank.get(n, inf), n))
+        return sorted_tiers(names, lambda n: self._rank.get(n, inf))
 
 
 def rate_fmt(rps: float) -> str:
@@ -113,7 +113,7 @@ def tier_cells(
         Cell(state, dim or state_style, state),
         Cell(q.mode if q else "n/a", dim or (WARN if q and q.mode == "shadow" else ""), q.mode if q else None),
         Cell(
-            f"{q.limit}/{format_duration(q.window_s)}" if q else "n/a",
+            quota_text(q.limit, q.window_s) if q else "n/a",
             dim or "bold",
             q.limit / q.window_s if q else None,
         ),
