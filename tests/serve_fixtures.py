@@ -9,10 +9,11 @@ import resource
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -66,6 +67,7 @@ class Serve:
         self.fd_limit = fd_limit
         self.proc: subprocess.Popen[str] | None = None
         self.logs = ""
+        self._log_file: IO[str] | None = None
 
     @property
     def url(self) -> str:
@@ -76,7 +78,9 @@ class Serve:
             resource.setrlimit(resource.RLIMIT_NOFILE, (self.fd_limit, self.fd_limit))
 
     def start(self) -> Serve:
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # a file, as a service's log is: a pipe nobody reads would stall the server once it is full
+        self._log_file = tempfile.TemporaryFile("w+")  # noqa: SIM115  # lives until stop(), across calls
+        self.proc = subprocess.Popen(self.cmd, stdout=self._log_file, stderr=subprocess.STDOUT, text=True,
                                      env=self.env, preexec_fn=self._limit if self.fd_limit else None)
         deadline = time.monotonic() + 30
         while not port_open(self.port):
@@ -88,12 +92,16 @@ class Serve:
         if self.proc is not None:
             self.proc.terminate()
             try:
-                out, _ = self.proc.communicate(timeout=20)
+                self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:  # hang guard: kill it so the test fails, not the suite
                 self.proc.kill()
-                out, _ = self.proc.communicate(timeout=20)
-            self.logs += out
+                self.proc.wait(timeout=20)
             self.proc = None
+        if self._log_file is not None:
+            self._log_file.seek(0)
+            self.logs += self._log_file.read()
+            self._log_file.close()
+            self._log_file = None
 
 
 @contextlib.contextmanager

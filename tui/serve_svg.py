@@ -22,6 +22,7 @@ CHROME_DOTS = re.compile(r'<g transform="translate\(26,22\)">\s*(?:<circle[^>]*/
 TERMINAL = re.compile(r'<g transform="translate\(([\d.]+), ?([\d.]+)\)" clip-path="url\(#([\w-]+)-clip-terminal\)">')
 VIEWBOX = re.compile(r'viewBox="[^"]*"')
 LINE_HEIGHT = re.compile(r"line-height:\s*([\d.]+)px")
+ROW_CLIP = re.compile(r'clip-path="url\(#[\w-]+-line-(\d+)\)"')  # as the rows' text uses them
 # Glyphs the console draws that DejaVu/Liberation/Noto Mono (what a wall's browser has) lack, and what
 # they become; the page test checks every glyph on screen against the browser's missing-glyph box.
 GLYPHS = str.maketrans({"⭘": "○", "⏸": "‖"})
@@ -54,7 +55,19 @@ def wall_svg(svg: str, *, drop_rows: int = 1) -> str:
         x, y, width, height = box
         height = max(float(line.group(1)), height - drop_rows * float(line.group(1)))
         svg = VIEWBOX.sub(f'viewBox="{x:g} {y:g} {width:g} {height:.1f}"', svg, count=1)
+        svg = drop_last_rows(svg, drop_rows)
     return visible_controls(svg).translate(GLYPHS)
+
+
+def drop_last_rows(svg: str, rows: int) -> str:
+    """Without the text of the last `rows` rows: out of view is not enough, a reader (or a search) sees text."""
+    where = TERMINAL.search(svg)
+    numbers = [int(n) for n in ROW_CLIP.findall(svg)]
+    if where is None or not numbers or rows < 1:
+        return svg
+    uid, last = re.escape(where.group(3)), max(numbers)
+    cut = "|".join(str(n) for n in range(last - rows + 1, last + 1))
+    return re.sub(rf'<text [^>]*clip-path="url\(#{uid}-line-(?:{cut})\)">.*?</text>', "", svg, flags=re.S)
 
 
 __all__ = ["GLYPHS", "terminal_box", "visible_controls", "wall_svg"]
