@@ -129,3 +129,13 @@ def test_a_flood_of_refused_requests_adds_a_bounded_number_of_log_lines(world: A
     windows = int(elapsed_s // 10) + 2  # the rate is 50 lines per 10 s window
     assert len(lines) <= 50 * windows < 2000, (len(lines), elapsed_s)
     assert "lines left out" in serve.logs and "\x1b" not in serve.logs
+
+
+def test_help_warns_that_a_token_flag_shows_in_ps_and_bad_limits_are_refused() -> None:
+    """`serve --help` names SURGEWATCH_SERVE_TOKEN and `ps`; a bad --client-timeout or --max-connections: exit 2."""
+    r = surgewatch("serve", "--help")
+    assert r.returncode == 0 and "SURGEWATCH_SERVE_TOKEN" in r.stdout and "`ps`" in r.stdout
+    r = surgewatch("serve", "--client-timeout", "0")
+    assert r.returncode == 2 and "--client-timeout" in r.stderr
+    r = surgewatch("serve", "--max-connections", "1")
+    assert r.returncode == 2 and "--max-connections" in r.stderr
