@@ -56,14 +56,17 @@ class Serve:
     """`surgewatch --redis URL --nodes URL serve --port P` as a process; restartable on its port.
 
     The token goes on the command line (`--token`, the older way) unless `token_env`: then in
-    SURGEWATCH_SERVE_TOKEN, as --help advises. `fd_limit` starts it under `ulimit -n`."""
+    SURGEWATCH_SERVE_TOKEN, as --help advises; `no_token`: none at all (loopback only). `fd_limit`
+    starts it under `ulimit -n`."""
 
-    def __init__(self, redis_url: str, node_url: str, *extra: str, token_env: bool = False,
+    def __init__(self, redis_url: str, node_url: str, *extra: str, token_env: bool = False, no_token: bool = False,
                  fd_limit: int | None = None) -> None:
         self.port = free_port()
+        flag = [] if token_env or no_token else ["--token", TOKEN]
         self.cmd = [sys.executable, "-m", "tui.cli", "--redis", redis_url, "--nodes", node_url, "serve",
-                    "--port", str(self.port), "--size", "160x48", *([] if token_env else ["--token", TOKEN]), *extra]
-        self.env = {**os.environ, "SURGEWATCH_NODE_INTERVAL": "1", **({TOKEN_ENV: TOKEN} if token_env else {})}
+                    "--port", str(self.port), "--size", "160x48", *flag, *extra]
+        env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+        self.env = {**env, "SURGEWATCH_NODE_INTERVAL": "1", **({TOKEN_ENV: TOKEN} if token_env else {})}
         self.fd_limit = fd_limit
         self.proc: subprocess.Popen[str] | None = None
         self.logs = ""

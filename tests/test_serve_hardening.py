@@ -167,3 +167,23 @@ def test_running_out_of_descriptors_is_a_named_state_and_one_log_line(world: Any
     finally:
         serve.stop()
     assert serve.logs.count("out of file descriptors") == 1 and "Traceback" not in serve.logs
+
+
+def test_without_a_token_only_a_request_for_a_loopback_name_gets_the_wall(world: Any) -> None:
+    """No token, on loopback: Host 127.0.0.1 or localhost is served; a rebound name (evil.example) gets 421."""
+    valkey, node = world
+    serve = Serve(valkey.url, node.url, no_token=True).start()
+
+    def status(host: str, path: str = "/") -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", serve.port, timeout=10)
+        conn.request("GET", path, headers={"Host": f"{host}:{serve.port}", "Origin": f"http://{host}:{serve.port}"})
+        code = conn.getresponse().status
+        conn.close()
+        return code
+
+    try:
+        assert status("127.0.0.1") == 200 and status("localhost") == 200 and status("127.0.0.1", "/health") == 200
+        assert status("evil.example") == 421 and status("evil.example", "/ws") == 421
+        assert status("evil.example", "/health") == 421
+    finally:
+        serve.stop()

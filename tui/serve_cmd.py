@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import signal
 import sys
 from urllib.parse import urlsplit
 
 from collectors.config import Settings
+from tui.serve_guard import is_loopback
 
 TOKEN_ENV = "SURGEWATCH_SERVE_TOKEN"
 
@@ -39,15 +39,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--insecure-no-token", action="store_true",
                    help="allow a non-loopback --host without a token (anyone who can reach it can watch)")
     p.set_defaults(func=run)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_size(text: str) -> tuple[int, int]:

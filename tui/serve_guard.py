@@ -7,6 +7,8 @@
   are closed by aiohttp's keep-alive timer, which starts at accept (see WallServer.run).
 - Running out of descriptors anyway (Errno 24, EMFILE) is a named state (`/health`, one log line), not an
   asyncio traceback a second.
+- Without a token (loopback only), a request must name a loopback host, --host or --public-url's host
+  in `Host`: a site whose name an attacker points at 127.0.0.1 (DNS rebinding) gets 421, not the wall.
 - The websocket is opened from this server's own page only: its `Origin` must be the origin the request
   came to (or `--public-url`'s); `null` or a foreign origin gets 403 whatever cookie comes along.
 """
@@ -15,14 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import logging
 import os
 import resource
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from aiohttp import web
+if TYPE_CHECKING:  # the CLI imports is_loopback at every start: aiohttp only when serving
+    from aiohttp import web
 
 log = logging.getLogger("surgewatch.serve")
 
@@ -144,6 +148,24 @@ class DescriptorWatch:
         self.count += 1
 
 
+def is_loopback(host: str) -> bool:
+    """`localhost` or a loopback address (127.0.0.0/8, ::1), brackets or not."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def host_allowed(request_host: str, listen_host: str, public_url: str | None) -> bool:
+    """The `Host` a request names is this server's: a loopback name, the listening host or --public-url's."""
+    name = urlsplit(f"http://{request_host}").hostname or ""
+    public = urlsplit(public_url).hostname if public_url else None
+    return is_loopback(name) or name == listen_host.lower() or name == public
+
+
 def origin_of(url: str) -> str:
     """scheme://host[:port], lower-case, the scheme's default port left out (as browsers send Origin)."""
     parts = urlsplit(url)
@@ -170,4 +192,5 @@ def origin_allowed(origin: str | None, request: web.BaseRequest, public_url: str
     return origin.strip().lower() != "null" and origin_of(origin.strip()) in served - {""}
 
 
-__all__ = ["BACKLOG", "ConnectionGuard", "DescriptorWatch", "connection_budget", "origin_allowed", "origin_of"]
+__all__ = ["BACKLOG", "ConnectionGuard", "DescriptorWatch", "connection_budget", "host_allowed", "is_loopback",
+           "origin_allowed", "origin_of"]
