@@ -28,7 +28,15 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from collectors.config import Settings
-from tui.serve_guard import BACKLOG, ConnectionGuard, DescriptorWatch, connection_budget, origin_allowed
+from tui.serve_guard import (
+    BACKLOG,
+    ConnectionGuard,
+    DescriptorWatch,
+    connection_budget,
+    host_allowed,
+    is_loopback,
+    origin_allowed,
+)
 from tui.serve_log import RedactedAccessLog
 from tui.serve_page import FULL_PAGE, LOGIN_PAGE, PAGE
 from tui.serve_svg import visible_controls, wall_svg
@@ -145,6 +153,10 @@ class WallServer:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
         token = self.options.token
+        if token is None and is_loopback(self.options.host) and \
+                not host_allowed(request.host, self.options.host, self.options.public_url):
+            # no login on loopback: only a browser that asked for this machine by a loopback name gets in
+            return web.Response(status=421, text="misdirected: this wall answers on its loopback address only\n")
         given = request.query.get("token")
         if token is not None and given is not None:
             if not hmac.compare_digest(given.encode(), token.encode()):
