@@ -20,6 +20,7 @@ import pytest
 
 from sim.valkey import ValkeyProcess
 from tests.serve_fixtures import PAGE, TOKEN, Serve, surgewatch, until
+from tui.serve_guard import BACKLOG
 from tui.testing import MetricsNode, multiply_page
 
 FLOOD = 300  # sockets at once: more than the 256 descriptors the process is given
@@ -156,12 +157,19 @@ def test_help_warns_that_a_token_flag_shows_in_ps_and_bad_limits_are_refused() -
 
 
 def test_running_out_of_descriptors_is_a_named_state_and_one_log_line(world: Any) -> None:
-    """Under `ulimit -n 40`, 100 sockets at once: /health names Errno 24, the log says it once, no traceback."""
+    """Under `ulimit -n 36`, a backlog of sockets met at once: /health names Errno 24, the log says it once."""
     valkey, node = world
-    serve = Serve(valkey.url, node.url, token_env=True, fd_limit=40).start()
+    serve = Serve(valkey.url, node.url, token_env=True, fd_limit=36).start()
+    assert serve.proc is not None
     try:
-        with flood(serve.port, 100):
-            until(lambda: state_now(serve) not in (None, "ok"), "serve naming the exhaustion")
+        health(serve)  # up, collecting
+        serve.proc.send_signal(signal.SIGSTOP)  # a stalled moment: the kernel queues a full backlog meanwhile
+        try:
+            with flood(serve.port, BACKLOG + 1):
+                serve.proc.send_signal(signal.SIGCONT)  # ... and asyncio accepts the whole backlog in one go
+                until(lambda: state_now(serve) not in (None, "ok"), "serve naming the exhaustion")
+        finally:
+            serve.proc.send_signal(signal.SIGCONT)
         seen = health(serve)  # the flood gone, the state still said (it is held a while)
         assert seen["state"] == "out of file descriptors (Errno 24)", seen
     finally:
