@@ -198,6 +198,10 @@ def test_the_wall_page_has_no_window_chrome_no_missing_glyph_and_offers_keys_tha
         page.click("#keys button[data-cmd=prev]")
         wait_text(page, f"({shown}/{panels})")
         assert page.evaluate(MISSING_GLYPHS) == []  # the paused line's glyph too
+        strict = browser.new_context().new_page()  # the page's CSP enforced: its script runs by nonce
+        answer = strict.goto(serve.url + f"?token={TOKEN}")
+        assert "'unsafe-inline'" not in answer.headers["content-security-policy"].split("script-src")[1].split(";")[0]
+        strict.wait_for_function("() => window.surgewatch.frames() > 0", timeout=30000)
     finally:
         serve.stop()
 
