@@ -9,7 +9,6 @@ import sys
 from urllib.parse import urlsplit
 
 from collectors.config import Settings
-from tui.serve_guard import is_loopback
 
 TOKEN_ENV = "SURGEWATCH_SERVE_TOKEN"
 
@@ -53,6 +52,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from tui.serve import ServeOptions
+    from tui.serve_guard import is_loopback
 
     token = args.token or os.environ.get(TOKEN_ENV) or None
     try:
