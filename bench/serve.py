@@ -59,9 +59,10 @@ def main() -> int:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "surgewatch.cli", "--nodes", ",".join(n.url for n in nodes), "serve",
-           "--port", str(port), "--token", TOKEN]
+           "--port", str(port)]
+    # the token in the environment, as `serve --help` advises (a --token shows in `ps`)
     serve = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             env={**os.environ, "SURGEWATCH_NODE_INTERVAL": "1"})
+                             env={**os.environ, "SURGEWATCH_NODE_INTERVAL": "1", "SURGEWATCH_SERVE_TOKEN": TOKEN})
     try:
         proc = psutil.Process(serve.pid)
         time.sleep(5)  # started, first scrapes done
@@ -88,6 +89,11 @@ def main() -> int:
         serve.wait(20)
         for n in nodes:
             n.stop()
+    if min(one_cpu, five_cpu, one_rate, five_rate) <= 0:
+        # a figure of zero here means nothing was measured (serve died, no scrape): never a ratio that "meets"
+        print(f"serve: could not measure (CPU {one_cpu:.1f} / {five_cpu:.1f} %, scrapes {one_rate:.2f} / "
+              f"{five_rate:.2f} per s)", file=sys.stderr)
+        return 1
     print(f"serve, {args.nodes} nodes x {args.gpus} GPUs, scraped every 1 s, {args.seconds:.0f} s each, same run")
     print(f"  1 viewer : serve tree {one_cpu:5.1f} % of a core, {one_rate:.2f} scrapes/s per node")
     print(f"  5 viewers: serve tree {five_cpu:5.1f} % of a core, {five_rate:.2f} scrapes/s per node")

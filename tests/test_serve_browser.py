@@ -4,78 +4,35 @@ a real Valkey and a real loopback /metrics node."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import playwright  # noqa: F401  # in the test extra: a missing Playwright is a failure, not a skip
 import pytest
 
-from sim.valkey import ValkeyProcess, port_open
+from sim.valkey import ValkeyProcess
+from tests.serve_fixtures import (
+    PAGE,
+    TOKEN,
+    Serve,
+    chromium,
+    free_port,
+    open_page,
+    require_chromium,
+    surgewatch,
+    wait_text,
+)
 from tui.testing import MetricsNode, multiply_page
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
-PAGE = (Path(__file__).parent / "fixtures" / "dcgm-exporter-V100.prom").read_text()
-TOKEN = "wall-sekret-42"
 
 
 @pytest.fixture(autouse=True)
 def chromium_installed() -> None:
-    """Debian's Chromium is required (`apt-get install chromium`, as .ci/run does): fail, never skip."""
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run installs it)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def surgewatch(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "surgewatch.cli", *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **env})
-
-
-class Serve:
-    """`surgewatch --redis URL --nodes URL serve --port P --token T` as a process; restartable on its port."""
-
-    def __init__(self, redis_url: str, node_url: str, *extra: str) -> None:
-        self.port = free_port()
-        self.cmd = [sys.executable, "-m", "surgewatch.cli", "--redis", redis_url, "--nodes", node_url, "serve",
-                    "--port", str(self.port), "--token", TOKEN, "--size", "160x48", *extra]
-        self.proc: subprocess.Popen[str] | None = None
-        self.logs = ""
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    def start(self) -> Serve:
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env={**os.environ, "SURGEWATCH_NODE_INTERVAL": "1"})
-        deadline = time.monotonic() + 30
-        while not port_open(self.port):
-            assert self.proc.poll() is None and time.monotonic() < deadline, "serve did not start"
-            time.sleep(0.1)
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            out, _ = self.proc.communicate(timeout=20)
-            self.logs += out
-            self.proc = None
+    """Debian's Chromium is required: fail, never skip."""
+    require_chromium()
 
 
 @pytest.fixture
@@ -88,34 +45,8 @@ def world(valkey: ValkeyProcess) -> Iterator[tuple[ValkeyProcess, MetricsNode]]:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with chromium() as b:
         yield b
-        b.close()
-
-
-def open_page(browser: Any, url: str) -> tuple[Any, list[str]]:
-    """A fresh context (no cookie) on `url`, every request it makes recorded."""
-    # CSP stays on for real browsers; Playwright's own evaluate needs it relaxed in its context
-    page = browser.new_context(bypass_csp=True).new_page()
-    requests: list[str] = []
-    page.on("request", lambda r: requests.append(r.url))
-    page.goto(url)
-    return page, requests
-
-
-def screen(page: Any) -> str:
-    return str(page.evaluate("() => Array.from(document.querySelectorAll('#screen svg text'))"
-                             ".map(t => t.textContent).join('').replace(/\\u00a0/g, ' ')"))
-
-
-def wait_text(page: Any, *words: str, timeout_ms: int = 30000) -> str:
-    page.wait_for_function("words => { const t = Array.from(document.querySelectorAll('#screen svg text'))"
-                           ".map(t => t.textContent).join('').replace(/\\u00a0/g, ' ');"
-                           " return words.every(w => t.includes(w)); }", arg=list(words), timeout=timeout_ms)
-    return screen(page)
 
 
 def test_the_page_shows_tiers_and_gpus_with_the_token_only_and_asks_nothing_of_other_hosts(world: Any,

@@ -6,7 +6,9 @@ screenshot), gzip'd once, and the same bytes go to every viewer's websocket: N v
 Redis what none costs, and this process about one export a second. The page (tui/serve_page.py) is
 self-contained: no font, script or style from anywhere but this server. Nothing a browser sends reaches
 the app except three whitelisted commands (pause the panel cycle, previous and next panel): no key,
-click or message can write to Redis.
+click or message can write to Redis; anything else is refused with a named reason. What keeps it
+answering under a flood (connection bounds, the websocket's Origin check) is tui/serve_guard.py; its
+log, rate-limited, is tui/serve_log.py; what the screenshot becomes for a page is tui/serve_svg.py.
 """
 
 from __future__ import annotations
@@ -18,22 +20,32 @@ import hashlib
 import hmac
 import json
 import logging
-import re
+import secrets
 import time
 from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import WSMsgType, web
-from aiohttp.abc import AbstractAccessLogger
 
 from surgewatch.settings import Settings
+from tui.serve_guard import (
+    BACKLOG,
+    ConnectionGuard,
+    DescriptorWatch,
+    connection_budget,
+    host_allowed,
+    is_loopback,
+    origin_allowed,
+)
+from tui.serve_log import RedactedAccessLog
 from tui.serve_page import FULL_PAGE, LOGIN_PAGE, PAGE
+from tui.serve_svg import visible_controls, wall_svg
 
 log = logging.getLogger("surgewatch.serve")
 COOKIE = "surgewatch_wall"
-FONT_FACE = re.compile(r"@font-face\s*\{[^}]*\}")  # Rich's SVG links its font from a CDN: the page never does
-COMMENT = re.compile(r"<!--.*?-->", re.S)
 COMMANDS = {"pause": ("action_pause_cycle", ()), "prev": ("action_panel", (-1,)), "next": ("action_panel", (1,))}
+MAX_MESSAGE_BYTES = 4096  # a command is a dozen bytes; anything near this is not one
+SHUTDOWN_S = 2.0  # at SIGTERM: what a handler in flight gets before its connection is cut
 
 
 def cookie_value(token: str) -> str:
@@ -41,16 +53,18 @@ def cookie_value(token: str) -> str:
     return hmac.new(token.encode(), b"surgewatch serve login", hashlib.sha256).hexdigest()
 
 
-def clean_svg(svg: str) -> str:
-    """The screenshot without its web-font links (the browser's own monospace font takes their place)."""
-    return COMMENT.sub("", FONT_FACE.sub("", svg))
-
-
-class RedactedAccessLog(AbstractAccessLogger):
-    """Method, path and status: never the query string (it may hold `?token=`) nor any header."""
-
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info("%s %s %s %.3fs", request.method, request.path, response.status, time)
+def command_of(data: str) -> tuple[str | None, str | None]:
+    """(command, None) for one of the three commands, else (None, why it is refused)."""
+    try:
+        message = json.loads(data)
+    except ValueError:
+        return None, "not JSON"
+    name = message.get("cmd") if isinstance(message, dict) else None
+    if not isinstance(name, str):
+        return None, 'not a command: {"cmd": "pause" | "prev" | "next"} expected'
+    if name not in COMMANDS:
+        return None, f"unknown command {visible_controls(name[:40])!r}"
+    return name, None
 
 
 @dataclass
@@ -62,6 +76,8 @@ class ServeOptions:
     max_viewers: int = 20
     size: tuple[int, int] = (160, 48)
     frame_s: float = 1.0
+    client_timeout_s: float = 10.0  # an idle or slow-header connection is closed after this
+    max_connections: int = 256  # open at once, all clients (fewer if the descriptor limit is lower)
 
 
 class WallServer:
@@ -77,6 +93,11 @@ class WallServer:
         self._frame_svg = ""
         self._frame_at = 0.0
         self.frames_made = 0  # exports so far (one per changed second while watched, whatever the viewers)
+        budget = connection_budget(options.max_connections, len(settings.nodes))
+        # room for every viewer's socket and page load; the rest may wait for a login, oldest closed first
+        self.guard = ConnectionGuard(budget, max(4, min(64, budget - 2 * options.max_viewers)))
+        self.descriptors = DescriptorWatch()
+        self.refused_messages = 0
 
     # ----- the console
     def _make_app(self) -> Any:
@@ -90,7 +111,7 @@ class WallServer:
             if not self.viewers or self.app is None or not self.app.is_running:
                 continue
             try:
-                svg = clean_svg(self.app.export_screenshot(title="surgewatch wall"))
+                svg = wall_svg(self.app.export_screenshot(title="surgewatch wall"))
             except Exception as e:  # mid-recompose: the next second's frame
                 log.debug("frame skipped: %s", e)
                 continue
@@ -132,6 +153,10 @@ class WallServer:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
         token = self.options.token
+        if token is None and is_loopback(self.options.host) and \
+                not host_allowed(request.host, self.options.host, self.options.public_url):
+            # no login on loopback: only a browser that asked for this machine by a loopback name gets in
+            return web.Response(status=421, text="misdirected: this wall answers on its loopback address only\n")
         given = request.query.get("token")
         if token is not None and given is not None:
             if not hmac.compare_digest(given.encode(), token.encode()):
@@ -144,22 +169,30 @@ class WallServer:
         if not self._authorized(request):
             return web.Response(status=401, text=LOGIN_PAGE, content_type="text/html",
                                 headers={"WWW-Authenticate": 'Bearer realm="surgewatch"'})
+        self.guard.authenticated(request.transport)  # no longer counted among those waiting for a login
         return await handler(request)
 
     async def page(self, request: web.Request) -> web.Response:
         if len(self.viewers) >= self.options.max_viewers:
             return web.Response(status=503, text=FULL_PAGE.replace("{max}", str(self.options.max_viewers)),
                                 content_type="text/html")
-        html = PAGE.replace("{base}", self._base())
+        nonce = secrets.token_urlsafe(16)
+        html = PAGE.replace("{base}", self._base()).replace("{nonce}", nonce)
         return web.Response(text=html, content_type="text/html", headers={
             "Cache-Control": "no-store",
-            # nothing from anywhere else, whatever ends up in the page
-            "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-                                       "img-src 'self' data:; connect-src 'self'",
+            # nothing from anywhere else, whatever ends up in the page; the page's one script runs by its
+            # nonce, so a handler attribute that got into a frame (onerror=...) never runs
+            "Content-Security-Policy": f"default-src 'self'; script-src 'nonce-{nonce}'; "
+                                       "style-src 'unsafe-inline'; img-src 'self' data:; connect-src 'self'",
         })
 
-    async def websocket(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=20, compress=False, max_msg_size=4096)
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if not origin_allowed(origin, request, self.options.public_url):
+            # a page elsewhere (same site or not) must not get the wall with the viewer's cookie
+            log.warning("websocket refused: Origin %s is not this server's page", visible_controls(str(origin)[:100]))
+            return web.Response(status=403, text="websocket refused: not opened from this server's page\n")
+        ws = web.WebSocketResponse(heartbeat=20, compress=False, max_msg_size=MAX_MESSAGE_BYTES)
         await ws.prepare(request)
         if len(self.viewers) >= self.options.max_viewers:
             await ws.send_str(json.dumps({"type": "full", "max": self.options.max_viewers}))
@@ -172,24 +205,39 @@ class WallServer:
                 await ws.send_bytes(self._frame)
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
-                    self._command(msg.data)
+                    name, why = command_of(msg.data)
+                elif msg.type == WSMsgType.ERROR:  # aiohttp closes with 1009 (too big) or 1002 (malformed)
+                    name, why = None, f"over {MAX_MESSAGE_BYTES} bytes or malformed: closed ({ws.close_code})"
+                else:
+                    name, why = None, "binary message"
+                if name is not None:
+                    self._command(name)
+                elif why is not None:
+                    await self._refuse(ws, why)
         finally:
             self.viewers.discard(ws)
         return ws
 
-    def _command(self, data: str) -> None:
+    async def _refuse(self, ws: web.WebSocketResponse, why: str) -> None:
+        """A message that is not a command: said to the page and in the log (rate-limited), nothing done."""
+        self.refused_messages += 1
+        log.info("websocket message refused: %s", why)
+        if not ws.closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.send_str(json.dumps({"type": "refused", "reason": why})), 5)
+
+    def _command(self, name: str) -> None:
         """The only browser input there is: pause/resume the panel cycle, previous or next panel."""
-        try:
-            name = json.loads(data).get("cmd")
-        except (ValueError, AttributeError):
-            return
-        if name in COMMANDS and self.app is not None and getattr(self.app, "overview", None) is not None:
+        if self.app is not None and getattr(self.app, "overview", None) is not None:
             method, args = COMMANDS[name]
             self.app.call_later(getattr(self.app.overview, method), *args)
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"viewers": len(self.viewers), "frames": self.frames_made,
-                                  "last_frame_at": self._frame_at or None})
+                                  "last_frame_at": self._frame_at or None, "state": self.descriptors.state,
+                                  "connections": {"open": self.guard.open_count, "max": self.guard.max_open,
+                                                  "evicted": self.guard.evicted, "refused": self.guard.refused},
+                                  "refused_messages": self.refused_messages})
 
     def web_app(self) -> web.Application:
         app = web.Application(middlewares=[self._auth])
@@ -203,10 +251,16 @@ class WallServer:
         self.app = self._make_app()
         console = asyncio.create_task(self.app.run_async(headless=True, size=self.options.size))
         frames = asyncio.create_task(self._frames())
+        self.descriptors.install(asyncio.get_running_loop())
+        # keepalive_timeout: aiohttp starts this timer at accept, so it also closes a client that never
+        # sends a request or sends its headers a byte at a time; shutdown_timeout bounds SIGTERM
         runner = web.AppRunner(self.web_app(), access_log_class=RedactedAccessLog,
-                               access_log=logging.getLogger("surgewatch.serve.access"))
+                               access_log=logging.getLogger("surgewatch.serve.access"),
+                               keepalive_timeout=self.options.client_timeout_s, shutdown_timeout=SHUTDOWN_S)
         await runner.setup()
-        site = web.TCPSite(runner, self.options.host, self.options.port)
+        assert runner.server is not None
+        self.guard.install(runner.server)
+        site = web.TCPSite(runner, self.options.host, self.options.port, backlog=BACKLOG)
         try:
             await site.start()
             if ready is not None:
@@ -217,7 +271,8 @@ class WallServer:
             frames.cancel()
             for ws in list(self.viewers):
                 with contextlib.suppress(Exception):
-                    await ws.close(code=1012, message=b"server restarting")
+                    await asyncio.wait_for(ws.close(code=1012, message=b"server restarting"), 1)
+            self.guard.close_all()  # hundreds of idle sockets must not hold the exit
             await runner.cleanup()
             if self.app.is_running:
                 self.app.exit()
@@ -225,4 +280,4 @@ class WallServer:
                 await asyncio.wait_for(console, 5)
 
 
-__all__ = ["ServeOptions", "WallServer", "clean_svg", "cookie_value"]
+__all__ = ["ServeOptions", "WallServer", "command_of", "cookie_value"]

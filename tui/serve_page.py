@@ -1,5 +1,7 @@
 """The pages `surgewatch serve` sends: self-contained HTML (inline style and script, no font or file from
-anywhere), every URL relative to the page or built from --public-url (`{base}`)."""
+anywhere), every URL relative to the page or built from --public-url (`{base}`), the script run by the
+response's CSP nonce (`{nonce}`). Times are UTC with a `Z`, as on the console's screen. The footer is the
+page's: the keys (and buttons) a browser does send, not the console's terminal keys."""
 
 from __future__ import annotations
 
@@ -9,8 +11,13 @@ PAGE = """<!doctype html>
 <title>surgewatch wall</title>
 <style>
 html, body { margin: 0; height: 100%; background: #000; color: #ddd; font-family: monospace; overflow: hidden; }
-#screen { position: fixed; inset: 0; display: flex; align-items: center; justify-content: center; }
-#screen svg { width: 100vw; height: 100vh; }
+#screen { position: fixed; left: 0; right: 0; top: 0; bottom: 2.4em; display: flex; align-items: center;
+  justify-content: center; }
+#screen svg { width: 100%; height: 100%; }
+#keys { position: fixed; left: 0; right: 0; bottom: 0; height: 2.4em; display: flex; align-items: center;
+  justify-content: center; gap: .6em; font-size: max(12px, 1.1vw); background: #111; color: #aaa; }
+#keys button { font: inherit; font-weight: bold; color: #fa0; background: #222; border: 1px solid #444;
+  border-radius: 4px; padding: 0 .6em; cursor: pointer; }
 #banner { position: fixed; left: 0; right: 0; top: 0; display: none; z-index: 2; padding: .5em 1em;
   font-size: max(16px, 2.4vw); font-weight: bold; text-align: center; background: #c00; color: #fff; }
 body.stale #screen { opacity: .35; filter: grayscale(1); }
@@ -18,13 +25,17 @@ body.stale #banner { display: block; }
 #wait { position: fixed; inset: 0; display: flex; align-items: center; justify-content: center; font-size: 3vw; }
 </style></head>
 <body class="stale"><div id="banner">Connecting…</div><div id="screen"><div id="wait">connecting…</div></div>
-<script>
+<div id="keys"><button data-cmd="pause">space</button><span>pause/resume the panel cycle</span>
+<button data-cmd="prev">←</button><button data-cmd="next">→</button><span>previous/next panel</span>
+<span>· read-only: nothing here changes a quota</span></div>
+<script nonce="{nonce}">
 (function () {
   "use strict";
   var base = "{base}";
   var screen = document.getElementById("screen"), banner = document.getElementById("banner");
   var ws = null, lastAt = 0, frameS = 1, retryMs = 1000, frames = 0, state = "connecting";
-  function clock(ms) { return ms ? new Date(ms).toLocaleTimeString() : "the start"; }
+  // UTC with a Z, as the console's own times: never the browser's zone beside a screen in UTC
+  function clock(ms) { return ms ? new Date(ms).toISOString().slice(11, 19) + "Z" : "the start"; }
   function stale(text) { document.body.classList.add("stale"); banner.textContent = text; }
   function fresh() { document.body.classList.remove("stale"); }
   window.surgewatch = {
@@ -55,6 +66,7 @@ body.stale #banner { display: block; }
         if (m.type === "hello") { frameS = m.frame_s || 1; retryMs = 1000; state = "live"; }
         else if (m.type === "full") { full(m.max); }
         else if (m.type === "tick" && frames) { fresh(); }
+        else if (m.type === "refused") { console.warn("surgewatch serve refused a message: " + m.reason); }
         return;
       }
       new Response(ev.data.stream().pipeThrough(new DecompressionStream("gzip"))).text().then(function (svg) {
@@ -78,9 +90,13 @@ body.stale #banner { display: block; }
     }
   }, 1000);
   // the only keys sent: the wall's panel cycle (space pauses, arrows change panel); nothing else is read
+  function send(cmd) { if (ws && ws.readyState === 1) { ws.send(JSON.stringify({cmd: cmd})); } }
   document.addEventListener("keydown", function (e) {
     var cmd = e.key === " " ? "pause" : e.key === "ArrowLeft" ? "prev" : e.key === "ArrowRight" ? "next" : null;
-    if (cmd && ws && ws.readyState === 1) { ws.send(JSON.stringify({cmd: cmd})); e.preventDefault(); }
+    if (cmd) { send(cmd); e.preventDefault(); }
+  });
+  Array.prototype.forEach.call(document.querySelectorAll("#keys button"), function (b) {
+    b.addEventListener("click", function () { send(b.getAttribute("data-cmd")); b.blur(); });
   });
   connect();
 })();

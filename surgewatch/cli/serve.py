@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
-import logging
 import os
 import signal
 import sys
@@ -27,22 +25,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
-    p.add_argument("--token", metavar="TOKEN", help=f"login token (else {TOKEN_ENV}); without one, loopback only")
+    p.add_argument("--token", metavar="TOKEN",
+                   help=f"login token; prefer the environment variable {TOKEN_ENV}: a --token on the command line "
+                   "is visible to every local user in `ps` and /proc. Without a token: loopback only")
     p.add_argument("--public-url", metavar="URL", help="the address browsers use (behind a proxy or tunnel)")
     p.add_argument("--max-viewers", type=int, default=20, metavar="N", help="viewers at once (default 20)")
     p.add_argument("--size", default="160x48", metavar="COLSxROWS", help="the wall's size in cells (default 160x48)")
+    p.add_argument("--client-timeout", type=float, default=10.0, metavar="S",
+                   help="close a connection idle or still sending its request after S seconds (default 10)")
+    p.add_argument("--max-connections", type=int, default=256, metavar="N",
+                   help="open connections at once, all clients (default 256; fewer if `ulimit -n` is lower)")
     p.add_argument("--insecure-no-token", action="store_true",
                    help="allow a non-loopback --host without a token (anyone who can reach it can watch)")
     p.set_defaults(func=run)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -57,6 +52,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from tui.serve import ServeOptions
+    from tui.serve_guard import is_loopback
 
     token = args.token or os.environ.get(TOKEN_ENV) or None
     try:
@@ -64,25 +60,34 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             raise ValueError(f"invalid --port {args.port}: from 1 to 65535")
         if args.max_viewers < 1:
             raise ValueError(f"invalid --max-viewers {args.max_viewers}: at least 1")
+        if not 0.5 <= args.client_timeout <= 600:
+            raise ValueError(f"invalid --client-timeout {args.client_timeout}: from 0.5 to 600 seconds")
+        if not 8 <= args.max_connections <= 100_000:
+            raise ValueError(f"invalid --max-connections {args.max_connections}: from 8 to 100000")
         if args.public_url is not None and urlsplit(args.public_url).scheme not in ("http", "https"):
             raise ValueError(f"invalid --public-url {args.public_url!r}: an http:// or https:// URL")
         if not is_loopback(args.host) and token is None and not args.insecure_no_token:
             raise ValueError(f"refusing to serve on {args.host} without a token: give --token (or {TOKEN_ENV}), "
                              "or --insecure-no-token to let anyone who can reach it watch")
-        options = ServeOptions(args.host, args.port, token, args.public_url, args.max_viewers, parse_size(args.size))
+        options = ServeOptions(args.host, args.port, token, args.public_url, args.max_viewers, parse_size(args.size),
+                               client_timeout_s=args.client_timeout, max_connections=args.max_connections)
     except ValueError as e:
         print(f"surgewatch serve: {e}", file=sys.stderr)
         return 2
+    if args.token:
+        print(f"surgewatch serve: warning: --token is visible to local users in `ps`; set {TOKEN_ENV} instead",
+              file=sys.stderr)
     return serve(settings, options)
 
 
 def serve(settings: Settings, options: object) -> int:
     import asyncio
 
+    from tui import serve_log
     from tui.serve import ServeOptions, WallServer
 
     assert isinstance(options, ServeOptions)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    log_handler = serve_log.configure(sys.stderr)
     server = WallServer(settings, options)
     where = options.public_url or f"http://{options.host}:{options.port}/"
     login = " (login: open it once with ?token=TOKEN, or send Authorization: Bearer)" if options.token else ""
@@ -100,4 +105,6 @@ def serve(settings: Settings, options: object) -> int:
     except OSError as e:  # the port is taken, the address is not ours
         print(f"surgewatch serve: cannot listen on {options.host}:{options.port}: {e.strerror or e}", file=sys.stderr)
         return 1
+    finally:
+        log_handler.close()  # says how many lines the rate limit left out at the end
     return 0
