@@ -223,9 +223,7 @@ class TierTraffic:
             return "broken"
         if self.quota is None:
             return "no_quota"
-        if self.quota.paused:
-            return "paused"
-        return "override" if self.quota.expires_at is not None else "active"
+        return self.quota.state
 
 
 @dataclass(frozen=True, slots=True)

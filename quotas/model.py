@@ -222,6 +222,13 @@ class Quota:
     def spec(self) -> str:
         return quota_text(self.limit, self.window_s)
 
+    @property
+    def state(self) -> Literal["paused", "override", "active"]:
+        """A stored quota's state: the one rule behind `snapshot --json`, `quota list` and the console."""
+        if self.paused:
+            return "paused"
+        return "override" if self.expires_at is not None else "active"
+
     def settings(self) -> QuotaSpec:
         return QuotaSpec(self.limit, self.window_s, self.tier_cap_rps, self.paused, self.mode)
 

@@ -267,10 +267,8 @@ async def _list(client: Any, args: argparse.Namespace, settings: RedisSettings) 
 
 
 def quota_state(q: Quota) -> str:
-    """A stored quota's state, as `snapshot --json` names it."""
-    if q.paused:
-        return "paused"
-    return "override" if q.expires_at is not None else "active"
+    """A stored quota's state, as `snapshot --json` names it (the rule is `Quota.state`)."""
+    return q.state
 
 
 async def _history(client: Any, args: argparse.Namespace, settings: RedisSettings) -> int:

@@ -61,20 +61,22 @@ async def _open(connector: Any, stop: Callable[[], bool]) -> Any:
 
 
 async def _quota_feed(settings: Settings, recorder: Recorder, connector: Any, client: Any) -> None:
-    from quotas.feed import quota_events
+    from quotas.feed import coalesced, quota_events
     from quotas.store import QuotaStore
 
     store = QuotaStore(client, prefix=settings.prefix, timeout_s=3.0, read_only=True)
     first = True
     try:
         # one server, a cluster or Sentinel, as the console subscribes (quotas.connect)
-        async for ev in quota_events(connector.subscriber, settings.prefix):
+        # a storm of changes costs at most one re-read per tier per second, as in the console
+        async for ev in coalesced(quota_events(connector.subscriber, settings.prefix)):
             try:
                 if ev.kind == "disconnected":
                     kind = ev.error_kind or ErrorKind.UNREACHABLE
                     recorder.subscription(False, SourceError(kind, f"quota change feed lost: {ev.error}"))
-                elif ev.kind == "resubscribed":
-                    recorder.subscription(True)
+                elif ev.kind in ("resubscribed", "reread"):
+                    if ev.kind == "resubscribed":
+                        recorder.subscription(True)
                     recorder.quotas_loaded(await store.list())
                     if first:
                         recorder.quota_changed(list(reversed(await store.history(None, 5))))

@@ -71,9 +71,9 @@ def state_text(q: Quota | None, now: float, error: str = "") -> tuple[str, str]:
         return "BROKEN", BAD  # junk in Redis or a hand edit: the events panel has the reason
     if q is None:
         return "NO QUOTA", BAD  # every gateway request is refused as unknown_tier: the banner says how to fix
-    if q.paused:
+    if q.state == "paused":
         return "PAUSED", BAD
-    if q.expires_at is not None:
+    if q.state == "override" and q.expires_at is not None:
         # the time it has left: kept short for 80 columns
         return f"override {format_age(max(0.0, q.expires_at - now))}", WARN
     return "active", ""
