@@ -33,6 +33,7 @@ from typing import Any
 
 from redis.exceptions import BusyLoadingError, ResponseError
 
+from collectors.cluster_silence import left_primaries, silent_node
 from collectors.redis_health import from_error, from_info, health
 from collectors.samples import TierTraffic, TrafficSample
 from collectors.unknown_tiers import unknown_tiers
@@ -113,6 +114,7 @@ class TrafficCollector:
         self._unreadable: dict[str, str] = {}  # tier -> why its quota is unreadable, as last logged
         self._cluster = is_cluster(client)
         self._down: dict[str, str] = {}  # this poll's cluster primaries that did not answer -> why
+        self._last_masters: dict[str, str] = {}  # tier -> the master that served it at the last whole poll
         self._registry_unread = False  # this poll's registry read failed (an error reply)
         self._first_read: dict[str, int] = {}  # this poll's first second read, per tier
         self._unknown_read: dict[int, Any] = {}  # this poll's `Punknown:B` replies, per bucket
@@ -201,18 +203,21 @@ class TrafficCollector:
         """Name a cluster primary that does not answer, and the tiers it serves, once per poll."""
         if name in self._down:
             return
-        tiers = sorted(t for t in self._known if self.master(t) == name)
-        whose = f" (master of tier{'s' if len(tiers) > 1 else ''} {', '.join(tiers)})" if tiers else ""
         why = " ".join(str(err).split()) or f"no answer within {NODE_TIMEOUT_S:g} s"
-        self._down[name] = (
-            f"Redis cluster node {name}{whose} does not answer ({why}): a failover to its replica may be "
-            "under way; gateways' decisions for those tiers fail until it ends (fail_open decides)"
-        )
+        self._down[name] = silent_node(name, (t for t in self._known if self.master(t) == name), why)
         self._problems.append((ErrorKind.UNAVAILABLE, self._down[name]))
 
     def found_before_timeout(self) -> str | None:
-        """The cluster primaries this poll found silent before the runner cut it off (collectors.runner)."""
-        return "; also ".join(self._down.values()) or None
+        """Why a poll the runner cut off took so long, where it can be named (collectors.runner): the cluster
+        primaries it found silent, else the masters of the last poll that have left the client's primaries (a
+        killed master drops out of the slot map before its replica is elected)."""
+        if self._down or not self._cluster:
+            return "; also ".join(self._down.values()) or None
+        try:
+            primaries = {str(n.name) for n in self.client.get_primaries()}
+        except Exception:  # no slot map at all: nothing more to name
+            return None
+        return "; also ".join(left_primaries(self._last_masters, primaries)) or None
 
     def master(self, tier: str) -> str:
         """host:port of the master serving `tier` as this client knows it ("" for a single server)."""
@@ -385,6 +390,7 @@ class TrafficCollector:
                 "Every gateway decision is refused as unknown_tier; restore the quotas "
                 "(surgewatch quota import FILE, or the console's offer) or run surgewatch init"
             )))
+        self._last_masters = {t.tier: t.master for t in tiers if t.master}
         return TrafficSample(taken_at=server, tiers=tuple(tiers), redis=health(self._problems),
                              unknown_tiers=unknown_tiers(self._unknown_read, last,
                                                          {t.tier for t in tiers if t.quota is not None}))
