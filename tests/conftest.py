@@ -6,6 +6,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -90,3 +91,24 @@ def in_colour(monkeypatch: pytest.MonkeyPatch) -> None:
     """Snapshots are of the coloured screen: an operator's NO_COLOR (tests/check runs the suite with it too) is
     set aside for them; the NO_COLOR screens have tests of their own (test_every_screen_renders_with_no_color)."""
     monkeypatch.delenv("NO_COLOR", raising=False)
+
+
+@pytest.fixture
+def world(valkey: ValkeyProcess) -> Iterator[tuple[ValkeyProcess, Any]]:
+    """`serve`'s browser tests: a Valkey with the default tiers and one node of 4 GPUs on loopback."""
+    from tests.serve_fixtures import PAGE, surgewatch
+    from tui.testing import MetricsNode, multiply_page
+
+    assert surgewatch("--redis", valkey.url, "init").returncode == 0
+    with MetricsNode(multiply_page(PAGE, 4)) as node:
+        yield valkey, node
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Debian's Chromium through Playwright (required: a missing Chromium fails the test, never skips it)."""
+    from tests.serve_fixtures import chromium, require_chromium
+
+    require_chromium()
+    with chromium() as b:
+        yield b

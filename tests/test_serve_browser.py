@@ -7,46 +7,20 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import playwright  # noqa: F401  # in the test extra: a missing Playwright is a failure, not a skip
 import pytest
 
-from sim.valkey import ValkeyProcess
 from tests.serve_fixtures import (
-    PAGE,
     TOKEN,
     Serve,
-    chromium,
     free_port,
     open_page,
-    require_chromium,
     surgewatch,
     wait_text,
 )
-from tui.testing import MetricsNode, multiply_page
-
-
-@pytest.fixture(autouse=True)
-def chromium_installed() -> None:
-    """Debian's Chromium is required: fail, never skip."""
-    require_chromium()
-
-
-@pytest.fixture
-def world(valkey: ValkeyProcess) -> Iterator[tuple[ValkeyProcess, MetricsNode]]:
-    """A Valkey with the default tiers and one node of 4 GPUs on loopback."""
-    assert surgewatch("--redis", valkey.url, "init").returncode == 0
-    with MetricsNode(multiply_page(PAGE, 4)) as node:
-        yield valkey, node
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    with chromium() as b:
-        yield b
 
 
 def test_the_page_shows_tiers_and_gpus_with_the_token_only_and_asks_nothing_of_other_hosts(world: Any,

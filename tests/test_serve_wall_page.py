@@ -8,15 +8,13 @@ from __future__ import annotations
 import http.client
 import re
 import threading
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import playwright  # noqa: F401  # in the test extra: a missing Playwright is a failure, not a skip
-import pytest
 
 from sim.valkey import ValkeyProcess
-from tests.serve_fixtures import PAGE, TOKEN, Serve, chromium, open_page, require_chromium, surgewatch, wait_text
+from tests.serve_fixtures import PAGE, TOKEN, Serve, open_page, surgewatch, wait_text
 from tui.testing import MetricsNode, multiply_page
 
 HOSTILE_TERMINAL = "A\x1b]2;PWNED\x07B\x1b[8mHIDDEN"
@@ -51,26 +49,6 @@ SEND_CRAFTED = """async messages => {
   await closed;
   return out;
 }"""
-
-
-@pytest.fixture(autouse=True)
-def chromium_installed() -> None:
-    """Debian's Chromium is required: fail, never skip."""
-    require_chromium()
-
-
-@pytest.fixture
-def world(valkey: ValkeyProcess) -> Iterator[tuple[ValkeyProcess, MetricsNode]]:
-    """A Valkey with the default tiers and one node of 4 GPUs on loopback."""
-    assert surgewatch("--redis", valkey.url, "init").returncode == 0
-    with MetricsNode(multiply_page(PAGE, 4)) as node:
-        yield valkey, node
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    with chromium() as b:
-        yield b
 
 
 class ForeignSite:

@@ -203,13 +203,22 @@ end
 
 -- peek: KEYS[1] quota key -> as get, but never writes (flagged no-writes: FCALL_RO, a replica, a read-only
 -- user's path): a due override is answered as what it falls back to, which the next writer stores.
+-- the quota at qk for a reader, or the reply when there is none: {'unknown', ''} | {'broken', what} (get and peek)
+local function quota_or_reply(qk)
+  local q, err = read_quota(qk)
+  if q then
+    return q, nil
+  end
+  if err == 'missing' then
+    return nil, {'unknown', ''}
+  end
+  return nil, {'broken', err}
+end
+
 local function peek(keys, args)
-  local q, err = read_quota(keys[1])
+  local q, reply = quota_or_reply(keys[1])
   if not q then
-    if err == 'missing' then
-      return {'unknown', ''}
-    end
-    return {'broken', err}
+    return reply
   end
   local _, tier = split_key(keys[1])
   if q.expires_at and now() >= q.expires_at then

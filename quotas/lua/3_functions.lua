@@ -425,12 +425,9 @@ end
 
 -- get: KEYS[1] quota key -> {'ok', quota_json} | {'unknown', ''} | {'broken', what}; expires a due override
 local function get(keys, args)
-  local q, err = read_quota(keys[1])
+  local q, reply = quota_or_reply(keys[1])
   if not q then
-    if err == 'missing' then
-      return {'unknown', ''}
-    end
-    return {'broken', err}
+    return reply
   end
   local _, tier = split_key(keys[1])
   return {'ok', quota_json(tier, expire_if_due(keys[1], q, now()))}
