@@ -21,8 +21,7 @@ from typing import Any, Protocol
 from redis.exceptions import ResponseError
 
 from quotas.actor import default_actor
-from quotas.errors import AuthFailed, BadData, BrokenQuota, Conflict, Unavailable, UnknownTier, Unreachable, redact
-from quotas.library import unavailable
+from quotas.errors import BadData, BrokenQuota, Conflict, UnknownTier, Unreachable, redact
 from quotas.model import (
     TIER_RE,
     Mode,
@@ -40,6 +39,7 @@ from quotas.model import (
     validate_reason,
     validate_tier,
 )
+from quotas.outcomes import EXIT_BAD_INPUT, EXIT_CONFLICT, EXIT_ERROR, EXIT_OK, outcome
 from quotas.tls_probe import refuse_tls_mismatch
 
 
@@ -58,7 +58,6 @@ class RedisSettings(Protocol):
     # and optionally `redis_cluster: bool` (--redis-cluster: skip the detection, use the cluster client)
 
 
-EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_CONFLICT, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 DEADLINE_S = 9.0  # the whole command, so "unreachable" is always answered within 10 s
 CAS_RETRIES = 5
 
@@ -121,31 +120,12 @@ def _run(
 
     try:
         return asyncio.run(main())
-    except QuotaError as e:
-        _err(str(e))
-        return EXIT_BAD_INPUT
-    except Conflict as e:
-        _err(f"conflict: {e}")
-        return EXIT_CONFLICT
-    except (AuthFailed, Unavailable) as e:  # not an outage (a refused login, OOM, LOADING...): not exit 4
-        _err(str(e))
-        return EXIT_ERROR
-    except Unreachable as e:
-        _err(str(e))
-        return EXIT_UNREACHABLE
-    except (BrokenQuota, BadData) as e:
-        _err(str(e))
-        return EXIT_ERROR
-    except ResponseError as e:
-        down = unavailable(None, e)  # out of memory, a read-only replica, ...: nothing was written
-        if type(e).__name__ in ("MovedError", "AskError"):  # a cluster moving the slot even now
-            _err(f"the Redis Cluster moved a key's slot while the command ran ({e}): it stopped at that key; "
-                 "run it again (what was written is not written twice)")
-        elif down is None and "WRONGTYPE" in str(e):
-            _err(f"a surgewatch key holds the wrong type ({e}); `surgewatch snapshot --json` names it in redis.error")
-        else:
-            _err(str(down) if down else f"the server refused: {e}")
-        return EXIT_ERROR
+    except (QuotaError, Conflict, Unreachable, BrokenQuota, BadData, ResponseError) as e:
+        # the one mapping (quotas.outcomes): the same words as the console's editor and guard panel, and the
+        # README's exit codes; anything else is a bug and surfaces as one
+        o = outcome(e)
+        _err(o.message)
+        return o.exit_code
 
 
 def bound(env_name: str, default: int, given: int | None = None) -> int:
