@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -14,9 +15,10 @@ from collectors.samples import Source
 from tui.testing import frozen_app, frozen_readings, load_frozen, region_text, settle, wait_until
 from tui.widgets.heatmap import HeatMap
 from tui.widgets.tiers import TierPanel, TierSpark
+from tui.widgets.wall import TALL_SLASH
 
 WALL_SIZES = [(160, 48), (200, 60)]
-BASELINE_MARKS = set(",./;:'`‚")  # a character on the digits' bottom row alone reads as punctuation there
+BASELINE_MARKS = set(",./;:'`\u201a")  # on the digits' bottom row alone, a character reads as punctuation
 
 
 @asynccontextmanager
@@ -47,9 +49,10 @@ async def test_the_gpu_count_reads_as_ok_slash_total_never_as_a_comma(size: tupl
         await settle(pilot)
         top, middle, bottom = region_text(app, count)[:3]
         assert not BASELINE_MARKS & set(bottom), (top, middle, bottom)
-        # the separator: one diagonal stroke across the three rows, left of the total's digits
-        assert "╱" in top and "╱" in middle and "╱" in bottom, (top, middle, bottom)
-        assert bottom.index("╱") < middle.index("╱") < top.index("╱")
+        # the separator: one diagonal stroke across the three rows, rising to the right
+        stroke = TALL_SLASH[0].strip()
+        assert stroke in top and stroke in middle and stroke in bottom, (top, middle, bottom)
+        assert bottom.index(stroke) < middle.index(stroke) < top.index(stroke)
 
 
 @pytest.mark.parametrize("size", WALL_SIZES)
@@ -62,8 +65,8 @@ async def test_the_heat_map_fills_its_panel_with_128_gpus(size: tuple[int, int])
         inked = [y for y, row in enumerate(rows) if row.strip()]
         assert inked and inked[0] == 0, rows
         assert len(rows) - 1 - inked[-1] <= len(rows) // 6, rows  # at most a sixth left blank below
-        assert all(b - a <= 2 for a, b in zip(inked, inked[1:], strict=False)), rows  # one gap row at most
-        assert max(len(row) - len(row.lstrip()) + len(row.strip()) for row in rows) >= heat.content_region.width * 0.8
+        assert all(b - a <= 2 for a, b in pairwise(inked)), rows  # one blank row between lines of blocks at most
+        assert max(len(row) for row in rows) >= heat.content_region.width * 0.8, rows  # and across
         cells = sum(row.count("█") + row.count("░") + row.count("x") for row in rows)
         assert cells >= 128 * 4, rows  # each GPU a block, not one character
         assert heat.max_scroll_y == 0 and heat.max_scroll_x == 0
