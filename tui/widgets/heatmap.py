@@ -88,10 +88,11 @@ def line_width(line: list[list[T]], cells: Cells) -> int:
 
 
 def fit_cells(sizes: list[int], width: int, height: int) -> Cells:
-    """The largest GPU block (by area, then the squarest on screen: a character is about twice as tall as
-    wide) with which nodes of `sizes` GPUs fit `width` x `height`; DENSE when even that does not fit."""
+    """The largest GPU block with which nodes of `sizes` GPUs fit `width` x `height`: by area, then by the share
+    of the panel the blocks span (a large fleet's small blocks spread down the panel rather than leave half of it
+    blank), then the squarest on screen (a character is about twice as tall as wide); DENSE when nothing fits."""
     groups = [[0] * n for n in sizes if n > 0]
-    best, best_key = DENSE, (0, 0)
+    best, best_key = DENSE, (0, 0, 0)
     if not groups:
         return best
     for h in range(1, min(MAX_CELL_H, height) + 1):
@@ -100,7 +101,8 @@ def fit_cells(sizes: list[int], width: int, height: int) -> Cells:
             cells = sized(w, h)
             lines = pack(groups, width, cells)
             if cells.rows(len(lines)) <= height and all(line_width(ln, cells) <= width for ln in lines):
-                key = (w * h, -abs(w - 2 * h))
+                spans = cells.rows(len(lines)) * max(line_width(ln, cells) for ln in lines)
+                key = (w * h, spans, -abs(w - 2 * h))
                 if key > best_key:
                     best, best_key = cells, key
                 break
