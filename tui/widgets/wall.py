@@ -22,6 +22,7 @@ from surgewatch.thresholds import BAD, OK, WARN, Thresholds
 from tui.widgets.tiers import TierOrder
 
 MAX_WALL_TIERS = 8
+STYLE_CLASS = {OK: "ok", WARN: "warn", BAD: "bad"}
 # Textual's 3x3 digit font has no "/": Digits draws one it lacks as a plain character on the bottom row,
 # where it reads as a comma ("88/128" looks like "88,128", from across a room and up close). Between two
 # digits a slash is drawn three rows tall instead, corner to corner, as the digits are.
@@ -53,7 +54,6 @@ class WallDigits(Digits):
         parts = RATIO.split(self.value)
         return sum(DigitsFont.get_width(p) for p in parts) + len(TALL_SLASH[0]) * (len(parts) - 1)
 
-STYLE_CLASS = {OK: "ok", WARN: "warn", BAD: "bad"}
 
 
 def reject_pct(rejected: float, accepted: float) -> float | None:
