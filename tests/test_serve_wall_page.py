@@ -155,12 +155,16 @@ def test_a_hostile_model_name_reaches_the_page_as_visible_text_and_never_runs(va
 
 def test_the_wall_page_has_no_window_chrome_no_missing_glyph_and_offers_keys_that_work(world: Any,
                                                                                       browser: Any) -> None:
-    """The page: the terminal's cells only, every glyph in its font, a footer of browser keys that change panel."""
+    """The page: the terminal's cells only, every glyph in its font, a footer of browser keys that change panel and
+    hides none of the screen."""
     valkey, node = world
     serve = Serve(valkey.url, node.url).start()
     try:
-        page, _ = open_page(browser, serve.url + f"?token={TOKEN}", viewport={"width": 1280, "height": 720})
+        page, _ = open_page(browser, serve.url + f"?token={TOKEN}", viewport={"width": 1920, "height": 1080})
         text = wait_text(page, "free", "surgewatch")
+        screen_bottom, keys_top = page.evaluate("() => [document.querySelector('#screen svg').getBoundingClientRect()"
+                                                ".bottom, document.querySelector('#keys').getBoundingClientRect().top]")
+        assert screen_bottom <= keys_top + 0.5, (screen_bottom, keys_top)  # the wall's last row above the key bar
         assert page.evaluate("() => document.querySelectorAll('#screen svg circle, #screen svg [class$=title]')"
                              ".length") == 0
         assert page.evaluate(MISSING_GLYPHS) == []

@@ -11,11 +11,13 @@ PAGE = """<!doctype html>
 <title>surgewatch wall</title>
 <style>
 html, body { margin: 0; height: 100%; background: #000; color: #ddd; font-family: monospace; overflow: hidden; }
-#screen { position: fixed; left: 0; right: 0; top: 0; bottom: 2.4em; display: flex; align-items: center;
-  justify-content: center; }
+/* one height for the key bar and the room left under the screen: the wall's last row never hides behind it */
+:root { --keys-font: max(12px, 1.1vw); --keys-height: calc(2.4 * var(--keys-font)); }
+#screen { position: fixed; left: 0; right: 0; top: 0; bottom: var(--keys-height); display: flex;
+  align-items: center; justify-content: center; }
 #screen svg { width: 100%; height: 100%; }
-#keys { position: fixed; left: 0; right: 0; bottom: 0; height: 2.4em; display: flex; align-items: center;
-  justify-content: center; gap: .6em; font-size: max(12px, 1.1vw); background: #111; color: #aaa; }
+#keys { position: fixed; left: 0; right: 0; bottom: 0; height: var(--keys-height); display: flex; align-items: center;
+  justify-content: center; gap: .6em; font-size: var(--keys-font); background: #111; color: #aaa; }
 #keys button { font: inherit; font-weight: bold; color: #fa0; background: #222; border: 1px solid #444;
   border-radius: 4px; padding: 0 .6em; cursor: pointer; }
 #banner { position: fixed; left: 0; right: 0; top: 0; display: none; z-index: 2; padding: .5em 1em;

@@ -52,6 +52,10 @@ class OverviewScreen(Screen[None]):
     OverviewScreen TabbedContent { height: 1fr; }
     OverviewScreen TabPane { padding: 0; }
     OverviewScreen.-wall KpiStrip { display: none; }
+    /* a wall is read from across a room: each tier's 15 minutes as tall bars filling the panel, not one line */
+    OverviewScreen.-wall TierSpark { height: 1fr; min-height: 1; max-height: 10; margin-bottom: 1; }
+    OverviewScreen.-wall TierSpark > Sparkline { height: 1fr; }
+    OverviewScreen.-wall TierSpark > Label { text-style: bold; }
     OverviewScreen.-compact Tabs { height: 1; }
     OverviewScreen.-compact Tabs Underline { display: none; }
     OverviewScreen.-compact Tab.-active { text-style: bold reverse; }
@@ -163,7 +167,7 @@ class OverviewScreen(Screen[None]):
 
     def _heat_panel(self) -> ComposeResult:
         yield HeatLegend(id="heat-legend")
-        yield HeatMap(self.state.thresholds, id="heat")
+        yield HeatMap(self.state.thresholds, fill=self.wall, id="heat")  # a wall: GPUs as blocks that fill it
 
     def on_mount(self) -> None:
         self.set_class(self.wall, "-wall")

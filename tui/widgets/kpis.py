@@ -11,6 +11,7 @@ from textual.widgets import Digits, Label, Static
 
 from surgewatch.kpis import Kpis, format_age
 from surgewatch.thresholds import BAD, DIM, OK, WARN, Thresholds
+from tui.widgets.wall import WallDigits
 
 
 def _num(v: float | None, fmt: str = "{:.0f}", unit: str = "") -> str:
@@ -149,7 +150,7 @@ class WallKpis(Widget):
         for key, label in self.FIELDS:
             with Vertical():
                 yield Label(label)
-                yield Digits("-", id=f"wall-{key}")
+                yield WallDigits("-", id=f"wall-{key}")  # "88/128" with a slash, never what reads as a comma
 
     def watch_kpis(self, k: Kpis) -> None:
         if not self.is_mounted:

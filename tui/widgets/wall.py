@@ -1,12 +1,18 @@
-"""Wall mode's own widgets: every tier's rejection % in large coloured digits, and the panel cycle's state."""
+"""Wall mode's own widgets: large digits that can write a ratio, every tier's rejection % in large coloured
+digits, and the panel cycle's state."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
+from rich.align import Align, AlignMethod
+from rich.segment import Segment
 from rich.text import Text
-from textual.app import ComposeResult
+from textual.app import ComposeResult, RenderResult
 from textual.containers import Vertical
+from textual.geometry import Size
+from textual.renderables.digits import Digits as DigitsFont
 from textual.widget import Widget
 from textual.widgets import Digits, Label, Static
 
@@ -17,6 +23,37 @@ from tui.widgets.tiers import TierOrder
 
 MAX_WALL_TIERS = 8
 STYLE_CLASS = {OK: "ok", WARN: "warn", BAD: "bad"}
+# Textual's 3x3 digit font has no "/": Digits draws one it lacks as a plain character on the bottom row,
+# where it reads as a comma ("88/128" looks like "88,128", from across a room and up close). Between two
+# digits a slash is drawn three rows tall instead, corner to corner, as the digits are.
+RATIO = re.compile(r"(?<=[0-9])/(?=[0-9])")
+TALL_SLASH = ("  \u2571", " \u2571 ", "\u2571  ")  # box drawing, as the digits are: a font with them has it
+ALIGNS: tuple[AlignMethod, ...] = ("left", "center", "right")
+
+
+class WallDigits(Digits):
+    """Textual's Digits, which also write a ratio ("88/128") with a slash as tall as the digits."""
+
+    def render(self) -> RenderResult:
+        parts = RATIO.split(self.value)
+        if len(parts) == 1:
+            return super().render()
+        style = self.rich_style
+        rows = ["", "", ""]
+        for n, part in enumerate(parts):
+            glyphs = [*TALL_SLASH] if n else ["", "", ""]
+            segments = (s for s in DigitsFont(part, style).render(style) if isinstance(s, Segment))  # all are
+            lines = list(Segment.split_lines(segments))
+            rows = [row + slash + "".join(seg.text for seg in line)
+                    for row, slash, line in zip(rows, glyphs, lines, strict=True)]
+        align = str(self.styles.text_align)
+        return Align(Text("\n".join(rows), style=style, no_wrap=True),
+                     next((a for a in ALIGNS if a == align), "left"), style)
+
+    def get_content_width(self, container: Size, viewport: Size) -> int:
+        parts = RATIO.split(self.value)
+        return sum(DigitsFont.get_width(p) for p in parts) + len(TALL_SLASH[0]) * (len(parts) - 1)
+
 
 
 def reject_pct(rejected: float, accepted: float) -> float | None:
@@ -90,4 +127,4 @@ class CycleLine(Static):
         self.update(t)
 
 
-__all__ = ["CycleLine", "WallTiers"]
+__all__ = ["CycleLine", "WallDigits", "WallTiers"]
