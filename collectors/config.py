@@ -6,6 +6,7 @@ The file lives in `$XDG_CONFIG_HOME/surgewatch/surgewatch.toml` (default `~/.con
     redis_url = "redis://:secret@10.0.0.5:6379/0"   # or cluster startup nodes, or redis+sentinel://...
     prefix = "surgewatch:"
     nodes = ["http://gpu-01:9400/metrics", "http://gpu-02:9400/metrics"]
+    servers = ["http://gpu-01:8000/metrics"]   # inference servers (vLLM, NIM, SGLang, TGI, Triton)
     prometheus = "http://prometheus:9090"
     interval_s = 1.0
     node_interval_s = 5.0
@@ -32,8 +33,12 @@ from quotas.keys import DEFAULT_PREFIX
 from quotas.model import QuotaError, validate_redis_url
 
 __all__ = [
-    "ConfigError", "Settings", "config_path", "load_file", "parse_lookback", "parse_nodes", "redact_url", "resolve",
+    "SERVER_EXAMPLE", "ConfigError", "Settings", "config_path", "load_file", "parse_lookback", "parse_nodes",
+    "parse_servers", "redact_url", "resolve",
 ]
+
+
+SERVER_EXAMPLE = "http://gpu-01:8000/metrics"  # vLLM's default port
 
 
 class ConfigError(ValueError):
@@ -77,6 +82,14 @@ def parse_nodes(value: str | list[str] | None) -> list[str]:
         raise ConfigError(str(e)) from e
 
 
+def parse_servers(value: str | list[str] | None) -> list[str]:
+    """The inference servers' list (`--servers`), read like the node list."""
+    try:
+        return _parse_nodes(value, "server", SERVER_EXAMPLE)
+    except NodeListError as e:
+        raise ConfigError(str(e)) from e
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved settings. `redis_url` may hold a password: show `redis_url_shown` instead."""
@@ -84,6 +97,7 @@ class Settings:
     redis_url: str | None = field(default=None, repr=False)  # may hold a password: never repr it
     prefix: str = DEFAULT_PREFIX
     nodes: tuple[str, ...] = ()
+    servers: tuple[str, ...] = ()  # inference servers' /metrics (collectors.serving), parsed like nodes
     prometheus: str | None = None
     prometheus_lookback_s: float = 3600.0  # how far back Prometheus' history is read for a down target
     interval_s: float = 1.0
@@ -114,6 +128,7 @@ def resolve(
     redis: str | None = None,
     nodes: str | None = None,
     prometheus: str | None = None,
+    servers: str | None = None,
     interval: float | None = None,
     prometheus_lookback: str | None = None,
     read_only: bool = False,
@@ -128,6 +143,7 @@ def resolve(
 
     redis_url = redis or env.get("SURGEWATCH_REDIS_URL") or env.get("REDIS_URL") or file.get("redis_url")
     node_value: str | list[str] | None = nodes or env.get("SURGEWATCH_NODES") or file.get("nodes")
+    server_value: str | list[str] | None = servers or env.get("SURGEWATCH_SERVERS") or file.get("servers")
     prom = prometheus or env.get("SURGEWATCH_PROMETHEUS") or file.get("prometheus")
     prefix = env.get("SURGEWATCH_PREFIX") or file.get("prefix") or DEFAULT_PREFIX
     raw_interval: Any = (
@@ -161,6 +177,7 @@ def resolve(
         redis_url=redis_url or None,
         prefix=str(prefix),
         nodes=tuple(parse_nodes(node_value)),
+        servers=tuple(parse_servers(server_value)),
         prometheus=prom or None,
         prometheus_lookback_s=lookback_s,
         interval_s=interval_s,

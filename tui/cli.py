@@ -33,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--nodes", metavar="URLS|@FILE", help="comma-separated /metrics URLs, or @FILE with one URL a line")
     p.add_argument(
+        "--servers", metavar="URLS|@FILE",
+        help="inference servers' /metrics (vLLM, NIM, SGLang, TGI, Triton): comma-separated URLs, or @FILE",
+    )
+    p.add_argument(
         "--prometheus", metavar="URL", help="read the fleet from a Prometheus server's HTTP API instead of scraping"
     )
     p.add_argument(
@@ -59,6 +63,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         redis=args.redis,
         nodes=getattr(args, "nodes", None),
         prometheus=getattr(args, "prometheus", None),
+        servers=getattr(args, "servers", None),
         interval=args.interval,
         prometheus_lookback=getattr(args, "prometheus_lookback", None),
         read_only=args.read_only,
