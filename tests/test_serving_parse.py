@@ -124,8 +124,10 @@ def test_unreadable_value_costs_its_series_not_the_page() -> None:
 def test_two_engines_of_one_model_add_up_and_the_fullest_kv_cache_counts() -> None:
     """vLLM's data-parallel engines: queues and counters are added, KV-cache use is the fullest engine's."""
     text = "\n".join([
-        'vllm:num_requests_waiting{engine="0",model_name="m"} 3', 'vllm:num_requests_waiting{engine="1",model_name="m"} 4',
-        'vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.5', 'vllm:kv_cache_usage_perc{engine="1",model_name="m"} 0.9',
+        'vllm:num_requests_waiting{engine="0",model_name="m"} 3',
+        'vllm:num_requests_waiting{engine="1",model_name="m"} 4',
+        'vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.5',
+        'vllm:kv_cache_usage_perc{engine="1",model_name="m"} 0.9',
         'vllm:request_success_total{engine="0",finished_reason="stop",model_name="m"} 10',
         'vllm:request_success_total{engine="1",finished_reason="stop",model_name="m"} 5',
     ])
