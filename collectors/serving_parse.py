@@ -141,7 +141,9 @@ class ServerPage:
 
 
 @dataclass
-class _Acc:
+class Accumulator:
+    """One model's series as they are read (a page's lines, or Prometheus' answers), before ModelPage."""
+
     values: dict[Role, float] = field(default_factory=dict)
     done: dict[str, float] | None = None
     failed: dict[str, float] | None = None
@@ -160,7 +162,9 @@ def _labels(block: str) -> dict[str, str]:
     return got
 
 
-def _add(acc: _Acc, fam: Family, part: str, labels: Mapping[str, str], v: float) -> None:
+def add_series(acc: Accumulator, fam: Family, part: str, labels: Mapping[str, str], v: float) -> None:
+    """One series into its model's accumulator: gauges and counters added up (KV use: the highest),
+    counters by their reason label, buckets by their `le`. `part`: "", "bucket", "count" or "sum"."""
     role = fam.role
     if part == "bucket":
         le = float(labels["le"])  # KeyError/ValueError: the caller's warning
@@ -186,7 +190,7 @@ def _add(acc: _Acc, fam: Family, part: str, labels: Mapping[str, str], v: float)
         acc.values[role] = acc.values.get(role, 0.0) + v
 
 
-def _histogram(acc: _Acc, role: Role) -> Histogram | None:
+def _histogram(acc: Accumulator, role: Role) -> Histogram | None:
     b = acc.buckets.get(role)
     if not b or math.inf not in b:
         return None
@@ -195,7 +199,8 @@ def _histogram(acc: _Acc, role: Role) -> Histogram | None:
                      acc.hist_sum.get(role, math.nan))
 
 
-def _model(kind: ServerKind, name: str, acc: _Acc) -> ModelPage:
+def model_page(kind: ServerKind, name: str, acc: Accumulator) -> ModelPage:
+    """The ModelPage of an accumulator (a histogram without its +Inf bucket is left out)."""
     v = acc.values
     return ModelPage(
         model=name, waiting=v.get("waiting"), running=v.get("running"),
@@ -208,7 +213,7 @@ def _model(kind: ServerKind, name: str, acc: _Acc) -> ModelPage:
 
 def parse_server_page(text: str) -> ServerPage:
     """A /metrics page -> ServerPage (see the module's docstring). Raises PageError for non-Prometheus text."""
-    accs: dict[ServerKind, dict[str, _Acc]] = {}
+    accs: dict[ServerKind, dict[str, Accumulator]] = {}
     seen: dict[ServerKind, set[str]] = {}
     warnings: dict[str, str] = {}
     for line in text.split("\n"):
@@ -237,7 +242,7 @@ def parse_server_page(text: str) -> ServerPage:
             if math.isnan(raw):
                 continue
             model = labels.get(fam.model_label, "") if fam.model_label else ""
-            _add(accs.setdefault(fam.kind, {}).setdefault(model or NO_MODEL, _Acc()), fam, part, labels, raw)
+            add_series(accs.setdefault(fam.kind, {}).setdefault(model or NO_MODEL, Accumulator()), fam, part, labels, raw)
             seen.setdefault(fam.kind, set()).add(fam_name)
         except (ValueError, KeyError, IndexError, TypeError) as err:
             warnings.setdefault(fam_name, f"{fam_name}: unreadable series ignored ({' '.join(str(err).split())[:60]})")
@@ -257,7 +262,7 @@ def parse_server_page(text: str) -> ServerPage:
         if v0 and v1:
             warnings["variant"] = ("page mixes vLLM V0 and V1 families: KV cache from vllm:kv_cache_usage_perc, "
                                    "every figure from its own family")
-    models = tuple(_model(kind, m, a) for m, a in sorted(accs[kind].items()))
+    models = tuple(model_page(kind, m, a) for m, a in sorted(accs[kind].items()))
     return ServerPage(kind, models, variant, tuple(warnings.values()))
 
 

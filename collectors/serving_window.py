@@ -88,7 +88,8 @@ def _total(by: Mapping[str, float] | None) -> float | None:
 
 
 def _d(new: float | None, old: float | None, dt: float) -> float | None:
-    return None if new is None or old is None else max(0.0, new - old) / dt
+    # a counter absent before counted from 0: servers create a labelled counter at its first increment
+    return None if new is None else max(0.0, new - (old or 0.0)) / dt
 
 
 def rates_between(old: ModelPage, new: ModelPage, dt: float) -> Rates:
