@@ -242,7 +242,8 @@ def parse_server_page(text: str) -> ServerPage:
             if math.isnan(raw):
                 continue
             model = labels.get(fam.model_label, "") if fam.model_label else ""
-            add_series(accs.setdefault(fam.kind, {}).setdefault(model or NO_MODEL, Accumulator()), fam, part, labels, raw)
+            acc = accs.setdefault(fam.kind, {}).setdefault(model or NO_MODEL, Accumulator())
+            add_series(acc, fam, part, labels, raw)
             seen.setdefault(fam.kind, set()).add(fam_name)
         except (ValueError, KeyError, IndexError, TypeError) as err:
             warnings.setdefault(fam_name, f"{fam_name}: unreadable series ignored ({' '.join(str(err).split())[:60]})")

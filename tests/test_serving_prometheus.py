@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -47,10 +47,11 @@ def servers(tmp_path: Path) -> Iterator[tuple[PrometheusServer, MetricsNode, Met
         b.stop()
 
 
-async def _until(poll: Callable[[], object], ok: Callable[[ServingSample], bool], timeout_s: float = 40) -> ServingSample:
+async def _until(poll: Callable[[], Awaitable[ServingSample]], ok: Callable[[ServingSample], bool],
+                 timeout_s: float = 40) -> ServingSample:
     async with asyncio.timeout(timeout_s):
         while True:
-            s = await poll()  # type: ignore[misc]
+            s = await poll()
             if ok(s):
                 return s
             await asyncio.sleep(0.5)
@@ -102,7 +103,7 @@ async def test_large_deployment_reads_aggregates_and_worst_replicas_and_keeps_a_
 ) -> None:
     """Above the replica bound: per-model figures from aggregates (as histogram_quantile says), the worst replica
     in full; a replica that stops is down in Prometheus and keeps its last figures."""
-    prom, a, b = servers
+    prom, _, b = servers
     await prom.wait_targets(2)
     pc = PrometheusServingCollector(prom.url, timeout_s=5, above_replicas=1, worst=1)
     try:
