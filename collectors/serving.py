@@ -32,7 +32,7 @@ from collectors.fleet import NodeClients, fetch_page, scrape_error
 from collectors.nodes import redact_url
 from collectors.serving_parse import NOT_A_SERVER, ModelPage, ServerPage, parse_server_page
 from collectors.serving_samples import Missing, ModelServing, ReplicaSample, ServingFigures, ServingSample
-from collectors.serving_window import Rates, figures, rates_between, went_down
+from collectors.serving_window import Counters, Rates, figures, rates_between, went_down
 
 HISTORY_MAX = 256  # scrapes kept per server: a window of 60 s at the 0.25 s floor of min_interval_s
 
@@ -50,6 +50,7 @@ class _Replica:
     history: deque[tuple[float, ServerPage]] = field(default_factory=lambda: deque(maxlen=HISTORY_MAX))
     pages: dict[str, ModelPage] = field(default_factory=dict)  # model -> its figures on the newest page
     rates: dict[str, Rates] = field(default_factory=dict)  # model -> rates over the window (up replicas)
+    counters: Counters = field(default_factory=dict)  # the newest page's counters (a restart shows there)
     just_reset: bool = False
 
 
@@ -158,7 +159,11 @@ class ServingCollector:
                                      resets=r.sample.resets, last_reset_at=r.sample.last_reset_at)
             return
         resets, last_reset_at = r.sample.resets, r.sample.last_reset_at
-        r.just_reset = bool(r.history) and went_down(r.history[-1][1], page)
+        if not r.history or r.history[-1][1] is not page:  # an identical page cannot hold a restart
+            down, r.counters = went_down(r.counters if r.history else {}, page)
+            r.just_reset = down
+        else:
+            r.just_reset = False
         if r.just_reset:
             resets, last_reset_at = resets + 1, now
             r.history.clear()  # the counters restarted: the window starts again here

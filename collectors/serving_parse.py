@@ -211,42 +211,81 @@ def model_page(kind: ServerKind, name: str, acc: Accumulator) -> ModelPage:
     )
 
 
+_Head = tuple[str, str, Mapping[str, str], str]  # family name, histogram part, labels, model
+_HEADS: dict[str, _Head | None] = {}  # a line up to its value -> what it is (None: a series not read)
+_HEADS_MAX = 100_000
+
+
+def _read_line(line: str) -> tuple[_Head | None, float | str, bool]:
+    """(what the series is or None, its value or the text that is not one, whether the line is plain)."""
+    b, sp = line.find("{"), line.find(" ")
+    has_labels = b != -1 and (sp == -1 or b < sp)
+    name = line[:b] if has_labels else (line[:sp] if sp != -1 else line)
+    hit = _SERIES.get(name)
+    if hit is None:
+        return None, 0.0, True
+    fam_name, part = hit
+    fam = FAMILIES[fam_name]
+    if has_labels:
+        e = line.rfind("}")
+        if e < b:
+            raise ValueError(f"{fam_name}: unclosed label block")
+        labels: Mapping[str, str] = _labels(line[b: e + 1])
+        rest = line[e + 1:].strip()
+    else:
+        labels, rest = {}, line[sp:].strip() if sp != -1 else ""
+    model = (labels.get(fam.model_label, "") if fam.model_label else "") or NO_MODEL
+    raw = value_of(rest) if rest else "(no value)"
+    return (fam_name, part, labels, model), raw, " " not in rest
+
+
 def parse_server_page(text: str) -> ServerPage:
-    """A /metrics page -> ServerPage (see the module's docstring). Raises PageError for non-Prometheus text."""
+    """A /metrics page -> ServerPage (see the module's docstring). Raises PageError for non-Prometheus text.
+
+    A line's name and labels are read once (then found by the text before its value): a server's series
+    are the same scrape after scrape, only their values change."""
     accs: dict[ServerKind, dict[str, Accumulator]] = {}
     seen: dict[ServerKind, set[str]] = {}
     warnings: dict[str, str] = {}
+    heads = _HEADS
     for line in text.split("\n"):
         if not line.startswith(_STARTS):
             continue
-        b, sp = line.find("{"), line.find(" ")
-        has_labels = b != -1 and (sp == -1 or b < sp)
-        name = line[:b] if has_labels else (line[:sp] if sp != -1 else line)
-        hit = _SERIES.get(name)
-        if hit is None:
+        head, _, val = line.rpartition(" ")
+        info = heads.get(head, line)
+        if info is None:
             continue
-        fam_name, part = hit
-        fam = FAMILIES[fam_name]
+        raw: float | str
         try:
-            if has_labels:
-                e = line.rfind("}")
-                if e < b:
-                    raise ValueError("unclosed label block")
-                labels: Mapping[str, str] = _labels(line[b: e + 1])
-                rest = line[e + 1:]
+            if isinstance(info, str) or "_" in val:
+                info, raw, plain = _read_line(line)
+                if plain and head:
+                    if len(heads) >= _HEADS_MAX:
+                        heads.clear()
+                    heads[head] = info
+                if info is None:
+                    continue
             else:
-                labels, rest = {}, line[sp:] if sp != -1 else ""
-            raw = value_of(rest.strip()) if rest.strip() else "(no value)"
-            if isinstance(raw, str):
-                raise ValueError(f"value {' '.join(raw.split())[:30]!r}")
-            if math.isnan(raw):
-                continue
-            model = labels.get(fam.model_label, "") if fam.model_label else ""
-            acc = accs.setdefault(fam.kind, {}).setdefault(model or NO_MODEL, Accumulator())
-            add_series(acc, fam, part, labels, raw)
-            seen.setdefault(fam.kind, set()).add(fam_name)
+                raw = float(val)
         except (ValueError, KeyError, IndexError, TypeError) as err:
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            warnings.setdefault(name, f"{name}: unreadable series ignored ({' '.join(str(err).split())[:60]})")
+            continue
+        fam_name, part, labels, model = info
+        if isinstance(raw, str):
+            warnings.setdefault(fam_name, f"{fam_name}: unreadable series ignored "
+                                          f"(value {' '.join(raw.split())[:30]!r})")
+            continue
+        if math.isnan(raw):
+            continue
+        fam = FAMILIES[fam_name]
+        acc = accs.setdefault(fam.kind, {}).setdefault(model, Accumulator())
+        try:
+            add_series(acc, fam, part, labels, raw)
+        except (ValueError, KeyError) as err:  # a bucket without a readable `le`
             warnings.setdefault(fam_name, f"{fam_name}: unreadable series ignored ({' '.join(str(err).split())[:60]})")
+            continue
+        seen.setdefault(fam.kind, set()).add(fam_name)
     if not accs:
         _check_prometheus(text)
         return ServerPage(kind=None, warnings=tuple(warnings.values()))

@@ -60,14 +60,18 @@ def _counters(m: ModelPage) -> Iterable[tuple[str, float]]:
             yield from ((f"{role}:{b}", c) for b, c in zip(h.bounds, h.cumulative, strict=True))
 
 
-def went_down(old: ServerPage, new: ServerPage) -> bool:
-    """Whether any counter of a model on both pages is lower now: the server restarted in between."""
-    before = {m.model: dict(_counters(m)) for m in old.models}
-    for m in new.models:
-        prev = before.get(m.model)
-        if prev and any(v < prev[k] for k, v in _counters(m) if k in prev):
-            return True
-    return False
+Counters = dict[str, dict[str, float]]  # model -> counter (and bucket) -> cumulative value
+
+
+def went_down(before: Counters, new: ServerPage) -> tuple[bool, Counters]:
+    """Whether any counter of a model on both pages is lower on `new` (the server restarted in between),
+    and `new`'s counters, to compare the next page with (each page's counters are listed once)."""
+    now = {m.model: dict(_counters(m)) for m in new.models}
+    for model, values in now.items():
+        prev = before.get(model)
+        if prev and any(v < prev[k] for k, v in values.items() if k in prev):
+            return True, now
+    return False, now
 
 
 @dataclass(frozen=True, slots=True)
