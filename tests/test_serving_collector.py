@@ -153,7 +153,8 @@ async def test_garbage_and_foreign_pages_are_named_states_never_zeros() -> None:
         finally:
             await c.aclose()
     bad, foreign = s.replicas
-    assert bad.status == "down" and (bad.error or "").startswith("not Prometheus text") and "\x1b" not in (bad.error or "")
+    shown = bad.error or ""
+    assert bad.status == "down" and shown.startswith("not Prometheus text") and "\x1b" not in shown
     assert foreign.status == "not_serving" and foreign.error == NOT_A_SERVER and foreign.models == ()
     assert s.models == () and len(s.unassigned) == 2
 
