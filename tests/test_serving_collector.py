@@ -6,14 +6,18 @@ import asyncio
 import math
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import pytest
 
+from collectors.config import ConfigError, resolve
 from collectors.serving import ServingCollector
 from collectors.serving_parse import NOT_A_SERVER
 from collectors.serving_samples import Missing, ServingSample
 from tests.conftest import FIXTURES
+from tui.cli import main
 from tui.testing import MetricsNode
+from tui.thresholds import Thresholds
 
 VLLM = (FIXTURES / "vllm-datadog.prom").read_text()
 E2E = (1.0, 2.5, 5.0, 10.0, math.inf)
@@ -249,3 +253,36 @@ async def test_a_server_slower_than_its_timeout_is_down_and_the_others_are_read(
             await c.aclose()
     assert s.replicas[0].status == "down" and s.replicas[0].error == "timed out after 0.3 s"
     assert s.replicas[1].status == "up" and s.models[0].figures.waiting == 2
+
+
+def test_servers_come_from_the_flag_then_the_environment_then_the_file(tmp_path: Path) -> None:
+    """--servers wins over SURGEWATCH_SERVERS, which wins over `servers = [...]`; a bare host gets /metrics."""
+    cfg = tmp_path / "surgewatch" / "surgewatch.toml"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text('servers = ["http://vllm-file:8000"]\n')
+    env = {"XDG_CONFIG_HOME": str(tmp_path)}
+    assert resolve(env=env).servers == ("http://vllm-file:8000/metrics",)
+    env_set = {**env, "SURGEWATCH_SERVERS": "http://vllm-env:8000/metrics,http://tgi-env:80"}
+    assert resolve(env=env_set).servers == ("http://vllm-env:8000/metrics", "http://tgi-env:80/metrics")
+    listed = tmp_path / "servers.txt"
+    listed.write_text("# replicas\nhttp://vllm-a:8000  # a\n")
+    assert resolve(servers=f"@{listed}", env=env_set).servers == ("http://vllm-a:8000/metrics",)
+    with pytest.raises(ConfigError, match="invalid server URL"):
+        resolve(servers="ftp://vllm:8000", env=env)
+
+
+def test_bad_servers_on_the_command_line_exit_2_naming_the_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    """`surgewatch --servers ...` and `snapshot --servers ...` refuse a bad entry with exit 2, no password shown."""
+    assert main(["--servers", "ftp://u:topsecret@vllm:8000", "snapshot", "--no-local"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid server URL" in err and "topsecret" not in err
+    assert main(["snapshot", "--no-local", "--servers", "@/nonexistent/servers.txt"]) == 2
+    assert "cannot read server list" in capsys.readouterr().err
+
+
+def test_serving_thresholds_have_defaults_and_misspelt_names_are_refused() -> None:
+    """[thresholds] takes the four SLO names (defaults: 2 s, 10 s, 5 waiting, 80 %); a typo is refused."""
+    t = Thresholds.from_mapping({"e2e_p99_slo_s": 4})
+    assert (t.ttft_p99_slo_s, t.e2e_p99_slo_s, t.queue_per_replica_warn, t.kv_cache_warn_pct) == (2.0, 4.0, 5.0, 80.0)
+    with pytest.raises(ValueError, match="e2e_p99_slo"):
+        Thresholds.from_mapping({"e2e_p99_slo": 4})
