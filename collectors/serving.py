@@ -11,9 +11,17 @@ Rates and quantiles come from the difference between the newest scrape and the n
 that goes down is a restart: the window starts again at that scrape, the replica's `resets` grows and
 its rates say Missing.RESET until the next scrape.
 
-Phase 2 wires it into the console's plan:
+For the console's plan (tui/sources.py; not wired here), with collectors.config.Settings:
 
-    ServingCollector(settings.servers, timeout_s=2.0, min_interval_s=settings.node_interval_s)
+    if settings.prometheus:
+        PrometheusServingCollector(settings.prometheus, timeout_s=2.0)   # collectors.serving_prometheus
+    elif settings.servers:
+        ServingCollector(settings.servers, timeout_s=2.0, min_interval_s=settings.node_interval_s)
+
+Both return a ServingSample (collectors.serving_samples): `replicas` (one per URL, in order; status up,
+down or not_serving, `age_s(now)` for staleness), `models` (one ModelServing per model: replicas
+up/total, `figures` with `e2e_p99_s`, `queue_per_replica`...), `worst()` for a KPI. Every None figure
+says why in its `missing` mapping (collectors.serving_samples.Missing).
 """
 
 from __future__ import annotations

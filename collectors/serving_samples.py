@@ -74,6 +74,10 @@ class ReplicaSample:
     resets: int = 0  # counter resets (restarts) seen since the collector started
     last_reset_at: float | None = None
 
+    def age_s(self, now: float) -> float:
+        """Seconds since these figures were read (a down replica's grow: the guard's staleness bound)."""
+        return max(0.0, now - self.taken_at)
+
 
 @dataclass(frozen=True, slots=True)
 class ModelServing:
