@@ -163,12 +163,27 @@ def _labels(block: str) -> dict[str, str]:
     return got
 
 
+def series_slot(fam: Family, part: str, labels: Mapping[str, str]) -> float | str:
+    """Where a series adds up within its family: its bucket's upper bound (`le`), its reason, or "".
+    Raises KeyError/ValueError for a bucket without a readable `le`."""
+    if part == "bucket":
+        return float(labels["le"])
+    if fam.role in ("done", "failed") and fam.reason_label:
+        return labels.get(fam.reason_label, "")
+    return ""
+
+
 def add_series(acc: Accumulator, fam: Family, part: str, labels: Mapping[str, str], v: float) -> None:
     """One series into its model's accumulator: gauges and counters added up (KV use: the highest),
     counters by their reason label, buckets by their `le`. `part`: "", "bucket", "count" or "sum"."""
+    add_value(acc, fam, part, series_slot(fam, part, labels), v)
+
+
+def add_value(acc: Accumulator, fam: Family, part: str, slot: float | str, v: float) -> None:
+    """add_series with the series' slot (series_slot) already known."""
     role = fam.role
     if part == "bucket":
-        le = float(labels["le"])  # KeyError/ValueError: the caller's warning
+        le = slot if isinstance(slot, float) else float(slot)
         b = acc.buckets.setdefault(role, {})
         b[le] = b.get(le, 0.0) + v
     elif part == "count":
@@ -176,7 +191,6 @@ def add_series(acc: Accumulator, fam: Family, part: str, labels: Mapping[str, st
     elif part == "sum":
         acc.hist_sum[role] = acc.hist_sum.get(role, 0.0) + v
     elif role in ("done", "failed"):
-        reason = labels.get(fam.reason_label, "") if fam.reason_label else ""
         by = acc.done if role == "done" else acc.failed
         if by is None:
             by = {}
@@ -184,7 +198,7 @@ def add_series(acc: Accumulator, fam: Family, part: str, labels: Mapping[str, st
                 acc.done = by
             else:
                 acc.failed = by
-        by[reason] = by.get(reason, 0.0) + v
+        by[str(slot)] = by.get(str(slot), 0.0) + v
     elif role in ("kv", "kv_v0"):
         acc.values[role] = max(acc.values.get(role, v), v)
     else:
@@ -212,7 +226,7 @@ def model_page(kind: ServerKind, name: str, acc: Accumulator) -> ModelPage:
     )
 
 
-_Head = tuple[str, str, Mapping[str, str], str]  # family name, histogram part, labels, model
+_Head = tuple[str, Family, str, "float | str", str]  # family name, family, histogram part, slot, model
 _HEADS: dict[str, _Head | None] = {}  # a line up to its value -> what it is (None: a series not read)
 _HEADS_MAX = 100_000
 
@@ -237,7 +251,7 @@ def _read_line(line: str) -> tuple[_Head | None, float | str, bool]:
         labels, rest = {}, line[sp:].strip() if sp != -1 else ""
     model = (labels.get(fam.model_label, "") if fam.model_label else "") or NO_MODEL
     raw = value_of(rest) if rest else "(no value)"
-    return (fam_name, part, labels, model), raw, " " not in rest
+    return (fam_name, fam, part, series_slot(fam, part, labels), model), raw, " " not in rest
 
 
 def parse_server_page(text: str) -> ServerPage:
@@ -272,21 +286,22 @@ def parse_server_page(text: str) -> ServerPage:
             name = line.split("{", 1)[0].split(" ", 1)[0]
             warnings.setdefault(name, f"{name}: unreadable series ignored ({' '.join(str(err).split())[:60]})")
             continue
-        fam_name, part, labels, model = info
+        fam_name, fam, part, slot, model = info
         if isinstance(raw, str):
             warnings.setdefault(fam_name, f"{fam_name}: unreadable series ignored "
                                           f"(value {' '.join(raw.split())[:30]!r})")
             continue
-        if math.isnan(raw):
+        if raw != raw:  # NaN: no value
             continue
-        fam = FAMILIES[fam_name]
-        acc = accs.setdefault(fam.kind, {}).setdefault(model, Accumulator())
-        try:
-            add_series(acc, fam, part, labels, raw)
-        except (ValueError, KeyError) as err:  # a bucket without a readable `le`
-            warnings.setdefault(fam_name, f"{fam_name}: unreadable series ignored ({' '.join(str(err).split())[:60]})")
-            continue
-        seen.setdefault(fam.kind, set()).add(fam_name)
+        by_model = accs.get(fam.kind)
+        if by_model is None:
+            by_model = accs[fam.kind] = {}
+            seen[fam.kind] = set()
+        acc = by_model.get(model)
+        if acc is None:
+            acc = by_model[model] = Accumulator()
+        add_value(acc, fam, part, slot, raw)
+        seen[fam.kind].add(fam_name)
     if not accs:
         _check_prometheus(text)
         return ServerPage(kind=None, warnings=tuple(warnings.values()))

@@ -55,9 +55,9 @@ def _counters(m: ModelPage) -> Iterable[tuple[str, float]]:
             yield k, opt
     for role in HIST_ROLES:
         h: Histogram | None = getattr(m, role)
-        if h is not None:
+        if h is not None:  # a restart zeroes every bucket: the count (and +Inf) going down shows it
             yield f"{role}:count", h.count
-            yield from ((f"{role}:{b}", c) for b, c in zip(h.bounds, h.cumulative, strict=True))
+            yield f"{role}:inf", h.cumulative[-1]
 
 
 Counters = dict[str, dict[str, float]]  # model -> counter (and bucket) -> cumulative value
@@ -115,9 +115,12 @@ def rates_between(old: ModelPage, new: ModelPage, dt: float) -> Rates:
         h_new, h_old = getattr(new, role), getattr(old, role)
         if h_new is None:
             continue
-        before = dict(zip(h_old.bounds, h_old.cumulative, strict=True)) if h_old is not None else {}
-        buckets[role] = (h_new.bounds, tuple(max(0.0, c - before.get(b, 0.0)) / dt
-                                             for b, c in zip(h_new.bounds, h_new.cumulative, strict=True)))
+        if h_old is not None and h_old.bounds == h_new.bounds:  # the usual case: the same buckets
+            olds: Iterable[float] = h_old.cumulative
+        else:
+            before = dict(zip(h_old.bounds, h_old.cumulative, strict=True)) if h_old is not None else {}
+            olds = [before.get(b, 0.0) for b in h_new.bounds]
+        buckets[role] = (h_new.bounds, tuple(max(0.0, c - o) / dt for c, o in zip(h_new.cumulative, olds, strict=True)))
     return Rates(
         window_s=dt, requests=sum(finished) if finished else None, failures=failures,
         preemptions=_d(new.preemptions, old.preemptions, dt), buckets=buckets,
