@@ -11,17 +11,19 @@ from typing import Any
 
 from collectors.runner import Reading, SourceError
 from collectors.samples import FleetSample, GpusSample, RedisHealth, Source, TrafficSample
+from collectors.serving_samples import ServingSample
 from quotas.errors import ErrorKind
 from quotas.model import Quota
 from surgewatch.alerts import Event, gpu_events, node_events, traffic_events
 from surgewatch.incidents import ThrottleIncident, keep_latest
 from surgewatch.kpis import GpuRow, GpuRowCache, Kpis, build_gpu_rows, compute_kpis, format_age
 from surgewatch.redis_alerts import TrafficWatch, redis_events
+from surgewatch.service import ServiceRow, service_rows
 from surgewatch.thresholds import Thresholds
 
 SOURCE_LABEL = {
     Source.GPUS: "local GPUs (NVML)", Source.HOST: "local host", Source.FLEET: "fleet nodes",
-    Source.TRAFFIC: "Redis traffic",
+    Source.TRAFFIC: "Redis traffic", Source.SERVING: "inference servers",
 }
 # Redis's named states in the operator's words (the banner's heading): one table, whichever route says it
 # (a failing call's ErrorKind, or the traffic poll's redis.status: the same names), so one state never
@@ -111,6 +113,15 @@ class ConsoleState:
                     elif t.state == "no_quota":
                         self._went_missing(t.tier, now)
         return self._remember(out)
+
+    @property
+    def serving(self) -> Reading[ServingSample] | None:
+        """The inference servers' latest reading (None before one, or without --servers/--prometheus)."""
+        return self.readings.get(Source.SERVING)
+
+    def service_rows(self) -> tuple[ServiceRow, ...]:
+        """The Service panel's rows (surgewatch.service): stale figures dimmed with their age."""
+        return service_rows(self.serving, self.clock(), self.thresholds)
 
     def build_rows(self) -> tuple[GpuRow, ...]:
         return build_gpu_rows(
