@@ -2,8 +2,8 @@
 
 The JSON shape is a contract (see the issue): top-level `taken_at`, `host`, `errors`, `nodes`, `gpus`,
 `tiers` (each with its `state`: active, paused, override, broken, no_quota, and its `master`), `redis` (`{"status",
-"error"}`, null without a Redis URL). A failing source never fails the snapshot: its message lands in
-`errors` under its name.
+"error"}`, null without a Redis URL), `serving` (inference servers: surgewatch.serving_json; null without
+--servers or --prometheus). A failing source never fails the snapshot: its message lands in `errors` under its name.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collectors.runner import classify, describe_error
 from collectors.samples import FleetSample, GpuSample, GpusSample, HostSample, NodeSample, TrafficSample
 from quotas.errors import ErrorKind, redact
 from quotas.model import iso
+from surgewatch.serving_json import serving_json, serving_text
 
 GPU_KEYS = (
     "node",
@@ -208,6 +209,7 @@ async def take_snapshot(
     nvml: Any = None,
     prometheus_lookback_s: float = 3600.0,
     redis_cluster: bool = False,
+    servers: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run every configured collector once, concurrently; the issue's JSON document."""
     import time
@@ -224,6 +226,10 @@ async def take_snapshot(
         jobs["prometheus"] = _prometheus(prometheus, prometheus_lookback_s)
     if redis_url:
         jobs["traffic"] = _traffic(redis_url, prefix, redis_cluster)
+    if servers or prometheus:
+        from surgewatch.serving_json import read_once
+
+        jobs["serving"] = read_once(servers, prometheus, SOURCE_TIMEOUT_S / 4)
     started = time.time()
     gathered = await asyncio.gather(*(_guarded(k, v, errors, kinds) for k, v in jobs.items()))
     results = dict(zip(jobs, gathered, strict=True))
@@ -251,6 +257,7 @@ async def take_snapshot(
         "gpus": gpus,
         "tiers": tiers_json(traffic) if isinstance(traffic, TrafficSample) else [],
         "redis": redis_json(traffic, errors.get("traffic"), kinds.get("traffic")) if redis_url else None,
+        "serving": serving_json(results.get("serving")),
     }
 
 
@@ -335,6 +342,7 @@ def render_text(doc: dict[str, Any]) -> str:
             "",
             *_table(rows, ["TIER", "QUOTA", "STATE", "ACC/S", "REJ/S", "ACC 1M", "REJ 1M", "REJECTED BY REASON (1M)"]),
         ]
+    out += serving_text(doc.get("serving"))
     redis = doc.get("redis")
     if redis and redis["status"] != "ok":
         out += ["", f"REDIS {redis['status'].upper()}: {redis['error'] or ''}"]

@@ -88,9 +88,8 @@ def snapshot_command(args: argparse.Namespace, settings: Settings) -> int:
         raw_nodes = getattr(args, "nodes", None)
         nodes = parse_nodes(raw_nodes if raw_nodes is not None else list(settings.nodes))
         raw_servers = getattr(args, "servers", None)
-        # checked here (exit 2 on a bad entry); the snapshot's `serving` key that reads them comes with issue 25's
-        # second part, which passes `servers` to take_snapshot
-        parse_nodes(raw_servers if raw_servers is not None else list(settings.servers), "server",
+        # checked here (exit 2 on a bad entry), read into the snapshot's `serving` key
+        servers = parse_nodes(raw_servers if raw_servers is not None else list(settings.servers), "server",
                               SERVER_EXAMPLE)
         redis_url = getattr(args, "redis", None) or settings.redis_url
         prometheus = getattr(args, "prometheus", None) or settings.prometheus
@@ -115,6 +114,7 @@ def snapshot_command(args: argparse.Namespace, settings: Settings) -> int:
             local=not args.no_local,
             prometheus_lookback_s=settings.prometheus_lookback_s,
             redis_cluster=settings.redis_cluster,
+            servers=servers,
         )
     )
     if args.json:

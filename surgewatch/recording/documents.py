@@ -15,6 +15,7 @@ from quotas.errors import redact
 from quotas.model import format_duration, iso
 from surgewatch.recording.format import RecordingError
 from surgewatch.recording.reader import Recording, State
+from surgewatch.serving_json import serving_json
 from surgewatch.snapshot import gpu_json, host_json, tiers_json
 
 _REL_RE = re.compile(r"^([+-])((?:[0-9]{1,6}[smhd])+)$")
@@ -65,7 +66,11 @@ def document(at: float, readings: Mapping[Source, Reading[Any]]) -> dict[str, An
             tiers = tiers_json(t.sample)
         if t.error:
             errors["traffic"] = redact(t.error.message)
-    return {"taken_at": iso(at), "host": host, "errors": errors, "nodes": nodes, "gpus": gpus, "tiers": tiers}
+    serving = readings.get(Source.SERVING)  # inference servers (surgewatch.serving_json): null when not watched
+    if serving is not None and serving.error:
+        errors["serving"] = redact(serving.error.message)
+    return {"taken_at": iso(at), "host": host, "errors": errors, "nodes": nodes, "gpus": gpus, "tiers": tiers,
+            "serving": serving_json(serving.sample if serving is not None else None)}
 
 
 def parse_duration_s(text: str) -> int:
