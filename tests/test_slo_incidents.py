@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collectors.runner import Reading
 from collectors.samples import Source
-from collectors.serving_samples import Missing, ModelServing, ReplicaSample, ServingFigures, ServingSample
+from collectors.serving_samples import (
+    Missing,
+    ModelServing,
+    ReplicaSample,
+    ReplicaStatus,
+    ServingFigures,
+    ServingSample,
+)
 from surgewatch.incidents import END_QUIET_S
 from surgewatch.state import ConsoleState
 from surgewatch.thresholds import Thresholds
@@ -12,11 +19,12 @@ from surgewatch.thresholds import Thresholds
 T0 = 1_780_000_000.0  # 2026-05-28T20:26:40Z
 
 
-def sample(at: float, e2e_p99_s: float | None, *, status: str = "up", resets: int = 0) -> Reading[ServingSample]:
+def sample(at: float, e2e_p99_s: float | None, *, status: ReplicaStatus = "up",
+           resets: int = 0) -> Reading[ServingSample]:
     missing = {} if e2e_p99_s is not None else {"e2e_p99_s": Missing.NO_REQUESTS}
     f = ServingFigures("img", waiting=12, e2e_p99_s=e2e_p99_s, missing=missing)
     replica = ReplicaSample("http://10.0.0.1:8000/metrics", status, None if status == "up" else "connection refused",
-                            None, at, at, kind="vllm", models=(f,), resets=resets)  # type: ignore[arg-type]
+                            None, at, at, kind="vllm", models=(f,), resets=resets)
     model = ModelServing("img", ("vllm",), 1 if status == "up" else 0, 1, f)
     return Reading("serving", ServingSample(at, (replica,), (model,)), at, None, 0, at + 1)
 
