@@ -70,12 +70,18 @@ def value_of(rest: str) -> RawValue:
     return v
 
 
+def parse_label_block(block: str) -> dict[str, str]:
+    """A `{name="value",...}` block through prometheus-client's parser (its escaping rules, in one place).
+    Raises ValueError (or the parser's IndexError/TypeError) for a block that is not Prometheus text."""
+    (fam,) = text_string_to_metric_families(f"x{block} 0\n")
+    return dict(fam.samples[0].labels)
+
+
 def _labels(block: str) -> dict[str, str]:
     """A label block parsed by prometheus-client's parser, cached: a node's label sets never change."""
     got = _LABELS_CACHE.get(block)
     if got is None:
-        (fam,) = text_string_to_metric_families(f"x{block} 0\n")
-        got = {k: v for k, v in fam.samples[0].labels.items() if k in KEEP_LABELS}
+        got = {k: v for k, v in parse_label_block(block).items() if k in KEEP_LABELS}
         if len(_LABELS_CACHE) >= _LABELS_CACHE_MAX:
             _LABELS_CACHE.clear()
         _LABELS_CACHE[block] = got

@@ -97,6 +97,50 @@ def make_node_client(timeout_s: float, keepalive_s: float, ssl_context: ssl.SSLC
     )
 
 
+class NodeClients:
+    """One kept-alive client per scraped URL (see make_node_client), or one shared client given by a caller."""
+
+    def __init__(self, timeout_s: float, shared: httpx.AsyncClient | None = None) -> None:
+        self.timeout_s = timeout_s
+        self._shared = shared
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._ssl: ssl.SSLContext | None = None
+
+    def get(self, url: str, interval_s: float) -> httpx.AsyncClient:
+        if self._shared is not None:
+            return self._shared
+        client = self._clients.get(url)
+        if client is None:
+            if self._ssl is None:
+                self._ssl = httpx.create_ssl_context()
+            # kept alive past the next scrape, which comes interval_s later
+            client = make_node_client(self.timeout_s, max(30.0, 3 * interval_s), self._ssl)
+            self._clients[url] = client
+        return client
+
+    async def aclose(self) -> None:
+        """Closes the clients it made (a shared client is its caller's)."""
+        clients, self._clients = list(self._clients.values()), {}
+        for c in clients:
+            await c.aclose()
+
+
+async def fetch_page(client: httpx.AsyncClient, url: str) -> bytes:
+    """A /metrics page, refusing more than MAX_PAGE_BYTES (a broken server must not eat the console's memory)."""
+    async with client.stream("GET", url) as r:
+        r.raise_for_status()
+        declared = r.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_PAGE_BYTES:
+            raise PageError(f"page too large ({declared} bytes)")
+        chunks, size = [], 0
+        async for chunk in r.aiter_bytes():  # decoded: the limit also stops a zip bomb
+            size += len(chunk)
+            if size > MAX_PAGE_BYTES:
+                raise PageError(f"page too large (over {MAX_PAGE_BYTES} bytes)")
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class FleetCollector:
     """Scrapes every node in `urls`; returns a FleetSample with one NodeSample per URL, in order."""
 
@@ -120,9 +164,7 @@ class FleetCollector:
         self.min_interval_s = min_interval_s
         self.wait_s = wait_s
         self._clock = clock
-        self._shared = client  # None: one kept-alive client per node (see make_node_client)
-        self._clients: dict[str, httpx.AsyncClient] = {}
-        self._ssl: ssl.SSLContext | None = None
+        self._clients = NodeClients(timeout_s, client)
         self._sem = asyncio.Semaphore(max(1, concurrency))
         now = clock()
         self._nodes: list[_Node] = []
@@ -187,32 +229,8 @@ class FleetCollector:
         finally:
             n.task = None
 
-    def _client_for(self, n: _Node) -> httpx.AsyncClient:
-        if self._shared is not None:
-            return self._shared
-        client = self._clients.get(n.url)
-        if client is None:
-            if self._ssl is None:
-                self._ssl = httpx.create_ssl_context()
-            # kept alive past the next scrape, which comes interval_s later
-            client = make_node_client(self.timeout_s, max(30.0, 3 * n.interval_s), self._ssl)
-            self._clients[n.url] = client
-        return client
-
     async def _fetch(self, n: _Node) -> bytes:
-        """The page, refusing more than MAX_PAGE_BYTES (a broken node must not eat the console's memory)."""
-        async with self._client_for(n).stream("GET", n.url) as r:
-            r.raise_for_status()
-            declared = r.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > MAX_PAGE_BYTES:
-                raise PageError(f"page too large ({declared} bytes)")
-            chunks, size = [], 0
-            async for chunk in r.aiter_bytes():  # decoded: the limit also stops a zip bomb
-                size += len(chunk)
-                if size > MAX_PAGE_BYTES:
-                    raise PageError(f"page too large (over {MAX_PAGE_BYTES} bytes)")
-                chunks.append(chunk)
-        return b"".join(chunks)
+        return await fetch_page(self._clients.get(n.url, n.interval_s), n.url)
 
     async def aclose(self) -> None:
         tasks = [n.task for n in self._nodes if n.task is not None]
@@ -220,9 +238,7 @@ class FleetCollector:
             t.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        clients, self._clients = list(self._clients.values()), {}
-        for c in clients:
-            await c.aclose()
+        await self._clients.aclose()
 
 
 def __getattr__(name: str) -> Any:

@@ -34,11 +34,14 @@ def redact_url(url: str | None) -> str | None:
     return urlunsplit((parts.scheme, cred + host, parts.path, parts.query, parts.fragment))
 
 
-def parse_nodes(value: str | Sequence[str] | None) -> list[str]:
-    """`--nodes` takes comma-separated URLs or `@FILE` with one URL a line ('#' starts a comment).
+def parse_nodes(value: str | Sequence[str] | None, what: str = "node",
+                example: str = "http://gpu-01:9400/metrics") -> list[str]:
+    """`--nodes` (and `--servers`, `what="server"`) take comma-separated URLs or `@FILE` with one URL a
+    line ('#' starts a comment).
 
-    A URL without a path gets `/metrics`, as dcgm-exporter serves it there. Duplicates are dropped. A value
-    that names no node (`''`, a file of comments) is refused: an empty watch must never look like a calm one.
+    A URL without a path gets `/metrics`, as dcgm-exporter (and every inference server) serves it there.
+    Duplicates are dropped. A value that names no node (`''`, a file of comments) is refused: an empty watch
+    must never look like a calm one.
     """
     if value is None:
         return []
@@ -51,7 +54,7 @@ def parse_nodes(value: str | Sequence[str] | None) -> list[str]:
                 lines = path.read_text().splitlines()
             except (OSError, UnicodeDecodeError) as e:
                 why = getattr(e, "strerror", None) or str(e)
-                raise NodeListError(f"cannot read node list {path}: {why}") from e
+                raise NodeListError(f"cannot read {what} list {path}: {why}") from e
             items = [ln.split("#", 1)[0] for ln in lines]
         else:
             items = value.split(",")
@@ -67,13 +70,11 @@ def parse_nodes(value: str | Sequence[str] | None) -> list[str]:
             p.port  # noqa: B018 - raises ValueError on a bad port
         except ValueError:
             raise NodeListError(
-                f"invalid node URL {redact(u)!r}: the port is not a number from 1 to 65535, "
-                "e.g. http://gpu-01:9400/metrics"
+                f"invalid {what} URL {redact(u)!r}: the port is not a number from 1 to 65535, e.g. {example}"
             ) from None
         if p.scheme not in ("http", "https") or not p.hostname:
             raise NodeListError(
-                f"invalid node URL {redact_url(u)!r}: an http:// or https:// URL is expected, "
-                "e.g. http://gpu-01:9400/metrics"
+                f"invalid {what} URL {redact_url(u)!r}: an http:// or https:// URL is expected, e.g. {example}"
             )
         if p.path in ("", "/"):
             u = urlunsplit((p.scheme, p.netloc, "/metrics", p.query, p.fragment))
@@ -81,6 +82,6 @@ def parse_nodes(value: str | Sequence[str] | None) -> list[str]:
             urls.append(u)
     if given and not urls:
         raise NodeListError(
-            f"{given} names no node (empty, or only comments): give one or more URLs, e.g. http://gpu-01:9400/metrics"
+            f"{given} names no {what} (empty, or only comments): give one or more URLs, e.g. {example}"
         )
     return urls

@@ -141,6 +141,18 @@ def group_result(result: Any) -> tuple[dict[str, list[Series]], dict[str, bool],
     return series, up, stamp, jobs
 
 
+async def instant_query(client: httpx.AsyncClient, base_url: str, query: str) -> Any:
+    """One PromQL instant query (POSTed: ours are long) -> its result list. Prometheus' refusal raises
+    RuntimeError with Prometheus' own error; transport errors are httpx's (see collectors.fleet.scrape_error)."""
+    r = await client.post(f"{base_url}/api/v1/query", data={"query": query})
+    r.raise_for_status()
+    doc = r.json()
+    if not isinstance(doc, dict) or doc.get("status") != "success":
+        err = doc.get("error") if isinstance(doc, dict) else None
+        raise RuntimeError(f"query failed ({err or 'unexpected answer'})")
+    return doc.get("data", {}).get("result", [])
+
+
 class PrometheusFleetCollector:
     """Every GPU target of a Prometheus server; see the module's docstring."""
 
@@ -210,13 +222,7 @@ class PrometheusFleetCollector:
         return r
 
     async def _query(self, query: str) -> Any:
-        r = await self._client.post(f"{self.base_url}/api/v1/query", data={"query": query})
-        r.raise_for_status()
-        doc = r.json()
-        if not isinstance(doc, dict) or doc.get("status") != "success":
-            err = doc.get("error") if isinstance(doc, dict) else None
-            raise RuntimeError(f"query failed ({err or 'unexpected answer'})")
-        return doc.get("data", {}).get("result", [])
+        return await instant_query(self._client, self.base_url, query)
 
     async def _windowed(self, w: FleetWindow) -> tuple[Any, FleetSummary, set[str]] | None:
         """(grouped values, summary, nodes not fetched) for a fleet larger than the

@@ -20,6 +20,7 @@ class Source(StrEnum):
     HOST = "host"  # local host (psutil)
     FLEET = "fleet"  # remote nodes (scrape or Prometheus)
     TRAFFIC = "traffic"  # per-tier traffic and quotas (Redis)
+    SERVING = "serving"  # inference servers' queues and latency (collectors.serving)
 
 
 GpuStatus = Literal["ok", "lost", "stale"]

@@ -18,6 +18,7 @@ from functools import partial
 
 from collectors.metrics import METRICS, MetricSpec, render_family
 from sim.fleet import Fleet, Node
+from sim.serving import render_page
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LABELS = ["gpu", "UUID", "pci_bus_id", "device", "modelName", "Hostname", "DCGM_FI_DRIVER_VERSION"]
@@ -122,6 +123,21 @@ class NodeExporter:
         return self._page
 
 
+class ServingExporter:
+    """One node's inference server `/metrics` (vLLM's names, sim/serving.py), rendered once per step."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._page = b""
+        self._version = -1
+
+    def page(self) -> bytes:
+        if self._version != self.node.version:
+            self._page = render_page(self.node.serving).encode("utf-8")
+            self._version = self.node.version
+        return self._page
+
+
 def _response(status: str, body: bytes, content_type: str = CONTENT_TYPE) -> bytes:
     head = (
         f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
@@ -131,12 +147,14 @@ def _response(status: str, body: bytes, content_type: str = CONTENT_TYPE) -> byt
 
 
 class FleetServer:
-    """Serves every node of a fleet, one loopback port each, from the running event loop."""
+    """Serves every node of a fleet, one loopback port each, from the running event loop: their GPUs'
+    dcgm-exporter pages, or (`serving=True`) their inference servers' pages."""
 
-    def __init__(self, fleet: Fleet, host: str = "127.0.0.1") -> None:
+    def __init__(self, fleet: Fleet, host: str = "127.0.0.1", *, serving: bool = False) -> None:
         self.fleet = fleet
         self.host = host
-        self.exporters = [NodeExporter(n, fleet.driver_version) for n in fleet.nodes]
+        self.exporters: list[NodeExporter | ServingExporter] = [
+            ServingExporter(n) if serving else NodeExporter(n, fleet.driver_version) for n in fleet.nodes]
         self._servers: list[asyncio.Server] = []
         self._writers: set[asyncio.StreamWriter] = set()
         self.ports: list[int] = []
@@ -158,7 +176,8 @@ class FleetServer:
             raise
         return self
 
-    async def _serve(self, exp: NodeExporter, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, exp: NodeExporter | ServingExporter, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
         try:
             while True:

@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 
 from sim.gpu_model import GpuSpec, GpuState, initial_state, is_throttled, step, with_xid
+from sim.serving import FleetLatency, NodeServing
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,7 @@ class Node:
     identities: list[GpuIdentity]
     up: bool = True
     version: int = 0  # bumped every step, so an exporter knows when to re-render
+    serving: NodeServing = field(default_factory=NodeServing)  # its inference server (sim/serving.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,8 @@ class FleetStats:
     throttled: int
     nodes_up: int
     dropped_s: float
+    e2e_p99_s: float | None = None  # over the last HEADLESS_WINDOW_S seconds; None: no request finished
+    queue: float = 0.0  # requests waiting in every GPU's queue now
 
 
 def default_misbehaviour(nodes: int, gpus_per_node: int, rng: random.Random) -> tuple[list[NodeOutage], list[XidEvent]]:
@@ -84,6 +88,7 @@ class Fleet:
     xids: list[XidEvent] = field(default_factory=list)
     t_s: int = 0
     driver_version: str = "550.90.07"
+    latency: FleetLatency = field(default_factory=FleetLatency)
 
     @classmethod
     def build(
@@ -151,13 +156,18 @@ class Fleet:
         dropped = 0.0
         for node in self.nodes:
             # a node that is down gets no work (the balancer routes around it) and loses its queue
-            node.gpus = [
-                step(spec, state if node.up else replace(state, backlog_s=0.0), share[id(node)][g], dt_s)
-                for g, (spec, state) in enumerate(zip(node.specs, node.gpus, strict=False))
-            ]
+            gpus = []
+            for g, (spec, state) in enumerate(zip(node.specs, node.gpus, strict=False)):
+                before = state if node.up else replace(state, backlog_s=0.0)
+                after = step(spec, before, share[id(node)][g], dt_s)
+                node.serving.observe(spec, before, after, share[id(node)][g], dt_s)  # what its users felt
+                gpus.append(after)
+            node.gpus = gpus
+            node.serving.settle(node.specs, gpus)
             node.version += 1
             dropped += sum(s.dropped_s for s in node.gpus)
-        return self.stats(dropped)
+        return replace(self.stats(dropped), e2e_p99_s=self.latency.p99_s(n.serving for n in self.nodes),
+                       queue=sum(n.serving.waiting for n in self.nodes if n.up))
 
     def stats(self, dropped_s: float = 0.0) -> FleetStats:
         """Means over the GPUs of the nodes that are up (what a scraper can see)."""

@@ -27,17 +27,19 @@ def _client(url: str) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
 
 
-def write_nodes_file(valkey: ValkeyProcess, urls: list[str]) -> Path:
-    """The node URLs, one a line, for `surgewatch --nodes @FILE` in a second terminal."""
-    path = valkey.data_dir / "nodes.txt"
+def write_nodes_file(valkey: ValkeyProcess, urls: list[str], name: str = "nodes.txt") -> Path:
+    """The node URLs (or the inference servers', `servers.txt`), one a line, for `surgewatch --nodes @FILE`
+    (`--servers @FILE`) in a second terminal."""
+    path = valkey.data_dir / name
     path.write_text("".join(u + "\n" for u in urls))
     return path
 
 
-def join_command(redis_url: str, nodes_file: Path | None) -> str:
+def join_command(redis_url: str, nodes_file: Path | None, servers_file: Path | None = None) -> str:
     """The command a second terminal runs to see this world: its Redis and, when it serves nodes, their list
-    (without --nodes that console would show the tiers and no fleet)."""
-    return f"surgewatch --redis {redis_url}" + (f" --nodes @{nodes_file}" if nodes_file is not None else "")
+    (without --nodes that console would show the tiers and no fleet) and their inference servers' list."""
+    nodes = f" --nodes @{nodes_file}" if nodes_file is not None else ""
+    return f"surgewatch --redis {redis_url}{nodes}" + (f" --servers @{servers_file}" if servers_file is not None else "")
 
 
 async def _headless(config: DemoConfig, valkey: ValkeyProcess, duration_s: int, out: IO[str], err: IO[str]) -> None:
@@ -46,8 +48,10 @@ async def _headless(config: DemoConfig, valkey: ValkeyProcess, duration_s: int, 
     try:
         world = await World.create(config, client)
         nodes = write_nodes_file(valkey, world.node_urls) if world.node_urls else None
+        servers = write_nodes_file(valkey, world.server_urls, "servers.txt") if world.server_urls else None
         served = f"{len(world.node_urls)} nodes; " if world.node_urls else ""
-        print(f"surgewatch demo: {served}join with: {join_command(valkey.url, nodes)}", file=err, flush=True)
+        print(f"surgewatch demo: {served}join with: {join_command(valkey.url, nodes, servers)}", file=err,
+              flush=True)
 
         def emit(tick: Tick) -> None:
             out.write(json.dumps(tick.to_json(), separators=(", ", ": ")) + "\n")
@@ -93,6 +97,8 @@ class WorldThread:
         self.on_tick = on_tick
         self.node_urls: list[str] = []
         self.nodes_file: Path | None = None
+        self.server_urls: list[str] = []  # each node's inference server (sim/serving.py)
+        self.servers_file: Path | None = None
         self.last_tick: Tick | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -136,6 +142,9 @@ class WorldThread:
             self.node_urls = world.node_urls
             if self.node_urls:
                 self.nodes_file = write_nodes_file(self.valkey, self.node_urls)
+            self.server_urls = world.server_urls
+            if self.server_urls:
+                self.servers_file = write_nodes_file(self.valkey, self.server_urls, "servers.txt")
             self._ready.set()
 
             def tick(t: Tick) -> None:

@@ -113,6 +113,10 @@ class Tick:
             # admitted requests (any tier) that waited past the gateway's timeout in a GPU's queue this second
             "timed_out": round(self.fleet.dropped_s / GPU_S_PER_IMAGE),
             "quota_changes": list(self.quota_changes),
+            # what admitted users felt (sim/serving.py): the fleet's e2e p99 over the requests of the last
+            # 10 simulated seconds (null: none finished), and the requests waiting in the GPUs' queues now
+            "e2e_p99_s": None if self.fleet.e2e_p99_s is None else round(self.fleet.e2e_p99_s, 2),
+            "queue": round(self.fleet.queue),
         }
 
 
@@ -127,6 +131,7 @@ class World:
     fleet: Fleet
     population: Population
     server: FleetServer | None = None
+    serving_server: FleetServer | None = None  # each node's inference server (sim/serving.py)
     t: int = 0
     _pending: list[QuotaChange] = field(default_factory=list)
     guard: Any = None  # sim.guard_hook.SimGuard with --guard: looks after every tick
@@ -159,6 +164,7 @@ class World:
             world.guard = SimGuard(world, config.guard)  # type: ignore[arg-type]  # validated above
         if config.serve_nodes:
             world.server = await FleetServer(fleet).start()
+            world.serving_server = await FleetServer(fleet, serving=True).start()
         return world
 
     async def _quota_changes(self) -> tuple[dict[str, Any], ...]:
@@ -178,6 +184,11 @@ class World:
     @property
     def node_urls(self) -> list[str]:
         return self.server.urls if self.server else []
+
+    @property
+    def server_urls(self) -> list[str]:
+        """The nodes' inference servers' /metrics (`--servers`)."""
+        return self.serving_server.urls if self.serving_server else []
 
     async def apply(self, change: QuotaChange) -> None:
         """Set a tier's quota through the store, as an operator would (other settings kept)."""
@@ -259,3 +270,6 @@ class World:
         if self.server is not None:
             await self.server.stop()
             self.server = None
+        if self.serving_server is not None:
+            await self.serving_server.stop()
+            self.serving_server = None

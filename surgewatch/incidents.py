@@ -14,8 +14,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from surgewatch.alerts import Event, Severity
-from surgewatch.kpis import GpuRow, format_age, is_throttled
+from collectors.serving_samples import ServingSample
+from surgewatch.alerts import NOT_SCRAPED, Event, Severity
+from surgewatch.kpis import GpuRow, format_age, is_throttled, node_label
+from surgewatch.thresholds import Thresholds
 
 END_QUIET_S = 30.0  # no GPU throttling for this long ends the incident: a fleet flapping at the cap is one story
 HARD_REASONS = ("thermal", "hw")  # a reason naming one of these is the hardware protecting itself: crit
@@ -102,6 +104,97 @@ class ThrottleIncident:
         return [Event(now, severity, "throttle", text, incident=self.id, ongoing=ongoing)]
 
 
+@dataclass
+class SloBreach:
+    """One model's latency SLO breach (one figure: e2e or TTFT p99): opened when the p99 goes over its SLO,
+    updated in place while it lasts (the line says the p99 now and at its peak, since when), ended by one
+    line once it has stayed at or under the SLO (or without requests) for END_QUIET_S."""
+
+    model: str
+    label: str  # "e2e p99", "TTFT p99"
+    seq: int = 0
+    opened_at: float | None = None
+    last_seen_at: float = 0.0
+    peak_s: float = 0.0
+    _shown: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"slo-{self.label}-{self.model}-{self.seq}"
+
+    def update(self, p99_s: float | None, slo_s: float, now: float) -> list[Event]:
+        on = f"{self.label} {{}} > {slo_s:g} s on model {self.model}"
+        if p99_s is not None and p99_s > slo_s:
+            if self.opened_at is None:
+                self.seq += 1
+                self.opened_at, self.peak_s = now, 0.0
+            self.last_seen_at = now
+            self.peak_s = max(self.peak_s, p99_s)
+            text = (f"SLO breach: {on.format(f'{p99_s:.1f} s')} since {clock_text(self.opened_at)}"
+                    f"{f', peak {self.peak_s:.1f} s' if self.peak_s > p99_s else ''}")
+            return self._say(now, text, ongoing=True)
+        if self.opened_at is None or now - self.last_seen_at < END_QUIET_S:
+            return []  # back under the SLO for a moment: the line keeps its last figure until it ends
+        text = (f"SLO breach ended: {self.label} on model {self.model} over {slo_s:g} s from "
+                f"{clock_text(self.opened_at)} to {clock_text(self.last_seen_at)} "
+                f"({format_age(self.last_seen_at - self.opened_at)}), peak {self.peak_s:.1f} s")
+        self.opened_at, self._shown = None, ""
+        return [Event(now, "info", "slo", text, incident=self.id, ongoing=False)]
+
+    def _say(self, now: float, text: str, *, ongoing: bool) -> list[Event]:
+        if text == self._shown:
+            return []
+        self._shown = text
+        return [Event(now, "crit", "slo", text, incident=self.id, ongoing=ongoing)]
+
+
+class ServingWatch:
+    """The inference servers' events: each model's latency SLO breaches as incidents (SloBreach), and a
+    line for a replica going down, coming back or restarting (a counter reset): rare, and each one matters."""
+
+    FIGURES = (("e2e_p99_s", "e2e p99", "e2e_p99_slo_s"), ("ttft_p99_s", "TTFT p99", "ttft_p99_slo_s"))
+
+    def __init__(self) -> None:
+        self._breaches: dict[tuple[str, str], SloBreach] = {}
+
+    def breaching(self) -> list[str]:
+        """The models in breach now (the guard's and the tests' question)."""
+        return sorted({b.model for b in self._breaches.values() if b.opened_at is not None})
+
+    def update(self, prev: ServingSample | None, cur: ServingSample, th: Thresholds, now: float) -> list[Event]:
+        out: list[Event] = []
+        for m in cur.models:
+            for field, label, slo in self.FIGURES:
+                b = self._breaches.setdefault((m.model, field), SloBreach(m.model, label))
+                out += b.update(getattr(m.figures, field), getattr(th, slo), now)
+        known = {m.model for m in cur.models}
+        for (model, field), b in self._breaches.items():
+            if model not in known:  # a model no replica serves any more: its breach ends by time alone
+                out += b.update(None, getattr(th, dict((f, s) for f, _, s in self.FIGURES)[field]), now)
+        out += replica_events(prev, cur, now)
+        return out
+
+
+def replica_events(prev: ServingSample | None, cur: ServingSample, now: float) -> list[Event]:
+    """Replicas going down (with the error), coming back, and restarting (their counters went down)."""
+    before = {r.url: r for r in prev.replicas} if prev is not None else {}
+    out: list[Event] = []
+    for r in cur.replicas:
+        o = before.get(r.url)
+        if o is None or o is r or r.error == NOT_SCRAPED:
+            continue
+        where = f"inference server {node_label(r.url)}"
+        if r.status != "up" and o.status == "up":
+            why = r.error or "no answer"
+            out.append(Event(now, "crit", "server_down", f"{where} down: {why}" if r.status == "down" else
+                             f"{where} answers, but {why}"))
+        elif r.status == "up" and o.status != "up" and o.error != NOT_SCRAPED:
+            out.append(Event(now, "info", "server_up", f"{where} back up"))
+        if r.resets > o.resets:
+            out.append(Event(now, "warn", "server_reset", f"{where} restarted (its counters went back to zero)"))
+    return out
+
+
 def keep_latest(events: list[Event], new: Iterable[Event], limit: int = 500) -> None:
     """Append `new` to `events` in place, an incident's update replacing its previous entry, the oldest
     beyond `limit` dropped (an ongoing incident is always recent: it moves to the end on each update)."""
@@ -115,4 +208,5 @@ def keep_latest(events: list[Event], new: Iterable[Event], limit: int = 500) -> 
     del events[:-limit]
 
 
-__all__ = ["END_QUIET_S", "ThrottleIncident", "clock_text", "keep_latest", "reason_counts"]
+__all__ = ["END_QUIET_S", "ServingWatch", "SloBreach", "ThrottleIncident", "clock_text", "keep_latest",
+           "reason_counts", "replica_events"]

@@ -21,6 +21,7 @@ from collectors.samples import (
     NodeSample,
     TrafficSample,
 )
+from collectors.serving_samples import ServingSample
 from surgewatch.thresholds import Thresholds
 
 
@@ -220,6 +221,12 @@ class Kpis:
     rps: float | None = None
     reject_pct: float | None = None
     oldest_age_s: float | None = None
+    # inference servers (collectors.serving): the worst model's e2e p99 and every model's queue;
+    # serving_note names why e2e p99 is None ("no requests", "down", ...; "" when no server is configured)
+    e2e_p99_worst_s: float | None = None
+    e2e_model: str = ""
+    serving_queue: float | None = None
+    serving_note: str = ""
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -280,7 +287,9 @@ def compute_kpis(
         rps = acc + rej
         reject = 100.0 * rej / rps if rps > 0 else 0.0
     ages = [a for a in (r.age_s(now) for r in readings if r.sample is not None) if a is not None]
+    serving = next((r.sample for r in readings if isinstance(r.sample, ServingSample)), None)
     return Kpis(
+        **serving_kpis(serving),
         gpus=len(rows) + (summary.gpus if summary is not None else 0),
         healthy=sum(1 for r in rows if r.status == "ok") + (summary.healthy if summary is not None else 0),
         gpuless_nodes=placeholders,
@@ -297,6 +306,23 @@ def compute_kpis(
         reject_pct=reject,
         oldest_age_s=max(ages) if ages else None,
     )
+
+
+def serving_kpis(sample: ServingSample | None) -> dict[str, Any]:
+    """The KPI strip's serving figures: the worst model's e2e p99 (ServingSample.worst) with its name, or why
+    there is none, and the waiting requests summed over every model (None when no model reports a queue)."""
+    if sample is None:
+        return {}
+    worst = sample.worst()
+    queues = [m.figures.waiting for m in sample.models if m.figures.waiting is not None]
+    note = ""
+    if worst is None:
+        note = "no model"
+    elif worst.figures.e2e_p99_s is None:
+        why = worst.figures.missing.get("e2e_p99_s")
+        note = "down" if worst.replicas_up == 0 else str(why) if why is not None else "n/a"
+    return {"e2e_p99_worst_s": worst.figures.e2e_p99_s if worst else None, "e2e_model": worst.model if worst else "",
+            "serving_queue": sum(queues) if queues else None, "serving_note": note}
 
 
 def _with_summary(f: FleetFigures, s: FleetSummary) -> FleetFigures:

@@ -122,6 +122,17 @@ def plan(settings: Settings, client: Any | None, overrides: dict[Source, Factory
             return Connected(client, lambda c: TrafficCollector(c, prefix=settings.prefix), "traffic")
         return TrafficCollector(client, prefix=settings.prefix)
 
+    def serving() -> Collector[Any]:
+        # inference servers through Prometheus when the fleet is read there (their targets are scraped by
+        # it), else each --servers URL scraped like a node (collectors.serving's docstring)
+        if settings.prometheus:
+            from collectors.serving_prometheus import PrometheusServingCollector
+
+            return PrometheusServingCollector(settings.prometheus, timeout_s=2.0)
+        from collectors.serving import ServingCollector
+
+        return ServingCollector(list(settings.servers), timeout_s=2.0, min_interval_s=settings.node_interval_s)
+
     def spec(source: Source, make: Factory, timeout_s: float, backoff_max_s: float = 30.0) -> SourceSpec:
         return SourceSpec(source, overrides.get(source, make), iv, timeout_s, backoff_max_s)
 
@@ -130,6 +141,8 @@ def plan(settings: Settings, client: Any | None, overrides: dict[Source, Factory
         # nodes are scraped no faster than node_interval_s by the collector itself; polling it at the
         # console's rate just picks up whichever nodes answered
         specs.append(spec(Source.FLEET, fleet, 3.0))
+    if settings.servers or settings.prometheus or Source.SERVING in overrides:
+        specs.append(spec(Source.SERVING, serving, 3.0))
     if client is not None or Source.TRAFFIC in overrides:
         specs.append(spec(Source.TRAFFIC, traffic, 2.5, 8.0))
     return specs

@@ -6,6 +6,7 @@ The file lives in `$XDG_CONFIG_HOME/surgewatch/surgewatch.toml` (default `~/.con
     redis_url = "redis://:secret@10.0.0.5:6379/0"   # or cluster startup nodes, or redis+sentinel://...
     prefix = "surgewatch:"
     nodes = ["http://gpu-01:9400/metrics", "http://gpu-02:9400/metrics"]
+    servers = ["http://gpu-01:8000/metrics"]   # inference servers (vLLM, NIM, SGLang, TGI, Triton)
     prometheus = "http://prometheus:9090"
     interval_s = 1.0
     node_interval_s = 5.0
@@ -39,9 +40,12 @@ from quotas.keys import DEFAULT_PREFIX
 from quotas.model import QuotaError, validate_redis_url, validate_tier
 
 __all__ = [
-    "ConfigError", "RlsSettings", "Settings", "config_path", "load_file", "parse_lookback", "parse_nodes",
-    "redact_url", "resolve",
+    "SERVER_EXAMPLE", "ConfigError", "RlsSettings", "Settings", "config_path", "load_file", "parse_lookback",
+    "parse_nodes", "parse_servers", "redact_url", "resolve",
 ]
+
+
+SERVER_EXAMPLE = "http://gpu-01:8000/metrics"  # vLLM's default port
 
 
 class ConfigError(ValueError):
@@ -81,6 +85,14 @@ def parse_nodes(value: str | list[str] | None) -> list[str]:
     """The node list, with a bad entry reported as a ConfigError (exit 2)."""
     try:
         return _parse_nodes(value)
+    except NodeListError as e:
+        raise ConfigError(str(e)) from e
+
+
+def parse_servers(value: str | list[str] | None) -> list[str]:
+    """The inference servers' list (`--servers`), read like the node list."""
+    try:
+        return _parse_nodes(value, "server", SERVER_EXAMPLE)
     except NodeListError as e:
         raise ConfigError(str(e)) from e
 
@@ -130,6 +142,7 @@ class Settings:
     redis_url: str | None = field(default=None, repr=False)  # may hold a password: never repr it
     prefix: str = DEFAULT_PREFIX
     nodes: tuple[str, ...] = ()
+    servers: tuple[str, ...] = ()  # inference servers' /metrics (collectors.serving), parsed like nodes
     prometheus: str | None = None
     prometheus_lookback_s: float = 3600.0  # how far back Prometheus' history is read for a down target
     interval_s: float = 1.0
@@ -161,6 +174,7 @@ def resolve(
     redis: str | None = None,
     nodes: str | None = None,
     prometheus: str | None = None,
+    servers: str | None = None,
     interval: float | None = None,
     prometheus_lookback: str | None = None,
     read_only: bool = False,
@@ -174,9 +188,11 @@ def resolve(
     file = load_file(config_path(env)) if file is None else file
 
     redis_url = redis or env.get("SURGEWATCH_REDIS_URL") or env.get("REDIS_URL") or file.get("redis_url")
-    # `--nodes ''` is given (and refused as naming no node), not absent
+    # `--nodes ''` (or `--servers ''`) is given (and refused as naming none), not absent
     node_value: str | list[str] | None = (
         nodes if nodes is not None else env.get("SURGEWATCH_NODES") or file.get("nodes"))
+    server_value: str | list[str] | None = (
+        servers if servers is not None else env.get("SURGEWATCH_SERVERS") or file.get("servers"))
     prom = prometheus or env.get("SURGEWATCH_PROMETHEUS") or file.get("prometheus")
     prefix = env.get("SURGEWATCH_PREFIX") or file.get("prefix") or DEFAULT_PREFIX
     raw_interval: Any = (
@@ -210,6 +226,7 @@ def resolve(
         redis_url=redis_url or None,
         prefix=str(prefix),
         nodes=tuple(parse_nodes(node_value)),
+        servers=tuple(parse_servers(server_value)),
         prometheus=prom or None,
         prometheus_lookback_s=lookback_s,
         interval_s=interval_s,

@@ -3,8 +3,8 @@
 The JSON shape is a contract (see the issue): top-level `taken_at`, `host`, `errors`, `nodes`, `gpus`,
 `tiers` (each with its `state`: active, paused, override, broken, no_quota, and its `master`), `redis` (`{"status",
 "error"}`, null without a Redis URL), `unknown_tiers` (names gateways ask for without a quota: `tier`,
-`refused_rps`, `refused_1m`, `message`). A failing source never fails the snapshot: its message lands in
-`errors` under its name.
+`refused_rps`, `refused_1m`, `message`), `serving` (inference servers: surgewatch.serving_json; null without
+--servers or --prometheus). A failing source never fails the snapshot: its message lands in `errors` under its name.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collectors.runner import classify, describe_error
 from collectors.samples import FleetSample, GpuSample, GpusSample, HostSample, NodeSample, TrafficSample
 from quotas.errors import ErrorKind, redact
 from quotas.model import iso, quota_size, quota_text, sorted_tiers
+from surgewatch.serving_json import serving_json, serving_text
 
 GPU_KEYS = (
     "node",
@@ -133,6 +134,14 @@ async def _guarded(name: str, coro: Awaitable[Any], errors: dict[str, str], kind
     return None
 
 
+def unknown_tiers_json(traffic: Any) -> list[dict[str, Any]]:
+    """Names gateways ask for that have no quota (a misspelt tier): every request refused as unknown_tier."""
+    if not isinstance(traffic, TrafficSample):
+        return []
+    return [{"tier": u.name, "refused_rps": u.refused_rps, "refused_1m": u.refused_1m, "message": u.message()}
+            for u in traffic.unknown_tiers]
+
+
 def redis_json(traffic: TrafficSample | None, error: str | None, kind: ErrorKind | None) -> dict[str, Any]:
     """`{"status", "error"}`: the server's named state (collectors.redis_health), or why it gave none."""
     if isinstance(traffic, TrafficSample):
@@ -212,6 +221,7 @@ async def take_snapshot(
     nvml: Any = None,
     prometheus_lookback_s: float = 3600.0,
     redis_cluster: bool = False,
+    servers: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run every configured collector once, concurrently; the issue's JSON document."""
     import time
@@ -228,6 +238,10 @@ async def take_snapshot(
         jobs["prometheus"] = _prometheus(prometheus, prometheus_lookback_s)
     if redis_url:
         jobs["traffic"] = _traffic(redis_url, prefix, redis_cluster)
+    if servers or prometheus:
+        from surgewatch.serving_json import read_once
+
+        jobs["serving"] = read_once(servers, prometheus, SOURCE_TIMEOUT_S / 4)
     started = time.time()
     gathered = await asyncio.gather(*(_guarded(k, v, errors, kinds) for k, v in jobs.items()))
     results = dict(zip(jobs, gathered, strict=True))
@@ -256,9 +270,8 @@ async def take_snapshot(
         "tiers": tiers_json(traffic) if isinstance(traffic, TrafficSample) else [],
         "redis": redis_json(traffic, errors.get("traffic"), kinds.get("traffic")) if redis_url else None,
         # names gateways ask for that have no quota (a misspelt tier): every request refused as unknown_tier
-        "unknown_tiers": [{"tier": u.name, "refused_rps": u.refused_rps, "refused_1m": u.refused_1m,
-                           "message": u.message()} for u in traffic.unknown_tiers]
-        if isinstance(traffic, TrafficSample) else [],
+        "unknown_tiers": unknown_tiers_json(traffic),
+        "serving": serving_json(results.get("serving")),
     }
 
 
@@ -346,6 +359,7 @@ def render_text(doc: dict[str, Any]) -> str:
     if doc.get("unknown_tiers"):
         out += ["", "UNKNOWN TIERS (requests refused as unknown_tier):",
                 *(f"  {u['message']}" for u in doc["unknown_tiers"])]
+    out += serving_text(doc.get("serving"))
     redis = doc.get("redis")
     if redis and redis["status"] != "ok":
         out += ["", f"REDIS {redis['status'].upper()}: {redis['error'] or ''}"]

@@ -11,17 +11,19 @@ from typing import Any
 
 from collectors.runner import Reading, SourceError
 from collectors.samples import FleetSample, GpusSample, RedisHealth, Source, TrafficSample
+from collectors.serving_samples import ServingSample
 from quotas.errors import ErrorKind
 from quotas.model import Quota
 from surgewatch.alerts import Event, gpu_events, node_events, traffic_events
-from surgewatch.incidents import ThrottleIncident, keep_latest
+from surgewatch.incidents import ServingWatch, ThrottleIncident, keep_latest
 from surgewatch.kpis import GpuRow, GpuRowCache, Kpis, build_gpu_rows, compute_kpis, format_age
 from surgewatch.redis_alerts import TrafficWatch, redis_events
+from surgewatch.service import ServiceRow, service_rows
 from surgewatch.thresholds import Thresholds
 
 SOURCE_LABEL = {
     Source.GPUS: "local GPUs (NVML)", Source.HOST: "local host", Source.FLEET: "fleet nodes",
-    Source.TRAFFIC: "Redis traffic",
+    Source.TRAFFIC: "Redis traffic", Source.SERVING: "inference servers",
 }
 # Redis's named states in the operator's words (the banner's heading): one table, whichever route says it
 # (a failing call's ErrorKind, or the traffic poll's redis.status: the same names), so one state never
@@ -73,6 +75,7 @@ class ConsoleState:
         self.events: list[Event] = []
         self.subscription_error: SourceError | None = None
         self._throttling = ThrottleIncident()  # the fleet's throttling as one incident (surgewatch.incidents)
+        self.serving_watch = ServingWatch()  # each model's SLO breaches as incidents, replicas down/up
 
     def _remember(self, events: list[Event]) -> list[Event]:
         keep_latest(self.events, events, 500)  # an incident's update replaces its previous entry
@@ -101,6 +104,10 @@ class ConsoleState:
             old = prev.sample if prev is not None and isinstance(prev.sample, FleetSample) else None
             if reading.sample is not old:
                 out += node_events(old, reading.sample, now)
+        if source == Source.SERVING and isinstance(reading.sample, ServingSample):
+            old_s = prev.sample if prev is not None and isinstance(prev.sample, ServingSample) else None
+            if reading.sample is not old_s:
+                out += self.serving_watch.update(old_s, reading.sample, self.thresholds, now)
         if source == Source.TRAFFIC and isinstance(reading.sample, TrafficSample):
             old_t = prev.sample if prev is not None and isinstance(prev.sample, TrafficSample) else None
             if reading.sample is not old_t:
@@ -113,6 +120,15 @@ class ConsoleState:
                     elif t.state == "no_quota":
                         self._went_missing(t.tier, now)
         return self._remember(out)
+
+    @property
+    def serving(self) -> Reading[ServingSample] | None:
+        """The inference servers' latest reading (None before one, or without --servers/--prometheus)."""
+        return self.readings.get(Source.SERVING)
+
+    def service_rows(self) -> tuple[ServiceRow, ...]:
+        """The Service panel's rows (surgewatch.service): stale figures dimmed with their age."""
+        return service_rows(self.serving, self.clock(), self.thresholds)
 
     def build_rows(self) -> tuple[GpuRow, ...]:
         return build_gpu_rows(

@@ -31,6 +31,12 @@ class Thresholds:
     reject_spike_min_rps: float = 1.0  # ignore spikes on a trickle of traffic
     stale_after_s: float = 15.0  # data older than this is shown dimmed with its age
     traffic_stop_min_rps: float = 20.0  # summed req/s over the last minute from which traffic stopping alarms
+    # inference servers (collectors.serving): a model breaches its SLO above these
+    ttft_p99_slo_s: float = 2.0  # time to first token, p99 over the last minute
+    e2e_p99_slo_s: float = 10.0  # end-to-end latency, p99 over the last minute
+    # the Gateway API Inference Extension's defaults: 5 waiting requests per replica, KV cache 80 % full
+    queue_per_replica_warn: float = 5.0
+    kv_cache_warn_pct: float = 80.0
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, float] | None) -> Thresholds:

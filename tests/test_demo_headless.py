@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from sim.valkey import free_port, port_open
+from surgewatch.thresholds import Thresholds
 from tests.conftest import ROOT
 
 SURGEWATCH = [sys.executable, "-m", "surgewatch.cli"]
@@ -52,7 +53,7 @@ def test_output_is_one_object_per_second_with_the_contract_keys(surge: list[dict
     assert [r["t"] for r in surge] == list(range(1, 101))
     for r in surge:
         assert set(r) == {"t", "tiers", "gpu_util_mean", "gpu_temp_mean", "gpu_temp_max", "throttled", "timed_out",
-                          "quota_changes"}
+                          "quota_changes", "e2e_p99_s", "queue"}
         assert set(r["tiers"]) == {"free", "plus", "pro", "team", "enterprise"}
         for t in r["tiers"].values():
             assert set(t) == {"offered_rps", "accepted_rps", "rejected_rps"}
@@ -64,6 +65,23 @@ def test_a_pegged_fleet_times_out_what_it_was_admitted_beyond_its_capacity(surge
     assert all(r["timed_out"] == 0 for r in window(surge, 1, 10))
     late = window(surge, 38, CUT_AT - 1)  # the queues full: pegged since about 12 s
     assert all(r["gpu_util_mean"] >= 99.5 and r["timed_out"] > 0 for r in late)
+
+
+def test_users_wait_past_the_slo_in_the_surge_and_get_their_images_in_time_after_the_cut(
+        surge: list[dict[str, Any]]) -> None:
+    """The fleet's e2e p99 climbs past the SLO as queues build, and falls back under it as they drain."""
+    slo_s = Thresholds().e2e_p99_slo_s
+    assert surge[0]["e2e_p99_s"] is None  # one second in: no window yet, not 0 s
+    calm = window(surge, 2, 8)
+    assert all(r["e2e_p99_s"] is not None and r["e2e_p99_s"] < 0.6 * slo_s and r["queue"] == 0 for r in calm)
+    before = window(surge, CUT_AT - 10, CUT_AT - 1)
+    assert all(r["e2e_p99_s"] > slo_s and r["queue"] > 1000 for r in before)
+    late = window(surge, CUT_AT + 35, CUT_AT + 55)
+    assert all(r["e2e_p99_s"] < slo_s and r["queue"] == 0 for r in late)
+    # the p99 follows the queue down: after the cut it never climbs back over the SLO once under it
+    after = [r["e2e_p99_s"] for r in window(surge, CUT_AT, 100)]
+    first_under = next(i for i, p in enumerate(after) if p < slo_s)
+    assert all(p < slo_s for p in after[first_under:])
 
 
 def test_surge_builds_in_twenty_seconds_and_the_fleet_is_hot_by_thirty(surge: list[dict[str, Any]]) -> None:
@@ -171,9 +189,10 @@ def test_sigterm_mid_run_stops_the_server_and_the_nodes() -> None:
     try:
         assert proc.stdout is not None and proc.stderr is not None
         joined = proc.stderr.readline()
-        nodes_file = Path(joined.rsplit("@", 1)[1].strip())
-        node_ports = [int(u.rsplit(":", 1)[1].split("/")[0]) for u in nodes_file.read_text().split()]
-        assert len(node_ports) == 16
+        # the nodes' dcgm pages and their inference servers' pages (--nodes @FILE, --servers @FILE)
+        files = [Path(part.split()[0]) for part in joined.split("@")[1:]]
+        node_ports = [int(u.rsplit(":", 1)[1].split("/")[0]) for f in files for u in f.read_text().split()]
+        assert len(files) == 2 and len(node_ports) == 32
         json.loads(proc.stdout.readline())  # it runs
         assert port_open(port) and all(port_open(p) for p in node_ports)
         proc.send_signal(signal.SIGTERM)
@@ -185,7 +204,7 @@ def test_sigterm_mid_run_stops_the_server_and_the_nodes() -> None:
     assert not port_open(port)
     assert not any(port_open(p) for p in node_ports)
     assert _valkey_pids(port) == []
-    assert not nodes_file.exists()
+    assert not any(f.exists() for f in files)
 
 
 @pytest.mark.parametrize(

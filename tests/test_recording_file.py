@@ -139,7 +139,8 @@ def test_json_gives_one_document_per_second_or_every_s_with_snapshot_keys(tmp_pa
     record(path, 30)
     every_s = [json.loads(x) for x in replay(str(path), "--json").stdout.splitlines()]
     assert len(every_s) == 30
-    assert {tuple(d) for d in every_s} == {("taken_at", "host", "errors", "nodes", "gpus", "tiers", "redis")}
+    assert {tuple(d) for d in every_s} == {
+        ("taken_at", "host", "errors", "nodes", "gpus", "tiers", "redis", "unknown_tiers", "serving")}
     assert {json.dumps(d["redis"]) for d in every_s} == {'{"status": "ok", "error": null}'}  # as snapshot --json
     tens = [json.loads(x) for x in replay(str(path), "--json", "--every", "10").stdout.splitlines()]
     assert [d["taken_at"] for d in tens] == [every_s[0]["taken_at"], every_s[10]["taken_at"], every_s[20]["taken_at"]]

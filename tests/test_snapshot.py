@@ -56,7 +56,7 @@ async def test_snapshot_document_with_every_source(valkey: ValkeyProcess, redis_
                                   prometheus=None, local=True, nvml=nv)
     finally:
         await node.stop()
-    assert set(doc) == {"taken_at", "host", "errors", "nodes", "gpus", "tiers", "redis", "unknown_tiers"}
+    assert set(doc) == {"taken_at", "host", "errors", "nodes", "gpus", "tiers", "redis", "unknown_tiers", "serving"}
     assert doc["unknown_tiers"] == []
     assert doc["taken_at"].endswith("Z") and doc["errors"] == {}
     assert doc["host"]["hostname"] and doc["host"]["mem_total_mib"] > 0
@@ -94,7 +94,8 @@ async def test_no_local_and_failing_sources_are_reported_not_fatal() -> None:
     doc = await take_snapshot(redis_url=f"redis://:hunter2@127.0.0.1:{port}/0", prefix="surgewatch:", nodes=[],
                               prometheus=f"http://127.0.0.1:{free_port()}", local=False)
     assert doc["host"] is None and doc["gpus"] == [] and doc["tiers"] == []
-    assert set(doc["errors"]) == {"traffic", "prometheus"}
+    # the dead Prometheus is also where the inference servers' figures come from: both name it
+    assert set(doc["errors"]) == {"traffic", "prometheus", "serving"} and doc["serving"] is None
     assert "hunter2" not in json.dumps(doc)
 
 

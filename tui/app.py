@@ -88,6 +88,9 @@ class SurgewatchApp(NoColorTheme, App[int]):
         # the Redis link, the store, the operator and read-only: the one thing that writes
         self.session = Session(settings, actor=actor, read_only=self.read_only)
         self.requests = OperatorRequests(self)  # the operator's requests, through the session
+        # the Service panel is laid out when inference servers are watched (or were, in a recording)
+        self.serving_shown = bool(settings.servers or settings.prometheus) or (
+            replay is not None and f"reading:{Source.SERVING}" in replay.rec.stream_names())
         self._masters: list[str] = []  # what the header names (a failover moves them)
         self._primaries = 0
         self.sub_title = subtitle if subtitle is not None else self._default_subtitle()
@@ -191,13 +194,13 @@ class SurgewatchApp(NoColorTheme, App[int]):
         else:
             self.overview.show((source,))
 
-    on_gpus_sampled = on_host_sampled = on_fleet_sampled = on_traffic_sampled = _sampled
+    on_gpus_sampled = on_host_sampled = on_fleet_sampled = on_traffic_sampled = on_serving_sampled = _sampled
 
     def _tick(self) -> None:
         # ages grow without new readings: re-evaluate staleness and the banner's countdown
         if self.state.refresh_ages():
             self._dirty.add(Source.GPUS)
-        self._dirty.update((Source.HOST, Source.TRAFFIC))
+        self._dirty.update((Source.HOST, Source.TRAFFIC, Source.SERVING))
         dirty, self._dirty = self._dirty, set()
         self.overview.show(tuple(dirty))
 

@@ -9,6 +9,7 @@ from textual.message import Message
 
 from collectors.runner import Reading, SourceError
 from collectors.samples import FleetSample, GpusSample, HostSample, Source, TrafficSample
+from collectors.serving_samples import ServingSample
 from quotas.model import Quota
 
 if TYPE_CHECKING:
@@ -59,7 +60,17 @@ class TrafficSampled(_Sampled):
     reading: Reading[TrafficSample]
 
 
-SAMPLED: dict[Source, type[_Sampled]] = {m.source: m for m in (GpusSampled, HostSampled, FleetSampled, TrafficSampled)}
+@dataclass(eq=False)
+class ServingSampled(_Sampled):
+    """Inference servers' queues, latency and errors (scrape or Prometheus API)."""
+
+    source = Source.SERVING
+    reading: Reading[ServingSample]
+
+
+SAMPLED: dict[Source, type[_Sampled]] = {
+    m.source: m for m in (GpusSampled, HostSampled, FleetSampled, TrafficSampled, ServingSampled)
+}
 
 
 @dataclass(eq=False)

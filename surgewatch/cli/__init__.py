@@ -26,6 +26,10 @@ _GLOBAL_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
         action="store_true", help="the Redis URL names a Redis Cluster: use the cluster client without detecting it",
     )),
     (("--nodes",), dict(metavar="URLS|@FILE", help="comma-separated /metrics URLs, or @FILE with one URL a line")),
+    (("--servers",), dict(
+        metavar="URLS|@FILE",
+        help="inference servers' /metrics (vLLM, NIM, SGLang, TGI, Triton): comma-separated URLs, or @FILE",
+    )),
     (("--prometheus",), dict(
         metavar="URL", help="read the fleet from a Prometheus server's HTTP API instead of scraping",
     )),
@@ -93,6 +97,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         redis=args.redis,
         nodes=getattr(args, "nodes", None),
         prometheus=getattr(args, "prometheus", None),
+        servers=getattr(args, "servers", None),
         interval=args.interval,
         prometheus_lookback=getattr(args, "prometheus_lookback", None),
         read_only=args.read_only,

@@ -1,7 +1,7 @@
 """`surgewatch agent` and `surgewatch snapshot`.
 
 Handlers take `(args, settings)` with the resolved `surgewatch.settings.Settings`. The snapshot's own
-`--nodes/--redis/--prometheus` default to SUPPRESS and
+`--nodes/--servers/--redis/--prometheus` default to SUPPRESS and
 so never clobber the global options; when given after the subcommand they win.
 Exit codes: 0 ran (failing sources are reported in the output), 1 agent could not serve, 2 bad input.
 """
@@ -15,7 +15,7 @@ import sys
 from urllib.parse import urlsplit
 
 from collectors.nodes import NodeListError, parse_nodes, redact_url
-from surgewatch.settings import Settings
+from surgewatch.settings import SERVER_EXAMPLE, Settings
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -44,6 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=argparse.SUPPRESS,
         metavar="URLS|@FILE",
         help="comma-separated /metrics URLs, or @FILE with one URL a line",
+    )
+    s.add_argument(
+        "--servers",
+        default=argparse.SUPPRESS,
+        metavar="URLS|@FILE",
+        help="inference servers' /metrics URLs (vLLM, NIM, SGLang, TGI, Triton), or @FILE with one URL a line",
     )
     s.add_argument("--redis", default=argparse.SUPPRESS, metavar="URL", help="Redis URL for per-tier traffic")
     s.add_argument("--prometheus", default=argparse.SUPPRESS, metavar="URL", help="Prometheus server to query")
@@ -81,6 +87,10 @@ def snapshot_command(args: argparse.Namespace, settings: Settings) -> int:
     try:
         raw_nodes = getattr(args, "nodes", None)
         nodes = parse_nodes(raw_nodes if raw_nodes is not None else list(settings.nodes))
+        raw_servers = getattr(args, "servers", None)
+        # checked here (exit 2 on a bad entry), read into the snapshot's `serving` key
+        servers = parse_nodes(raw_servers if raw_servers is not None else list(settings.servers), "server",
+                              SERVER_EXAMPLE)
         redis_url = getattr(args, "redis", None) or settings.redis_url
         prometheus = getattr(args, "prometheus", None) or settings.prometheus
         if redis_url:
@@ -104,6 +114,7 @@ def snapshot_command(args: argparse.Namespace, settings: Settings) -> int:
             local=not args.no_local,
             prometheus_lookback_s=settings.prometheus_lookback_s,
             redis_cluster=settings.redis_cluster,
+            servers=servers,
         )
     )
     if args.json:

@@ -12,6 +12,7 @@ import argparse
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -134,9 +135,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
-def demo_settings(settings: Settings, redis_url: str, node_urls: list[str]) -> Settings:
-    """The console's settings for the demo world: its Redis and its nodes, scraped every second."""
-    return replace(settings, redis_url=redis_url, nodes=tuple(node_urls), node_interval_s=DEMO_NODE_INTERVAL_S)
+def demo_settings(settings: Settings, redis_url: str, node_urls: list[str],
+                  server_urls: Sequence[str] = ()) -> Settings:
+    """The console's settings for the demo world: its Redis, its nodes and their inference servers, scraped
+    every second."""
+    return replace(settings, redis_url=redis_url, nodes=tuple(node_urls), servers=tuple(server_urls),
+                   node_interval_s=DEMO_NODE_INTERVAL_S)
 
 
 def demo_subtitle(world: WorldThread) -> str:
@@ -144,15 +148,16 @@ def demo_subtitle(world: WorldThread) -> str:
     nodes' file: a console given only the Redis URL would show no fleet)."""
     from sim.runner import join_command
 
-    return (f"demo · Redis {world.redis_url} · join: {join_command(world.redis_url, world.nodes_file)} · "
-            "cut: quota set free 3/1d")
+    join = join_command(world.redis_url, world.nodes_file, world.servers_file)
+    return f"demo · Redis {world.redis_url} · join: {join} · cut: quota set free 3/1d"
 
 
 def demo_app(world: WorldThread, settings: Settings, recorder: Any = None) -> App[int]:
     """The console on a started world: the one app factory, pointed at the world's Redis and nodes."""
     from tui.app import create_app
 
-    app = create_app(demo_settings(settings, world.redis_url, world.node_urls), subtitle=demo_subtitle(world),
+    app = create_app(demo_settings(settings, world.redis_url, world.node_urls, world.server_urls),
+                     subtitle=demo_subtitle(world),
                      recorder=recorder)
     # Textual only hints at q on Ctrl+C; the demo promises that Ctrl+C ends it (an Input still copies with it)
     app.action_help_quit = app.action_quit  # type: ignore[method-assign,assignment]  # sync slot, async action: Textual awaits either
@@ -216,8 +221,9 @@ def record_headless(
     try:
         world.start()
         print(f"surgewatch demo: recording into {record}; join with: "
-              f"{join_command(world.redis_url, world.nodes_file)}", file=sys.stderr, flush=True)
-        asyncio.run(record_world(demo_settings(settings, world.redis_url, world.node_urls), recorder, stop=over))
+              f"{join_command(world.redis_url, world.nodes_file, world.servers_file)}", file=sys.stderr, flush=True)
+        asyncio.run(record_world(demo_settings(settings, world.redis_url, world.node_urls, world.server_urls),
+                                 recorder, stop=over))
     finally:
         world.stop()
         recorder.close()

@@ -31,6 +31,7 @@ from collectors.samples import (
     TierTraffic,
     TrafficSample,
 )
+from collectors.serving_samples import ServingSample
 from quotas.model import Quota
 from quotas.store import AuditEntry
 
@@ -39,7 +40,7 @@ CODEC_VERSION = 1
 
 ROOTS: tuple[type, ...] = (
     GpuSample, GpusSample, HostSample, NodeSample, FleetSample, TierTraffic, TrafficSample,
-    Quota, SourceError, AuditEntry, Reading,
+    Quota, SourceError, AuditEntry, Reading, ServingSample,
 )
 
 Convert = Callable[[Any], Any] | None  # None: the JSON value is already the value (str, int, float, bool, None)

@@ -15,7 +15,8 @@ from quotas.errors import redact
 from quotas.model import format_duration, iso
 from surgewatch.recording.format import RecordingError
 from surgewatch.recording.reader import Recording, State
-from surgewatch.snapshot import gpu_json, host_json, redis_json, tiers_json
+from surgewatch.serving_json import serving_json
+from surgewatch.snapshot import gpu_json, host_json, redis_json, tiers_json, unknown_tiers_json
 
 _REL_RE = re.compile(r"^([+-])((?:[0-9]{1,6}[smhd])+)$")
 _PART_RE = re.compile(r"([0-9]+)([smhd])")
@@ -69,8 +70,12 @@ def document(at: float, readings: Mapping[Source, Reading[Any]]) -> dict[str, An
         # a failed poll names why Redis gave no state, as snapshot does; else the server's named state
         traffic = t.sample if isinstance(t.sample, TrafficSample) and t.error is None else None
         redis = redis_json(traffic, errors.get("traffic"), t.error.kind if t.error else None)
+    serving = readings.get(Source.SERVING)  # inference servers (surgewatch.serving_json): null when not watched
+    if serving is not None and serving.error:
+        errors["serving"] = redact(serving.error.message)
     return {"taken_at": iso(at), "host": host, "errors": errors, "nodes": nodes, "gpus": gpus, "tiers": tiers,
-            "redis": redis}
+            "redis": redis, "unknown_tiers": unknown_tiers_json(t.sample if t is not None else None),
+            "serving": serving_json(serving.sample if serving is not None else None)}
 
 
 def parse_duration_s(text: str) -> int:

@@ -33,7 +33,8 @@ from typing import Any
 FORMAT = "surgewatch-recording"
 FORMAT_VERSION = 1
 KEYFRAME_S = 60.0  # a delta's keyframe is never older than this: bounds seek work and what --keep must keep
-TOP_STREAMS = ("reading:gpus", "reading:host", "reading:fleet", "reading:traffic", "quotas", "subscription")
+TOP_STREAMS = ("reading:gpus", "reading:host", "reading:fleet", "reading:traffic", "reading:serving", "quotas",
+               "subscription")
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 AUDIT_TABLE_SQL = """CREATE TABLE IF NOT EXISTS audit (

@@ -24,13 +24,14 @@ from collectors.samples import (
     TierTraffic,
     TrafficSample,
 )
+from collectors.serving_samples import ServingSample
 from quotas.model import Quota
 from quotas.store import AuditEntry
 from surgewatch.recording.codec import CodecError, Decoder
 from surgewatch.recording.format import TOP_STREAMS, RecordingError, decompress, open_for_reading
 from surgewatch.recording.verify import check_file, wal_damage
 
-SAMPLE_CLASS: dict[Source, type] = {Source.GPUS: GpusSample, Source.HOST: HostSample}
+SAMPLE_CLASS: dict[Source, type] = {Source.GPUS: GpusSample, Source.HOST: HostSample, Source.SERVING: ServingSample}
 CACHE_ROWS = 8192  # decoded pages/tiers kept: an unchanged page is the same objects on every step (identity)
 
 

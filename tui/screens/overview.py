@@ -14,6 +14,7 @@ from textual.screen import Screen
 from textual.widgets import Header, Input, Static, TabbedContent, TabPane
 
 from collectors.samples import Source
+from surgewatch.service import empty_text
 from surgewatch.state import ConsoleState
 from tui.widgets.events_log import EventLog, IncidentBar
 from tui.widgets.fit_footer import FitFooter
@@ -21,6 +22,7 @@ from tui.widgets.gpu_table import GpuTable
 from tui.widgets.guard_panel import GuardPanel
 from tui.widgets.heatmap import HeatLegend, HeatMap
 from tui.widgets.kpis import KpiStrip, WallKpis
+from tui.widgets.service import ServicePanel
 from tui.widgets.status import Banner, HostLine, host_groups
 from tui.widgets.summary import Summary, SummaryData
 from tui.widgets.tiers import TierOrder, TierPanel
@@ -30,7 +32,8 @@ COMPACT_WIDTH = 120  # below this (or COMPACT_HEIGHT) panels become tabs
 COMPACT_HEIGHT = 34
 PANELS = ("gpus", "heat", "tiers", "events")
 NO_REDIS_SHORT = "No Redis configured: GPUs and host only; --redis URL shows tiers, quotas."
-PANEL_NAMES = {"summary": "Overview", "gpus": "GPUs", "heat": "Heat map", "tiers": "Tiers", "events": "Events"}
+PANEL_NAMES = {"summary": "Overview", "gpus": "GPUs", "heat": "Heat map", "tiers": "Tiers", "events": "Events",
+               "service": "Service"}
 
 
 class OverviewScreen(Screen[None]):
@@ -60,6 +63,7 @@ class OverviewScreen(Screen[None]):
     OverviewScreen.-compact Tabs Underline { display: none; }
     OverviewScreen.-compact Tab.-active { text-style: bold reverse; }
     OverviewScreen #event-box { height: 1fr; }
+    OverviewScreen #service-panel { height: auto; max-height: 12; }
     """
 
     BINDINGS = [
@@ -105,7 +109,7 @@ class OverviewScreen(Screen[None]):
         yield Header()
         yield Banner(id="banner")
         if self.wall:
-            yield WallKpis(th, id="kpis")
+            yield WallKpis(th, id="kpis", serving=self.serving_shown)
             yield WallTiers(th, self.tier_order, id="wall-tiers")
             yield CycleLine("", id="cycle")
         else:
@@ -123,6 +127,9 @@ class OverviewScreen(Screen[None]):
                     yield from self._heat_panel()
                 with TabPane("Tiers", id="tab-tiers"):
                     yield TierPanel(th, self.state.clock, self.tier_order, id="tiers")
+                if "service" in self.panels:
+                    with TabPane("Service", id="tab-service"):
+                        yield ServicePanel(id="service")
                 with TabPane("Events", id="tab-events"):
                     yield from self._event_panel()
         else:
@@ -138,6 +145,10 @@ class OverviewScreen(Screen[None]):
                     with Vertical(id="tier-panel", classes="panel") as p:
                         p.border_title = "Tiers (15 min)"
                         yield TierPanel(th, self.state.clock, self.tier_order, id="tiers")
+                    if self.serving_shown:
+                        with Vertical(id="service-panel", classes="panel") as p:
+                            p.border_title = "Service (inference servers, last minute)"
+                            yield ServicePanel(id="service")
                     with Vertical(id="event-panel", classes="panel") as p:
                         p.border_title = "Events"
                         yield from self._event_panel()
@@ -146,7 +157,13 @@ class OverviewScreen(Screen[None]):
     @property
     def panels(self) -> tuple[str, ...]:
         """The tabs, in order: an overview tab first at small sizes (not on a wall, which shows its KPIs)."""
-        return PANELS if self.wall or not self.compact else ("summary", *PANELS)
+        panels = PANELS if not self.serving_shown else (*PANELS[:3], "service", *PANELS[3:])
+        return panels if self.wall or not self.compact else ("summary", *panels)
+
+    @property
+    def serving_shown(self) -> bool:
+        """Inference servers are watched: the Service panel (and the wall's serving figures) are laid out."""
+        return bool(getattr(self.app, "serving_shown", False))
 
     def _event_panel(self) -> ComposeResult:
         with Vertical(id="event-box"):
@@ -249,6 +266,9 @@ class OverviewScreen(Screen[None]):
                        note=st.banner()[1] if not st.redis_configured else "")
             for wall_tiers in self.query(WallTiers):
                 wall_tiers.show(dict(st.quotas), st.traffic, stale)
+        if Source.SERVING in sources:
+            for service in self.query(ServicePanel):
+                service.show(st.service_rows(), empty_text(st.serving))
         self._show_summary()
         self._show_cycle()
 

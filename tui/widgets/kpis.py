@@ -10,6 +10,7 @@ from textual.widget import Widget
 from textual.widgets import Digits, Label, Static
 
 from surgewatch.kpis import Kpis, format_age
+from surgewatch.service import seconds_text
 from surgewatch.thresholds import BAD, DIM, OK, WARN, Thresholds
 from tui.widgets.wall import WallDigits
 
@@ -62,10 +63,22 @@ def kpi_groups(k: Kpis, th: Thresholds) -> list[Text]:
     g = group()
     age_style = WARN if k.oldest_age_s is not None and k.oldest_age_s > th.stale_after_s else DIM
     add(g, "oldest data", format_age(k.oldest_age_s) if k.oldest_age_s is not None else "n/a", age_style)
+    if k.e2e_p99_worst_s is not None or k.serving_note:  # inference servers watched (surgewatch.kpis.serving_kpis)
+        g = group()
+        add(g, "e2e p99", _e2e(k), DIM if k.e2e_p99_worst_s is None else
+            BAD if k.e2e_p99_worst_s > th.e2e_p99_slo_s else OK)
+        add(g, "queue", _num(k.serving_queue, "{:,.0f}"))
     return groups
 
 
-PACK_ORDER = (0, 2, 1, 3)  # when the strip needs two lines: the GPUs and the traffic first
+def _e2e(k: Kpis) -> str:
+    """`14.2s img-gen`: the worst model's e2e p99 and its name, or why there is none."""
+    if k.e2e_p99_worst_s is None:
+        return k.serving_note or "n/a"
+    return f"{seconds_text(k.e2e_p99_worst_s)} {k.e2e_model[:24]}"
+
+
+PACK_ORDER = (0, 2, 4, 1, 3)  # when the strip needs two lines: the GPUs, the traffic, the service first
 SEP = " │ "
 
 
@@ -77,7 +90,7 @@ def kpi_text(k: Kpis, th: Thresholds, width: int | None = None) -> Text:
     if width is None or one.cell_len <= width:
         return one
     lines: list[list[Text]] = []
-    for i in PACK_ORDER:
+    for i in (i for i in PACK_ORDER if i < len(groups)):
         g = groups[i]
         for line in lines:
             if sum(x.cell_len for x in line) + len(SEP) * len(line) + g.cell_len <= width:
@@ -142,12 +155,15 @@ class WallKpis(Widget):
 
     FIELDS = (("ok-gpus", "GPUs OK / TOTAL"), ("temp", "MAX TEMP °C"), ("rps", "REQUESTS/S"), ("reject", "REJECTED %"))
 
-    def __init__(self, thresholds: Thresholds, **kwargs: object) -> None:
+    SERVING_FIELDS = (("e2e", "WORST E2E P99 S"), ("queue", "QUEUED REQUESTS"))
+
+    def __init__(self, thresholds: Thresholds, *, serving: bool = False, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]  # Textual's widget options, passed through as given
         self.thresholds = thresholds
+        self.fields = self.FIELDS + (self.SERVING_FIELDS if serving else ())  # inference servers watched
 
     def compose(self) -> ComposeResult:
-        for key, label in self.FIELDS:
+        for key, label in self.fields:
             with Vertical():
                 yield Label(label)
                 yield WallDigits("-", id=f"wall-{key}")  # "88/128" with a slash, never what reads as a comma
@@ -161,8 +177,13 @@ class WallKpis(Widget):
             "temp": (_num(k.temp_max_c), k.temp_max_c is not None and k.temp_max_c >= th.temp_hot_c),
             "rps": (_num(k.rps), False),
             "reject": (_num(k.reject_pct, "{:.1f}"), k.reject_pct is not None and k.reject_pct >= th.reject_spike_pct),
+            "e2e": ("-" if k.e2e_p99_worst_s is None else _num(k.e2e_p99_worst_s, "{:.1f}"),
+                    k.e2e_p99_worst_s is None or k.e2e_p99_worst_s > th.e2e_p99_slo_s),
+            "queue": (_num(k.serving_queue), False),
         }
         for key, (text, bad) in values.items():
+            if key not in dict(self.fields):
+                continue
             d = self.query_one(f"#wall-{key}", Digits)
             d.update(text)
             d.set_class(bad, "bad")

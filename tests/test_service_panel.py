@@ -1,0 +1,71 @@
+"""The Service panel and the KPI strip's serving figures, fed by real loopback inference servers."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from surgewatch.settings import Settings
+from tests.conftest import FIXTURES
+from tests.test_serving_collector import vllm_page
+from tui.app import create_app
+from tui.testing import MetricsNode, screen_text, wait_until
+
+VLLM = (FIXTURES / "vllm-datadog.prom").read_text()
+DCGM = (FIXTURES / "dcgm-exporter-L4.prom").read_text()  # a real exporter's page, but no inference server's
+
+
+def slow_model() -> Callable[[], str]:
+    """A vLLM server whose every new request takes more than 10 s end to end (the +Inf bucket: p99 is the
+    highest finite bound, 10 s, over the tests' 8 s SLO) with 40 requests waiting and its KV cache 93 % full."""
+    n = itertools.count()
+
+    def page() -> str:
+        k = next(n) * 20  # 20 more requests per scrape
+        return vllm_page(model="img", stop=k, waiting=40, running=8, kv=0.93,
+                         e2e=(0, 0, 0, 0, k), ttft=(0, k, k, k), queue=(0, k))
+    return page
+
+
+def console(servers: list[str], size: tuple[int, int]) -> Any:
+    settings = Settings(servers=tuple(servers), node_interval_s=0.25, interval_s=0.25,
+                        thresholds={"e2e_p99_slo_s": 8.0})
+    return create_app(settings, sources=["serving"], subscribe=False, tick_s=None), size
+
+
+async def test_the_service_panel_names_each_models_state_at_200x60() -> None:
+    """A model over its SLO in red with its queue and KV use, a real vLLM capture, a GPU exporter and a
+    server that is down each get a row that says what they are, never a zero."""
+    with MetricsNode(slow_model()) as slow, MetricsNode(VLLM) as real, MetricsNode(DCGM) as gpu_node, \
+            MetricsNode("") as gone:
+        gone.stop()
+        app, size = console([slow.url, real.url, gpu_node.url, gone.url], (200, 60))
+        async with app.run_test(size=size) as pilot:
+            await wait_until(pilot, lambda: "10.0s" in screen_text(app) or "10s img" in screen_text(app),
+                             timeout=15, what="the slow model's e2e p99")
+            text = screen_text(app)
+            assert "Service" in text
+            row = next(ln for ln in text.splitlines() if " img " in ln and "1/1" in ln)
+            assert "40" in row and "93" in row  # the queue and the KV %
+            assert "not an inference server" in text
+            assert "facebook/opt-125m" in text  # the real capture's model
+            assert "down: " in text
+            assert "no requests" in text  # the capture is served unchanged: no request in the window
+            assert "e2e p99 10s img" in text or "e2e p99 10.0s img" in text  # the KPI strip's worst model
+            rows = {r.key: r for r in app.state.service_rows()}
+            assert rows["img"].breach
+
+
+async def test_the_service_tab_and_the_kpi_strip_at_80x24() -> None:
+    """At 80x24 the KPI strip carries the worst e2e p99 and the queue; the Service tab holds the panel."""
+    with MetricsNode(slow_model()) as slow:
+        app, size = console([slow.url], (80, 24))
+        async with app.run_test(size=size) as pilot:
+            await wait_until(pilot, lambda: "e2e p99 10" in screen_text(app), timeout=15,
+                             what="the KPI strip's e2e p99")
+            text = screen_text(app)
+            assert "queue 40" in text
+            assert all(len(line) <= 80 for line in text.splitlines())
+            app.overview.query_one("#tabs").active = "tab-service"
+            await wait_until(pilot, lambda: " img " in screen_text(app), timeout=5, what="the Service tab")
