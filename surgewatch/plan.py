@@ -4,7 +4,7 @@ optional part never stops the rest. Textual-free: a front end maps each source t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,13 +136,29 @@ def plan(settings: Settings, client: Any | None, overrides: dict[Source, Factory
     def spec(source: Source, make: Factory, timeout_s: float, backoff_max_s: float = 30.0) -> SourceSpec:
         return SourceSpec(source, overrides.get(source, make), iv, timeout_s, backoff_max_s)
 
-    specs = [spec(Source.GPUS, gpu, max(2.0, iv)), spec(Source.HOST, host, max(2.0, iv))] if local else []
-    if settings.nodes or settings.prometheus or Source.FLEET in overrides:
-        # nodes are scraped no faster than node_interval_s by the collector itself; polling it at the
-        # console's rate just picks up whichever nodes answered
-        specs.append(spec(Source.FLEET, fleet, 3.0))
-    if settings.servers or settings.prometheus or Source.SERVING in overrides:
-        specs.append(spec(Source.SERVING, serving, 3.0))
-    if client is not None or Source.TRAFFIC in overrides:
-        specs.append(spec(Source.TRAFFIC, traffic, 2.5, 8.0))
-    return specs
+    # nodes are scraped no faster than node_interval_s by the collector itself; polling the fleet at the
+    # console's rate just picks up whichever nodes answered
+    made = {Source.GPUS: spec(Source.GPUS, gpu, max(2.0, iv)), Source.HOST: spec(Source.HOST, host, max(2.0, iv)),
+            Source.FLEET: spec(Source.FLEET, fleet, 3.0), Source.SERVING: spec(Source.SERVING, serving, 3.0),
+            Source.TRAFFIC: spec(Source.TRAFFIC, traffic, 2.5, 8.0)}
+    run = set(sources_for(local=local, nodes=settings.nodes, prometheus=settings.prometheus,
+                          servers=settings.servers, redis=client is not None)) | set(overrides)
+    return [made[s] for s in made if s in run and (local or s not in LOCAL)]
+
+
+LOCAL = (Source.GPUS, Source.HOST)
+
+
+def sources_for(*, local: bool, nodes: Sequence[str], prometheus: str | None, servers: Sequence[str],
+                redis: bool) -> list[Source]:
+    """Which sources run: this machine's GPUs and host (unless left out), the fleet (read from Prometheus when
+    it is given, instead of scraping `--nodes`), the inference servers (`--servers`, or through Prometheus),
+    per-tier traffic (a Redis). The one rule of the console, `record`, `guard`, `serve` and `snapshot`."""
+    out = list(LOCAL) if local else []
+    if nodes or prometheus:
+        out.append(Source.FLEET)
+    if servers or prometheus:
+        out.append(Source.SERVING)
+    if redis:
+        out.append(Source.TRAFFIC)
+    return out

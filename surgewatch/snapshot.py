@@ -16,9 +16,10 @@ from typing import Any
 
 from collectors.nodes import redact_url
 from collectors.runner import classify, describe_error
-from collectors.samples import FleetSample, GpuSample, GpusSample, HostSample, NodeSample, TrafficSample
+from collectors.samples import FleetSample, GpuSample, GpusSample, HostSample, NodeSample, Source, TrafficSample
 from quotas.errors import ErrorKind, redact
 from quotas.model import iso, quota_size, quota_text, sorted_tiers
+from surgewatch.plan import sources_for
 from surgewatch.serving_json import serving_json, serving_text
 
 GPU_KEYS = (
@@ -229,19 +230,24 @@ async def take_snapshot(
     errors: dict[str, str] = {}
     kinds: dict[str, ErrorKind] = {}
     jobs: dict[str, Awaitable[Any]] = {}
-    if local:
-        jobs["gpu"] = _local_gpus(nvml)
-        jobs["host"] = _host()
-    if nodes:
-        jobs["fleet"] = _scrape(nodes)
-    if prometheus:
-        jobs["prometheus"] = _prometheus(prometheus, prometheus_lookback_s)
-    if redis_url:
-        jobs["traffic"] = _traffic(redis_url, prefix, redis_cluster)
-    if servers or prometheus:
-        from surgewatch.serving_json import read_once
+    # the console's plan of sources (surgewatch.plan), each taken once; the fleet's errors are named by how it
+    # was read ("prometheus" or "fleet")
+    for source in sources_for(local=local, nodes=nodes, prometheus=prometheus, servers=servers,
+                              redis=bool(redis_url)):
+        if source == Source.GPUS:
+            jobs["gpu"] = _local_gpus(nvml)
+        elif source == Source.HOST:
+            jobs["host"] = _host()
+        elif source == Source.FLEET and prometheus:
+            jobs["prometheus"] = _prometheus(prometheus, prometheus_lookback_s)
+        elif source == Source.FLEET:
+            jobs["fleet"] = _scrape(nodes)
+        elif source == Source.TRAFFIC and redis_url:
+            jobs["traffic"] = _traffic(redis_url, prefix, redis_cluster)
+        elif source == Source.SERVING:
+            from surgewatch.serving_json import read_once
 
-        jobs["serving"] = read_once(servers, prometheus, SOURCE_TIMEOUT_S / 4)
+            jobs["serving"] = read_once(servers, prometheus, SOURCE_TIMEOUT_S / 4)
     started = time.time()
     gathered = await asyncio.gather(*(_guarded(k, v, errors, kinds) for k, v in jobs.items()))
     results = dict(zip(jobs, gathered, strict=True))

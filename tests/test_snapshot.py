@@ -154,3 +154,12 @@ async def test_a_node_list_naming_no_node_exits_2(tmp_path: Path) -> None:
                  ("--nodes", f"@{comments}", "snapshot", "--no-local")):
         code, out, err = await _cli(*argv)
         assert code == 2 and "names no node" in err and out == "", argv
+
+
+async def test_snapshot_reads_the_fleet_as_the_console_plans_it() -> None:
+    """Given --nodes and --prometheus, snapshot reads the fleet from Prometheus only, as the console does."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    doc = await take_snapshot(redis_url=None, prefix="surgewatch:", nodes=[f"{dead}/metrics"], prometheus=dead,
+                              local=False)
+    assert "prometheus" in doc["errors"] and "fleet" not in doc["errors"]
+    assert doc["nodes"] == []
