@@ -1,0 +1,169 @@
+"""Benchmark: the console's CPU with inference servers watched, beside the same console without them.
+
+    .venv/bin/python bench/console_serving.py [--seconds 40] [--warmup 15] [--nodes 16] [--gpus 8] [--replicas 128]
+
+Issue 25's target: the console with 128 GPUs and 128 inference-server replicas at most 1.2x the CPU of the
+same console without servers, measured in the same run. What runs (all on 127.0.0.1):
+- a Valkey seeded with the default tiers, NODES loopback dcgm-exporter nodes of GPUS GPUs (the real L4 capture,
+  values moving every 30 s: bench/console.py's node servers);
+- REPLICAS loopback inference servers serving the real vLLM page (../shared/fixtures/vllm-datadog.prom) whose
+  counters and histogram buckets advance on every scrape, as a live server's do (so every scrape is parsed and
+  its quantiles computed, never skipped as an identical page);
+- `surgewatch --redis URL --nodes @FILE --interval 1` in tmux 200x60, then the same with `--servers @FILE`:
+  CPU (% of one core) and RSS over SECONDS after WARMUP each.
+A run whose console did not show the fleet (or the Service panel) is not measured and exits 1; a measured run
+exits 0 and says whether the target was met or MISSED.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.console import CAPTURE, PY, measure_in_tmux  # noqa: E402
+
+VLLM = ROOT.parent / "shared" / "fixtures" / "vllm-datadog.prom"
+TARGET = 1.2
+
+
+def advancing_page(page: str, replica: int) -> Callable[[], str]:
+    """The page as a live server serves it: every counter, bucket and count up by a few requests per scrape."""
+    served = 0
+
+    def serve() -> str:
+        nonlocal served
+        served += 1
+        step = 3 + replica % 5
+        out = []
+        for ln in page.split("\n"):
+            if not ln or ln.startswith("#"):
+                out.append(ln)
+                continue
+            name = ln.split("{", 1)[0].split(" ", 1)[0]
+            head, _, value = ln.rpartition(" ")
+            try:
+                v = float(value)
+            except ValueError:
+                out.append(ln)
+                continue
+            if name.endswith(("_bucket", "_count", "_total")):
+                v += served * step  # new requests, all in the smallest bucket: buckets stay monotonic
+            elif name.endswith("_sum"):
+                v += served * step * 0.05
+            out.append(f"{head} {v:g}")
+        return "\n".join(out)
+    return serve
+
+
+def serve_replicas(replicas: int, port_file: str) -> None:
+    from tui.testing import MetricsNode
+
+    page = VLLM.read_text()
+    servers = [MetricsNode(advancing_page(page, r)).start() for r in range(replicas)]
+    Path(port_file).write_text("\n".join(s.url for s in servers) + "\n")
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        for s in servers:
+            s.stop()
+
+
+def wait_for(file: Path, lines: int) -> bool:
+    for _ in range(300):
+        if file.exists() and len(file.read_text().split()) == lines:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=40.0)
+    ap.add_argument("--warmup", type=float, default=15.0)
+    ap.add_argument("--nodes", type=int, default=16)
+    ap.add_argument("--gpus", type=int, default=8)
+    ap.add_argument("--replicas", type=int, default=128)
+    ap.add_argument("--role", help=argparse.SUPPRESS)
+    ap.add_argument("--arg", action="append", default=[], help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.role == "replicas":
+        serve_replicas(a.replicas, a.arg[0])
+        return 0
+    if not shutil.which("tmux"):
+        print("tmux is not installed: the console is measured in a real terminal (tmux): not measured")
+        return 1
+    for f in (CAPTURE, VLLM):
+        if not f.exists():
+            print(f"{f} is missing (the shared fixtures beside the checkout): not measured")
+            return 1
+
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from quotas.store import QuotaStore
+    from sim.valkey import ValkeyProcess
+
+    tmp = Path(tempfile.mkdtemp(prefix="swbench-serving-"))
+    nodes_file, servers_file = tmp / "nodes.txt", tmp / "servers.txt"
+    helpers: list[subprocess.Popen[bytes]] = []
+    with ValkeyProcess() as vk:
+        async def seed() -> None:
+            c = aioredis.Redis.from_url(vk.url)
+            await QuotaStore(c).init()
+            await c.aclose()
+
+        asyncio.run(seed())
+        try:
+            helpers.append(subprocess.Popen([PY, str(ROOT / "bench" / "console.py"), "--nodes", str(a.nodes),
+                                             "--gpus", str(a.gpus), "--role", "nodes", "--arg", str(nodes_file),
+                                             "--arg", "30"]))
+            helpers.append(subprocess.Popen([PY, __file__, "--replicas", str(a.replicas), "--role", "replicas",
+                                             "--arg", str(servers_file)]))
+            if not (wait_for(nodes_file, a.nodes) and wait_for(servers_file, a.replicas)):
+                print("the loopback nodes or replicas did not start within 30 s: not measured")
+                return 1
+            gpus = a.nodes * a.gpus
+            print(f"setup: {a.nodes} nodes x {a.gpus} GPUs = {gpus} GPUs, {a.replicas} vLLM replicas (the real "
+                  f"page, counters advancing every scrape), 5 tiers; {a.seconds:.0f} s per measurement after "
+                  f"{a.warmup:.0f} s warm-up; 2-core VM")
+            venv_sw = ROOT / ".venv" / "bin" / "surgewatch"
+            sw = str(venv_sw) if venv_sw.exists() else "surgewatch"
+            base = f"{sw} --redis {vk.url} --nodes @{nodes_file} --interval 1"
+            cpu0, rss0, screen0 = measure_in_tmux("console", base, a.seconds, a.warmup)
+            cpu1, rss1, screen1 = measure_in_tmux("console-serving", f"{base} --servers @{servers_file}",
+                                                  a.seconds, a.warmup)
+            shown0 = f"GPUs {gpus}" in screen0
+            shown1 = f"GPUs {gpus}" in screen1 and "opt-125m" in screen1  # the model's row in the Service panel
+            print(f"console without servers: {cpu0:5.2f} % of one core, {rss0:6.1f} MB RSS (fleet shown: "
+                  f"{'yes' if shown0 else 'NO'})")
+            print(f"console with {a.replicas} replicas: {cpu1:5.2f} % of one core, {rss1:6.1f} MB RSS (fleet and "
+                  f"Service panel shown: {'yes' if shown1 else 'NO'})")
+            if not (shown0 and shown1 and cpu0 > 0 and rss0 > 0 and rss1 > 0):
+                print(f"NOT MEASURED: a console did not show what it watches; no target judged\n{screen1}")
+                return 1
+            ratio = cpu1 / cpu0
+            print(f"ratio with/without servers: {ratio:.2f}x (target <= {TARGET}x): "
+                  f"{'met' if ratio <= TARGET else 'MISSED'}")
+            return 0  # measured (met or MISSED, said above); exit 1 is for a run that measured nothing
+        finally:
+            for p in helpers:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
