@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.console import CAPTURE, PY, measure_in_tmux  # noqa: E402
+from console import CAPTURE, PY, measure_in_tmux  # noqa: E402  # this directory: run as `python bench/console_serving.py`
 
 VLLM = ROOT.parent / "shared" / "fixtures" / "vllm-datadog.prom"
 TARGET = 1.2
