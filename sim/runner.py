@@ -39,7 +39,8 @@ def join_command(redis_url: str, nodes_file: Path | None, servers_file: Path | N
     """The command a second terminal runs to see this world: its Redis and, when it serves nodes, their list
     (without --nodes that console would show the tiers and no fleet) and their inference servers' list."""
     nodes = f" --nodes @{nodes_file}" if nodes_file is not None else ""
-    return f"surgewatch --redis {redis_url}{nodes}" + (f" --servers @{servers_file}" if servers_file is not None else "")
+    servers = f" --servers @{servers_file}" if servers_file is not None else ""
+    return f"surgewatch --redis {redis_url}{nodes}{servers}"
 
 
 async def _headless(config: DemoConfig, valkey: ValkeyProcess, duration_s: int, out: IO[str], err: IO[str]) -> None:
