@@ -4,6 +4,7 @@ its overrides expire and the tiers fall back by themselves; bad policies exit 2 
 from __future__ import annotations
 
 import asyncio
+import shlex
 import signal
 import subprocess
 import sys
@@ -47,12 +48,13 @@ async def test_a_guard_killed_mid_surge_leaves_overrides_that_expire_by_themselv
     guard = None
     try:
         assert world.stderr is not None
-        joined = world.stderr.readline()  # "... join with: surgewatch --redis URL --nodes @FILE"
-        url, nodes = joined.split("--redis ")[1].split(" --nodes ")
+        # "... join with: surgewatch --redis URL --nodes @FILE --servers @FILE": the guard joins the same way
+        argv = shlex.split(world.stderr.readline().split("join with: ")[1])
+        url = argv[argv.index("--redis") + 1]
         policy = tmp_path / "policy.toml"
         policy.write_text(SHORT_POLICY)
-        guard = subprocess.Popen([*SURGEWATCH, "--redis", url, "--nodes", nodes.strip(), "guard", "--policy",
-                                  str(policy)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        guard = subprocess.Popen([*SURGEWATCH, *argv[1:], "guard", "--policy", str(policy)], cwd=ROOT,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         client = aioredis.Redis.from_url(url, socket_timeout=5)
         store = QuotaStore(client)
         try:
