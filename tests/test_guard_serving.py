@@ -14,7 +14,7 @@ from surgewatch.guard.policy import Policy, default_policy, over_default, parse_
 from surgewatch.guard.signals import observe
 from tests.test_guard_loop import ACTOR, LIMIT_POLICY, fleet, guard_entries, surge_traffic, traffic
 
-COOL = {"util": 50.0, "temp": 60.0}  # the GPUs are fine: only the users' side can ask for a step
+COOL: dict[str, Any] = {"util": 50.0, "temp": 60.0}  # the GPUs are fine: only the users' side can ask for a step
 
 
 @pytest.fixture
