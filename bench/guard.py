@@ -5,8 +5,10 @@
 Each scenario is `surgewatch demo --headless --speed 1 --no-serve-nodes` with the same seed: no action;
 `--quota-change 60:free:3/1d` (the README's manual cut); `--guard auto` (the built-in policy). For each:
 seconds with more than 10 % of GPUs throttling, the peak GPU temperature, the free tier's admitted
-requests and the paid tiers' refused requests, then the issue's three targets for the guard; beside them,
-the admitted requests (any tier) that timed out in the GPUs' queues (admitted, then never served). The same
+requests and the paid tiers' refused requests, then the issue's targets for the guard; beside them,
+the admitted requests (any tier) that timed out in the GPUs' queues (admitted, then never served), and what
+the admitted users felt: the highest e2e p99 of the fleet's inference servers (a row's `e2e_p99_s`, over 10
+simulated seconds) and the seconds it was above the SLO (10 s). The same
 runs are also read up to each of `--windows` (their first N simulated seconds): the manual cut's gain
 is all at the start (free runs at its full daily limit into a throttling fleet for 60 s) and its cost
 comes after (3/1d holds free far below what the cooled fleet carries), so a short window and the whole
@@ -28,6 +30,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PAID = ("plus", "pro", "team", "enterprise")
+SLO_S = 10.0  # the default e2e p99 SLO (surgewatch.thresholds' e2e_p99_slo_s)
 
 
 def start(seed: int, duration: int, speed: float, *extra: str, log: Path | None = None) -> subprocess.Popen[str]:
@@ -56,16 +59,19 @@ def measure(rows: list[dict[str, Any]]) -> dict[str, float]:
         "paid_refused": sum(r["tiers"][t]["rejected_rps"] for r in rows for t in PAID),
         "changes": sum(len(r["quota_changes"]) for r in rows),
         "timed_out": sum(r.get("timed_out", 0) for r in rows),
+        "e2e_p99_max_s": max((r["e2e_p99_s"] for r in rows if r.get("e2e_p99_s") is not None), default=0.0),
+        "over_slo_s": sum(1 for r in rows if (r.get("e2e_p99_s") or 0.0) > SLO_S),
     }
 
 
 def report(runs: dict[str, dict[str, float]]) -> bool:
     """Print the table and the verdicts; False when there was nothing to compare."""
     print(f"{'scenario':30} {'>10% throttling s':>18} {'peak °C':>8} {'free admitted':>14} {'paid refused':>13} "
-          f"{'changes':>8} {'timed out':>10}")
+          f"{'changes':>8} {'timed out':>10} {'e2e p99 max s':>14} {'s over SLO':>11}")
     for name, r in runs.items():
         print(f"{name:30} {r['throttling_s']:>18} {r['peak_temp_c']:>8.1f} {r['free_admitted']:>14,} "
-              f"{r['paid_refused']:>13,} {r['changes']:>8} {r['timed_out']:>10,}")
+              f"{r['paid_refused']:>13,} {r['changes']:>8} {r['timed_out']:>10,} {r['e2e_p99_max_s']:>14.1f} "
+              f"{r['over_slo_s']:>11}")
     none, cut, g = runs[NONE], runs[CUT], runs[GUARD]
     if none["throttling_s"] == 0 or cut["free_admitted"] == 0:
         # without a surge (or without free traffic) every comparison below would be met by nothing happening
@@ -79,6 +85,7 @@ def report(runs: dict[str, dict[str, float]]) -> bool:
          f"{g['paid_refused']} vs {none['paid_refused']}"),
         ("free admitted >= manual cut", g["free_admitted"] >= cut["free_admitted"],
          f"{g['free_admitted']:,} vs {cut['free_admitted']:,} ({g['free_admitted'] / cut['free_admitted']:.0%})"),
+        ("timed out <= manual cut", g["timed_out"] <= cut["timed_out"], f"{g['timed_out']:,} vs {cut['timed_out']:,}"),
     ]
     for what, ok, figures in checks:
         print(f"{'met    ' if ok else 'MISSED '} {what}: {figures}")

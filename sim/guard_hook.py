@@ -19,6 +19,7 @@ from collectors.reasons import decode_reasons
 from collectors.runner import Reading, SourceError
 from collectors.samples import FleetSample, GpuSample, GpuStatus, NodeSample, TierTraffic, TrafficSample
 from quotas.errors import ErrorKind
+from sim.serving import ServingView
 from surgewatch.guard.board import Board
 from surgewatch.guard.loop import Guard
 from surgewatch.guard.policy import GuardMode, Policy, default_policy
@@ -65,6 +66,7 @@ class SimGuard:
         self.t = 0
         self.history: deque[Tick] = deque(maxlen=RATE_WINDOW_S)
         self.down_since: dict[int, float] = {}
+        self.serving = ServingView()
         self.guard = Guard(
             world.store, policy or default_policy(), actor=guard_actor(), mode=mode,
             board=Board(world.client, world.store.keys.prefix), clock=lambda: float(self.t),
@@ -105,5 +107,7 @@ class SimGuard:
         self.history.append(tick)
         now = float(self.t)
         fleet = Reading("fleet", self._fleet(), now, None, 0, now + 1)
-        obs = observe(self.guard.policy, now=now, traffic=await self._traffic(), fleet=fleet)
+        # what users feel: the nodes' inference servers, read as the serving collector would (sim/serving.py)
+        serving = Reading("serving", self.serving.sample(self.world.fleet.nodes, now), now, None, 0, now + 1)
+        obs = observe(self.guard.policy, now=now, traffic=await self._traffic(), fleet=fleet, serving=serving)
         await self.guard.step(obs)

@@ -24,10 +24,17 @@ import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from collectors.serving_window import bucket_quantile
+from collectors.serving import model_view
+from collectors.serving_parse import ModelPage, parse_server_page
+from collectors.serving_samples import Missing, ReplicaSample, ServingSample
+from collectors.serving_window import Rates, bucket_quantile, figures, rates_between
 from sim.gpu_model import GpuSpec, GpuState
 from sim.traffic import GPU_S_PER_IMAGE
+
+if TYPE_CHECKING:
+    from sim.fleet import Node
 
 MODEL = "sdxl"  # the demo's image model
 GEN_S = 4.5  # an image's denoising at full clock, in a batch (each image costs 0.4 GPU-s of it)
@@ -164,4 +171,40 @@ class FleetLatency:
         return bucket_quantile(0.99, LATENCY_BUCKETS, delta) if len(self._seen) > 1 else None
 
 
-__all__ = ["MODEL", "FleetLatency", "NodeServing", "render_page"]
+GUARD_WINDOW_S = 20  # the demo's guard reads rates and quantiles over this many simulated seconds
+
+
+class ServingView:
+    """What the serving collector would read of the simulated nodes at simulated second `now`: each node's
+    page parsed (collectors.serving_parse), rates and quantiles between it and the page GUARD_WINDOW_S
+    older (collectors.serving_window), replicas grouped per model (collectors.serving.model_view). Used by
+    the demo's guard (sim/guard_hook.py), whose clock is simulated seconds, not the wall's."""
+
+    def __init__(self) -> None:
+        self._history: dict[int, deque[tuple[float, ModelPage]]] = {}
+
+    def sample(self, nodes: Sequence[Node], now: float) -> ServingSample:
+        view: list[tuple[ReplicaSample, dict[str, ModelPage], dict[str, Rates], bool]] = []
+        replicas = []
+        for n in nodes:
+            url = f"http://{n.hostname}:8000/metrics"
+            h = self._history.setdefault(n.index, deque())
+            if not n.up:
+                last = h[-1][0] if h else now
+                r = ReplicaSample(url, "down", "cannot connect", None, last, now, kind="vllm")
+                view.append((r, {}, {}, False))
+                replicas.append(r)
+                continue
+            (page,) = parse_server_page(render_page(n.serving)).models
+            h.append((now, page))
+            while len(h) > 2 and now - h[1][0] >= GUARD_WINDOW_S:
+                h.popleft()
+            rates = {MODEL: rates_between(h[0][1], page, now - h[0][0])} if len(h) > 1 and now > h[0][0] else {}
+            f = figures(MODEL, [page], list(rates.values()), Missing.WARMING_UP)
+            r = ReplicaSample(url, "up", None, 1.0, now, now, kind="vllm", variant="v1", models=(f,))
+            view.append((r, {MODEL: page}, rates, False))
+            replicas.append(r)
+        return ServingSample(now, tuple(replicas), model_view(view))
+
+
+__all__ = ["MODEL", "FleetLatency", "NodeServing", "ServingView", "render_page"]

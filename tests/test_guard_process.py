@@ -48,12 +48,12 @@ async def test_a_guard_killed_mid_surge_leaves_overrides_that_expire_by_themselv
     guard = None
     try:
         assert world.stderr is not None
-        joined = world.stderr.readline()  # "... join with: surgewatch --redis URL --nodes @FILE --servers @FILE"
-        join = shlex.split(joined[joined.index("surgewatch --redis"):])[1:]  # the join command's options
-        url = join[join.index("--redis") + 1]
+        # "... join with: surgewatch --redis URL --nodes @FILE --servers @FILE": the guard joins the same way
+        argv = shlex.split(world.stderr.readline().split("join with: ")[1])
+        url = argv[argv.index("--redis") + 1]
         policy = tmp_path / "policy.toml"
         policy.write_text(SHORT_POLICY)
-        guard = subprocess.Popen([*SURGEWATCH, *join, "guard", "--policy", str(policy)], cwd=ROOT,
+        guard = subprocess.Popen([*SURGEWATCH, *argv[1:], "guard", "--policy", str(policy)], cwd=ROOT,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         client = aioredis.Redis.from_url(url, socket_timeout=5)
         store = QuotaStore(client)

@@ -69,3 +69,20 @@ async def test_the_service_tab_and_the_kpi_strip_at_80x24() -> None:
             assert all(len(line) <= 80 for line in text.splitlines())
             app.overview.query_one("#tabs").active = "tab-service"
             await wait_until(pilot, lambda: " img " in screen_text(app), timeout=5, what="the Service tab")
+
+
+async def test_the_wall_carries_the_worst_e2e_p99_and_cycles_to_the_service_panel() -> None:
+    """On a wall the worst model's e2e p99 is a red digit beside the queue, and the cycle reaches Service."""
+    from textual.widgets import Digits
+
+    with MetricsNode(slow_model()) as slow:
+        settings = Settings(servers=(slow.url,), node_interval_s=0.25, interval_s=0.25, wall=True,
+                            thresholds={"e2e_p99_slo_s": 8.0})
+        app = create_app(settings, sources=["serving"], subscribe=False, tick_s=None, wall_cycle_s=3600)
+        async with app.run_test(size=(200, 60)) as pilot:
+            e2e = app.overview.query_one("#wall-e2e", Digits)
+            await wait_until(pilot, lambda: e2e.value == "10.0", timeout=15, what="the wall's e2e p99")
+            assert e2e.has_class("bad") and app.overview.query_one("#wall-queue", Digits).value == "40"
+            assert "tab-service" in [f"tab-{p}" for p in app.overview.panels]
+            app.overview.action_panel(3)  # GPUs -> heat -> tiers -> service
+            await wait_until(pilot, lambda: " img " in screen_text(app), timeout=5, what="the Service panel")

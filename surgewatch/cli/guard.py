@@ -136,7 +136,8 @@ async def guard_loop(
     try:
         while stop is None or not stop.is_set():
             obs = observe(policy, now=time.time(), traffic=readings.get(Source.TRAFFIC),
-                          fleet=readings.get(Source.FLEET), gpus=readings.get(Source.GPUS))
+                          fleet=readings.get(Source.FLEET), gpus=readings.get(Source.GPUS),
+                          serving=readings.get(Source.SERVING))
             await guard.step(obs)
             if stop is None:
                 await asyncio.sleep(policy.interval_s)

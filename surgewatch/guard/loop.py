@@ -39,7 +39,7 @@ from quotas.model import Quota, QuotaError, QuotaSpec, iso
 from surgewatch.guard.board import Board, Proposal, new_id
 from surgewatch.guard.cap import at_cap_floor, give_back_cap, label, shed_cap
 from surgewatch.guard.policy import GuardMode, Policy, SignalRule
-from surgewatch.guard.signals import Observation, Sustain, describe, excess_share, fmt, headroom_share
+from surgewatch.guard.signals import Observation, Sustain, describe, exceeded_text, excess_share, fmt, headroom_share
 
 log = logging.getLogger(__name__)
 SYSTEM_ACTORS = (EXPIRED_BY, "surgewatch init")
@@ -226,7 +226,7 @@ class Guard:
 
     # ----- shedding
     async def _shed(self, obs: Observation, exceeded: list[tuple[SignalRule, float, float]]) -> None:
-        signals = "; ".join(f"{describe(r)} {fmt(r, v)} > {fmt(r, r.target)} for {s:.0f} s" for r, v, s in exceeded)
+        signals = exceeded_text(exceeded, obs)  # a saturated serving signal says why
         if not self._may_step(obs, signals):
             return
         share = self._share(exceeded)

@@ -20,7 +20,12 @@ GuardMode = Literal["propose", "auto"]
 Lever = Literal["limit", "cap"]  # what a step lowers: the per-user limit, or the tier cap (requests/s)
 LEVERS: tuple[Lever, ...] = ("limit", "cap")
 MODES: tuple[GuardMode, ...] = ("propose", "auto")
-SIGNALS = ("util_pct", "temp_c", "temp_max_c", "throttled_pct", "reject_pct")
+SIGNALS = ("util_pct", "temp_c", "temp_max_c", "throttled_pct", "reject_pct", "queue_per_replica", "kv_cache_pct",
+           "e2e_p99_s")
+# what users feel, from the inference servers (--servers or --prometheus): left out without them
+SERVING_SIGNALS = ("queue_per_replica", "kv_cache_pct", "e2e_p99_s")
+# the highest target a signal may have (a share: 100; a temperature: 150 degrees)
+SIGNAL_MAX = {"temp_c": 150.0, "temp_max_c": 150.0, "queue_per_replica": 100_000.0, "e2e_p99_s": 3600.0}
 
 DEFAULT_POLICY = """\
 [guard]
@@ -61,6 +66,10 @@ freeze_stale_gpu_pct = 25
 max_traffic_age_s = 5
 # GPU readings older than this count as stale (seconds; nodes are scraped every 5 s by default)
 max_gpu_age_s = 15
+# inference servers' figures older than this (seconds), or a model with no replica up, count as saturated:
+# the serving signals read above their target, and the step's reason says why (as the Gateway API
+# Inference Extension counts a replica whose metrics are older than its staleness bound)
+max_serving_age_s = 15
 # how often the loop looks (seconds)
 interval_s = 1
 # how long a proposal stays up when nobody accepts or dismisses it (seconds)
@@ -77,6 +86,14 @@ temp_c = { target = 80, release = 79, sustain_s = 3, idle = 30 }
 throttled_pct = { target = 10, release = 6, sustain_s = 3 }
 # optional: a tier's rejection rate (%), e.g. a paid tier refused by its tier cap
 # reject_pct = { tier = "pro", target = 5, release = 1, sustain_s = 10 }
+# what users feel, with --servers or --prometheus (left out without inference servers; a figure with no
+# request in its window is left out, never read as 0). The worst model's requests waiting per replica up
+# (the Gateway API Inference Extension's saturation threshold: 5)
+queue_per_replica = { target = 5, release = 1, sustain_s = 5 }
+# the worst model's KV-cache use (%, the mean over its replicas; the Inference Extension's 0.8)
+kv_cache_pct = { target = 80, release = 70, sustain_s = 5 }
+# the worst model's end-to-end latency p99 over the last minute (seconds): the SLO ([thresholds] e2e_p99_slo_s)
+e2e_p99_s = { target = 10, release = 8, sustain_s = 5 }
 
 # per tier in the order: the floor it never goes below and the largest step it may take at once (% of
 # its limit; with lever = "cap", % of its admitted rate). lever: what a step lowers, "limit" (the per-user
@@ -91,7 +108,7 @@ plus = { floor = "50/1d", step_pct = 25 }
 _TOP = {
     "mode", "order", "protect", "cooldown_s", "max_changes_per_hour", "hold_s", "override_s", "preview_minutes",
     "min_shed_pct", "max_shed_pct", "freeze_stale_gpu_pct", "max_traffic_age_s", "max_gpu_age_s", "interval_s",
-    "proposal_ttl_s", "signals", "tiers", "give_back_pct", "pegged_shed_pct", "thermal_tau_s",
+    "proposal_ttl_s", "signals", "tiers", "give_back_pct", "pegged_shed_pct", "thermal_tau_s", "max_serving_age_s",
 }
 
 
@@ -147,6 +164,7 @@ class Policy:
     freeze_stale_gpu_pct: float = 25.0
     max_traffic_age_s: float = 5.0
     max_gpu_age_s: float = 15.0
+    max_serving_age_s: float = 15.0
     interval_s: float = 1.0
     proposal_ttl_s: int = 120
 
@@ -188,7 +206,7 @@ def _signal(name: str, v: Any, where: str) -> SignalRule:
     if not isinstance(v, dict):
         raise ConfigError(f"{where}.{name}: a table such as {{ target = 90, release = 80, sustain_s = 5 }}")
     _unknown(v, {"target", "release", "sustain_s", "idle", "tier"}, f"{where}.{name}")
-    hi = 150.0 if name.startswith("temp") else 100.0
+    hi = SIGNAL_MAX.get(name, 100.0)
     target = _num(v, "target", f"{where}.{name}", 0, hi)
     release = _num(v, "release", f"{where}.{name}", 0, hi, target)
     if release > target:
@@ -283,6 +301,7 @@ def parse_policy(table: Any, *, source: str = "guard") -> Policy:
         freeze_stale_gpu_pct=_num(table, "freeze_stale_gpu_pct", w, 0, 100, 25.0),
         max_traffic_age_s=_num(table, "max_traffic_age_s", w, 0.5, 3600, 5.0),
         max_gpu_age_s=_num(table, "max_gpu_age_s", w, 0.5, 3600, 15.0),
+        max_serving_age_s=_num(table, "max_serving_age_s", w, 0.5, 3600, 15.0),
         interval_s=_num(table, "interval_s", w, 0.1, 60, 1.0),
         proposal_ttl_s=int(_num(table, "proposal_ttl_s", w, 1, 86400, 120)),
     )

@@ -1,9 +1,11 @@
 """What the guard sees: fleet and traffic figures from the collectors' readings, or why it must not act.
 
-`observe()` turns the same readings the console renders (local GPUs, fleet, Redis traffic) into one
-immutable `Observation`. It is `frozen` (with the reason, in the operator's words) when the data
-cannot be trusted: too many GPUs stale or lost, Redis not ok or the traffic source failing, traffic
-figures older than a few seconds. `Sustain` tracks how long each signal has been above its target
+`observe()` turns the same readings the console renders (local GPUs, fleet, Redis traffic, inference
+servers) into one immutable `Observation`. It is `frozen` (with the reason, in the operator's words) when the
+data cannot be trusted: too many GPUs stale or lost, Redis not ok or the traffic source failing, traffic
+figures older than a few seconds. Inference servers' figures that are too old are not a reason to freeze:
+they count as saturated (`saturated`, with why), as the Gateway API Inference Extension counts a replica
+whose metrics are older than its staleness bound. `Sustain` tracks how long each signal has been above its target
 (and below its release level), so one hot second does nothing, and where a falling temperature is heading.
 """
 
@@ -16,7 +18,8 @@ from typing import Any
 
 from collectors.runner import Reading
 from collectors.samples import FleetSample, FleetSummary, GpuSample, GpusSample, TierTraffic, TrafficSample
-from surgewatch.guard.policy import Policy, SignalRule
+from collectors.serving_samples import ServingSample
+from surgewatch.guard.policy import SERVING_SIGNALS, Policy, SignalRule
 from surgewatch.kpis import fleet_figures
 
 
@@ -30,6 +33,7 @@ class Observation:
     stale_gpus: int = 0
     values: dict[str, float] = field(default_factory=dict)  # signal name -> value (reject_pct per its tier)
     tiers: dict[str, TierTraffic] = field(default_factory=dict)
+    saturated: dict[str, str] = field(default_factory=dict)  # serving signal -> why it counts as saturated (inf)
 
     def admitted_rps(self) -> float:
         return sum(t.accepted_rps for t in self.tiers.values())
@@ -70,6 +74,43 @@ def _gpus(gpus: Reading[Any] | None, fleet: Reading[Any] | None, now: float, max
     return fresh, stale, summary
 
 
+def serving_values(policy: Policy, serving: Reading[Any] | None, now: float) -> tuple[dict[str, float], dict[str, str]]:
+    """The serving signals' values (the worst model's; a figure without requests in its window is left out)
+    and, when the figures cannot be trusted (older than `max_serving_age_s`, none yet, a model with no
+    replica up), every serving signal at infinity with why it counts as saturated. Nothing without servers."""
+    names = [r.name for r in policy.signals if r.name in SERVING_SIGNALS]
+    if serving is None or not names:
+        return {}, {}
+    sample = serving.sample
+    bound = policy.max_serving_age_s
+    why = ""
+    if not isinstance(sample, ServingSample):
+        why = "no figures from the inference servers yet" + (f" ({serving.error})" if serving.error else "")
+    elif (age := serving.age_s(now) or 0.0) > bound:
+        why = f"the inference servers' figures are {age:.0f} s old (more than {bound:g} s)"
+    elif not sample.models:
+        why = "no replica serves a model (every inference server down or not one)"
+    else:
+        dead = [m.model for m in sample.models if not any(
+            r.status == "up" and r.age_s(now) <= bound and any(f.model == m.model for f in r.models)
+            for r in sample.replicas)] if sample.source == "scrape" else [m.model for m in sample.models
+                                                                          if m.replicas_up == 0]
+        if dead:
+            why = f"model {dead[0]} has no replica with figures newer than {bound:g} s"
+    if why:
+        return {n: math.inf for n in names}, {n: why for n in names}
+    assert isinstance(sample, ServingSample)
+    picks = {"queue_per_replica": [m.queue_per_replica for m in sample.models],
+             "kv_cache_pct": [m.figures.kv_cache_pct for m in sample.models],
+             "e2e_p99_s": [m.figures.e2e_p99_s for m in sample.models]}
+    values = {}
+    for n in names:
+        known = [v for v in picks[n] if v is not None]
+        if known:
+            values[n] = max(known)
+    return values, {}
+
+
 def observe(
     policy: Policy,
     *,
@@ -77,8 +118,10 @@ def observe(
     traffic: Reading[Any] | None,
     fleet: Reading[Any] | None = None,
     gpus: Reading[Any] | None = None,
+    serving: Reading[Any] | None = None,
 ) -> Observation:
-    """One look at the readings. Frozen, with the reason, unless every figure can be trusted."""
+    """One look at the readings. Frozen, with the reason, unless every figure can be trusted (the inference
+    servers' figures are read as saturated when too old: `serving_values`)."""
     fresh, stale, summary = _gpus(gpus, fleet, now, policy.max_gpu_age_s)
     figures = fleet_figures(fresh, math.inf, summary)  # the console's own figures (hot is the console's word)
     total = figures.gpus + stale
@@ -100,8 +143,11 @@ def observe(
             offered = t.accepted_rps + t.rejected_rps
             values["reject_pct"] = 100.0 * t.rejected_rps / offered if offered else 0.0
 
+    served, saturated = serving_values(policy, serving, now)
+    values.update(served)
+
     def frozen(why: str) -> Observation:
-        return Observation(now, why, total, stale, values, tiers)
+        return Observation(now, why, total, stale, values, tiers, saturated)
 
     if traffic is None or traffic.sample is None:
         return frozen("no traffic figures from Redis yet" if traffic is None or traffic.error is None
@@ -121,10 +167,11 @@ def observe(
     if share > policy.freeze_stale_gpu_pct:
         return frozen(f"{share:.0f} % of GPUs ({stale} of {total}) are stale or lost "
                       f"(more than {policy.freeze_stale_gpu_pct:g} %)")
-    missing = [r.name for r in policy.signals if r.name not in values and r.name != "reject_pct"]
+    missing = [r.name for r in policy.signals if r.name not in values and r.name != "reject_pct"
+               and r.name not in SERVING_SIGNALS]
     if missing:
         return frozen(f"no value for signal {missing[0]} (the GPUs do not report it)")
-    return Observation(now, None, total, stale, values, tiers)
+    return Observation(now, None, total, stale, values, tiers, saturated)
 
 
 PEGGED_UTIL_PCT = 99.5  # a GPU that is this busy has a queue behind it: how much more is not visible
@@ -136,7 +183,10 @@ def excess_share(rule: SignalRule, value: float, policy: Policy) -> float:
       excess (the queue behind it), and the policy's `pegged_shed_pct` stands in;
     - throttling (a share of the GPUs): the excess over release, in points, as a share of the load;
     - temperatures: the excess over release as a share of the rise from idle (heat follows load);
-    - a tier's rejection rate: (value - release) / value."""
+    - a tier's rejection rate, a queue, KV use and a latency: (value - release) / value;
+    - a serving signal counted as saturated (figures too old: infinity): the smallest step, min_shed_pct."""
+    if math.isinf(value):
+        return policy.min_shed_pct / 100.0
     if rule.name == "util_pct" and value >= PEGGED_UTIL_PCT:
         return policy.pegged_shed_pct / 100.0
     if rule.name == "throttled_pct":
@@ -160,20 +210,34 @@ def headroom_share(policy: Policy, values: dict[str, float]) -> float:
     return min(room) if room else 0.0
 
 
-UNIT = {"util_pct": " %", "temp_c": " °C", "temp_max_c": " °C", "throttled_pct": " %", "reject_pct": " %"}
+UNIT = {"util_pct": " %", "temp_c": " °C", "temp_max_c": " °C", "throttled_pct": " %", "reject_pct": " %",
+        "queue_per_replica": "", "kv_cache_pct": " %", "e2e_p99_s": " s"}
 
 
 def describe(rule: SignalRule) -> str:
     what = {
         "util_pct": "fleet utilization", "temp_c": "fleet temperature", "temp_max_c": "hottest GPU",
         "throttled_pct": "fleet throttling", "reject_pct": f"{rule.tier} rejections",
+        "queue_per_replica": "requests waiting per replica", "kv_cache_pct": "KV-cache use",
+        "e2e_p99_s": "e2e p99",
     }
     return what[rule.name]
 
 
 def fmt(rule: SignalRule, value: float) -> str:
-    digits = 1 if rule.name.startswith("temp") else 0
+    if math.isinf(value):
+        return "saturated"
+    digits = 1 if rule.name.startswith("temp") or rule.name in ("e2e_p99_s", "queue_per_replica") else 0
     return f"{value:.{digits}f}{UNIT[rule.name]}"
+
+
+def exceeded_text(exceeded: list[tuple[SignalRule, float, float]], obs: Observation) -> str:
+    """A shed's reason: each signal above its target and for how long; a saturated one says why."""
+    def one(r: SignalRule, v: float, s: float) -> str:
+        if r.name in obs.saturated:
+            return f"{describe(r)} counted as saturated for {s:.0f} s: {obs.saturated[r.name]}"
+        return f"{describe(r)} {fmt(r, v)} > {fmt(r, r.target)} for {s:.0f} s"
+    return "; ".join(one(r, v, s) for r, v, s in exceeded)
 
 
 TEMPS = ("temp_c", "temp_max_c")
