@@ -105,6 +105,11 @@ async def quota_events(
                 if ev is not None:
                     yield ev
         except _LOST as e:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # a cancel that met the connect timeout can surface as TimeoutError: stop, as asked, rather than
+                # reconnect forever under a consumer that is gone (a console quitting hung in its loop's close)
+                raise asyncio.CancelledError from e
             lost = redact(str(e)) or type(e).__name__
             auth = isinstance(e, (AuthenticationError, AuthFailed))
             lost_kind = ErrorKind.AUTH_FAILED if auth else ErrorKind.UNREACHABLE
@@ -230,7 +235,9 @@ async def coalesced(events: AsyncGenerator[QuotaEvent, None], coalescer: Coalesc
                     await wake.wait()
     finally:
         reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await reader
+        # bounded: a reader that does not end within 5 s of its cancel is left to the loop, never waited for
+        await asyncio.wait([reader], timeout=5)
+        if not reader.done():
+            log.warning("quota events: the change feed's reader did not stop within 5 s of its cancel")
         with contextlib.suppress(Exception):
-            await events.aclose()
+            await asyncio.wait_for(events.aclose(), 5)
