@@ -7,8 +7,10 @@ Either way the embedded Valkey and every node server stop when the run ends, how
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -43,9 +45,16 @@ def join_command(redis_url: str, nodes_file: Path | None, servers_file: Path | N
     return f"surgewatch --redis {redis_url}{nodes}{servers}"
 
 
-async def _headless(config: DemoConfig, valkey: ValkeyProcess, duration_s: int, out: IO[str], err: IO[str]) -> None:
+async def _headless(config: DemoConfig, valkey: ValkeyProcess, duration_s: int, out: IO[str], err: IO[str]) -> bool:
+    """The scenario for `duration_s` simulated seconds; True when a SIGTERM stopped it first."""
     client = _client(valkey.url)
     world: World | None = None
+    # SIGTERM ends the run between two ticks, through the loop: an exception raised by a signal handler at an
+    # arbitrary point of the loop could be swallowed there, and a terminated demo then ran on (seen under load)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
     try:
         world = await World.create(config, client)
         nodes = write_nodes_file(valkey, world.node_urls) if world.node_urls else None
@@ -58,8 +67,11 @@ async def _headless(config: DemoConfig, valkey: ValkeyProcess, duration_s: int, 
             out.write(json.dumps(tick.to_json(), separators=(", ", ": ")) + "\n")
             out.flush()
 
-        await world.run(emit, duration_s=duration_s)
+        await world.run(emit, duration_s=duration_s, stop=stop)
+        return stop.is_set()
     finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.remove_signal_handler(signal.SIGTERM)
         if world is not None:
             await world.close()
         await client.aclose()
@@ -77,10 +89,10 @@ def run_headless(
     valkey = ValkeyProcess(redis_port)
     try:
         valkey.start()
-        asyncio.run(_headless(config, valkey, duration_s, out, err))
+        terminated = asyncio.run(_headless(config, valkey, duration_s, out, err))
     finally:
         valkey.close()
-    return 0
+    return 128 + signal.SIGTERM if terminated else 0  # a terminated run says so, as the shell's convention has it
 
 
 class WorldThread:
