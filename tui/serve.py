@@ -22,11 +22,12 @@ import json
 import logging
 import secrets
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from surgewatch.frontends import ServeOptions
 from surgewatch.settings import Settings
 from tui.serve_guard import (
     BACKLOG,
@@ -65,19 +66,6 @@ def command_of(data: str) -> tuple[str | None, str | None]:
     if name not in COMMANDS:
         return None, f"unknown command {visible_controls(name[:40])!r}"
     return name, None
-
-
-@dataclass
-class ServeOptions:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    token: str | None = None
-    public_url: str | None = None
-    max_viewers: int = 20
-    size: tuple[int, int] = (160, 48)
-    frame_s: float = 1.0
-    client_timeout_s: float = 10.0  # an idle or slow-header connection is closed after this
-    max_connections: int = 256  # open at once, all clients (fewer if the descriptor limit is lower)
 
 
 class WallServer:

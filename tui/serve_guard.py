@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 import logging
 import os
 import resource
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+from surgewatch.frontends import is_loopback
 
 if TYPE_CHECKING:  # the CLI imports is_loopback at every start: aiohttp only when serving
     from aiohttp import web
@@ -146,17 +147,6 @@ class DescriptorWatch:
             log.warning("%s: new connections wait until some close (%s)", DESCRIPTORS_GONE, exc.strerror)
         self.last_seen = time.monotonic()
         self.count += 1
-
-
-def is_loopback(host: str) -> bool:
-    """`localhost` or a loopback address (127.0.0.0/8, ::1), brackets or not."""
-    host = host.strip("[]").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def host_allowed(request_host: str, listen_host: str, public_url: str | None) -> bool:

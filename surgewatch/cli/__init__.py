@@ -118,9 +118,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"surgewatch: --record records the console or the demo, not `{args.command}`", file=sys.stderr)
         return 2
     if args.command is None:
-        from tui.app import run_console
+        from surgewatch.frontends import NoFrontEnd, front_ends
 
-        return run_console(settings, record=args.record)
+        try:
+            return front_ends().run_console(settings, record=args.record)
+        except NoFrontEnd as e:
+            print(f"surgewatch: {e}", file=sys.stderr)
+            return 2
     try:
         return int(args.func(args, settings))
     except KeyboardInterrupt:

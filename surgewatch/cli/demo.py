@@ -20,8 +20,6 @@ from typing import TYPE_CHECKING, Any
 from surgewatch.settings import Settings
 
 if TYPE_CHECKING:
-    from textual.app import App
-
     from sim.runner import WorldThread
     from sim.world import DemoConfig
 
@@ -152,16 +150,12 @@ def demo_subtitle(world: WorldThread) -> str:
     return f"demo · Redis {world.redis_url} · join: {join} · cut: quota set free 3/1d"
 
 
-def demo_app(world: WorldThread, settings: Settings, recorder: Any = None) -> App[int]:
+def demo_app(world: WorldThread, settings: Settings, recorder: Any = None) -> Any:
     """The console on a started world: the one app factory, pointed at the world's Redis and nodes."""
-    from tui.app import create_app
+    from surgewatch.frontends import front_ends
 
-    app = create_app(demo_settings(settings, world.redis_url, world.node_urls, world.server_urls),
-                     subtitle=demo_subtitle(world),
-                     recorder=recorder)
-    # Textual only hints at q on Ctrl+C; the demo promises that Ctrl+C ends it (an Input still copies with it)
-    app.action_help_quit = app.action_quit  # type: ignore[method-assign,assignment]  # sync slot, async action: Textual awaits either
-    return app
+    return front_ends().demo_app(demo_settings(settings, world.redis_url, world.node_urls, world.server_urls),
+                                 subtitle=demo_subtitle(world), recorder=recorder)
 
 
 def run_interactive(

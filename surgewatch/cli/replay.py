@@ -42,18 +42,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.start is not None or args.stop is not None or args.every is not None:
         print("surgewatch: --from, --to and --every go with --json", file=sys.stderr)
         return EXIT_BAD_INPUT
+    from surgewatch.frontends import front_ends
     from surgewatch.recording.documents import parse_time
     from surgewatch.recording.format import RecordingError
     from surgewatch.recording.reader import Recording
-    from tui.app import create_app
-    from tui.replay import Player
 
     try:
         rec = Recording(args.file)
         start = None if args.start_at is None else parse_time(args.start_at, rec.start, rec.end, what="--start-at")
-        player = Player(rec, start_at=start, speed=args.speed)
         damaged = " · DAMAGED: seconds after the write-ahead log's damage are missing" if rec.damage else ""
-        app = create_app(settings, replay=player, subtitle=f"replay of {args.file} · read-only{damaged}")
+        app = front_ends().replay_app(settings, rec, start_at=start, speed=args.speed,
+                                      subtitle=f"replay of {args.file} · read-only{damaged}")
     except (RecordingError, ValueError) as e:
         print(f"surgewatch: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

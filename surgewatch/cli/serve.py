@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from urllib.parse import urlsplit
 
+from surgewatch.frontends import ServeOptions, front_ends, is_loopback
 from surgewatch.settings import Settings
 
 TOKEN_ENV = "SURGEWATCH_SERVE_TOKEN"
@@ -51,9 +51,6 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from tui.serve import ServeOptions
-    from tui.serve_guard import is_loopback
-
     token = args.token or os.environ.get(TOKEN_ENV) or None
     try:
         if not 1 <= args.port <= 65535:
@@ -80,31 +77,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return serve(settings, options)
 
 
-def serve(settings: Settings, options: object) -> int:
-    import asyncio
-
-    from tui import serve_log
-    from tui.serve import ServeOptions, WallServer
-
-    assert isinstance(options, ServeOptions)
-    log_handler = serve_log.configure(sys.stderr)
-    server = WallServer(settings, options)
-    where = options.public_url or f"http://{options.host}:{options.port}/"
-    login = " (login: open it once with ?token=TOKEN, or send Authorization: Bearer)" if options.token else ""
-    print(f"surgewatch serve: the wall console on {where}{login}", file=sys.stderr, flush=True)
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await server.run(stop=stop)
-
-    try:
-        asyncio.run(main())
-    except OSError as e:  # the port is taken, the address is not ours
-        print(f"surgewatch serve: cannot listen on {options.host}:{options.port}: {e.strerror or e}", file=sys.stderr)
-        return 1
-    finally:
-        log_handler.close()  # says how many lines the rate limit left out at the end
-    return 0
+def serve(settings: Settings, options: ServeOptions) -> int:
+    """The wall console served to browsers (the UI's front end: surgewatch.frontends)."""
+    return front_ends().serve(settings, options)
