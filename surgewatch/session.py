@@ -8,6 +8,7 @@ wall, `serve` and a replay are readers: nothing they do can write). Textual-free
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +85,17 @@ class Session:
 
         client: Any = self.connector.resolved if self.connector is not None else None
         return len(client.get_primaries()) if client is not None and is_cluster(client) else 0
+
+    async def reload_cluster_map(self) -> None:
+        """After a failover: reload a cluster client's map of slots and masters (redis-py updates it only for the
+        slots a MOVED named, so until then the demoted master still counts among the primaries)."""
+        client: Any = self.connector.resolved if self.connector is not None else None
+        manager = getattr(client, "nodes_manager", None)  # redis-py's, below its client API (bounded in pyproject)
+        if client is not None and manager is not None:
+            from quotas.connect import is_cluster
+
+            if is_cluster(client):
+                await asyncio.wait_for(manager.initialize(), 5.0)
 
     def missing(self, what: str) -> str | None:
         """Why `what` cannot be done for want of a store (no Redis configured, not connected yet), or None."""

@@ -95,7 +95,8 @@ async def _watch(app: SurgewatchApp, banners: list[str], stop: asyncio.Event) ->
         await asyncio.sleep(0.05)
 
 
-async def survive(url: str, failover: Callable[[], Awaitable[str]], banner: str | None = None) -> str:
+async def survive(url: str, failover: Callable[[], Awaitable[str]],
+                  banner: str | tuple[str, ...] | None = None) -> str:
     """Traffic and a console on `url`, then `failover()` (returns free's new master): the assertions above;
     with `banner`, a banner containing it was shown during the switch. Returns the header after it."""
     client = await open_client(url, socket_timeout=1, socket_connect_timeout=1)
@@ -136,7 +137,9 @@ async def survive(url: str, failover: Callable[[], Awaitable[str]], banner: str 
     assert t.other_errors == [], t.other_errors[:3]
     assert t.open_decisions > 0 and t.closed_decisions > 0 and t.writes_ok > 0
     if banner is not None:
-        assert any(banner in b for b in banners), sorted(set(banners))
+        # a tuple: any of these words (a loaded machine may cut the poll off before it names the node)
+        wanted = (banner,) if isinstance(banner, str) else banner
+        assert any(w in b for b in banners for w in wanted), sorted(set(banners))
     return header
 
 
@@ -166,7 +169,10 @@ async def test_cluster_master_killed(fresh_cluster: Cluster) -> None:  # noqa: F
         return f"{replica.host}:{replica.port}"
 
     start = next(n for n in fresh_cluster.masters if n is not master)  # the console's URL outlives the kill
-    await survive(start.url, failover, banner=f"Redis cluster node {master.host}:{master.port} (master of tier")
+    # during the switch the banner names the silent node, or (a poll cut off first on a loaded machine) the
+    # timeout; the event naming the new master is asserted by survive() either way
+    await survive(start.url, failover, banner=(f"Redis cluster node {master.host}:{master.port} (master of tier",
+                                                "Redis unreachable: timed out after"))
 
 
 async def test_sentinel_failover(sentinel_group: SentinelGroup) -> None:  # noqa: F811

@@ -338,11 +338,25 @@ class SurgewatchApp(NoColorTheme, App[int]):
         sample, prev = reading.sample, self.state.traffic
         if sample is None or sample is prev:
             return
-        self._events(master_moves(prev, sample, self.clock()))
+        moved = master_moves(prev, sample, self.clock())
+        self._events(moved)
+        if moved:  # a failover: the client's map of masters is reloaded once, and the header follows
+            self.run_worker(self._reload_cluster_map(), group="cluster-map", exclusive=True, exit_on_error=False)
         now = masters(sample.tiers)
         primaries = self.session.primaries()
         if (now, primaries) != (self._masters, self._primaries):
             self._masters, self._primaries = now, primaries
+            self.sub_title = self._default_subtitle()
+
+    async def _reload_cluster_map(self) -> None:
+        try:
+            await self.session.reload_cluster_map()
+        except Exception as e:  # the map reloads by itself on the next MOVED: the header may lag until then
+            self.log.warning(f"cluster map not reloaded: {e}")
+            return
+        primaries = self.session.primaries()
+        if primaries != self._primaries:
+            self._primaries = primaries
             self.sub_title = self._default_subtitle()
 
     def action_history(self) -> None:
