@@ -41,6 +41,7 @@ from collectors.nodes import redact_url
 from collectors.serving_parse import NOT_A_SERVER, ModelPage, ServerPage, parse_server_page
 from collectors.serving_samples import Missing, ModelServing, ReplicaSample, ServingFigures, ServingSample
 from collectors.serving_window import Counters, Rates, figures, rates_between, went_down
+from quotas.safe import safe
 
 HISTORY_MAX = 256  # scrapes kept per server: a window of 60 s at the 0.25 s floor of min_interval_s
 
@@ -114,7 +115,7 @@ class ServingCollector:
         now = clock()
         self._replicas: list[_Replica] = []
         for url in dict.fromkeys(urls):
-            shown = redact_url(url) or url
+            shown = safe(redact_url(url) or url)  # as the fleet's nodes: made visible where it enters
             first = ReplicaSample(url=shown, status="down", error="not scraped yet", latency_ms=None,
                                   taken_at=now, checked_at=now)
             self._replicas.append(_Replica(url, shown, first, interval_s=min_interval_s))

@@ -25,6 +25,7 @@ from typing import Literal
 from prometheus_client.parser import text_string_to_metric_families
 
 from collectors.dcgm import PageError, parse_label_block, value_of
+from quotas.safe import safe
 
 ServerKind = Literal["vllm", "nim", "sglang", "tgi", "triton"]
 Role = Literal["waiting", "running", "kv", "kv_v0", "done", "failed", "preempt", "queue_us", "request_us",
@@ -218,7 +219,7 @@ def model_page(kind: ServerKind, name: str, acc: Accumulator) -> ModelPage:
     """The ModelPage of an accumulator (a histogram without its +Inf bucket is left out)."""
     v = acc.values
     return ModelPage(
-        model=name, waiting=v.get("waiting"), running=v.get("running"),
+        model=safe(name), waiting=v.get("waiting"), running=v.get("running"),
         kv_frac=v["kv"] if "kv" in v else v.get("kv_v0"), done=acc.done, failed=acc.failed,
         preemptions=v.get("preempt"), ttft=_histogram(acc, "ttft"), e2e=_histogram(acc, "e2e"),
         queue=_histogram(acc, "queue"), queue_us=v.get("queue_us"), request_us=v.get("request_us"),

@@ -169,3 +169,21 @@ async def test_recording_and_replay_keep_hostile_text_visible(tmp_path: Path) ->
     docs = [json.loads(line) for line in out.splitlines()]
     assert docs and all({g["name"] for g in d["gpus"]} == {SHOWN} for d in docs)
     assert "bogusA\\x1b]2;PWNED" in docs[-1]["nodes"][1]["error"]
+
+
+async def test_an_inference_servers_hostile_model_name_is_made_visible_where_it_enters() -> None:
+    """The real vLLM page with an escape sequence as model_name: the serving collector's model shows it visibly."""
+    from collectors.serving import ServingCollector
+    from tests.conftest import FIXTURES
+
+    page = (FIXTURES / "vllm-datadog.prom").read_text()
+    assert 'model_name="facebook/opt-125m"' in page
+    with MetricsNode(page.replace('model_name="facebook/opt-125m"', f'model_name="{HOSTILE}"')) as node:
+        collector = ServingCollector([node.url], timeout_s=2.0, min_interval_s=0)
+        try:
+            sample = await collector.poll()
+        finally:
+            await collector.aclose()
+    models = [m.model for m in sample.models]
+    assert SHOWN in models, models
+    assert_clean(" ".join(models) + " ".join(r.url for r in sample.replicas))
