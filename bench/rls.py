@@ -12,7 +12,10 @@ rate limit filter against the same Envoy without it. Same machine, same run.
    answers at once, driven open-loop at `--rate` requests/s by raw HTTP/1.1 keep-alive connections from
    this process; latency from each request's scheduled start (so a stalled generator shows as latency, not
    as fewer requests). With the filter, then without (the same file less the filter). p50/p99 and the
-   difference. The generator's own lateness is printed: late sends mean it, not Envoy, was the limit.
+   difference. The generator's own lateness is printed: late sends mean it, not Envoy, was the limit. asyncio's
+   timers are up to 1 ms late by design (epoll waits whole milliseconds), and latency counts from the scheduled
+   start, so lateness adds to both peers alike: the verdict is "undetermined" only when the generator's p99
+   lateness reaches half the 3 ms target, where its own stalls are the size of what is judged.
 Exits 1 when a run could not measure (no calls completed, errors, a missed rate).
 """
 
@@ -134,6 +137,20 @@ async def grpc_load(port: int, seconds: float, inflight: int, pids: dict[str, in
     return out
 
 
+async def decisions_per_redis_call(metrics_port: int) -> float:
+    """Decisions / sw_check_many calls over the service's life, from its own /metrics page."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with httpx.AsyncClient(timeout=5) as http:
+        page = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+    totals = {s.name: s.value for f in text_string_to_metric_families(page) for s in f.samples
+              if s.name != "surgewatch_rls_decisions_total"}
+    decided = sum(s.value for f in text_string_to_metric_families(page) for s in f.samples
+                  if s.name == "surgewatch_rls_decisions_total")
+    return decided / max(1.0, totals.get("surgewatch_rls_redis_calls_total", 0.0))
+
+
 # ---- 2. latency through Envoy --------------------------------------------------------------------------
 async def http_load(port: int, rate: float, seconds: float, connections: int = 64) -> dict[str, float]:
     """Open loop at `rate`/s over keep-alive connections; latency from each request's scheduled start."""
@@ -199,6 +216,7 @@ async def main(args: argparse.Namespace) -> int:
                         assert rls._proc is not None
                         r = await grpc_load(rls.port, args.seconds, args.inflight, {
                             "server": rls._proc.pid, "valkey": valkey._proc.pid, "client": me, "machine": 0})
+                        r["per_call"] = await decisions_per_redis_call(rls.metrics_port)
                 else:
                     proc, port = spawn("--noop")
                     try:
@@ -212,6 +230,7 @@ async def main(args: argparse.Namespace) -> int:
                 print(f"| {'surgewatch rls' if name == 'rls' else 'no-op servicer'} | {r['calls_s']:,.0f} | "
                       f"{r['server_us_per_call']:.0f} | {r['valkey_us_per_call']:.1f} | {r['server_cpu_pct']:.0f} | "
                       f"{r['client_cpu_pct']:.0f} | {r['machine_cpu_pct']:.0f} | {r['errors']} |")
+        batching = statistics.median(r["per_call"] for r in results["rls"])
         rate = statistics.median(r["calls_s"] for r in results["rls"])
         noop_rate = statistics.median(r["calls_s"] for r in results["noop"])
         ratio = statistics.median(a["server_us_per_call"] / b["server_us_per_call"]
@@ -220,7 +239,8 @@ async def main(args: argparse.Namespace) -> int:
         print(f"\nmedian of {args.pairs}: surgewatch rls {rate:,.0f} decisions/s, the no-op {noop_rate:,.0f} calls/s "
               f"(target >= 5,000: {'met' if rate >= 5000 else 'NOT met'}); one core's worth of the service's CPU "
               f"decides {per_core:,.0f}/s; server CPU per decision {ratio:.2f}x the no-op's (median of the pairs' "
-              f"ratios; target <= 1.5x: {'met' if ratio <= 1.5 else 'NOT met'})")
+              f"ratios; target <= 1.5x: {'met' if ratio <= 1.5 else 'NOT met'}); {batching:.1f} decisions per "
+              "Redis call (the service's /metrics: [rls] batch_window_ms at its default)")
         busy = statistics.median(r["machine_cpu_pct"] for rs in results.values() for r in rs)
         if busy >= 180:
             print(f"saturated: the machine (median {busy:.0f} % of 200 busy, this bench and other sessions); "
@@ -250,7 +270,7 @@ async def main(args: argparse.Namespace) -> int:
         add99 = statistics.median(a["p99_ms"] - b["p99_ms"] for a, b in zip(lat[True], lat[False], strict=True))
         late = max(r["late_p99_ms"] for rs in lat.values() for r in rs)
         verdict = "met" if add99 <= 3 else "NOT met"
-        if late > 1.0:  # requests went out late: the generator (or the machine under it) was the bottleneck
+        if late > 1.5:  # half the target: the generator (or the machine under it) stalled as much as is judged
             verdict = f"undetermined: the generator sent 1 % of requests {late:.1f} ms late or more"
         print(f"\nthe filter adds {add50:.2f} ms at p50 and {add99:.2f} ms at p99 (median of {args.pairs} pairs' "
               f"differences; target <= 3 ms at p99: {verdict})")

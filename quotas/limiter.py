@@ -38,6 +38,18 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from quotas.decisions import (  # re-exported: the limiter's API names them
+    _CODES,
+    BATCH_CHUNK,
+    FAIL_OPEN,
+    MAX_USER_BYTES,
+    RECORDABLE,
+    UNKNOWN_TIER,
+    Decision,
+    validate_cost,
+    validate_user,
+)
+from quotas.decisions import batch_decisions as _batch_decisions
 from quotas.errors import Unreachable
 from quotas.held import HeldConnections
 from quotas.keys import DEFAULT_PREFIX, Keys, odd_key
@@ -56,56 +68,7 @@ from quotas.model import MAX_LIMIT, QuotaError, validate_tier
 
 log = logging.getLogger(__name__)
 
-MAX_USER_BYTES = 128
-RECORDABLE = ("blocked", "error")
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """One limiter decision. `retry_after_s` is seconds (> 0 when refused); `limit` the per-user limit."""
-
-    allowed: bool
-    reason: str  # ok, user_quota, tier_cap, paused, unknown_tier, shadow
-    remaining: int
-    retry_after_s: float
-    limit: int | None = None
-
-
-def validate_user(user: str) -> str:
-    """A user id is a non-empty string of at most 128 bytes (UTF-8)."""
-    try:
-        size = len(user.encode("utf-8")) if isinstance(user, str) else 0
-    except UnicodeEncodeError:  # lone surrogates cannot be sent
-        size = 0
-    if not 1 <= size <= MAX_USER_BYTES:
-        raise QuotaError(f"invalid user {str(user)[:40]!r}: a non-empty id of at most {MAX_USER_BYTES} bytes")
-    return user
-
-
-def validate_cost(cost: int) -> int:
-    """A cost is a whole number from 1 to 10^9."""
-    if isinstance(cost, bool) or not isinstance(cost, int) or not 1 <= cost <= MAX_LIMIT:
-        raise QuotaError(f"invalid cost {cost!r}: a whole number from 1 to {MAX_LIMIT}")
-    return cost
-
-
-_CODES = ("ok", "shadow", "user_quota", "tier_cap", "paused", "unknown_tier")  # sw_check_many's codes
-BATCH_CHUNK = 2000  # requests per sw_check_many call: bounds one call's time on the server
-
-
-FAIL_OPEN = Decision(True, "ok", 0, 0.0, None)
-UNKNOWN_RETRY_S = 60.0  # the library's PAUSED_RETRY_S: what it tells a request for a tier without a quota
-UNKNOWN_TIER = Decision(False, "unknown_tier", 0, UNKNOWN_RETRY_S, None)
-"""The library's answer for a tier without a quota (code 5, limit -1), given here to names no key can hold."""
-
-
-def _batch_decisions(reply: bytes | str) -> list[Decision]:
-    """sw_check_many's "LIMIT CODE1 REMAINING1 RETRY_MS1 CODE2 ..." -> one Decision per request, in order."""
-    nums = list(map(int, reply.split()))
-    limit = None if nums[0] < 0 else nums[0]
-    return [Decision(code <= 1, _CODES[code], remaining, ms / 1000.0, limit)
-            for code, remaining, ms in zip(nums[1::3], nums[2::3], nums[3::3], strict=False)]
-
+HOLD_OFF_S = 1.0  # after a held batch gathered nobody, its tier's batches go at once this long (see Limiter)
 
 @dataclass(slots=True)
 class _Lane:
@@ -115,18 +78,32 @@ class _Lane:
     waiting: list[tuple[bytes, int, asyncio.Future[Decision]]] = field(default_factory=list)
     flusher: asyncio.Task[None] | None = None
     loop: asyncio.AbstractEventLoop | None = None  # where the call in flight runs
+    timer: asyncio.TimerHandle | None = None  # a batch held open for the window (batch_window_s)
+    gap_s: float = 1.0  # the average time between two of the tier's checks (a moving average)
+    last_at: float = -1.0  # loop time of the tier's latest check
+    hold_off_until: float = 0.0  # a held batch gathered nobody: none held before this loop time
 
 
 class Limiter:
     """Decide requests against the live quota of their tier; count outcomes. Safe to share across tasks."""
 
     def __init__(self, client: Any, *, prefix: str = DEFAULT_PREFIX, fail_open: bool = False, timeout_s: float = 1.0,
-                 hold: int = 16, coalesce: bool = True) -> None:
+                 hold: int = 16, coalesce: bool = True, batch_window_s: float = 0.0, batch_limit: int = 64) -> None:
         """`hold`: how many idle connections `check` keeps out of the client's pool between calls (one per
         concurrent caller, up to this many; see quotas/held.py); 0 sends every check through the client.
         `coalesce`: while a tier's `check` is in flight, the tier's next checks wait and go together in one
         `sw_check_many` call when it returns (decided in arrival order at one instant, as by `check_many`);
-        False sends one call per check."""
+        False sends one call per check.
+        `batch_window_s`: while a tier's checks come on average less than this apart, the first check of a
+        batch waits up to this long for the next ones (`batch_limit` waiting: the call goes at once), so a
+        busy gateway sends one call per batch where checks would otherwise seldom overlap; each waits at most
+        this much longer. 0 (the default): a check goes at once. Like envoyproxy/ratelimit's
+        REDIS_PIPELINE_WINDOW and REDIS_PIPELINE_LIMIT, but only under load: a quiet tier never waits, and a
+        held batch that gathered nobody (a sequential caller) stops the holding for HOLD_OFF_S.
+        `calls_sent`, `batches_held`, `batches_full`: how many sw_check_many calls `check` sent, how many of its
+        batches were held open, and how many of those went because `batch_limit` checks waited (for metrics)."""
+        if not 0.0 <= batch_window_s <= 0.1 or batch_limit < 1:
+            raise QuotaError(f"invalid batch window {batch_window_s!r} s / limit {batch_limit!r}: 0-0.1 s, >= 1")
         self.client = client
         self.keys = Keys(prefix)
         self.fail_open = fail_open
@@ -140,6 +117,9 @@ class Limiter:
         self._held = HeldConnections(pool, keep=hold) if pool is not None else None
         self._costs = {c: b"$%d\r\n%d\r\n" % (len(str(c)), c) for c in range(1, 17)}  # encoded once
         self._coalesce = coalesce
+        self._window_s = batch_window_s if coalesce else 0.0
+        self._batch_limit = batch_limit
+        self.calls_sent = self.batches_held = self.batches_full = 0
         self._lanes: dict[str, _Lane] = {}  # validated tier -> its lane (bounded like the key caches)
 
     def _key(self, tier: str) -> str:
@@ -181,6 +161,9 @@ class Limiter:
     async def aclose(self) -> None:
         """Let coalesced calls in flight finish, then give the connections the hot path holds back to the
         client's pool (the client stays open)."""
+        for tier, lane in list(self._lanes.items()):
+            if lane.timer is not None and lane.loop is asyncio.get_running_loop():
+                self._start_flush(tier, lane)  # a batch held open goes now
         flushers = [lane.flusher for lane in self._lanes.values() if lane.flusher is not None]
         if flushers:
             await asyncio.wait(flushers, timeout=self.timeout_s)
@@ -205,12 +188,21 @@ class Limiter:
             return await self._check_one(tier, head, raw_user, cost)
         lane = self._lanes.get(tier) or self._lane(tier)
         loop = asyncio.get_running_loop()
+        if self._window_s:
+            now = loop.time()
+            lane.gap_s += (min(now - lane.last_at, 1.0) - lane.gap_s) * 0.125  # average over about 8 checks
+            lane.last_at = now
         if lane.busy:
             if lane.loop is loop:
                 return await self._join(tier, lane, raw_user, cost)
             # left busy by an event loop that closed mid-call (a limiter shared across loops): start afresh
             lane = self._lanes[tier] = _Lane()
         lane.busy, lane.loop = True, loop
+        # others are due within the window: hold the batch open for them
+        if lane.gap_s < self._window_s and lane.last_at >= lane.hold_off_until:
+            self.batches_held += 1
+            lane.timer = loop.call_later(self._window_s, self._start_flush, tier, lane)
+            return await self._join(tier, lane, raw_user, cost)
         try:
             return await self._check_one(tier, head, raw_user, cost)
         finally:
@@ -242,6 +234,7 @@ class Limiter:
         On a held connection when there is one; a dropped connection or a lost library is retried once
         through the client (which loads the library); Unreachable after timeout_s; BrokenQuota for junk."""
         start = time.monotonic()
+        self.calls_sent += 1
         try:
             try:
                 # bounded by the shared watchdog, not a timer per call (see Deadlines)
@@ -268,6 +261,9 @@ class Limiter:
         """Wait for the tier's next coalesced call, bounded by this check's own timeout."""
         fut: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
         lane.waiting.append((raw_user, cost, fut))
+        if lane.timer is not None and len(lane.waiting) >= self._batch_limit:
+            self.batches_full += 1
+            self._start_flush(tier, lane)  # the batch is full: no reason to hold it open longer
         try:
             try:
                 return await self._deadlines.run(fut, self.timeout_s)
@@ -278,6 +274,15 @@ class Limiter:
                 self._warn_open(tier, e)
                 return FAIL_OPEN
             raise
+
+    def _start_flush(self, tier: str, lane: _Lane) -> None:
+        """The window ended (or the batch filled): send what waits."""
+        if lane.timer is not None:
+            lane.timer.cancel()
+            lane.timer = None
+            if len(lane.waiting) <= 1:  # nobody came in the window: checks of this tier do not overlap now
+                lane.hold_off_until = lane.last_at + HOLD_OFF_S
+            lane.flusher = asyncio.get_running_loop().create_task(self._flush(tier, lane))
 
     async def _flush(self, tier: str, lane: _Lane) -> None:
         """Send the checks that waited, BATCH_CHUNK per call, until none wait; then the lane is free."""

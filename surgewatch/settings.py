@@ -22,6 +22,8 @@ The file lives in `$XDG_CONFIG_HOME/surgewatch/surgewatch.toml` (default `~/.con
     default_tier = "free"     # a request without a tier (else: refused as unknown_tier)
     default_user = "anonymous"
     fail_open = ["free"]      # tiers admitted while Redis cannot decide (true: all; default: none)
+    batch_window_ms = 1.0     # under load, one tier's checks go to Redis in batches held open this long
+    batch_limit = 64          # ... or until this many wait
 """
 
 from __future__ import annotations
@@ -106,6 +108,8 @@ class RlsSettings:
     default_tier: str | None = None
     default_user: str = "anonymous"
     fail_open: bool | tuple[str, ...] = False  # True: every tier; a tuple: those tiers
+    batch_window_ms: float = 1.0  # under load, a batch of one tier's checks is held open this long (Limiter)
+    batch_limit: int = 64  # ... or until this many wait
 
 
 def _rls_table(table: Any) -> RlsSettings:
@@ -119,6 +123,12 @@ def _rls_table(table: Any) -> RlsSettings:
         if key == "fail_open":
             if not isinstance(value, bool) and not (isinstance(value, list) and all(isinstance(t, str) for t in value)):
                 raise ConfigError("invalid [rls] fail_open: true, false or a list of tier names")
+        elif key == "batch_window_ms":
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
+                raise ConfigError("invalid [rls] batch_window_ms: a number of milliseconds from 0 to 100")
+        elif key == "batch_limit":
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2000:
+                raise ConfigError("invalid [rls] batch_limit: a whole number from 1 to 2000")
         elif not isinstance(value, str) or not value or len(value) > 128:
             raise ConfigError(f"invalid [rls] {key}: a non-empty string of at most 128 characters")
     open_ = table.get("fail_open", False)
@@ -132,6 +142,7 @@ def _rls_table(table: Any) -> RlsSettings:
         tier_key=table.get("tier_key", "tier"), user_key=table.get("user_key", "user"),
         default_tier=table.get("default_tier"), default_user=table.get("default_user", "anonymous"),
         fail_open=open_ if isinstance(open_, bool) else tuple(open_),
+        batch_window_ms=float(table.get("batch_window_ms", 1.0)), batch_limit=table.get("batch_limit", 64),
     )
 
 

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from quotas.errors import BrokenQuota, Unreachable
 from quotas.keys import Keys
 from quotas.limiter import FAIL_OPEN, Decision, Limiter
-from quotas.model import QuotaSpec
+from quotas.model import QuotaError, QuotaSpec
 from quotas.store import QuotaStore
 from sim.valkey import ValkeyProcess
 
@@ -156,3 +156,58 @@ async def test_a_lane_left_busy_by_a_stopped_loop_is_not_waited_for(valkey: Valk
         await asyncio.to_thread(finish_there)
     await lim.aclose()
     await client.aclose()
+
+
+async def test_a_busy_tier_is_batched_within_the_window(store: QuotaStore, redis_client: aioredis.Redis,
+                                                        away_from_day_edges: float) -> None:
+    """Checks arriving about 1 ms apart, window 50 ms: far fewer calls than checks, decided in arrival order."""
+    await store.set("free", QuotaSpec(150, DAY), actor="t")
+    lim = Limiter(redis_client, batch_window_s=0.05)
+    await redis_client.config_resetstat()
+    tasks = []
+    for _ in range(240):  # one user: exactly the first 150 to arrive are admitted, whatever the batches
+        tasks.append(asyncio.create_task(lim.check("free", "u")))
+        await asyncio.sleep(0.001)
+    async with asyncio.timeout(30):  # a hang guard
+        got = await asyncio.gather(*tasks)
+    assert [d.allowed for d in got] == [True] * 150 + [False] * 90
+    calls = await fcalls(redis_client)
+    assert lim.batches_held >= 1 and lim.calls_sent == calls and calls <= 120
+    await lim.aclose()
+
+
+async def test_a_sequential_caller_is_not_held_by_the_window(store: QuotaStore, redis_client: aioredis.Redis,
+                                                             away_from_day_edges: float) -> None:
+    """One check after another at full speed, window 100 ms: a held batch that gathers nobody stops the holding."""
+    from quotas.limiter import HOLD_OFF_S
+
+    await store.set("free", QuotaSpec(1000, DAY), actor="t")
+    lim = Limiter(redis_client, batch_window_s=0.1)
+    start = asyncio.get_running_loop().time()
+    async with asyncio.timeout(60):  # a hang guard
+        for i in range(80):
+            assert (await lim.check("free", f"u{i}")).allowed
+    elapsed_s = asyncio.get_running_loop().time() - start
+    assert lim.batches_held <= 1 + int(elapsed_s / HOLD_OFF_S)  # one probe per hold-off at most
+    await lim.aclose()
+
+
+async def test_a_full_batch_goes_before_the_window_ends(store: QuotaStore, redis_client: aioredis.Redis,
+                                                        away_from_day_edges: float) -> None:
+    """batch_limit 8: once 8 checks wait in a held batch it goes at once, in one call."""
+    await store.set("free", QuotaSpec(1000, DAY), actor="t")
+    lim = Limiter(redis_client, batch_window_s=0.1, batch_limit=8)
+    await asyncio.gather(*(lim.check("free", f"w{i}") for i in range(30)))  # a burst: the tier is busy
+    await redis_client.config_resetstat()
+    held, full = lim.batches_held, lim.batches_full
+    got = await asyncio.gather(*(lim.check("free", f"u{i}") for i in range(8)))
+    assert all(d.allowed for d in got)
+    assert (lim.batches_held - held, lim.batches_full - full, await fcalls(redis_client)) == (1, 1, 1)
+    await lim.aclose()
+
+
+def test_a_batch_window_out_of_range_is_refused(redis_client: aioredis.Redis) -> None:
+    """A window below 0 or above 100 ms, or a batch limit below 1, is a QuotaError naming both."""
+    for window_s, limit in ((-0.001, 64), (0.2, 64), (0.001, 0)):
+        with pytest.raises(QuotaError, match="batch window"):
+            Limiter(redis_client, batch_window_s=window_s, batch_limit=limit)

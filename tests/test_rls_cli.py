@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from quotas.store import QuotaStore
 from sim.valkey import ValkeyProcess
 from tests.conftest import ROOT
@@ -74,6 +76,18 @@ def test_the_rls_table_is_read_from_the_config_file() -> None:
                                                                    ("free", "pro"))
     assert resolve(env={}, file={"rls": {"fail_open": True}}).rls.fail_open is True
     assert resolve(env={}, file={}).rls == RlsSettings()
+    batching = resolve(env={}, file={"rls": {"batch_window_ms": 0.5, "batch_limit": 16}}).rls
+    assert (batching.batch_window_ms, batching.batch_limit) == (0.5, 16)
+
+
+@pytest.mark.parametrize("line", ['batch_window_ms = "fast"', "batch_window_ms = 500", "batch_limit = 0",
+                                  "batch_limit = 1.5"])
+def test_a_bad_batch_setting_is_refused(tmp_path: Path, valkey: ValkeyProcess, line: str) -> None:
+    """A batch window that is not 0-100 ms, or a batch limit that is not a whole number >= 1: exit 2, naming it."""
+    config = tmp_path / "surgewatch.toml"
+    config.write_text(f"[rls]\n{line}\n")
+    out = rls(valkey.url, "--port", "0", config=config)
+    assert out.returncode == 2 and out.stdout == "" and line.split()[0] in out.stderr
 
 
 async def test_the_descriptor_keys_come_from_the_rls_table(store: QuotaStore, valkey: ValkeyProcess) -> None:

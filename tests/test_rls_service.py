@@ -159,6 +159,8 @@ async def test_metrics_count_decisions_by_outcome(rls: Service, store: QuotaStor
     assert 'surgewatch_rls_decisions_total{outcome="unknown_tier"} 1.0' in page
     assert 'surgewatch_rls_decisions_total{outcome="fail_open"} 0.0' in page
     assert "surgewatch_rls_request_seconds_count 4.0" in page
+    assert "surgewatch_rls_redis_calls_total 4.0" in page  # one call each: nothing else was in flight
+    assert "surgewatch_rls_batches_held_total 0.0" in page and "surgewatch_rls_batches_full_total 0.0" in page
 
 
 def test_console_commands_and_middleware_never_import_grpc(valkey: ValkeyProcess, store: QuotaStore) -> None:

@@ -7,8 +7,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from quotas import keys
+from quotas.decisions import UNKNOWN_RETRY_S, UNKNOWN_TIER, Decision
+from quotas.decisions import batch_decisions as _batch_decisions
 from quotas.keys import Keys
-from quotas.limiter import UNKNOWN_RETRY_S, UNKNOWN_TIER, Decision, Limiter, _batch_decisions
+from quotas.limiter import Limiter
 from quotas.store import QuotaStore
 from sim.valkey import ValkeyProcess
 from surgewatch.settings import Settings

@@ -64,8 +64,10 @@ class Gate:
     """Decide requests against the live quotas through `Limiter`s on `client`; safe to share across tasks."""
 
     def __init__(self, client: Any, *, prefix: str = DEFAULT_PREFIX, fail_open: bool | Collection[str] = False,
-                 default_tier: str | None = None, default_user: str = "anonymous", timeout_s: float = 1.0) -> None:
-        """`fail_open`: True for every tier, or the tiers admitted while Redis cannot decide."""
+                 default_tier: str | None = None, default_user: str = "anonymous", timeout_s: float = 1.0,
+                 batch_window_s: float = 0.0, batch_limit: int = 64) -> None:
+        """`fail_open`: True for every tier, or the tiers admitted while Redis cannot decide.
+        `batch_window_s`, `batch_limit`: how long a busy tier's batch of checks is held open (quotas.limiter)."""
         if default_tier is not None and not TIER_RE.fullmatch(default_tier):
             raise QuotaError(f"invalid default tier {default_tier!r}")
         validate_user(default_user)
@@ -73,14 +75,19 @@ class Gate:
         self.default_user = default_user
         self._all_open = fail_open is True
         self._open_tiers = frozenset() if isinstance(fail_open, bool) else frozenset(fail_open)
-        self._open = Limiter(client, prefix=prefix, fail_open=True, timeout_s=timeout_s)
-        self._closed = Limiter(client, prefix=prefix, fail_open=False, timeout_s=timeout_s)
+        self._open, self._closed = (
+            Limiter(client, prefix=prefix, fail_open=open_, timeout_s=timeout_s, batch_window_s=batch_window_s,
+                    batch_limit=batch_limit) for open_ in (True, False))
         self._store = QuotaStore(client, prefix=prefix, timeout_s=timeout_s, read_only=True)
         self._windows: dict[str, _Window] = {}
         self._reading: dict[str, asyncio.Task[int | None]] = {}
 
     def fails_open(self, tier: str) -> bool:
         return self._all_open or tier in self._open_tiers
+
+    def limiters(self) -> tuple[Limiter, Limiter]:
+        """Both policies' limiters (their counters of calls and batches: quotas/rls/server.py's metrics)."""
+        return self._open, self._closed
 
     def limiter(self, tier: str) -> Limiter:
         """The limiter with `tier`'s fail-open policy (also what `record` counts through)."""

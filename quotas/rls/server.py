@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from aiohttp import web
@@ -29,7 +30,9 @@ from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from quotas.rls.gate import Gate, Verdict
 
@@ -56,11 +59,31 @@ class Metrics:
                                  buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0))
         self._by_outcome = {o: self.decisions.labels(outcome=o) for o in OUTCOMES}  # every outcome shown, at 0
 
+    def watch(self, gate: Gate) -> None:
+        """Also show how the gate's decisions went to Redis (read at scrape time: nothing per decision)."""
+        self.registry.register(_BatchCollector(gate))
+
     def count(self, outcome: str) -> None:
         self._by_outcome[outcome].inc()
 
     def page(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _BatchCollector(Collector):
+    """Round trips and held batches of the gate's limiters: decisions / calls is the batching achieved."""
+
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+
+    def collect(self) -> Any:
+        limiters = self.gate.limiters()
+        for name, attr, text in (
+            ("surgewatch_rls_redis_calls", "calls_sent", "sw_check_many calls sent to Redis for decisions"),
+            ("surgewatch_rls_batches_held", "batches_held", "Batches of one tier's checks held open (batch_window_ms)"),
+            ("surgewatch_rls_batches_full", "batches_full", "Held batches sent early: batch_limit checks waited"),
+        ):
+            yield CounterMetricFamily(name, text, value=sum(getattr(lim, attr) for lim in limiters))
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +178,7 @@ async def serve(gate: Gate, *, host: str, port: int, metrics_port: int, domain: 
     """Run the service until `stop` completes; `ready(grpc_port, metrics_port)` once both listen.
     OSError when a port cannot be bound."""
     metrics = Metrics()
+    metrics.watch(gate)
     # so_reuseport 0: grpc sets SO_REUSEPORT by default, and a second service would then share a port silently
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     rls_pb2_grpc.add_RateLimitServiceServicer_to_server(

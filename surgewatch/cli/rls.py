@@ -94,7 +94,8 @@ async def _main(server: Any, args: argparse.Namespace, settings: Settings) -> in
         return EXIT_BAD_INPUT
     rls = settings.rls
     gate = Gate(client, prefix=settings.prefix, fail_open=rls.fail_open, default_tier=rls.default_tier,
-                default_user=rls.default_user, timeout_s=args.redis_timeout)
+                default_user=rls.default_user, timeout_s=args.redis_timeout,
+                batch_window_s=rls.batch_window_ms / 1000.0, batch_limit=rls.batch_limit)
 
     def ready(grpc_port: int, metrics_port: int) -> None:
         # one line a supervisor (or a test that asked for port 0) can read
