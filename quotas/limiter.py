@@ -68,7 +68,7 @@ from quotas.model import MAX_LIMIT, QuotaError, validate_tier
 
 log = logging.getLogger(__name__)
 
-HOLD_OFF_S = 1.0  # after a held batch gathered nobody, its tier's batches go at once this long (see Limiter)
+HOLD_OFF_WINDOWS = 100  # a held batch gathered nobody: the tier's batches go at once for this many windows
 
 @dataclass(slots=True)
 class _Lane:
@@ -94,12 +94,13 @@ class Limiter:
         `coalesce`: while a tier's `check` is in flight, the tier's next checks wait and go together in one
         `sw_check_many` call when it returns (decided in arrival order at one instant, as by `check_many`);
         False sends one call per check.
-        `batch_window_s`: while a tier's checks come on average less than this apart, the first check of a
-        batch waits up to this long for the next ones (`batch_limit` waiting: the call goes at once), so a
-        busy gateway sends one call per batch where checks would otherwise seldom overlap; each waits at most
-        this much longer. 0 (the default): a check goes at once. Like envoyproxy/ratelimit's
+        `batch_window_s`: while two or more of a tier's checks are due within this (by their average spacing),
+        the first check of a batch waits up to this long for the next ones (`batch_limit` waiting: the call
+        goes at once), so a busy gateway sends one call per batch where checks would otherwise seldom overlap;
+        each waits at most this much longer. 0 (the default): a check goes at once. Like envoyproxy/ratelimit's
         REDIS_PIPELINE_WINDOW and REDIS_PIPELINE_LIMIT, but only under load: a quiet tier never waits, and a
-        held batch that gathered nobody (a sequential caller) stops the holding for HOLD_OFF_S.
+        held batch that gathered nobody (a sequential caller) stops the holding for HOLD_OFF_WINDOWS windows
+        (such a caller loses at most 1 % of its time to the window).
         `calls_sent`, `batches_held`, `batches_full`: how many sw_check_many calls `check` sent, how many of its
         batches were held open, and how many of those went because `batch_limit` checks waited (for metrics)."""
         if not 0.0 <= batch_window_s <= 0.1 or batch_limit < 1:
@@ -198,8 +199,8 @@ class Limiter:
             # left busy by an event loop that closed mid-call (a limiter shared across loops): start afresh
             lane = self._lanes[tier] = _Lane()
         lane.busy, lane.loop = True, loop
-        # others are due within the window: hold the batch open for them
-        if lane.gap_s < self._window_s and lane.last_at >= lane.hold_off_until:
+        # two or more others are due within the window: hold the batch open for them
+        if lane.gap_s * 2 < self._window_s and lane.last_at >= lane.hold_off_until:
             self.batches_held += 1
             lane.timer = loop.call_later(self._window_s, self._start_flush, tier, lane)
             return await self._join(tier, lane, raw_user, cost)
@@ -281,7 +282,7 @@ class Limiter:
             lane.timer.cancel()
             lane.timer = None
             if len(lane.waiting) <= 1:  # nobody came in the window: checks of this tier do not overlap now
-                lane.hold_off_until = lane.last_at + HOLD_OFF_S
+                lane.hold_off_until = lane.last_at + HOLD_OFF_WINDOWS * self._window_s
             lane.flusher = asyncio.get_running_loop().create_task(self._flush(tier, lane))
 
     async def _flush(self, tier: str, lane: _Lane) -> None:

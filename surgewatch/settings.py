@@ -22,7 +22,7 @@ The file lives in `$XDG_CONFIG_HOME/surgewatch/surgewatch.toml` (default `~/.con
     default_tier = "free"     # a request without a tier (else: refused as unknown_tier)
     default_user = "anonymous"
     fail_open = ["free"]      # tiers admitted while Redis cannot decide (true: all; default: none)
-    batch_window_ms = 1.0     # under load, one tier's checks go to Redis in batches held open this long
+    batch_window_ms = 2.0     # under load, one tier's checks go to Redis in batches held open this long
     batch_limit = 64          # ... or until this many wait
 """
 
@@ -108,7 +108,7 @@ class RlsSettings:
     default_tier: str | None = None
     default_user: str = "anonymous"
     fail_open: bool | tuple[str, ...] = False  # True: every tier; a tuple: those tiers
-    batch_window_ms: float = 1.0  # under load, a batch of one tier's checks is held open this long (Limiter)
+    batch_window_ms: float = 2.0  # under load, a batch of one tier's checks is held open this long (Limiter)
     batch_limit: int = 64  # ... or until this many wait
 
 
@@ -142,7 +142,7 @@ def _rls_table(table: Any) -> RlsSettings:
         tier_key=table.get("tier_key", "tier"), user_key=table.get("user_key", "user"),
         default_tier=table.get("default_tier"), default_user=table.get("default_user", "anonymous"),
         fail_open=open_ if isinstance(open_, bool) else tuple(open_),
-        batch_window_ms=float(table.get("batch_window_ms", 1.0)), batch_limit=table.get("batch_limit", 64),
+        batch_window_ms=float(table.get("batch_window_ms", 2.0)), batch_limit=table.get("batch_limit", 64),
     )
 
 

@@ -179,7 +179,7 @@ async def test_a_busy_tier_is_batched_within_the_window(store: QuotaStore, redis
 async def test_a_sequential_caller_is_not_held_by_the_window(store: QuotaStore, redis_client: aioredis.Redis,
                                                              away_from_day_edges: float) -> None:
     """One check after another at full speed, window 100 ms: a held batch that gathers nobody stops the holding."""
-    from quotas.limiter import HOLD_OFF_S
+    from quotas.limiter import HOLD_OFF_WINDOWS
 
     await store.set("free", QuotaSpec(1000, DAY), actor="t")
     lim = Limiter(redis_client, batch_window_s=0.1)
@@ -188,7 +188,7 @@ async def test_a_sequential_caller_is_not_held_by_the_window(store: QuotaStore, 
         for i in range(80):
             assert (await lim.check("free", f"u{i}")).allowed
     elapsed_s = asyncio.get_running_loop().time() - start
-    assert lim.batches_held <= 1 + int(elapsed_s / HOLD_OFF_S)  # one probe per hold-off at most
+    assert lim.batches_held <= 1 + int(elapsed_s / (HOLD_OFF_WINDOWS * 0.1))  # one probe per hold-off at most
     await lim.aclose()
 
 
