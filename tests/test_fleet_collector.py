@@ -60,11 +60,11 @@ class LoopbackNode:
         self.connections += 1
         try:
             while line := await reader.readline():
-                head = [line]
+                asked = [line]
                 while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
-                    head.append(line)
+                    asked.append(line)
                 self.hits += 1
-                self.requests.append(b"".join(head).decode("latin-1"))
+                self.requests.append(b"".join(asked).decode("latin-1"))
                 if self.mode == "hang":
                     await asyncio.sleep(3600)
                 if self.mode == "hangs up":  # the request read, the connection closed without a word
