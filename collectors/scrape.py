@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import sys
 import urllib.request
 
 import aiohttp
-import httpx
 from yarl import URL
 
 from collectors.dcgm import PageError
@@ -35,16 +35,19 @@ def scrape_error(exc: BaseException, timeout_s: float) -> str:
 
 
 def _scrape_error(exc: BaseException, timeout_s: float) -> str:
+    # httpx is Prometheus mode's (it imports it): a console scraping nodes does not load it (megabytes), and
+    # an httpx error cannot exist in a process that never imported httpx
+    hx = sys.modules.get("httpx")
     # aiohttp's ServerTimeoutError and ConnectionTimeoutError are TimeoutErrors too
-    if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
+    if isinstance(exc, TimeoutError) or (hx and isinstance(exc, hx.TimeoutException)):
         return f"timed out after {timeout_s:g} s"
     if isinstance(exc, aiohttp.ClientResponseError):
         return f"HTTP {exc.status} {exc.message}".strip()
-    if isinstance(exc, httpx.HTTPStatusError):
+    if hx and isinstance(exc, hx.HTTPStatusError):
         return f"HTTP {exc.response.status_code} {exc.response.reason_phrase}".strip()
     if isinstance(exc, aiohttp.ClientConnectorError):
         return f"cannot connect ({_words(exc.os_error) or 'refused'})"
-    if isinstance(exc, httpx.ConnectError):
+    if hx and isinstance(exc, hx.ConnectError):
         return f"cannot connect ({_words(exc) or 'refused'})"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "disconnected before answering"
