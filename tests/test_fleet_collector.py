@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ssl
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,8 +24,8 @@ class LoopbackNode:
     active = 0  # requests being answered right now, across every node (for the concurrency bound)
     max_active = 0
 
-    def __init__(self, mode: str = "ok", body: bytes = L4) -> None:
-        self.mode, self.body = mode, body
+    def __init__(self, mode: str = "ok", body: bytes = L4, tls: ssl.SSLContext | None = None) -> None:
+        self.mode, self.body, self.tls = mode, body, tls
         self.port = 0
         self.hits = 0
         self.connections = 0  # TCP connections accepted
@@ -34,10 +36,10 @@ class LoopbackNode:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/metrics"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/metrics"
 
     async def start(self) -> LoopbackNode:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -441,3 +443,45 @@ async def test_a_node_that_hangs_up_or_cuts_its_page_short_is_down_by_name() -> 
             await n.stop()
     assert (hung_up.status, hung_up.error) == ("down", "disconnected before answering")
     assert short.status == "down" and (short.error or "").startswith("page cut short (")
+
+
+def _internal_ca(tmp: Path) -> tuple[Path, ssl.SSLContext]:
+    """An internal CA (openssl) and a server context whose certificate it signed for 127.0.0.1."""
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=tmp, check=True, capture_output=True, timeout=60)
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=surgewatch test CA")
+    run("req", *ec, "-keyout", "node.key", "-out", "node.csr", "-subj", "/CN=127.0.0.1")
+    (tmp / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+        "-out", "node.pem", "-extfile", "san.ext")
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(tmp / "node.pem", tmp / "node.key")
+    return tmp / "ca.pem", server
+
+
+async def test_a_tls_node_signed_by_an_internal_ca_is_read_once_ssl_cert_file_names_the_ca(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An https node whose CA is not in the system store cannot be trusted (down, "cannot connect"); with
+    SSL_CERT_FILE naming that CA it is read."""
+    ca, server = _internal_ca(tmp_path)
+    node = await LoopbackNode(tls=server).start()
+    try:
+        async with asyncio.timeout(30):
+            monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+            c = FleetCollector([node.url], min_interval_s=0, wait_s=None)
+            try:
+                (untrusted,) = (await c.poll()).nodes
+            finally:
+                await c.aclose()
+            monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+            c = FleetCollector([node.url], min_interval_s=0, wait_s=None)
+            try:
+                (trusted,) = (await c.poll()).nodes
+            finally:
+                await c.aclose()
+    finally:
+        await node.stop()
+    assert untrusted.status == "down" and (untrusted.error or "").startswith("cannot connect (")
+    assert (trusted.status, trusted.error, trusted.gpus[0].temp_c) == ("up", None, 31)
