@@ -96,14 +96,14 @@ class PageFetcher:
         self.concurrency = max(1, concurrency)
         self.keepalive_s = keepalive_s
         self._session: aiohttp.ClientSession | None = None
-        self._targets: dict[str, tuple[URL, str | None]] = {}  # url -> parsed once, its proxy read once
+        self._targets: dict[str, tuple[URL, str | None, ssl.SSLContext | bool]] = {}  # url -> parsed, proxy, TLS
+        self._tls: ssl.SSLContext | None = None
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
             limit=self.concurrency,
             limit_per_host=0,  # URLs on one host:port (distinct paths) must not queue behind each other
             keepalive_timeout=self.keepalive_s,
-            ssl=ssl.create_default_context(),
         )
         # the fetch's own asyncio.timeout bounds it; aiohttp's default (300 s total) would only add a timer
         self._session = aiohttp.ClientSession(
@@ -120,9 +120,11 @@ class PageFetcher:
         session = self._session or self._open()
         target = self._targets.get(url)
         if target is None:  # a URL parsed once (a twentieth of a fetch's CPU), not on every scrape
-            target = self._targets[url] = (URL(url), _env_proxy(url))
+            parsed = URL(url)
+            target = self._targets[url] = (parsed, _env_proxy(url), self._tls_context() if parsed.scheme == "https"
+                                           else True)
         async with asyncio.timeout(self.timeout_s):
-            async with session.get(target[0], allow_redirects=False, proxy=target[1]) as r:
+            async with session.get(target[0], allow_redirects=False, proxy=target[1], ssl=target[2]) as r:
                 if not 200 <= r.status < 300:
                     raise aiohttp.ClientResponseError(
                         r.request_info, r.history, status=r.status, message=r.reason or "", headers=r.headers
@@ -133,6 +135,13 @@ class PageFetcher:
                 if declared is not None and r.headers.get("Content-Encoding", "identity") == "identity":
                     return await r.read()  # the declared length is what arrives: within the bound
                 return await _read_bounded(r.content)
+
+    def _tls_context(self) -> ssl.SSLContext:
+        # built on the first https fetch (15 ms of loading the system's CAs, once; none for plain http), so
+        # SSL_CERT_FILE as the process has it then counts
+        if self._tls is None:
+            self._tls = ssl.create_default_context()
+        return self._tls
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
