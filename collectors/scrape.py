@@ -14,9 +14,11 @@ poll. `scrape_error` names the failures of both libraries the same way.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 import sys
 import urllib.request
+from typing import NamedTuple
 
 import aiohttp
 from yarl import URL
@@ -65,13 +67,29 @@ def _words(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:80]
 
 
-def _env_proxy(url: str) -> str | None:
-    """The proxy HTTP(S)_PROXY / ALL_PROXY name for `url`, None where NO_PROXY exempts it (as httpx read them)."""
-    u = URL(url)
+class _Target(NamedTuple):
+    """A scraped URL as every fetch of it needs it: parsed once, its proxy read once."""
+
+    url: URL
+    proxy: URL | None  # from the environment (_env_proxy)
+    proxy_auth: dict[str, str] | None  # the proxy's credentials, as a Proxy-Authorization header
+    tls: ssl.SSLContext | bool
+
+
+def _env_proxy(url: URL) -> tuple[URL | None, dict[str, str] | None]:
+    """The proxy HTTP(S)_PROXY / ALL_PROXY name for `url` (None where NO_PROXY exempts it), as httpx read
+    them; credentials in the proxy's URL become a Proxy-Authorization header (aiohttp's `proxy=` drops them)."""
     proxies = urllib.request.getproxies_environment()
-    if not proxies or (u.host and urllib.request.proxy_bypass(u.host)):  # NO_PROXY (no_proxy), on Linux
-        return None
-    return proxies.get(u.scheme or "http") or proxies.get("all")
+    if not proxies or (url.host and urllib.request.proxy_bypass(url.host)):  # NO_PROXY (no_proxy), on Linux
+        return None, None
+    raw = proxies.get(url.scheme or "http") or proxies.get("all")
+    if not raw:
+        return None, None
+    proxy = URL(raw)
+    if proxy.user is None:
+        return proxy, None
+    secret = base64.b64encode(f"{proxy.user}:{proxy.password or ''}".encode()).decode("ascii")
+    return proxy.with_user(None), {"Proxy-Authorization": f"Basic {secret}"}
 
 
 class PageFetcher:
@@ -96,7 +114,7 @@ class PageFetcher:
         self.concurrency = max(1, concurrency)
         self.keepalive_s = keepalive_s
         self._session: aiohttp.ClientSession | None = None
-        self._targets: dict[str, tuple[URL, str | None, ssl.SSLContext | bool]] = {}  # url -> parsed, proxy, TLS
+        self._targets: dict[str, _Target] = {}
         self._tls: ssl.SSLContext | None = None
 
     def _open(self) -> aiohttp.ClientSession:
@@ -118,13 +136,17 @@ class PageFetcher:
     async def fetch(self, url: str) -> bytes:
         """The page at `url`; raises aiohttp's errors, TimeoutError, PageError (too large)."""
         session = self._session or self._open()
-        target = self._targets.get(url)
-        if target is None:  # a URL parsed once (a twentieth of a fetch's CPU), not on every scrape
+        t = self._targets.get(url)
+        if t is None:  # a URL parsed once (a twentieth of a fetch's CPU), not on every scrape
             parsed = URL(url)
-            target = self._targets[url] = (parsed, _env_proxy(url), self._tls_context() if parsed.scheme == "https"
-                                           else True)
+            t = self._targets[url] = _Target(parsed, *_env_proxy(parsed),
+                                             tls=self._tls_context() if parsed.scheme == "https" else True)
+        # through a proxy, plain http is asked of the proxy itself; https tunnels (CONNECT) with proxy_headers
+        tunnel = t.url.scheme == "https"
         async with asyncio.timeout(self.timeout_s):
-            async with session.get(target[0], allow_redirects=False, proxy=target[1], ssl=target[2]) as r:
+            async with session.get(t.url, allow_redirects=False, proxy=t.proxy, ssl=t.tls,
+                                   headers=None if tunnel else t.proxy_auth,
+                                   proxy_headers=t.proxy_auth if tunnel else None) as r:
                 if not 200 <= r.status < 300:
                     raise aiohttp.ClientResponseError(
                         r.request_info, r.history, status=r.status, message=r.reason or "", headers=r.headers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import ssl
 import subprocess
@@ -407,11 +408,12 @@ async def test_a_node_that_closes_its_kept_connection_is_read_again_on_the_next_
 async def test_scrapes_go_through_the_environment_s_proxy_unless_no_proxy_names_the_node(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """With HTTP_PROXY set, a node is asked through that proxy (absolute URL, our headers); NO_PROXY exempts one."""
+    """With HTTP_PROXY set, a node is asked through that proxy (absolute URL, our headers, the proxy's credentials
+    from its URL); NO_PROXY exempts one."""
     proxy, direct = await LoopbackNode().start(), await LoopbackNode().start()
     for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTPS_PROXY", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+    monkeypatch.setenv("HTTP_PROXY", f"http://scraper:s3cret@127.0.0.1:{proxy.port}")
     monkeypatch.setenv("NO_PROXY", "localhost")
     behind = "http://gpu-node.invalid:9400/metrics"  # resolvable by nobody: only the proxy can answer it
     exempt = direct.url.replace("127.0.0.1", "localhost")
@@ -427,7 +429,8 @@ async def test_scrapes_go_through_the_environment_s_proxy_unless_no_proxy_names_
     (asked,) = proxy.requests
     assert asked.startswith(f"GET {behind} HTTP/1.1\r\n")
     assert "User-Agent: surgewatch\r\n" in asked and "Accept: text/plain;version=0.0.4\r\n" in asked
-    assert direct.hits == 1
+    assert f"Proxy-Authorization: Basic {base64.b64encode(b'scraper:s3cret').decode()}\r\n" in asked
+    assert direct.hits == 1 and "Proxy-Authorization" not in direct.requests[0]  # the proxy's secret stays its own
 
 
 async def test_a_node_that_hangs_up_or_cuts_its_page_short_is_down_by_name() -> None:
