@@ -3,12 +3,13 @@
 A helper process (this script with --serve N) serves N ports from one asyncio loop, each answering
 with the real vLLM page (../shared/fixtures/vllm-datadog.prom) whose request counter and e2e
 histogram advance on every answer, so every sweep parses every page and computes every replica's
-rates and quantiles (no identical-page skip). The sweeping process runs ServingCollector (one kept-alive
-client per replica, concurrency 64, as for --nodes); reported: wall and CPU (time.process_time) of one
-sweep, median of --repeat sweeps after two warm-up sweeps, the helper's CPU over the same sweeps
-(psutil), and two peers in the same run with the same connection policy (collectors.fleet.make_node_client,
-same bound): fetching every page and parsing it whole with prometheus-client, and fetching only (the
-floor that httpx's per-request work sets, whatever the parse).
+rates and quantiles (no identical-page skip). The sweeping process runs ServingCollector (one aiohttp
+session keeping one connection per replica, concurrency 64, as for --nodes); reported: wall and CPU
+(time.process_time) of one sweep, median of --repeat sweeps after two warm-up sweeps, the helper's CPU over
+the same sweeps (psutil), and peers in the same run with the same bound: fetching every page with one
+kept-alive httpx client per replica (bench/httpx_peer.py: how surgewatch scraped before aiohttp) and parsing
+it whole with prometheus-client; and fetching only, through our own fetcher (collectors.scrape.PageFetcher:
+the floor our HTTP path sets, whatever the parse).
 
     .venv/bin/python bench/serving_sweep.py [--replicas 512] [--repeat 5]
 
@@ -32,12 +33,13 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-import httpx  # noqa: E402
 import psutil  # noqa: E402
+from httpx_peer import httpx_clients  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from collectors.fleet import make_node_client  # noqa: E402
+from collectors.scrape import PageFetcher  # noqa: E402
 from collectors.serving import ServingCollector  # noqa: E402
 
 PAGE = ROOT.parent / "shared" / "fixtures" / "vllm-datadog.prom"
@@ -102,28 +104,35 @@ async def bench(ports: list[int], repeat: int, helper: psutil.Process) -> dict[s
         ours = [await timed(sc.poll, helper) for _ in range(repeat)]
     finally:
         await sc.aclose()
-    tls = httpx.create_ssl_context()
-    clients = {u: make_node_client(10, 30.0, tls) for u in urls}
+    clients = httpx_clients(urls, 10)
+    fetcher = PageFetcher(10, 64, keepalive_s=30.0)
     sem = asyncio.Semaphore(64)
 
-    async def one(url: str, parse: bool) -> int:
+    async def one(url: str) -> int:
         async with sem:
             r = await clients[url].get(url)
-            return sum(len(f.samples) for f in text_string_to_metric_families(r.text)) if parse else len(r.content)
+            r.raise_for_status()
+            return sum(len(f.samples) for f in text_string_to_metric_families(r.text))
+
+    async def fetch_one(url: str) -> int:
+        async with sem:
+            return len(await fetcher.fetch(url))
 
     async def peer_sweep() -> None:
-        await asyncio.gather(*(one(u, True) for u in urls))
+        await asyncio.gather(*(one(u) for u in urls))
 
     async def fetch_sweep() -> None:
-        await asyncio.gather(*(one(u, False) for u in urls))
+        await asyncio.gather(*(fetch_one(u) for u in urls))
 
     try:
         await peer_sweep()
+        await fetch_sweep()
         peer = [await timed(peer_sweep, helper) for _ in range(repeat)]
         fetch = [await timed(fetch_sweep, helper) for _ in range(repeat)]
     finally:
         for c in clients.values():
             await c.aclose()
+        await fetcher.aclose()
     med = lambda xs, i: statistics.median(x[i] for x in xs)  # noqa: E731
     return {"ours": [med(ours, i) for i in range(3)], "peer": [med(peer, i) for i in range(3)],
             "fetch": [med(fetch, i) for i in range(3)]}
@@ -167,9 +176,10 @@ def main() -> int:
     print(f"machine: {os.cpu_count()} CPUs, python {sys.version.split()[0]}; {a.replicas} replicas, "
           f"page {PAGE.stat().st_size} bytes (the real vLLM capture, counters advancing every answer)")
     print(f"ours (ServingCollector): wall {ow:6.0f} ms, CPU {oc:6.0f} ms; helper serving the pages {oh:5.0f} ms CPU")
-    print(f"peer (same clients, prometheus-client full parse): wall {pw:6.0f} ms, CPU {pc:6.0f} ms; "
+    print(f"peer (httpx, a kept-alive client per replica, prometheus-client full parse): wall {pw:6.0f} ms, "
+          f"CPU {pc:6.0f} ms; "
           f"helper {ph:5.0f} ms CPU  -> {pc / oc:.1f}x our CPU")
-    print(f"floor (same clients fetching every page, no parse): wall {fw:6.0f} ms, CPU {fc:6.0f} ms "
+    print(f"floor (our fetcher, aiohttp, fetching every page, no parse): wall {fw:6.0f} ms, CPU {fc:6.0f} ms "
           f"-> parsing and the window's figures cost {oc - fc:.0f} ms of ours")
     print(f"target: one sweep <= {TARGET_CPU_MS:g} ms CPU: {'met' if oc <= TARGET_CPU_MS else 'MISSED'}")
     busy = "the sweeping process (its CPU ~ its wall)" if oc >= 0.8 * ow else (

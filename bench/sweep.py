@@ -4,10 +4,11 @@ Nodes are served by a helper process (bench/sweep_nodes.py, one port per node, 4
 shaped like dcgm-exporter's). For each fleet size it reports, for the sweeping process only:
 - wall and CPU time (time.process_time) of one FleetCollector sweep, median of several sweeps (the
   steady state: label sets already parsed), and of the first sweep (every label set new);
-- the same for a plain peer sweep with the same connection policy as ours (one httpx client per node
-  keeping one connection alive, a shared TLS context, the same concurrency bound) fetching every page
-  and parsing it whole with prometheus-client's parser (what "parse with prometheus-client" costs
-  without our filter); with --shared-peer also the earlier peer, one shared client without keep-alive;
+- the same for a plain peer sweep (one httpx client per node keeping one connection alive, a shared TLS
+  context, the same concurrency bound: bench/httpx_peer.py, how surgewatch scraped before aiohttp)
+  fetching every page and parsing it whole with prometheus-client's parser; with --shared-peer also the
+  earlier peer, one shared httpx client without keep-alive;
+- the floor: our own fetcher (collectors.scrape.PageFetcher, aiohttp) fetching every page, no parse;
 - parse time per node: ours (filter, then prometheus-client) vs prometheus-client on the full page.
 
     .venv/bin/python bench/sweep.py [--sizes 16,128,512] [--repeat 5] [--shared-peer]
@@ -31,14 +32,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import aiohttp  # noqa: E402
 import httpx  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
+from httpx_peer import httpx_clients  # noqa: E402
 from sweep_nodes import make_page  # noqa: E402
 
 from collectors.dcgm import parse_page  # noqa: E402
-from collectors.fleet import FleetCollector, make_client, make_node_client  # noqa: E402
+from collectors.fleet import FleetCollector  # noqa: E402
+from collectors.prometheus import make_client  # noqa: E402
+from collectors.scrape import PageFetcher  # noqa: E402
 
 
 def full_parse(text: str) -> int:
@@ -90,15 +95,28 @@ async def bench_size(ports: list[int], repeat: int, shared_peer: bool = False) -
 
         return await timed(peer_sweep), [await timed(peer_sweep) for _ in range(repeat)]
 
-    # like for like: the peer keeps one connection per node exactly as FleetCollector does (make_node_client,
-    # one shared TLS context, kept alive past the next scrape)
-    tls = httpx.create_ssl_context()
-    clients = {u: make_node_client(5, 30.0, tls) for u in urls}
+    # the peer keeps one connection per node as FleetCollector does, over httpx (bench/httpx_peer.py)
+    clients = httpx_clients(urls, 5)
     try:
         peer_first, peer = await peer_run(clients.__getitem__)
     finally:
         for c in clients.values():
             await c.aclose()
+    fetcher = PageFetcher(5, 64, keepalive_s=30.0)  # the floor: our fetcher, FleetCollector's bound, no parse
+    sem = asyncio.Semaphore(64)
+
+    async def fetch_one(url: str) -> int:
+        async with sem:
+            return len(await fetcher.fetch(url))
+
+    async def fetch_sweep() -> None:
+        await asyncio.gather(*(fetch_one(u) for u in urls))
+
+    try:
+        await fetch_sweep()
+        floor = [await timed(fetch_sweep) for _ in range(repeat)]
+    finally:
+        await fetcher.aclose()
     shared: dict[str, float] = {}
     if shared_peer:  # the earlier peer: one client for every node, no keep-alive (a connect per scrape)
         client = make_client(5, 64)
@@ -116,6 +134,7 @@ async def bench_size(ports: list[int], repeat: int, shared_peer: bool = False) -
         "ours_first_wall_ms": first[0], "ours_first_cpu_ms": first[1],
         "peer_wall_ms": med(peer, 0), "peer_cpu_ms": med(peer, 1),
         "peer_first_wall_ms": peer_first[0], "peer_first_cpu_ms": peer_first[1],
+        "floor_wall_ms": med(floor, 0), "floor_cpu_ms": med(floor, 1),
         **shared,
     }
 
@@ -151,14 +170,16 @@ def main() -> None:
     if soft < need:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
     ours_ms, full_ms, _, samples = parse_costs()
-    print(f"machine: {os.cpu_count()} CPUs, python {sys.version.split()[0]}, httpx {httpx.__version__}")
+    print(f"machine: {os.cpu_count()} CPUs, python {sys.version.split()[0]}, aiohttp {aiohttp.__version__}, "
+          f"httpx {httpx.__version__}")
     print(f"page: {len(make_page(7))} bytes, {samples} samples (8 GPUs x 40 metrics)")
     print(f"parse per node: ours {ours_ms:.2f} ms (used series only, label sets parsed once by prometheus-client) "
           f"vs prometheus-client full page "
           f"{full_ms:.2f} ms  -> {full_ms / ours_ms:.1f}x less CPU")
     print()
     head = (f"{'nodes':>5} {'GPUs':>5} | {'ours wall':>9} {'ours CPU':>9} | {'peer wall':>9} {'peer CPU':>9} | "
-            f"{'CPU ratio':>9} | {'1st sweep ours wall/CPU':>23} | {'1st sweep peer wall/CPU':>23}")
+            f"{'CPU ratio':>9} | {'1st sweep ours wall/CPU':>23} | {'1st sweep peer wall/CPU':>23} | "
+            f"{'floor wall/CPU':>18}")
     if a.shared_peer:
         head += f" | {'shared-client peer wall/CPU':>27} {'ratio':>6}"
     print(head)
@@ -172,15 +193,16 @@ def main() -> None:
                f"{r['peer_wall_ms']:>7.0f}ms {r['peer_cpu_ms']:>7.0f}ms | "
                f"{r['peer_cpu_ms'] / r['ours_cpu_ms']:>8.1f}x | "
                f"{r['ours_first_wall_ms']:>10.0f}ms {r['ours_first_cpu_ms']:>9.0f}ms | "
-               f"{r['peer_first_wall_ms']:>10.0f}ms {r['peer_first_cpu_ms']:>9.0f}ms")
+               f"{r['peer_first_wall_ms']:>10.0f}ms {r['peer_first_cpu_ms']:>9.0f}ms | "
+               f"{r['floor_wall_ms']:>7.0f}ms {r['floor_cpu_ms']:>8.0f}ms")
         if a.shared_peer:
             row += (f" | {r['shared_wall_ms']:>14.0f}ms {r['shared_cpu_ms']:>9.0f}ms "
                     f"{r['shared_cpu_ms'] / r['ours_cpu_ms']:>5.1f}x")
         print(row, flush=True)
     print()
-    print("ours = FleetCollector (median of --repeat sweeps, label cache warm); peer = the same connection policy "
-          "(one kept-alive connection per node), same bound, full-page prometheus-client parse; "
-          "1st sweep = cold label cache")
+    print("ours = FleetCollector (median of --repeat sweeps, label cache warm); peer = httpx, one kept-alive "
+          "connection per node, same bound, full-page prometheus-client parse; 1st sweep = cold label cache; "
+          "floor = our fetcher (aiohttp) fetching every page, no parse")
     if a.shared_peer:
         print("shared-client peer = the earlier peer: one client for all nodes without keep-alive, same parse")
     print("target: 128 nodes in <= 500 ms wall and <= 300 ms CPU of the sweeping process (nodes every 5 s)")

@@ -1,10 +1,11 @@
 """Inference servers (vLLM, NIM, SGLang, TGI, Triton): scrape their /metrics like the GPU nodes.
 
-Scraped exactly as collectors.fleet scrapes `--nodes`: one kept-alive client per server, a
-concurrency bound, a per-server timeout, a minimum interval per server, a page identical to the
-previous one not parsed again, and a sweep that waits at most `wait_s` (a slow server lands in a later
-sample). A server that is down keeps its last-known figures (status "down", with the time they were
-read); one that answers without any known family is "not_serving" (NOT_A_SERVER), never zeros.
+Scraped by the same sweep loop as collectors.fleet's `--nodes` (collectors.sweep): one aiohttp session
+keeping one connection alive per server, a concurrency bound, a per-server timeout, a minimum interval
+per server, a page identical to the previous one not parsed again, and a sweep that waits at most
+`wait_s` (a slow server lands in a later sample). A server that is down keeps its last-known figures
+(status "down", with the time they were read); one that answers without any known family is
+"not_serving" (NOT_A_SERVER), never zeros.
 
 Rates and quantiles come from the difference between the newest scrape and the newest one at least
 `window_s` (60 s) older, or the oldest kept while the window fills (collectors.serving_window). A counter
@@ -26,36 +27,26 @@ says why in its `missing` mapping (collectors.serving_samples.Missing).
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-import httpx
-
-from collectors.fleet import NodeClients, fetch_page, scrape_error
-from collectors.nodes import redact_url
 from collectors.serving_parse import NOT_A_SERVER, ModelPage, ServerPage, parse_server_page
 from collectors.serving_samples import Missing, ModelServing, ReplicaSample, ServingFigures, ServingSample
 from collectors.serving_window import Counters, Rates, figures, rates_between, went_down
-from quotas.safe import safe
+from collectors.sweep import Sweeper, Target, shown_url
 
 HISTORY_MAX = 256  # scrapes kept per server: a window of 60 s at the 0.25 s floor of min_interval_s
 
 
+_Replica = Target[ServerPage, ReplicaSample]
+
+
 @dataclass
-class _Replica:
-    url: str
-    shown: str
-    sample: ReplicaSample
-    interval_s: float
-    task: asyncio.Task[None] | None = None
-    last_try: float = -math.inf
-    page_digest: bytes = b""
-    page: ServerPage | None = None
+class _Window:
+    """A replica's scrapes over the window and what they make (the serving collector's own state)."""
+
     history: deque[tuple[float, ServerPage]] = field(default_factory=lambda: deque(maxlen=HISTORY_MAX))
     pages: dict[str, ModelPage] = field(default_factory=dict)  # model -> its figures on the newest page
     rates: dict[str, Rates] = field(default_factory=dict)  # model -> rates over the window (up replicas)
@@ -101,7 +92,6 @@ class ServingCollector:
         concurrency: int = 64,
         min_interval_s: float = 5.0,
         window_s: float = 60.0,
-        client: httpx.AsyncClient | None = None,
         wait_s: float | None = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -110,97 +100,67 @@ class ServingCollector:
         self.window_s = window_s
         self.wait_s = wait_s
         self._clock = clock
-        self._clients = NodeClients(timeout_s, client)
-        self._sem = asyncio.Semaphore(max(1, concurrency))
         now = clock()
-        self._replicas: list[_Replica] = []
+        replicas: list[_Replica] = []
         for url in dict.fromkeys(urls):
-            shown = safe(redact_url(url) or url)  # as the fleet's nodes: made visible where it enters
+            shown = shown_url(url)  # as the fleet's nodes: made visible where it enters
             first = ReplicaSample(url=shown, status="down", error="not scraped yet", latency_ms=None,
                                   taken_at=now, checked_at=now)
-            self._replicas.append(_Replica(url, shown, first, interval_s=min_interval_s))
+            replicas.append(_Replica(url, shown, min_interval_s, first))
+        self._windows = {r.url: _Window() for r in replicas}
+        self._sweeper = Sweeper(replicas, parse=self._parse, took=self._took, timeout_s=timeout_s,
+                                concurrency=concurrency, wait_s=wait_s, clock=clock)
 
     async def poll(self) -> ServingSample:
-        now = self._clock()
-        for r in self._replicas:
-            if r.task is None and now - r.last_try >= r.interval_s:
-                r.last_try = now
-                r.task = asyncio.create_task(self._scrape(r))
-        pending = [r.task for r in self._replicas if r.task is not None]
-        if pending:
-            await asyncio.wait(pending, timeout=self.wait_s)
-        replicas = tuple(r.sample for r in self._replicas)
-        view = [(r.sample, r.pages, r.rates, r.just_reset) for r in self._replicas]
+        await self._sweeper.sweep()
+        rs = self._sweeper.targets
+        replicas = tuple(r.sample for r in rs)
+        view = [(r.sample, w.pages, w.rates, w.just_reset) for r, w in ((r, self._windows[r.url]) for r in rs)]
         return ServingSample(taken_at=self._clock(), replicas=replicas, models=model_view(view), source="scrape")
 
-    async def _scrape(self, r: _Replica) -> None:
-        try:
-            async with self._sem:
-                t0 = time.perf_counter()
-                try:
-                    async with asyncio.timeout(self.timeout_s):
-                        body = await fetch_page(self._clients.get(r.url, r.interval_s), r.url)
-                    latency_ms = (time.perf_counter() - t0) * 1000
-                    digest = hashlib.blake2b(body, digest_size=16).digest()
-                    if digest == r.page_digest and r.page is not None:
-                        page = r.page  # same page, same counters: pages are immutable
-                    else:
-                        page = parse_server_page(body.decode("utf-8", errors="replace"))
-                        r.page_digest, r.page = digest, page
-                except asyncio.CancelledError:
-                    raise
-                except Exception as e:
-                    r.sample = replace(r.sample, status="down", error=scrape_error(e, self.timeout_s),
-                                       latency_ms=None, checked_at=self._clock())
-                    return
-                self._took(r, page, round(latency_ms, 2))
-        finally:
-            r.task = None
+    @staticmethod
+    def _parse(r: _Replica, body: bytes) -> ServerPage:
+        return parse_server_page(body.decode("utf-8", errors="replace"))
 
-    def _took(self, r: _Replica, page: ServerPage, latency_ms: float) -> None:
+    def _took(self, r: _Replica, page: ServerPage, latency_ms: float) -> ReplicaSample:
         """A page read at `now`: the history, the window's rates and the replica's sample."""
         now = self._clock()
+        w = self._windows[r.url]
         if page.kind is None:
-            r.history.clear()
-            r.pages, r.rates = {}, {}
-            r.sample = ReplicaSample(url=r.shown, status="not_serving", error=NOT_A_SERVER, latency_ms=latency_ms,
-                                     taken_at=now, checked_at=now, warnings=page.warnings,
-                                     resets=r.sample.resets, last_reset_at=r.sample.last_reset_at)
-            return
+            w.history.clear()
+            w.pages, w.rates = {}, {}
+            return ReplicaSample(url=r.shown, status="not_serving", error=NOT_A_SERVER, latency_ms=latency_ms,
+                                 taken_at=now, checked_at=now, warnings=page.warnings,
+                                 resets=r.sample.resets, last_reset_at=r.sample.last_reset_at)
         resets, last_reset_at = r.sample.resets, r.sample.last_reset_at
-        if not r.history or r.history[-1][1] is not page:  # an identical page cannot hold a restart
-            down, r.counters = went_down(r.counters if r.history else {}, page)
-            r.just_reset = down
+        if not w.history or w.history[-1][1] is not page:  # an identical page cannot hold a restart
+            down, w.counters = went_down(w.counters if w.history else {}, page)
+            w.just_reset = down
         else:
-            r.just_reset = False
-        if r.just_reset:
+            w.just_reset = False
+        if w.just_reset:
             resets, last_reset_at = resets + 1, now
-            r.history.clear()  # the counters restarted: the window starts again here
-        r.history.append((now, page))
-        h = r.history
+            w.history.clear()  # the counters restarted: the window starts again here
+        w.history.append((now, page))
+        h = w.history
         while len(h) > 2 and now - h[1][0] >= self.window_s:
             h.popleft()  # the baseline: the newest scrape at least window_s old
         base_at, base = h[0]
         dt = now - base_at
         before = {m.model: m for m in base.models} if len(h) >= 2 and dt > 0 else {}
-        r.pages = {m.model: m for m in page.models}
-        r.rates = {m.model: rates_between(before[m.model], m, dt) for m in page.models if m.model in before}
-        no_rates = Missing.RESET if r.just_reset else Missing.WARMING_UP
+        w.pages = {m.model: m for m in page.models}
+        w.rates = {m.model: rates_between(before[m.model], m, dt) for m in page.models if m.model in before}
+        no_rates = Missing.RESET if w.just_reset else Missing.WARMING_UP
         models: list[ServingFigures] = [
-            figures(m.model, [m], [r.rates[m.model]] if m.model in r.rates else [], no_rates,
+            figures(m.model, [m], [w.rates[m.model]] if m.model in w.rates else [], no_rates,
                     mean_only=page.kind == "triton")
             for m in page.models
         ]
-        r.sample = ReplicaSample(
+        return ReplicaSample(
             url=r.shown, status="up", error=None, latency_ms=latency_ms, taken_at=now, checked_at=now,
             kind=page.kind, variant=page.variant, models=tuple(models), warnings=page.warnings,
             resets=resets, last_reset_at=last_reset_at,
         )
 
     async def aclose(self) -> None:
-        tasks = [r.task for r in self._replicas if r.task is not None]
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        await self._clients.aclose()
+        await self._sweeper.aclose()

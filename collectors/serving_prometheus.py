@@ -27,9 +27,9 @@ from typing import Any
 
 import httpx
 
-from collectors.fleet import make_client, scrape_error
 from collectors.nodes import redact_url
-from collectors.prometheus import DOWN, _regex_of, instant_query
+from collectors.prometheus import DOWN, _regex_of, instant_query, make_client
+from collectors.scrape import scrape_error
 from collectors.serving import model_view
 from collectors.serving_parse import (
     FAMILIES,

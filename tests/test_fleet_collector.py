@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import gzip
+import ssl
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,21 +25,22 @@ class LoopbackNode:
     active = 0  # requests being answered right now, across every node (for the concurrency bound)
     max_active = 0
 
-    def __init__(self, mode: str = "ok", body: bytes = L4) -> None:
-        self.mode, self.body = mode, body
+    def __init__(self, mode: str = "ok", body: bytes = L4, tls: ssl.SSLContext | None = None) -> None:
+        self.mode, self.body, self.tls = mode, body, tls
         self.port = 0
         self.hits = 0
         self.connections = 0  # TCP connections accepted
+        self.requests: list[str] = []  # each request's line and headers, as received
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/metrics"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/metrics"
 
     async def start(self) -> LoopbackNode:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -57,12 +62,20 @@ class LoopbackNode:
         self._conns.add(writer)
         self.connections += 1
         try:
-            while await reader.readline():
-                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                    pass
+            while line := await reader.readline():
+                asked = [line]
+                while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    asked.append(line)
                 self.hits += 1
+                self.requests.append(b"".join(asked).decode("latin-1"))
                 if self.mode == "hang":
                     await asyncio.sleep(3600)
+                if self.mode == "hangs up":  # the request read, the connection closed without a word
+                    break
+                if self.mode == "cut short":  # a length declared, a part sent, the connection closed
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(self.body), self.body[:100]))
+                    await writer.drain()
+                    break
                 if self.mode == "endless":  # chunked, no length: 64 KiB chunks until the reader gives up
                     writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
                     chunk = b"# " + b"x" * (65536 - 3) + b"\n"
@@ -79,16 +92,21 @@ class LoopbackNode:
                         await asyncio.sleep(0.05)
                     finally:
                         LoopbackNode.active -= 1
-                status, body = {
-                    "ok": ("200 OK", self.body),
-                    "slow": ("200 OK", self.body),
-                    "500": ("500 Internal Server Error", b"boom\n"),
-                    "garbage": ("200 OK", b"<html><body>It works!</body></html>\n"),
+                status, body, extra = {
+                    "ok": ("200 OK", self.body, ""),
+                    "slow": ("200 OK", self.body, ""),
+                    "closes": ("200 OK", self.body, ""),
+                    "gzip": ("200 OK", gzip.compress(self.body), "Content-Encoding: gzip\r\n"),
+                    "moved": ("301 Moved Permanently", b"", f"Location: http://127.0.0.1:{self.port}/elsewhere\r\n"),
+                    "500": ("500 Internal Server Error", b"boom\n", ""),
+                    "garbage": ("200 OK", b"<html><body>It works!</body></html>\n", ""),
                 }[self.mode]
-                head = (f"HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                head = (f"HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\n{extra}"
                         f"Content-Length: {len(body)}\r\n\r\n")
                 writer.write(head.encode() + body)
                 await writer.drain()
+                if self.mode == "closes":  # answered, then the idle kept connection is closed (no "Connection: close")
+                    break
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
@@ -339,3 +357,134 @@ async def test_oversized_page_is_refused() -> None:
     assert ok.status == "up" and ok.error is None and len(ok.gpus) == 1
     assert (big.status, big.error) == ("down", f"page too large ({MAX_PAGE_BYTES + 1} bytes)")
     assert (chunked.status, chunked.error) == ("down", f"page too large (over {MAX_PAGE_BYTES} bytes)")
+
+
+async def test_a_redirect_is_an_error_named_by_its_status_and_not_followed() -> None:
+    """A node answering 301 is down with "HTTP 301 Moved Permanently"; its Location is never asked for."""
+    moved = await LoopbackNode("moved").start()
+    c = FleetCollector([moved.url], min_interval_s=0, wait_s=None)
+    try:
+        (node,) = (await c.poll()).nodes
+    finally:
+        await c.aclose()
+        await moved.stop()
+    assert (node.status, node.error) == ("down", "HTTP 301 Moved Permanently")
+    assert moved.hits == 1 and moved.requests[0].startswith("GET /metrics HTTP/1.1")
+
+
+async def test_a_gzip_page_over_the_bound_once_decoded_is_refused_while_reading() -> None:
+    """A small gzip body declaring its (compressed) length but decoding past MAX_PAGE_BYTES is refused, never read
+    whole; the same page under the bound, gzipped, is read."""
+    bomb = await LoopbackNode("gzip", L4 + b"# " + b"x" * MAX_PAGE_BYTES + b"\n").start()
+    small = await LoopbackNode("gzip").start()
+    c = FleetCollector([bomb.url, small.url], min_interval_s=0, wait_s=None)
+    try:
+        async with asyncio.timeout(30):
+            refused, read = (await c.poll()).nodes
+    finally:
+        await c.aclose()
+        for n in (bomb, small):
+            await n.stop()
+    assert (refused.status, refused.error) == ("down", f"page too large (over {MAX_PAGE_BYTES} bytes)")
+    assert read.status == "up" and read.gpus[0].temp_c == 31
+
+
+async def test_a_node_that_closes_its_kept_connection_is_read_again_on_the_next_scrape() -> None:
+    """A node closing each connection after answering (without saying so) is up on every scrape, over a new one."""
+    clock = Clock()
+    node = await LoopbackNode("closes").start()
+    c = FleetCollector([node.url], min_interval_s=5.0, clock=clock)
+    try:
+        async with asyncio.timeout(30):
+            for _ in range(3):
+                assert (await c.poll()).nodes[0].status == "up"
+                clock.t += 5
+    finally:
+        await c.aclose()
+        await node.stop()
+    assert (node.hits, node.connections) == (3, 3)
+
+
+async def test_scrapes_go_through_the_environment_s_proxy_unless_no_proxy_names_the_node(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With HTTP_PROXY set, a node is asked through that proxy (absolute URL, our headers, the proxy's credentials
+    from its URL); NO_PROXY exempts one."""
+    proxy, direct = await LoopbackNode().start(), await LoopbackNode().start()
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://scraper:s3cret@127.0.0.1:{proxy.port}")
+    monkeypatch.setenv("NO_PROXY", "localhost")
+    behind = "http://gpu-node.invalid:9400/metrics"  # resolvable by nobody: only the proxy can answer it
+    exempt = direct.url.replace("127.0.0.1", "localhost")
+    c = FleetCollector([behind, exempt], min_interval_s=0, wait_s=None)
+    try:
+        async with asyncio.timeout(30):
+            via_proxy, not_via = (await c.poll()).nodes
+    finally:
+        await c.aclose()
+        for n in (proxy, direct):
+            await n.stop()
+    assert via_proxy.status == "up" and not_via.status == "up"
+    (asked,) = proxy.requests
+    assert asked.startswith(f"GET {behind} HTTP/1.1\r\n")
+    assert "User-Agent: surgewatch\r\n" in asked and "Accept: text/plain;version=0.0.4\r\n" in asked
+    assert f"Proxy-Authorization: Basic {base64.b64encode(b'scraper:s3cret').decode()}\r\n" in asked
+    assert direct.hits == 1 and "Proxy-Authorization" not in direct.requests[0]  # the proxy's secret stays its own
+
+
+async def test_a_node_that_hangs_up_or_cuts_its_page_short_is_down_by_name() -> None:
+    """A node closing the connection without answering, and one closing it mid-page, are each down with a name."""
+    silent, cut = await LoopbackNode("hangs up").start(), await LoopbackNode("cut short").start()
+    c = FleetCollector([silent.url, cut.url], min_interval_s=0, wait_s=None)
+    try:
+        async with asyncio.timeout(30):
+            hung_up, short = (await c.poll()).nodes
+    finally:
+        await c.aclose()
+        for n in (silent, cut):
+            await n.stop()
+    assert (hung_up.status, hung_up.error) == ("down", "disconnected before answering")
+    assert short.status == "down" and (short.error or "").startswith("page cut short (")
+
+
+def _internal_ca(tmp: Path) -> tuple[Path, ssl.SSLContext]:
+    """An internal CA (openssl) and a server context whose certificate it signed for 127.0.0.1."""
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=tmp, check=True, capture_output=True, timeout=60)
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=surgewatch test CA")
+    run("req", *ec, "-keyout", "node.key", "-out", "node.csr", "-subj", "/CN=127.0.0.1")
+    (tmp / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+        "-out", "node.pem", "-extfile", "san.ext")
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(tmp / "node.pem", tmp / "node.key")
+    return tmp / "ca.pem", server
+
+
+async def test_a_tls_node_signed_by_an_internal_ca_is_read_once_ssl_cert_file_names_the_ca(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An https node whose CA is not in the system store cannot be trusted (down, "cannot connect"); with
+    SSL_CERT_FILE naming that CA it is read."""
+    ca, server = _internal_ca(tmp_path)
+    node = await LoopbackNode(tls=server).start()
+    try:
+        async with asyncio.timeout(30):
+            monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+            c = FleetCollector([node.url], min_interval_s=0, wait_s=None)
+            try:
+                (untrusted,) = (await c.poll()).nodes
+            finally:
+                await c.aclose()
+            monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+            c = FleetCollector([node.url], min_interval_s=0, wait_s=None)
+            try:
+                (trusted,) = (await c.poll()).nodes
+            finally:
+                await c.aclose()
+    finally:
+        await node.stop()
+    assert untrusted.status == "down" and (untrusted.error or "").startswith("cannot connect (")
+    assert (trusted.status, trusted.error, trusted.gpus[0].temp_c) == ("up", None, 31)

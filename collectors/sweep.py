@@ -1,0 +1,141 @@
+"""One sweep loop for scraped targets (GPU nodes, inference servers): when each is read, and what a failure does.
+
+A target is never scraped faster than its own `interval_s`; each scrape is its own task, so a slow or
+hanging server never delays the others: a sweep waits at most `wait_s` for the scrapes it started, and a
+slower one lands in a later sweep. A concurrency bound and a per-target timeout (collectors.scrape.
+PageFetcher) hold for all. A page identical to the target's previous one (same digest) is not parsed
+again: the previous parse is handed back (most scrapes of dcgm-exporter, which refreshes every 30 s).
+A scrape that fails leaves the target's last sample in place, marked down with the named reason
+(collectors.scrape.scrape_error), and the collector decides what else the failure means.
+
+The collectors (collectors.fleet, collectors.serving) keep only what is their own: how a page is
+parsed and what a parsed page or a failure makes of their sample.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Generic, Protocol, TypeVar
+
+from collectors.nodes import redact_url
+from collectors.scrape import PageFetcher, scrape_error
+from quotas.safe import safe
+
+
+class _Sample(Protocol):
+    """What a down target's sample keeps: NodeSample and ReplicaSample both have these fields."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def latency_ms(self) -> float | None: ...
+    @property
+    def checked_at(self) -> float: ...
+
+
+P = TypeVar("P")  # a parsed page (immutable: handed back for an identical page)
+S = TypeVar("S", bound=_Sample)  # a target's sample (a frozen dataclass)
+
+
+def shown_url(url: str) -> str:
+    """A target's URL as it is shown: no credentials, made visible where it enters (quotas.safe)."""
+    return safe(redact_url(url) or url)
+
+
+def went_down(sample: S, error: str, checked_at: float) -> S:
+    """The last sample, kept with its figures and their time, now down for `error`."""
+    return replace(sample, status="down", error=error, latency_ms=None, checked_at=checked_at)  # type: ignore[type-var]
+
+
+@dataclass(eq=False)
+class Target(Generic[P, S]):
+    """One scraped URL: its schedule, its scrape in flight, its last page and its sample."""
+
+    url: str
+    shown: str
+    interval_s: float
+    sample: S
+    task: asyncio.Task[None] | None = None
+    last_try: float = -math.inf
+    page_digest: bytes = b""
+    page: P | None = None
+
+
+class Sweeper(Generic[P, S]):
+    """Scrapes `targets` on their schedules through one PageFetcher.
+
+    `parse(target, body)` turns a new page into P (raising PageError for text that is not Prometheus);
+    `took(target, page, latency_ms)` returns the target's new sample for a page read (`page` is the
+    previous parse's object when the page did not change); `failed(target, error)` the new sample for
+    a failed scrape (by default went_down)."""
+
+    def __init__(
+        self,
+        targets: Sequence[Target[P, S]],
+        *,
+        parse: Callable[[Target[P, S], bytes], P],
+        took: Callable[[Target[P, S], P, float], S],
+        failed: Callable[[Target[P, S], str], S] | None = None,
+        timeout_s: float,
+        concurrency: int,
+        wait_s: float | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.targets = list(targets)
+        self.wait_s = wait_s
+        self._parse, self._took = parse, took
+        self._failed = failed or (lambda t, error: went_down(t.sample, error, clock()))
+        self._clock = clock
+        # kept alive past each target's next scrape, which comes interval_s later
+        slowest_s = max((t.interval_s for t in self.targets), default=0.0)
+        self.fetcher = PageFetcher(timeout_s, concurrency, keepalive_s=max(30.0, 3 * slowest_s))
+        self._sem = asyncio.Semaphore(max(1, concurrency))
+
+    async def sweep(self) -> None:
+        """Starts the scrapes that are due and waits at most wait_s for those in flight."""
+        now = self._clock()
+        for t in self.targets:
+            if t.task is None and now - t.last_try >= t.interval_s:
+                t.last_try = now
+                t.task = asyncio.create_task(self._scrape(t))
+        pending = [t.task for t in self.targets if t.task is not None]
+        if pending:
+            await asyncio.wait(pending, timeout=self.wait_s)
+
+    async def _scrape(self, t: Target[P, S]) -> None:
+        try:
+            async with self._sem:
+                t0 = time.perf_counter()
+                try:
+                    body = await self.fetcher.fetch(t.url)
+                    latency_ms = (time.perf_counter() - t0) * 1000
+                    digest = hashlib.blake2b(body, digest_size=16).digest()
+                    if digest == t.page_digest and t.page is not None:
+                        page = t.page  # same page, same parse: pages are immutable
+                    else:
+                        page = self._parse(t, body)
+                        t.page_digest, t.page = digest, page
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    t.sample = self._failed(t, scrape_error(e, self.fetcher.timeout_s))
+                    return
+                t.sample = self._took(t, page, round(latency_ms, 2))
+        finally:
+            t.task = None
+
+    async def aclose(self) -> None:
+        """Cancels the scrapes in flight and closes the fetcher's connections."""
+        tasks = [t.task for t in self.targets if t.task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await self.fetcher.aclose()
