@@ -108,6 +108,7 @@ class ServingCollector:
                                   taken_at=now, checked_at=now)
             replicas.append(_Replica(url, shown, min_interval_s, first))
         self._windows = {r.url: _Window() for r in replicas}
+        self._last: ServingSample | None = None
         self._sweeper = Sweeper(replicas, parse=self._parse, took=self._took, timeout_s=timeout_s,
                                 concurrency=concurrency, wait_s=wait_s, clock=clock)
 
@@ -115,8 +116,17 @@ class ServingCollector:
         await self._sweeper.sweep()
         rs = self._sweeper.targets
         replicas = tuple(r.sample for r in rs)
-        view = [(r.sample, w.pages, w.rates, w.just_reset) for r, w in ((r, self._windows[r.url]) for r in rs)]
-        return ServingSample(taken_at=self._clock(), replicas=replicas, models=model_view(view), source="scrape")
+        last = self._last
+        # most polls come between two scrapes of every replica (the console polls each second, a replica is
+        # scraped every min_interval_s): the same samples make the same per-model view, not worked out again
+        if last is None or len(last.replicas) != len(replicas) or any(
+                a is not b for a, b in zip(last.replicas, replicas, strict=True)):
+            view = [(r.sample, w.pages, w.rates, w.just_reset) for r, w in ((r, self._windows[r.url]) for r in rs)]
+            models = model_view(view)
+        else:
+            models = last.models
+        self._last = ServingSample(taken_at=self._clock(), replicas=replicas, models=models, source="scrape")
+        return self._last
 
     @staticmethod
     def _parse(r: _Replica, body: bytes) -> ServerPage:

@@ -18,6 +18,7 @@ Figures stay cumulative here: rates and quantiles need two scrapes (collectors.s
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -93,6 +94,9 @@ for _name, _fam in FAMILIES.items():
         _SERIES[_name] = (_name, "")
 # the first test of a line (C-speed): the names' first two words, which few unread series share
 _STARTS = tuple(sorted({"_".join(n.split("_")[:2]) for n in _SERIES}))
+# the lines that start so: the regex engine jumps from newline to newline (a literal first character) and
+# looks only there, so the page's other lines (most of it) never become Python strings
+_LINES = re.compile("\n((?:" + "|".join(map(re.escape, _STARTS)) + ")[^\n]*)")
 _LABELS_CACHE: dict[str, dict[str, str]] = {}
 _LABELS_CACHE_MAX = 50_000
 
@@ -264,9 +268,7 @@ def parse_server_page(text: str) -> ServerPage:
     seen: dict[ServerKind, set[str]] = {}
     warnings: dict[str, str] = {}
     heads = _HEADS
-    for line in text.split("\n"):
-        if not line.startswith(_STARTS):
-            continue
+    for line in _LINES.findall("\n" + text):
         head, _, val = line.rpartition(" ")
         info = heads.get(head, line)
         if info is None:
