@@ -25,6 +25,7 @@ import argparse
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +121,11 @@ def main() -> int:
         CUT: start(args.seed, args.duration, args.speed, "--quota-change", "60:free:3/1d", log=log("cut")),
         GUARD: start(args.seed, args.duration, args.speed, "--guard", "auto", log=log("guard")),
     }
-    rows = {name: rows_of(p, args.duration) for name, p in procs.items()}
+    # read the three at once: a scenario whose pipe nobody reads fills it (about 90 rows) and stops until it is
+    # read, so reading them one after another paused the second and third runs for minutes mid-surge
+    with ThreadPoolExecutor(len(procs)) as pool:
+        futures = {name: pool.submit(rows_of, p, args.duration) for name, p in procs.items()}
+        rows = {name: f.result() for name, f in futures.items()}
     measured = True
     for w in windows:
         print(f"\nseed {args.seed}, the first {w} of {args.duration} simulated s at speed {args.speed:g}, 128 GPUs")
