@@ -113,3 +113,17 @@ async def test_no_local_gpus_beside_a_fleet_is_one_short_line() -> None:
             await wait_until(pilot, lambda: note in screen_text(app), what="short note")
             assert "Give --nodes" not in screen_text(app)
             assert sum(note in line for line in screen_text(app).splitlines()) == 1
+
+
+async def test_a_console_process_freezes_its_startup_heap_once_started() -> None:
+    """A console run as a process moves what it built at start out of the cyclic collector's walks, once."""
+    import gc
+
+    app = create_app(Settings(interval_s=0.2), sources=[])
+    app.freeze_heap_after_s = 0.2  # run_console's FREEZE_HEAP_AFTER_S, shortened
+    frozen_before = gc.get_freeze_count()
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_until(pilot, lambda: gc.get_freeze_count() > frozen_before, timeout=10, what="gc.freeze")
+    finally:
+        gc.unfreeze()  # this is a test process: its other tests' garbage must stay collectable

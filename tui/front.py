@@ -20,9 +20,10 @@ class TextualFrontEnds:
         return run_console(settings, record=record)
 
     def demo_app(self, settings: Settings, *, subtitle: str, recorder: Any) -> Any:
-        from tui.app import create_app
+        from tui.app import FREEZE_HEAP_AFTER_S, create_app
 
         app = create_app(settings, subtitle=subtitle, recorder=recorder)
+        app.freeze_heap_after_s = FREEZE_HEAP_AFTER_S  # a console process (tui/app.py's run_console does the same)
         # Textual only hints at q on Ctrl+C; the demo promises that Ctrl+C ends it (an Input still copies with it)
         app.action_help_quit = app.action_quit  # type: ignore[method-assign,assignment]  # sync slot, async action: Textual awaits either
         return app
