@@ -94,9 +94,32 @@ for _name, _fam in FAMILIES.items():
         _SERIES[_name] = (_name, "")
 # the first test of a line (C-speed): the names' first two words, which few unread series share
 _STARTS = tuple(sorted({"_".join(n.split("_")[:2]) for n in _SERIES}))
+
+_Trie = dict[str, "_Trie"]  # a character -> what may follow it ("" -> {}: a word ends there)
+
+
+def _trie_pattern(words: tuple[str, ...]) -> str:
+    """A regex matching any of `words`, as a trie (shared beginnings once): the engine tries each branch's
+    first character once instead of every word in turn (half the time of a flat alternation here)."""
+    trie: _Trie = {}
+    for w in words:
+        node = trie
+        for ch in w:
+            node = node.setdefault(ch, {})
+        node[""] = {}  # a word ends here
+
+    def emit(node: _Trie) -> str:
+        alts = [re.escape(ch) + emit(sub) for ch, sub in sorted(node.items()) if ch]
+        if not alts:
+            return ""
+        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+        return f"(?:{body})?" if "" in node else body
+    return emit(trie)
+
+
 # the lines that start so: the regex engine jumps from newline to newline (a literal first character) and
 # looks only there, so the page's other lines (most of it) never become Python strings
-_LINES = re.compile("\n((?:" + "|".join(map(re.escape, _STARTS)) + ")[^\n]*)")
+_LINES = re.compile("\n(" + _trie_pattern(_STARTS) + "[^\n]*)")
 _LABELS_CACHE: dict[str, dict[str, str]] = {}
 _LABELS_CACHE_MAX = 50_000
 

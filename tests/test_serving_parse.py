@@ -6,8 +6,11 @@ import math
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from collectors import serving_parse
 from collectors.dcgm import PageError
 from collectors.serving_parse import FAMILIES, NO_MODEL, NOT_A_SERVER, ModelPage, parse_server_page
 from collectors.serving_window import bucket_quantile
@@ -144,3 +147,13 @@ def test_bucket_quantile_follows_prometheus_rule_worked_by_hand() -> None:
     assert bucket_quantile(0.9, bounds, cum) == pytest.approx(2.5 + 2.5 * 10 / 18)  # rank 90: 10 of 18 in (2.5, 5]
     assert bucket_quantile(0.5, (0.3, math.inf), (0.0, 4.0)) == 0.3  # every request above the last bound
     assert bucket_quantile(0.99, bounds, (0.0,) * 5) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(("", *serving_parse._STARTS, "vllm:", "# HELP vllm:num_requests", "nu")),
+                          st.text(alphabet=st.characters(blacklist_characters="\n"), max_size=30)), max_size=40))
+def test_the_line_finder_keeps_exactly_the_lines_that_start_with_a_read_family(lines: list[tuple[str, str]]) -> None:
+    """The regex that finds the lines to read keeps exactly those a startswith on the families' beginnings keeps."""
+    text = "\n".join(a + b for a, b in lines)
+    assert serving_parse._LINES.findall("\n" + text) == [ln for ln in text.split("\n")
+                                                          if ln.startswith(serving_parse._STARTS)]
