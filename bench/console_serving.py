@@ -146,6 +146,7 @@ def main() -> int:
             sw = str(venv_sw) if venv_sw.exists() else "surgewatch"
             base = f"{sw} --redis {vk.url} --nodes @{nodes_file} --interval 1"
             ratios: list[float] = []
+            cpus: list[tuple[float, float]] = []
             for k in range(max(1, a.pairs)):
                 cpu0, rss0, screen0 = measure_in_tmux("console", base, a.seconds, a.warmup)
                 cpu1, rss1, screen1 = measure_in_tmux("console-serving", f"{base} --servers @{servers_file}",
@@ -160,7 +161,10 @@ def main() -> int:
                     print(f"NOT MEASURED: a console did not show what it watches; no target judged\n{screen1}")
                     return 1
                 ratios.append(cpu1 / cpu0)
+                cpus.append((cpu0, cpu1))
             ratio = statistics.median(ratios)
+            mean0, mean1 = (statistics.fmean(c[i] for c in cpus) for i in (0, 1))
+            print(f"mean CPU over the pairs: without {mean0:.2f} %, with {mean1:.2f} %: {mean1 / mean0:.2f}x")
             print(f"ratio with/without servers, median of {len(ratios)} pairs: {ratio:.2f}x (pairs: "
                   f"{', '.join(f'{r:.2f}' for r in ratios)}; target <= {TARGET}x): "
                   f"{'met' if ratio <= TARGET else 'MISSED'}")
