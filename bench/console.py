@@ -203,8 +203,17 @@ class Tmux:
         self.sock = f"swbench-{os.getpid()}"
         self.name = name
         envs = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
-        subprocess.run(["tmux", "-L", self.sock, "new-session", "-d", "-s", name, "-x", "200", "-y", "60",
-                        f"env TERM=xterm-256color {envs} {command}"], check=True)
+        for attempt in range(3):
+            try:
+                subprocess.run(["tmux", "-L", self.sock, "new-session", "-d", "-s", name, "-x", "200", "-y", "60",
+                                f"env TERM=xterm-256color {envs} {command}"], check=True)
+                break
+            except subprocess.CalledProcessError:
+                # the previous session's kill can leave its server exiting as this one connects ("server exited
+                # unexpectedly"): wait for it to go and ask again; a program that cannot start fails every time
+                if attempt == 2:
+                    raise
+                time.sleep(1.0)
         out = subprocess.run(["tmux", "-L", self.sock, "list-panes", "-t", name, "-F", "#{pane_pid}"],
                              capture_output=True, text=True, check=True)
         self.pid = int(out.stdout.split()[0])
