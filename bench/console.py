@@ -23,11 +23,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
 import random
 import re
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -40,9 +37,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from tmux_measure import measure_in_tmux, measure_process  # noqa: E402  # this directory (bench/console_serving.py imports them from here)
+
 CAPTURE = ROOT.parent / "shared" / "fixtures" / "dcgm-exporter-L4.prom"
 PY = sys.executable
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # ----- helper processes (this file re-runs itself with a role)
@@ -162,93 +161,6 @@ def bare_table() -> None:
 
 
 # ----- measurement
-def proc_cpu_s(pid: int) -> float:
-    """utime+stime of a process and its children that were waited for (seconds)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def tree_pids(pid: int) -> list[int]:
-    import psutil
-
-    try:
-        p = psutil.Process(pid)
-        return [pid] + [c.pid for c in p.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def measure(pid: int, seconds: float, warmup: float) -> tuple[float, float]:
-    """(CPU % of one core over `seconds` after `warmup`, peak RSS MB) of `pid` and its children."""
-    import psutil
-
-    time.sleep(warmup)
-    pids = tree_pids(pid)
-    c0 = sum(proc_cpu_s(p) for p in pids)
-    t0 = time.monotonic()
-    rss = 0.0
-    end = t0 + seconds
-    while time.monotonic() < end:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            rss = max(rss, sum(psutil.Process(p).memory_info().rss for p in tree_pids(pid)) / 1e6)
-        time.sleep(1.0)
-    c1 = sum(proc_cpu_s(p) for p in tree_pids(pid) if Path(f"/proc/{p}").exists())
-    return 100.0 * (c1 - c0) / (time.monotonic() - t0), rss
-
-
-class Tmux:
-    """One detached tmux session per measured program, at 200x60, on a private socket."""
-
-    def __init__(self, name: str, command: str, env: dict[str, str] | None = None) -> None:
-        self.sock = f"swbench-{os.getpid()}"
-        self.name = name
-        envs = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
-        for attempt in range(3):
-            try:
-                subprocess.run(["tmux", "-L", self.sock, "new-session", "-d", "-s", name, "-x", "200", "-y", "60",
-                                f"env TERM=xterm-256color {envs} {command}"], check=True)
-                break
-            except subprocess.CalledProcessError:
-                # the previous session's kill can leave its server exiting as this one connects ("server exited
-                # unexpectedly"): wait for it to go and ask again; a program that cannot start fails every time
-                if attempt == 2:
-                    raise
-                time.sleep(1.0)
-        out = subprocess.run(["tmux", "-L", self.sock, "list-panes", "-t", name, "-F", "#{pane_pid}"],
-                             capture_output=True, text=True, check=True)
-        self.pid = int(out.stdout.split()[0])
-
-    def capture(self) -> str:
-        return subprocess.run(["tmux", "-L", self.sock, "capture-pane", "-p", "-t", self.name],
-                              capture_output=True, text=True).stdout
-
-    def close(self) -> None:
-        subprocess.run(["tmux", "-L", self.sock, "kill-session", "-t", self.name], capture_output=True)
-
-
-def measure_in_tmux(name: str, command: str, seconds: float, warmup: float,
-                    env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    try:
-        t = Tmux(name, command, env)
-    except subprocess.CalledProcessError:  # the program exited at once (not installed, bad option)
-        print(f"  {name}: `{command}` did not start in tmux: not measured")
-        return 0.0, 0.0, ""  # no RSS, no screen: not_measured() names it, the run fails
-    try:
-        cpu, rss = measure(t.pid, seconds, warmup)
-        return cpu, rss, t.capture()
-    finally:
-        t.close()
-
-
-def measure_process(args: list[str], seconds: float, warmup: float) -> tuple[float, float]:
-    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        return measure(p.pid, seconds, warmup)
-    finally:
-        p.terminate()
-        p.wait(10)
-
-
 async def ui_update_time(nodes: int, gpus: int, rounds: int = 20) -> tuple[float, float]:
     """Median ms of (a) the sample handler (state + widget updates) and (b) handler + repaint, 1,024 GPUs."""
     from collectors.runner import Reading
