@@ -37,6 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))  # tmux_measure beside it, also when this file is loaded by path (tests)
 
 from tmux_measure import measure_in_tmux, measure_process  # noqa: E402  # this directory (bench/console_serving.py imports them from here)
 
