@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))  # tmux_measure beside it, also when this file is loaded by path (tests)
 
-from tmux_measure import measure_in_tmux, measure_process  # noqa: E402  # this directory (bench/console_serving.py imports them from here)
+from tmux_measure import measure_in_tmux, measure_process, serve_until_killed, stop_all  # noqa: E402  # this directory (bench/console_serving.py imports them from here)
 
 CAPTURE = ROOT.parent / "shared" / "fixtures" / "dcgm-exporter-L4.prom"
 PY = sys.executable
@@ -68,7 +68,7 @@ def serve_nodes(nodes: int, gpus: int, port_file: str, refresh_s: float = REFRES
     """NODES loopback servers, each a dcgm-exporter of GPUS GPUs whose values change every `refresh_s`
     (staggered across nodes, as independent exporters are), so a 5 s scrape sees new values one time in six
     at 30 s; `refresh_s` <= 0: new values on every scrape (every page differs from the node's last one)."""
-    from tui.testing import MetricsNode, multiply_page
+    from tui.testing import multiply_page
 
     one = multiply_page(CAPTURE.read_text(), gpus)
 
@@ -91,14 +91,7 @@ def serve_nodes(nodes: int, gpus: int, port_file: str, refresh_s: float = REFRES
             return cache[period]
         return page
 
-    servers = [MetricsNode(page_of(n)).start() for n in range(nodes)]
-    Path(port_file).write_text("\n".join(s.url for s in servers) + "\n")
-    try:
-        while True:
-            time.sleep(3600)
-    finally:
-        for s in servers:
-            s.stop()
+    serve_until_killed([page_of(n) for n in range(nodes)], port_file)
 
 
 async def make_traffic(url: str, rps: float) -> None:
@@ -272,13 +265,6 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="swbench-"))
     helpers: list[subprocess.Popen[bytes]] = []
 
-    def stop(p: subprocess.Popen[bytes]) -> None:
-        p.terminate()
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-
     with ValkeyProcess() as vk:
         import redis.asyncio as aioredis
 
@@ -323,7 +309,7 @@ def main() -> int:
                           f"({100 * max(0.0, cpu - ccpu) / cpu if cpu else 0:.0f} % of the console's CPU)")
                     rows[mode] = Measured(cpu, rss, shown)
                 finally:
-                    stop(nodes)
+                    stop_all([nodes])
             h, t = asyncio.run(ui_update_time(a.nodes, a.gpus))
             print(f"one UI update, {gpus} GPUs all changed: {h:.1f} ms handler, {t:.1f} ms with repaint (median of 20)")
             # the peers get the console's warm-up, so none is measured through more of its startup than another
@@ -360,7 +346,7 @@ def main() -> int:
                 return 1
         finally:
             for p in helpers:
-                stop(p)
+                stop_all([p])
             shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from console import CAPTURE, PY, measure_in_tmux  # noqa: E402  # this directory: run as `python bench/console_serving.py`
+from console import CAPTURE, PY, measure_in_tmux, serve_until_killed, stop_all  # noqa: E402  # this directory: run as `python bench/console_serving.py`
 
 VLLM = ROOT.parent / "shared" / "fixtures" / "vllm-datadog.prom"
 TARGET = 1.2
@@ -69,17 +69,8 @@ def advancing_page(page: str, replica: int) -> Callable[[], str]:
 
 
 def serve_replicas(replicas: int, port_file: str) -> None:
-    from tui.testing import MetricsNode
-
     page = VLLM.read_text()
-    servers = [MetricsNode(advancing_page(page, r)).start() for r in range(replicas)]
-    Path(port_file).write_text("\n".join(s.url for s in servers) + "\n")
-    try:
-        while True:
-            time.sleep(3600)
-    finally:
-        for s in servers:
-            s.stop()
+    serve_until_killed([advancing_page(page, r) for r in range(replicas)], port_file)
 
 
 def wait_for(file: Path, lines: int) -> bool:
@@ -173,12 +164,7 @@ def main() -> int:
                   f"{', '.join(f'{r:.2f}' for r in ratios)}; target <= {TARGET}x): {verdict}")
             return 0  # measured (met or MISSED, said above); exit 1 is for a run that measured nothing
         finally:
-            for p in helpers:
-                p.terminate()
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop_all(helpers)
 
 
 if __name__ == "__main__":

@@ -329,12 +329,9 @@ def main() -> int:
             print(f"NOT MEASURED: {what}")
         return 1 if failed else 0
     finally:
-        for p in procs:
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        from console import stop_all  # bench/console.py (bench/tmux_measure.py)
+
+        stop_all(procs)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ import os
 import shlex
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -99,3 +101,28 @@ def measure_process(args: list[str], seconds: float, warmup: float) -> tuple[flo
     finally:
         p.terminate()
         p.wait(10)
+
+
+def serve_until_killed(pages: list[Callable[[], str]], port_file: str) -> None:
+    """One loopback /metrics server per page function, their URLs written to `port_file` (one a line); then
+    serve until this helper process is terminated (the benchmarks' node and replica fleets)."""
+    from tui.testing import MetricsNode
+
+    servers = [MetricsNode(page).start() for page in pages]
+    Path(port_file).write_text("\n".join(s.url for s in servers) + "\n")
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        for s in servers:
+            s.stop()
+
+
+def stop_all(procs: list[subprocess.Popen[Any]]) -> None:
+    """Terminate helper processes, killing any that has not gone within 10 s."""
+    for p in procs:
+        p.terminate()
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()

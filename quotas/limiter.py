@@ -8,6 +8,8 @@ Coalescing: while one `check` of a tier is in flight, the tier's further checks 
 together in one `sw_check_many` call (decided in arrival order, at one instant of the server clock, as
 by `check_many`), each still bounded by its own timeout. A sequential caller never waits for anyone;
 under concurrency the server runs one call per batch instead of one per request (bench/README.md).
+With `batch_window_s` (the rate limit service's), a busy tier's batch is also held open that long for
+checks that come just after it (see Limiter.__init__).
 
 Semantics (the library decides, see quotas/lua/):
 - A user's usage is the number of requests *admitted* in the current fixed window: windows are aligned

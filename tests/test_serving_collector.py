@@ -286,3 +286,21 @@ def test_serving_thresholds_have_defaults_and_misspelt_names_are_refused() -> No
     assert (t.ttft_p99_slo_s, t.e2e_p99_slo_s, t.queue_per_replica_warn, t.kv_cache_warn_pct) == (2.0, 4.0, 5.0, 80.0)
     with pytest.raises(ValueError, match="e2e_p99_slo"):
         Thresholds.from_mapping({"e2e_p99_slo": 4})
+
+
+async def test_polls_between_scrapes_reuse_the_model_view_and_a_scrape_renews_it() -> None:
+    """A poll with no replica scraped since gives the same per-model view; the next scrape's figures show."""
+    clock = Clock()
+    with MetricsNode(vllm_page(waiting=3)) as node:
+        c = ServingCollector([node.url], min_interval_s=5.0, wait_s=None, timeout_s=3.0, clock=clock)
+        try:
+            first = await c.poll()
+            node.page = vllm_page(waiting=9)
+            clock.t += 1  # within the replica's 5 s: not scraped again
+            between = await c.poll()
+            clock.t += 5
+            after = await c.poll()
+        finally:
+            await c.aclose()
+    assert node.hits == 2 and between.models is first.models and between.taken_at > first.taken_at
+    assert (first.models[0].figures.waiting, after.models[0].figures.waiting) == (3, 9)
