@@ -43,28 +43,43 @@ def missing_internals(table: DataTable[Any] | None = None) -> list[str]:
     return [name for name in DATATABLE_INTERNALS if not hasattr(table, name)]
 
 
+PRUNE_MIN = 64  # a row's index is pruned of dropped keys no sooner than at this size
+
+
 class RowIndexedLRU(LRUCache[Any, Any]):
     """An LRUCache that also knows which keys belong to which row, so one row can be evicted alone."""
 
     def __init__(self, maxsize: int, row_of: Any) -> None:
         self._rows: dict[Any, set[Any]] = {}
+        self._prune_at: dict[Any, int] = {}  # row -> index size at which its dropped keys are forgotten
         self._row_of = row_of
         super().__init__(maxsize)
 
     def set(self, key: Any, value: Any) -> None:
         super().set(key, value)
-        keys = self._rows.setdefault(self._row_of(key), set())
+        row = self._row_of(key)
+        keys = self._rows.setdefault(row, set())
         keys.add(key)
-        if len(keys) > 64:  # keys the LRU dropped on its own: forget them now and then
-            keys.intersection_update(self.keys())
+        if len(keys) > self._prune_at.get(row, PRUNE_MIN):
+            # keys the LRU dropped on its own: forget them, looking at this row's keys only (never the
+            # whole cache: that walk, on every set once a row held 64 live keys, was most of a console's
+            # CPU); the next prune waits until the index has doubled, so each set costs O(1) amortized
+            keys.difference_update([k for k in keys if k not in self])
+            self._prune_at[row] = max(PRUNE_MIN, 2 * len(keys))
 
     __setitem__ = set
+
+    def indexed(self, row: Any) -> int:
+        """How many keys the index holds for `row` (live ones and some the LRU dropped since the last prune)."""
+        return len(self._rows.get(row, ()))
 
     def clear(self) -> None:
         super().clear()
         self._rows.clear()
+        self._prune_at.clear()
 
     def evict(self, row: Any) -> None:
+        self._prune_at.pop(row, None)
         for key in self._rows.pop(row, ()):
             self.discard(key)
 
