@@ -9,7 +9,9 @@ session keeping one connection per replica, concurrency 64, as for --nodes); rep
 the same sweeps (psutil), and peers in the same run with the same bound: fetching every page with one
 kept-alive httpx client per replica (bench/httpx_peer.py: how surgewatch scraped before aiohttp) and parsing
 it whole with prometheus-client; and fetching only, through our own fetcher (collectors.scrape.PageFetcher:
-the floor our HTTP path sets, whatever the parse).
+the floor our HTTP path sets, whatever the parse); and fetching with no HTTP library at all (BareGet: a GET
+written on a kept-alive asyncio connection and read to its Content-Length), the floor under any Python
+fetcher on this machine (the kernel's loopback path and the event loop).
 
     .venv/bin/python bench/serving_sweep.py [--replicas 512] [--repeat 5]
 
@@ -84,6 +86,39 @@ async def serve(n: int) -> None:
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until stdin closes
 
 
+class BareGet(asyncio.Protocol):
+    """The least an asyncio client can do for a page: one kept-alive connection, a GET written, the answer
+    read up to its Content-Length (no HTTP library, no chunking, no errors handled). The floor under any
+    Python fetcher on this machine: the kernel's loopback path and the event loop's own work."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.want: asyncio.Future[bytes] | None = None
+        self.end = -1
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a TCP connection's transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if self.end < 0 and (h := self.buf.find(b"\r\n\r\n")) >= 0:
+            head = bytes(self.buf[:h]).lower()
+            at = head.index(b"content-length:") + 15
+            self.end = h + 4 + int(head[at:head.index(b"\r\n", at) if b"\r\n" in head[at:] else len(head)])
+        if 0 <= self.end <= len(self.buf) and self.want is not None and not self.want.done():
+            self.want.set_result(bytes(self.buf[:self.end]))
+            del self.buf[:self.end]
+            self.end = -1
+
+    async def get(self, host_port: str) -> bytes:
+        assert self.transport is not None
+        self.want = asyncio.get_running_loop().create_future()
+        self.transport.write(f"GET /metrics HTTP/1.1\r\nHost: {host_port}\r\nUser-Agent: surgewatch\r\n\r\n".encode())
+        async with asyncio.timeout(10):
+            return await self.want
+
+
 async def timed(fn: Callable[[], Awaitable[Any]], helper: psutil.Process) -> tuple[float, float, float]:
     h0 = sum(helper.cpu_times()[:2])
     w, c = time.perf_counter(), time.process_time()
@@ -118,6 +153,16 @@ async def bench(ports: list[int], repeat: int, helper: psutil.Process) -> dict[s
         async with sem:
             return len(await fetcher.fetch(url))
 
+    loop = asyncio.get_running_loop()
+    bare = {p: (await loop.create_connection(BareGet, "127.0.0.1", p))[1] for p in ports}
+
+    async def bare_one(p: int) -> int:
+        async with sem:
+            return len(await bare[p].get(f"127.0.0.1:{p}"))
+
+    async def bare_sweep() -> None:
+        await asyncio.gather(*(bare_one(p) for p in ports))
+
     async def peer_sweep() -> None:
         await asyncio.gather(*(one(u) for u in urls))
 
@@ -127,15 +172,20 @@ async def bench(ports: list[int], repeat: int, helper: psutil.Process) -> dict[s
     try:
         await peer_sweep()
         await fetch_sweep()
+        await bare_sweep()
         peer = [await timed(peer_sweep, helper) for _ in range(repeat)]
         fetch = [await timed(fetch_sweep, helper) for _ in range(repeat)]
+        floor = [await timed(bare_sweep, helper) for _ in range(repeat)]
     finally:
+        for b in bare.values():
+            if b.transport is not None:
+                b.transport.close()
         for c in clients.values():
             await c.aclose()
         await fetcher.aclose()
     med = lambda xs, i: statistics.median(x[i] for x in xs)  # noqa: E731
     return {"ours": [med(ours, i) for i in range(3)], "peer": [med(peer, i) for i in range(3)],
-            "fetch": [med(fetch, i) for i in range(3)]}
+            "fetch": [med(fetch, i) for i in range(3)], "bare": [med(floor, i) for i in range(3)]}
 
 
 def main() -> int:
@@ -172,7 +222,7 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    (ow, oc, oh), (pw, pc, ph), (fw, fc, _) = r["ours"], r["peer"], r["fetch"]
+    (ow, oc, oh), (pw, pc, ph), (fw, fc, _), (bw, bc, _) = r["ours"], r["peer"], r["fetch"], r["bare"]
     print(f"machine: {os.cpu_count()} CPUs, python {sys.version.split()[0]}; {a.replicas} replicas, "
           f"page {PAGE.stat().st_size} bytes (the real vLLM capture, counters advancing every answer)")
     print(f"ours (ServingCollector): wall {ow:6.0f} ms, CPU {oc:6.0f} ms; helper serving the pages {oh:5.0f} ms CPU")
@@ -181,6 +231,9 @@ def main() -> int:
           f"helper {ph:5.0f} ms CPU  -> {pc / oc:.1f}x our CPU")
     print(f"floor (our fetcher, aiohttp, fetching every page, no parse): wall {fw:6.0f} ms, CPU {fc:6.0f} ms "
           f"-> parsing and the window's figures cost {oc - fc:.0f} ms of ours")
+    print(f"bare (no HTTP library: a GET written on a kept-alive asyncio connection, read to its Content-Length): "
+          f"wall {bw:6.0f} ms, CPU {bc:6.0f} ms ({1000 * bc / a.replicas:.0f} us a page; our fetcher "
+          f"{fc / bc:.2f}x it)")
     print(f"target: one sweep <= {TARGET_CPU_MS:g} ms CPU: {'met' if oc <= TARGET_CPU_MS else 'MISSED'}")
     busy = "the sweeping process (its CPU ~ its wall)" if oc >= 0.8 * ow else (
         "not the sweeping process: wall > its CPU (the helper and other processes share the machine's cores)")

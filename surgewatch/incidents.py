@@ -183,14 +183,16 @@ def replica_events(prev: ServingSample | None, cur: ServingSample, now: float) -
         o = before.get(r.url)
         if o is None or o is r or r.error == NOT_SCRAPED:
             continue
-        where = f"inference server {node_label(r.url)}"
+        # the label is worked out only for an event: most scrapes change nothing (a URL split per replica a poll)
         if r.status != "up" and o.status == "up":
+            where = f"inference server {node_label(r.url)}"
             why = r.error or "no answer"
             out.append(Event(now, "crit", "server_down", f"{where} down: {why}" if r.status == "down" else
                              f"{where} answers, but {why}"))
         elif r.status == "up" and o.status != "up" and o.error != NOT_SCRAPED:
-            out.append(Event(now, "info", "server_up", f"{where} back up"))
+            out.append(Event(now, "info", "server_up", f"inference server {node_label(r.url)} back up"))
         if r.resets > o.resets:
+            where = f"inference server {node_label(r.url)}"
             out.append(Event(now, "warn", "server_reset", f"{where} restarted (its counters went back to zero)"))
     return out
 

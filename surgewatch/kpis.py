@@ -227,6 +227,8 @@ class Kpis:
     e2e_model: str = ""
     serving_queue: float | None = None
     serving_note: str = ""
+    serving_down: int = 0  # replicas not up (down or not serving) of serving_replicas: the queue and p99 leave them out
+    serving_replicas: int = 0
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -310,7 +312,8 @@ def compute_kpis(
 
 def serving_kpis(sample: ServingSample | None) -> dict[str, Any]:
     """The KPI strip's serving figures: the worst model's e2e p99 (ServingSample.worst) with its name, or why
-    there is none, and the waiting requests summed over every model (None when no model reports a queue)."""
+    there is none, the waiting requests summed over every model (None when no model reports a queue), and how
+    many replicas those figures leave out (down or not serving)."""
     if sample is None:
         return {}
     worst = sample.worst()
@@ -322,7 +325,9 @@ def serving_kpis(sample: ServingSample | None) -> dict[str, Any]:
         why = worst.figures.missing.get("e2e_p99_s")
         note = "down" if worst.replicas_up == 0 else str(why) if why is not None else "n/a"
     return {"e2e_p99_worst_s": worst.figures.e2e_p99_s if worst else None, "e2e_model": worst.model if worst else "",
-            "serving_queue": sum(queues) if queues else None, "serving_note": note}
+            "serving_queue": sum(queues) if queues else None, "serving_note": note,
+            "serving_down": sum(1 for r in sample.replicas if r.status != "up"),
+            "serving_replicas": len(sample.replicas)}
 
 
 def _with_summary(f: FleetFigures, s: FleetSummary) -> FleetFigures:

@@ -53,6 +53,7 @@ async def test_the_service_panel_names_each_models_state_at_200x60() -> None:
             assert "down: " in text
             assert "no requests" in text  # the capture is served unchanged: no request in the window
             assert "e2e p99 10s img" in text or "e2e p99 10.0s img" in text  # the KPI strip's worst model
+            assert "down 2/4" in text  # the strip's figures leave out the exporter and the dead server: it says so
             rows = {r.key: r for r in app.state.service_rows()}
             assert rows["img"].breach
 
@@ -69,6 +70,19 @@ async def test_the_service_tab_and_the_kpi_strip_at_80x24() -> None:
             assert all(len(line) <= 80 for line in text.splitlines())
             app.overview.query_one("#tabs").active = "tab-service"
             await wait_until(pilot, lambda: " img " in screen_text(app), timeout=5, what="the Service tab")
+
+
+async def test_the_kpi_strip_says_how_many_replicas_its_figures_leave_out_at_80x24() -> None:
+    """With one of two replicas dead, the 80x24 strip shows `down 1/2` beside the queue of the one that answers."""
+    with MetricsNode(slow_model()) as slow, MetricsNode("") as gone:
+        gone.stop()
+        app, size = console([slow.url, gone.url], (80, 24))
+        async with app.run_test(size=size) as pilot:
+            await wait_until(pilot, lambda: "down 1/2" in screen_text(app), timeout=15,
+                             what="the strip's count of replicas down")
+            text = screen_text(app)
+            assert "queue 40" in text
+            assert all(len(line) <= 80 for line in text.splitlines())
 
 
 async def test_the_wall_carries_the_worst_e2e_p99_and_cycles_to_the_service_panel() -> None:

@@ -68,6 +68,8 @@ def kpi_groups(k: Kpis, th: Thresholds) -> list[Text]:
         add(g, "e2e p99", _e2e(k), DIM if k.e2e_p99_worst_s is None else
             BAD if k.e2e_p99_worst_s > th.e2e_p99_slo_s else OK)
         add(g, "queue", _num(k.serving_queue, "{:,.0f}"))
+        if k.serving_down:  # the figures above come from the replicas that answer: never calm beside a dead one
+            add(g, "down", f"{k.serving_down}/{k.serving_replicas}", BAD)
     return groups
 
 
