@@ -6,6 +6,8 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from surgewatch.settings import Settings
 from tests.conftest import FIXTURES
 from tests.test_serving_collector import vllm_page
@@ -58,31 +60,23 @@ async def test_the_service_panel_names_each_models_state_at_200x60() -> None:
             assert rows["img"].breach
 
 
-async def test_the_service_tab_and_the_kpi_strip_at_80x24() -> None:
-    """At 80x24 the KPI strip carries the worst e2e p99 and the queue; the Service tab holds the panel."""
-    with MetricsNode(slow_model()) as slow:
-        app, size = console([slow.url], (80, 24))
+@pytest.mark.parametrize("dead", [0, 1])
+async def test_the_service_tab_and_the_kpi_strip_at_80x24(dead: int) -> None:
+    """At 80x24 the KPI strip carries the worst e2e p99, the queue, and `down 1/2` when one replica of two is
+    dead (its figures come from the one that answers); the Service tab holds the panel."""
+    with MetricsNode(slow_model()) as slow, MetricsNode("") as gone:
+        gone.stop()
+        app, size = console([slow.url, gone.url][:1 + dead], (80, 24))
         async with app.run_test(size=size) as pilot:
-            await wait_until(pilot, lambda: "e2e p99 10" in screen_text(app), timeout=15,
-                             what="the KPI strip's e2e p99")
+            shown = ("e2e p99 10", "down 1/2") if dead else ("e2e p99 10",)
+            await wait_until(pilot, lambda: all(x in screen_text(app) for x in shown), timeout=15,
+                             what="the KPI strip's e2e p99 (and the replica down)")
             text = screen_text(app)
             assert "queue 40" in text
+            assert ("down " in text) == bool(dead)
             assert all(len(line) <= 80 for line in text.splitlines())
             app.overview.query_one("#tabs").active = "tab-service"
             await wait_until(pilot, lambda: " img " in screen_text(app), timeout=5, what="the Service tab")
-
-
-async def test_the_kpi_strip_says_how_many_replicas_its_figures_leave_out_at_80x24() -> None:
-    """With one of two replicas dead, the 80x24 strip shows `down 1/2` beside the queue of the one that answers."""
-    with MetricsNode(slow_model()) as slow, MetricsNode("") as gone:
-        gone.stop()
-        app, size = console([slow.url, gone.url], (80, 24))
-        async with app.run_test(size=size) as pilot:
-            await wait_until(pilot, lambda: "down 1/2" in screen_text(app), timeout=15,
-                             what="the strip's count of replicas down")
-            text = screen_text(app)
-            assert "queue 40" in text
-            assert all(len(line) <= 80 for line in text.splitlines())
 
 
 async def test_the_wall_carries_the_worst_e2e_p99_and_cycles_to_the_service_panel() -> None:
