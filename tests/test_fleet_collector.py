@@ -14,6 +14,7 @@ import pytest
 
 from collectors.dcgm import PageError, filter_page, parse_page
 from collectors.fleet import MAX_PAGE_BYTES, FleetCollector
+from collectors.samples import NodeSample
 from tests.conftest import L4_CAPTURE
 
 L4 = L4_CAPTURE.read_bytes()
@@ -337,6 +338,18 @@ def test_fixture_path_exists() -> None:
     assert Path(L4_CAPTURE).is_file()
 
 
+async def one_poll(*nodes: LoopbackNode, timeout_s: float = 30) -> tuple[NodeSample, ...]:
+    """One sweep of started loopback nodes (in order), then the collector and the nodes stopped."""
+    c = FleetCollector([n.url for n in nodes], min_interval_s=0, wait_s=None)
+    try:
+        async with asyncio.timeout(timeout_s):  # a hang guard
+            return (await c.poll()).nodes
+    finally:
+        await c.aclose()
+        for n in nodes:
+            await n.stop()
+
+
 async def test_oversized_page_is_refused() -> None:
     """A node serving more than the real MAX_PAGE_BYTES is marked down with a clear error: refused on its declared
     length, or (chunked, without one) as soon as more than the limit has come, never read whole; a page of exactly
@@ -346,14 +359,7 @@ async def test_oversized_page_is_refused() -> None:
     fits = await LoopbackNode("ok", at_limit).start()
     declared = await LoopbackNode("ok", at_limit + b"\n").start()
     endless = await LoopbackNode("endless").start()
-    c = FleetCollector([fits.url, declared.url, endless.url], min_interval_s=0, wait_s=None)
-    try:
-        async with asyncio.timeout(60):  # a hang guard: the endless node is cut off after the limit
-            ok, big, chunked = (await c.poll()).nodes
-    finally:
-        await c.aclose()
-        for n in (fits, declared, endless):
-            await n.stop()
+    ok, big, chunked = await one_poll(fits, declared, endless, timeout_s=60)  # the endless one cut off at the limit
     assert ok.status == "up" and ok.error is None and len(ok.gpus) == 1
     assert (big.status, big.error) == ("down", f"page too large ({MAX_PAGE_BYTES + 1} bytes)")
     assert (chunked.status, chunked.error) == ("down", f"page too large (over {MAX_PAGE_BYTES} bytes)")
@@ -362,12 +368,7 @@ async def test_oversized_page_is_refused() -> None:
 async def test_a_redirect_is_an_error_named_by_its_status_and_not_followed() -> None:
     """A node answering 301 is down with "HTTP 301 Moved Permanently"; its Location is never asked for."""
     moved = await LoopbackNode("moved").start()
-    c = FleetCollector([moved.url], min_interval_s=0, wait_s=None)
-    try:
-        (node,) = (await c.poll()).nodes
-    finally:
-        await c.aclose()
-        await moved.stop()
+    (node,) = await one_poll(moved)
     assert (node.status, node.error) == ("down", "HTTP 301 Moved Permanently")
     assert moved.hits == 1 and moved.requests[0].startswith("GET /metrics HTTP/1.1")
 
@@ -377,14 +378,7 @@ async def test_a_gzip_page_over_the_bound_once_decoded_is_refused_while_reading(
     whole; the same page under the bound, gzipped, is read."""
     bomb = await LoopbackNode("gzip", L4 + b"# " + b"x" * MAX_PAGE_BYTES + b"\n").start()
     small = await LoopbackNode("gzip").start()
-    c = FleetCollector([bomb.url, small.url], min_interval_s=0, wait_s=None)
-    try:
-        async with asyncio.timeout(30):
-            refused, read = (await c.poll()).nodes
-    finally:
-        await c.aclose()
-        for n in (bomb, small):
-            await n.stop()
+    refused, read = await one_poll(bomb, small)
     assert (refused.status, refused.error) == ("down", f"page too large (over {MAX_PAGE_BYTES} bytes)")
     assert read.status == "up" and read.gpus[0].temp_c == 31
 
@@ -436,14 +430,7 @@ async def test_scrapes_go_through_the_environment_s_proxy_unless_no_proxy_names_
 async def test_a_node_that_hangs_up_or_cuts_its_page_short_is_down_by_name() -> None:
     """A node closing the connection without answering, and one closing it mid-page, are each down with a name."""
     silent, cut = await LoopbackNode("hangs up").start(), await LoopbackNode("cut short").start()
-    c = FleetCollector([silent.url, cut.url], min_interval_s=0, wait_s=None)
-    try:
-        async with asyncio.timeout(30):
-            hung_up, short = (await c.poll()).nodes
-    finally:
-        await c.aclose()
-        for n in (silent, cut):
-            await n.stop()
+    hung_up, short = await one_poll(silent, cut)
     assert (hung_up.status, hung_up.error) == ("down", "disconnected before answering")
     assert short.status == "down" and (short.error or "").startswith("page cut short (")
 
