@@ -12,8 +12,10 @@
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 from collectors.serving_parse import FAILED_REASONS, HIST_ROLES, Histogram, ModelPage, ServerPage
 from collectors.serving_samples import MEAN_FIELDS, QUANTILE_FIELDS, RATE_FIELDS, Missing, ServingFigures
@@ -25,14 +27,12 @@ def bucket_quantile(q: float, bounds: Sequence[float], cumulative: Sequence[floa
     """Prometheus' histogram_quantile on one histogram; None when it holds no observation (or is unusable)."""
     if len(bounds) < 2 or bounds[-1] != math.inf or not 0 <= q <= 1:
         return None
-    counts = list(cumulative)
-    for i in range(1, len(counts)):  # Prometheus mends non-monotonic buckets the same way
-        counts[i] = max(counts[i], counts[i - 1])
+    counts = list(accumulate(cumulative, max))  # Prometheus mends non-monotonic buckets the same way
     total = counts[-1]
     if total <= 0:
         return None
     rank = q * total
-    b = next(i for i, c in enumerate(counts) if c >= rank)
+    b = bisect_left(counts, rank)  # the first bucket whose count reaches the rank (counts never fall)
     if b == len(bounds) - 1:
         return bounds[-2]
     if b == 0 and bounds[0] <= 0:

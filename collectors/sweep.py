@@ -3,8 +3,8 @@
 A target is never scraped faster than its own `interval_s`; each scrape is its own task, so a slow or
 hanging server never delays the others: a sweep waits at most `wait_s` for the scrapes it started, and a
 slower one lands in a later sweep. A concurrency bound and a per-target timeout (collectors.scrape.
-PageFetcher) hold for all. A page identical to the target's previous one (same digest) is not parsed
-again: the previous parse is handed back (most scrapes of dcgm-exporter, which refreshes every 30 s).
+PageFetcher) hold for all. A page identical to the target's previous one (same length and hash) is not
+parsed again: the previous parse is handed back (most scrapes of dcgm-exporter, which refreshes every 30 s).
 A scrape that fails leaves the target's last sample in place, marked down with the named reason
 (collectors.scrape.scrape_error), and the collector decides what else the failure means.
 
@@ -15,7 +15,6 @@ parsed and what a parsed page or a failure makes of their sample.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -49,6 +48,14 @@ def shown_url(url: str) -> str:
     return safe(redact_url(url) or url)
 
 
+def page_identity(body: bytes) -> tuple[int, int]:
+    """What tells a page from the same target's previous one: its length and Python's 64-bit hash of it
+    (SipHash). Two different pages of one server taken as one by chance: 2**-64 a scrape; a server that
+    forged a collision would only hide a change of its own figures, which it controls anyway. A fifth of
+    blake2b's CPU on a 21 KB vLLM page (3 against 16 us), and this runs on every scrape."""
+    return len(body), hash(body)
+
+
 def went_down(sample: S, error: str, checked_at: float) -> S:
     """The last sample, kept with its figures and their time, now down for `error`."""
     return replace(sample, status="down", error=error, latency_ms=None, checked_at=checked_at)  # type: ignore[type-var]
@@ -64,7 +71,7 @@ class Target(Generic[P, S]):
     sample: S
     task: asyncio.Task[None] | None = None
     last_try: float = -math.inf
-    page_digest: bytes = b""
+    page_digest: tuple[int, int] | None = None  # page_identity of the last page parsed
     page: P | None = None
 
 
@@ -116,7 +123,7 @@ class Sweeper(Generic[P, S]):
                 try:
                     body = await self.fetcher.fetch(t.url)
                     latency_ms = (time.perf_counter() - t0) * 1000
-                    digest = hashlib.blake2b(body, digest_size=16).digest()
+                    digest = page_identity(body)
                     if digest == t.page_digest and t.page is not None:
                         page = t.page  # same page, same parse: pages are immutable
                     else:

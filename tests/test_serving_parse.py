@@ -149,6 +149,15 @@ def test_bucket_quantile_follows_prometheus_rule_worked_by_hand() -> None:
     assert bucket_quantile(0.99, bounds, (0.0,) * 5) is None
 
 
+def test_bucket_quantile_mends_a_bucket_lower_than_the_one_before_as_prometheus_does() -> None:
+    """A bucket below its predecessor (a scrape torn between series) reads as the predecessor's count."""
+    bounds = (1.0, 2.5, 5.0, 10.0, math.inf)
+    torn = (50.0, 40.0, 98.0, 100.0, 100.0)  # mended: 50, 50, 98, 100, 100
+    assert bucket_quantile(0.5, bounds, torn) == 1.0
+    assert bucket_quantile(0.6, bounds, torn) == pytest.approx(2.5 + 2.5 * 10 / 48)  # rank 60: 10 of 48 in (2.5, 5]
+    assert bucket_quantile(0.5, bounds, (0.0, 0.0, 7.0, 3.0, 3.0)) == pytest.approx(2.5 + 2.5 * 3.5 / 7)  # total 7
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(("", *serving_parse._STARTS, "vllm:", "# HELP vllm:num_requests", "nu")),
                           st.text(alphabet=st.characters(blacklist_characters="\n"), max_size=30)), max_size=40))
