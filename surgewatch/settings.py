@@ -28,6 +28,7 @@ The file lives in `$XDG_CONFIG_HOME/surgewatch/surgewatch.toml` (default `~/.con
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -146,6 +147,36 @@ def _rls_table(table: Any) -> RlsSettings:
     )
 
 
+def _seconds(name: str, raw: Any) -> float:
+    """An interval in seconds, 0.1 to 3600: 0, a negative number, NaN or infinity would scrape on every
+    poll or never, without saying so."""
+    try:
+        value = float(raw)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"invalid {name} {raw!r}: a number of seconds") from e
+    if not 0.1 <= value <= 3600:  # NaN fails this too
+        raise ConfigError(f"invalid {name} {value}: between 0.1 and 3600 seconds")
+    return value
+
+
+def _thresholds(table: Any) -> dict[str, float]:
+    """The [thresholds] table: known names (a typo would silently keep a default), each a finite number
+    of at least 0 (a NaN SLO would never be breached: the console calm while it burns)."""
+    from surgewatch.thresholds import Thresholds
+
+    if not isinstance(table, dict):
+        raise ConfigError("invalid [thresholds]: a table of numbers")
+    why = Thresholds.unknown(table)
+    if why:
+        raise ConfigError(f"invalid [thresholds]: {why}")
+    out: dict[str, float] = {}
+    for k, v in table.items():
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < math.inf:
+            raise ConfigError(f"invalid [thresholds] {k} = {v!r}: a finite number, 0 or more")
+        out[str(k)] = float(v)
+    return out
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved settings. `redis_url` may hold a password: show `redis_url_shown` instead."""
@@ -209,25 +240,16 @@ def resolve(
     raw_interval: Any = (
         interval if interval is not None else env.get("SURGEWATCH_INTERVAL") or file.get("interval_s", 1.0)
     )
-    try:
-        interval_s = float(raw_interval)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"invalid interval {raw_interval!r}: a number of seconds") from e
-    if not 0.1 <= interval_s <= 3600:
-        raise ConfigError(f"invalid interval {interval_s}: between 0.1 and 3600 seconds")
-    try:
-        node_interval_s = float(env.get("SURGEWATCH_NODE_INTERVAL") or file.get("node_interval_s", 5.0))
-    except (TypeError, ValueError) as e:
-        raise ConfigError("invalid node_interval_s: a number of seconds") from e
+    interval_s = _seconds("interval", raw_interval)
+    node_interval_s = _seconds("node_interval_s",
+                               env.get("SURGEWATCH_NODE_INTERVAL") or file.get("node_interval_s", 5.0))
     raw_lookback = prometheus_lookback or env.get("SURGEWATCH_PROMETHEUS_LOOKBACK") or file.get(
         "prometheus_lookback", "1h")
     try:
         lookback_s = parse_lookback(str(raw_lookback))
     except ValueError as e:
         raise ConfigError(f"--prometheus-lookback: {e}") from None
-    thresholds = file.get("thresholds", {})
-    if not isinstance(thresholds, dict):
-        raise ConfigError("invalid [thresholds]: a table of numbers")
+    thresholds = _thresholds(file.get("thresholds", {}))
     if redis_url:
         try:
             validate_redis_url(str(redis_url))
@@ -244,7 +266,7 @@ def resolve(
         node_interval_s=node_interval_s,
         read_only=read_only or wall,
         wall=wall,
-        thresholds={str(k): float(v) for k, v in thresholds.items()},
+        thresholds=thresholds,
         redis_cluster=redis_cluster or env.get("SURGEWATCH_REDIS_CLUSTER", "").lower() in ("1", "true", "yes")
         or file.get("redis_cluster") is True,
         rls=_rls_table(file.get("rls", {})),

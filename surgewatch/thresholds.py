@@ -6,7 +6,7 @@ refused so a typo does not silently keep a default.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 
 # Colours are Rich style names, picked to stay legible on dark and light themes and on a wall screen.
@@ -39,13 +39,21 @@ class Thresholds:
     kv_cache_warn_pct: float = 80.0
 
     @classmethod
+    def unknown(cls, names: Iterable[str]) -> str | None:
+        """None when every name is a threshold, else a message naming the unknown ones and the known."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(names) - known)
+        if not unknown:
+            return None
+        return f"unknown threshold(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+
+    @classmethod
     def from_mapping(cls, values: Mapping[str, float] | None) -> Thresholds:
         """Defaults overridden by `values`; an unknown name raises ValueError naming it."""
-        known = {f.name for f in fields(cls)}
         values = dict(values or {})
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown threshold(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        why = cls.unknown(values)
+        if why:
+            raise ValueError(why)
         return replace(cls(), **{k: float(v) for k, v in values.items()})
 
     def temp_style(self, temp_c: float | None) -> str:

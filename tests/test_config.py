@@ -72,3 +72,34 @@ def test_cli_bad_config_exits_2(
     monkeypatch.setenv("SURGEWATCH_INTERVAL", "soon")
     assert main(["quota", "list"]) == 2
     assert "invalid interval" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "5000", "soon"])
+def test_a_node_interval_that_would_scrape_on_every_poll_or_never_is_refused(value: str) -> None:
+    """SURGEWATCH_NODE_INTERVAL (and node_interval_s) must be 0.1 to 3600 seconds: NaN would never scrape."""
+    with pytest.raises(ConfigError, match="invalid node_interval_s"):
+        resolve(env={"SURGEWATCH_NODE_INTERVAL": value}, file={})
+    assert resolve(env={"SURGEWATCH_NODE_INTERVAL": "2.5"}, file={}).node_interval_s == 2.5
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ('temp_hot_c = "hot"', "temp_hot_c = 'hot'"),
+        ("e2e_p99_slo_s = nan", "e2e_p99_slo_s = nan"),  # an SLO no latency ever breaches
+        ("ttft_p99_slo_s = inf", "ttft_p99_slo_s = inf"),
+        ("temp_hot_c = -5", "temp_hot_c = -5"),
+        ("kv_cache_warn_pct = true", "kv_cache_warn_pct = True"),
+        ("temp_hoot_c = 70", "unknown threshold"),
+    ],
+)
+def test_a_threshold_that_is_not_a_finite_number_or_not_a_threshold_is_refused_by_every_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], text: str, why: str
+) -> None:
+    """A bad [thresholds] value exits 2 naming it, for a snapshot as for the console (never a traceback)."""
+    env = write_toml(tmp_path, f"[thresholds]\n{text}\n")
+    with pytest.raises(ConfigError, match=why.replace("(", r"\(")):
+        resolve(env=env)
+    monkeypatch.setenv("XDG_CONFIG_HOME", env["XDG_CONFIG_HOME"])
+    assert main(["snapshot", "--json"]) == 2
+    assert why in capsys.readouterr().err
