@@ -12,6 +12,8 @@ from collectors.runner import Collector
 from collectors.samples import Source
 from surgewatch.settings import Settings
 
+SCRAPE_TIMEOUT_S = 2.0  # one node's or inference server's scrape, and one Prometheus query
+
 Factory = Callable[[], Collector[Any]]
 
 
@@ -112,7 +114,7 @@ def plan(settings: Settings, client: Any | None, overrides: dict[Source, Factory
                 min_interval_s=settings.node_interval_s, wait_s=1.0,
                 window=FleetWindow(hot_c=th.temp_hot_c, throttled=throttled_reasons),
             )
-        return FleetCollector(list(settings.nodes), timeout_s=2.0, min_interval_s=settings.node_interval_s)
+        return FleetCollector(list(settings.nodes), timeout_s=SCRAPE_TIMEOUT_S, min_interval_s=settings.node_interval_s)
 
     def traffic() -> Collector[Any]:
         from collectors.traffic import TrafficCollector
@@ -128,10 +130,11 @@ def plan(settings: Settings, client: Any | None, overrides: dict[Source, Factory
         if settings.prometheus:
             from collectors.serving_prometheus import PrometheusServingCollector
 
-            return PrometheusServingCollector(settings.prometheus, timeout_s=2.0)
+            return PrometheusServingCollector(settings.prometheus, timeout_s=SCRAPE_TIMEOUT_S)
         from collectors.serving import ServingCollector
 
-        return ServingCollector(list(settings.servers), timeout_s=2.0, min_interval_s=settings.node_interval_s)
+        return ServingCollector(list(settings.servers), timeout_s=SCRAPE_TIMEOUT_S,
+                                min_interval_s=settings.node_interval_s)
 
     def spec(source: Source, make: Factory, timeout_s: float, backoff_max_s: float = 30.0) -> SourceSpec:
         return SourceSpec(source, overrides.get(source, make), iv, timeout_s, backoff_max_s)

@@ -4,6 +4,7 @@ its overrides expire and the tiers fall back by themselves; bad policies exit 2 
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 import signal
 import subprocess
@@ -97,3 +98,20 @@ def test_a_bad_policy_exits_2_naming_the_setting(tmp_path: Path, policy: str, me
     out = subprocess.run([*SURGEWATCH, "--redis", "redis://127.0.0.1:1/0", "guard", "--policy", str(f)], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and message in out.stderr and out.stdout == ""
+
+
+@pytest.mark.parametrize(("env", "policy", "message"), [
+    ({"SURGEWATCH_NODE_INTERVAL": "30"}, "", "[guard] max_gpu_age_s = 15 s is less than a reading's age between two "
+     "scrapes, 33 s (node_interval_s 30 + scrape timeout 2 + interval_s 1): it would read the GPUs stale"),
+    ({}, "[guard]\nmax_serving_age_s = 6\n", "[guard] max_serving_age_s = 6 s is less than a reading's age between "
+     "two scrapes, 8 s (node_interval_s 5 + scrape timeout 2 + interval_s 1): it would read the servers saturated"),
+])
+def test_a_staleness_bound_shorter_than_the_gap_between_scrapes_is_refused(
+        tmp_path: Path, env: dict[str, str], policy: str, message: str) -> None:
+    """dcgm-exporter's own 30 s as node_interval_s would freeze the default guard, a short serving bound shed."""
+    f = tmp_path / "p.toml"
+    f.write_text(policy or "[guard]\n")
+    out = subprocess.run([*SURGEWATCH, "--redis", "redis://127.0.0.1:1/0", "--nodes", "http://127.0.0.1:1/metrics",
+                          "--servers", "http://127.0.0.1:2/metrics", "guard", "--policy", str(f)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+    assert out.returncode == 2 and message in out.stderr and out.stdout == "", out.stderr

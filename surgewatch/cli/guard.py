@@ -19,7 +19,8 @@ import sys
 import time
 from typing import Any
 
-from surgewatch.guard.policy import DEFAULT_POLICY, GuardMode, Policy, load_policy
+from surgewatch.guard.policy import DEFAULT_POLICY, GuardMode, Policy, freshness_problem, load_policy
+from surgewatch.plan import SCRAPE_TIMEOUT_S
 from surgewatch.settings import ConfigError, Settings, config_path, load_file
 
 
@@ -59,6 +60,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         policy = load_policy(args.policy, load_file(config_path()))
     except ConfigError as e:
         print(f"surgewatch guard: {e}", file=sys.stderr)
+        return 2
+    # scraped here (not through Prometheus, whose own scrape interval the readings' age follows)
+    problem = None if settings.prometheus else freshness_problem(
+        policy, scrape_interval_s=settings.node_interval_s, scrape_timeout_s=SCRAPE_TIMEOUT_S,
+        gpus=bool(settings.nodes), servers=bool(settings.servers))
+    if problem:
+        print(f"surgewatch guard: {problem}", file=sys.stderr)
         return 2
     mode: GuardMode = args.mode or policy.mode
     if not settings.redis_url:

@@ -169,6 +169,24 @@ class Policy:
     proposal_ttl_s: int = 120
 
 
+def freshness_problem(policy: Policy, *, scrape_interval_s: float, scrape_timeout_s: float, gpus: bool,
+                      servers: bool) -> str | None:
+    """Why this policy would take readings of a healthy fleet for stale ones, or None.
+
+    Between two scrapes a reading ages up to the scrape interval, plus a slow scrape (its timeout) and the
+    guard's own interval; a bound below that would read every gap between scrapes as stale: GPUs lost
+    (the guard frozen) or inference servers saturated (shedding for no reason)."""
+    oldest_s = scrape_interval_s + scrape_timeout_s + policy.interval_s
+    for on, key, bound, then in ((gpus, "max_gpu_age_s", policy.max_gpu_age_s, "the GPUs stale"),
+                                 (servers, "max_serving_age_s", policy.max_serving_age_s, "the servers saturated")):
+        if on and bound < oldest_s:
+            return (f"[guard] {key} = {bound:g} s is less than a reading's age between two scrapes, "
+                    f"{oldest_s:g} s (node_interval_s {scrape_interval_s:g} + scrape timeout {scrape_timeout_s:g} "
+                    f"+ interval_s {policy.interval_s:g}): it would read {then} between scrapes; raise {key} "
+                    f"or lower node_interval_s")
+    return None
+
+
 def _num(d: dict[str, Any], key: str, where: str, lo: float, hi: float, default: float | None = None) -> float:
     if key not in d:
         if default is None:
