@@ -147,6 +147,11 @@ def _rls_table(table: Any) -> RlsSettings:
     )
 
 
+# every key surgewatch.toml may hold; [guard] is the guard's policy (surgewatch.guard.policy)
+FILE_KEYS = frozenset({"redis_url", "redis_cluster", "prefix", "nodes", "servers", "prometheus", "prometheus_lookback",
+                       "interval_s", "node_interval_s", "thresholds", "rls", "guard"})
+
+
 def _seconds(name: str, raw: Any) -> float:
     """An interval in seconds, 0.1 to 3600: 0, a negative number, NaN or infinity would scrape on every
     poll or never, without saying so."""
@@ -228,6 +233,10 @@ def resolve(
     """Flags win over the environment, which wins over the file."""
     env = dict(os.environ) if env is None else env
     file = load_file(config_path(env)) if file is None else file
+    unknown = sorted(set(file) - FILE_KEYS)
+    if unknown:  # a typo (node_interval = 30) would silently keep the default
+        raise ConfigError(f"unknown setting(s) {', '.join(map(repr, unknown))} in surgewatch.toml; "
+                          f"the settings are {', '.join(sorted(FILE_KEYS))}")
 
     redis_url = redis or env.get("SURGEWATCH_REDIS_URL") or env.get("REDIS_URL") or file.get("redis_url")
     # `--nodes ''` (or `--servers ''`) is given (and refused as naming none), not absent

@@ -103,3 +103,12 @@ def test_a_threshold_that_is_not_a_finite_number_or_not_a_threshold_is_refused_b
     monkeypatch.setenv("XDG_CONFIG_HOME", env["XDG_CONFIG_HOME"])
     assert main(["snapshot", "--json"]) == 2
     assert why in capsys.readouterr().err
+
+
+def test_a_misspelt_setting_in_the_file_is_refused_naming_it(tmp_path: Path) -> None:
+    """`node_interval = 30` (for node_interval_s) is refused, not ignored with the default kept."""
+    env = write_toml(tmp_path, "node_interval = 30\n")
+    with pytest.raises(ConfigError, match=r"unknown setting.*'node_interval'.*node_interval_s"):
+        resolve(env=env)
+    ok = write_toml(tmp_path / "ok", 'prefix = "sw:"\nnode_interval_s = 30\n[guard]\nmode = "propose"\n[rls]\n')
+    assert resolve(env=ok).node_interval_s == 30
