@@ -14,6 +14,11 @@ same console without servers, measured in the same run. What runs (all on 127.0.
   CPU (% of one core) and RSS over SECONDS after WARMUP each; PAIRS such pairs, alternated, and the median
   of their ratios judged (one pair's ratio moves by a third on this shared VM: the console without servers
   alone swings by +-0.4 points of a core between runs).
+Then, against the same replicas and in the same run, where a scrape's CPU goes at the console's cadence (every
+replica every 5 s, a poll a second), outside the console: our ServingCollector alone, and the least any Python
+client can do (bench/serving_sweep.py's BareGet: a GET on a kept-alive asyncio connection read to its
+Content-Length, no HTTP library, no parse), each as CPU microseconds a scrape beside the budget that 1.2x of the
+measured console without servers leaves.
 A run whose console did not show the fleet (or the Service panel) is not measured and exits 1; a measured run
 exits 0 and says whether the target was met or MISSED.
 """
@@ -71,6 +76,69 @@ def advancing_page(page: str, replica: int) -> Callable[[], str]:
 def serve_replicas(replicas: int, port_file: str) -> None:
     page = VLLM.read_text()
     serve_until_killed([advancing_page(page, r) for r in range(replicas)], port_file)
+
+
+async def cadence_cpu_us(urls: list[str], seconds: float, how: str) -> float:
+    """CPU microseconds a scrape of this process scraping `urls` as the console does (each every 5 s, a poll
+    a second, 10 s of warm-up): `how` "ours" through ServingCollector, "fetch" our fetcher only (no parse, no
+    window), "bare" with BareGet (no HTTP library, no parse)."""
+    import asyncio
+    import time
+
+    from serving_sweep import BareGet
+
+    from collectors.scrape import PageFetcher
+    from collectors.serving import ServingCollector
+
+    loop = asyncio.get_running_loop()
+    sem = asyncio.Semaphore(64)  # the collector's concurrency
+    conns: dict[str, BareGet] = {}
+    collector = ServingCollector(urls, min_interval_s=5.0) if how == "ours" else None
+    fetcher = PageFetcher(2.0, 64, keepalive_s=30.0)
+    scrapes = 0
+
+    async def bare_get(url: str) -> None:
+        hp = url.split("/")[2]
+        async with sem:
+            if how == "fetch":
+                await fetcher.fetch(url)
+                return
+            if url not in conns:
+                host, port = hp.rsplit(":", 1)
+                conns[url] = (await loop.create_connection(BareGet, host, int(port)))[1]
+            await conns[url].get(hp)
+
+    async def poll(k: int) -> None:
+        nonlocal scrapes
+        if collector is not None:
+            sample = await collector.poll()
+            if any(r.status != "up" for r in sample.replicas):
+                raise RuntimeError("a replica was not read")
+        elif k % 5 == 0:
+            await asyncio.gather(*(bare_get(u) for u in urls))
+        if k % 5 == 0:
+            scrapes += len(urls)
+
+    try:
+        t0 = time.monotonic()
+        k = 0
+        while time.monotonic() - t0 < 10:
+            await poll(k)
+            k += 1
+            await asyncio.sleep(max(0.0, t0 + k - time.monotonic()))
+        c0, scrapes, t0, k = time.process_time(), 0, time.monotonic(), 0
+        while time.monotonic() - t0 < seconds:
+            await poll(k)
+            k += 1
+            await asyncio.sleep(max(0.0, t0 + k - time.monotonic()))
+        return (time.process_time() - c0) * 1e6 / max(1, scrapes)
+    finally:
+        for c in conns.values():
+            if c.transport is not None:
+                c.transport.close()
+        await fetcher.aclose()
+        if collector is not None:
+            await collector.aclose()
 
 
 def wait_for(file: Path, lines: int) -> bool:
@@ -160,8 +228,17 @@ def main() -> int:
             verdict = "not judged (not 128 GPUs and 128 replicas)"
             if judged:
                 verdict = "met" if ratio <= TARGET else "MISSED"
-            print(f"ratio with/without servers, median of {len(ratios)} pairs: {ratio:.2f}x (pairs: "
+            print(f"ratio with/without servers, median of {len(ratios)} pairs: {ratio:.3f}x (pairs: "
                   f"{', '.join(f'{r:.2f}' for r in ratios)}; target <= {TARGET}x): {verdict}")
+            urls = servers_file.read_text().split()
+            ours_us, fetch_us, bare_us = (asyncio.run(cadence_cpu_us(urls, a.seconds, how))
+                                          for how in ("ours", "fetch", "bare"))
+            budget_us = (TARGET - 1) * mean0 / 100 * 1e6 / (len(urls) / 5)
+            print(f"where a scrape goes, at the console's cadence ({len(urls)} replicas every 5 s, a poll a second), "
+                  f"outside the console: ServingCollector {ours_us:.0f} us of CPU a scrape, of which our fetcher "
+                  f"(aiohttp) {fetch_us:.0f} us and parse, window and per-model view {ours_us - fetch_us:.0f} us; "
+                  f"no HTTP library and no parse (BareGet) {bare_us:.0f} us; the budget {TARGET}x of the console "
+                  f"without servers ({mean0:.2f} %) leaves: {budget_us:.0f} us a scrape, all the console does included")
             return 0  # measured (met or MISSED, said above); exit 1 is for a run that measured nothing
         finally:
             stop_all(helpers)
