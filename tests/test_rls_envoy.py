@@ -39,7 +39,9 @@ async def upstream() -> AsyncIterator[tuple[int, Counter[str]]]:
     app.router.add_route("*", "/{tail:.*}", generate)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    # Envoy opens up to 200 connections at once here: with aiohttp's default backlog (128) and this loop busy
+    # with the client, the kernel drops SYNs, Envoy's 1 s connect timeout fires and answers 503 (seen in CI)
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
     await site.start()
     try:
         yield runner.addresses[0][1], reached  # the port the kernel picked
