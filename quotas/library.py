@@ -15,6 +15,7 @@ from redis.exceptions import (
     AuthorizationError,
     BusyLoadingError,
     ClusterDownError,
+    InvalidResponse,
     MasterDownError,
     OutOfMemoryError,
     ReadOnlyError,
@@ -30,9 +31,10 @@ from quotas.keys import LIBRARY_NAME
 
 LIBRARY_DIR = Path(__file__).with_name("lua")  # the library's parts, joined in name order
 
-# Everything that means "no answer from the server" (builtin TimeoutError covers asyncio's).
+# Everything that means "no answer from the server" (builtin TimeoutError covers asyncio's); a reply that is not
+# the Redis protocol (an HTTP server, a proxy's banner at that address) is no Redis answer either.
 UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (
-    RedisConnectionError, RedisTimeoutError, RedisClusterException, OSError,
+    RedisConnectionError, RedisTimeoutError, RedisClusterException, OSError, InvalidResponse,
 )
 
 Client = Any  # redis.asyncio.Redis or redis.asyncio.RedisCluster: duck-typed on purpose
@@ -130,6 +132,9 @@ def unreachable(client: Client, exc: BaseException, timeout_s: float) -> Unreach
     detail = str(exc) or type(exc).__name__
     if isinstance(exc, TimeoutError) and not str(exc):
         detail = f"no answer within {timeout_s:g} s"
+    if isinstance(exc, InvalidResponse):
+        return Unreachable(f"Redis at {describe(client)} is unreachable: what answers there does not speak the Redis "
+                           f"protocol ({detail})")
     if isinstance(exc, BusyLoadingError):  # redis-py raises LOADING as a connection error: it answered
         return Unavailable(f"Redis at {describe(client)} cannot take the call now: it is loading its data set: "
                            f"{detail}", "LOADING")

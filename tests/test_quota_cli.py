@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socketserver
 import subprocess
 import sys
+import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -117,6 +119,29 @@ def test_unreachable_exits_4_and_redacts(tmp_path: object) -> None:
     r = sw(url, "quota", "list")
     assert r.returncode == 4
     assert "unreachable" in r.stderr and "hunter2" not in r.stderr + r.stdout
+
+
+class _HttpAtRedisAddress(socketserver.BaseRequestHandler):
+    """What a mistyped port often reaches: a web server, answering a Redis command with HTTP's 400."""
+
+    def handle(self) -> None:
+        self.request.recv(4096)
+        self.request.sendall(b"HTTP/1.1 400 Bad Request\r\nServer: \x1b[31mweb\r\n\r\n")
+        self.request.recv(16)  # keep the connection open until the client gives up on it
+
+
+def test_a_web_server_at_the_redis_address_exits_4_naming_the_protocol_not_a_traceback() -> None:
+    """--redis pointing at an HTTP server: exit 4, "does not speak the Redis protocol", no traceback or password."""
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), _HttpAtRedisAddress) as web:
+        web.daemon_threads = True
+        threading.Thread(target=web.serve_forever, daemon=True).start()
+        try:
+            r = sw(f"redis://:hunter2@127.0.0.1:{web.server_address[1]}/0", "quota", "list")
+        finally:
+            web.shutdown()
+    assert r.returncode == 4, r.stderr
+    assert "does not speak the Redis protocol" in r.stderr and "Traceback" not in r.stderr
+    assert "hunter2" not in r.stderr + r.stdout and "\x1b" not in r.stderr
 
 
 def test_hung_server_exits_4(valkey: ValkeyProcess) -> None:
