@@ -156,7 +156,9 @@ def test_hung_server_exits_4(valkey: ValkeyProcess) -> None:
         os.kill(pid, signal.SIGCONT)
 
 
-@pytest.mark.parametrize("argv", [["quota", "set", "fr}ee", "3/1d"], ["quota", "set", "free", "3/40d"]])
+@pytest.mark.parametrize("argv", [["quota", "set", "fr}ee", "3/1d"], ["quota", "set", "free", "3/40d"],
+                                  ["quota", "set", "free", "3/1d", "--tier-cap", ""],
+                                  ["quota", "set", "free", "3/1d", "--tier-cap", "  "]])
 def test_bad_input_exit_2_through_console_script(valkey: ValkeyProcess, argv: list[str]) -> None:
     """Bad input through the real console script exits 2 and leaves no audit entry."""
     assert sw(valkey.url, "init").returncode == 0

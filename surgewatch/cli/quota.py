@@ -282,6 +282,8 @@ async def _set(client: Any, args: argparse.Namespace, settings: RedisSettings) -
     tier, actor, reason = _common(args)
     limit, window_s = parse_spec(args.spec)
     cap_given = args.tier_cap is not None
+    if cap_given and not args.tier_cap.strip():  # an unset shell variable would silently lift the tier's cap
+        raise QuotaError("invalid tier cap '': give requests per second, or 'none' to clear the cap")
     cap = parse_tier_cap(args.tier_cap) if cap_given else None
     for_s = parse_duration(args.for_, what="duration") if args.for_ is not None else None
     mode: Mode | None = "shadow" if args.shadow else "enforce" if args.enforce else None
