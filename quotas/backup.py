@@ -16,6 +16,7 @@ from typing import Any
 
 from quotas.errors import BrokenQuota, Conflict
 from quotas.model import MAX_WINDOW_S, Quota, QuotaError, QuotaSpec, validate_tier
+from quotas.safe import safe
 
 FIELDS = ("tier", "limit", "window_s", "tier_cap_rps", "paused", "mode", "expires_at")
 MAX_IMPORT_TIERS = 1_000
@@ -59,8 +60,17 @@ def parse_backup(text: str, *, source: str = "the file", max_tiers: int = MAX_IM
     """The quotas of a backup, every entry validated; QuotaError (exit 2) naming the first bad one, or the bound
     it breaks: more than `max_tiers` entries, or JSON nested deeper than Python's parser goes (a backup is a
     list of flat objects: two levels)."""
+    def no_twice(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        # json keeps the last of a repeated key: {"tier": "free", "tier": "plus"} would write `plus`, unseen
+        out: dict[str, Any] = {}
+        for k, v in pairs:
+            if k in out:
+                raise QuotaError(f"{source} names {safe(k, 60)!r} twice in one object: refused, nothing written")
+            out[k] = v
+        return out
+
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, object_pairs_hook=no_twice)
     except json.JSONDecodeError as e:
         raise QuotaError(f"{source} is not JSON ({e.msg} at line {e.lineno}): expected `quota export` output") from None
     except RecursionError:

@@ -70,7 +70,7 @@ async def test_only_missing_restores_just_the_lost_tier(valkey: ValkeyProcess, s
 
 async def test_malformed_backup_writes_nothing(valkey: ValkeyProcess, store: QuotaStore,
                                                redis_client: aioredis.Redis, tmp_path: Path) -> None:
-    """A file that is not JSON, misses a field, has a wrong type or a bad value: exit 2 naming it, nothing written."""
+    """A file that is not JSON, misses a field, has a wrong type, a bad value or a key twice: exit 2, nothing written."""
     good = json.loads(sw(valkey.url, "quota", "export").stdout)
     await redis_client.flushall()
     cases = {
@@ -79,6 +79,8 @@ async def test_malformed_backup_writes_nothing(valkey: ValkeyProcess, store: Quo
         "wrong type": json.dumps([{**good[0], "limit": "3"}]),
         "bad value": json.dumps([{**good[1], "window_s": 0}, good[0]]),
         "twice": json.dumps([good[0], good[0]]),
+        # json keeps the last of a repeated key: the write would go to the other tier
+        "a key twice": json.dumps([good[0]])[:-2] + ', "tier": "plus"}]',
     }
     for why, text in cases.items():
         path = tmp_path / "bad.json"
