@@ -117,5 +117,5 @@ class BrokenQuota(Exception):
         self.what = what = safe(what, 300)  # quotes what Redis holds: outside text
         super().__init__(
             f"the stored quota of tier {tier!r} is broken ({what}); repair it with "
-            f"`surgewatch quota set {tier} LIMIT/WINDOW`"
+            f"`surgewatch quota set {safe(tier, 60)} LIMIT/WINDOW`"
         )

@@ -267,7 +267,7 @@ class QuotaStore:
             except BrokenQuota as e:
                 broken[t] = str(e)
         for t, msg in broken.items():
-            log.warning("skipping tier %s: %s", t, msg)
+            log.warning("skipping tier %s: %s", safe(t, 60), msg)  # a name from Redis: outside text
         self.broken = broken
         self.missing = missing
         return out

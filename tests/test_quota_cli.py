@@ -191,6 +191,19 @@ def test_broken_tier_warned_in_list(valkey: ValkeyProcess) -> None:
     assert "(broken: window_s=forever) -> free 3/1d" in sw(valkey.url, "quota", "history", "free").stdout
 
 
+def test_a_tier_name_with_escape_codes_in_the_registry_never_reaches_the_terminal_raw(valkey: ValkeyProcess) -> None:
+    """A registry member written by redis-cli with ESC and BEL: list and export name it on stderr, escaped."""
+    import redis
+
+    assert sw(valkey.url, "init").returncode == 0
+    with redis.Redis.from_url(valkey.url) as c:
+        c.sadd("surgewatch:tiers", "\x1b[31mevil\a")
+    for argv in (["quota", "list"], ["quota", "list", "--json"], ["quota", "export"]):
+        r = sw(valkey.url, *argv)
+        assert r.returncode == 1 and ("BROKEN" in r.stderr or "not exported" in r.stderr), (argv, r.stderr)
+        assert "\x1b" not in r.stdout + r.stderr and "\a" not in r.stdout + r.stderr, argv
+
+
 def test_refused_login_exits_1_without_the_password() -> None:
     """A wrong password is not an outage: exit 1 (not 4, retrying will not help), a clear message, no password."""
     import redis

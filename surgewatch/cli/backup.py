@@ -14,6 +14,7 @@ from typing import Any
 from quotas.actor import default_actor
 from quotas.backup import MAX_IMPORT_TIERS, Saved, parse_backup, restore
 from quotas.model import QuotaError, validate_actor, validate_reason
+from quotas.safe import safe
 from surgewatch.cli.quota import (  # surgewatch.cli.quota imports this module only in register()
     EXIT_BAD_INPUT,
     EXIT_CONFLICT,
@@ -30,7 +31,7 @@ async def _export(client: Any, args: argparse.Namespace, settings: Any) -> int:
     store = _store(client, settings)
     quotas = await store.list()
     for tier, msg in store.broken.items():
-        _err(f"warning: not exported, tier {tier}: {msg}")
+        _err(f"warning: not exported, tier {safe(tier, 60)}: {msg}")  # a name from Redis
     for tier in store.missing:
         _err(f"warning: not exported, tier {tier}: it has no quota")
     print(json.dumps([q.to_json() for q in quotas], indent=2))

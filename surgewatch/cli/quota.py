@@ -40,6 +40,7 @@ from quotas.model import (
     validate_tier,
 )
 from quotas.outcomes import EXIT_BAD_INPUT, EXIT_CONFLICT, EXIT_ERROR, EXIT_OK, outcome
+from quotas.safe import safe
 from quotas.tls_probe import refuse_tls_mismatch
 
 
@@ -198,7 +199,7 @@ async def _list(client: Any, args: argparse.Namespace, settings: RedisSettings) 
     store = _store(client, settings)
     quotas = await store.list()
     for tier, msg in store.broken.items():
-        _err(f"tier {tier} is BROKEN (listed as broken, exit 1): {msg}")
+        _err(f"tier {safe(tier, 60)} is BROKEN (listed as broken, exit 1): {msg}")  # a name from Redis
     for tier in store.missing:
         _err(
             f"tier {tier} has NO QUOTA: every gateway request for it is refused as unknown_tier; fix: "
