@@ -156,6 +156,16 @@ def test_help_warns_that_a_token_flag_shows_in_ps_and_bad_limits_are_refused() -
     assert r.returncode == 2 and "--max-connections" in r.stderr
 
 
+def test_a_port_already_taken_is_one_line_and_exit_1_not_a_traceback_or_an_address_that_does_not_serve() -> None:
+    """`serve --port` on a port another program holds: "cannot listen", exit 1, and no "wall console on" line."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        r = surgewatch("serve", "--port", str(taken.getsockname()[1]))
+    assert r.returncode == 1 and "cannot listen on 127.0.0.1" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and "wall console on" not in r.stderr, r.stderr
+
+
 def test_running_out_of_descriptors_is_a_named_state_and_one_log_line(world: Any) -> None:
     """Under `ulimit -n 36`, a backlog of sockets met at once: /health names Errno 24, the log says it once."""
     valkey, node = world

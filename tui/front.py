@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from quotas.safe import safe
 from surgewatch.frontends import ServeOptions
 from surgewatch.recording.reader import Recording
 from surgewatch.settings import Settings
@@ -44,22 +45,30 @@ class TextualFrontEnds:
 
         log_handler = serve_log.configure(sys.stderr)
         server = WallServer(settings, options)
-        where = options.public_url or f"http://{options.host}:{options.port}/"
+        where = safe(options.public_url or f"http://{options.host}:{options.port}/")  # typed text: made visible
         login = " (login: open it once with ?token=TOKEN, or send Authorization: Bearer)" if options.token else ""
-        print(f"surgewatch serve: the wall console on {where}{login}", file=sys.stderr, flush=True)
 
         async def main() -> None:
-            stop = asyncio.Event()
+            stop, ready = asyncio.Event(), asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
-            await server.run(stop=stop)
+
+            async def announce() -> None:  # once it listens: a port taken is said instead, never both
+                await ready.wait()
+                print(f"surgewatch serve: the wall console on {where}{login}", file=sys.stderr, flush=True)
+
+            said = asyncio.create_task(announce())
+            try:
+                await server.run(ready=ready, stop=stop)
+            finally:
+                said.cancel()
 
         try:
             asyncio.run(main())
         except OSError as e:  # the port is taken, the address is not ours
-            print(f"surgewatch serve: cannot listen on {options.host}:{options.port}: {e.strerror or e}",
-                  file=sys.stderr)
+            print(f"surgewatch serve: cannot listen on {safe(options.host)}:{options.port}: "
+                  f"{safe(e.strerror or e)}", file=sys.stderr)
             return 1
         finally:
             log_handler.close()  # says how many lines the rate limit left out at the end

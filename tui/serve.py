@@ -237,8 +237,6 @@ class WallServer:
     # ----- running
     async def run(self, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
         self.app = self._make_app()
-        console = asyncio.create_task(self.app.run_async(headless=True, size=self.options.size))
-        frames = asyncio.create_task(self._frames())
         self.descriptors.install(asyncio.get_running_loop())
         # keepalive_timeout: aiohttp starts this timer at accept, so it also closes a client that never
         # sends a request or sends its headers a byte at a time; shutdown_timeout bounds SIGTERM
@@ -250,7 +248,13 @@ class WallServer:
         self.guard.install(runner.server)
         site = web.TCPSite(runner, self.options.host, self.options.port, backlog=BACKLOG)
         try:
-            await site.start()
+            await site.start()  # before the console starts: an app torn down while it mounts dies in Textual
+        except BaseException:
+            await runner.cleanup()
+            raise
+        console = asyncio.create_task(self.app.run_async(headless=True, size=self.options.size))
+        frames = asyncio.create_task(self._frames())
+        try:
             if ready is not None:
                 ready.set()
             waiters = [console] + ([asyncio.create_task(stop.wait())] if stop is not None else [])
