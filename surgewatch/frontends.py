@@ -37,6 +37,21 @@ class ServeOptions:
     max_connections: int = 256  # open at once, all clients (fewer if the descriptor limit is lower)
 
 
+def listen_host(host: str, option: str = "--host") -> str:
+    """`host` if it can be an address to listen on; ValueError naming `option` otherwise. An empty host is
+    refused: aiohttp and asyncio read it as every interface, while the log would say whatever was typed."""
+    shown = repr(host[:60])  # repr: a control character typed or pasted is shown, never sent to the terminal
+    if not host.strip() or len(host) > 253 or not host.isprintable() or any(c.isspace() for c in host):
+        raise ValueError(f"invalid {option} {shown}: an IP address or a host name")
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1] as in a URL
+    if all(c.isdigit() or c == "." for c in bare) or ":" in bare or "[" in bare or "]" in bare:  # an address
+        try:
+            ipaddress.ip_address(bare)
+        except ValueError:
+            raise ValueError(f"invalid {option} {shown}: not an IP address") from None
+    return bare
+
+
 def is_loopback(host: str) -> bool:
     """`localhost` or a loopback address (127.0.0.0/8, ::1), brackets or not."""
     host = host.strip("[]").lower()

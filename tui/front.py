@@ -45,7 +45,8 @@ class TextualFrontEnds:
 
         log_handler = serve_log.configure(sys.stderr)
         server = WallServer(settings, options)
-        where = safe(options.public_url or f"http://{options.host}:{options.port}/")  # typed text: made visible
+        host = f"[{options.host}]" if ":" in options.host else options.host  # an IPv6 address in a URL
+        where = safe(options.public_url or f"http://{host}:{options.port}/")  # typed text: made visible
         login = " (login: open it once with ?token=TOKEN, or send Authorization: Bearer)" if options.token else ""
 
         async def main() -> None:

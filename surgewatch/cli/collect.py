@@ -15,6 +15,7 @@ import sys
 from urllib.parse import urlsplit
 
 from collectors.nodes import NodeListError, parse_nodes, redact_url
+from surgewatch.frontends import listen_host
 from surgewatch.settings import SERVER_EXAMPLE, Settings
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
@@ -67,7 +68,12 @@ def agent_command(args: argparse.Namespace, settings: Settings) -> int:
     if not 0 <= args.port <= 65535:
         _err(f"invalid port {args.port}: a number from 0 to 65535")
         return EXIT_BAD_INPUT
-    return serve(args.host, args.port)
+    try:
+        host = listen_host(args.host)
+    except ValueError as e:
+        _err(str(e))
+        return EXIT_BAD_INPUT
+    return serve(host, args.port)
 
 
 def _check_url(url: str, what: str, schemes: tuple[str, ...]) -> str:

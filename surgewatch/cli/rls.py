@@ -14,6 +14,7 @@ import signal
 import sys
 from typing import Any
 
+from surgewatch.frontends import listen_host
 from surgewatch.settings import Settings
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_UNREACHABLE = 0, 1, 2, 4
@@ -51,8 +52,13 @@ def rls_command(args: argparse.Namespace, settings: Settings) -> int:
     if not 0.01 <= args.redis_timeout <= 10:
         _err(f"invalid --redis-timeout {args.redis_timeout:g}: from 0.01 to 10 seconds")
         return EXIT_BAD_INPUT
-    if not args.domain or len(args.domain) > 128:
-        _err("invalid --domain: 1 to 128 characters")
+    if not args.domain or len(args.domain) > 128 or not args.domain.isprintable():
+        _err("invalid --domain: 1 to 128 printable characters")
+        return EXIT_BAD_INPUT
+    try:
+        args.host = listen_host(args.host)
+    except ValueError as e:
+        _err(str(e))
         return EXIT_BAD_INPUT
     if not settings.redis_url:
         _err("no Redis URL: pass --redis URL, or set SURGEWATCH_REDIS_URL or REDIS_URL")

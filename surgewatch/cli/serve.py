@@ -7,7 +7,7 @@ import os
 import sys
 from urllib.parse import urlsplit
 
-from surgewatch.frontends import ServeOptions, front_ends, is_loopback
+from surgewatch.frontends import ServeOptions, front_ends, is_loopback, listen_host
 from surgewatch.settings import Settings
 
 TOKEN_ENV = "SURGEWATCH_SERVE_TOKEN"
@@ -53,6 +53,7 @@ def parse_size(text: str) -> tuple[int, int]:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     token = args.token or os.environ.get(TOKEN_ENV) or None
     try:
+        args.host = listen_host(args.host)
         if not 1 <= args.port <= 65535:
             raise ValueError(f"invalid --port {args.port}: from 1 to 65535")
         if args.max_viewers < 1:
