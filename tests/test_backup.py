@@ -70,7 +70,7 @@ async def test_only_missing_restores_just_the_lost_tier(valkey: ValkeyProcess, s
 
 async def test_malformed_backup_writes_nothing(valkey: ValkeyProcess, store: QuotaStore,
                                                redis_client: aioredis.Redis, tmp_path: Path) -> None:
-    """A file that is not JSON, misses a field, has a wrong type, a bad value or a key twice: exit 2, nothing written."""
+    """Not JSON, a field missing, a wrong type, a bad value or a key twice: exit 2 naming it, nothing written."""
     good = json.loads(sw(valkey.url, "quota", "export").stdout)
     await redis_client.flushall()
     cases = {
