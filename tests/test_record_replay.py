@@ -88,6 +88,17 @@ def test_the_quota_cut_appears_at_its_second_with_its_actor(demo_recording: tupl
     assert at_cut["taken_at"] == cut["at"]
 
 
+def test_a_time_before_the_end_is_taken_as_the_readme_writes_it(demo_recording: tuple[Path, list[Any]]) -> None:
+    """`replay FILE --at -5s` (a separate word, as documented) is the second 5 s before the end, as `--at=-5s`."""
+    path, _ = demo_recording
+    seconds = docs(replay(str(path), "--json"))
+    (spaced,) = docs(replay(str(path), "--at", "-5s"))
+    (joined,) = docs(replay(str(path), "--at=-5s"))
+    assert spaced == joined and spaced["taken_at"] < seconds[-1]["taken_at"]
+    tail = docs(replay(str(path), "--json", "--from", "-5s"))
+    assert tail == docs(replay(str(path), "--json", "--from=-5s")) and tail[-1] == seconds[-1]
+
+
 def test_live_record_json_equals_replay_and_a_sigkilled_recorder_leaves_a_file_that_replays(tmp_path: Path) -> None:
     """`surgewatch record FILE --json` against the demo world prints each second what it recorded; after
     SIGKILL mid-run, `replay --at` gives those same documents (tier rates, GPU count, mean temperature...)."""

@@ -107,8 +107,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from surgewatch.cli.replay import joined_times
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(joined_times(list(sys.argv[1:] if argv is None else argv)))
     try:
         settings = settings_from(args)
     except ConfigError as e:

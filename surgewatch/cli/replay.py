@@ -9,6 +9,19 @@ import sys
 from surgewatch.settings import Settings
 
 EXIT_BAD_INPUT = 2
+TIME_OPTIONS = frozenset({"--at", "--from", "--to", "--start-at"})  # each takes a time: `-30s` is one
+
+
+def joined_times(argv: list[str]) -> list[str]:
+    """`--at -30s` as `--at=-30s`: argparse reads a value starting with '-' (not a plain number) as an option
+    and refuses the documented "30 s before the end" with "expected one argument"."""
+    out: list[str] = []
+    for tok in argv:
+        if out and out[-1] in TIME_OPTIONS and len(tok) > 1 and tok[0] == "-" and tok[1].isdigit():
+            out[-1] = f"{out[-1]}={tok}"
+        else:
+            out.append(tok)
+    return out
 
 
 def register(sub: argparse._SubParsersAction) -> None:
