@@ -74,7 +74,7 @@ class DemoConfig:
             raise ValueError(f"invalid --nodes {self.nodes}: from 1 to 1024")
         if not 1 <= self.gpus_per_node <= 16:
             raise ValueError(f"invalid --gpus-per-node {self.gpus_per_node}: from 1 to 16")
-        if self.speed < 0 or self.speed > 1000:
+        if not 0 <= self.speed <= 1000:  # NaN too: every comparison with it is false
             raise ValueError(f"invalid --speed {self.speed}: from 0 (as fast as possible) to 1000")
         if self.guard not in (None, "propose", "auto"):
             raise ValueError(f"invalid --guard {self.guard!r}: 'propose' or 'auto'")

@@ -90,11 +90,12 @@ async def test_a_guard_killed_mid_surge_leaves_overrides_that_expire_by_themselv
     ("[guard.tiers]\nfree = { floor = \"none\" }\nplus = { floor = \"1/1d\" }\n", "guard.tiers.free.floor"),
     ("cooldown_s = 3\n", "no [guard] table"),
     ("[guard\n", "not TOML"),
+    (b"\xff\xfe[\x00g\x00", "not TOML (not UTF-8 text)"),
 ])
-def test_a_bad_policy_exits_2_naming_the_setting(tmp_path: Path, policy: str, message: str) -> None:
+def test_a_bad_policy_exits_2_naming_the_setting(tmp_path: Path, policy: str | bytes, message: str) -> None:
     """Exit 2 and a message naming the setting; nothing is started."""
     f = tmp_path / "p.toml"
-    f.write_text(policy)
+    f.write_bytes(policy if isinstance(policy, bytes) else policy.encode())
     out = subprocess.run([*SURGEWATCH, "--redis", "redis://127.0.0.1:1/0", "guard", "--policy", str(f)], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and message in out.stderr and out.stdout == ""

@@ -349,6 +349,8 @@ def load_policy(path: str | None, file: dict[str, Any] | None = None) -> Policy:
             doc = tomllib.loads(Path(path).read_text())
         except OSError as e:
             raise ConfigError(f"--policy {path}: cannot read it ({e.strerror or e})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"--policy {path}: not TOML (not UTF-8 text)") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"--policy {path}: not TOML ({e})") from None
         if "guard" not in doc:
