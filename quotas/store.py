@@ -336,7 +336,9 @@ class QuotaStore:
         if status == "conflict":
             raise Conflict(tier, expect_version, quota_from_json(body))
         if status == "unknown":
-            raise UnknownTier(f"unknown tier {tier!r}: create it with --create (see `surgewatch quota list`)")
+            # pause and resume have no --create: the one command that creates a tier is named
+            raise UnknownTier(f"unknown tier {tier!r}: create it with `surgewatch quota set {tier} LIMIT/WINDOW "
+                              "--create` (see `surgewatch quota list`)")
         raise BrokenQuota(tier, text(body))
 
     async def set(

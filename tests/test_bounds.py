@@ -49,6 +49,8 @@ async def test_an_import_over_the_tiers_per_import_bound_is_refused_whole(
     small = tmp_path / "small.json"
     small.write_text(_backup(4))
     assert sw(valkey.url, "quota", "import", str(small), "--max-tiers", "3").returncode == 2
+    below = sw(valkey.url, "quota", "import", str(small), "--max-tiers", "-1")
+    assert below.returncode == 2 and "(the flag)" in below.stderr and "SURGEWATCH_MAX_IMPORT_TIERS" not in below.stderr
     assert await _written(redis_client) == before
     assert sw(valkey.url, "quota", "import", str(small), "--max-tiers", "4").returncode == 0
     assert len(await redis_client.smembers(K.tiers)) == 9

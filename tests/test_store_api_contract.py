@@ -194,7 +194,8 @@ async def test_a_set_without_a_reason_audits_an_empty_one_and_never_creates(stor
     assert (entry.actor, entry.reason, entry.kind) == ("alice", "", "set")
     with pytest.raises(UnknownTier) as e:
         await store.set("vip", QuotaSpec(7, DAY), actor="alice")
-    assert str(e.value) == "unknown tier 'vip': create it with --create (see `surgewatch quota list`)"
+    assert str(e.value) == ("unknown tier 'vip': create it with `surgewatch quota set vip LIMIT/WINDOW --create` "
+                            "(see `surgewatch quota list`)")
     assert await store.get("vip") is None
 
 
