@@ -96,6 +96,13 @@ class AuthFailed(Unreachable):
     kind = ErrorKind.AUTH_FAILED
 
 
+class NotACluster(Unreachable):
+    """Cluster mode was forced (`--redis-cluster`) on a server that is not a cluster member: a setting to
+    change, not an outage to wait out (exit 2)."""
+
+    kind = ErrorKind.ERROR
+
+
 class BadData(Exception):
     """A surgewatch key holds the wrong type or garbage where a structure is needed; the message names
     the key and the repair."""

@@ -26,7 +26,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from quotas.errors import AuthFailed, BrokenQuota, Unavailable, Unreachable
+from quotas.errors import AuthFailed, BrokenQuota, NotACluster, Unavailable, Unreachable
 from quotas.keys import LIBRARY_NAME
 
 LIBRARY_DIR = Path(__file__).with_name("lua")  # the library's parts, joined in name order
@@ -132,6 +132,10 @@ def unreachable(client: Client, exc: BaseException, timeout_s: float) -> Unreach
     detail = str(exc) or type(exc).__name__
     if isinstance(exc, TimeoutError) and not str(exc):
         detail = f"no answer within {timeout_s:g} s"
+    if isinstance(exc, RedisClusterException) and "cluster mode is not enabled" in detail.lower():
+        return NotACluster(f"Redis at {describe(client)} is not a cluster member (cluster mode is not enabled on it): "
+                           "drop --redis-cluster (SURGEWATCH_REDIS_CLUSTER, redis_cluster) and the client is chosen "
+                           "by asking the server")
     if isinstance(exc, InvalidResponse):
         return Unreachable(f"Redis at {describe(client)} is unreachable: what answers there does not speak the Redis "
                            f"protocol ({detail})")

@@ -12,7 +12,7 @@ from typing import Literal
 
 from redis.exceptions import ResponseError
 
-from quotas.errors import AuthFailed, BadData, BrokenQuota, Conflict, Unavailable, Unreachable
+from quotas.errors import AuthFailed, BadData, BrokenQuota, Conflict, NotACluster, Unavailable, Unreachable
 from quotas.library import unavailable
 from quotas.model import QuotaError
 
@@ -34,7 +34,7 @@ class Outcome:
 
 def outcome(exc: BaseException) -> Outcome:
     """The outcome of `exc`, from its class (never from its text, except the server's own error words)."""
-    if isinstance(exc, QuotaError):
+    if isinstance(exc, QuotaError | NotACluster):
         return Outcome("bad_input", str(exc), EXIT_BAD_INPUT)
     if isinstance(exc, Conflict):
         return Outcome("conflict", f"conflict: {exc}", EXIT_CONFLICT)

@@ -14,6 +14,7 @@ import redis
 
 from quotas.keys import Keys
 from quotas.library import library_version
+from sim.valkey import ValkeyProcess
 from tests.cluster_fixtures import Cluster, SentinelGroup, cluster, flush, sentinel_group  # noqa: F401
 from tests.conftest import ROOT
 
@@ -80,6 +81,12 @@ def test_export_import_and_snapshot_with_startup_nodes(empty: Cluster, tmp_path:
     assert (tiers["team"]["limit"], tiers["team"]["window_s"], tiers["team"]["state"]) == (50, 3600, "active")
     serving = {f"{n.host}:{n.port}" for n in empty.masters}
     assert {t["master"] for t in doc["tiers"]} <= serving and len({t["master"] for t in doc["tiers"]}) >= 2
+
+
+def test_cluster_mode_forced_on_a_lone_server_is_a_setting_to_change_not_an_outage(valkey: ValkeyProcess) -> None:
+    """--redis-cluster on a server without cluster mode: exit 2 saying to drop the flag, never "unreachable"."""
+    code, _, err = cli(valkey.url, "quota", "list", extra=("--redis-cluster",))
+    assert code == 2 and "not a cluster member" in err and "--redis-cluster" in err and "unreachable" not in err
 
 
 def test_forced_cluster_flag_and_a_key_read_only_user(empty: Cluster) -> None:
