@@ -14,7 +14,8 @@ class NodeListError(ValueError):
 
 
 def redact_url(url: str | None) -> str | None:
-    """Hide a password (and a user's token) in a URL: what screens and logs show."""
+    """Hide the credentials in a URL: what screens and logs show. `user:password@` shows as `user:***@`; userinfo
+    without a password (`http://TOKEN@host/`, how a bearer token often rides in a URL) shows as `***@`."""
     if not url:
         return url
     try:
@@ -30,7 +31,7 @@ def redact_url(url: str | None) -> str | None:
     if port:
         host = f"{host}:{port}"
     user = parts.username or ""
-    cred = f"{user}:***@" if parts.password is not None else (f"{user}@" if user else "")
+    cred = f"{user}:***@" if parts.password is not None else ("***@" if user else "")
     return urlunsplit((parts.scheme, cred + host, parts.path, parts.query, parts.fragment))
 
 

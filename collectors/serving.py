@@ -73,7 +73,7 @@ def model_view(replicas: Sequence[tuple[ReplicaSample, dict[str, ModelPage], dic
         kv = [p.kv_frac * 100.0 for p in pages if p.kv_frac is not None]
         out.append(ModelServing(
             model=name, kinds=kinds, replicas_up=len(up), replicas_total=len(serving), figures=f,
-            kv_cache_max_pct=max(kv) if kv else None,
+            kv_cache_max_pct=max(kv) if kv and f.kv_cache_pct is not None else None,  # None: one is spoilt
             queue_per_replica=f.waiting / len(up) if up and f.waiting is not None else None,
         ))
     return tuple(out)
@@ -112,8 +112,17 @@ class ServingCollector:
         self._sweeper = Sweeper(replicas, parse=self._parse, took=self._took, timeout_s=timeout_s,
                                 concurrency=concurrency, wait_s=wait_s, clock=clock)
 
-    async def poll(self) -> ServingSample:
-        await self._sweeper.sweep()
+    async def poll(self, deadline: float | None = None) -> ServingSample:
+        """A sweep (waiting at most wait_s, and never past `deadline`: the event loop's clock) and its sample."""
+        await self._sweeper.sweep(deadline)
+        return self._sample()
+
+    async def give_up(self, error: str) -> ServingSample:
+        """The last sample of a one-shot read: scrapes in flight cancelled, a replica never read down for `error`."""
+        await self._sweeper.give_up(error)
+        return self._sample()
+
+    def _sample(self) -> ServingSample:
         rs = self._sweeper.targets
         replicas = tuple(r.sample for r in rs)
         last = self._last

@@ -13,6 +13,10 @@ Only the lines of the families in FAMILIES are looked at (one `str.startswith` o
 label blocks go through prometheus-client's parser once each (cached: a server's label sets repeat
 scrape after scrape) and values through collectors.dcgm.value_of, as the GPU pages' fast path does.
 Figures stay cumulative here: rates and quantiles need two scrapes (collectors.serving_window).
+
+A value no server can mean (NaN, +-Inf, negative, a KV-cache fraction above 1) makes no figure: its family's
+are None with Missing.NOT_FINITE or OUT_OF_RANGE (ModelPage.bad), the page's warnings naming family and value.
+A histogram without its +Inf bucket gives no quantile either (NOT_EXPORTED), and a warning says so.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Literal
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from collectors.dcgm import PageError, parse_label_block, value_of
+from collectors.serving_samples import Missing, bad_value
 from quotas.safe import safe
 
 ServerKind = Literal["vllm", "nim", "sglang", "tgi", "triton"]
@@ -37,6 +43,18 @@ NO_MODEL = "(no model label)"  # TGI's page names no model: its replicas are gro
 FAILED_REASONS = frozenset({"abort", "error"})  # vLLM's finished_reason values that are failures
 # kinds whose pages count failed requests (a counter that may appear only at the first failure: TGI's)
 FAILURE_KINDS = frozenset({"vllm", "nim", "tgi", "triton"})
+# no count, duration or gauge a server keeps is above this (uint64's range): sums of such values stay finite
+MAX_VALUE = 2.0**64
+_REQUESTS = ("requests_per_s", "failures_per_s")  # and Triton's means, per request (model_page)
+# the figures (ServingFigures') each role makes: None where the role holds a value no server can mean
+ROLE_FIELDS: dict[Role, tuple[str, ...]] = {
+    "waiting": ("waiting",), "running": ("running",), "kv": ("kv_cache_pct",), "kv_v0": ("kv_cache_pct",),
+    "done": _REQUESTS, "failed": _REQUESTS, "preempt": ("preemptions_per_s",),
+    "queue_us": ("queue_mean_s",), "request_us": ("request_mean_s",),
+    **{r: (f"{r}_p50_s", f"{r}_p99_s") for r in HIST_ROLES},
+}
+NO_PROBLEM: Mapping[str, Missing] = MappingProxyType({})
+_NO_BAD: dict[Role, float] = {}  # bad_values' answer on a sane page: never written to
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +102,7 @@ FAMILIES: dict[str, Family] = {
     "nv_inference_queue_duration_us": Family("triton", "queue_us", "model"),
     "nv_inference_request_duration_us": Family("triton", "request_us", "model"),
 }
+NAME_OF: dict[tuple[ServerKind, Role], str] = {(f.kind, f.role): n for n, f in FAMILIES.items()}  # for warnings
 # series name -> (family name, histogram part: "" for a plain series, "bucket", "count" or "sum")
 _SERIES: dict[str, tuple[str, str]] = {}
 for _name, _fam in FAMILIES.items():
@@ -153,6 +172,8 @@ class ModelPage:
     queue_us: float | None = None  # Triton's cumulative microseconds
     request_us: float | None = None
     counts_failures: bool = False  # the kind counts failures: none on the page is 0, not "not exported"
+    # figure -> why a value on the page cannot make it (see the module's docstring); shared while empty
+    bad: Mapping[str, Missing] = field(default_factory=lambda: NO_PROBLEM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +200,7 @@ class Accumulator:
     buckets: dict[Role, dict[float, float]] = field(default_factory=dict)
     hist_count: dict[Role, float] = field(default_factory=dict)
     hist_sum: dict[Role, float] = field(default_factory=dict)
+    bad: dict[Role, float] | None = None  # role -> the first value no server can mean (add_value)
 
 
 def _labels(block: str) -> dict[str, str]:
@@ -193,9 +215,13 @@ def _labels(block: str) -> dict[str, str]:
 
 def series_slot(fam: Family, part: str, labels: Mapping[str, str]) -> float | str:
     """Where a series adds up within its family: its bucket's upper bound (`le`), its reason, or "".
-    Raises KeyError/ValueError for a bucket without a readable `le`."""
+    Raises KeyError/ValueError for a bucket without a readable `le` (NaN, -Inf and beyond MAX_VALUE too:
+    no quantile may come of them)."""
     if part == "bucket":
-        return float(labels["le"])
+        le = float(labels["le"])
+        if not (-MAX_VALUE <= le <= MAX_VALUE or le == math.inf):
+            raise ValueError(f"le {le:g} is not a bucket bound")
+        return le
     if fam.role in ("done", "failed") and fam.reason_label:
         return labels.get(fam.reason_label, "")
     return ""
@@ -203,12 +229,29 @@ def series_slot(fam: Family, part: str, labels: Mapping[str, str]) -> float | st
 
 def add_series(acc: Accumulator, fam: Family, part: str, labels: Mapping[str, str], v: float) -> None:
     """One series into its model's accumulator: gauges and counters added up (KV use: the highest),
-    counters by their reason label, buckets by their `le`. `part`: "", "bucket", "count" or "sum"."""
-    add_value(acc, fam, part, series_slot(fam, part, labels), v)
+    counters by their reason label, buckets by their `le`. `part`: "", "bucket", "count" or "sum".
+    A bucket without a readable `le` marks its histogram bad (its quantiles None), as an impossible value does."""
+    try:
+        slot = series_slot(fam, part, labels)
+    except (KeyError, ValueError):
+        slot, v = "", math.nan
+    if 0.0 <= v <= MAX_VALUE:
+        add_value(acc, fam, part, slot, v)
+    else:
+        mark_bad(acc, fam, part, v)
+
+
+def mark_bad(acc: Accumulator, fam: Family, part: str, v: float) -> None:
+    """A value no count or gauge can have (NaN, +-Inf, negative, above MAX_VALUE), not added: its role is
+    marked bad and the family's figures are None (model_page). A histogram's `_sum` is read by no figure."""
+    if part != "sum":
+        if acc.bad is None:
+            acc.bad = {}
+        acc.bad.setdefault(fam.role, v)
 
 
 def add_value(acc: Accumulator, fam: Family, part: str, slot: float | str, v: float) -> None:
-    """add_series with the series' slot (series_slot) already known."""
+    """add_series with the series' slot (series_slot) already known, and its value in 0..MAX_VALUE (else mark_bad)."""
     role = fam.role
     if part == "bucket":
         le = slot if isinstance(slot, float) else float(slot)
@@ -233,25 +276,64 @@ def add_value(acc: Accumulator, fam: Family, part: str, slot: float | str, v: fl
         acc.values[role] = acc.values.get(role, 0.0) + v
 
 
-def _histogram(acc: Accumulator, role: Role) -> Histogram | None:
+def _histogram(acc: Accumulator, role: Role, bad: Mapping[Role, float]) -> Histogram | None:
     b = acc.buckets.get(role)
-    if not b or math.inf not in b:
+    if not b or math.inf not in b or role in bad:
         return None
     bounds = tuple(sorted(b))
     return Histogram(bounds, tuple(b[x] for x in bounds), acc.hist_count.get(role, b[math.inf]),
                      acc.hist_sum.get(role, math.nan))
 
 
-def model_page(kind: ServerKind, name: str, acc: Accumulator) -> ModelPage:
-    """The ModelPage of an accumulator (a histogram without its +Inf bucket is left out)."""
+def bad_values(acc: Accumulator) -> dict[Role, float]:
+    """The roles whose values no server can mean -> the first such value: NaN, +-Inf or negative (add_value),
+    or a KV-cache fraction above 1 (a server exporting a percent: 85 would read as 8,500 %). Empty as a rule."""
     v = acc.values
+    if not acc.bad and v.get("kv", 0.0) <= 1.0 and v.get("kv_v0", 0.0) <= 1.0:
+        return _NO_BAD  # the rule: nothing to copy
+    bad = {**{r: v[r] for r in ("kv", "kv_v0") if v.get(r, 0.0) > 1.0}, **(acc.bad or {})}  # 1.0: a full cache
+    if "kv_v0" in bad and ("kv" in acc.values or "kv" in bad):
+        del bad["kv_v0"]  # a V0+V1 page: KV use is read from the V1 family (see the module's docstring)
+    return bad
+
+
+def model_page(kind: ServerKind, name: str, acc: Accumulator) -> ModelPage:
+    """The ModelPage of an accumulator (a histogram without its +Inf bucket is left out; so is every
+    role of bad_values, its figures named in `bad`)."""
+    bad = bad_values(acc)
+    v = acc.values
+    fields: Mapping[str, Missing] = NO_PROBLEM
+    if bad:
+        v = {r: x for r, x in v.items() if r not in bad}
+        named: dict[str, Missing] = {}
+        for r, x in bad.items():  # requests spoil Triton's means too (per request), where the page has them
+            means = [f for us, f in (("queue_us", "queue_mean_s"), ("request_us", "request_mean_s")) if us in v]
+            for f in (*ROLE_FIELDS[r], *(means if r in ("done", "failed") else ())):
+                named.setdefault(f, bad_value(x))
+        fields = named
     return ModelPage(
         model=safe(name), waiting=v.get("waiting"), running=v.get("running"),
-        kv_frac=v["kv"] if "kv" in v else v.get("kv_v0"), done=acc.done, failed=acc.failed,
-        preemptions=v.get("preempt"), ttft=_histogram(acc, "ttft"), e2e=_histogram(acc, "e2e"),
-        queue=_histogram(acc, "queue"), queue_us=v.get("queue_us"), request_us=v.get("request_us"),
-        counts_failures=kind in FAILURE_KINDS,
+        kv_frac=v["kv"] if "kv" in v else (None if "kv" in bad else v.get("kv_v0")),
+        done=None if "done" in bad else acc.done, failed=None if "failed" in bad else acc.failed,
+        preemptions=v.get("preempt"), ttft=_histogram(acc, "ttft", bad), e2e=_histogram(acc, "e2e", bad),
+        queue=_histogram(acc, "queue", bad), queue_us=v.get("queue_us"), request_us=v.get("request_us"),
+        counts_failures=kind in FAILURE_KINDS, bad=fields,
     )
+
+
+def _problems(kind: ServerKind, accs: Mapping[str, Accumulator]) -> dict[str, str]:
+    """Family name -> a warning, for the values no server can mean and the histograms without +Inf."""
+    out: dict[str, str] = {}
+    for acc in accs.values():
+        for role, x in bad_values(acc).items():
+            what = ("not a finite number" if bad_value(x) == Missing.NOT_FINITE else "out of range (never negative)"
+                    if x < 0 else "out of range (a fraction of the cache, 0 to 1)" if role in ("kv", "kv_v0")
+                    else f"out of range (above {MAX_VALUE:g})")
+            out.setdefault(NAME_OF[kind, role], f"{NAME_OF[kind, role]}: {x:g} is {what}: ignored")
+        for role, b in acc.buckets.items():
+            if math.inf not in b:
+                out.setdefault(NAME_OF[kind, role], f"{NAME_OF[kind, role]}: histogram without a +Inf bucket ignored")
+    return out
 
 
 _Head = tuple[str, Family, str, "float | str", str]  # family name, family, histogram part, slot, model
@@ -317,8 +399,6 @@ def parse_server_page(text: str) -> ServerPage:
             warnings.setdefault(fam_name, f"{fam_name}: unreadable series ignored "
                                           f"(value {' '.join(raw.split())[:30]!r})")
             continue
-        if raw != raw:  # NaN: no value
-            continue
         by_model = accs.get(fam.kind)
         if by_model is None:
             by_model = accs[fam.kind] = {}
@@ -326,7 +406,10 @@ def parse_server_page(text: str) -> ServerPage:
         acc = by_model.get(model)
         if acc is None:
             acc = by_model[model] = Accumulator()
-        add_value(acc, fam, part, slot, raw)
+        if 0.0 <= raw <= 1.8446744073709552e19:  # MAX_VALUE as a literal (a constant load, on every line)
+            add_value(acc, fam, part, slot, raw)
+        else:
+            mark_bad(acc, fam, part, raw)
         seen[fam.kind].add(fam_name)
     if not accs:
         _check_prometheus(text)
@@ -344,6 +427,8 @@ def parse_server_page(text: str) -> ServerPage:
         if v0 and v1:
             warnings["variant"] = ("page mixes vLLM V0 and V1 families: KV cache from vllm:kv_cache_usage_perc, "
                                    "every figure from its own family")
+    for fam_name, problem in _problems(kind, accs[kind]).items():
+        warnings.setdefault(fam_name, problem)
     models = tuple(model_page(kind, m, a) for m, a in sorted(accs[kind].items()))
     return ServerPage(kind, models, variant, tuple(warnings.values()))
 

@@ -132,7 +132,8 @@ def read_figures(result: Any) -> _Read:
             continue
         key = (labels.get("instance", ""), labels.get(MODEL_LABEL) or NO_MODEL)
         if agg == "max":
-            out.kv_max[key[1]] = max(out.kv_max.get(key[1], value), value)
+            if 0.0 <= value <= 1.0:  # a fraction of the cache: anything else is no reading (serving_parse says why)
+                out.kv_max[key[1]] = max(out.kv_max.get(key[1], value), value)
             continue
         out.kinds.setdefault(key, fam.kind)
         part = "bucket" if fam.role in HIST_ROLES else ""

@@ -25,12 +25,21 @@ class Missing(StrEnum):
     RESET = "counter reset (server restarted)"  # a counter went down: never a negative rate
     MEAN_ONLY = "this server exports means, not quantiles"  # Triton without summaries
     DOWN = "no replica up"
+    # what a page said is impossible: the figure is not shown, and the replica's warnings name the family
+    NOT_FINITE = "not a finite number"  # NaN or +-Inf
+    OUT_OF_RANGE = "out of range"  # a negative count or gauge, a KV-cache fraction above 1
+
+
+def bad_value(value: float) -> Missing:
+    """Why a value no server can mean makes no figure: NaN and +-Inf are NOT_FINITE, the rest OUT_OF_RANGE."""
+    return Missing.NOT_FINITE if value - value != 0.0 else Missing.OUT_OF_RANGE
 
 
 # The per-window figures of a model (on one replica, or summed over its replicas); the rest are gauges.
 RATE_FIELDS = ("requests_per_s", "failures_per_s", "preemptions_per_s")
 QUANTILE_FIELDS = ("ttft_p50_s", "ttft_p99_s", "e2e_p50_s", "e2e_p99_s", "queue_p50_s", "queue_p99_s")
 MEAN_FIELDS = ("queue_mean_s", "request_mean_s")
+GAUGE_FIELDS = ("waiting", "running", "kv_cache_pct")  # read from the newest page, not over a window
 
 
 @dataclass(frozen=True, slots=True)

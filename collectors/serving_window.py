@@ -7,6 +7,10 @@
   +Inf. A histogram that saw no request in the window is Missing.NO_REQUESTS, not 0 s.
 - A model over its replicas adds the replicas' per-second rates and buckets bound by bound (as
   `sum by (le, model_name) (rate(...))` does), so the model's quantiles weigh each replica by its traffic.
+  Triton's means divide its microsecond counters by the requests of the replicas that count them only.
+- A figure that a page's impossible value spoils (collectors.serving_parse: ModelPage.bad) is None with
+  that reason, over the whole window: a bad value on the window's first page spoils its rates too, and on
+  any replica's page the model's figure (a sum with an unknown term is unknown, never a smaller sum).
 """
 
 from __future__ import annotations
@@ -17,8 +21,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 
-from collectors.serving_parse import FAILED_REASONS, HIST_ROLES, Histogram, ModelPage, ServerPage
-from collectors.serving_samples import MEAN_FIELDS, QUANTILE_FIELDS, RATE_FIELDS, Missing, ServingFigures
+from collectors.serving_parse import FAILED_REASONS, HIST_ROLES, NO_PROBLEM, Histogram, ModelPage, ServerPage
+from collectors.serving_samples import (
+    GAUGE_FIELDS,
+    MEAN_FIELDS,
+    QUANTILE_FIELDS,
+    RATE_FIELDS,
+    Missing,
+    ServingFigures,
+)
 
 Buckets = tuple[tuple[float, ...], tuple[float, ...]]  # ascending bounds (last +Inf), cumulative values
 
@@ -85,6 +96,8 @@ class Rates:
     buckets: Mapping[str, Buckets] = field(default_factory=dict)  # histogram role -> per-second buckets
     queue_us: float | None = None
     request_us: float | None = None
+    # window figures spoilt by a value on either page (ModelPage.bad)
+    bad: Mapping[str, Missing] = field(default_factory=lambda: NO_PROBLEM)
 
 
 def _total(by: Mapping[str, float] | None) -> float | None:
@@ -121,10 +134,13 @@ def rates_between(old: ModelPage, new: ModelPage, dt: float) -> Rates:
             before = dict(zip(h_old.bounds, h_old.cumulative, strict=True)) if h_old is not None else {}
             olds = [before.get(b, 0.0) for b in h_new.bounds]
         buckets[role] = (h_new.bounds, tuple(max(0.0, c - o) / dt for c, o in zip(h_new.cumulative, olds, strict=True)))
+    bad = NO_PROBLEM
+    if old.bad or new.bad:  # the old page's too: a counter it lacked would count from 0 (see _d)
+        bad = {k: v for k, v in (*old.bad.items(), *new.bad.items()) if k not in GAUGE_FIELDS}
     return Rates(
         window_s=dt, requests=sum(finished) if finished else None, failures=failures,
         preemptions=_d(new.preemptions, old.preemptions, dt), buckets=buckets,
-        queue_us=_d(new.queue_us, old.queue_us, dt), request_us=_d(new.request_us, old.request_us, dt),
+        queue_us=_d(new.queue_us, old.queue_us, dt), request_us=_d(new.request_us, old.request_us, dt), bad=bad,
     )
 
 
@@ -157,6 +173,7 @@ def sum_rates(items: Sequence[Rates]) -> Rates:
         window_s=max(r.window_s for r in items), requests=_add_opt(r.requests for r in items), failures=failures,
         preemptions=_add_opt(r.preemptions for r in items), buckets=buckets,
         queue_us=_add_opt(r.queue_us for r in items), request_us=_add_opt(r.request_us for r in items),
+        bad={k: v for r in items for k, v in r.bad.items()},
     )
 
 
@@ -182,14 +199,14 @@ def figures(model: str, pages: Sequence[ModelPage], rates: Sequence[Rates], no_r
         "running": _gauge(pages, lambda p: p.running, sum),
         "kv_cache_pct": _gauge(pages, lambda p: None if p.kv_frac is None else p.kv_frac * 100.0, _mean),
     }
-    for k in ("waiting", "running", "kv_cache_pct"):
+    for k in GAUGE_FIELDS:
         if out[k] is None:
             missing[k] = Missing.NOT_EXPORTED
     if not rates:
         why = no_rates or Missing.WARMING_UP
         for k in RATE_FIELDS + QUANTILE_FIELDS + MEAN_FIELDS:
             missing[k] = Missing.MEAN_ONLY if mean_only and k in QUANTILE_FIELDS else why
-        return ServingFigures(model=model, missing=missing, **out)  # type: ignore[arg-type]
+        return _spoilt(model, out, missing, pages, rates)
     r = sum_rates(rates)
     out["window_s"] = round(r.window_s, 3)
     out["requests_per_s"] = r.requests
@@ -203,14 +220,45 @@ def figures(model: str, pages: Sequence[ModelPage], rates: Sequence[Rates], no_r
             if out[name] is None:
                 missing[name] = (Missing.MEAN_ONLY if mean_only else Missing.NOT_EXPORTED) if got is None \
                     else Missing.NO_REQUESTS
-    for name, num in (("queue_mean_s", r.queue_us), ("request_mean_s", r.request_us)):
-        if num is None or r.requests is None:
-            missing[name] = Missing.NOT_EXPORTED
-        elif r.requests <= 0:
-            missing[name] = Missing.NO_REQUESTS
+    for name, us in (("queue_mean_s", "queue_us"), ("request_mean_s", "request_us")):
+        # None in the sum: no replica counts these microseconds (all but Triton), the mean is not worked out
+        mean = Missing.NOT_EXPORTED if getattr(r, us) is None else _mean_s(rates, us)
+        if isinstance(mean, Missing):
+            missing[name] = mean
         else:
-            out[name] = num / r.requests / 1e6
+            out[name] = mean
     for k in RATE_FIELDS:
         if out.get(k) is None:
             missing[k] = Missing.NOT_EXPORTED
+    return _spoilt(model, out, missing, pages, rates)
+
+
+def _mean_s(rates: Sequence[Rates], us: str) -> float | Missing:
+    """Microseconds per request, in seconds, over the replicas that count those microseconds (Triton's): another
+    kind serving the same model (vLLM, which has no such counter) must not dilute it."""
+    num = den = 0.0
+    counted = False
+    for x in rates:
+        got = getattr(x, us)
+        if got is not None and x.requests is not None:
+            num, den, counted = num + got, den + x.requests, True
+    if not counted:
+        return Missing.NOT_EXPORTED
+    if den <= 0:
+        return Missing.NO_REQUESTS
+    mean = num / den / 1e6
+    # a page's values are bounded (serving_parse.MAX_VALUE) but a fraction of a request is not
+    return mean if mean - mean == 0.0 else Missing.NOT_FINITE
+
+
+def _spoilt(model: str, out: dict[str, object], missing: dict[str, Missing], pages: Sequence[ModelPage],
+            rates: Sequence[Rates]) -> ServingFigures:
+    """The figures, but those an impossible value spoilt on a replica's newest page or in a window: None, with why."""
+    spoilt = [p.bad for p in pages if p.bad]
+    spoilt += [x.bad for x in rates if x.bad]
+    for bad in spoilt:  # as a rule none
+        for k, why in bad.items():
+            out[k], missing[k] = None, why
+            if k == "failures_per_s":
+                out["failures_by_reason_per_s"] = {}
     return ServingFigures(model=model, missing=missing, **out)  # type: ignore[arg-type]

@@ -3,8 +3,12 @@
 A target is never scraped faster than its own `interval_s`; each scrape is its own task, so a slow or
 hanging server never delays the others: a sweep waits at most `wait_s` for the scrapes it started, and a
 slower one lands in a later sweep. A concurrency bound and a per-target timeout (collectors.scrape.
-PageFetcher) hold for all. A page identical to the target's previous one (same length and hash) is not
-parsed again: the previous parse is handed back (most scrapes of dcgm-exporter, which refreshes every 30 s).
+PageFetcher) hold for all; the timeout starts when a scrape gets its slot, so waiting for one is never
+called a timeout. Hanging servers hold their slots for the whole timeout: a target whose last scrape
+failed starts after the others, so the servers that answer are not queued behind them. A one-shot read
+(`snapshot`) gives each sweep a deadline and then `give_up`: a target it never read is named so.
+A page identical to the target's previous one (same length and hash) is not parsed again: the previous
+parse is handed back (most scrapes of dcgm-exporter, which refreshes every 30 s).
 A scrape that fails leaves the target's last sample in place, marked down with the named reason
 (collectors.scrape.scrape_error), and the collector decides what else the failure means.
 
@@ -23,6 +27,7 @@ from typing import Generic, Protocol, TypeVar
 
 from collectors.nodes import redact_url
 from collectors.scrape import PageFetcher, scrape_error
+from quotas.errors import redact
 from quotas.safe import safe
 
 
@@ -96,6 +101,7 @@ class Sweeper(Generic[P, S]):
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.targets = list(targets)
+        self._first = [t.sample for t in self.targets]  # a target still holding its first sample was never read
         self.wait_s = wait_s
         self._parse, self._took = parse, took
         self._failed = failed or (lambda t, error: went_down(t.sample, error, clock()))
@@ -105,16 +111,34 @@ class Sweeper(Generic[P, S]):
         self.fetcher = PageFetcher(timeout_s, concurrency, keepalive_s=max(30.0, 3 * slowest_s))
         self._sem = asyncio.Semaphore(max(1, concurrency))
 
-    async def sweep(self) -> None:
-        """Starts the scrapes that are due and waits at most wait_s for those in flight."""
+    async def sweep(self, deadline: float | None = None) -> None:
+        """Starts the scrapes that are due (those of targets that are down last: see the module's docstring) and
+        waits at most wait_s for those in flight, and never past `deadline` (the event loop's clock) if given."""
         now = self._clock()
-        for t in self.targets:
-            if t.task is None and now - t.last_try >= t.interval_s:
-                t.last_try = now
-                t.task = asyncio.create_task(self._scrape(t))
+        due = [t for t in self.targets if t.task is None and now - t.last_try >= t.interval_s]
+        # the slots are taken in the order the tasks start (asyncio's semaphore is first come, first served)
+        for t in [t for t in due if t.sample.status != "down"] + [t for t in due if t.sample.status == "down"]:
+            t.last_try = now
+            t.task = asyncio.create_task(self._scrape(t))
         pending = [t.task for t in self.targets if t.task is not None]
+        wait_s = self.wait_s
+        if deadline is not None:
+            left_s = max(0.0, deadline - asyncio.get_running_loop().time())
+            wait_s = left_s if wait_s is None else min(wait_s, left_s)
         if pending:
-            await asyncio.wait(pending, timeout=self.wait_s)
+            await asyncio.wait(pending, timeout=wait_s)
+
+    async def give_up(self, error: str) -> None:
+        """Ends a one-shot read at its deadline: the scrapes still waiting for a slot or fetching are cancelled; a
+        target never read is down for `error`, one read before keeps that reading (up, or down and why)."""
+        tasks = [t.task for t in self.targets if t.task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for t, first in zip(self.targets, self._first, strict=True):
+            if t.sample is first:
+                t.sample = self._failed(t, error)
 
     async def _scrape(self, t: Target[P, S]) -> None:
         try:
@@ -132,7 +156,8 @@ class Sweeper(Generic[P, S]):
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:
-                    t.sample = self._failed(t, scrape_error(e, self.fetcher.timeout_s))
+                    # an error's text may quote the URL: never its credentials
+                    t.sample = self._failed(t, redact(scrape_error(e, self.fetcher.timeout_s)))
                     return
                 t.sample = self._took(t, page, round(latency_ms, 2))
         finally:

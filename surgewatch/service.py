@@ -20,7 +20,15 @@ COLUMNS = ("model", "repl", "queue", "run", "KV%", "ttft99", "e2e99", "err/s", "
 MISSING_SHORT = {
     Missing.NO_REQUESTS: "no req", Missing.RESET: "reset", Missing.WARMING_UP: "wait",
     Missing.NOT_EXPORTED: "n/e", Missing.MEAN_ONLY: "mean", Missing.DOWN: "down",
+    Missing.NOT_FINITE: "bad", Missing.OUT_OF_RANGE: "range",
 }
+# a server whose page says what cannot be (NaN, a negative queue, a KV percent as a fraction) is broken: not dimmed
+BAD_READING = frozenset({Missing.NOT_FINITE, Missing.OUT_OF_RANGE})
+
+
+def _absent(missing: Missing | None) -> Cell:
+    why = missing or Missing.NOT_EXPORTED
+    return Cell(MISSING_SHORT.get(why, "n/a"), WARN if why in BAD_READING else DIM)
 NO_SERVERS = "no inference server reported yet"
 
 
@@ -54,13 +62,13 @@ def _latency(m: ModelServing, name: str, slo_s: float) -> Cell:
         mean = f.request_mean_s if name == "e2e_p99_s" else None
         if f.missing.get(name) == Missing.MEAN_ONLY and mean is not None:
             return Cell(f"~{seconds_text(mean)}", BAD if mean > slo_s else OK)  # Triton: a mean, said as one
-        return Cell(MISSING_SHORT.get(f.missing.get(name, Missing.NOT_EXPORTED), "n/a"), DIM)
+        return _absent(f.missing.get(name))
     return Cell(seconds_text(v), BAD if v > slo_s else OK)
 
 
 def _count(v: float | None, missing: Missing | None, warn: bool = False) -> Cell:
     if v is None:
-        return Cell(MISSING_SHORT.get(missing or Missing.NOT_EXPORTED, "n/a"), DIM)
+        return _absent(missing)
     return Cell(f"{v:,.0f}" if v >= 10 or v == int(v) else f"{v:.1f}", WARN if warn else "")
 
 
@@ -71,6 +79,8 @@ def model_state(m: ModelServing) -> str:
     why = m.figures.missing.get("e2e_p99_s") or m.figures.missing.get("requests_per_s")
     if why in (Missing.RESET, Missing.NO_REQUESTS, Missing.WARMING_UP):
         return str(why)
+    if any(w in BAD_READING for w in m.figures.missing.values()):
+        return "page says what cannot be"  # the replica's warnings (snapshot --json) name the family
     if m.replicas_up < m.replicas_total:
         return f"{m.replicas_total - m.replicas_up} down"
     return ""
@@ -90,10 +100,10 @@ def model_row(m: ModelServing, th: Thresholds) -> ServiceRow:
         _count(f.waiting, f.missing.get("waiting"), qpr is not None and qpr > th.queue_per_replica_warn),
         _count(f.running, f.missing.get("running")),
         Cell(f"{kv:.0f}", WARN if kv > th.kv_cache_warn_pct else OK) if kv is not None else
-        Cell(MISSING_SHORT.get(f.missing.get("kv_cache_pct", Missing.NOT_EXPORTED), "n/a"), DIM),
+        _absent(f.missing.get("kv_cache_pct")),
         ttft,
         e2e,
-        Cell(MISSING_SHORT.get(f.missing.get("failures_per_s", Missing.NOT_EXPORTED), "n/a"), DIM) if err is None
+        _absent(f.missing.get("failures_per_s")) if err is None
         else Cell(f"{err:.1f}" if err < 10 else f"{err:.0f}", WARN if err > 0 else OK),
         Cell(state, BAD if state == "down" else WARN if state else ""),
     )

@@ -20,6 +20,7 @@ FIGURE_KEYS = (
     "queue_mean_s", "request_mean_s", "window_s",
 )
 SNAPSHOT_WINDOW_S = 2.0  # a one-shot snapshot scrapes each server twice this far apart: rates need two reads
+NOT_READ = "not scraped by the snapshot's deadline"  # a server queued behind hanging ones until the end
 
 
 def figures_json(f: ServingFigures) -> dict[str, Any]:
@@ -37,10 +38,11 @@ def model_json(m: ModelServing) -> dict[str, Any]:
 
 
 def replica_json(r: ReplicaSample) -> dict[str, Any]:
-    """One server: `status` up, down or not_serving; a down one's figures were read at `taken_at`."""
+    """One server: `status` up, down or not_serving; a down one's figures were read at `taken_at`; `warnings`:
+    what its page said that was ignored (a value that cannot be, a histogram without +Inf, ...)."""
     return {"url": redact_url(r.url) or r.url, "status": r.status, "error": r.error, "kind": r.kind,
             "variant": r.variant, "latency_ms": r.latency_ms, "taken_at": iso(r.taken_at), "resets": r.resets,
-            "models": [f.model for f in r.models]}
+            "models": [f.model for f in r.models], "warnings": list(r.warnings)}
 
 
 def serving_json(sample: ServingSample | None) -> dict[str, Any] | None:
@@ -75,14 +77,21 @@ def serving_text(doc: dict[str, Any] | None) -> list[str]:
     for r in doc["replicas"]:
         if not r["models"]:
             out.append(f"  {r['url']}: {r['status']}: {r['error'] or 'no model'}")
+        out.extend(f"  {r['url']}: {w}" for w in r.get("warnings", ()))  # none in recordings made before them
     if not doc["models"] and not doc["replicas"]:
         out.append("  none found")
     return out
 
 
-async def read_once(servers: Sequence[str], prometheus: str | None, timeout_s: float) -> ServingSample:
+async def read_once(servers: Sequence[str], prometheus: str | None, timeout_s: float,
+                    budget_s: float) -> ServingSample:
     """Inference servers for a one-shot snapshot: through Prometheus (its 1-minute rates) when given, else
-    each server scraped twice SNAPSHOT_WINDOW_S apart (the rates and quantiles of those seconds)."""
+    each server scraped twice SNAPSHOT_WINDOW_S apart (the rates and quantiles of those seconds).
+
+    The scrape returns within `budget_s` whatever the servers do: hanging ones hold the sweep's slots for
+    timeout_s each and the others queue behind them (more than its concurrency of them: rounds of timeout_s),
+    so each read has a deadline, and a server that none reached is down with NOT_READ, one read once keeps
+    that reading (a hanging one: "timed out"), never the whole source lost."""
     import asyncio
 
     if prometheus:
@@ -96,12 +105,15 @@ async def read_once(servers: Sequence[str], prometheus: str | None, timeout_s: f
     from collectors.serving import ServingCollector
 
     c = ServingCollector(servers, timeout_s=timeout_s, min_interval_s=0, wait_s=None)
+    start = asyncio.get_running_loop().time()
     try:
-        await c.poll()
+        # the first read may take half of what the window's wait leaves; the second (after it) the rest
+        await c.poll(deadline=start + max(0.0, budget_s - SNAPSHOT_WINDOW_S) / 2)
         await asyncio.sleep(SNAPSHOT_WINDOW_S)
-        return await c.poll()
+        await c.poll(deadline=start + budget_s)
+        return await c.give_up(NOT_READ)
     finally:
         await c.aclose()
 
 
-__all__ = ["FIGURE_KEYS", "SNAPSHOT_WINDOW_S", "figures_json", "read_once", "serving_json", "serving_text"]
+__all__ = ["FIGURE_KEYS", "NOT_READ", "SNAPSHOT_WINDOW_S", "figures_json", "read_once", "serving_json", "serving_text"]

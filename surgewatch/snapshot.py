@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
@@ -45,6 +46,9 @@ GPU_KEYS = (
     "mig",
 )
 SOURCE_TIMEOUT_S = 8.0
+# inference servers' own deadline (surgewatch.serving_json.read_once): what they read comes back before the
+# source's limit, with the servers it could not reach named, whatever number of them hangs
+SERVING_BUDGET_S = SOURCE_TIMEOUT_S - 1.0
 
 
 def gpu_json(g: GpuSample) -> dict[str, Any]:
@@ -195,6 +199,17 @@ async def _prometheus(url: str, lookback_s: float) -> FleetSample:
         await c.aclose()
 
 
+async def _serving(servers: Sequence[str], prometheus: str | None) -> dict[str, Any] | None:
+    """The `serving` key. Written strictly (no NaN or Infinity, which JSON has not): a figure that is not a
+    finite number is a bug upstream (collectors.serving_parse screens the pages), named in `errors`, never
+    invalid JSON on a script's stdin."""
+    from surgewatch.serving_json import read_once
+
+    doc = serving_json(await read_once(servers, prometheus, SOURCE_TIMEOUT_S / 4, SERVING_BUDGET_S))
+    json.dumps(doc, allow_nan=False)  # raises ValueError ("Out of range float values are not JSON compliant")
+    return doc
+
+
 async def _traffic(redis_url: str, prefix: str, redis_cluster: bool = False) -> TrafficSample:
     from collectors.traffic import TrafficCollector
     from quotas.connect import open_client
@@ -245,9 +260,7 @@ async def take_snapshot(
         elif source == Source.TRAFFIC and redis_url:
             jobs["traffic"] = _traffic(redis_url, prefix, redis_cluster)
         elif source == Source.SERVING:
-            from surgewatch.serving_json import read_once
-
-            jobs["serving"] = read_once(servers, prometheus, SOURCE_TIMEOUT_S / 4)
+            jobs["serving"] = _serving(servers, prometheus)
     started = time.time()
     gathered = await asyncio.gather(*(_guarded(k, v, errors, kinds) for k, v in jobs.items()))
     results = dict(zip(jobs, gathered, strict=True))
@@ -277,7 +290,7 @@ async def take_snapshot(
         "redis": redis_json(traffic, errors.get("traffic"), kinds.get("traffic")) if redis_url else None,
         # names gateways ask for that have no quota (a misspelt tier): every request refused as unknown_tier
         "unknown_tiers": unknown_tiers_json(traffic),
-        "serving": serving_json(results.get("serving")),
+        "serving": results.get("serving"),
     }
 
 

@@ -94,3 +94,20 @@ async def test_the_wall_carries_the_worst_e2e_p99_and_cycles_to_the_service_pane
             assert "tab-service" in [f"tab-{p}" for p in app.overview.panels]
             app.overview.action_panel(3)  # GPUs -> heat -> tiers -> service
             await wait_until(pilot, lambda: " img " in screen_text(app), timeout=5, what="the Service panel")
+
+
+def test_a_page_that_says_what_cannot_be_is_named_in_the_row_not_dimmed_like_an_unexported_figure() -> None:
+    """A queue of -5 and a NaN e2e p99: `range` and `bad` in warning colour, and the row's state says why."""
+    from collectors.serving_samples import Missing, ModelServing, ServingFigures
+    from surgewatch.service import COLUMNS, MISSING_SHORT, model_row
+    from surgewatch.thresholds import DIM, WARN, Thresholds
+
+    assert set(MISSING_SHORT) == set(Missing)  # every reason a figure is absent has its few characters
+    figures = ServingFigures(model="img", missing={"waiting": Missing.OUT_OF_RANGE, "e2e_p99_s": Missing.NOT_FINITE,
+                                                   "ttft_p99_s": Missing.NOT_EXPORTED})
+    row = model_row(ModelServing("img", ("vllm",), 1, 1, figures), Thresholds())
+    cells = dict(zip(COLUMNS, row.cells, strict=True))
+    assert (cells["queue"].text, cells["queue"].style) == ("range", WARN)
+    assert (cells["e2e99"].text, cells["e2e99"].style) == ("bad", WARN)
+    assert (cells["ttft99"].text, cells["ttft99"].style) == ("n/e", DIM)
+    assert row.state == "page says what cannot be"

@@ -124,7 +124,12 @@ def snapshot_command(args: argparse.Namespace, settings: Settings) -> int:
         )
     )
     if args.json:
-        print(json.dumps(doc, indent=2))
+        try:  # JSON has no NaN or Infinity: a script's parser would refuse the whole document
+            text = json.dumps(doc, indent=2, allow_nan=False)
+        except ValueError as e:  # every source screens its figures: one that leaks is a bug, named, never written
+            _err(f"snapshot: a figure that is not a finite number reached the document ({e}): not written")
+            return EXIT_ERROR
+        print(text)
     else:
         print(render_text(doc), end="")
     return EXIT_OK
