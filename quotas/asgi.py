@@ -49,7 +49,9 @@ class Ticket:
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", ()):
         if key.lower() == name:
-            return bytes(value).decode("latin-1")
+            # UTF-8, as Envoy hands a header to the rate limit service: one id is one user on both front ends.
+            # Bytes that are not UTF-8 become lone surrogates, which no tier or user id accepts (invalid_request)
+            return bytes(value).decode("utf-8", errors="surrogateescape")
     return None
 
 

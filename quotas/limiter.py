@@ -40,6 +40,7 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from quotas.bounded import remember
 from quotas.decisions import (  # re-exported: the limiter's API names them
     _CODES,
     BATCH_CHUNK,
@@ -137,8 +138,7 @@ class Limiter:
                 if odd is None:
                     raise
                 return odd
-            if len(self._quota_keys) < 10_000:
-                self._quota_keys[tier] = key
+            remember(self._quota_keys, tier, key)  # bounded: quotas.bounded
         return key
 
     def _warn_open(self, tier: str, exc: Unreachable) -> None:
@@ -157,8 +157,8 @@ class Limiter:
             except QuotaError:
                 return None
             head = b"*6\r\n$5\r\nFCALL\r\n$13\r\nsw_check_many\r\n$1\r\n1\r\n$%d\r\n%s\r\n" % (len(key), key)
-            if len(self._hot_keys) < 10_000 and tier in self._quota_keys:  # a flood of odd names is not kept
-                self._hot_keys[tier] = head
+            if tier in self._quota_keys:  # a name no tier may have is not kept
+                remember(self._hot_keys, tier, head)
         return head
 
     async def aclose(self) -> None:
@@ -216,8 +216,8 @@ class Limiter:
 
     def _lane(self, tier: str) -> _Lane:
         lane = _Lane()
-        if len(self._lanes) < 10_000 and tier in self._quota_keys:
-            self._lanes[tier] = lane
+        if tier in self._quota_keys or tier in self._hot_keys:  # a name no tier may have is not kept
+            remember(self._lanes, tier, lane)  # a busy lane forgotten still serves the checks it holds
         return lane
 
     async def _check_one(self, tier: str, head: bytes, raw_user: bytes, cost: int) -> Decision:

@@ -165,3 +165,19 @@ async def test_decisions_and_blocked_show_in_the_console_counters(http: httpx.As
     (pro,) = [t for t in (await collector.poll()).tiers if t.tier == "pro"]
     assert pro.accepted_1m == 155
     assert {k: n for k, n in pro.rejected_by_reason_1m.items() if n} == {"user_quota": 50, "blocked": 5}
+
+
+async def test_a_utf8_user_id_is_the_same_user_as_through_envoy_and_bytes_that_are_not_are_refused(
+        http: httpx.AsyncClient, store: QuotaStore, redis_client: aioredis.Redis, away_from_day_edges: float) -> None:
+    """`x-user: müller` is one user, keyed as the rate limit service keys it (UTF-8, not latin-1 read as text);
+    bytes that are not UTF-8 are invalid_request, as through Envoy."""
+    from quotas.limiter import Limiter
+
+    await store.set("pro", QuotaSpec(2, DAY), actor="t")
+    asgi = await http.post("/v1/images", headers=[(b"x-tier", b"pro"), (b"x-user", "müller".encode())])
+    limiter = Limiter(redis_client)  # what quotas/rls decides for the id Envoy hands it
+    envoy_like = await limiter.check("pro", "müller")
+    await limiter.aclose()
+    assert asgi.status_code == 200 and envoy_like.allowed and envoy_like.remaining == 0  # one quota, both counted
+    bad = await http.post("/v1/images", headers=[(b"x-tier", b"pro"), (b"x-user", b"\xffbad")])
+    assert (bad.status_code, bad.headers["x-surgewatch-reason"]) == (429, "invalid_request")

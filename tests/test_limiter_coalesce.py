@@ -211,3 +211,18 @@ def test_a_batch_window_out_of_range_is_refused(redis_client: aioredis.Redis) ->
     for window_s, limit in ((-0.001, 64), (0.2, 64), (0.001, 0)):
         with pytest.raises(QuotaError, match="batch window"):
             Limiter(redis_client, batch_window_s=window_s, batch_limit=limit)
+
+
+async def test_a_flood_of_made_up_tiers_leaves_a_real_tier_seen_afterwards_batched(
+        store: QuotaStore, redis_client: aioredis.Redis, away_from_day_edges: float) -> None:
+    """10,001 names no quota has, each asked once, then 50 checks at once of a real tier: still a few calls.
+    (The caches refused new tiers once full: every later tier went unbatched, a call a check, until a restart.)"""
+    await store.set("pro", QuotaSpec(1000, DAY), actor="t")
+    lim = Limiter(redis_client)
+    for i in range(10_001):  # one at a time: each a tier of its own, its own call
+        assert (await lim.check(f"zz{i}", "u")).reason == "unknown_tier"
+    await redis_client.config_resetstat()
+    got = await asyncio.gather(*(lim.check("pro", f"u{i}") for i in range(50)))
+    assert all(d.allowed for d in got)
+    assert await fcalls(redis_client) <= 3
+    await lim.aclose()

@@ -97,6 +97,17 @@ async def test_429_through_envoy_exactly_when_the_limiter_refuses(
     assert refused.headers["x-surgewatch-reason"] == "user_quota"
 
 
+async def test_a_user_id_that_is_not_utf8_is_refused_through_envoy_never_admitted_uncounted(
+    site: httpx.AsyncClient, store: QuotaStore, upstream: tuple[int, Counter[str]]
+) -> None:
+    """x-user bytes protobuf cannot carry (not UTF-8): Envoy's 429 invalid_request, not its failure mode's 200."""
+    await store.set("free", QuotaSpec(100, DAY), actor="t")
+    answers = [await site.post("/v1/images", headers=[(b"x-tier", b"free"), (b"x-user", b"\xffbad")])
+               for _ in range(3)]
+    assert [(a.status_code, a.headers.get("x-surgewatch-reason")) for a in answers] == [(429, "invalid_request")] * 3
+    assert sum(upstream[1].values()) == 0
+
+
 async def test_a_quota_set_from_the_cli_binds_the_very_next_request(
     site: httpx.AsyncClient, store: QuotaStore, valkey: ValkeyProcess, away_from_day_edges: float
 ) -> None:

@@ -138,6 +138,24 @@ async def test_unknown_and_missing_tiers_are_refused_as_unknown_tier(rls: Servic
         assert headers(reply) == {"retry-after": "60", "x-surgewatch-reason": "unknown_tier"}
 
 
+async def test_a_request_protobuf_cannot_read_or_of_too_many_descriptors_is_refused_as_invalid(
+        rls: Service, store: QuotaStore, away_from_day_edges: float) -> None:
+    """A user that is not UTF-8 (gRPC's own parse failed the call: Envoy admitted it) and 65 descriptors:
+    OVER_LIMIT invalid_request; 64 descriptors are decided."""
+    await store.set("free", QuotaSpec(100, DAY), actor="t")
+    good = rls_pb2.RateLimitRequest(domain="surgewatch", descriptors=[descriptor("free", "PLACEHOLDER")])
+    raw = good.SerializeToString().replace(b"PLACEHOLDER", b"\xffbad-bytes")  # same length: still framed
+    call = rls.channel.unary_unary(f"/{SERVICE_NAME}/ShouldRateLimit", request_serializer=lambda b: b,
+                                   response_deserializer=rls_pb2.RateLimitResponse.FromString)
+    reply = await call(raw, timeout=5)
+    assert reply.overall_code == OVER and headers(reply)["x-surgewatch-reason"] == "invalid_request"
+    many = await ask(rls, *(descriptor("free", f"u{i}") for i in range(65)))
+    assert many.overall_code == OVER and headers(many)["x-surgewatch-reason"] == "invalid_request"
+    assert len(many.statuses) == 1
+    decided = await ask(rls, *(descriptor("free", f"u{i}") for i in range(64)))
+    assert decided.overall_code == OK and len(decided.statuses) == 64
+
+
 async def test_health_service_says_serving(rls: Service) -> None:
     """The gRPC health service answers SERVING for the server and for the rate limit service by name."""
     stub = health_pb2_grpc.HealthStub(rls.channel)

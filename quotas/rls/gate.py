@@ -124,6 +124,10 @@ class Gate:
         await self._open.aclose()
         await self._closed.aclose()
 
+    def invalid(self) -> Verdict:
+        """A request that names no tier or user that can be read (not UTF-8, too many descriptors): refused."""
+        return self._verdict("-", INVALID, "invalid_request", None)
+
     def _verdict(self, tier: str, decision: Decision, outcome: str, window_s: int | None) -> Verdict:
         now_s = time.time()
         headers = rate_limit_headers(tier, decision, outcome, window_s, now_s)

@@ -28,6 +28,7 @@ from aiohttp import web
 from envoy.extensions.common.ratelimit.v3.ratelimit_pb2 import RateLimitDescriptor
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
@@ -45,6 +46,19 @@ _UNITS = {1: rls_pb2.RateLimitResponse.RateLimit.SECOND, 60: rls_pb2.RateLimitRe
           3600: rls_pb2.RateLimitResponse.RateLimit.HOUR, 86400: rls_pb2.RateLimitResponse.RateLimit.DAY,
           604800: rls_pb2.RateLimitResponse.RateLimit.WEEK}
 _OK, _OVER = rls_pb2.RateLimitResponse.OK, rls_pb2.RateLimitResponse.OVER_LIMIT
+# Envoy sends one descriptor per matching rate_limits action: a handful. One call of tens of thousands would
+# hold every other caller past Envoy's timeout (its failure mode then decides, by default: admitted)
+MAX_DESCRIPTORS = 64
+
+
+def parse_request(data: bytes) -> rls_pb2.RateLimitRequest | None:
+    """A request as sent, or None when protobuf refuses it: a header value that is not UTF-8 makes a descriptor
+    string protobuf cannot read. gRPC's own parse would answer UNKNOWN, and Envoy would admit the request
+    uncounted (failure_mode_deny false): here it is refused as invalid_request, like any malformed id."""
+    try:
+        return rls_pb2.RateLimitRequest.FromString(data)
+    except DecodeError:
+        return None
 
 
 class Metrics:
@@ -102,10 +116,13 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
         self.metrics = metrics
 
     async def ShouldRateLimit(  # the gRPC method's name
-        self, request: rls_pb2.RateLimitRequest, context: grpc.aio.ServicerContext
+        self, request: rls_pb2.RateLimitRequest | None, context: grpc.aio.ServicerContext
     ) -> rls_pb2.RateLimitResponse:
         start = time.perf_counter()
         try:
+            if request is None or len(request.descriptors) > MAX_DESCRIPTORS:  # see parse_request, MAX_DESCRIPTORS
+                self.metrics.count("invalid_request")
+                return self._answer([self.gate.invalid()])
             if request.domain != self.domain:
                 self.metrics.count("bad_domain")
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -181,8 +198,11 @@ async def serve(gate: Gate, *, host: str, port: int, metrics_port: int, domain: 
     metrics.watch(gate)
     # so_reuseport 0: grpc sets SO_REUSEPORT by default, and a second service would then share a port silently
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    rls_pb2_grpc.add_RateLimitServiceServicer_to_server(
-        RateLimitService(gate, domain=domain, mapping=mapping, metrics=metrics), server)
+    service = RateLimitService(gate, domain=domain, mapping=mapping, metrics=metrics)
+    should = grpc.unary_unary_rpc_method_handler(  # rls_pb2_grpc's registration, with a parse that never raises
+        service.ShouldRateLimit, request_deserializer=parse_request,
+        response_serializer=rls_pb2.RateLimitResponse.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, {"ShouldRateLimit": should}),))
     health_service = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
     try:

@@ -138,7 +138,10 @@ async def record(
         next_second = math.floor(clock()) + 1
         while not stop():
             await asyncio.sleep(0.2)
-            # a second's document once that second is over (the readings of the second are all in)
+            # a second's document once that second is over (the readings of the second are all in), and once it
+            # is on disk: what was printed survives a SIGKILL that follows (the writer thread's 0.5 s may lag)
+            if on_second is not None and clock() >= next_second + 0.1:
+                await asyncio.to_thread(recorder.flush)
             while on_second is not None and clock() >= next_second + 0.1:
                 on_second(document(next_second, live.at(next_second)))
                 next_second += 1
