@@ -48,7 +48,7 @@ def parse_nodes(value: str | Sequence[str] | None, what: str = "node",
         return []
     given = ""  # a flag, a variable or a file the operator named: it must name a node
     if isinstance(value, str):
-        given = f"node list {value[1:]}" if value.startswith("@") else "--nodes"
+        given = f"{what} list {value[1:]}" if value.startswith("@") else ("--nodes" if what == "node" else "--servers")
         if value.startswith("@"):
             path = Path(value[1:])
             try:

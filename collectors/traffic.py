@@ -9,11 +9,10 @@ complete second never changes again (the limiter counts by the server's clock), 
 read once: a 1 Hz poll reads a few seconds per tier, not the whole minute. Only read commands (TIME,
 SMEMBERS, HGETALL, HMGET, INFO), so a read-only ACL user works.
 
-Never calm while it burns: the same round trip learns the server's state (`collectors.redis_health`:
-out of memory, a read-only replica, MISCONF, loading, a key of the wrong type, no tier at all), and
-the collector keeps reading every tier it has seen, so a tier whose quota is deleted, or a server that
-restarted empty, shows as `no_quota` with its `unknown_tier` refusals instead of vanishing. An error
-reply to one key costs that key, never the poll.
+Never calm while it burns: the same round trip learns the server's state (`collectors.redis_health`: out of memory,
+a read-only replica, MISCONF, loading, a key of the wrong type, no tier at all), and the collector keeps reading
+every tier it has seen, so a tier whose quota is deleted, or a server that restarted empty, shows as `no_quota` with
+its `unknown_tier` refusals instead of vanishing. An error reply to one key costs that key, never the poll.
 
 Counting: `rejected` = user_quota + tier_cap + paused + blocked + unknown_tier (everything refused,
 unknown_tier being the refusals nobody asked for: the tier has no quota);
@@ -112,6 +111,7 @@ class TrafficCollector:
         self._skew: float | None = None  # server clock - local clock
         self._state: dict[str, _Tier] = {}
         self._unreadable: dict[str, str] = {}  # tier -> why its quota is unreadable, as last logged
+        self._illegal_warned = 0  # illegal names in the registry, as last logged
         self._cluster = is_cluster(client)
         self._down: dict[str, str] = {}  # this poll's cluster primaries that did not answer -> why
         self._last_masters: dict[str, str] = {}  # tier -> the master that served it at the last whole poll
@@ -246,8 +246,9 @@ class TrafficCollector:
     def _legal(self, members: Iterable[Any]) -> tuple[str, ...]:
         names = sorted({_s(m) for m in members})
         good = tuple(n for n in names if TIER_RE.fullmatch(n))
-        if len(good) != len(names):
-            log.warning("ignoring %d illegal tier name(s) in %s", len(names) - len(good), self.keys.tiers)
+        if (illegal := len(names) - len(good)) != self._illegal_warned and illegal:  # once a change, not a refresh
+            log.warning("ignoring %d illegal tier name(s) in %s", illegal, self.keys.tiers)
+        self._illegal_warned = illegal
         return good
 
     def _plan(self, tier: str, first: int, end: int) -> list[tuple[str, list[int]]]:

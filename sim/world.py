@@ -74,8 +74,9 @@ class DemoConfig:
             raise ValueError(f"invalid --nodes {self.nodes}: from 1 to 1024")
         if not 1 <= self.gpus_per_node <= 16:
             raise ValueError(f"invalid --gpus-per-node {self.gpus_per_node}: from 1 to 16")
-        if not 0 <= self.speed <= 1000:  # NaN too: every comparison with it is false
-            raise ValueError(f"invalid --speed {self.speed}: from 0 (as fast as possible) to 1000")
+        # NaN fails every comparison; a speed near 0 (1e-300) would never end a --duration run
+        if not (self.speed == 0 or 0.01 <= self.speed <= 1000):
+            raise ValueError(f"invalid --speed {self.speed}: from 0.01 to 1000, or 0 (as fast as possible)")
         if self.guard not in (None, "propose", "auto"):
             raise ValueError(f"invalid --guard {self.guard!r}: 'propose' or 'auto'")
 

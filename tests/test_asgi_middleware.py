@@ -181,3 +181,5 @@ async def test_a_utf8_user_id_is_the_same_user_as_through_envoy_and_bytes_that_a
     assert asgi.status_code == 200 and envoy_like.allowed and envoy_like.remaining == 0  # one quota, both counted
     bad = await http.post("/v1/images", headers=[(b"x-tier", b"pro"), (b"x-user", b"\xffbad")])
     assert (bad.status_code, bad.headers["x-surgewatch-reason"]) == (429, "invalid_request")
+    odd_tier = await http.post("/v1/images", headers=[(b"x-tier", b"p\xffro"), (b"x-user", b"ann")])
+    assert odd_tier.status_code == 429 and odd_tier.json()["error"]["tier"] == "p\\udcffro"  # shown, never raw

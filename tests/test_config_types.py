@@ -214,6 +214,7 @@ def test_a_node_file_of_one_huge_line_is_refused_with_a_bounded_echo(
         (["--prometheus-lookback", ""], "--prometheus-lookback is empty"),
         (["--redis", ""], "--redis is empty"),
         (["--nodes", ""], "--nodes names no node"),
+        (["--servers", ""], "--servers names no server"),
         (["--prometheus", "http://h:1/\x1b[31m"], "'http://h:1/\\x1b[31m' (--prometheus): a control character"),
         (["--nodes", "http://h:1/\x1b[31m"], "a control character"),
         (["--servers", "@/tmp/\x1b[31mnone"], "/tmp/\\x1b[31mnone"),

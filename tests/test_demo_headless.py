@@ -217,6 +217,7 @@ def test_sigterm_mid_run_stops_the_server_and_the_nodes() -> None:
         (["--duration", "5", "--nodes", "0"], "--nodes"),
         (["--duration", "5", "--quota-change", "3:gold:3/1d"], "unknown tier 'gold'"),
         (["--duration", "5", "--speed", "nan"], "invalid --speed nan"),
+        (["--duration", "5", "--speed", "1e-300"], "from 0.01 to 1000, or 0"),
     ],
 )
 def test_bad_demo_input_is_refused_before_anything_starts(args: list[str], message: str) -> None:

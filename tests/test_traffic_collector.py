@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 
+import pytest
 import redis.asyncio as aioredis
 
 from collectors.traffic import TrafficCollector
@@ -134,6 +136,22 @@ async def test_garbage_in_redis_is_ignored(redis_client: aioredis.Redis) -> None
     assert sorted(by) == ["broken", "free"]
     assert by["broken"].quota is None and by["free"].accepted_1m == 9 and by["free"].rejected_1m == 0
     assert "is broken (" in by["broken"].quota_error and by["free"].quota_error == ""
+
+
+async def test_illegal_tier_names_are_logged_once_a_change_not_once_a_poll(
+        redis_client: aioredis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+    """Three polls over one bad name: one log line (`serve` and `record` poll every second, forever); a second
+    bad name is logged again."""
+    await _quota_hash(redis_client, "free")
+    await redis_client.sadd(K.tiers, "fr}ee")
+    c = TrafficCollector(redis_client)
+    with caplog.at_level(logging.WARNING, logger="collectors.traffic"):
+        for _ in range(3):
+            await c.poll()
+        await redis_client.sadd(K.tiers, "UPPER")
+        await c.poll()
+    said = [r.getMessage() for r in caplog.records if "illegal tier name" in r.getMessage()]
+    assert said == [f"ignoring 1 illegal tier name(s) in {K.tiers}", f"ignoring 2 illegal tier name(s) in {K.tiers}"]
 
 
 async def test_exact_counts_from_the_real_limiter(redis_client: aioredis.Redis) -> None:

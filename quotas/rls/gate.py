@@ -27,6 +27,7 @@ from quotas.keys import DEFAULT_PREFIX
 from quotas.limiter import FAIL_OPEN, Decision, Limiter, validate_cost, validate_user
 from quotas.model import TIER_RE, QuotaError
 from quotas.rls.headers import rate_limit_headers, reset_after_s
+from quotas.safe import safe
 from quotas.store import QuotaStore
 
 WINDOW_TTL_S = 1.0  # a window-only change (3/1d -> 3/1h) shows in the header fields within this
@@ -95,8 +96,8 @@ class Gate:
 
     async def decide(self, tier: str | None, user: str | None, cost: int = 1) -> Verdict:
         tier = tier or self.default_tier
-        if tier is None or not TIER_RE.fullmatch(tier):
-            return self._verdict(tier or "-", UNKNOWN, "unknown_tier", None)
+        if tier is None or not TIER_RE.fullmatch(tier):  # echoed in the ASGI body: made visible, never raw
+            return self._verdict(safe(tier, 64) if tier else "-", UNKNOWN, "unknown_tier", None)
         user = user or self.default_user
         try:
             validate_user(user)

@@ -138,7 +138,7 @@ def bound(env_name: str, default: int, given: int | None = None) -> int:
     except (TypeError, ValueError):
         raise QuotaError(f"invalid {env_name} {raw!r}: a whole number of tiers from 1") from None
     if n < 1:
-        where = "the flag" if given is not None else env_name  # name what was typed, not what was not
+        where = "--max-tiers" if given is not None else env_name  # name what was typed, not what was not
         raise QuotaError(f"invalid bound {n} ({where}): a whole number of tiers from 1")
     return n
 
