@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from collectors.dcgm import PageError, parse_label_block, value_of
 from collectors.serving_samples import Missing, bad_value
-from quotas.safe import safe
+from quotas.safe import safe_name
 
 ServerKind = Literal["vllm", "nim", "sglang", "tgi", "triton"]
 Role = Literal["waiting", "running", "kv", "kv_v0", "done", "failed", "preempt", "queue_us", "request_us",
@@ -312,7 +312,7 @@ def model_page(kind: ServerKind, name: str, acc: Accumulator) -> ModelPage:
                 named.setdefault(f, bad_value(x))
         fields = named
     return ModelPage(
-        model=safe(name), waiting=v.get("waiting"), running=v.get("running"),
+        model=safe_name(name), waiting=v.get("waiting"), running=v.get("running"),
         kv_frac=v["kv"] if "kv" in v else (None if "kv" in bad else v.get("kv_v0")),
         done=None if "done" in bad else acc.done, failed=None if "failed" in bad else acc.failed,
         preemptions=v.get("preempt"), ttft=_histogram(acc, "ttft", bad), e2e=_histogram(acc, "e2e", bad),

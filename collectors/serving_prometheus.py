@@ -50,7 +50,7 @@ from collectors.serving_samples import (
     ServingSummary,
 )
 from collectors.serving_window import Rates, figures, rates_between
-from quotas.safe import safe
+from quotas.safe import safe_name
 
 FIG_LABEL = "surgewatch_fig"
 MODEL_LABEL = "surgewatch_model"
@@ -246,7 +246,7 @@ class PrometheusServingCollector:
             up = up_models.get(name, 0)
             down = sum(1 for r in listed if r.status == "down" and any(m.model == name for m in r.models))
             out.append(ModelServing(
-                model=safe(name), kinds=(kind,), replicas_up=up, replicas_total=up + down, figures=f,
+                model=safe_name(name), kinds=(kind,), replicas_up=up, replicas_total=up + down, figures=f,
                 kv_cache_max_pct=None if name not in read.kv_max else read.kv_max[name] * 100.0,
                 queue_per_replica=f.waiting / up if up and f.waiting is not None else None,
             ))

@@ -11,6 +11,7 @@ where a string enters.
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 MAX_CHARS = 200
@@ -46,3 +47,12 @@ def safe(text: object, max_chars: int = MAX_CHARS) -> str:
 def safe_opt(text: str | None, max_chars: int = MAX_CHARS) -> str | None:
     """`safe` for an optional string: None stays None (an absent label is n/a, not "None")."""
     return None if text is None else safe(text, max_chars)
+
+
+def safe_name(text: str, max_chars: int = MAX_CHARS) -> str:
+    """`safe` for a name that identifies something (a model): two names that differ only past the cut stay two,
+    the cut one ending in a digest of the whole (`…#1a2b3c4d`). Names within the bound are `safe`'s."""
+    if len(text) <= max_chars:
+        return safe(text, max_chars)
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
+    return safe(text, max_chars - 9)[:-1] + f"{ELLIPSIS}#{digest}"

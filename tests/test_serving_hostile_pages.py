@@ -207,3 +207,18 @@ async def test_a_serving_figure_that_leaks_as_infinity_is_named_in_errors_never_
                                   servers=[node.url])
     json.dumps(doc, allow_nan=False)
     assert doc["serving"] is None and "not JSON compliant" in doc["errors"]["serving"]
+
+
+async def test_two_model_names_that_differ_past_the_cut_stay_two_models() -> None:
+    """Two 300-character model names that differ only at their end: two rows, each its own queue, never one
+    row with one model's figures (the 200-character cut made them one name)."""
+    long_a, long_b = "org/" + "x" * 300 + "-A", "org/" + "x" * 300 + "-B"
+    page = vllm_page(model=long_a, waiting=3) + vllm_page(model=long_b, waiting=100)
+    with MetricsNode(page) as node:
+        c = collector([node.url], Clock())
+        try:
+            s = await c.poll()
+        finally:
+            await c.aclose()
+    assert len(s.models) == 2 and all(len(m.model) <= 200 for m in s.models)
+    assert sorted(m.figures.waiting for m in s.models) == [3, 100]
