@@ -28,6 +28,16 @@ def said(page: str, series: str, value: str) -> str:
     return "\n".join(out) + "\n"
 
 
+async def served_once(page: str) -> ServingSample:
+    """`page` served on loopback, scraped once by the serving collector."""
+    with MetricsNode(page) as node:
+        c = collector([node.url], Clock())
+        try:
+            return await c.poll()
+        finally:
+            await c.aclose()
+
+
 def model(s: ServingSample, name: str = "img") -> ModelServing:
     (m,) = [m for m in s.models if m.model == name]
     return m
@@ -37,12 +47,7 @@ async def test_nan_and_infinite_gauges_are_no_figure_with_their_reason_and_a_war
     """A NaN queue, an infinite running count and a KV use of -Inf: None, "not a finite number", each family warned."""
     page = said(said(said(vllm_page(waiting=1, running=2, kv=0.5), "vllm:num_requests_waiting", "NaN"),
                      "vllm:num_requests_running", "+Inf"), "vllm:kv_cache_usage_perc", "-Inf")
-    with MetricsNode(page) as node:
-        c = collector([node.url], Clock())
-        try:
-            s = await c.poll()
-        finally:
-            await c.aclose()
+    s = await served_once(page)
     r = s.replicas[0]
     (f,) = r.models
     assert (f.waiting, f.running, f.kv_cache_pct) == (None, None, None)
@@ -214,11 +219,6 @@ async def test_two_model_names_that_differ_past_the_cut_stay_two_models() -> Non
     row with one model's figures (the 200-character cut made them one name)."""
     long_a, long_b = "org/" + "x" * 300 + "-A", "org/" + "x" * 300 + "-B"
     page = vllm_page(model=long_a, waiting=3) + vllm_page(model=long_b, waiting=100)
-    with MetricsNode(page) as node:
-        c = collector([node.url], Clock())
-        try:
-            s = await c.poll()
-        finally:
-            await c.aclose()
+    s = await served_once(page)
     assert len(s.models) == 2 and all(len(m.model) <= 200 for m in s.models)
     assert sorted(m.figures.waiting for m in s.models) == [3, 100]
