@@ -17,13 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from quotas.model import QuotaError, validate_tier
+from quotas.safe import safe
 
 ECHO_CHARS = 200  # what a message quotes of anything from outside
 FILE_NAME = "surgewatch.toml"
 
 
 class ConfigError(ValueError):
-    """A bad setting: the message names the setting and where it came from."""
+    """A bad setting: the message names the setting and where it came from. A name read from a file (a table's
+    key: `[guard.tiers]` "\x1b[2J...") may be in it: made visible here, whoever built the message."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(safe(message, 2000))
 
 
 def echo(text: str) -> str:

@@ -223,3 +223,43 @@ def test_the_default_policy_parses_and_bad_settings_are_named() -> None:
     ]:
         with pytest.raises(ConfigError, match=name):
             parse_policy(over_default(table))
+
+
+async def test_a_hold_of_zero_gives_nothing_back_while_a_signal_is_above_its_release(hot: QuotaStore) -> None:
+    """hold_s = 0 and the fleet at 93 % (release 80 %) after a cut: no give-back ("calm for 0 s" was calm)."""
+    g = Guard(hot, policy(cooldown_s=1, hold_s=0), actor=ACTOR, mode="auto", say=lambda _: None)
+    for t in range(0, 8):
+        await look(g, hot, t, util=100, temp=85)
+    cut = (await got(hot, "free")).limit
+    assert cut < 20
+    for t in range(8, 30):
+        await look(g, hot, t, util=93, temp=79)
+    assert not [e for e in await guard_entries(hot) if "gives free back" in e.reason]
+    assert (await got(hot, "free")).limit <= cut
+
+
+async def test_no_signal_with_a_value_freezes_the_guard_instead_of_reading_calm(hot: QuotaStore) -> None:
+    """A policy of serving signals only, with no servers watched: frozen, said once, no give-back of its cut."""
+    lines: list[str] = []
+    g = Guard(hot, policy(cooldown_s=1, hold_s=1), actor=ACTOR, mode="auto", say=lines.append)
+    for t in range(0, 8):
+        await look(g, hot, t, util=100, temp=85)
+    cut = (await got(hot, "free")).limit
+    g.policy = replace(g.policy, signals=tuple(r for r in g.policy.signals if r.name == "e2e_p99_s")
+                       or (replace(g.policy.signals[0], name="e2e_p99_s"),))
+    lines.clear()
+    for t in range(8, 30):
+        await look(g, hot, t, util=100, temp=90)
+    assert (await got(hot, "free")).limit == cut and g.state == "frozen"
+    assert [line for line in lines if "no signal of the policy has a value" in line] == lines and len(lines) == 1
+
+
+async def test_a_lasting_state_is_logged_once_not_once_a_second(hot: QuotaStore) -> None:
+    """Fifteen seconds of waiting out a cooldown whose countdown changes every second: a line when the signals
+    above target change (temperature, then utilization too), not one a second."""
+    lines: list[str] = []
+    g = Guard(hot, policy(cooldown_s=60), actor=ACTOR, mode="auto", say=lines.append)
+    for t in range(0, 20):
+        await look(g, hot, t, util=100, temp=85)
+    waiting = [line for line in lines if line.startswith("waiting:")]
+    assert len(waiting) == 2 and all("next step possible in" in line for line in waiting), waiting

@@ -91,6 +91,8 @@ async def test_a_guard_killed_mid_surge_leaves_overrides_that_expire_by_themselv
     ("cooldown_s = 3\n", "no [guard] table"),
     ("[guard\n", "not TOML"),
     (b"\xff\xfe[\x00g\x00", "not TOML (not UTF-8 text)"),
+    ('[guard]\norder = ["free"]\n[guard.tiers]\nfree = { floor = "1/1d" }\n"\\u001b[2Jzz" = { floor = "1/1d" }\n',
+     "guard.tiers.\\x1b[2Jzz: not in guard.order"),
 ])
 def test_a_bad_policy_exits_2_naming_the_setting(tmp_path: Path, policy: str | bytes, message: str) -> None:
     """Exit 2 and a message naming the setting; nothing is started."""

@@ -264,3 +264,13 @@ def test_quota_list_sorts_as_the_console_and_writes_windows_as_written(valkey: V
     assert listed == TierOrder().sort(quotas, quotas)  # type: ignore[arg-type]  # a spec has limit and window_s
     assert listed.index("aaa") == 1 and quota_size(quotas["aaa"]) > quota_size(quotas["free"])  # type: ignore[arg-type]
     assert any(line.split()[:3] == ["aaa", "active", "50/1d"] for line in table)
+
+
+def test_output_cut_short_by_its_reader_is_no_traceback() -> None:
+    """`surgewatch guard --print-policy | head -0`: the reader is gone before the first write; exit 1, no traceback."""
+    proc = subprocess.Popen([*SURGEWATCH, "guard", "--print-policy"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the command has started: its first write meets a closed pipe
+    err = proc.stderr.read()
+    assert proc.wait(HANG_GUARD_S) == 1 and "Traceback" not in err and "BrokenPipe" not in err, err

@@ -11,6 +11,7 @@ The global options are accepted on either side of the subcommand (`surgewatch --
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -131,6 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args, settings))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `quota history | head`: the reader left. Python's recipe: no traceback, exit 1
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the flush at exit would raise again
+        return 1
 
 
 if __name__ == "__main__":

@@ -73,11 +73,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print("surgewatch guard: no Redis configured: give --redis URL (or set REDIS_URL)", file=sys.stderr)
         return 2
     if settings.read_only and mode == "auto" and not args.dry_run:
-        print("surgewatch guard: --read-only: --mode auto writes quotas (use --mode propose or --dry-run)",
-              file=sys.stderr)
+        print("surgewatch guard: --read-only: --mode auto writes quotas (use --dry-run)", file=sys.stderr)
         return 2
+    args.dry_run = args.dry_run or settings.read_only  # read-only writes nothing: no proposal, no status
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    what = "dry run" if args.dry_run else mode
+    what = ("dry run, read-only: nothing written" if settings.read_only else "dry run") if args.dry_run else mode
     _say(f"{guard_actor()} starts ({what}) on {settings.redis_url_shown}; shedding order "
          f"{', '.join(policy.order)}; protected {', '.join(policy.protect) or 'none'}")
     try:
@@ -140,7 +140,8 @@ async def guard_loop(
 
         tasks.append(asyncio.create_task(runner.run(keep), name=f"guard-{spec.name}"))
     guard = Guard(store, policy, actor=actor or guard_actor(), mode=mode, dry_run=dry_run,
-                  board=Board(client, settings.prefix), say=lambda text: say(f"guard: {text}"))
+                  board=None if settings.read_only else Board(client, settings.prefix),
+                  say=lambda text: say(f"guard: {text}"))
     try:
         while stop is None or not stop.is_set():
             obs = observe(policy, now=time.time(), traffic=readings.get(Source.TRAFFIC),

@@ -36,10 +36,12 @@ from typing import Any
 from quotas.codec import EXPIRED_BY
 from quotas.errors import BrokenQuota, Conflict, Unreachable
 from quotas.model import Quota, QuotaError, QuotaSpec, iso
+from surgewatch.guard import signals
 from surgewatch.guard.board import Board, Proposal, new_id
 from surgewatch.guard.cap import at_cap_floor, give_back_cap, label, shed_cap
 from surgewatch.guard.policy import GuardMode, Policy, SignalRule
 from surgewatch.guard.signals import Observation, Sustain, describe, exceeded_text, excess_share, fmt, headroom_share
+from surgewatch.guard.voice import Said
 
 log = logging.getLogger(__name__)
 SYSTEM_ACTORS = (EXPIRED_BY, "surgewatch init")
@@ -74,7 +76,7 @@ class Guard:
     state: str = "starting"
     why: str = ""
     proposals: dict[str, Proposal] = field(default_factory=dict)
-    _said: str = ""
+    _said: Said = field(default_factory=Said)
 
     def _mem(self, tier: str) -> _Tier:
         return self.tiers.setdefault(tier, _Tier())
@@ -83,15 +85,14 @@ class Guard:
         """The guard's current state; logged when it changes (a frozen guard says so once, not every second)."""
         self.state, self.why = state, why
         line = f"{state}: {why}" if why else state
-        if line != self._said:
-            self._said = line
+        if self._said.changed(state, line):  # a lasting state once, an action each time (guard/voice.py)
             self.say(line)
 
     # ----- the loop's one look
     async def step(self, obs: Observation) -> None:
-        if obs.frozen:
+        if why := obs.frozen or signals.silence(self.policy, obs):
             self.sustain.reset()
-            self._note("frozen", obs.frozen + "; no action")
+            self._note("frozen", why + "; no action")
             await self._publish(obs)
             return
         self.sustain.update(self.policy, obs)
@@ -100,10 +101,10 @@ class Guard:
         self._track(obs)
         if self.board is not None and self.mode == "propose" and not self.dry_run:
             await self._withdraw_stale(obs)
-        exceeded = self.sustain.exceeded(self.policy, obs)
+        exceeded, calm_s = self.sustain.exceeded(self.policy, obs), self.sustain.calm_for(obs)
         if exceeded:
             await self._shed(obs, exceeded)
-        elif self.sustain.calm_for(obs) >= self.policy.hold_s:
+        elif calm_s is not None and calm_s >= self.policy.hold_s:
             await self._give_back(obs)
         else:
             self._note("watching", self._summary(obs))
@@ -305,7 +306,7 @@ class Guard:
 
     # ----- giving back
     async def _give_back(self, obs: Observation) -> None:
-        calm = self.sustain.calm_for(obs)
+        calm = self.sustain.calm_for(obs) or 0.0  # step() gives back only when calm: never None here
         below = ", ".join(f"{describe(r)} {fmt(r, obs.values[r.name])} < {fmt(r, r.release)}"
                           for r in self.policy.signals if r.name in obs.values)
         what = f"below release for {calm:.0f} s ({below})"
@@ -442,4 +443,7 @@ class Guard:
         try:
             await self.board.put_status(status, int(max(5.0, 3 * self.policy.interval_s)))
         except Exception as e:  # the console then says "no guard": the guard itself goes on
-            log.warning("cannot publish the guard's status: %s", e)
+            if self._said.fault(str(e)):
+                log.warning("cannot publish the guard's status: %s", e)
+            return
+        self._said.fault("")

@@ -277,19 +277,20 @@ class Sustain:
         while self.temps and obs.at - self.temps[0][0] > 2 * SLOPE_SPAN_S:
             self.temps.popleft()
         self.temps.append((obs.at, {k: v for k, v in obs.values.items() if k in TEMPS}))
-        calm = True
+        calm, seen = True, False
         for rule in policy.signals:
             v = obs.values.get(rule.name)
             if v is None:
                 self.above_since.pop(rule.name, None)
                 continue
+            seen = True
             if v > rule.target:
                 self.above_since.setdefault(rule.name, obs.at)
             else:
                 self.above_since.pop(rule.name, None)
             if v > rule.release:
                 calm = False
-        if calm:
+        if calm and seen:  # no signal with a value is silence, not calm
             if self.calm_since is None:
                 self.calm_since = obs.at
         else:
@@ -309,5 +310,15 @@ class Sustain:
                 out.append((rule, obs.values[rule.name], obs.at - since))
         return out
 
-    def calm_for(self, obs: Observation) -> float:
-        return 0.0 if self.calm_since is None else obs.at - self.calm_since
+    def calm_for(self, obs: Observation) -> float | None:
+        """Seconds every signal with a value has been below its release level; None while one is above it (0.0
+        would be "calm for 0 s", which a hold_s of 0 takes for calm: capacity given back while hot)."""
+        return None if self.calm_since is None else obs.at - self.calm_since
+
+
+def silence(policy: Policy, obs: Observation) -> str | None:
+    """Why the guard must not act when no signal of its policy has a value (a policy of serving signals without
+    servers, a reject_pct of a tier that has no traffic): silence read as calm would give capacity back."""
+    if any(obs.values.get(r.name) is not None for r in policy.signals):
+        return None
+    return f"no signal of the policy has a value ({', '.join(describe(r) for r in policy.signals)})"
