@@ -118,3 +118,31 @@ def test_a_staleness_bound_shorter_than_the_gap_between_scrapes_is_refused(
                           "--servers", "http://127.0.0.1:2/metrics", "guard", "--policy", str(f)], cwd=ROOT,
                          capture_output=True, text=True, timeout=60, env={**os.environ, **env})
     assert out.returncode == 2 and message in out.stderr and out.stdout == "", out.stderr
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_a_read_only_guard_writes_nothing_not_even_its_status(store: QuotaStore, read_only: bool) -> None:
+    """`surgewatch --read-only guard` watches as a dry run and writes no key; without it, its status key appears
+    by its first look."""
+    import redis
+
+    kw = store.client.connection_pool.connection_kwargs
+    redis_url = f"redis://{kw['host']}:{kw['port']}/0"
+    flags = ["--read-only"] if read_only else []
+    proc = subprocess.Popen([*SURGEWATCH, "--redis", redis_url, *flags, "guard", "--dry-run"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        started = proc.stdout.readline()
+        assert "starts (dry run" in started and ("nothing written" in started) == read_only, started
+        looked = proc.stdout.readline()  # its first look's state (frozen here: no GPU is watched), then published
+        assert " guard: " in looked, looked
+        with redis.Redis.from_url(redis_url) as r:
+            deadline = time.monotonic() + 10  # a hang guard: the status is written right after the look is said
+            while not read_only and not r.exists("surgewatch:guard:status") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0 if not read_only else 2)  # two more looks: still nothing
+            assert bool(r.exists("surgewatch:guard:status")) is not read_only
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
