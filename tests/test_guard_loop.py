@@ -84,6 +84,15 @@ async def guard_entries(store: QuotaStore) -> list[Any]:
     return [e for e in reversed(await store.history(None, count=100)) if e.actor == ACTOR]
 
 
+async def shed_while_hot(g: Guard, store: QuotaStore, until: int) -> int:
+    """The guard's looks at a fleet at 100 % and 85 °C from second 0 to `until`; free's limit then (below 20)."""
+    for t in range(0, until):
+        await look(g, store, t, util=100, temp=85)
+    cut = (await got(store, "free")).limit
+    assert cut < 20
+    return cut
+
+
 @pytest.fixture
 async def hot(store: QuotaStore) -> QuotaStore:
     await surge_traffic(store)
@@ -161,10 +170,7 @@ async def test_gives_capacity_back_step_by_step_when_the_load_falls_then_lets_th
     lines: list[str] = []
     g = Guard(hot, policy(cooldown_s=2, hold_s=3, min_shed_pct=90, max_shed_pct=90), actor=ACTOR, mode="auto",
               say=lines.append)
-    for t in range(0, 6):
-        await look(g, hot, t, util=100, temp=85)
-    shed = (await got(hot, "free")).limit
-    assert shed < 20
+    await shed_while_hot(g, hot, 6)
     for t in range(6, 80):
         await look(g, hot, t, util=40, temp=50)
     ups = [e for e in await guard_entries(hot) if "gives free back" in e.reason]
@@ -228,10 +234,7 @@ def test_the_default_policy_parses_and_bad_settings_are_named() -> None:
 async def test_a_hold_of_zero_gives_nothing_back_while_a_signal_is_above_its_release(hot: QuotaStore) -> None:
     """hold_s = 0 and the fleet at 93 % (release 80 %) after a cut: no give-back ("calm for 0 s" was calm)."""
     g = Guard(hot, policy(cooldown_s=1, hold_s=0), actor=ACTOR, mode="auto", say=lambda _: None)
-    for t in range(0, 8):
-        await look(g, hot, t, util=100, temp=85)
-    cut = (await got(hot, "free")).limit
-    assert cut < 20
+    cut = await shed_while_hot(g, hot, 8)
     for t in range(8, 30):
         await look(g, hot, t, util=93, temp=79)
     assert not [e for e in await guard_entries(hot) if "gives free back" in e.reason]
@@ -242,9 +245,7 @@ async def test_no_signal_with_a_value_freezes_the_guard_instead_of_reading_calm(
     """A policy of serving signals only, with no servers watched: frozen, said once, no give-back of its cut."""
     lines: list[str] = []
     g = Guard(hot, policy(cooldown_s=1, hold_s=1), actor=ACTOR, mode="auto", say=lines.append)
-    for t in range(0, 8):
-        await look(g, hot, t, util=100, temp=85)
-    cut = (await got(hot, "free")).limit
+    cut = await shed_while_hot(g, hot, 8)
     g.policy = replace(g.policy, signals=tuple(r for r in g.policy.signals if r.name == "e2e_p99_s")
                        or (replace(g.policy.signals[0], name="e2e_p99_s"),))
     lines.clear()
