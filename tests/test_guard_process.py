@@ -146,3 +146,15 @@ def test_a_read_only_guard_writes_nothing_not_even_its_status(store: QuotaStore,
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)
+
+
+def test_a_guard_waiting_for_redis_says_so_once_not_every_attempt() -> None:
+    """Started with Redis down, the guard retries every 2 s: one "not reachable yet" line over three attempts."""
+    from sim.valkey import free_port
+
+    proc = subprocess.Popen([*SURGEWATCH, "--redis", f"redis://127.0.0.1:{free_port()}/0", "guard", "--dry-run"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(5)  # three attempts' time: what is asserted is what it said meanwhile, not how fast
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=15)
+    assert out.count("Redis not reachable yet") == 1, out

@@ -114,12 +114,15 @@ async def guard_loop(
     # one server, a cluster (detected, or --redis-cluster) or Sentinel, as the console opens it; a guard started
     # while Redis is down waits for it (it could not act anyway: the freeze rule)
     connector = redis_connector(settings)
+    said = ""
     while True:
         try:
             client = await connector.client()
             break
         except Exception as e:
-            say(f"guard: Redis not reachable yet ({e}); nothing is done until it is")
+            if str(e) != said:  # once a fault, not every 2 s for as long as Redis stays down
+                said = str(e)
+                say(f"guard: Redis not reachable yet ({e}); nothing is done until it is")
             if stop is not None and stop.is_set():
                 return
             await asyncio.sleep(2.0)
