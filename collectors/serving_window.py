@@ -248,7 +248,7 @@ def _mean_s(rates: Sequence[Rates], us: str) -> float | Missing:
         return Missing.NO_REQUESTS
     mean = num / den / 1e6
     # a page's values are bounded (serving_parse.MAX_VALUE) but a fraction of a request is not
-    return mean if mean - mean == 0.0 else Missing.NOT_FINITE
+    return mean if math.isfinite(mean) else Missing.NOT_FINITE
 
 
 def _spoilt(model: str, out: dict[str, object], missing: dict[str, Missing], pages: Sequence[ModelPage],
